@@ -1,0 +1,1 @@
+"""saltext-fleet: kvm."""
