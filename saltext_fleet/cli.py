@@ -1,0 +1,80 @@
+"""The ``saltext-fleet`` command: master config snippet, config check, and the demo fleet."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from saltext_fleet import __version__
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from saltext_fleet import config, snippet
+
+    if args.check:
+        import salt.config
+
+        try:
+            opts = salt.config.master_config(args.check)
+            cfg = config.load(opts)
+        except config.FleetConfigError as exc:
+            print(f"{args.check}: {exc}", file=sys.stderr)
+            return 2
+        except Exception as exc:  # noqa: BLE001 - a broken file of any kind is reported, not raised
+            print(f"{args.check}: cannot read the master config: {exc}", file=sys.stderr)
+            return 2
+        print(f"{args.check}: the fleet options are valid (database: {cfg.db_url.split('://')[0]})")
+        return 0
+    try:
+        sys.stdout.write(snippet.render(db_url=args.db_url))
+    except config.FleetConfigError as exc:
+        print(f"saltext-fleet config: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from saltext_fleet import demo
+
+    if args.minions < 1 or args.minions > 20:
+        print("saltext-fleet demo: --minions must be between 1 and 20", file=sys.stderr)
+        return 2
+    return demo.run_demo(count=args.minions, root=args.root, once=args.once, timeout=args.timeout)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="saltext-fleet", description="saltext-fleet: a Salt master as a fleet control plane"
+    )
+    parser.add_argument("--version", action="version", version=f"saltext-fleet {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_config = sub.add_parser(
+        "config", help="print the master config snippet for this package (or check a config)"
+    )
+    p_config.add_argument("--db-url", help="database URL (default: SQLite under the cachedir)")
+    p_config.add_argument(
+        "--check", metavar="MASTER_CONFIG", help="validate the fleet options of a master config"
+    )
+    p_config.set_defaults(func=cmd_config)
+
+    p_demo = sub.add_parser(
+        "demo", help="run a real salt-master and minions on loopback with the extension"
+    )
+    p_demo.add_argument("--minions", type=int, default=3, help="how many minions (default 3)")
+    p_demo.add_argument(
+        "--root", help="folder for every file of the demo (default: a new temp dir)"
+    )
+    p_demo.add_argument("--once", action="store_true", help="print the summary, then stop")
+    p_demo.add_argument("--timeout", type=float, default=60, help="seconds to wait for the fleet")
+    p_demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""One typed, validated view of the ``fleet:`` options.
+
+Every Salt adapter reads its settings through :func:`load` (cached by the adapter in
+``__context__``); nobody else digs into raw opts. A bad value raises :class:`FleetConfigError`,
+whose message names the option (``fleet:ui:port``) and says what was expected.
+
+.. code-block:: yaml
+
+    fleet:
+      db_url: postgresql+psycopg://fleet@127.0.0.1/fleet   # default: SQLite under the cachedir
+      key_file: /etc/salt/pki/master/fleet.fernet           # default: <pki_dir>/fleet.fernet
+      ui: {host: 127.0.0.1, port: 8443, tls_cert: null, tls_key: null}
+      gate: {mode: manual}                                  # manual | enrolment
+      drift: {alert_score: 50}
+      inventory: {pip: [/usr/bin/python3]}                  # minion side: interpreters to list
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from typing import Any
+
+GATE_MODES = ("manual", "enrolment")
+DB_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
+
+
+class FleetConfigError(ValueError):
+    """A ``fleet:`` option has a bad value. ``option`` is its full path, e.g. ``fleet:ui:port``."""
+
+    def __init__(self, option: str, message: str):
+        self.option = option
+        super().__init__(f"bad configuration option {option}: {message}")
+
+
+@dataclasses.dataclass(frozen=True)
+class UIConfig:
+    host: str = "127.0.0.1"
+    port: int = 8443
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class GateConfig:
+    mode: str = "manual"
+
+
+@dataclasses.dataclass(frozen=True)
+class DriftConfig:
+    alert_score: float = 50.0
+
+
+@dataclasses.dataclass(frozen=True)
+class InventoryConfig:
+    pip: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class FleetConfig:
+    db_url: str
+    key_file: str
+    ui: UIConfig = UIConfig()
+    gate: GateConfig = GateConfig()
+    drift: DriftConfig = DriftConfig()
+    inventory: InventoryConfig = InventoryConfig()
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data, in the shape of the YAML it came from."""
+        data = dataclasses.asdict(self)
+        data["inventory"]["pip"] = list(self.inventory.pip)
+        return data
+
+
+def default_db_url(opts: Mapping[str, Any]) -> str:
+    """The embedded default: a SQLite file under the master's cachedir."""
+    cachedir = opts.get("cachedir") or "/var/cache/salt/master"
+    return "sqlite:///" + os.path.join(cachedir, "fleet", "fleet.db")
+
+
+def default_key_file(opts: Mapping[str, Any]) -> str:
+    pki_dir = opts.get("pki_dir") or "/etc/salt/pki/master"
+    return os.path.join(pki_dir, "fleet.fernet")
+
+
+def load(opts: Mapping[str, Any]) -> FleetConfig:
+    """Validate ``opts["fleet"]`` (missing means all defaults) into a :class:`FleetConfig`."""
+    raw = opts.get("fleet")
+    if raw is None:
+        raw = {}
+    section = _mapping(raw, "fleet")
+    _known(section, "fleet", ("db_url", "key_file", "ui", "gate", "drift", "inventory"))
+
+    db_url = _string(section.get("db_url"), "fleet:db_url") or default_db_url(opts)
+    scheme = db_url.split("://", 1)[0] if "://" in db_url else ""
+    if scheme not in DB_SCHEMES:
+        raise FleetConfigError(
+            "fleet:db_url",
+            f"{_redact(db_url)!r} is not a database URL this extension supports "
+            f"(scheme must be one of {', '.join(DB_SCHEMES)})",
+        )
+
+    key_file = _string(section.get("key_file"), "fleet:key_file") or default_key_file(opts)
+    if not os.path.isabs(key_file):
+        raise FleetConfigError("fleet:key_file", f"{key_file!r} must be an absolute path")
+
+    return FleetConfig(
+        db_url=db_url,
+        key_file=key_file,
+        ui=_ui(section.get("ui")),
+        gate=_gate(section.get("gate")),
+        drift=_drift(section.get("drift")),
+        inventory=_inventory(section.get("inventory")),
+    )
+
+
+def _ui(raw: Any) -> UIConfig:
+    section = _mapping(raw or {}, "fleet:ui")
+    _known(section, "fleet:ui", ("host", "port", "tls_cert", "tls_key"))
+    host = _string(section.get("host"), "fleet:ui:host") or UIConfig.host
+    port = section.get("port", UIConfig.port)
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise FleetConfigError("fleet:ui:port", f"{port!r} is not a TCP port (1-65535)")
+    cert = _string(section.get("tls_cert"), "fleet:ui:tls_cert")
+    key = _string(section.get("tls_key"), "fleet:ui:tls_key")
+    if bool(cert) != bool(key):
+        missing = "fleet:ui:tls_key" if cert else "fleet:ui:tls_cert"
+        raise FleetConfigError(missing, "tls_cert and tls_key must be given together")
+    return UIConfig(host=host, port=port, tls_cert=cert, tls_key=key)
+
+
+def _gate(raw: Any) -> GateConfig:
+    section = _mapping(raw or {}, "fleet:gate")
+    _known(section, "fleet:gate", ("mode",))
+    mode = _string(section.get("mode"), "fleet:gate:mode") or GateConfig.mode
+    if mode not in GATE_MODES:
+        raise FleetConfigError(
+            "fleet:gate:mode",
+            f"{mode!r} is not one of {', '.join(GATE_MODES)} (keys are never blanket auto-accepted)",
+        )
+    return GateConfig(mode=mode)
+
+
+def _drift(raw: Any) -> DriftConfig:
+    section = _mapping(raw or {}, "fleet:drift")
+    _known(section, "fleet:drift", ("alert_score",))
+    score = section.get("alert_score", DriftConfig.alert_score)
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or score < 0:
+        raise FleetConfigError("fleet:drift:alert_score", f"{score!r} is not a number >= 0")
+    return DriftConfig(alert_score=float(score))
+
+
+def _inventory(raw: Any) -> InventoryConfig:
+    section = _mapping(raw or {}, "fleet:inventory")
+    _known(section, "fleet:inventory", ("pip",))
+    return InventoryConfig(pip=tuple(pip_interpreters(section.get("pip"))))
+
+
+def pip_interpreters(raw: Any, option: str = "fleet:inventory:pip") -> list[str]:
+    """Validate the list of Python executables whose packages are inventoried."""
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, (list, tuple)):
+        raise FleetConfigError(option, f"expected a list of python executables, got {raw!r}")
+    paths = []
+    for item in raw:
+        if not isinstance(item, str) or not item or not os.path.isabs(item) or "\0" in item:
+            raise FleetConfigError(option, f"{item!r} is not an absolute path")
+        paths.append(item)
+    return paths
+
+
+def _mapping(raw: Any, option: str) -> Mapping[str, Any]:
+    if not isinstance(raw, Mapping):
+        raise FleetConfigError(option, f"expected a mapping, got {type(raw).__name__}")
+    return raw
+
+
+def _known(section: Mapping[str, Any], option: str, known: tuple[str, ...]) -> None:
+    for key in section:
+        if key not in known:
+            raise FleetConfigError(
+                f"{option}:{key}", f"unknown option (known under {option}: {', '.join(known)})"
+            )
+
+
+def _string(value: Any, option: str) -> str | None:
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise FleetConfigError(option, f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _redact(url: str) -> str:
+    """Hide a password in a database URL before it goes into an error message."""
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        user = creds.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+    return url

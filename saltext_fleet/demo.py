@@ -1,0 +1,344 @@
+"""``saltext-fleet demo``: a real salt-master and real salt-minions on loopback, under one root.
+
+Everything the demo starts lives below one temporary folder (configs, keys, caches, logs, the
+embedded SQLite store) and listens on 127.0.0.1 on free ports. The daemons are the ordinary
+``salt-master`` and ``salt-minion`` of the installed Salt; they find this extension through its
+``salt.loader`` entry point, exactly as a production master does.
+
+Keys are not auto-accepted: the demo waits for each minion's key to be pending and accepts it
+by name, as an operator would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+from saltext_fleet import snippet
+
+
+class DemoError(RuntimeError):
+    """The demo could not bring its fleet up; the message says which step failed."""
+
+
+def free_port() -> int:
+    with contextlib.closing(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def salt_script(name: str) -> list[str]:
+    """The command line of a Salt daemon script of the running interpreter's installation."""
+    beside = Path(sys.executable).with_name(name)
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which(name)
+    if found:
+        return [found]
+    entry = {"salt-master": "salt_master", "salt-minion": "salt_minion"}[name]
+    return [sys.executable, "-c", f"import salt.scripts; salt.scripts.{entry}()"]
+
+
+class DemoFleet:
+    """A master and ``count`` minions under ``root``; use as a context manager."""
+
+    def __init__(
+        self,
+        root: str | os.PathLike | None = None,
+        count: int = 3,
+        say: Callable[[str], None] | None = None,
+        minion_pip: dict[int, list[str]] | None = None,
+    ):
+        self.own_root = root is None
+        self.root = Path(root or tempfile.mkdtemp(prefix="saltext-fleet-demo-"))
+        self.count = count
+        self.say = say or (lambda message: None)
+        self.minion_pip = minion_pip or {}
+        self.user = getpass.getuser()
+        self.publish_port = free_port()
+        self.ret_port = free_port()
+        self.master_conf_dir = self.root / "master"
+        self.minion_ids = [f"demo-{n}" for n in range(1, count + 1)]
+        self.processes: dict[str, subprocess.Popen] = {}
+        self._client = None
+
+    # -- configuration -------------------------------------------------------------------------
+
+    def master_config(self) -> dict[str, Any]:
+        root = self.root / "master-root"
+        conf = snippet.master_snippet(cachedir=str(root / "var" / "cache" / "salt" / "master"))
+        conf.update(
+            {
+                "id": "demo-master",
+                "user": self.user,
+                "root_dir": str(root),
+                "interface": "127.0.0.1",
+                "publish_port": self.publish_port,
+                "ret_port": self.ret_port,
+                "auto_accept": False,
+                "open_mode": False,
+                "log_level_logfile": "info",
+                "file_roots": {"base": [str(root / "srv" / "salt")]},
+                "pillar_roots": {"base": [str(root / "srv" / "pillar")]},
+            }
+        )
+        return conf
+
+    def minion_config(self, index: int, minion_id: str) -> dict[str, Any]:
+        conf: dict[str, Any] = {
+            "id": minion_id,
+            "user": self.user,
+            "root_dir": str(self.root / f"{minion_id}-root"),
+            "master": "127.0.0.1",
+            "master_port": self.ret_port,
+            "publish_port": self.publish_port,
+            "acceptance_wait_time": 1,
+            "acceptance_wait_time_max": 2,
+            "random_reauth_delay": 0,
+            "log_level_logfile": "info",
+        }
+        pip = self.minion_pip.get(index)
+        if pip:
+            conf["fleet"] = {"inventory": {"pip": pip}}
+        return conf
+
+    def write_configs(self) -> None:
+        self.master_conf_dir.mkdir(parents=True, exist_ok=True)
+        _write_yaml(self.master_conf_dir / "master", self.master_config())
+        for index, minion_id in enumerate(self.minion_ids, start=1):
+            conf_dir = self.root / minion_id
+            conf_dir.mkdir(parents=True, exist_ok=True)
+            _write_yaml(conf_dir / "minion", self.minion_config(index, minion_id))
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    def start(self, timeout: float = 60) -> float:
+        """Start everything and wait until every minion answers; returns the seconds it took."""
+        started = time.monotonic()
+        self.write_configs()
+        self._spawn("master", salt_script("salt-master") + ["-c", str(self.master_conf_dir)])
+        for minion_id in self.minion_ids:
+            self._spawn(minion_id, salt_script("salt-minion") + ["-c", str(self.root / minion_id)])
+        self.say(f"started salt-master and {self.count} salt-minions under {self.root}")
+        deadline = started + timeout
+        self._accept_keys(deadline)
+        self._wait_for_answers(deadline)
+        return time.monotonic() - started
+
+    def stop(self) -> None:
+        """Stop every daemon this demo started (TERM, then KILL after a grace period)."""
+        if self._client is not None:
+            self._client.destroy()
+            self._client = None
+        for proc in self.processes.values():
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for proc in self.processes.values():
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+        self.processes.clear()
+
+    def __enter__(self) -> DemoFleet:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _spawn(self, name: str, argv: list[str]) -> None:
+        log_path = self.root / f"{name}.out"
+        with open(log_path, "ab") as out:
+            # A new session: Ctrl-C in the terminal reaches the demo, which then stops the
+            # daemons in order, instead of every daemon at once.
+            self.processes[name] = subprocess.Popen(
+                argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+
+    def _check_alive(self) -> None:
+        for name, proc in self.processes.items():
+            if proc.poll() is not None:
+                tail = _tail(self.root / f"{name}.out")
+                raise DemoError(f"{name} exited with code {proc.returncode}:\n{tail}")
+
+    # -- keys and answers ----------------------------------------------------------------------
+
+    def master_opts(self) -> dict[str, Any]:
+        import salt.config
+
+        return salt.config.master_config(str(self.master_conf_dir / "master"))
+
+    def _accept_keys(self, deadline: float) -> None:
+        import salt.key
+
+        keys = salt.key.get_key(self.master_opts())
+        waiting = set(self.minion_ids)
+        while waiting:
+            self._check_alive()
+            pending = set(keys.list_status("pre").get("minions_pre", []))
+            for minion_id in sorted(waiting & pending):
+                keys.accept(match=[minion_id], include_rejected=False, include_denied=False)
+                self.say(f"accepted the key of {minion_id}")
+                waiting.discard(minion_id)
+            if waiting and time.monotonic() > deadline:
+                raise DemoError(f"no pending key from {', '.join(sorted(waiting))} in time")
+            if waiting:
+                time.sleep(0.2)
+
+    def client(self):
+        if self._client is None:
+            import salt.client
+
+            self._client = salt.client.LocalClient(mopts=self.master_opts())
+        return self._client
+
+    def _wait_for_answers(self, deadline: float) -> None:
+        answering: set[str] = set()
+        while True:
+            self._check_alive()
+            ret = self.client().cmd(self.minion_ids, "test.ping", tgt_type="list", timeout=3)
+            answering = {mid for mid, value in ret.items() if value is True}
+            if answering >= set(self.minion_ids):
+                return
+            if time.monotonic() > deadline:
+                missing = ", ".join(sorted(set(self.minion_ids) - answering))
+                raise DemoError(f"minions not answering in time: {missing}")
+
+    def run(self, fun: str, arg: Iterable = (), timeout: int = 60) -> dict[str, Any]:
+        return self.client().cmd(self.minion_ids, fun, list(arg), tgt_type="list", timeout=timeout)
+
+
+def summarise(inventories: dict[str, Any], grains: dict[str, Any]) -> list[str]:
+    """A short, readable fleet table: one row per minion, package counts per ecosystem."""
+    ecosystems = sorted(
+        {
+            eco
+            for inv in inventories.values()
+            if isinstance(inv, dict)
+            for eco in (inv.get("packages") or {})
+        }
+    )
+    header = ["minion", "hostname", "os"] + ecosystems + ["digest"]
+    rows = [header]
+    for minion_id in sorted(set(inventories) | set(grains)):
+        inv = inventories.get(minion_id)
+        fleet = (grains.get(minion_id) or {}).get("fleet") or {}
+        os_name = " ".join(str(fleet.get(k) or "") for k in ("os", "os_version")).strip()
+        if not isinstance(inv, dict):
+            rows.append(
+                [minion_id, str(fleet.get("hostname") or "?"), os_name or "?"]
+                + ["-"] * len(ecosystems)
+                + [f"no inventory: {str(inv)[:60]}"]
+            )
+            continue
+        packages = inv.get("packages") or {}
+        counts = [str(len(packages.get(eco) or {})) for eco in ecosystems]
+        rows.append(
+            [minion_id, str(fleet.get("hostname") or "?"), os_name or "?"]
+            + counts
+            + [str(inv.get("digest", ""))[:12]]
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    return ["  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows]
+
+
+def run_demo(
+    count: int = 3,
+    root: str | None = None,
+    once: bool = False,
+    out: TextIO | None = None,
+    timeout: float = 60,
+) -> int:
+    """Bring the demo fleet up, print its summary, and stay up until Ctrl-C (or not, ``once``)."""
+    out = out or sys.stdout
+
+    def say(message: str) -> None:
+        print(message, file=out, flush=True)
+
+    fleet = DemoFleet(root=root, count=count, say=say, minion_pip={1: [sys.executable]})
+    failed = False
+
+    def on_signal(signum, frame):  # noqa: ARG001
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_signal)
+    try:
+        with fleet:
+            elapsed = fleet.start(timeout=timeout)
+            say(f"{count} minions answering after {elapsed:.1f} s")
+            inventories = fleet.run("fleet.inventory")
+            grains = fleet.run("grains.item", ["fleet"])
+            say("")
+            for line in summarise(inventories, grains):
+                say(line)
+            say("")
+            counts = {
+                mid: {eco: len(pkgs or {}) for eco, pkgs in (inv.get("packages") or {}).items()}
+                for mid, inv in inventories.items()
+                if isinstance(inv, dict)
+            }
+            say(
+                json.dumps(
+                    {
+                        "minions_answering": count,
+                        "seconds_to_answer": round(elapsed, 2),
+                        "packages": counts,
+                    }
+                )
+            )
+            if once:
+                return 0
+            say(f"The fleet stays up. Try:  salt -c {fleet.master_conf_dir} '*' fleet.inventory")
+            say("Press Ctrl-C to stop every daemon the demo started.")
+            while True:
+                fleet._check_alive()
+                time.sleep(1)
+    except KeyboardInterrupt:
+        say("interrupted")
+    except DemoError as exc:
+        say(f"demo failed: {exc}")
+        failed = True
+        return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if fleet.processes:
+            fleet.stop()
+        if fleet.own_root and not failed:
+            shutil.rmtree(fleet.root, ignore_errors=True)
+            say("stopped every daemon the demo started and removed its files")
+        else:
+            say(f"stopped every daemon the demo started; its files are under {fleet.root}")
+    return 0
+
+
+def _write_yaml(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(yaml.safe_dump(data, default_flow_style=False, sort_keys=True))
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no output)"

@@ -1,0 +1,64 @@
+"""The master configuration this package needs, as data and as a YAML snippet.
+
+``saltext-fleet config`` prints :func:`render` so it can be appended to a master config as is;
+the demo and the integration tests build their masters from :func:`master_snippet`, so the
+snippet admins paste is the one that is tested.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from saltext_fleet import config
+from saltext_fleet.reactors import REACTORS
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def reactor_list() -> list[dict[str, list[str]]]:
+    """The ``reactor:`` entries for the SLS files shipped in the package, absolute paths."""
+    return [
+        {tag: [str(PACKAGE_DIR / "reactors" / sls) for sls in files]}
+        for tag, files in sorted(REACTORS.items())
+    ]
+
+
+def master_snippet(db_url: str | None = None, cachedir: str | None = None) -> dict[str, Any]:
+    """The master options this package needs.
+
+    Only components the installed package ships are wired in: the job cache and event return
+    when the ``fleet`` returner is present, the engine when the ``fleet`` engine is, and the
+    shipped reactor SLS files.
+    """
+    opts = {"cachedir": cachedir} if cachedir else {}
+    fleet = config.load({**opts, "fleet": {"db_url": db_url} if db_url else {}}).as_dict()
+    if not db_url and not cachedir:
+        # Leave the default to the master: SQLite under its own cachedir.
+        fleet.pop("db_url")
+    # The key file defaults to the master's own pki_dir, which this snippet does not know.
+    fleet.pop("key_file")
+    fleet.pop("inventory")  # a minion-side option
+    snippet: dict[str, Any] = {"fleet": fleet}
+    if (PACKAGE_DIR / "returners" / "fleet.py").exists():
+        snippet["master_job_cache"] = "fleet"
+        snippet["event_return"] = "fleet"
+    if (PACKAGE_DIR / "engines" / "fleet.py").exists():
+        snippet["engines"] = [{"fleet": {}}]
+    reactors = reactor_list()
+    if reactors:
+        snippet["reactor"] = reactors
+    return snippet
+
+
+def render(db_url: str | None = None) -> str:
+    """The snippet as commented YAML, ready to append to /etc/salt/master."""
+    body = yaml.safe_dump(master_snippet(db_url=db_url), default_flow_style=False, sort_keys=False)
+    head = (
+        "# saltext-fleet: append to the master config (e.g. /etc/salt/master.d/fleet.conf)\n"
+        "# fleet:db_url defaults to SQLite under the master's cachedir; fleet:key_file to\n"
+        "# <pki_dir>/fleet.fernet. Options: see the 'Configuration' page of the docs.\n"
+    )
+    return head + body

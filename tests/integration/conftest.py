@@ -1,0 +1,79 @@
+"""Integration layer: a real salt-master and two real salt-minions (pytest-salt-factories).
+
+The master's configuration is the snippet ``saltext-fleet config`` prints, with no
+``extension_modules``: the daemons find this extension through its ``salt.loader`` entry
+point. Each minion lists the packages of its own real virtualenv (``fleet:inventory:pip``),
+so the two minions really differ.
+"""
+
+import pytest
+from saltfactories.utils import random_string
+
+from saltext_fleet import snippet
+from tests.support.venvs import make_venv, make_wheel, pip_install
+
+
+@pytest.fixture(scope="package")
+def venvs(tmp_path_factory):
+    """Two real virtualenvs with different packages: {"one": python, "two": python}."""
+    root = tmp_path_factory.mktemp("venvs")
+    wheels = root / "wheels"
+    one = make_venv(root / "one")
+    two = make_venv(root / "two")
+    pip_install(one, make_wheel(wheels, "fleet-alpha", "1.0.0"))
+    pip_install(
+        two, make_wheel(wheels, "fleet-alpha", "2.1.0"), make_wheel(wheels, "fleet-beta", "0.3")
+    )
+    return {"one": one, "two": two, "wheels": wheels}
+
+
+@pytest.fixture(scope="package")
+def salt_master(salt_factories):
+    overrides = snippet.master_snippet()
+    overrides.update({"interface": "127.0.0.1", "open_mode": False, "auto_accept": False})
+    factory = salt_factories.salt_master_daemon(random_string("fleet-master-"), overrides=overrides)
+    assert "extension_modules" not in overrides
+    with factory.started():
+        yield factory
+
+
+def _minion(salt_master, minion_id, python, beacons=None):
+    overrides = {"fleet": {"inventory": {"pip": [str(python)]}}}
+    if beacons:
+        overrides["beacons"] = beacons
+    return salt_master.salt_minion_daemon(minion_id, overrides=overrides)
+
+
+@pytest.fixture(scope="package")
+def salt_minion(salt_master, venvs):
+    # The beacon watches this minion's virtualenv; a short interval keeps the test quick.
+    factory = _minion(
+        salt_master,
+        random_string("fleet-minion-1-"),
+        venvs["one"],
+        beacons={"fleet_pkgset": [{"interval": 1}]},
+    )
+    with factory.started():
+        yield factory
+
+
+@pytest.fixture(scope="package")
+def salt_minion_2(salt_master, venvs):
+    factory = _minion(salt_master, random_string("fleet-minion-2-"), venvs["two"])
+    with factory.started():
+        yield factory
+
+
+@pytest.fixture(scope="package")
+def salt_cli(salt_master):
+    return salt_master.salt_cli()
+
+
+@pytest.fixture(scope="package")
+def salt_run_cli(salt_master):
+    return salt_master.salt_run_cli()
+
+
+@pytest.fixture(scope="package")
+def salt_call_cli(salt_minion):
+    return salt_minion.salt_call_cli()

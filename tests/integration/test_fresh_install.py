@@ -1,0 +1,86 @@
+"""From a fresh virtualenv: ``pip install .`` and the demo's real master finds the extension.
+
+This is what a user does on a new machine. The package is installed non-editable into a new
+virtualenv; the demo then starts a real salt-master (with no ``extension_modules``) and three
+real salt-minions from that virtualenv, accepts their keys, and prints the inventory summary.
+"""
+
+import json
+import re
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import CODE_DIR
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def fresh_venv(tmp_path_factory):
+    venv = tmp_path_factory.mktemp("fresh") / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    proc = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--disable-pip-version-check",
+            str(CODE_DIR),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return venv
+
+
+def test_installed_package_is_not_the_checkout(fresh_venv):
+    out = subprocess.run(
+        [
+            str(fresh_venv / "bin" / "python"),
+            "-c",
+            "import saltext_fleet, importlib.metadata as m; print(saltext_fleet.__file__);"
+            "print([e.value for e in m.entry_points(group='salt.loader')])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd="/",
+    ).stdout.splitlines()
+    assert str(fresh_venv) in out[0]
+    assert "saltext_fleet" in out[1]
+
+
+def test_demo_reaches_three_minions_and_prints_package_counts(fresh_venv, tmp_path):
+    root = tmp_path / "demo"
+    proc = subprocess.run(
+        [str(fresh_venv / "bin" / "saltext-fleet"), "demo", "--once", "--root", str(root)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd="/",
+    )
+    out = proc.stdout
+    assert proc.returncode == 0, out + proc.stderr
+    # The master the demo ran has no extension_modules: the entry point did the work.
+    master_conf = (root / "master" / "master").read_text()
+    assert "extension_modules" not in master_conf
+    figures = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
+    assert figures["minions_answering"] == 3
+    assert figures["seconds_to_answer"] < 60
+    table = out.split("\n\n")[1].splitlines()
+    assert table[0].split()[:3] == ["minion", "hostname", "os"]
+    assert "deb" in table[0].split() and "pypi" in table[0].split()
+    assert sorted(line.split()[0] for line in table[1:]) == ["demo-1", "demo-2", "demo-3"]
+    counts = figures["packages"]
+    assert set(counts) == {"demo-1", "demo-2", "demo-3"}
+    for minion_counts in counts.values():
+        assert minion_counts["deb"] > 100  # this machine's real Debian packages
+    # demo-1 lists the demo's own virtualenv: salt and this package are in it.
+    assert counts["demo-1"]["pypi"] > 10
+    assert re.search(r"stopped every daemon", out)

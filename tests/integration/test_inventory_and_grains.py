@@ -1,0 +1,87 @@
+"""Real master, real minions, the extension loaded through its entry point."""
+
+import subprocess
+import time
+
+import pytest
+
+from tests.support.venvs import make_wheel, pip_install
+
+pytestmark = pytest.mark.integration
+
+
+def dpkg_installed():
+    out = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${db:Status-Abbrev}\t${binary:Package}\t${Version}\n"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    packages = {}
+    for line in out.splitlines():
+        status, name, version = line.split("\t")
+        if status.strip() == "ii":
+            packages[name.split(":")[0] if name.endswith(":amd64") else name] = version
+    return packages
+
+
+def test_master_has_no_extension_modules_setting(salt_master):
+    assert "saltext_fleet" not in str(salt_master.config.get("extension_modules"))
+    assert not salt_master.config.get("module_dirs")
+
+
+def test_minions_load_the_module_through_the_entry_point(salt_cli, salt_minion, salt_minion_2):
+    ret = salt_cli.run("sys.list_functions", "fleet", minion_tgt=salt_minion.id)
+    assert ret.returncode == 0, ret
+    assert "fleet.inventory" in ret.data
+
+
+def test_inventory_reports_this_machines_real_packages(salt_cli, salt_minion, salt_minion_2):
+    ret = salt_cli.run("fleet.inventory", minion_tgt="*", _timeout=120)
+    assert ret.returncode == 0, ret
+    expected_deb = dpkg_installed()
+    for minion in (salt_minion, salt_minion_2):
+        inv = ret.data[minion.id]
+        assert inv["packages"]["deb"] == expected_deb
+        assert len(inv["digest"]) == 64
+    # The two minions differ exactly in their virtualenvs.
+    assert ret.data[salt_minion.id]["packages"]["pypi"]["fleet-alpha"] == "1.0.0"
+    assert "fleet-beta" not in ret.data[salt_minion.id]["packages"]["pypi"]
+    assert ret.data[salt_minion_2.id]["packages"]["pypi"]["fleet-alpha"] == "2.1.0"
+    assert ret.data[salt_minion_2.id]["packages"]["pypi"]["fleet-beta"] == "0.3"
+    assert ret.data[salt_minion.id]["digest"] != ret.data[salt_minion_2.id]["digest"]
+
+
+def test_fleet_grain_answers(salt_cli, salt_minion):
+    ret = salt_cli.run("grains.get", "fleet", minion_tgt=salt_minion.id)
+    assert ret.returncode == 0, ret
+    fleet = ret.data
+    assert fleet["os_family"] == "Debian"
+    assert fleet["cpu_cores"] >= 1
+    assert fleet["ram_gib"] > 0
+    assert fleet["hostname"]
+    assert not str(fleet.get("ipv4") or "").startswith(("127.", "169.254."))
+
+
+def test_beacon_fires_when_a_package_is_installed(salt_master, salt_minion, venvs, event_listener):
+    # Let the beacon record the current package set first (it runs every second).
+    time.sleep(3)
+    start = time.time()
+    pip_install(venvs["one"], make_wheel(venvs["wheels"], "fleet-gamma", "4.5.6"))
+    events = event_listener.wait_for_events(
+        [(salt_master.id, "fleet/pkgset/changed")], after_time=start, timeout=60
+    )
+    assert events.found_all_events, "no fleet/pkgset/changed event within 60 s"
+    event = events.matches[0]
+    assert event.data["id"] == salt_minion.id
+    assert event.data["data"]["digest"] != event.data["data"]["previous"]
+
+
+def test_salt_call_local_inventory_matches_dpkg_query(salt_minion):
+    cli = salt_minion.salt_call_cli()
+    ret = cli.run("--local", "fleet.inventory", _timeout=120)
+    assert ret.returncode == 0, ret
+    assert ret.data["packages"]["deb"] == dpkg_installed()
+    # Every binary package knows its source package (OSV advisories name source packages).
+    sources = ret.data["sources"]["deb"]
+    assert set(sources) == set(ret.data["packages"]["deb"])

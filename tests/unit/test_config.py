@@ -1,0 +1,78 @@
+"""The ``fleet:`` options: defaults, and a clear error naming the option for each bad value."""
+
+import pytest
+
+from saltext_fleet import config
+
+OPTS = {"cachedir": "/var/cache/salt/master", "pki_dir": "/etc/salt/pki/master"}
+
+
+def test_defaults_without_a_fleet_section():
+    cfg = config.load(OPTS)
+    assert cfg.db_url == "sqlite:////var/cache/salt/master/fleet/fleet.db"
+    assert cfg.key_file == "/etc/salt/pki/master/fleet.fernet"
+    assert (cfg.ui.host, cfg.ui.port, cfg.ui.tls_cert) == ("127.0.0.1", 8443, None)
+    assert cfg.gate.mode == "manual"
+    assert cfg.drift.alert_score == 50.0
+    assert cfg.inventory.pip == ()
+
+
+def test_full_section_is_read():
+    cfg = config.load(
+        {
+            **OPTS,
+            "fleet": {
+                "db_url": "postgresql+psycopg://fleet@127.0.0.1/fleet",
+                "key_file": "/srv/fleet.key",
+                "ui": {"host": "0.0.0.0", "port": 9443, "tls_cert": "/c", "tls_key": "/k"},
+                "gate": {"mode": "enrolment"},
+                "drift": {"alert_score": 12},
+                "inventory": {"pip": "/usr/bin/python3"},
+            },
+        }
+    )
+    assert cfg.db_url.startswith("postgresql+psycopg://")
+    assert cfg.ui.port == 9443 and cfg.ui.tls_key == "/k"
+    assert cfg.gate.mode == "enrolment"
+    assert cfg.drift.alert_score == 12.0
+    assert cfg.inventory.pip == ("/usr/bin/python3",)
+    assert cfg.as_dict()["inventory"]["pip"] == ["/usr/bin/python3"]
+
+
+@pytest.mark.parametrize(
+    "section, option, words",
+    [
+        ({"ui": {"port": 70000}}, "fleet:ui:port", "TCP port"),
+        ({"ui": {"port": "8443"}}, "fleet:ui:port", "TCP port"),
+        ({"ui": {"port": True}}, "fleet:ui:port", "TCP port"),
+        ({"ui": {"prot": 1}}, "fleet:ui:prot", "unknown option"),
+        ({"ui": {"tls_cert": "/c"}}, "fleet:ui:tls_key", "together"),
+        ({"ui": "127.0.0.1"}, "fleet:ui", "mapping"),
+        ({"gate": {"mode": "auto"}}, "fleet:gate:mode", "never blanket"),
+        ({"drift": {"alert_score": -1}}, "fleet:drift:alert_score", ">= 0"),
+        ({"drift": {"alert_score": "high"}}, "fleet:drift:alert_score", "number"),
+        ({"db_url": "mysql://x@y/z"}, "fleet:db_url", "scheme"),
+        ({"db_url": 5}, "fleet:db_url", "string"),
+        ({"key_file": "relative/key"}, "fleet:key_file", "absolute"),
+        ({"inventory": {"pip": ["python3"]}}, "fleet:inventory:pip", "absolute"),
+        ({"inventory": {"pip": {"a": 1}}}, "fleet:inventory:pip", "list"),
+        ({"dirft": {}}, "fleet:dirft", "unknown option"),
+    ],
+)
+def test_bad_values_name_the_option(section, option, words):
+    with pytest.raises(config.FleetConfigError) as err:
+        config.load({**OPTS, "fleet": section})
+    assert err.value.option == option
+    assert option in str(err.value)
+    assert words in str(err.value)
+
+
+def test_fleet_section_must_be_a_mapping():
+    with pytest.raises(config.FleetConfigError, match="fleet: expected a mapping"):
+        config.load({**OPTS, "fleet": ["db_url"]})
+
+
+def test_password_is_not_echoed_in_errors():
+    with pytest.raises(config.FleetConfigError) as err:
+        config.load({**OPTS, "fleet": {"db_url": "mysql://fleet:s3cret@db/fleet"}})
+    assert "s3cret" not in str(err.value)
