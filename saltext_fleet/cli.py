@@ -12,15 +12,21 @@ def cmd_config(args: argparse.Namespace) -> int:
     from saltext_fleet import config, snippet
 
     if args.check:
+        import os
+
         import salt.config
 
+        if not os.path.isfile(args.check):
+            print(f"{args.check}: no such master config file", file=sys.stderr)
+            return 2
         try:
             opts = salt.config.master_config(args.check)
             cfg = config.load(opts)
         except config.FleetConfigError as exc:
             print(f"{args.check}: {exc}", file=sys.stderr)
             return 2
-        except Exception as exc:  # noqa: BLE001 - a broken file of any kind is reported, not raised
+        # Salt exits (SystemExit) on a YAML error after logging it; report it our way too.
+        except (Exception, SystemExit) as exc:  # noqa: BLE001 - any broken file is reported
             print(f"{args.check}: cannot read the master config: {exc}", file=sys.stderr)
             return 2
         print(f"{args.check}: the fleet options are valid (database: {cfg.db_url.split('://')[0]})")

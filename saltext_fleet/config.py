@@ -13,6 +13,7 @@ whose message names the option (``fleet:ui:port``) and says what was expected.
       gate: {mode: manual}                                  # manual | enrolment
       drift: {alert_score: 50}
       inventory: {pip: [/usr/bin/python3]}                  # minion side: interpreters to list
+      grains: {keychains: [/Library/Keychains/System.keychain]}   # minion side (macOS)
 """
 
 from __future__ import annotations
@@ -58,6 +59,11 @@ class InventoryConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class GrainsConfig:
+    keychains: tuple[str, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class FleetConfig:
     db_url: str
     key_file: str
@@ -65,11 +71,13 @@ class FleetConfig:
     gate: GateConfig = GateConfig()
     drift: DriftConfig = DriftConfig()
     inventory: InventoryConfig = InventoryConfig()
+    grains: GrainsConfig = GrainsConfig()
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data, in the shape of the YAML it came from."""
         data = dataclasses.asdict(self)
         data["inventory"]["pip"] = list(self.inventory.pip)
+        data["grains"]["keychains"] = list(self.grains.keychains)
         return data
 
 
@@ -90,7 +98,7 @@ def load(opts: Mapping[str, Any]) -> FleetConfig:
     if raw is None:
         raw = {}
     section = _mapping(raw, "fleet")
-    _known(section, "fleet", ("db_url", "key_file", "ui", "gate", "drift", "inventory"))
+    _known(section, "fleet", ("db_url", "key_file", "ui", "gate", "drift", "inventory", "grains"))
 
     db_url = _string(section.get("db_url"), "fleet:db_url") or default_db_url(opts)
     scheme = db_url.split("://", 1)[0] if "://" in db_url else ""
@@ -112,6 +120,7 @@ def load(opts: Mapping[str, Any]) -> FleetConfig:
         gate=_gate(section.get("gate")),
         drift=_drift(section.get("drift")),
         inventory=_inventory(section.get("inventory")),
+        grains=_grains(section.get("grains")),
     )
 
 
@@ -157,14 +166,27 @@ def _inventory(raw: Any) -> InventoryConfig:
     return InventoryConfig(pip=tuple(pip_interpreters(section.get("pip"))))
 
 
+def _grains(raw: Any) -> GrainsConfig:
+    section = _mapping(raw or {}, "fleet:grains")
+    _known(section, "fleet:grains", ("keychains",))
+    return GrainsConfig(
+        keychains=tuple(absolute_paths(section.get("keychains"), "fleet:grains:keychains"))
+    )
+
+
 def pip_interpreters(raw: Any, option: str = "fleet:inventory:pip") -> list[str]:
     """Validate the list of Python executables whose packages are inventoried."""
+    return absolute_paths(raw, option)
+
+
+def absolute_paths(raw: Any, option: str) -> list[str]:
+    """A list of absolute paths (a single string is a one-item list)."""
     if raw is None:
         return []
     if isinstance(raw, str):
         raw = [raw]
     if not isinstance(raw, (list, tuple)):
-        raise FleetConfigError(option, f"expected a list of python executables, got {raw!r}")
+        raise FleetConfigError(option, f"expected a list of absolute paths, got {raw!r}")
     paths = []
     for item in raw:
         if not isinstance(item, str) or not item or not os.path.isabs(item) or "\0" in item:

@@ -40,7 +40,8 @@ def master_snippet(db_url: str | None = None, cachedir: str | None = None) -> di
         fleet.pop("db_url")
     # The key file defaults to the master's own pki_dir, which this snippet does not know.
     fleet.pop("key_file")
-    fleet.pop("inventory")  # a minion-side option
+    fleet.pop("inventory")  # minion-side options
+    fleet.pop("grains")
     snippet: dict[str, Any] = {"fleet": fleet}
     if (PACKAGE_DIR / "returners" / "fleet.py").exists():
         snippet["master_job_cache"] = "fleet"

@@ -31,6 +31,7 @@ def event_listener():
 
     listener = EventListener()
     listener.host = "127.0.0.1"
+    listener.address = f"tcp://127.0.0.1:{listener.port}"
     with listener:
         yield listener
 
@@ -52,3 +53,9 @@ def salt_factories_config(tmp_path_factory):
 @pytest.fixture(scope="session")
 def fixtures_dir():
     return FIXTURES
+
+
+def pytest_unconfigure(config):
+    # salt-factories logs its manager's repr after pytest has closed the capture streams;
+    # that is noise, not a failure.
+    logging.raiseExceptions = False

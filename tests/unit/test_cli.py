@@ -56,3 +56,12 @@ def test_demo_summary_counts_packages_per_ecosystem():
     assert lines[0].split() == ["minion", "hostname", "os", "deb", "pypi", "digest"]
     assert lines[1].split() == ["m1", "h1", "Debian", "12", "2", "1", "f" * 12]
     assert lines[2].startswith("m2") and "no inventory" in lines[2]
+
+
+def test_check_refuses_a_missing_or_broken_file(tmp_path, capsys):
+    assert cli.main(["config", "--check", str(tmp_path / "nope")]) == 2
+    assert "no such master config file" in capsys.readouterr().err
+    conf = tmp_path / "master"
+    conf.write_text("fleet: [unclosed\n")
+    assert cli.main(["config", "--check", str(conf)]) == 2
+    assert "cannot read the master config" in capsys.readouterr().err

@@ -57,6 +57,7 @@ def test_full_section_is_read():
         ({"inventory": {"pip": ["python3"]}}, "fleet:inventory:pip", "absolute"),
         ({"inventory": {"pip": {"a": 1}}}, "fleet:inventory:pip", "list"),
         ({"dirft": {}}, "fleet:dirft", "unknown option"),
+        ({"grains": {"keychains": ["login.keychain"]}}, "fleet:grains:keychains", "absolute"),
     ],
 )
 def test_bad_values_name_the_option(section, option, words):
