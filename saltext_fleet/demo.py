@@ -74,43 +74,78 @@ class DemoFleet:
         self.master_conf_dir = self.root / "master"
         self.minion_ids = [f"demo-{n}" for n in range(1, count + 1)]
         self.processes: dict[str, subprocess.Popen] = {}
+        # Unix socket paths are limited to ~107 bytes: under a long root, the daemons' sockets
+        # go to a short temporary folder instead (removed on stop).
+        self.sock_base: Path | None = None
+        if len(str(self.root)) > 30:
+            self.sock_base = Path(tempfile.mkdtemp(prefix="sfleet-"))
         self._client = None
 
     # -- configuration -------------------------------------------------------------------------
 
+    def _paths(self, name: str, kind: str) -> dict[str, Any]:
+        """Explicit paths for one daemon under the demo root.
+
+        Salt would prepend ``root_dir`` to every path (sockets included), and Unix socket paths
+        are limited to ~107 bytes, so the root stays "/" and each path is spelled out; under a
+        long root the sockets go to a short temporary folder.
+        """
+        base = self.root / f"{name}-root"
+        sock_dir = (self.sock_base / name) if self.sock_base else base / "run"
+        paths = {
+            "root_dir": "/",
+            "pki_dir": str(base / "pki"),
+            "cachedir": str(base / "cache"),
+            "extension_modules": str(base / "cache" / "extmods"),
+            "sock_dir": str(sock_dir),
+            "pidfile": str(base / "run" / f"salt-{kind}.pid"),
+            "log_file": str(base / "log" / kind),
+        }
+        if kind == "master":
+            paths.update(
+                {
+                    "key_logfile": str(base / "log" / "key"),
+                    "token_dir": str(base / "cache" / "tokens"),
+                    "autosign_grains_dir": str(base / "autosign_grains"),
+                    "file_roots": {"base": [str(base / "srv" / "salt")]},
+                    "pillar_roots": {"base": [str(base / "srv" / "pillar")]},
+                }
+            )
+        return paths
+
     def master_config(self) -> dict[str, Any]:
-        root = self.root / "master-root"
-        conf = snippet.master_snippet(cachedir=str(root / "var" / "cache" / "salt" / "master"))
+        paths = self._paths("master", "master")
+        conf = snippet.master_snippet(cachedir=paths["cachedir"])
+        conf.update(paths)
         conf.update(
             {
                 "id": "demo-master",
                 "user": self.user,
-                "root_dir": str(root),
                 "interface": "127.0.0.1",
                 "publish_port": self.publish_port,
                 "ret_port": self.ret_port,
                 "auto_accept": False,
                 "open_mode": False,
                 "log_level_logfile": "info",
-                "file_roots": {"base": [str(root / "srv" / "salt")]},
-                "pillar_roots": {"base": [str(root / "srv" / "pillar")]},
             }
         )
         return conf
 
     def minion_config(self, index: int, minion_id: str) -> dict[str, Any]:
-        conf: dict[str, Any] = {
-            "id": minion_id,
-            "user": self.user,
-            "root_dir": str(self.root / f"{minion_id}-root"),
-            "master": "127.0.0.1",
-            "master_port": self.ret_port,
-            "publish_port": self.publish_port,
-            "acceptance_wait_time": 1,
-            "acceptance_wait_time_max": 2,
-            "random_reauth_delay": 0,
-            "log_level_logfile": "info",
-        }
+        conf: dict[str, Any] = self._paths(minion_id, "minion")
+        conf.update(
+            {
+                "id": minion_id,
+                "user": self.user,
+                "master": "127.0.0.1",
+                "master_port": self.ret_port,
+                "publish_port": self.publish_port,
+                "acceptance_wait_time": 1,
+                "acceptance_wait_time_max": 2,
+                "random_reauth_delay": 0,
+                "log_level_logfile": "info",
+            }
+        )
         pip = self.minion_pip.get(index)
         if pip:
             conf["fleet"] = {"inventory": {"pip": pip}}
@@ -157,6 +192,8 @@ class DemoFleet:
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=5)
         self.processes.clear()
+        if self.sock_base:
+            shutil.rmtree(self.sock_base, ignore_errors=True)
 
     def __enter__(self) -> DemoFleet:
         return self
@@ -193,19 +230,19 @@ class DemoFleet:
     def _accept_keys(self, deadline: float) -> None:
         import salt.key
 
-        keys = salt.key.get_key(self.master_opts())
-        waiting = set(self.minion_ids)
-        while waiting:
-            self._check_alive()
-            pending = set(keys.list_status("pre").get("minions_pre", []))
-            for minion_id in sorted(waiting & pending):
-                keys.accept(match=[minion_id], include_rejected=False, include_denied=False)
-                self.say(f"accepted the key of {minion_id}")
-                waiting.discard(minion_id)
-            if waiting and time.monotonic() > deadline:
-                raise DemoError(f"no pending key from {', '.join(sorted(waiting))} in time")
-            if waiting:
-                time.sleep(0.2)
+        with salt.key.get_key(self.master_opts()) as keys:
+            waiting = set(self.minion_ids)
+            while waiting:
+                self._check_alive()
+                pending = set(keys.list_status("pre").get("minions_pre", []))
+                for minion_id in sorted(waiting & pending):
+                    keys.accept(match=[minion_id], include_rejected=False, include_denied=False)
+                    self.say(f"accepted the key of {minion_id}")
+                    waiting.discard(minion_id)
+                if waiting and time.monotonic() > deadline:
+                    raise DemoError(f"no pending key from {', '.join(sorted(waiting))} in time")
+                if waiting:
+                    time.sleep(0.2)
 
     def client(self):
         if self._client is None:
@@ -283,7 +320,9 @@ def run_demo(
     def on_signal(signum, frame):  # noqa: ARG001
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, on_signal)
+    # Install the handlers explicitly: a demo started from a script in the background inherits
+    # an ignored SIGINT, and Ctrl-C must still stop everything.
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with fleet:
             elapsed = fleet.start(timeout=timeout)
@@ -310,7 +349,10 @@ def run_demo(
             )
             if once:
                 return 0
-            say(f"The fleet stays up. Try:  salt -c {fleet.master_conf_dir} '*' fleet.inventory")
+            salt_cli = Path(sys.executable).with_name("salt")
+            say(
+                f"The fleet stays up. Try:  {salt_cli} -c {fleet.master_conf_dir} '*' fleet.inventory"
+            )
             say("Press Ctrl-C to stop every daemon the demo started.")
             while True:
                 fleet._check_alive()
@@ -322,7 +364,8 @@ def run_demo(
         failed = True
         return 1
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if fleet.processes:
             fleet.stop()
         if fleet.own_root and not failed:

@@ -40,7 +40,10 @@ def salt_master(salt_factories):
 def _minion(salt_master, minion_id, python, beacons=None):
     overrides = {"fleet": {"inventory": {"pip": [str(python)]}}}
     if beacons:
+        # Salt counts a beacon's interval in loop_interval units but calls beacons once a
+        # second; salt-factories' loop_interval of 0.05 would stretch 1 s into 20 s.
         overrides["beacons"] = beacons
+        overrides["loop_interval"] = 1
     return salt_master.salt_minion_daemon(minion_id, overrides=overrides)
 
 

@@ -6,11 +6,13 @@ real salt-minions from that virtualenv, accepts their keys, and prints the inven
 """
 
 import json
+import pathlib
 import re
 import subprocess
 import sys
 
 import pytest
+import yaml
 
 from tests.conftest import CODE_DIR
 
@@ -68,8 +70,10 @@ def test_demo_reaches_three_minions_and_prints_package_counts(fresh_venv, tmp_pa
     out = proc.stdout
     assert proc.returncode == 0, out + proc.stderr
     # The master the demo ran has no extension_modules: the entry point did the work.
-    master_conf = (root / "master" / "master").read_text()
-    assert "extension_modules" not in master_conf
+    master_conf = yaml.safe_load((root / "master" / "master").read_text())
+    assert "saltext_fleet" not in str(master_conf["extension_modules"])
+    assert not master_conf.get("module_dirs")
+    assert not list(pathlib.Path(master_conf["extension_modules"]).rglob("fleet*.py"))
     figures = json.loads([line for line in out.splitlines() if line.startswith("{")][-1])
     assert figures["minions_answering"] == 3
     assert figures["seconds_to_answer"] < 60

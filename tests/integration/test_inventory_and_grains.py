@@ -1,5 +1,6 @@
 """Real master, real minions, the extension loaded through its entry point."""
 
+import pathlib
 import subprocess
 import time
 
@@ -64,15 +65,19 @@ def test_fleet_grain_answers(salt_cli, salt_minion):
 
 
 def test_beacon_fires_when_a_package_is_installed(salt_master, salt_minion, venvs, event_listener):
-    # Let the beacon record the current package set first (it runs every second).
-    time.sleep(3)
+    # The beacon's first run records the current package set (and fires nothing); wait for it.
+    state = pathlib.Path(salt_minion.config["cachedir"]) / "fleet" / "pkgset_beacon.json"
+    deadline = time.time() + 60
+    while not state.exists():
+        assert time.time() < deadline, f"the beacon never recorded its state in {state}"
+        time.sleep(0.2)
     start = time.time()
     pip_install(venvs["one"], make_wheel(venvs["wheels"], "fleet-gamma", "4.5.6"))
     events = event_listener.wait_for_events(
         [(salt_master.id, "fleet/pkgset/changed")], after_time=start, timeout=60
     )
     assert events.found_all_events, "no fleet/pkgset/changed event within 60 s"
-    event = events.matches[0]
+    event = next(iter(events.matches))
     assert event.data["id"] == salt_minion.id
     assert event.data["data"]["digest"] != event.data["data"]["previous"]
 
