@@ -48,6 +48,42 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo.run_demo(count=args.minions, root=args.root, once=args.once, timeout=args.timeout)
 
 
+def _db_url_from(args: argparse.Namespace) -> str:
+    from saltext_fleet import config
+
+    if args.db_url:
+        return args.db_url
+    import salt.config
+
+    opts = salt.config.master_config(args.master_config)
+    return config.load(opts).db_url
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from saltext_fleet import config
+    from saltext_fleet.store import engine as store_engine
+
+    try:
+        engine = store_engine.get_engine(_db_url_from(args))
+        before = store_engine.current_revision(engine)
+        if args.action == "upgrade":
+            after = store_engine.upgrade(engine)
+            print(f"schema of {engine.url.render_as_string()}: {before or 'empty'} -> {after}")
+        else:
+            head = store_engine.head_revision()
+            state = "up to date" if before == head else f"behind (newest is {head})"
+            print(f"schema of {engine.url.render_as_string()}: {before or 'empty'}, {state}")
+    except (config.FleetConfigError, store_engine.StoreError) as exc:
+        print(f"saltext-fleet db: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - unreachable database, permissions, ...
+        print(
+            f"saltext-fleet db: {type(exc).__name__}: {str(exc).splitlines()[0]}", file=sys.stderr
+        )
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="saltext-fleet", description="saltext-fleet: a Salt master as a fleet control plane"
@@ -63,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--check", metavar="MASTER_CONFIG", help="validate the fleet options of a master config"
     )
     p_config.set_defaults(func=cmd_config)
+
+    p_db = sub.add_parser("db", help="the store's schema: upgrade it, or show its revision")
+    p_db.add_argument("action", choices=["upgrade", "status"])
+    p_db.add_argument("--db-url", help="database URL (default: fleet:db_url of the master config)")
+    p_db.add_argument(
+        "-c", "--master-config", default="/etc/salt/master", help="master config file to read"
+    )
+    p_db.set_defaults(func=cmd_db)
 
     p_demo = sub.add_parser(
         "demo", help="run a real salt-master and minions on loopback with the extension"

@@ -59,3 +59,59 @@ def pytest_unconfigure(config):
     # salt-factories logs its manager's repr after pytest has closed the capture streams;
     # that is noise, not a failure.
     logging.raiseExceptions = False
+
+
+# -- databases ---------------------------------------------------------------------------------
+
+#: The PostgreSQL server the tests use (a superuser that may create databases).
+PG_ADMIN_URL = os.environ.get("FLEET_TEST_DB_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def _pg_admin_execute(sql: str) -> None:
+    import psycopg
+
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(sql)
+
+
+@pytest.fixture(scope="session")
+def pg_server_url():
+    """The admin URL of the real PostgreSQL server; fails (never skips) when it is down."""
+    try:
+        _pg_admin_execute("SELECT 1")
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is not reachable ({exc}); start it first")
+    return PG_ADMIN_URL
+
+
+@pytest.fixture
+def pg_url_factory(pg_server_url):
+    """Create fresh PostgreSQL databases for one test; every one is dropped afterwards."""
+    import uuid
+
+    from sqlalchemy.engine import make_url
+
+    created = []
+
+    def make() -> str:
+        name = f"fleet_test_{uuid.uuid4().hex[:12]}"
+        _pg_admin_execute(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        url = make_url(pg_server_url).set(drivername="postgresql+psycopg", database=name)
+        return url.render_as_string(hide_password=False)
+
+    yield make
+    from saltext_fleet.store import engine as store_engine
+
+    store_engine.dispose_all()
+    for name in created:
+        _pg_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """A fresh, empty database of each backend: SQLite in tmp_path, and real PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fleet.db'}"
+    else:
+        yield request.getfixturevalue("pg_url_factory")()

@@ -1,0 +1,268 @@
+"""
+Store every job, return and event of Salt in the saltext-fleet database.
+
+Usable three ways:
+
+.. code-block:: yaml
+
+    # master config: the job cache and the event store
+    master_job_cache: fleet
+    event_return: fleet
+    fleet:
+      db_url: postgresql+psycopg://fleet@127.0.0.1/fleet   # default: SQLite under the cachedir
+
+and as a minion returner (``salt '*' test.ping --return fleet``), in which case the minion's
+own ``fleet:db_url`` must point at the shared database.
+
+:depends: SQLAlchemy 2, psycopg 3 (PostgreSQL) and msgpack, installed with saltext-fleet.
+
+How it writes: every record is first appended to a durable spool under
+``<cachedir>/fleet/spool`` and then written in batches, one transaction per batch, by a
+flusher thread of the same process. When the database is down or slow, records wait in the
+spool and are replayed in order, exactly once, when it is back. A record the database
+rejects (NUL bytes in JSON on PostgreSQL, over-sized values, odd shapes) is stored as a
+``quarantine`` row with the error, and the rest of its batch is stored.
+``salt-run fleet.store_status`` shows the backend, schema revision, spool depth and age,
+and the quarantine count.
+
+Schema (see ``saltext_fleet/store/models.py``; Alembic migrations, upgraded on first use):
+``jobs`` (jid, fun, tgt, user, the publish load, minions, endtime), ``returns`` (one row
+per return, JSONB on PostgreSQL), ``events``, ``nodes``, ``inventory_snapshots`` (content
+addressed by digest), ``node_inventory`` (when each node's inventory changed) and
+``quarantine``.
+
+Returns of ``fleet.inventory`` update the node and its inventory snapshot and fire
+``fleet/inventory/changed`` (``{"id", "digest", "previous"}``) on the master's event bus
+when the digest changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import salt.utils.jid
+import salt.utils.job
+
+from saltext_fleet import config
+from saltext_fleet.store import engine as store_engine
+from saltext_fleet.store import queries
+from saltext_fleet.store import writer as store_writer
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "fleet"
+
+INVENTORY_CHANGED_TAG = "fleet/inventory/changed"
+#: How long a minion-side returner waits for its record to reach the database.
+MINION_FLUSH_SECONDS = 5.0
+
+
+def __virtual__():
+    try:
+        config.load(__opts__)
+    except config.FleetConfigError as exc:
+        return False, f"the fleet returner cannot load: {exc}"
+    return __virtualname__
+
+
+# -- plumbing -------------------------------------------------------------------------------
+
+
+def _cfg() -> config.FleetConfig:
+    return config.load(__opts__)
+
+
+def _engine():
+    engine = store_engine.get_engine(_cfg().db_url)
+    store_engine.ensure_schema(engine)
+    return engine
+
+
+def _spool_dir() -> str:
+    return os.path.join(__opts__["cachedir"], "fleet", "spool")
+
+
+def _writer() -> store_writer.Writer:
+    notify = _fire_inventory_changed if __opts__.get("__role") == "master" else None
+    return store_writer.get_writer(_cfg().db_url, _spool_dir(), notify)
+
+
+def _fire_inventory_changed(minion_id: str, digest: str, previous: str | None) -> None:
+    import salt.utils.event
+
+    with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=False) as event:
+        event.fire_event(
+            {"id": minion_id, "digest": digest, "previous": previous}, INVENTORY_CHANGED_TAG
+        )
+
+
+# -- returner and event_return ----------------------------------------------------------------
+
+
+def returner(ret):
+    """
+    Store one job return (spooled at once, written in the next batch).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' test.ping --return fleet
+    """
+    writer = _writer()
+    writer.submit({"kind": "return", "ret": ret})
+    if __opts__.get("__role") != "master":
+        # A minion runs each job's returner in a short-lived process: write now (the record
+        # stays spooled for the next job to replay if the database does not answer in time).
+        writer.drain(MINION_FLUSH_SECONDS)
+
+
+def event_return(events):
+    """
+    Store a batch of events from the master's event bus (``event_return: fleet``).
+    """
+    records = []
+    master_id = __opts__.get("id")
+    for event in events or []:
+        if not isinstance(event, dict):
+            records.append({"kind": "event", "tag": None, "data": event})
+            continue
+        records.append(
+            {
+                "kind": "event",
+                "tag": event.get("tag"),
+                "data": event.get("data"),
+                "master_id": master_id,
+            }
+        )
+    _writer().submit_many(records)
+
+
+# -- job cache interface ----------------------------------------------------------------------
+
+
+def prep_jid(nocache=False, passed_jid=None, recurse_count=0):  # pylint: disable=unused-argument
+    """
+    Return a job id (the one passed, or a new one). The job row is written by ``save_load``.
+    """
+    return passed_jid if passed_jid is not None else salt.utils.jid.gen_jid(__opts__)
+
+
+def save_load(jid, load, minions=None):
+    """
+    Save a job's load. The publish load is kept: Salt calls this again with every return's
+    load on a non-local job cache, and those only fill in a job this master never published.
+    """
+    publish = isinstance(load, dict) and "return" not in load
+    _writer().submit(
+        {
+            "kind": "load",
+            "jid": str(jid),
+            "load": load,
+            "publish": publish,
+            "minions": list(minions) if minions else None,
+        }
+    )
+
+
+def save_minions(jid, minions, syndic_id=None):  # pylint: disable=unused-argument
+    """
+    Add the minions a job was sent to.
+    """
+    _writer().submit({"kind": "minions", "jid": str(jid), "minions": list(minions or [])})
+
+
+def _flush():
+    # Reads in this process see this process's own writes (a reader starts no writer).
+    writer = store_writer.existing_writer(_cfg().db_url, _spool_dir())
+    if writer is not None and writer.pending():
+        writer.drain(5)
+
+
+def get_load(jid):
+    """
+    Return the publish load of a job (with ``Minions``), or ``{}``.
+    """
+    _flush()
+    return queries.get_load(_engine(), jid)
+
+
+def get_jid(jid):
+    """
+    Return ``{minion: {"return": ...}}`` for a job.
+    """
+    _flush()
+    return queries.get_jid(_engine(), jid)
+
+
+def get_jids():
+    """
+    Return ``{jid: job summary}`` for every job in the cache.
+    """
+    _flush()
+    ret = {}
+    store_endtime = __opts__.get("job_cache_store_endtime")
+    for jid, load in queries.iter_jobs(_engine()):
+        ret[jid] = salt.utils.jid.format_jid_instance(jid, load)
+        if store_endtime:
+            endtime = queries.get_endtime(_engine(), jid)
+            if endtime:
+                ret[jid]["EndTime"] = endtime
+    return ret
+
+
+def get_jids_filter(count, filter_find_job=True):
+    """
+    Return the ``count`` most recent jobs, oldest first, optionally without find_job jobs.
+    """
+    _flush()
+    jobs = []
+    for jid, load in queries.iter_jobs(_engine(), newest_first=True):
+        job = salt.utils.jid.format_jid_instance_ext(jid, load)
+        if filter_find_job and job.get("Function") == "saltutil.find_job":
+            continue
+        jobs.append(job)
+        if len(jobs) >= count:
+            break
+    return list(reversed(jobs))
+
+
+def get_fun(fun):
+    """
+    Return ``{minion: jid}`` of the last job of each minion that ran ``fun``.
+    """
+    _flush()
+    return queries.get_fun(_engine(), fun)
+
+
+def get_minions():
+    """
+    Return the minions that have returned a job.
+    """
+    _flush()
+    return queries.get_minions(_engine())
+
+
+def clean_old_jobs():
+    """
+    Delete jobs, returns and events older than ``keep_jobs_seconds``.
+    """
+    removed = queries.clean_old_jobs(_engine(), salt.utils.job.get_keep_jobs_seconds(__opts__))
+    if removed:
+        log.info("saltext-fleet: removed %d old jobs", removed)
+
+
+def update_endtime(jid, time):
+    """
+    Record when a job ended.
+    """
+    _writer().submit({"kind": "endtime", "jid": str(jid), "endtime": str(time)})
+
+
+def get_endtime(jid):
+    """
+    Return when a job ended, or ``False``.
+    """
+    _flush()
+    return queries.get_endtime(_engine(), jid)

@@ -1,0 +1,296 @@
+"""Spool first, then batches: the returner's write path, one writer per process and database.
+
+``submit`` appends the record to this process's durable spool (a crash right after it returns
+loses nothing) and wakes the flusher thread, which writes everything pending in one transaction
+(group commit: the busier the master, the bigger the batches) and then marks it done in the
+spool. When the database is down or slow the records wait in the spool, in order, and are
+written exactly once when it is back (``rid`` is unique in the tables). Spools left behind by
+dead processes (a master restart, a killed worker) are adopted and replayed.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import multiprocessing.util
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+
+from saltext_fleet.store import batch as batch_mod
+from saltext_fleet.store import engine as store_engine
+from saltext_fleet.store.spool import Spool, spool_status
+
+log = logging.getLogger(__name__)
+
+#: How often the flusher looks for spools of dead processes.
+ADOPT_EVERY = 30.0
+#: Back-off while the database is unreachable (seconds, doubling up to the max).
+RETRY_MIN, RETRY_MAX = 0.5, 30.0
+#: How long a process that exits waits for its spool to reach the database (the rest waits
+#: in the spool for another process to adopt).
+EXIT_FLUSH_SECONDS = 5.0
+
+InventoryCallback = Callable[[str, str, "str | None"], None]
+
+_writers: dict[tuple[int, str, str], Writer] = {}
+_writers_lock = threading.Lock()
+
+
+def get_writer(
+    db_url: str, spool_dir: str, on_inventory_changed: InventoryCallback | None = None
+) -> Writer:
+    """The writer of this process for ``db_url`` (created, with its thread, on first use)."""
+    key = (os.getpid(), store_engine.normalise_url(db_url), os.path.abspath(spool_dir))
+    with _writers_lock:
+        writer = _writers.get(key)
+        if writer is None or not writer.alive:
+            writer = Writer(db_url, spool_dir, on_inventory_changed)
+            _writers[key] = writer
+            _register_exit_flush()
+        elif on_inventory_changed is not None:
+            writer.on_inventory_changed = on_inventory_changed
+        return writer
+
+
+_exit_registered_pid: int | None = None
+
+
+def _register_exit_flush() -> None:
+    """Flush (briefly) at process exit, including multiprocessing children, which skip atexit."""
+    global _exit_registered_pid
+    if _exit_registered_pid == os.getpid():
+        return
+    _exit_registered_pid = os.getpid()
+    atexit.register(close_all, EXIT_FLUSH_SECONDS)
+    multiprocessing.util.Finalize(None, close_all, args=(EXIT_FLUSH_SECONDS,), exitpriority=100)
+
+
+def existing_writer(db_url: str, spool_dir: str) -> Writer | None:
+    """This process's writer for ``db_url``, if it has one (readers must not start one)."""
+    key = (os.getpid(), store_engine.normalise_url(db_url), os.path.abspath(spool_dir))
+    with _writers_lock:
+        return _writers.get(key)
+
+
+def close_all(timeout: float = 10.0) -> None:
+    with _writers_lock:
+        writers = [w for (pid, _, _), w in _writers.items() if pid == os.getpid()]
+        _writers.clear()
+    for writer in writers:
+        writer.close(timeout=timeout)
+
+
+class Writer:
+    def __init__(
+        self,
+        db_url: str,
+        spool_dir: str,
+        on_inventory_changed: InventoryCallback | None = None,
+        batch_records: int = 2000,
+        batch_bytes: int = 32 * 1024 * 1024,
+    ):
+        self.db_url = db_url
+        self.spool_dir = spool_dir
+        self.on_inventory_changed = on_inventory_changed
+        self.batch_records = batch_records
+        self.batch_bytes = batch_bytes
+        self.spool = Spool.open(spool_dir)
+        self._adopted: list[Spool] = []
+        self._cv = threading.Condition()
+        self._stop = False
+        self._busy = False
+        self._last_adopt = 0.0
+        self._down_since: float | None = None
+        self._unexpected: dict[object, int] = {}
+        self.last_error: str | None = None
+        self._thread = threading.Thread(target=self._run, name="saltext-fleet-writer", daemon=True)
+        self._thread.start()
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive() and not self._stop
+
+    # -- producers ------------------------------------------------------------------------------
+
+    def submit(self, record: dict) -> str:
+        """Spool one record (``kind`` set by the caller); returns its rid."""
+        record.setdefault("rid", uuid.uuid4().hex)
+        self.spool.append(record)
+        self._wake()
+        return record["rid"]
+
+    def submit_many(self, records: Iterable[dict]) -> int:
+        records = list(records)
+        for record in records:
+            record.setdefault("rid", uuid.uuid4().hex)
+        if records:
+            self.spool.append_many(records)
+            self._wake()
+        return len(records)
+
+    def _wake(self) -> None:
+        with self._cv:
+            self._cv.notify()
+
+    # -- waiting --------------------------------------------------------------------------------
+
+    def pending(self) -> int:
+        return self.spool.depth() + sum(s.depth() for s in self._adopted)
+
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Wait until everything spooled so far is in the database; False on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._cv:
+                if self.pending() == 0 and not self._busy:
+                    return True
+                self._cv.notify()
+                self._cv.wait(0.02)
+        return self.pending() == 0
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Flush what can be flushed within ``timeout``, then stop; the rest stays spooled."""
+        self.drain(timeout)
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+        self._thread.join(timeout)
+        for spool in [self.spool, *self._adopted]:
+            spool.close()
+
+    def status(self) -> dict:
+        return {
+            "spool": spool_status(self.spool_dir),
+            "database_down_since": self._down_since,
+            "last_error": self.last_error,
+        }
+
+    # -- the flusher ----------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        retry = RETRY_MIN
+        while True:
+            with self._cv:
+                if self._stop:
+                    return
+            if time.monotonic() - self._last_adopt > ADOPT_EVERY:
+                self._adopt()
+            wrote_any = False
+            try:
+                for spool in [*self._adopted, self.spool]:
+                    while True:
+                        batch = spool.read_batch(self.batch_records, self.batch_bytes)
+                        if not batch:
+                            break
+                        self._busy = True
+                        self._write(spool, batch)
+                        wrote_any = True
+                self._retire_adopted()
+                retry = RETRY_MIN
+            except Exception as exc:  # noqa: BLE001 - the flusher must never die
+                self._busy = False
+                if batch_mod.is_connection_error(exc):
+                    if self._down_since is None:
+                        self._down_since = time.time()
+                        log.warning(
+                            "saltext-fleet: the database is unreachable (%s); records wait in the spool",
+                            exc.__class__.__name__,
+                        )
+                else:
+                    log.exception("saltext-fleet: writing a batch failed")
+                self.last_error = (
+                    f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
+                )
+                with self._cv:
+                    self._cv.wait(retry)
+                retry = min(retry * 2, RETRY_MAX)
+                continue
+            finally:
+                self._busy = False
+            with self._cv:
+                if not wrote_any and not self._stop:
+                    self._cv.notify_all()  # wake drain() waiters
+                    self._cv.wait(1.0)
+
+    def _write(self, spool: Spool, batch: list) -> None:
+        engine = store_engine.get_engine(self.db_url)
+        store_engine.ensure_schema(engine)
+        records = [record for _, record in batch]
+        key = (id(spool), batch[0][0])
+        try:
+            with engine.begin() as conn:
+                result = batch_mod.write_batch(conn, records)
+        except Exception as exc:
+            if batch_mod.is_connection_error(exc):
+                raise
+            # Not the database being away, and not a record write_batch could isolate: a bug
+            # or an odd record. Retry a few times, then write the batch record by record so
+            # one poison record cannot block the spool forever.
+            self._unexpected[key] = self._unexpected.get(key, 0) + 1
+            if self._unexpected[key] < 3:
+                raise
+            result = self._write_one_by_one(engine, records)
+        self._unexpected.pop(key, None)
+        spool.commit(batch[-1][0])
+        if self._down_since is not None:
+            log.warning(
+                "saltext-fleet: the database is back after %.0f s; spool replayed",
+                time.time() - self._down_since,
+            )
+            self._down_since = None
+        self.last_error = None
+        with self._cv:
+            self._cv.notify_all()
+        for change in result.inventory_changed:
+            self._notify(change)
+
+    def _write_one_by_one(self, engine, records: list) -> batch_mod.BatchResult:
+        total = batch_mod.BatchResult()
+        for record in records:
+            try:
+                with engine.begin() as conn:
+                    result = batch_mod.write_batch(conn, [record])
+            except Exception as exc:
+                if batch_mod.is_connection_error(exc):
+                    raise
+                with engine.begin() as conn:
+                    batch_mod._quarantine(
+                        conn,
+                        record,
+                        str(record.get("kind", "unknown"))[:32],
+                        f"{type(exc).__name__}: {exc}",
+                    )
+                total.quarantined += 1
+                continue
+            total.stored += result.stored
+            total.quarantined += result.quarantined
+            total.inventory_changed.extend(result.inventory_changed)
+        return total
+
+    def _notify(self, change) -> None:
+        if self.on_inventory_changed is None:
+            return
+        try:
+            self.on_inventory_changed(*change)
+        except Exception:  # noqa: BLE001 - a failed notification must not lose the batch
+            log.exception("saltext-fleet: could not announce the inventory change of %s", change[0])
+
+    def _adopt(self) -> None:
+        self._last_adopt = time.monotonic()
+        try:
+            adopted = Spool.adopt_orphans(self.spool_dir)
+        except Exception:  # noqa: BLE001
+            log.exception("saltext-fleet: could not look for orphaned spools in %s", self.spool_dir)
+            return
+        if adopted:
+            log.info("saltext-fleet: replaying %d spool(s) left by stopped processes", len(adopted))
+            self._adopted.extend(adopted)
+
+    def _retire_adopted(self) -> None:
+        for spool in list(self._adopted):
+            if spool.depth() == 0:
+                spool.close()
+                self._adopted.remove(spool)

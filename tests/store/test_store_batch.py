@@ -1,0 +1,233 @@
+"""Batches of returns, events and loads against real SQLite and real PostgreSQL."""
+
+import uuid
+
+import pytest
+from sqlalchemy import func, select
+
+from saltext_fleet.store import batch, queries
+from saltext_fleet.store import engine as store_engine
+from saltext_fleet.store.models import (
+    Event,
+    InventorySnapshot,
+    Job,
+    Node,
+    NodeInventory,
+    Quarantine,
+    Return,
+)
+
+
+@pytest.fixture
+def engine(db_url):
+    eng = store_engine.get_engine(db_url)
+    store_engine.ensure_schema(eng)
+    return eng
+
+
+def ret(minion="m1", jid="20261123120000000001", fun="test.ping", value=True, **extra):
+    return {
+        "kind": "return",
+        "rid": uuid.uuid4().hex,
+        "ret": {
+            "id": minion,
+            "jid": jid,
+            "fun": fun,
+            "return": value,
+            "retcode": 0,
+            "success": True,
+            **extra,
+        },
+    }
+
+
+def write(engine, records):
+    with engine.begin() as conn:
+        return batch.write_batch(conn, records)
+
+
+def count(engine, model):
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(model)).scalar()
+
+
+def inventory(digest_char="a", packages=None):
+    return {
+        "packages": packages or {"deb": {"bash": "5.2"}},
+        "sources": {},
+        "facts": {"os": "Debian"},
+        "digest": digest_char * 64,
+        "errors": [],
+    }
+
+
+def test_returns_are_stored_once_even_when_replayed(engine):
+    records = [ret(minion=f"m{i}") for i in range(50)]
+    assert write(engine, records).stored == 50
+    write(engine, records)  # a replay of the same batch
+    assert count(engine, Return) == 50
+    assert queries.get_jid(engine, "20261123120000000001")["m7"] == {
+        "return": True,
+        "retcode": 0,
+        "success": True,
+    }
+    assert count(engine, Node) == 50
+
+
+def test_a_rejected_record_is_quarantined_and_the_batch_survives(engine, monkeypatch):
+    monkeypatch.setattr(batch, "MAX_RECORD_BYTES", 10_000)
+    good = [ret(minion=f"ok{i}") for i in range(10)]
+    huge = ret(minion="huge", value="x" * 20_000)
+    nul = ret(minion="nul", value="before\x00after")
+    not_a_mapping = {"kind": "return", "rid": uuid.uuid4().hex, "ret": ["odd"]}
+    hostile_id = ret(minion="y" * 300)
+    result = write(engine, good + [huge, nul, not_a_mapping, hostile_id])
+    stored = {m for (m,) in engine.connect().execute(select(Return.minion_id))}
+    assert {f"ok{i}" for i in range(10)} <= stored
+    assert "huge" not in stored and "y" * 300 not in stored
+    expected_quarantine = 3
+    if engine.dialect.name == "postgresql":
+        # JSONB cannot hold U+0000: PostgreSQL rejects it, and only that record is lost to
+        # the quarantine (with the error), never the batch.
+        assert "nul" not in stored
+        expected_quarantine += 1
+    else:
+        assert "nul" in stored
+    assert result.quarantined == expected_quarantine == count(engine, Quarantine)
+    with engine.connect() as conn:
+        errors = [e for (e,) in conn.execute(select(Quarantine.error))]
+        payloads = [p for (p,) in conn.execute(select(Quarantine.payload))]
+    assert any("exceeds" in e for e in errors)
+    assert any("must be a mapping" in e for e in errors)
+    if engine.dialect.name == "postgresql":
+        assert any("\\u0000" in e or "Unicode" in e or "0000" in e for e in errors)
+        assert any("before\\u0000after" in p for p in payloads)
+
+
+def test_odd_shapes_are_stored_as_json(engine):
+    record = ret(minion="odd", value={"b": b"\xff\xfe", "s": {3, 1, 2}, 5: "int key", "t": (1, 2)})
+    write(engine, [record])
+    stored = queries.get_jid(engine, "20261123120000000001")["odd"]["return"]
+    assert stored == {"b": {"__bytes_b64__": "//4="}, "s": [1, 2, 3], "5": "int key", "t": [1, 2]}
+
+
+def test_events_are_stored_and_replays_ignored(engine):
+    events = [
+        {"kind": "event", "rid": uuid.uuid4().hex, "tag": f"salt/test/{i}", "data": {"i": i}}
+        for i in range(20)
+    ]
+    write(engine, events)
+    write(engine, events[:5])
+    assert count(engine, Event) == 20
+
+
+def test_publish_load_is_never_overwritten_by_a_return_load(engine):
+    jid = "20261123120000000002"
+    publish = {
+        "kind": "load",
+        "rid": uuid.uuid4().hex,
+        "jid": jid,
+        "publish": True,
+        "minions": ["a", "b"],
+        "load": {"fun": "test.ping", "tgt": "*", "tgt_type": "glob", "arg": [], "user": "root"},
+    }
+    from_return = {
+        "kind": "load",
+        "rid": uuid.uuid4().hex,
+        "jid": jid,
+        "publish": False,
+        "load": {"fun": "test.ping", "id": "a", "return": True, "jid": jid},
+    }
+    write(engine, [from_return])  # a return's load may arrive first
+    write(engine, [publish])
+    write(engine, [from_return])
+    load = queries.get_load(engine, jid)
+    assert load["tgt"] == "*" and load["user"] == "root" and "return" not in load
+    assert load["Minions"] == ["a", "b"]
+    write(engine, [{"kind": "minions", "rid": uuid.uuid4().hex, "jid": jid, "minions": ["c"]}])
+    assert queries.get_load(engine, jid)["Minions"] == ["a", "b", "c"]
+    write(
+        engine,
+        [
+            {
+                "kind": "endtime",
+                "rid": uuid.uuid4().hex,
+                "jid": jid,
+                "endtime": "2026, Nov 23 12:00:01.000000",
+            }
+        ],
+    )
+    assert queries.get_endtime(engine, jid).startswith("2026")
+
+
+def test_inventory_returns_are_ingested_content_addressed(engine):
+    r1 = write(
+        engine,
+        [
+            ret(minion="n1", fun="fleet.inventory", value=inventory("a")),
+            ret(minion="n2", fun="fleet.inventory", value=inventory("a")),
+        ],
+    )
+    assert sorted(r1.inventory_changed) == [("n1", "a" * 64, None), ("n2", "a" * 64, None)]
+    assert count(engine, InventorySnapshot) == 1  # the same inventory is stored once
+    # An unchanged inventory writes no snapshot and announces nothing.
+    r2 = write(engine, [ret(minion="n1", fun="fleet.inventory", value=inventory("a"))])
+    assert r2.inventory_changed == [] and count(engine, InventorySnapshot) == 1
+    r3 = write(
+        engine,
+        [ret(minion="n1", fun="fleet.inventory", value=inventory("b", {"deb": {"bash": "5.3"}}))],
+    )
+    assert r3.inventory_changed == [("n1", "b" * 64, "a" * 64)]
+    assert count(engine, InventorySnapshot) == 2
+    assert count(engine, NodeInventory) == 3
+    with engine.connect() as conn:
+        node = conn.execute(select(Node).where(Node.minion_id == "n1")).one()
+    assert node.inventory_digest == "b" * 64 and node.facts == {"os": "Debian"}
+
+
+def test_malformed_inventory_does_not_lose_the_return(engine):
+    result = write(engine, [ret(minion="n1", fun="fleet.inventory", value={"digest": "short"})])
+    assert result.inventory_changed == []
+    assert count(engine, Return) == 1 and count(engine, InventorySnapshot) == 0
+
+
+def test_corrupt_and_unknown_records_are_quarantined(engine):
+    result = write(
+        engine,
+        [
+            {"__corrupt__": True, "error": "bad crc", "raw": b"\x00\x01"},
+            {"kind": "mystery", "rid": "r1"},
+            ret(),
+        ],
+    )
+    assert result.quarantined == 2 and result.stored == 1
+
+
+def test_jobs_listing_and_cleanup(engine):
+    old_jid, new_jid = "20000101000000000000", "20991231000000000000"
+    for jid in (old_jid, new_jid):
+        write(
+            engine,
+            [
+                {
+                    "kind": "load",
+                    "rid": uuid.uuid4().hex,
+                    "jid": jid,
+                    "publish": True,
+                    "load": {
+                        "fun": "cmd.run",
+                        "arg": ["id"],
+                        "tgt": "*",
+                        "tgt_type": "glob",
+                        "user": "root",
+                    },
+                },
+                ret(jid=jid, fun="cmd.run", value="uid=0"),
+            ],
+        )
+    assert [jid for jid, _ in queries.iter_jobs(engine)] == [old_jid, new_jid]
+    assert queries.get_fun(engine, "cmd.run") == {"m1": new_jid}
+    assert queries.clean_old_jobs(engine, 86400) == 1
+    assert [jid for jid, _ in queries.iter_jobs(engine)] == [new_jid]
+    assert list(queries.get_jid(engine, old_jid)) == []
+    assert count(engine, Job) == 1
