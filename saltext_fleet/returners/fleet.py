@@ -38,8 +38,10 @@ when the digest changed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import threading
 
 import salt.utils.jid
 import salt.utils.job
@@ -48,6 +50,7 @@ from saltext_fleet import config
 from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store import queries
 from saltext_fleet.store import writer as store_writer
+from saltext_fleet.store.batch import is_connection_error
 
 log = logging.getLogger(__name__)
 
@@ -88,12 +91,49 @@ def _writer() -> store_writer.Writer:
     return store_writer.get_writer(_cfg().db_url, _spool_dir(), notify)
 
 
+#: The event bus connection of each thread (the writer announces from one thread of its own):
+#: connecting costs about ten times as much as firing an event.
+_bus = threading.local()
+
+
+class _BusConnection:
+    """One thread's master event connection, closed when the thread (its owner) ends."""
+
+    def __init__(self, event):
+        self.event = event
+        self.pid = os.getpid()
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.event.destroy()
+
+    def __del__(self):
+        self.close()
+
+
 def _fire_inventory_changed(minion_id: str, digest: str, previous: str | None) -> None:
     import salt.utils.event
 
-    with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=False) as event:
-        event.fire_event(
-            {"id": minion_id, "digest": digest, "previous": previous}, INVENTORY_CHANGED_TAG
+    data = {"id": minion_id, "digest": digest, "previous": previous}
+    conn = getattr(_bus, "conn", None)
+    if conn is not None and conn.pid == os.getpid():
+        try:
+            if conn.event.fire_event(data, INVENTORY_CHANGED_TAG):
+                return
+        except Exception:  # noqa: BLE001 - a stale connection: try a fresh one below
+            pass
+        conn.close()
+    _bus.conn = None
+    conn = _BusConnection(
+        salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=False)
+    )
+    if conn.event.fire_event(data, INVENTORY_CHANGED_TAG):
+        _bus.conn = conn
+    else:
+        conn.close()
+        log.warning(
+            "saltext-fleet: could not announce the inventory change of %s on the event bus",
+            minion_id,
         )
 
 
@@ -248,7 +288,15 @@ def clean_old_jobs():
     """
     Delete jobs, returns and events older than ``keep_jobs_seconds``.
     """
-    removed = queries.clean_old_jobs(_engine(), salt.utils.job.get_keep_jobs_seconds(__opts__))
+    try:
+        removed = queries.clean_old_jobs(_engine(), salt.utils.job.get_keep_jobs_seconds(__opts__))
+    except Exception as exc:  # pylint: disable=broad-except
+        # The master's maintenance loop calls this every loop_interval: an unreachable
+        # database is a warning here (the writer reports it too), not a crash.
+        if not is_connection_error(exc):
+            raise
+        log.warning("saltext-fleet: old jobs not cleaned, the database is unreachable: %s", type(exc).__name__)
+        return
     if removed:
         log.info("saltext-fleet: removed %d old jobs", removed)
 

@@ -231,3 +231,52 @@ def test_jobs_listing_and_cleanup(engine):
     assert [jid for jid, _ in queries.iter_jobs(engine)] == [new_jid]
     assert list(queries.get_jid(engine, old_jid)) == []
     assert count(engine, Job) == 1
+
+
+def test_concurrent_loads_of_one_job_from_several_processes(engine):
+    """Master workers write the publish load and return loads of the same jid at once."""
+    import threading
+
+    jids = [f"2026112312000000{n:04d}" for n in range(40)]
+    errors = []
+
+    def worker(publish):
+        try:
+            for jid in jids:
+                load = (
+                    {"fun": "test.ping", "tgt": "*", "user": "root"}
+                    if publish
+                    else {"fun": "test.ping", "id": "m", "return": True}
+                )
+                result = write(
+                    engine,
+                    [
+                        {
+                            "kind": "load",
+                            "rid": uuid.uuid4().hex,
+                            "jid": jid,
+                            "publish": publish,
+                            "minions": ["a"] if publish else None,
+                            "load": load,
+                        }
+                    ],
+                )
+                assert result.quarantined == 0
+                write(
+                    engine,
+                    [{"kind": "minions", "rid": uuid.uuid4().hex, "jid": jid, "minions": ["b"]}],
+                )
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(p,)) for p in (True, False, False, True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert count(engine, Quarantine) == 0
+    for jid in jids:
+        load = queries.get_load(engine, jid)
+        assert load["tgt"] == "*" and "return" not in load
+        assert load["Minions"] == ["a", "b"]

@@ -74,6 +74,10 @@ class TCPProxy:
     def cut(self) -> None:
         """Refuse new connections and break every open one."""
         if self._server is not None:
+            # shutdown() wakes the thread blocked in accept(); close() alone would not, and
+            # the closed socket would go on accepting connections.
+            with contextlib.suppress(OSError):
+                self._server.shutdown(socket.SHUT_RDWR)
             self._server.close()
             self._server = None
         with self._lock:

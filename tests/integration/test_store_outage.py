@@ -1,0 +1,162 @@
+"""Nothing lost: PostgreSQL becomes unreachable while 2,000 returns arrive, then comes back.
+
+The master talks to the machine's PostgreSQL through a TCP proxy this test owns, so cutting
+the proxy makes the database unreachable for this master only. Two real minions answer 1,000
+real jobs each while it is cut; afterwards every one of the 2,000 returns is in the database,
+exactly once.
+"""
+
+import os
+import time
+import uuid
+
+import psycopg
+import pytest
+import salt.client
+from saltfactories.utils import random_string
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+
+from saltext_fleet import snippet
+from saltext_fleet.store import engine as store_engine
+from saltext_fleet.store.models import Quarantine, Return
+from tests.support.tcpproxy import TCPProxy
+
+pytestmark = pytest.mark.integration
+
+JOBS = int(os.environ.get("FLEET_OUTAGE_JOBS", "1000"))
+WAVE = 50
+
+
+@pytest.fixture(scope="module")
+def outage_db(pg_server_url):
+    name = f"fleet_outage_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(pg_server_url)
+    proxy = TCPProxy(url.host or "127.0.0.1", url.port or 5432).start()
+    direct = url.set(drivername="postgresql+psycopg", database=name)
+    proxied = direct.set(host="127.0.0.1", port=proxy.port)
+    yield (
+        proxy,
+        direct.render_as_string(hide_password=False),
+        proxied.render_as_string(hide_password=False),
+    )
+    proxy.stop()
+    store_engine.dispose_all()
+    with psycopg.connect(pg_server_url, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="module")
+def outage_master(salt_factories, outage_db):
+    _, _, proxied = outage_db
+    overrides = snippet.master_snippet(db_url=proxied)
+    overrides.update({"interface": "127.0.0.1", "worker_threads": 3})
+    factory = salt_factories.salt_master_daemon(
+        random_string("outage-master-"), overrides=overrides
+    )
+    with factory.started():
+        yield factory
+
+
+@pytest.fixture(scope="module")
+def outage_minions(outage_master):
+    # Threads instead of a process per job: 1,000 jobs each in a few seconds.
+    minions = [
+        outage_master.salt_minion_daemon(
+            random_string(f"outage-minion-{n}-"), overrides={"multiprocessing": False}
+        )
+        for n in (1, 2)
+    ]
+    for minion in minions:
+        minion.start()
+    yield minions
+    for minion in minions:
+        minion.terminate()
+
+
+def count_returns(url, jids):
+    engine = store_engine.get_engine(url)
+    with engine.connect() as conn:
+        total = conn.execute(
+            select(func.count()).select_from(Return).where(Return.jid.in_(jids))
+        ).scalar()
+        distinct = conn.execute(
+            select(func.count()).select_from(
+                select(Return.jid, Return.minion_id)
+                .where(Return.jid.in_(jids))
+                .distinct()
+                .subquery()
+            )
+        ).scalar()
+    return total, distinct
+
+
+def test_no_return_is_lost_or_stored_twice_across_an_outage(
+    outage_master, outage_minions, outage_db, event_listener
+):
+    proxy, direct_url, _ = outage_db
+    ids = [m.id for m in outage_minions]
+    client = salt.client.LocalClient(mopts=outage_master.config.copy())
+    try:
+        # The store works before the outage.
+        assert set(client.cmd(ids, "test.ping", tgt_type="list", timeout=30)) == set(ids)
+
+        proxy.cut()
+        jids = []
+        for wave in range(JOBS // WAVE):
+            # Waves keep the two minions' job threads within reason; every wave's returns
+            # reach the master while the database is away.
+            start = time.time()
+            wave_jids = [
+                str(client.cmd_async(ids, "test.ping", tgt_type="list")) for _ in range(WAVE)
+            ]
+            assert all(j and j != "0" for j in wave_jids), "publish failed"
+            jids.extend(wave_jids)
+            wanted = {(jid, minion) for jid in wave_jids for minion in ids}
+            seen = set()
+            deadline = time.time() + 120
+            while seen != wanted:
+                assert time.time() < deadline, (
+                    f"wave {wave}: {len(seen)} of {len(wanted)} returns reached the master"
+                )
+                for event in event_listener.get_events(
+                    [(outage_master.id, "salt/job/*/ret/*")], after_time=start
+                ):
+                    seen.add((str(event.data.get("jid")), event.data.get("id")))
+                seen &= wanted
+                time.sleep(0.2)
+        total, _ = count_returns(direct_url, jids)
+        assert total == 0, "returns were written while the database was unreachable?"
+
+        status = outage_master.salt_run_cli().run("fleet.store_status")
+        assert status.returncode == 0, status
+        assert status.data["reachable"] is False
+        assert status.data["spool_depth"] >= 2 * JOBS
+
+        proxy.restore()
+        deadline = time.time() + 180
+        while True:
+            total, distinct = count_returns(direct_url, jids)
+            status = outage_master.salt_run_cli().run("fleet.store_status")
+            if total >= 2 * JOBS and status.data["spool_depth"] == 0:
+                break
+            assert time.time() < deadline, f"only {total} of {2 * JOBS} returns replayed"
+            time.sleep(1)
+        # Every spool is empty: nothing is left to be written (twice or at all).
+        total, distinct = count_returns(direct_url, jids)
+        assert total == distinct == 2 * JOBS
+        status = outage_master.salt_run_cli().run("fleet.store_status")
+        assert status.data["reachable"] is True
+        engine = store_engine.get_engine(direct_url)
+        with engine.connect() as conn:
+            quarantined = conn.execute(
+                select(Quarantine.kind, Quarantine.error, Quarantine.payload)
+            ).all()
+        assert status.data["quarantine"] == len(quarantined) == 0, [
+            tuple(q)[:2] + (q[2][:300],) for q in quarantined
+        ]
+    finally:
+        proxy.restore()
+        client.destroy()
