@@ -90,3 +90,36 @@ def test_salt_call_local_inventory_matches_dpkg_query(salt_minion):
     # Every binary package knows its source package (OSV advisories name source packages).
     sources = ret.data["sources"]["deb"]
     assert set(sources) == set(ret.data["packages"]["deb"])
+
+
+def test_inventory_return_is_stored_and_announced(
+    salt_master, salt_minion, salt_cli, venvs, event_listener
+):
+    """The master's job cache (the fleet returner) ingests the inventory and says it changed."""
+    from sqlalchemy import select
+
+    from saltext_fleet import config
+    from saltext_fleet.store import engine as store_engine
+    from saltext_fleet.store.models import InventorySnapshot, Node
+
+    pip_install(venvs["one"], make_wheel(venvs["wheels"], "fleet-delta", "0.0.1"))
+    start = time.time()
+    ret = salt_cli.run("fleet.inventory", minion_tgt=salt_minion.id, _timeout=120)
+    assert ret.returncode == 0, ret
+    digest = ret.data["digest"]
+    events = event_listener.wait_for_events(
+        [(salt_master.id, "fleet/inventory/changed")], after_time=start, timeout=60
+    )
+    assert events.found_all_events, "no fleet/inventory/changed event"
+    data = [e.data for e in events.matches if e.data.get("id") == salt_minion.id]
+    assert data and data[-1]["digest"] == digest and data[-1]["previous"] != digest
+    engine = store_engine.get_engine(config.load(salt_master.config).db_url)
+    with engine.connect() as conn:
+        node = conn.execute(
+            select(Node.inventory_digest).where(Node.minion_id == salt_minion.id)
+        ).scalar()
+        snapshot = conn.execute(
+            select(InventorySnapshot.packages).where(InventorySnapshot.digest == digest)
+        ).scalar()
+    assert node == digest
+    assert snapshot["pypi"]["fleet-delta"] == "0.0.1"
