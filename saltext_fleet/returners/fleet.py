@@ -129,10 +129,16 @@ def _fire_inventory_changed(minion_id: str, digest: str, previous: str | None) -
     )
     if conn.event.fire_event(data, INVENTORY_CHANGED_TAG):
         _bus.conn = conn
-    else:
-        conn.close()
+        if getattr(_bus, "failing", False):
+            _bus.failing = False
+            log.warning("saltext-fleet: inventory changes are announced on the event bus again")
+        return
+    conn.close()
+    if not getattr(_bus, "failing", False):
+        _bus.failing = True  # one warning per outage, not one per node
         log.warning(
-            "saltext-fleet: could not announce the inventory change of %s on the event bus",
+            "saltext-fleet: could not announce the inventory change of %s on the event bus "
+            "(is the master's event publisher running?); further failures are not logged",
             minion_id,
         )
 
@@ -295,7 +301,10 @@ def clean_old_jobs():
         # database is a warning here (the writer reports it too), not a crash.
         if not is_connection_error(exc):
             raise
-        log.warning("saltext-fleet: old jobs not cleaned, the database is unreachable: %s", type(exc).__name__)
+        log.warning(
+            "saltext-fleet: old jobs not cleaned, the database is unreachable: %s",
+            type(exc).__name__,
+        )
         return
     if removed:
         log.info("saltext-fleet: removed %d old jobs", removed)

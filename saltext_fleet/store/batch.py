@@ -18,6 +18,21 @@ the spool and retries later.
 Returns of ``fleet.inventory`` (and of ``grains.items``/``grains.item``) are also ingested:
 the node row is upserted, the inventory snapshot is inserted if its digest is new, and the
 caller is told which nodes' inventories changed so it can fire ``fleet/inventory/changed``.
+The inventories of a batch are ingested together (a handful of statements per batch, not per
+inventory); if the database rejects that, each one is retried alone in its own savepoint.
+
+How it stays fast
+-----------------
+Each payload is serialised to JSON text once, by the C encoder of the standard library, and
+that text goes to the database as is (``full_ret`` is spliced from the encoded ``return``, not
+encoded a second time). Only payloads the encoder refuses (bytes, sets, NaN, odd keys) take the
+slow path through :func:`jsonable`. On PostgreSQL the returns and events of a batch are written
+with ``COPY ... FROM STDIN`` inside a savepoint, after one indexed look-up drops the rids that
+are already stored (a replay): the unique index on ``rid`` still guarantees exactly once, and
+if the ``COPY`` fails for any reason other than the connection (a duplicate that raced in, a
+value the database rejects) the savepoint is rolled back and the batch takes the
+``INSERT ... ON CONFLICT (rid) DO NOTHING`` path with per-record isolation described above.
+Records whose JSON holds ``\\u0000`` (which JSONB refuses) go to that path directly.
 """
 
 from __future__ import annotations
@@ -29,13 +44,14 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import DateTime, Text, bindparam, cast, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
 
 from saltext_fleet.store.models import (
     MINION_ID_LEN,
+    RID_LEN,
     Event,
     InventorySnapshot,
     Job,
@@ -125,6 +141,41 @@ def quarantine_payload(record: Any) -> tuple[str, int]:
     return text, size
 
 
+# -- JSON text --------------------------------------------------------------------------------
+
+#: The standard library's C encoder, compact; NaN and Infinity are refused (and then made
+#: strings by :func:`jsonable`, the slow path). No cycle check: a cycle ends in RecursionError,
+#: which sends the value to :func:`jsonable`, which rejects it as too deep.
+_encode = json.JSONEncoder(allow_nan=False, separators=(",", ":"), check_circular=False).encode
+#: What the encoder raises for values it cannot encode as they are.
+_ENCODE_ERRORS = (TypeError, ValueError, RecursionError)
+#: How an escaped U+0000 looks in JSON text: PostgreSQL's JSONB refuses it.
+_NUL_ESCAPE = "\\u0000"
+
+
+def to_json(value: Any) -> tuple[str, Any]:
+    """``(JSON text, the value it encodes)`` for any payload.
+
+    JSON-ready values (the usual case) are encoded once, at C speed, and returned unchanged;
+    anything else goes through :func:`jsonable` first (which may raise :class:`RecordRejected`).
+    The only difference from encoding ``jsonable(value)``: boolean and ``None`` mapping keys
+    become ``"true"``/``"false"``/``"null"`` (JSON's spelling) instead of ``"True"``/``"None"``.
+    """
+    try:
+        return _encode(value), value
+    except _ENCODE_ERRORS:
+        value = jsonable(value)
+        return _encode(value), value
+
+
+def _check_length(text_: str) -> None:
+    # ensure_ascii: one character is one byte.
+    if len(text_) > MAX_RECORD_BYTES:
+        raise RecordRejected(
+            f"record of {len(text_)} bytes exceeds the {MAX_RECORD_BYTES}-byte limit"
+        )
+
+
 # -- row builders -----------------------------------------------------------------------------
 
 
@@ -136,49 +187,180 @@ def _clean_id(value: Any, what: str) -> str:
     return value
 
 
-def _return_row(record: dict) -> dict:
+def _clean_rid(record: dict) -> str:
+    rid = record["rid"]
+    if not isinstance(rid, str) or not rid or len(rid) > RID_LEN:
+        raise RecordRejected(f"rid is not a string of 1-{RID_LEN} characters: {rid!r:.80}")
+    return rid
+
+
+def _encode_return(ret: dict) -> tuple[dict, Any, str, str]:
+    """``(the load without "return", the return value, its JSON, the whole load's JSON)``.
+
+    The return value (the big part) is encoded once; the load's JSON is the rest of the load
+    with that text spliced in.
+    """
+    has_return = "return" in ret
+    try:
+        value = ret.get("return")
+        rest = {k: v for k, v in ret.items() if k != "return"} if has_return else ret
+        value_json, rest_json = _encode(value), _encode(rest)
+    except _ENCODE_ERRORS:
+        clean = jsonable(ret)
+        has_return = "return" in clean
+        value = clean.get("return")
+        rest = {k: v for k, v in clean.items() if k != "return"}
+        value_json, rest_json = _encode(value), _encode(rest)
+    if not has_return:
+        return rest, value, value_json, rest_json
+    sep = "," if len(rest_json) > 2 else ""
+    return rest, value, value_json, f'{rest_json[:-1]}{sep}"return":{value_json}}}'
+
+
+def _return_row(record: dict, now: dt.datetime) -> dict:
     ret = record.get("ret")
     if not isinstance(ret, dict):
         raise RecordRejected(f"a return must be a mapping, got {type(ret).__name__}")
-    ret = jsonable(ret)
-    _check_size(ret)
-    retcode = ret.get("retcode")
+    rest, value, value_json, full_json = _encode_return(ret)
+    _check_length(full_json)
+    retcode = rest.get("retcode")
+    success = rest.get("success")
     return {
-        "rid": record["rid"],
-        "jid": _clean_id(str(ret.get("jid", "")), "jid"),
-        "minion_id": _clean_id(ret.get("id"), "minion id"),
-        "fun": str(ret.get("fun"))[:255] if ret.get("fun") is not None else None,
-        "success": ret.get("success") if isinstance(ret.get("success"), bool) else None,
+        "rid": _clean_rid(record),
+        "jid": _clean_id(str(rest.get("jid", "")), "jid"),
+        "minion_id": _clean_id(rest.get("id"), "minion id"),
+        "fun": str(rest.get("fun"))[:255] if rest.get("fun") is not None else None,
+        "success": success if isinstance(success, bool) else None,
         "retcode": retcode
         if isinstance(retcode, int) and not isinstance(retcode, bool) and abs(retcode) < 2**31
         else None,
-        "ret": ret.get("return"),
-        "full_ret": ret,
-        "stored_at": utcnow(),
+        "ret_json": value_json,
+        "full_json": full_json,
+        "stored_at": now,
+        # not columns: JSON that PostgreSQL will refuse (full_json holds the return's JSON)
+        "suspicious": _NUL_ESCAPE in full_json,
+        # not columns: the return value, for inventory and grains ingest
+        "value": value,
     }
 
 
-def _event_row(record: dict) -> dict:
+def _event_row(record: dict, now: dt.datetime) -> dict:
     tag = record.get("tag")
     if not isinstance(tag, str) or not tag:
         raise RecordRejected(f"an event needs a tag string, got {tag!r:.80}")
-    data = jsonable(record.get("data"))
-    _check_size(data)
+    data_json, data = to_json(record.get("data"))
+    _check_length(data_json)
     master_id = record.get("master_id")
     return {
-        "rid": record["rid"],
+        "rid": _clean_rid(record),
         "tag": tag,
-        "data": data,
+        "data_json": data_json,
         "master_id": master_id if isinstance(master_id, str) else None,
-        "stored_at": utcnow(),
+        "stored_at": now,
+        "suspicious": _NUL_ESCAPE in data_json,
+        # not a column: the decoded data, for inventory and grains ingest
+        "data": data,
     }
 
 
 def _check_size(value: Any) -> None:
-    # Cheap upper bound first; exact JSON size only for big values.
-    size = len(json.dumps(value, default=repr))
-    if size > MAX_RECORD_BYTES:
-        raise RecordRejected(f"record of {size} bytes exceeds the {MAX_RECORD_BYTES}-byte limit")
+    _check_length(json.dumps(value, default=repr))
+
+
+class _Table:
+    """How rows of one kind (returns, events) are written: columns, JSON columns, COPY."""
+
+    def __init__(self, model, columns: dict[str, str], json_columns: dict[str, str]):
+        #: ``columns`` maps each column to its PostgreSQL type (binary COPY needs them);
+        #: ``json_columns`` maps a JSON column to the row key holding its JSON text.
+        self.model = model
+        self.table = model.__table__
+        self.columns = tuple(columns)
+        self.pg_types = list(columns.values())
+        self.json_columns = json_columns
+        self.keys = [json_columns.get(c, c) for c in columns]
+        names = ", ".join(f'"{c}"' for c in columns)
+        self.copy_sql = f"COPY {self.table.name} ({names}) FROM STDIN (FORMAT BINARY)"
+        self.existing_sql = text(f"SELECT rid FROM {self.table.name} WHERE rid = ANY(:rids)")
+        self._statements: dict[str, Any] = {}
+
+    def copy_tuple(self, row: dict) -> tuple:
+        return tuple(row[k] for k in self.keys)
+
+    def insert_statement(self, dialect: str):
+        """``INSERT ... ON CONFLICT (rid) DO NOTHING`` taking the JSON columns as text."""
+        stmt = self._statements.get(dialect)
+        if stmt is None:
+            values = {}
+            for column in self.columns:
+                key = self.json_columns.get(column)
+                if key is None:
+                    typ = DateTime(timezone=True) if column == "stored_at" else None
+                    values[column] = bindparam(column, type_=typ)
+                elif dialect == "postgresql":
+                    values[column] = cast(bindparam(key, type_=Text), postgresql.JSONB)
+                else:
+                    values[column] = bindparam(key, type_=Text)
+            ins = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            stmt = ins(self.table).values(values).on_conflict_do_nothing(index_elements=["rid"])
+            self._statements[dialect] = stmt
+        return stmt
+
+    def params(self, row: dict) -> dict:
+        return {k: row[k] for k in self.keys}
+
+    @staticmethod
+    def suspicious(row: dict) -> bool:
+        """JSON that PostgreSQL will refuse (an escaped NUL): isolate it from the start."""
+        return row["suspicious"]
+
+
+_RETURNS = _Table(
+    Return,
+    {
+        "rid": "varchar",
+        "jid": "varchar",
+        "minion_id": "varchar",
+        "fun": "varchar",
+        "success": "bool",
+        "retcode": "int4",
+        "return": "jsonb",
+        "full_ret": "jsonb",
+        "stored_at": "timestamptz",
+    },
+    {"return": "ret_json", "full_ret": "full_json"},
+)
+_EVENTS = _Table(
+    Event,
+    {
+        "rid": "varchar",
+        "tag": "text",
+        "data": "jsonb",
+        "master_id": "varchar",
+        "stored_at": "timestamptz",
+    },
+    {"data": "data_json"},
+)
+
+
+class _JsonText(str):
+    """Marker type for the dumper below (registered by oid: the str values use it)."""
+
+
+def _jsonb_text_dumper():
+    """psycopg binary dumper that sends JSON *text* as jsonb (format version 1 + UTF-8)."""
+    import psycopg
+    from psycopg.adapt import Dumper
+    from psycopg.pq import Format
+
+    class JsonbTextBinaryDumper(Dumper):
+        format = Format.BINARY
+        oid = psycopg.postgres.types["jsonb"].oid
+
+        def dump(self, obj):
+            return b"\x01" + obj.encode("utf-8")
+
+    return JsonbTextBinaryDumper
 
 
 # -- the batch --------------------------------------------------------------------------------
@@ -220,56 +402,163 @@ def write_batch(conn: Connection, records: Iterable[dict]) -> BatchResult:
     return result
 
 
-def _insert_ignoring_duplicates(conn: Connection, model, rows: list[dict]) -> None:
+def _insert_ignoring_duplicates(conn: Connection, spec: _Table, rows: list[dict]) -> None:
     if not rows:
         return
-    dialect = conn.dialect.name
-    table = model.__table__
-    if dialect == "postgresql":
-        stmt = postgresql.insert(table).on_conflict_do_nothing(index_elements=["rid"])
-    else:
-        stmt = sqlite.insert(table).on_conflict_do_nothing(index_elements=["rid"])
-    conn.execute(stmt, rows)
+    stmt = spec.insert_statement(conn.dialect.name)
+    conn.execute(stmt, [spec.params(row) for row in rows])
 
 
 def _rows_or_quarantine(conn, group, kind, build, result) -> list[tuple[dict, dict]]:
     pairs = []
+    now = utcnow()
     for record in group:
         try:
-            pairs.append((record, build(record)))
+            pairs.append((record, build(record, now)))
         except (RecordRejected, KeyError, TypeError, ValueError) as exc:
             _quarantine(conn, record, kind, f"{type(exc).__name__}: {exc}")
             result.quarantined += 1
     return pairs
 
 
-def _store_isolating(conn: Connection, model, kind: str, pairs, result: BatchResult) -> list[dict]:
-    """Insert all rows; if the database rejects the batch, isolate the bad rows."""
-    if not pairs:
-        return []
-    rows = [row for _, row in pairs]
+def _store_group(conn: Connection, group: list[dict], kind: str, spec: _Table, build, result):
+    """Build and store the rows of ``group``; returns the stored rows (replays included).
+
+    Records that cannot be built are quarantined; rows the database refuses are isolated and
+    quarantined (:func:`_store_isolating`). On PostgreSQL the rows are built while ``COPY``
+    streams them, so the server parses one part of the batch while this process encodes the
+    next.
+    """
+    if conn.dialect.name != "postgresql":
+        pairs = _rows_or_quarantine(conn, group, kind, build, result)
+        return _store_isolating(conn, spec, kind, pairs, result)
+    now = utcnow()
+    built: list[tuple[dict, dict]] = []
+    rejected: list[tuple[dict, Exception]] = []
+    seen: set[str] = set(
+        conn.execute(
+            spec.existing_sql,
+            {"rids": [r["rid"] for r in group if isinstance(r.get("rid"), str)]},
+        ).scalars()
+    )
+
+    def new_rows():
+        for record in group:
+            try:
+                row = build(record, now)
+            except (RecordRejected, KeyError, TypeError, ValueError) as exc:
+                rejected.append((record, exc))
+                continue
+            built.append((record, row))
+            # Stored already (a replay) or twice in this batch: nothing to write. Suspicious
+            # JSON is isolated after the COPY instead of failing it.
+            if row["rid"] in seen or spec.suspicious(row):
+                continue
+            seen.add(row["rid"])
+            yield row
+
+    rows = new_rows()
+    copied = False
     try:
         with conn.begin_nested():
-            _insert_ignoring_duplicates(conn, model, rows)
-        result.stored += len(rows)
-        return rows
+            _copy_rows(conn, spec, rows)
+        copied = True
     except SQLAlchemyError as exc:
         if is_connection_error(exc):
             raise
         log.warning(
-            "saltext-fleet: a %s batch of %d was rejected (%s); isolating",
+            "saltext-fleet: COPY of a %s batch of %d failed (%s); inserting instead",
             kind,
-            len(rows),
-            exc.__class__.__name__,
+            len(group),
+            _db_error(exc),
         )
+    for _ in rows:  # build what an interrupted COPY left unbuilt
+        pass
+    for record, exc in rejected:
+        _quarantine(conn, record, kind, f"{type(exc).__name__}: {exc}")
+        result.quarantined += 1
+    if not copied:
+        return _store_isolating(conn, spec, kind, built, result)
+    stored = [row for _, row in built if not spec.suspicious(row)]
+    result.stored += len(stored)
+    odd = [(record, row) for record, row in built if spec.suspicious(row)]
+    return stored + _store_isolating(conn, spec, kind, odd, result)
+
+
+_JSONB_DUMPER = None
+
+
+def _copy_rows(conn: Connection, spec: _Table, rows: Iterable[dict]) -> None:
+    """COPY ``rows`` into the table (PostgreSQL; the caller holds a savepoint)."""
+    import psycopg
+
+    global _JSONB_DUMPER
+    if _JSONB_DUMPER is None:
+        _JSONB_DUMPER = _jsonb_text_dumper()
+    dbapi_conn = conn.connection.dbapi_connection
+    try:
+        with dbapi_conn.cursor() as cur:
+            # Binary COPY: no text-format escaping on either side; the JSON columns carry
+            # the JSON text as is (this cursor's own adapters, nobody else's).
+            cur.adapters.register_dumper(_JsonText, _JSONB_DUMPER)
+            with cur.copy(spec.copy_sql) as copy:
+                copy.set_types(spec.pg_types)
+                for row in rows:  # what building a row raises propagates as it is
+                    try:
+                        copy.write_row(spec.copy_tuple(row))
+                    except psycopg.Error:
+                        raise
+                    except Exception as exc:  # noqa: BLE001 - a value the driver cannot send
+                        raise StatementError(
+                            f"{type(exc).__name__}: {exc}", spec.copy_sql, None, exc
+                        ) from exc
+    except psycopg.Error as exc:
+        # Raised by the driver, not through SQLAlchemy: give it SQLAlchemy's shape so that
+        # is_connection_error() and the isolation see it like any other database error.
+        raise DBAPIError.instance(
+            spec.copy_sql,
+            None,
+            exc,
+            psycopg.Error,
+            connection_invalidated=bool(getattr(dbapi_conn, "broken", False)),
+        ) from exc
+
+
+#: What inserting a row raises when the row (not the connection) is the problem. Drivers raise
+#: UnicodeEncodeError themselves (a lone surrogate), and SQLAlchemy passes it on unwrapped.
+_ROW_ERRORS = (SQLAlchemyError, UnicodeError)
+
+
+def _store_isolating(
+    conn: Connection, spec: _Table, kind: str, pairs, result: BatchResult
+) -> list[dict]:
+    """Insert all rows; if the database rejects the batch, isolate the bad rows."""
+    if not pairs:
+        return []
+    rows = [row for _, row in pairs]
+    if conn.dialect.name != "postgresql" or not any(spec.suspicious(row) for row in rows):
+        try:
+            with conn.begin_nested():
+                _insert_ignoring_duplicates(conn, spec, rows)
+            result.stored += len(rows)
+            return rows
+        except _ROW_ERRORS as exc:
+            if is_connection_error(exc):
+                raise
+            log.warning(
+                "saltext-fleet: a %s batch of %d was rejected (%s); isolating",
+                kind,
+                len(rows),
+                exc.__class__.__name__,
+            )
     stored = []
     for record, row in pairs:
         try:
             with conn.begin_nested():
-                _insert_ignoring_duplicates(conn, model, [row])
+                _insert_ignoring_duplicates(conn, spec, [row])
             stored.append(row)
             result.stored += 1
-        except SQLAlchemyError as exc:
+        except _ROW_ERRORS as exc:
             if is_connection_error(exc):
                 raise
             _quarantine(conn, record, kind, _db_error(exc))
@@ -277,46 +566,42 @@ def _store_isolating(conn: Connection, model, kind: str, pairs, result: BatchRes
     return stored
 
 
+_INGESTED_FUNS = INVENTORY_FUNS + GRAINS_FUNS
+
+
 def _handle_returns(conn: Connection, group: list[dict], result: BatchResult) -> None:
-    pairs = _rows_or_quarantine(conn, group, "return", _return_row, result)
-    rows = _store_isolating(conn, Return, "return", pairs, result)
+    rows = _store_group(conn, group, "return", _RETURNS, _return_row, result)
     _touch_nodes(conn, {row["minion_id"] for row in rows})
-    for row in rows:
-        if row["fun"] in INVENTORY_FUNS or row["fun"] in GRAINS_FUNS:
-            _ingest(
-                conn,
-                row["minion_id"],
-                row["fun"],
-                row["ret"],
-                row.get("success"),
-                result,
-                row["rid"],
-            )
+    _ingest_many(
+        conn,
+        [
+            (row["minion_id"], row["fun"], row["value"], row["success"], row["rid"])
+            for row in rows
+            if row["fun"] in _INGESTED_FUNS
+        ],
+        result,
+    )
 
 
 def _handle_events(conn: Connection, group: list[dict], result: BatchResult) -> None:
-    pairs = _rows_or_quarantine(conn, group, "event", _event_row, result)
-    rows = _store_isolating(conn, Event, "event", pairs, result)
+    rows = _store_group(conn, group, "event", _EVENTS, _event_row, result)
+    items = []
     for row in rows:
         # With only event_return configured, inventories arrive as job return events.
         data = row["data"] if isinstance(row["data"], dict) else {}
         if (
             row["tag"].startswith("salt/job/")
             and "/ret/" in row["tag"]
-            and data.get("fun") in INVENTORY_FUNS + GRAINS_FUNS
+            and data.get("fun") in _INGESTED_FUNS
         ):
             minion = data.get("id")
             if isinstance(minion, str) and minion:
-                _touch_nodes(conn, {minion})
-                _ingest(
-                    conn,
-                    minion,
-                    data["fun"],
-                    data.get("return"),
-                    data.get("success"),
-                    result,
-                    row["rid"],
+                items.append(
+                    (minion, data["fun"], data.get("return"), data.get("success"), row["rid"])
                 )
+    if items:
+        _touch_nodes(conn, {item[0] for item in items})
+        _ingest_many(conn, items, result)
 
 
 def _handle_loads(conn: Connection, group: list[dict], result: BatchResult) -> None:
@@ -343,8 +628,23 @@ def _handle_loads(conn: Connection, group: list[dict], result: BatchResult) -> N
             result.quarantined += 1
 
 
+def _insert_job_if_absent(conn: Connection, jid: str, **values) -> None:
+    """Create the job row unless another process already did (no check-then-insert race)."""
+    table = Job.__table__
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stmt = dialect_insert(table).values(jid=jid, started_at=_jid_time(jid), **values)
+    conn.execute(stmt.on_conflict_do_nothing(index_elements=["jid"]))
+
+
+def _lock_job(conn: Connection, jid: str):
+    """The job row, locked for this transaction where the database can (PostgreSQL)."""
+    stmt = select(Job.jid, Job.publish, Job.minions).where(Job.jid == jid)
+    if conn.dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    return conn.execute(stmt).first()
+
+
 def _upsert_job(conn: Connection, jid: str, load: dict, publish: bool, minions) -> None:
-    row = conn.execute(select(Job.jid, Job.publish, Job.minions).where(Job.jid == jid)).first()
     values = {
         "fun": str(load.get("fun"))[:255] if load.get("fun") is not None else None,
         "tgt": str(load.get("tgt")) if load.get("tgt") is not None else None,
@@ -354,23 +654,17 @@ def _upsert_job(conn: Connection, jid: str, load: dict, publish: bool, minions) 
         "publish": publish,
     }
     new_minions = sorted({m for m in (minions or []) if isinstance(m, str)})
-    if row is None:
-        conn.execute(
-            Job.__table__.insert().values(
-                jid=jid, minions=new_minions or None, started_at=_jid_time(jid), **values
-            )
-        )
-    elif publish and not row.publish:
+    # Several master processes write loads of the same job at once (the publish, and each
+    # return's load): insert-if-absent, then update under a row lock.
+    _insert_job_if_absent(conn, jid, minions=new_minions or None, **values)
+    row = _lock_job(conn, jid)
+    if publish and not row.publish:
         # The publish load wins over a load made from a return; the reverse never happens.
-        if new_minions:
-            values["minions"] = sorted(set(row.minions or []) | set(new_minions))
+        values["minions"] = sorted(set(row.minions or []) | set(new_minions)) or None
         conn.execute(update(Job).where(Job.jid == jid).values(**values))
-    elif new_minions:
-        conn.execute(
-            update(Job)
-            .where(Job.jid == jid)
-            .values(minions=sorted(set(row.minions or []) | set(new_minions)))
-        )
+    elif new_minions and not set(new_minions) <= set(row.minions or []):
+        merged = sorted(set(row.minions or []) | set(new_minions))
+        conn.execute(update(Job).where(Job.jid == jid).values(minions=merged))
 
 
 def _handle_minions(conn: Connection, group: list[dict], result: BatchResult) -> None:
@@ -381,13 +675,7 @@ def _handle_minions(conn: Connection, group: list[dict], result: BatchResult) ->
             if not isinstance(minions, (list, tuple, set)):
                 raise RecordRejected("minions must be a list")
             with conn.begin_nested():
-                row = conn.execute(select(Job.jid).where(Job.jid == jid)).first()
-                if row is None:
-                    conn.execute(
-                        Job.__table__.insert().values(
-                            jid=jid, publish=False, minions=None, started_at=_jid_time(jid)
-                        )
-                    )
+                _insert_job_if_absent(conn, jid, publish=False, minions=None)
                 _upsert_job_minions(conn, jid, minions)
             result.stored += 1
         except (RecordRejected, SQLAlchemyError) as exc:
@@ -398,7 +686,7 @@ def _handle_minions(conn: Connection, group: list[dict], result: BatchResult) ->
 
 
 def _upsert_job_minions(conn: Connection, jid: str, minions) -> None:
-    current = conn.execute(select(Job.minions).where(Job.jid == jid)).scalar()
+    current = _lock_job(conn, jid).minions
     merged = sorted(set(current or []) | {m for m in minions if isinstance(m, str)})
     conn.execute(update(Job).where(Job.jid == jid).values(minions=merged))
 
@@ -444,6 +732,129 @@ def _touch_nodes(conn: Connection, minion_ids: set[str]) -> None:
         index_elements=["minion_id"], set_={"last_seen": stmt.excluded.last_seen}
     )
     conn.execute(stmt, rows)
+
+
+def _ingest_many(conn: Connection, items: list[tuple], result: BatchResult) -> None:
+    """Ingest ``[(minion_id, fun, return value, success, rid)]``, in batch order.
+
+    All inventories of the batch are ingested together in one savepoint; if the database
+    rejects that, each is retried alone (:func:`_ingest`), so one bad inventory is quarantined
+    and the others are stored. Grains go one by one (they are rare).
+    """
+    inventories = []
+    for minion_id, fun, value, success, rid in items:
+        if success is False:
+            continue
+        if fun not in INVENTORY_FUNS:
+            _ingest(conn, minion_id, fun, value, success, result, rid)
+            continue
+        try:
+            inventories.append((minion_id, _parse_inventory(minion_id, value), value, rid))
+        except RecordRejected as exc:
+            log.warning("saltext-fleet: %s return of %s not ingested: %s", fun, minion_id, exc)
+    if not inventories:
+        return
+    try:
+        with conn.begin_nested():
+            changes = _ingest_inventories(conn, [(m, parsed) for m, parsed, _, _ in inventories])
+    except SQLAlchemyError as exc:
+        if is_connection_error(exc):
+            raise
+        log.warning(
+            "saltext-fleet: ingesting %d inventories together failed (%s); one by one",
+            len(inventories),
+            _db_error(exc),
+        )
+        for minion_id, _parsed, value, rid in inventories:
+            _ingest(conn, minion_id, INVENTORY_FUNS[0], value, True, result, rid)
+        return
+    result.inventory_changed.extend(changes)
+
+
+def _parse_inventory(minion_id: str, inv: Any) -> tuple[str, dict, dict, dict]:
+    """``(digest, packages, sources, facts)`` of an inventory document, or RecordRejected."""
+    if not isinstance(inv, dict):
+        raise RecordRejected(f"inventory of {minion_id} is not a mapping")
+    digest = inv.get("digest")
+    packages = inv.get("packages")
+    if not isinstance(digest, str) or len(digest) != 64 or not isinstance(packages, dict):
+        raise RecordRejected(f"inventory of {minion_id} has no digest or packages")
+    sources = inv.get("sources") if isinstance(inv.get("sources"), dict) else {}
+    facts = inv.get("facts") if isinstance(inv.get("facts"), dict) else {}
+    return digest, packages, sources, facts
+
+
+def _ingest_inventories(conn: Connection, items: list[tuple[str, tuple]]) -> list[tuple]:
+    """Store the inventories ``[(minion_id, parsed)]`` of one batch with a few statements.
+
+    Same effect as :func:`ingest_inventory` called for each in order: new digests become
+    snapshots, each change of a node's digest is a ``node_inventory`` row, the node ends on
+    its last inventory. Returns the changes ``[(minion, digest, previous)]`` in order.
+    """
+    now = utcnow()
+    digests = sorted({parsed[0] for _, parsed in items})
+    have = set(
+        conn.execute(
+            select(InventorySnapshot.digest).where(InventorySnapshot.digest.in_(digests))
+        ).scalars()
+    )
+    snapshots = {}
+    for _, (digest, packages, sources, facts) in items:
+        if digest not in have and digest not in snapshots:
+            snapshots[digest] = {
+                "digest": digest,
+                "packages": packages,
+                "sources": sources,
+                "facts": facts,
+                "package_count": sum(len(p) for p in packages.values() if isinstance(p, dict)),
+                "created_at": now,
+            }
+    if snapshots:
+        table = InventorySnapshot.__table__
+        ins = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+        conn.execute(
+            ins(table).on_conflict_do_nothing(index_elements=["digest"]),
+            [snapshots[d] for d in sorted(snapshots)],
+        )
+    minions = sorted({minion for minion, _ in items})
+    current = dict(
+        conn.execute(
+            select(Node.minion_id, Node.inventory_digest).where(Node.minion_id.in_(minions))
+        ).all()
+    )
+    changed: dict[str, dict] = {}  # minion -> its final digest and facts
+    history, changes = [], []
+    for minion, (digest, _packages, _sources, facts) in items:
+        previous = current.get(minion)
+        if previous == digest:
+            continue
+        current[minion] = digest
+        changed[minion] = {"m": minion, "d": digest, "f": facts, "at": now}
+        history.append(
+            {"minion_id": minion, "digest": digest, "previous_digest": previous, "seen_at": now}
+        )
+        changes.append((minion, digest, previous))
+    seen = [{"m": minion, "at": now} for minion in minions if minion not in changed]
+    if seen:
+        conn.execute(
+            update(Node)
+            .where(Node.minion_id == bindparam("m"))
+            .values(inventory_at=bindparam("at")),
+            seen,
+        )
+    if changed:
+        conn.execute(
+            update(Node)
+            .where(Node.minion_id == bindparam("m"))
+            .values(
+                inventory_digest=bindparam("d"),
+                inventory_at=bindparam("at"),
+                facts=bindparam("f"),
+            ),
+            [changed[m] for m in sorted(changed)],
+        )
+        conn.execute(NodeInventory.__table__.insert(), history)
+    return changes
 
 
 def _ingest(conn, minion_id, fun, ret, success, result: BatchResult, rid) -> None:
@@ -527,10 +938,12 @@ def ingest_grains(conn: Connection, minion_id: str, grains: Any) -> None:
 def _quarantine(conn: Connection, record: dict, kind: str, error: str) -> None:
     payload, size = quarantine_payload(record)
     rid = record.get("rid") if isinstance(record, dict) else None
+    if not isinstance(rid, str) or len(rid) > RID_LEN:
+        rid = None  # the payload keeps it
     log.warning("saltext-fleet: quarantined a %s record (%s): %s", kind, rid, error[:300])
     conn.execute(
         Quarantine.__table__.insert().values(
-            rid=rid if isinstance(rid, str) else None,
+            rid=rid,
             kind=kind[:32],
             error=error[:4000],
             payload=payload,

@@ -919,7 +919,10 @@ class Spool:
         return start
 
     def read_batch(
-        self, max_records: int = 1000, max_bytes: int = 8 * 1024 * 1024
+        self,
+        max_records: int = 1000,
+        max_bytes: int = 8 * 1024 * 1024,
+        after: Position | None = None,
     ) -> list[tuple[Position, Any]]:
         """The next records after the committed checkpoint, in append order, not removed.
 
@@ -927,6 +930,10 @@ class Spool:
         returned when any is pending, even if it is larger than ``max_bytes``. Damaged frames
         come back as ``{"__corrupt__": True, ...}`` records. Never raises for bad data on disk;
         an I/O error ends the batch early (logged) and the next call retries.
+
+        ``after`` (the last position of a batch read before and not committed yet) reads the
+        records that follow that batch instead, so the next batch can be read while the
+        previous one is being written; a position at or before the checkpoint is ignored.
         """
         if max_records < 1:
             raise ValueError("max_records must be at least 1")
@@ -944,6 +951,10 @@ class Spool:
                 return out
             nbytes = 0
             index = self._ckpt.count
+            if after is not None:
+                after = Position(*after)
+                if (after.segment, after.offset) > start and after.index >= index:
+                    start, index = (after.segment, after.offset), after.index + 1
             chunk = max(_SCAN_CHUNK, min(max_bytes, _READ_CHUNK))
             for seq in segs:
                 if seq < start[0]:

@@ -11,6 +11,7 @@ dead processes (a master restart, a killed worker) are adopted and replayed.
 from __future__ import annotations
 
 import atexit
+import collections
 import logging
 import multiprocessing.util
 import os
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 #: How often the flusher looks for spools of dead processes.
 ADOPT_EVERY = 30.0
 #: Back-off while the database is unreachable (seconds, doubling up to the max).
-RETRY_MIN, RETRY_MAX = 0.5, 30.0
+RETRY_MIN, RETRY_MAX = 0.5, 5.0
 #: How long a process that exits waits for its spool to reach the database (the rest waits
 #: in the spool for another process to adopt).
 EXIT_FLUSH_SECONDS = 5.0
@@ -39,11 +40,30 @@ _writers: dict[tuple[int, str, str], Writer] = {}
 _writers_lock = threading.Lock()
 
 
+#: (pid, db_url, spool_dir) as the caller spelled them -> the key in ``_writers``: the
+#: returner calls get_writer() for every return, so skip parsing the URL each time.
+_keys: dict[tuple[int, str, str], tuple[int, str, str]] = {}
+
+
+def _key(db_url: str, spool_dir: str) -> tuple[int, str, str]:
+    raw = (os.getpid(), db_url, spool_dir)
+    key = _keys.get(raw)
+    if key is None:
+        key = (raw[0], store_engine.normalise_url(db_url), os.path.abspath(spool_dir))
+        if len(_keys) > 1000:  # URLs or folders that keep changing: do not grow forever
+            _keys.clear()
+        _keys[raw] = key
+    return key
+
+
 def get_writer(
     db_url: str, spool_dir: str, on_inventory_changed: InventoryCallback | None = None
 ) -> Writer:
     """The writer of this process for ``db_url`` (created, with its thread, on first use)."""
-    key = (os.getpid(), store_engine.normalise_url(db_url), os.path.abspath(spool_dir))
+    key = _key(db_url, spool_dir)
+    writer = _writers.get(key)
+    if writer is not None and writer.alive and writer.on_inventory_changed is on_inventory_changed:
+        return writer  # the common case, without the lock
     with _writers_lock:
         writer = _writers.get(key)
         if writer is None or not writer.alive:
@@ -70,7 +90,7 @@ def _register_exit_flush() -> None:
 
 def existing_writer(db_url: str, spool_dir: str) -> Writer | None:
     """This process's writer for ``db_url``, if it has one (readers must not start one)."""
-    key = (os.getpid(), store_engine.normalise_url(db_url), os.path.abspath(spool_dir))
+    key = _key(db_url, spool_dir)
     with _writers_lock:
         return _writers.get(key)
 
@@ -81,6 +101,41 @@ def close_all(timeout: float = 10.0) -> None:
         _writers.clear()
     for writer in writers:
         writer.close(timeout=timeout)
+
+
+class _ReadAhead:
+    """``spool.read_batch(after=...)`` in a thread of its own; :meth:`result` waits for it.
+
+    The flusher writes batch k while this reads and decodes batch k+1 (the decoding overlaps
+    with the database's work). If writing batch k fails, the read-ahead is dropped and the
+    flusher starts again from the spool's checkpoint, as before.
+    """
+
+    def __init__(self, spool: Spool, after, max_records: int, max_bytes: int):
+        self._batch: list = []
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(
+            target=self._read,
+            args=(spool, after, max_records, max_bytes),
+            name="saltext-fleet-readahead",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def _read(self, spool: Spool, after, max_records: int, max_bytes: int) -> None:
+        try:
+            self._batch = spool.read_batch(max_records, max_bytes, after=after)
+        except BaseException as exc:  # noqa: BLE001 - handed to the flusher
+            self._error = exc
+
+    def result(self) -> list:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._batch
+
+    def discard(self) -> None:
+        self._thread.join()
 
 
 class Writer:
@@ -106,6 +161,11 @@ class Writer:
         self._down_since: float | None = None
         self._unexpected: dict[object, int] = {}
         self.last_error: str | None = None
+        # Inventory changes to announce, in commit order, by a thread of their own: a slow
+        # event bus must not hold up the writes.
+        self._notes: collections.deque = collections.deque()
+        self._notes_cv = threading.Condition()
+        self._notifier: threading.Thread | None = None
         self._thread = threading.Thread(target=self._run, name="saltext-fleet-writer", daemon=True)
         self._thread.start()
 
@@ -151,13 +211,33 @@ class Writer:
                 self._cv.wait(0.02)
         return self.pending() == 0
 
+    def wait_announced(self, timeout: float = 30.0) -> bool:
+        """Wait until the inventory changes written so far have been announced (or failed to).
+
+        Announcements run in a thread of their own, after the commit: :meth:`drain` does not
+        wait for them (an event bus that is slow or down must not hold up readers).
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._cv:
+                if not self._notes:
+                    return True
+                self._cv.wait(0.02)
+        return not self._notes
+
     def close(self, timeout: float = 10.0) -> None:
         """Flush what can be flushed within ``timeout``, then stop; the rest stays spooled."""
+        deadline = time.monotonic() + timeout
         self.drain(timeout)
+        self.wait_announced(max(0.0, deadline - time.monotonic()))
         with self._cv:
             self._stop = True
             self._cv.notify_all()
+        with self._notes_cv:
+            self._notes_cv.notify_all()
         self._thread.join(timeout)
+        if self._notifier is not None:
+            self._notifier.join(timeout)
         for spool in [self.spool, *self._adopted]:
             spool.close()
 
@@ -181,13 +261,20 @@ class Writer:
             wrote_any = False
             try:
                 for spool in [*self._adopted, self.spool]:
-                    while True:
-                        batch = spool.read_batch(self.batch_records, self.batch_bytes)
-                        if not batch:
-                            break
+                    batch = spool.read_batch(self.batch_records, self.batch_bytes)
+                    while batch:
                         self._busy = True
-                        self._write(spool, batch)
+                        # Read (and decode) the next batch while this one is written.
+                        ahead = _ReadAhead(
+                            spool, batch[-1][0], self.batch_records, self.batch_bytes
+                        )
+                        try:
+                            self._write(spool, batch)
+                        except BaseException:
+                            ahead.discard()
+                            raise
                         wrote_any = True
+                        batch = ahead.result()
                 self._retire_adopted()
                 retry = RETRY_MIN
             except Exception as exc:  # noqa: BLE001 - the flusher must never die
@@ -244,8 +331,7 @@ class Writer:
         self.last_error = None
         with self._cv:
             self._cv.notify_all()
-        for change in result.inventory_changed:
-            self._notify(change)
+        self._announce(result.inventory_changed)
 
     def _write_one_by_one(self, engine, records: list) -> batch_mod.BatchResult:
         total = batch_mod.BatchResult()
@@ -269,6 +355,40 @@ class Writer:
             total.quarantined += result.quarantined
             total.inventory_changed.extend(result.inventory_changed)
         return total
+
+    def _announce(self, changes: list) -> None:
+        if not changes or self.on_inventory_changed is None:
+            return
+        with self._notes_cv:
+            self._notes.extend(changes)
+            if self._notifier is None or not self._notifier.is_alive():
+                self._notifier = threading.Thread(
+                    target=self._run_notifier, name="saltext-fleet-notifier", daemon=True
+                )
+                self._notifier.start()
+            self._notes_cv.notify()
+
+    def _run_notifier(self) -> None:
+        while True:
+            with self._notes_cv:
+                while not self._notes:
+                    if self._stop:
+                        return
+                    self._notes_cv.wait(1.0)
+                if self._stop and not self._thread.is_alive():
+                    # close() gave up waiting: what is left is not announced.
+                    log.warning(
+                        "saltext-fleet: %d inventory changes not announced at exit",
+                        len(self._notes),
+                    )
+                    self._notes.clear()
+                    return
+                change = self._notes[0]
+            self._notify(change)
+            with self._notes_cv:
+                self._notes.popleft()
+            with self._cv:
+                self._cv.notify_all()  # wake drain()
 
     def _notify(self, change) -> None:
         if self.on_inventory_changed is None:
