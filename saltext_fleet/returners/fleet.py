@@ -39,9 +39,13 @@ when the digest changed.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import threading
+import time
+import uuid
 
 import salt.utils.jid
 import salt.utils.job
@@ -50,7 +54,7 @@ from saltext_fleet import config
 from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store import queries
 from saltext_fleet.store import writer as store_writer
-from saltext_fleet.store.batch import is_connection_error
+from saltext_fleet.store.batch import is_connection_error, jsonable, write_batch
 
 log = logging.getLogger(__name__)
 
@@ -199,17 +203,89 @@ def save_load(jid, load, minions=None):
     """
     Save a job's load. The publish load is kept: Salt calls this again with every return's
     load on a non-local job cache, and those only fill in a job this master never published.
+
+    The publish load is written through at once (Salt's clients call ``get_load`` right after
+    publishing to check the job exists) and also kept in a small local file, so ``get_load``
+    answers while the database is away; when the database cannot be reached it is spooled
+    like everything else.
     """
     publish = isinstance(load, dict) and "return" not in load
-    _writer().submit(
-        {
-            "kind": "load",
-            "jid": str(jid),
-            "load": load,
-            "publish": publish,
-            "minions": list(minions) if minions else None,
-        }
-    )
+    record = {
+        "kind": "load",
+        "jid": str(jid),
+        "load": load,
+        "publish": publish,
+        "minions": list(minions) if minions else None,
+    }
+    writer = _writer()
+    if publish:
+        _remember_load(jid, load, minions)
+        if writer.database_up():
+            try:
+                record["rid"] = uuid.uuid4().hex
+                with _engine().begin() as conn:
+                    write_batch(conn, [record])
+                return
+            except Exception as exc:  # pylint: disable=broad-except
+                if not is_connection_error(exc):
+                    log.exception(
+                        "saltext-fleet: the load of %s could not be written; spooled", jid
+                    )
+    writer.submit(record)
+
+
+def _loads_dir() -> str:
+    return os.path.join(__opts__["cachedir"], "fleet", "loads")
+
+
+def _load_file(jid) -> str:
+    # A jid can be anything a client passes: hash it rather than trust it as a file name.
+    name = hashlib.sha256(str(jid).encode("utf-8", "replace")).hexdigest()
+    return os.path.join(_loads_dir(), name + ".json")
+
+
+def _remember_load(jid, load, minions) -> None:
+    """Keep the publish load locally (get_load's answer while the database is away)."""
+    try:
+        os.makedirs(_loads_dir(), mode=0o700, exist_ok=True)
+        path = _load_file(jid)
+        data = {"jid": str(jid), "load": jsonable(load), "minions": sorted(minions or [])}
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            json.dump(data, fh)
+        os.replace(tmp, path)
+    except (OSError, TypeError, ValueError) as exc:
+        log.warning("saltext-fleet: could not keep the load of %s locally: %s", jid, exc)
+
+
+def _recall_load(jid) -> dict:
+    try:
+        with open(_load_file(jid), encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError):
+        return {}
+    if (
+        not isinstance(data, dict)
+        or data.get("jid") != str(jid)
+        or not isinstance(data.get("load"), dict)
+    ):
+        return {}
+    load = dict(data["load"])
+    if data.get("minions"):
+        load["Minions"] = sorted(data["minions"])
+    return load
+
+
+def _forget_old_loads(keep_seconds: int) -> None:
+    cutoff = time.time() - (keep_seconds or 86400)
+    try:
+        entries = list(os.scandir(_loads_dir()))
+    except OSError:
+        return
+    for entry in entries:
+        with contextlib.suppress(OSError):
+            if entry.stat().st_mtime < cutoff:
+                os.unlink(entry.path)
 
 
 def save_minions(jid, minions, syndic_id=None):  # pylint: disable=unused-argument
@@ -229,9 +305,21 @@ def _flush():
 def get_load(jid):
     """
     Return the publish load of a job (with ``Minions``), or ``{}``.
+
+    While the database is unreachable (or a moment before the load is committed), the load
+    this master kept locally at publish time answers instead.
     """
     _flush()
-    return queries.get_load(_engine(), jid)
+    try:
+        load = queries.get_load(_engine(), jid)
+    except Exception as exc:  # pylint: disable=broad-except
+        if not is_connection_error(exc):
+            raise
+        log.warning(
+            "saltext-fleet: get_load(%s) from the local copy, the database is unreachable", jid
+        )
+        load = {}
+    return load or _recall_load(jid)
 
 
 def get_jid(jid):
@@ -294,8 +382,10 @@ def clean_old_jobs():
     """
     Delete jobs, returns and events older than ``keep_jobs_seconds``.
     """
+    keep_seconds = salt.utils.job.get_keep_jobs_seconds(__opts__)
+    _forget_old_loads(keep_seconds)
     try:
-        removed = queries.clean_old_jobs(_engine(), salt.utils.job.get_keep_jobs_seconds(__opts__))
+        removed = queries.clean_old_jobs(_engine(), keep_seconds)
     except Exception as exc:  # pylint: disable=broad-except
         # The master's maintenance loop calls this every loop_interval: an unreachable
         # database is a warning here (the writer reports it too), not a crash.

@@ -197,6 +197,10 @@ class Writer:
 
     # -- waiting --------------------------------------------------------------------------------
 
+    def database_up(self) -> bool:
+        """False while this writer's last attempt found the database unreachable."""
+        return self._down_since is None
+
     def pending(self) -> int:
         return self.spool.depth() + sum(s.depth() for s in self._adopted)
 
