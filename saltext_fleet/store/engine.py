@@ -72,6 +72,9 @@ def _create(url: str) -> Engine:
     if parsed.drivername == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            # Returns can hold secrets: the database file is the master's alone.
+            Path(parsed.database).touch(mode=0o600, exist_ok=True)
+            os.chmod(parsed.database, 0o600)
         engine = create_engine(url, connect_args={"timeout": 30})
 
         @event.listens_for(engine, "connect")

@@ -63,3 +63,13 @@ def test_cli_db_upgrade_and_status(db_url, capsys):
     assert cli.main(["db", "status", "--db-url", db_url]) == 0
     assert "up to date" in capsys.readouterr().out
     assert cli.main(["db", "status", "--db-url", "mysql://x/y"]) == 2
+
+
+def test_sqlite_file_is_private(tmp_path):
+    import stat
+
+    path = tmp_path / "sub" / "fleet.db"
+    engine = store_engine.get_engine(f"sqlite:///{path}")
+    store_engine.ensure_schema(engine)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
