@@ -883,13 +883,12 @@ def _ingest(conn, minion_id, fun, ret, success, result: BatchResult, rid) -> Non
 def ingest_inventory(
     conn: Connection, minion_id: str, inv: Any
 ) -> tuple[str, str, str | None] | None:
-    """Store an inventory; returns ``(minion, digest, previous)`` when the node's digest changed."""
-    if not isinstance(inv, dict):
-        raise RecordRejected(f"inventory of {minion_id} is not a mapping")
-    digest = inv.get("digest")
-    packages = inv.get("packages")
-    if not isinstance(digest, str) or len(digest) != 64 or not isinstance(packages, dict):
-        raise RecordRejected(f"inventory of {minion_id} has no digest or packages")
+    """Store an inventory; returns ``(minion, digest, previous)`` when the node's digest changed.
+
+    The one-at-a-time path, independent of :func:`_ingest_inventories` on purpose: it is the
+    fallback when the batched ingest fails.
+    """
+    digest, packages, sources, facts = _parse_inventory(minion_id, inv)
     exists = conn.execute(
         select(InventorySnapshot.digest).where(InventorySnapshot.digest == digest)
     ).first()
@@ -899,8 +898,8 @@ def ingest_inventory(
             InventorySnapshot.__table__.insert().values(
                 digest=digest,
                 packages=packages,
-                sources=inv.get("sources") if isinstance(inv.get("sources"), dict) else {},
-                facts=inv.get("facts") if isinstance(inv.get("facts"), dict) else {},
+                sources=sources,
+                facts=facts,
                 package_count=count,
                 created_at=utcnow(),
             )
@@ -909,7 +908,6 @@ def ingest_inventory(
         select(Node.inventory_digest).where(Node.minion_id == minion_id)
     ).scalar()
     now = utcnow()
-    facts = inv.get("facts") if isinstance(inv.get("facts"), dict) else {}
     if previous == digest:
         conn.execute(update(Node).where(Node.minion_id == minion_id).values(inventory_at=now))
         return None
