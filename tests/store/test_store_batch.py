@@ -2,11 +2,9 @@
 
 import uuid
 
-import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from saltext_fleet.store import batch, queries
-from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store.models import (
     Event,
     InventorySnapshot,
@@ -16,13 +14,7 @@ from saltext_fleet.store.models import (
     Quarantine,
     Return,
 )
-
-
-@pytest.fixture
-def engine(db_url):
-    eng = store_engine.get_engine(db_url)
-    store_engine.ensure_schema(eng)
-    return eng
+from tests.support.store import count, write
 
 
 def ret(minion="m1", jid="20261123120000000001", fun="test.ping", value=True, **extra):
@@ -39,16 +31,6 @@ def ret(minion="m1", jid="20261123120000000001", fun="test.ping", value=True, **
             **extra,
         },
     }
-
-
-def write(engine, records):
-    with engine.begin() as conn:
-        return batch.write_batch(conn, records)
-
-
-def count(engine, model):
-    with engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(model)).scalar()
 
 
 def inventory(digest_char="a", packages=None):

@@ -12,7 +12,7 @@ import time
 import uuid
 
 import pytest
-from sqlalchemy import func, select, text
+from sqlalchemy import select, text
 
 from saltext_fleet.store import batch, spool
 from saltext_fleet.store import engine as store_engine
@@ -25,15 +25,9 @@ from saltext_fleet.store.models import (
     Quarantine,
     Return,
 )
+from tests.support.store import count, write
 
 JID = "20261123120000000001"
-
-
-@pytest.fixture
-def engine(db_url):
-    eng = store_engine.get_engine(db_url)
-    store_engine.ensure_schema(eng)
-    return eng
 
 
 @pytest.fixture
@@ -77,16 +71,6 @@ def inventory(digest_char, packages=None, facts=None):
         "digest": digest_char * 64,
         "errors": [],
     }
-
-
-def write(engine, records):
-    with engine.begin() as conn:
-        return batch.write_batch(conn, records)
-
-
-def count(engine, model):
-    with engine.connect() as conn:
-        return conn.execute(select(func.count()).select_from(model)).scalar()
 
 
 class _Collect(logging.Handler):
