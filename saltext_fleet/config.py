@@ -11,7 +11,7 @@ whose message names the option (``fleet:ui:port``) and says what was expected.
       key_file: /etc/salt/pki/master/fleet.fernet           # default: <pki_dir>/fleet.fernet
       ui: {host: 127.0.0.1, port: 8443, tls_cert: null, tls_key: null}
       gate: {mode: manual}                                  # manual | enrolment
-      drift: {alert_score: 50}
+      drift: {alert_score: 50, weights: {extra: 2, missing: 10}, history_days: 730}
       inventory: {pip: [/usr/bin/python3]}                  # minion side: interpreters to list
       grains: {keychains: [/Library/Keychains/System.keychain]}   # minion side (macOS)
 """
@@ -51,6 +51,15 @@ class GateConfig:
 @dataclasses.dataclass(frozen=True)
 class DriftConfig:
     alert_score: float = 50.0
+    #: ``(kind, weight)`` pairs overriding :data:`saltext_fleet.core.drift.DEFAULT_WEIGHTS`.
+    weights: tuple[tuple[str, float], ...] = ()
+    #: Drift history kept, in days; 0 keeps everything.
+    history_days: int = 730
+
+    def weight_map(self) -> dict[str, float]:
+        from saltext_fleet.core.drift import weights_from
+
+        return weights_from(dict(self.weights))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +87,7 @@ class FleetConfig:
         data = dataclasses.asdict(self)
         data["inventory"]["pip"] = list(self.inventory.pip)
         data["grains"]["keychains"] = list(self.grains.keychains)
+        data["drift"]["weights"] = dict(self.drift.weights)
         return data
 
 
@@ -152,12 +162,28 @@ def _gate(raw: Any) -> GateConfig:
 
 
 def _drift(raw: Any) -> DriftConfig:
+    from saltext_fleet.core.drift import weights_from
+
     section = _mapping(raw or {}, "fleet:drift")
-    _known(section, "fleet:drift", ("alert_score",))
+    _known(section, "fleet:drift", ("alert_score", "weights", "history_days"))
     score = section.get("alert_score", DriftConfig.alert_score)
     if isinstance(score, bool) or not isinstance(score, (int, float)) or score < 0:
         raise FleetConfigError("fleet:drift:alert_score", f"{score!r} is not a number >= 0")
-    return DriftConfig(alert_score=float(score))
+    weights = _mapping(section.get("weights") or {}, "fleet:drift:weights")
+    try:
+        weights_from(weights)
+    except ValueError as exc:
+        raise FleetConfigError("fleet:drift:weights", str(exc)) from None
+    days = section.get("history_days", DriftConfig.history_days)
+    if isinstance(days, bool) or not isinstance(days, int) or days < 0:
+        raise FleetConfigError(
+            "fleet:drift:history_days", f"{days!r} is not a whole number of days >= 0 (0: keep all)"
+        )
+    return DriftConfig(
+        alert_score=float(score),
+        weights=tuple(sorted((k, float(v)) for k, v in weights.items())),
+        history_days=days,
+    )
 
 
 def _inventory(raw: Any) -> InventoryConfig:
