@@ -33,7 +33,10 @@ addressed by digest), ``node_inventory`` (when each node's inventory changed) an
 
 Returns of ``fleet.inventory`` update the node and its inventory snapshot and fire
 ``fleet/inventory/changed`` (``{"id", "digest", "previous"}``) on the master's event bus
-when the digest changed.
+when the digest changed. Returns of ``state.apply``/``state.highstate``/``state.sls``
+record what the node still has to do (highstate compliance, a drift signal): a ``test=True``
+run the changes it would make, a real run the states that failed. They fire
+``fleet/states/ran`` (``{"id", "pending_states", "test"}``).
 """
 
 from __future__ import annotations
@@ -60,7 +63,7 @@ log = logging.getLogger(__name__)
 
 __virtualname__ = "fleet"
 
-INVENTORY_CHANGED_TAG = "fleet/inventory/changed"
+INVENTORY_CHANGED_TAG = store_writer.INVENTORY_CHANGED_TAG
 #: How long a minion-side returner waits for its record to reach the database.
 MINION_FLUSH_SECONDS = 5.0
 
@@ -91,7 +94,7 @@ def _spool_dir() -> str:
 
 
 def _writer() -> store_writer.Writer:
-    notify = _fire_inventory_changed if __opts__.get("__role") == "master" else None
+    notify = _announce if __opts__.get("__role") == "master" else None
     return store_writer.get_writer(_cfg().db_url, _spool_dir(), notify)
 
 
@@ -115,14 +118,14 @@ class _BusConnection:
         self.close()
 
 
-def _fire_inventory_changed(minion_id: str, digest: str, previous: str | None) -> None:
+def _announce(tag: str, data: dict) -> None:
+    """Fire ``tag`` (``fleet/inventory/changed``, ``fleet/states/ran``) on the master bus."""
     import salt.utils.event
 
-    data = {"id": minion_id, "digest": digest, "previous": previous}
     conn = getattr(_bus, "conn", None)
     if conn is not None and conn.pid == os.getpid():
         try:
-            if conn.event.fire_event(data, INVENTORY_CHANGED_TAG):
+            if conn.event.fire_event(data, tag):
                 return
         except Exception:  # noqa: BLE001 - a stale connection: try a fresh one below
             pass
@@ -131,19 +134,20 @@ def _fire_inventory_changed(minion_id: str, digest: str, previous: str | None) -
     conn = _BusConnection(
         salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=False)
     )
-    if conn.event.fire_event(data, INVENTORY_CHANGED_TAG):
+    if conn.event.fire_event(data, tag):
         _bus.conn = conn
         if getattr(_bus, "failing", False):
             _bus.failing = False
-            log.warning("saltext-fleet: inventory changes are announced on the event bus again")
+            log.warning("saltext-fleet: changes are announced on the event bus again")
         return
     conn.close()
     if not getattr(_bus, "failing", False):
         _bus.failing = True  # one warning per outage, not one per node
         log.warning(
-            "saltext-fleet: could not announce the inventory change of %s on the event bus "
+            "saltext-fleet: could not announce %s of %s on the event bus "
             "(is the master's event publisher running?); further failures are not logged",
-            minion_id,
+            tag,
+            data.get("id"),
         )
 
 

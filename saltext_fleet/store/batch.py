@@ -49,6 +49,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
 
+from saltext_fleet.core.drift import pending_states, state_run
+from saltext_fleet.store.drift import set_pending_states
 from saltext_fleet.store.models import (
     MINION_ID_LEN,
     RID_LEN,
@@ -241,6 +243,7 @@ def _return_row(record: dict, now: dt.datetime) -> dict:
         "suspicious": _NUL_ESCAPE in full_json,
         # not columns: the return value, for inventory and grains ingest
         "value": value,
+        "fun_args": rest.get("fun_args"),
     }
 
 
@@ -372,6 +375,8 @@ class BatchResult:
         self.quarantined = 0
         #: [(minion_id, new_digest, previous_digest)] for fleet/inventory/changed
         self.inventory_changed: list[tuple[str, str, str | None]] = []
+        #: ``[(minion, pending states, test run?)]`` of the state runs in the batch
+        self.states_run: list[tuple[str, int, bool]] = []
 
 
 def write_batch(conn: Connection, records: Iterable[dict]) -> BatchResult:
@@ -581,27 +586,65 @@ def _handle_returns(conn: Connection, group: list[dict], result: BatchResult) ->
         ],
         result,
     )
+    _ingest_state_tests(
+        conn,
+        [(row["minion_id"], row["fun"], row["fun_args"], row["value"]) for row in rows],
+        result,
+    )
+
+
+def _ingest_state_tests(conn: Connection, items: list[tuple], result: BatchResult) -> None:
+    """Record what state runs left to do on each node (highstate compliance, a drift signal).
+
+    A ``test=True`` run counts the changes it would make; a real run the states that failed.
+    """
+    now = utcnow()
+    latest: dict[str, tuple[int, bool]] = {}
+    for minion_id, fun, fun_args, value in items:
+        kind = state_run(fun, fun_args)
+        if kind is None:
+            continue
+        pending = pending_states(value, test=kind == "test")
+        if pending is not None:
+            latest[minion_id] = (pending, kind == "test")
+    if not latest:
+        return
+    try:
+        with conn.begin_nested():
+            set_pending_states(
+                conn, [{"m": m, "n": n, "at": now} for m, (n, _) in sorted(latest.items())]
+            )
+    except SQLAlchemyError as exc:
+        if is_connection_error(exc):
+            raise
+        log.warning("saltext-fleet: pending states not recorded: %s", _db_error(exc))
+        return
+    result.states_run.extend((m, n, test) for m, (n, test) in sorted(latest.items()))
 
 
 def _handle_events(conn: Connection, group: list[dict], result: BatchResult) -> None:
     rows = _store_group(conn, group, "event", _EVENTS, _event_row, result)
-    items = []
+    items, tests = [], []
     for row in rows:
         # With only event_return configured, inventories arrive as job return events.
         data = row["data"] if isinstance(row["data"], dict) else {}
-        if (
-            row["tag"].startswith("salt/job/")
-            and "/ret/" in row["tag"]
-            and data.get("fun") in _INGESTED_FUNS
-        ):
+        is_ret = row["tag"].startswith("salt/job/") and "/ret/" in row["tag"]
+        if is_ret and state_run(data.get("fun"), data.get("fun_args")):
+            minion = data.get("id")
+            if isinstance(minion, str) and minion:
+                tests.append((minion, data["fun"], data.get("fun_args"), data.get("return")))
+        if is_ret and data.get("fun") in _INGESTED_FUNS:
             minion = data.get("id")
             if isinstance(minion, str) and minion:
                 items.append(
                     (minion, data["fun"], data.get("return"), data.get("success"), row["rid"])
                 )
+    if items or tests:
+        _touch_nodes(conn, {item[0] for item in items + tests})
     if items:
-        _touch_nodes(conn, {item[0] for item in items})
         _ingest_many(conn, items, result)
+    if tests:
+        _ingest_state_tests(conn, tests, result)
 
 
 def _handle_loads(conn: Connection, group: list[dict], result: BatchResult) -> None:

@@ -167,5 +167,19 @@ def _upgrade_lock(engine: Engine):
                 conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _UPGRADE_LOCK_KEY})
                 conn.commit()
         else:
-            # SQLite serialises writers itself; Alembic's DDL runs in one transaction.
-            yield conn
+            # pysqlite runs DDL outside a transaction: two processes upgrading at once would
+            # both create the tables. A lock file next to the database serialises them;
+            # Alembic reads the revision again once it holds the lock.
+            path = engine.url.database
+            if not path or path == ":memory:":
+                yield conn
+                return
+            import fcntl
+
+            with open(f"{path}.upgrade-lock", "a", encoding="utf-8") as lock:
+                os.chmod(lock.name, 0o600)
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                try:
+                    yield conn
+                finally:
+                    fcntl.flock(lock, fcntl.LOCK_UN)

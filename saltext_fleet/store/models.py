@@ -14,6 +14,11 @@ Tables:
 ``returns``               one row per return; ``rid`` makes replays idempotent
 ``events``                one row per event (``event_return``); ``rid`` likewise
 ``quarantine``            records the database rejected, with the error, never lost silently
+``baselines``             named desired states (normal form of :mod:`saltext_fleet.core.baseline`)
+``baseline_assignments``  which baseline applies to which Salt target (highest priority wins)
+``package_keys``          the dictionary of 64-bit package keys: key -> ecosystem, name, version
+``drift_current``         each node's latest drift result
+``drift_history``         every drift result over time; on PostgreSQL range-partitioned by month
 """
 
 from __future__ import annotations
@@ -26,11 +31,14 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
+    UniqueConstraint,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -68,6 +76,9 @@ class Node(Base):
         String(DIGEST_LEN), ForeignKey("inventory_snapshots.digest"), nullable=True
     )
     inventory_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: Changes the node's latest ``state.apply test=True`` would make (None: no run known).
+    pending_states: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    pending_states_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index("ix_nodes_last_seen", "last_seen"),)
 
@@ -81,6 +92,9 @@ class InventorySnapshot(Base):
     facts: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     package_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: The packages as 64-bit keys per ecosystem (:func:`saltext_fleet.core.drift.pack_keys`),
+    #: filled when drift first needs them; their names are in ``package_keys``.
+    package_keys: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class NodeInventory(Base):
@@ -170,3 +184,89 @@ class Quarantine(Base):
     stored_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     __table_args__ = (Index("ix_quarantine_stored", "stored_at"),)
+
+
+BASELINE_NAME_LEN = 128
+
+
+class Baseline(Base):
+    __tablename__ = "baselines"
+
+    name: Mapped[str] = mapped_column(String(BASELINE_NAME_LEN), primary_key=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    spec: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    revision: Mapped[str] = mapped_column(String(DIGEST_LEN))
+    #: Where it came from: ``pin:<minion>``, ``yaml:<file>``, ``config``, ``pillar:<minion>``,
+    #: ``runner`` (edited with ``fleet.baseline_set``).
+    source: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class BaselineAssignment(Base):
+    __tablename__ = "baseline_assignments"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    baseline: Mapped[str] = mapped_column(
+        String(BASELINE_NAME_LEN), ForeignKey("baselines.name", ondelete="CASCADE")
+    )
+    target: Mapped[str] = mapped_column(Text)
+    tgt_type: Mapped[str] = mapped_column(String(32), default="glob")
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("baseline", "target", "tgt_type"),)
+
+
+class PackageKey(Base):
+    __tablename__ = "package_keys"
+
+    key: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    ecosystem: Mapped[str] = mapped_column(Text)
+    name: Mapped[str] = mapped_column(Text)
+    version: Mapped[str] = mapped_column(Text)
+
+
+class DriftCurrent(Base):
+    __tablename__ = "drift_current"
+
+    minion_id: Mapped[str] = mapped_column(String(MINION_ID_LEN), primary_key=True)
+    baseline: Mapped[str | None] = mapped_column(String(BASELINE_NAME_LEN))
+    score: Mapped[float] = mapped_column(Float)
+    missing: Mapped[int] = mapped_column(Integer, default=0)
+    extra: Mapped[int] = mapped_column(Integer, default=0)
+    changed: Mapped[int] = mapped_column(Integer, default=0)
+    facts: Mapped[int] = mapped_column(Integer, default=0)
+    pending_states: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    inventory_digest: Mapped[str | None] = mapped_column(String(DIGEST_LEN))
+    baseline_revision: Mapped[str | None] = mapped_column(String(DIGEST_LEN))
+    computed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (Index("ix_drift_current_score", "score"),)
+
+
+class DriftHistory(Base):
+    """One point of a node's drift over time.
+
+    On PostgreSQL the table is range-partitioned by ``computed_at`` (one partition a month,
+    created on demand; ``fleet:drift:history_days`` drops whole partitions). The primary key
+    holds the partition key, as PostgreSQL requires, and serves per-node time-range queries.
+    """
+
+    __tablename__ = "drift_history"
+
+    minion_id: Mapped[str] = mapped_column(String(MINION_ID_LEN), primary_key=True)
+    computed_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), primary_key=True, default=utcnow
+    )
+    baseline: Mapped[str | None] = mapped_column(String(BASELINE_NAME_LEN))
+    score: Mapped[float] = mapped_column(Float)
+    missing: Mapped[int] = mapped_column(Integer, default=0)
+    extra: Mapped[int] = mapped_column(Integer, default=0)
+    changed: Mapped[int] = mapped_column(Integer, default=0)
+    facts: Mapped[int] = mapped_column(Integer, default=0)
+    pending_states: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: What caused the point: ``inventory`` (the reactor), ``runner``, ``state``.
+    trigger: Mapped[str] = mapped_column(String(32), default="runner")
+
+    __table_args__ = (Index("ix_drift_history_at", "computed_at"),)

@@ -34,7 +34,25 @@ RETRY_MIN, RETRY_MAX = 0.5, 5.0
 #: in the spool for another process to adopt).
 EXIT_FLUSH_SECONDS = 5.0
 
-InventoryCallback = Callable[[str, str, "str | None"], None]
+#: ``callback(tag, data)``: announces what a committed batch changed (see :func:`announcements`).
+AnnounceCallback = Callable[[str, dict], None]
+
+INVENTORY_CHANGED_TAG = "fleet/inventory/changed"
+STATES_RAN_TAG = "fleet/states/ran"
+
+
+def announcements(result: batch_mod.BatchResult) -> list[tuple[str, dict]]:
+    """The events a committed batch calls for: inventory changes and state runs."""
+    out = [
+        (INVENTORY_CHANGED_TAG, {"id": minion, "digest": digest, "previous": previous})
+        for minion, digest, previous in result.inventory_changed
+    ]
+    out += [
+        (STATES_RAN_TAG, {"id": minion, "pending_states": pending, "test": test})
+        for minion, pending, test in result.states_run
+    ]
+    return out
+
 
 _writers: dict[tuple[int, str, str], Writer] = {}
 _writers_lock = threading.Lock()
@@ -56,22 +74,20 @@ def _key(db_url: str, spool_dir: str) -> tuple[int, str, str]:
     return key
 
 
-def get_writer(
-    db_url: str, spool_dir: str, on_inventory_changed: InventoryCallback | None = None
-) -> Writer:
+def get_writer(db_url: str, spool_dir: str, on_announce: AnnounceCallback | None = None) -> Writer:
     """The writer of this process for ``db_url`` (created, with its thread, on first use)."""
     key = _key(db_url, spool_dir)
     writer = _writers.get(key)
-    if writer is not None and writer.alive and writer.on_inventory_changed is on_inventory_changed:
+    if writer is not None and writer.alive and writer.on_announce is on_announce:
         return writer  # the common case, without the lock
     with _writers_lock:
         writer = _writers.get(key)
         if writer is None or not writer.alive:
-            writer = Writer(db_url, spool_dir, on_inventory_changed)
+            writer = Writer(db_url, spool_dir, on_announce)
             _writers[key] = writer
             _register_exit_flush()
-        elif on_inventory_changed is not None:
-            writer.on_inventory_changed = on_inventory_changed
+        elif on_announce is not None:
+            writer.on_announce = on_announce
         return writer
 
 
@@ -143,13 +159,13 @@ class Writer:
         self,
         db_url: str,
         spool_dir: str,
-        on_inventory_changed: InventoryCallback | None = None,
+        on_announce: AnnounceCallback | None = None,
         batch_records: int = 2000,
         batch_bytes: int = 32 * 1024 * 1024,
     ):
         self.db_url = db_url
         self.spool_dir = spool_dir
-        self.on_inventory_changed = on_inventory_changed
+        self.on_announce = on_announce
         self.batch_records = batch_records
         self.batch_bytes = batch_bytes
         self.spool = Spool.open(spool_dir)
@@ -335,7 +351,7 @@ class Writer:
         self.last_error = None
         with self._cv:
             self._cv.notify_all()
-        self._announce(result.inventory_changed)
+        self._announce(announcements(result))
 
     def _write_one_by_one(self, engine, records: list) -> batch_mod.BatchResult:
         total = batch_mod.BatchResult()
@@ -358,10 +374,11 @@ class Writer:
             total.stored += result.stored
             total.quarantined += result.quarantined
             total.inventory_changed.extend(result.inventory_changed)
+            total.states_run.extend(result.states_run)
         return total
 
     def _announce(self, changes: list) -> None:
-        if not changes or self.on_inventory_changed is None:
+        if not changes or self.on_announce is None:
             return
         with self._notes_cv:
             self._notes.extend(changes)
@@ -395,12 +412,14 @@ class Writer:
                 self._cv.notify_all()  # wake drain()
 
     def _notify(self, change) -> None:
-        if self.on_inventory_changed is None:
+        if self.on_announce is None:
             return
         try:
-            self.on_inventory_changed(*change)
+            self.on_announce(*change)
         except Exception:  # noqa: BLE001 - a failed notification must not lose the batch
-            log.exception("saltext-fleet: could not announce the inventory change of %s", change[0])
+            log.exception(
+                "saltext-fleet: could not announce %s of %s", change[0], change[1].get("id")
+            )
 
     def _adopt(self) -> None:
         self._last_adopt = time.monotonic()

@@ -410,12 +410,13 @@ def test_inventory_changes_are_announced_in_order_off_the_flusher(db_url, tmp_pa
     announced = []
     flusher = []
 
-    def slow_callback(minion, digest, previous):
+    def slow_callback(tag, data):
         flusher.append(threading.current_thread().name)
         time.sleep(0.2)
-        announced.append((minion, digest, previous))
+        assert tag == "fleet/inventory/changed"
+        announced.append((data["id"], data["digest"], data["previous"]))
 
-    writer = _writer(db_url, tmp_path, on_inventory_changed=slow_callback)
+    writer = _writer(db_url, tmp_path, on_announce=slow_callback)
     try:
         writer.submit_many(
             ret(minion=f"n{i}", fun="fleet.inventory", value=inventory("abcdef"[i]))
@@ -436,7 +437,7 @@ def test_a_failing_announcement_loses_nothing(db_url, tmp_path):
     def broken(*_):
         raise RuntimeError("the event bus is gone")
 
-    writer = _writer(db_url, tmp_path, on_inventory_changed=broken)
+    writer = _writer(db_url, tmp_path, on_announce=broken)
     try:
         writer.submit(ret(minion="n1", fun="fleet.inventory", value=inventory("a")))
         assert writer.drain(30)
@@ -456,7 +457,7 @@ def test_get_writer_hands_out_one_writer_per_database_and_keeps_the_callback(db_
         w1 = store_writer.get_writer(db_url, spool_dir)
         w2 = store_writer.get_writer(db_url, spool_dir, cb)
         w3 = store_writer.get_writer(db_url, spool_dir)
-        assert w1 is w2 is w3 and w3.on_inventory_changed is cb
+        assert w1 is w2 is w3 and w3.on_announce is cb
         assert store_writer.existing_writer(db_url, spool_dir) is w1
     finally:
         store_writer.close_all(5)

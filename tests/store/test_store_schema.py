@@ -8,6 +8,11 @@ from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store.models import Base
 
 TABLES = {
+    "baselines",
+    "baseline_assignments",
+    "package_keys",
+    "drift_current",
+    "drift_history",
     "nodes",
     "inventory_snapshots",
     "node_inventory",
@@ -73,3 +78,28 @@ def test_sqlite_file_is_private(tmp_path):
     store_engine.ensure_schema(engine)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+
+
+def _upgrade_in_child(url, barrier):
+    from saltext_fleet.store import engine as child_engine
+
+    child_engine.dispose_all()
+    barrier.wait()
+    child_engine.upgrade(child_engine.get_engine(url))
+
+
+def test_processes_upgrading_one_sqlite_file_at_once_do_not_collide(tmp_path):
+    """Salt's master processes all reach for the schema at start (seen: 'table exists')."""
+    import multiprocessing
+
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    ctx = multiprocessing.get_context("fork")
+    barrier = ctx.Barrier(4)
+    children = [ctx.Process(target=_upgrade_in_child, args=(url, barrier)) for _ in range(4)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join(60)
+    assert [child.exitcode for child in children] == [0, 0, 0, 0]
+    engine = store_engine.get_engine(url)
+    assert store_engine.current_revision(engine) == store_engine.head_revision()

@@ -1,0 +1,209 @@
+"""Baselines, drift results and history in the store, on SQLite and on real PostgreSQL."""
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import select, text
+
+from saltext_fleet.core import baseline as core_baseline
+from saltext_fleet.core import drift as core_drift
+from saltext_fleet.store import drift as store_drift
+from saltext_fleet.store.batch import write_batch
+from saltext_fleet.store.models import DriftHistory, InventorySnapshot, Node, PackageKey
+from tests.support.store import count
+
+
+def inventory(pypi, deb=None, osrelease="12"):
+    from saltext_fleet.core.inventory import inventory_digest
+
+    packages = {"pypi": dict(pypi), "deb": dict(deb or {"libc6": "2.36-9", "bash": "5.2-2"})}
+    facts = {"os": "Debian", "osrelease": osrelease}
+    return {
+        "packages": packages,
+        "sources": {},
+        "facts": facts,
+        "digest": inventory_digest(packages, {}, facts),
+    }
+
+
+def store_inventory(engine, minion, inv, jid="20261128120000000000"):
+    record = {
+        "kind": "return",
+        "rid": f"{minion}-{inv['digest'][:12]}-{jid}",
+        "ret": {"id": minion, "jid": jid, "fun": "fleet.inventory", "return": inv, "success": True},
+    }
+    with engine.begin() as conn:
+        write_batch(conn, [record])
+
+
+GOOD = {"requests": "2.31.0", "urllib3": "2.0.7", "certifi": "2024.2.2"}
+
+
+@pytest.fixture
+def fleet(engine):
+    """n1 is the good node, n2 differs, n3 has no inventory; baseline b pinned from n1."""
+    store_inventory(engine, "n1", inventory(GOOD))
+    store_inventory(
+        engine,
+        "n2",
+        inventory({"requests": "3.0.1", "urllib3": "2.0.7", "rich": "13.0"}, osrelease="11"),
+    )
+    spec = core_baseline.from_inventory("b", store_drift.node_inventory(engine, "n1"))
+    assert store_drift.save_baseline(engine, spec, "pin:n1") is True
+    return spec
+
+
+def test_full_and_single_recompute_agree_and_are_recorded(engine, fleet):
+    results = store_drift.recompute(engine, {"n1": "b", "n2": "b", "n3": "b"})
+    assert set(results) == {"n1", "n2"}  # n3 has no inventory
+    assert results["n1"]["score"] == 0
+    n2 = results["n2"]
+    assert n2["changed"] == [
+        {
+            "ecosystem": "pypi",
+            "name": "requests",
+            "expected": "2.31.0",
+            "actual": "3.0.1",
+            "change": "major",
+            "direction": "newer",
+        }
+    ]
+    assert n2["missing"] == [{"ecosystem": "pypi", "name": "certifi", "expected": "2024.2.2"}]
+    assert n2["extra"] == [{"ecosystem": "pypi", "name": "rich", "version": "13.0"}]
+    assert n2["facts"] == [{"fact": "osrelease", "expected": "12", "actual": "11"}]
+    assert n2["score"] == 8 + 10 + 2 + 20
+    single = store_drift.recompute_node(engine, "n2", "b")
+    for key in ("score", "missing", "extra", "changed", "facts"):
+        assert single[key] == n2[key]
+    # the package index was filled on the way
+    with engine.connect() as conn:
+        assert (
+            conn.execute(
+                select(InventorySnapshot.package_keys).where(
+                    InventorySnapshot.package_keys.is_(None)
+                )
+            ).all()
+            == []
+        )
+    assert count(engine, PackageKey) >= 7
+    current = store_drift.current(engine)
+    assert current["n2"]["score"] == 40 and current["n1"]["score"] == 0
+
+
+def test_history_gets_points_on_change_and_always_from_the_reactor(engine, fleet):
+    store_drift.recompute(engine, {"n1": "b", "n2": "b"})
+    store_drift.recompute(engine, {"n1": "b", "n2": "b"})  # nothing changed: no new points
+    assert [len(store_drift.history(engine, n)) for n in ("n1", "n2")] == [1, 1]
+    store_drift.recompute_node(engine, "n2", "b")  # the reactor's: always a point
+    points = store_drift.history(engine, "n2")
+    assert [p["trigger"] for p in points] == ["runner", "inventory"]
+    # n2 fixes its extra package: the runner records the change
+    store_inventory(
+        engine, "n2", inventory({"requests": "3.0.1", "urllib3": "2.0.7"}, osrelease="11")
+    )
+    results = store_drift.recompute(engine, {"n2": "b"})
+    assert results["n2"]["previous_score"] == 40 and results["n2"]["score"] == 38
+    assert [p["score"] for p in store_drift.history(engine, "n2")] == [40, 40, 38]
+
+
+def test_rules_min_any_ignore_in_both_paths(engine, fleet):
+    spec = core_baseline.edit(fleet, package="pypi:requests", rule="min", version="3.0")
+    spec = core_baseline.edit(spec, package="pypi:certifi", rule="any")
+    spec = core_baseline.edit(spec, package="pypi:rich", rule="ignore")
+    spec = core_baseline.edit(spec, fact="osrelease", remove=True)
+    spec = core_baseline.parse(dict(spec, name="loose"))
+    store_drift.save_baseline(engine, spec, "runner")
+    full = store_drift.recompute(engine, {"n1": "loose", "n2": "loose"})
+    # n1: requests 2.31.0 is below the minimum 3.0
+    assert full["n1"]["changed"][0]["change"] == "below-minimum"
+    assert full["n1"]["score"] == 8
+    # n2: requests 3.0.1 >= 3.0, rich ignored, certifi (any) missing
+    assert full["n2"]["changed"] == [] and full["n2"]["extra"] == []
+    assert full["n2"]["missing"] == [{"ecosystem": "pypi", "name": "certifi", "expected": "any"}]
+    for node in ("n1", "n2"):
+        single = store_drift.recompute_node(engine, node, "loose")
+        assert {k: single[k] for k in ("score", "missing", "extra", "changed")} == {
+            k: full[node][k] for k in ("score", "missing", "extra", "changed")
+        }
+
+
+def test_pending_states_from_a_highstate_test_return(engine, fleet):
+    ret = {
+        "id": "n2",
+        "jid": "20261128120100000000",
+        "fun": "state.apply",
+        "fun_args": ["test=True"],
+        "return": {
+            "pkg_|-a_|-a_|-installed": {"result": None, "changes": {"a": {}}},
+            "file_|-b_|-b_|-managed": {"result": True, "changes": {}},
+            "svc_|-c_|-c_|-running": {"result": None, "changes": {}},
+        },
+        "success": True,
+    }
+    with engine.begin() as conn:
+        result = write_batch(conn, [{"kind": "return", "rid": "hs-1", "ret": ret}])
+    assert result.states_run == [("n2", 2, True)]
+    with engine.connect() as conn:
+        assert conn.execute(select(Node.pending_states).where(Node.minion_id == "n2")).scalar() == 2
+    single = store_drift.recompute_node(engine, "n2", "b")
+    assert single["pending_states"] == 2 and single["score"] == 42
+    # a real run applied what would have changed: nothing failed, nothing is left to do
+    ret = dict(ret, jid="20261128120200000000", fun_args=[])
+    with engine.begin() as conn:
+        result = write_batch(conn, [{"kind": "return", "rid": "hs-2", "ret": ret}])
+    assert result.states_run == [("n2", 0, False)]
+    assert store_drift.recompute_node(engine, "n2", "b")["score"] == 40
+
+
+def test_baseline_crud_and_assignments(engine, fleet):
+    assert [b["name"] for b in store_drift.list_baselines(engine)] == ["b"]
+    store_drift.assign(engine, "b", "web-*", "glob")
+    store_drift.assign(engine, "b", "G@os:Debian", "compound", priority=5)
+    store_drift.assign(engine, "b", "web-*", "glob", priority=2)  # updates, no duplicate
+    assert [(a["target"], a["priority"]) for a in store_drift.assignments(engine)] == [
+        ("web-*", 2),
+        ("G@os:Debian", 5),
+    ]
+    with pytest.raises(store_drift.DriftError, match="no baseline named 'nope'"):
+        store_drift.assign(engine, "nope", "*", "glob")
+    listed = store_drift.list_baselines(engine)[0]
+    assert listed["packages"] == 5 and len(listed["assigned"]) == 2
+    shown = store_drift.get_baseline(engine, "b")
+    assert (
+        shown["source"] == "pin:n1" and shown["packages"]["pypi"]["requests"]["version"] == "2.31.0"
+    )
+    assert store_drift.save_baseline(engine, shown | {"description": "x"}, "runner") is False
+    assert store_drift.delete_baseline(engine, "b") is True
+    assert store_drift.assignments(engine) == [] and store_drift.list_baselines(engine) == []
+    assert store_drift.delete_baseline(engine, "b") is False
+
+
+def test_history_retention(engine, fleet):
+    now = dt.datetime.now(dt.timezone.utc)
+    old = now - dt.timedelta(days=100)
+    store_drift.record(engine, {"n1": {"baseline": "b", "score": 1.0}}, "runner", old, always=True)
+    store_drift.record(engine, {"n1": {"baseline": "b", "score": 2.0}}, "runner", now, always=True)
+    assert [p["score"] for p in store_drift.history(engine, "n1")] == [1.0, 2.0]
+    assert [p["score"] for p in store_drift.history(engine, "n1", days=30)] == [2.0]
+    pruned = store_drift.prune_history(engine, 30, now=now)
+    assert [p["score"] for p in store_drift.history(engine, "n1")] == [2.0]
+    if engine.dialect.name == "postgresql":
+        # whole months went: the old point's partition is gone, this month's stays
+        assert store_drift.partition_name(old) in pruned["dropped_partitions"]
+        assert store_drift.partition_name(now) in store_drift.partitions(engine)
+        with engine.connect() as conn:
+            kind = conn.execute(
+                text("SELECT relkind FROM pg_class WHERE relname = 'drift_history'")
+            ).scalar()
+        assert kind == "p"  # a partitioned table
+    else:
+        assert pruned["deleted_rows"] == 1
+    assert count(engine, DriftHistory) == 1
+
+
+def test_crossing_alerts():
+    assert core_drift.crossing(None, 60, 50) == "above"
+    assert core_drift.crossing(40, 50, 50) == "above"
+    assert core_drift.crossing(60, 70, 50) is None
+    assert core_drift.crossing(60, 10, 50) == "below"
+    assert core_drift.crossing(None, 10, 50) is None
