@@ -30,8 +30,8 @@ def master_snippet(db_url: str | None = None, cachedir: str | None = None) -> di
     """The master options this package needs.
 
     Only components the installed package ships are wired in: the job cache and event return
-    when the ``fleet`` returner is present, the engine when the ``fleet`` engine is, and the
-    shipped reactor SLS files.
+    when the ``fleet`` returner is present, the engine when the ``fleet`` engine is, the
+    external pillar when the ``fleet`` pillar is, and the shipped reactor SLS files.
     """
     opts = {"cachedir": cachedir} if cachedir else {}
     fleet = config.load({**opts, "fleet": {"db_url": db_url} if db_url else {}}).as_dict()
@@ -48,6 +48,9 @@ def master_snippet(db_url: str | None = None, cachedir: str | None = None) -> di
         snippet["event_return"] = "fleet"
     if (PACKAGE_DIR / "engines" / "fleet.py").exists():
         snippet["engines"] = [{"fleet": {}}]
+    if (PACKAGE_DIR / "pillar" / "fleet.py").exists():
+        # Each node's assigned baseline as fleet:baseline, for the fleet.baseline state.
+        snippet["ext_pillar"] = [{"fleet": {}}]
     reactors = reactor_list()
     if reactors:
         snippet["reactor"] = reactors

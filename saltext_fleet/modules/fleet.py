@@ -78,7 +78,7 @@ def inventory() -> dict:
 
         packages: {ecosystem: {name: version}}      # deb/rpm/brew/brew-cask/..., pypi, nix
         sources:  {deb|rpm: {binary: {name: source package, version: source version}}}
-        facts:    {os, os_family, osrelease, osarch, kernelrelease, saltversion,
+        facts:    {os, os_family, osrelease, osarch, kernelrelease, saltversion, xcode (macOS),
                    pip_python: {interpreter: python version}}
         digest:   sha256 of packages + sources + facts (errors excluded)
         errors:   [what could not be read, and why]
@@ -295,7 +295,23 @@ def _facts(pythons: dict, problems: list) -> dict:
         value = __grains__.get(grain)
         facts[grain] = short(value, f"grain {grain}", problems)
     facts["pip_python"] = dict(pythons)
+    xcode = _xcode_fact(__grains__.get("fleet"))
+    if xcode:
+        facts["xcode"] = xcode
     return facts
+
+
+def _xcode_fact(fleet_grain) -> str | None:
+    """The selected Xcode's version (else every installed version, comma-joined) on macOS."""
+    macos = fleet_grain.get("macos") if isinstance(fleet_grain, dict) else None
+    xcodes = macos.get("xcode") if isinstance(macos, dict) else None
+    if not isinstance(xcodes, list):
+        return None
+    found = [x for x in xcodes if isinstance(x, dict) and isinstance(x.get("version"), str)]
+    selected = [x["version"] for x in found if x.get("selected") is True]
+    if selected:
+        return selected[0]
+    return ",".join(sorted({x["version"] for x in found})) or None
 
 
 def _brew_stamp_paths() -> list:

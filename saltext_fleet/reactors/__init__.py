@@ -2,7 +2,17 @@
 
 ``REACTORS`` maps an event tag to the SLS files (in this folder) that react to it;
 ``saltext-fleet config`` turns it into the master's ``reactor:`` list with absolute paths.
-Later features add their reactions here.
+
+- ``fleet/pkgset/changed`` (the ``fleet_pkgset`` beacon, or the ``fleet.baseline`` state after
+  it changed packages) -> ``inventory.sls``: run ``fleet.inventory`` on that node.
+- ``fleet/inventory/changed`` (the returner stored a changed inventory) and
+  ``fleet/states/ran`` (a ``state.apply`` return, e.g. a scheduled ``test=True`` run) ->
+  ``drift.sls``: recompute
+  that node's drift (``fleet.drift_node``).
 """
 
-REACTORS: dict[str, list[str]] = {}
+REACTORS: dict[str, list[str]] = {
+    "fleet/pkgset/changed": ["inventory.sls"],
+    "fleet/inventory/changed": ["drift.sls"],
+    "fleet/states/ran": ["drift.sls"],
+}

@@ -31,6 +31,8 @@ def venvs(tmp_path_factory):
 def salt_master(salt_factories):
     overrides = snippet.master_snippet()
     overrides.update({"interface": "127.0.0.1", "open_mode": False, "auto_accept": False})
+    # A low alert threshold, so the drift tests see fleet/alert/drift both ways.
+    overrides["fleet"]["drift"]["alert_score"] = 10
     factory = salt_factories.salt_master_daemon(random_string("fleet-master-"), overrides=overrides)
     assert "extension_modules" not in overrides
     with factory.started():

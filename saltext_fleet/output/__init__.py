@@ -1,0 +1,1 @@
+# Salt outputters of saltext-fleet (found through the salt.loader entry point).

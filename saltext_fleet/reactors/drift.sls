@@ -1,0 +1,12 @@
+{#- saltext-fleet: recompute one node's drift when its inventory changed or a state run
+    (a highstate test run, say) reported what is left to do. Runs the fleet.drift_node runner, which appends to the
+    node's drift history and fires fleet/alert/drift when the score crosses
+    fleet:drift:alert_score. The id is passed as data, never as a target. #}
+{%- set minion = data.get('id') if data is mapping else None %}
+{%- if minion is string and minion %}
+fleet_drift_recompute:
+  runner.fleet.drift_node:
+    - args:
+      - minion: {{ minion | json }}
+      - trigger: {{ 'states' if tag == 'fleet/states/ran' else 'inventory' }}
+{%- endif %}

@@ -1,0 +1,278 @@
+"""Drift with real daemons: two minions whose virtualenvs really differ.
+
+The master is the package's (the ``saltext-fleet config`` snippet: job cache, event return,
+shipped reactors, external pillar). These minions get virtualenvs of their own, because the
+state test changes one of them.
+"""
+
+import pathlib
+import subprocess
+import sys
+import time
+
+import pytest
+from saltfactories.utils import random_string
+
+from tests.support.venvs import make_venv, make_wheel, pip_install
+
+pytestmark = pytest.mark.integration
+
+BEACON = {"fleet_pkgset": [{"interval": 1}]}
+
+
+@pytest.fixture(scope="module")
+def drift_venvs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("drift-venvs")
+    wheels = root / "wheels"
+    good = make_venv(root / "good")
+    other = make_venv(root / "other")
+    pip_install(good, make_wheel(wheels, "fleet-alpha", "1.0.0"))
+    pip_install(
+        other, make_wheel(wheels, "fleet-alpha", "2.1.0"), make_wheel(wheels, "fleet-beta", "0.3")
+    )
+    make_wheel(wheels, "fleet-gamma", "4.5.6")
+    return {"good": good, "other": other, "wheels": wheels}
+
+
+def _start(salt_master, prefix, python):
+    overrides = {
+        "fleet": {"inventory": {"pip": [str(python)]}},
+        # Salt counts a beacon's interval in loop_interval units (see the package conftest).
+        "beacons": BEACON,
+        "loop_interval": 1,
+    }
+    return salt_master.salt_minion_daemon(random_string(prefix), overrides=overrides)
+
+
+@pytest.fixture(scope="module")
+def good_minion(salt_master, drift_venvs):
+    factory = _start(salt_master, "fleet-drift-good-", drift_venvs["good"])
+    with factory.started():
+        yield factory
+
+
+@pytest.fixture(scope="module")
+def other_minion(salt_master, drift_venvs):
+    factory = _start(salt_master, "fleet-drift-other-", drift_venvs["other"])
+    with factory.started():
+        yield factory
+
+
+def pip_freeze(python):
+    out = subprocess.run(
+        [str(python), "-m", "pip", "list", "--format=freeze", "--disable-pip-version-check"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return dict(line.split("==", 1) for line in out.split())
+
+
+def run(salt_run_cli, *args, timeout=120):
+    ret = salt_run_cli.run(*args, _timeout=timeout)
+    assert ret.returncode == 0, ret
+    data = ret.data
+    if isinstance(data, dict) and data.get("suffix") == "progress":
+        # salt-run prints the runner's progress events as they come; the JSON parser of
+        # salt-factories merges them into the result.
+        data = {k: v for k, v in data.items() if k not in ("suffix", "event")}
+    return data
+
+
+def wait_for(what, check, timeout=90, interval=1.0):
+    deadline = time.time() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(interval)
+
+
+def history(salt_run_cli, minion):
+    return run(salt_run_cli, "fleet.drift_history", minion)
+
+
+def inventory_stored(salt_run_cli, minion, digest):
+    """True once the master's store holds ``digest`` as the node's inventory."""
+    return any(
+        row["minion_id"] == minion and row["digest"] == digest
+        for row in run(salt_run_cli, "fleet.nodes", f"tgt={minion}")
+    )
+
+
+@pytest.fixture(scope="module")
+def pinned(salt_master, salt_cli, salt_run_cli, good_minion, other_minion):
+    """Both inventories stored; baseline ``golden`` pinned from the good minion and assigned."""
+    for minion in (good_minion, other_minion):
+        ret = salt_cli.run("fleet.inventory", minion_tgt=minion.id, _timeout=120)
+        assert ret.returncode == 0, ret
+        digest = ret.data["digest"]
+        wait_for(
+            f"the inventory of {minion.id}",
+            lambda m=minion.id, d=digest: inventory_stored(salt_run_cli, m, d),
+        )
+    name = random_string("golden-")
+    pin = run(salt_run_cli, "fleet.baseline_pin", good_minion.id, f"name={name}")
+    assert pin["packages"]["pypi"] >= 1 and pin["packages"]["deb"] > 10
+    run(salt_run_cli, "fleet.baseline_assign", name, "fleet-drift-*")
+    return name
+
+
+def test_pinned_node_scores_zero_and_the_other_names_its_exact_differences(
+    salt_run_cli, good_minion, other_minion, pinned, salt_master, event_listener
+):
+    start = time.time()
+    ret = salt_run_cli.run("fleet.drift", "fleet-drift-*", _timeout=120)
+    assert ret.returncode == 0, ret
+    # progress events, printed by salt-run as the runner goes
+    assert '"suffix": "progress"' in ret.stdout or '"suffix":"progress"' in ret.stdout
+    assert "computing drift of 2 nodes" in ret.stdout
+    drift = run(salt_run_cli, "fleet.drift", "fleet-drift-*")
+    assert set(drift) == {good_minion.id, other_minion.id}
+    good, other = drift[good_minion.id], drift[other_minion.id]
+    assert good["score"] == 0 and good["baseline"] == pinned
+    assert good["missing"] == good["extra"] == good["changed"] == good["facts"] == []
+    assert other["baseline"] == pinned
+    assert other["changed"] == [
+        {
+            "ecosystem": "pypi",
+            "name": "fleet-alpha",
+            "expected": "1.0.0",
+            "actual": "2.1.0",
+            "change": "major",
+            "direction": "newer",
+        }
+    ]
+    assert other["extra"] == [{"ecosystem": "pypi", "name": "fleet-beta", "version": "0.3"}]
+    assert other["missing"] == [] and other["facts"] == []
+    # default weights: major change 8 + extra 2
+    assert other["score"] == 10.0
+    assert other["computed_at"]
+    # The package master's alert_score is 10: the other node crossed it.
+    alerts = event_listener.wait_for_events(
+        [(salt_master.id, "fleet/alert/drift")], after_time=start, timeout=30
+    )
+    assert alerts.found_all_events
+    alert = [e.data for e in alerts.matches if e.data["id"] == other_minion.id][-1]
+    assert alert["state"] == "above" and alert["score"] == 10.0
+
+
+def test_the_default_output_is_a_table(salt_master, pinned, other_minion):
+    """``salt-run fleet.drift`` with no ``--out``: the table, after the progress lines."""
+    salt_run = pathlib.Path(sys.executable).with_name("salt-run")
+    proc = subprocess.run(
+        [str(salt_run), "-c", str(salt_master.config_dir), "fleet.drift", "fleet-drift-*"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = proc.stdout
+    header = next(x for x in text.splitlines() if x.startswith("NODE"))
+    assert header.split()[:3] == ["NODE", "BASELINE", "SCORE"]
+    line = next(x for x in text.splitlines() if x.startswith(other_minion.id))
+    assert "10.0" in line and "~pypi/fleet-alpha 1.0.0->2.1.0 (major)" in line
+    assert "+pypi/fleet-beta 0.3" in line
+    assert "2 nodes, 1 aligned, 1 drifting" in text
+
+
+def test_an_install_adds_a_history_point_with_nobody_running_the_runner(
+    salt_run_cli, other_minion, drift_venvs, pinned
+):
+    before = history(salt_run_cli, other_minion.id)
+    assert before and before[-1]["extra"] == 1
+    # The beacon records the package set on its first run; give it that run.
+    time.sleep(3)
+    pip_install(drift_venvs["other"], drift_venvs["wheels"] / "fleet_gamma-4.5.6-py3-none-any.whl")
+    # beacon -> fleet/pkgset/changed -> reactor runs fleet.inventory -> returner stores it
+    # -> fleet/inventory/changed -> reactor runs fleet.drift_node -> a history point.
+    points = wait_for(
+        "a drift history point from the reactor",
+        lambda: [
+            p
+            for p in history(salt_run_cli, other_minion.id)[len(before) :]
+            if p["trigger"] == "inventory"
+        ],
+        timeout=120,
+    )
+    assert points[-1]["extra"] == 2 and points[-1]["score"] == 12.0
+
+
+def test_the_baseline_state_lists_changes_under_test_and_then_aligns_the_node(
+    salt_master, salt_run_cli, other_minion, drift_venvs, pinned
+):
+    sls = f"""
+bring-to-baseline:
+  fleet.baseline:
+    - pip_options:
+        no_index: true
+        find_links: {drift_venvs["wheels"]}
+"""
+    cli = other_minion.salt_call_cli()
+    with salt_master.state_tree.base.temp_file("fleet_baseline_test.sls", sls):
+        packages_before = pip_freeze(drift_venvs["other"])
+        ret = cli.run("state.apply", "fleet_baseline_test", "test=True", _timeout=180)
+        assert ret.returncode == 0, ret.stdout
+        (state,) = ret.data.values()
+        assert state["result"] is None
+        assert state["changes"]["pypi"]["install"] == {"fleet-alpha": "==1.0.0"}
+        assert sorted(state["changes"]["pypi"]["remove"]) == ["fleet-beta", "fleet-gamma"]
+        assert pip_freeze(drift_venvs["other"]) == packages_before  # nothing changed
+
+        ret = cli.run("state.apply", "fleet_baseline_test", _timeout=300)
+        assert ret.returncode == 0, ret
+        (state,) = ret.data.values()
+        assert state["result"] is True, state
+        after = pip_freeze(drift_venvs["other"])
+        assert after["fleet-alpha"] == "1.0.0"
+        assert "fleet-beta" not in after and "fleet-gamma" not in after
+
+    # The state announced the change: the reactor re-inventories and records score 0.
+    try:
+        wait_for(
+            "the node's drift to reach 0 after the state",
+            lambda: (h := history(salt_run_cli, other_minion.id)) and h[-1]["score"] == 0,
+            timeout=120,
+        )
+    finally:
+        print("history:", history(salt_run_cli, other_minion.id)[-3:])
+        print("nodes:", run(salt_run_cli, "fleet.nodes", other_minion.id))
+    drift = run(salt_run_cli, "fleet.drift", other_minion.id)
+    assert drift[other_minion.id]["score"] == 0
+    assert drift[other_minion.id]["extra"] == drift[other_minion.id]["changed"] == []
+
+
+def test_highstate_test_runs_count_as_pending_states(
+    salt_master, salt_cli, salt_run_cli, other_minion, pinned
+):
+    """A ``state.apply test=True`` published by the master: its pending changes join the score."""
+    sls = """
+would-change:
+  test.succeed_with_changes: []
+already-fine:
+  test.succeed_without_changes: []
+"""
+    with salt_master.state_tree.base.temp_file("fleet_pending_test.sls", sls):
+        before = len(history(salt_run_cli, other_minion.id))
+        ret = salt_cli.run(
+            "state.apply",
+            "fleet_pending_test",
+            "test=True",
+            minion_tgt=other_minion.id,
+            _timeout=180,
+        )
+        assert ret.returncode == 0, ret
+        # returner -> fleet/states/ran -> reactor -> fleet.drift_node -> a history point
+        points = wait_for(
+            "a history point from the highstate test run",
+            lambda: [
+                p
+                for p in history(salt_run_cli, other_minion.id)[before:]
+                if p["trigger"] == "states"
+            ],
+        )
+    assert points[-1]["pending_states"] == 1
+    assert points[-1]["score"] == 1.0  # aligned packages; one pending state at weight 1
+    drift = run(salt_run_cli, "fleet.drift", other_minion.id)
+    assert drift[other_minion.id]["pending_states"] == 1
