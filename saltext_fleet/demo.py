@@ -176,6 +176,11 @@ class DemoFleet:
 
     def stop(self) -> None:
         """Stop every daemon this demo started (TERM, then KILL after a grace period)."""
+        # The runners this process ran wrote to the job cache through a writer of its own:
+        # flush it while the store is still there.
+        from saltext_fleet.store import writer as store_writer
+
+        store_writer.close_all(10)
         if self._client is not None:
             self._client.destroy()
             self._client = None
@@ -267,6 +272,79 @@ class DemoFleet:
         return self.client().cmd(self.minion_ids, fun, list(arg), tgt_type="list", timeout=timeout)
 
 
+#: The demo's own virtualenvs: demo-1 and demo-3 share the "good" one, demo-2 really differs
+#: (a newer demo-app, an extra package, demo-tool missing). Written as installed
+#: distributions (``.dist-info``), so nothing is downloaded.
+DEMO_VENVS = {
+    "good": {"demo-app": "1.4.2", "demo-lib": "2.3.0", "demo-tool": "3.1.0"},
+    "other": {"demo-app": "2.0.1", "demo-lib": "2.3.1", "demo-extra": "0.9.0"},
+}
+DEMO_VENV_OF = {1: "good", 2: "other"}  # other minions: "good"
+
+
+def make_demo_venv(path: Path, packages: dict[str, str]) -> str:
+    """A real virtualenv (no pip) holding ``packages`` as installed distributions."""
+    import subprocess
+
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--without-pip", str(path)], check=True, capture_output=True
+    )
+    python = path / "bin" / "python"
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    for name, version in packages.items():
+        dist = Path(site) / f"{name.replace('-', '_')}-{version}.dist-info"
+        dist.mkdir(parents=True, exist_ok=True)
+        (dist / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
+        (dist / "INSTALLER").write_text("saltext-fleet-demo\n")
+    return str(python)
+
+
+def drift_summary(fleet: DemoFleet, say: Callable[[str], None], timeout: float = 60) -> dict:
+    """Pin a baseline from demo-1, assign it to every minion, and show the drift table."""
+    import salt.runner
+
+    from saltext_fleet.output.fleet_drift import render
+
+    opts = fleet.master_opts()
+    opts["quiet"] = True
+    with salt.runner.RunnerClient(opts) as runner:
+        deadline = time.monotonic() + timeout
+        while True:  # the returner stores inventories in the background
+            nodes = runner.cmd("fleet.nodes", print_event=False)
+            if not isinstance(nodes, list):
+                raise DemoError(f"fleet.nodes failed: {str(nodes)[:500]}")
+            stored = {n["minion_id"] for n in nodes if n.get("digest")}
+            if stored >= set(fleet.minion_ids):
+                break
+            if time.monotonic() > deadline:
+                raise DemoError("the master did not store every inventory in time")
+            time.sleep(0.5)
+        first = fleet.minion_ids[0]
+
+        def call(fun, arg=(), kwarg=None, want=dict):
+            ret = runner.cmd(fun, list(arg), kwarg=kwarg or {}, print_event=False)
+            if isinstance(ret, dict) and set(ret) == {"outputter", "data"}:
+                ret = ret["data"]
+            if not isinstance(ret, want):
+                raise DemoError(f"{fun} failed: {str(ret)[:500]}")
+            return ret
+
+        call("fleet.baseline_pin", [first], {"name": "demo", "overwrite": True})
+        call("fleet.baseline_assign", ["demo", "demo-*"])
+        result = call("fleet.drift")
+    if not isinstance(result, dict):
+        raise DemoError(f"fleet.drift failed: {str(result)[:300]}")
+    say(f"Drift from baseline 'demo' (pinned from {first}):")
+    for line in render(result).splitlines():
+        say(line)
+    return {minion: r["score"] for minion, r in result.items()}
+
+
 def summarise(inventories: dict[str, Any], grains: dict[str, Any]) -> list[str]:
     """A short, readable fleet table: one row per minion, package counts per ecosystem."""
     ecosystems = sorted(
@@ -314,7 +392,7 @@ def run_demo(
     def say(message: str) -> None:
         print(message, file=out, flush=True)
 
-    fleet = DemoFleet(root=root, count=count, say=say, minion_pip={1: [sys.executable]})
+    fleet = DemoFleet(root=root, count=count, say=say)
     failed = False
 
     def on_signal(signum, frame):  # noqa: ARG001
@@ -325,6 +403,12 @@ def run_demo(
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with fleet:
+            venvs = {}
+            for label, packages in DEMO_VENVS.items():
+                venvs[label] = make_demo_venv(fleet.root / f"venv-{label}", packages)
+            fleet.minion_pip = {
+                index: [venvs[DEMO_VENV_OF.get(index, "good")]] for index in range(1, count + 1)
+            }
             elapsed = fleet.start(timeout=timeout)
             say(f"{count} minions answering after {elapsed:.1f} s")
             inventories = fleet.run("fleet.inventory")
@@ -332,6 +416,8 @@ def run_demo(
             say("")
             for line in summarise(inventories, grains):
                 say(line)
+            say("")
+            scores = drift_summary(fleet, say, timeout=timeout)
             say("")
             counts = {
                 mid: {eco: len(pkgs or {}) for eco, pkgs in (inv.get("packages") or {}).items()}
@@ -344,6 +430,7 @@ def run_demo(
                         "minions_answering": count,
                         "seconds_to_answer": round(elapsed, 2),
                         "packages": counts,
+                        "drift": scores,
                     }
                 )
             )

@@ -85,6 +85,14 @@ def test_demo_reaches_three_minions_and_prints_package_counts(fresh_venv, tmp_pa
     assert set(counts) == {"demo-1", "demo-2", "demo-3"}
     for minion_counts in counts.values():
         assert minion_counts["deb"] > 100  # this machine's real Debian packages
-    # demo-1 lists the demo's own virtualenv: salt and this package are in it.
-    assert counts["demo-1"]["pypi"] > 10
+    # Each minion lists a virtualenv of the demo's: demo-2's really differs.
+    assert counts["demo-1"]["pypi"] == counts["demo-3"]["pypi"] == 3
+    assert counts["demo-2"]["pypi"] == 3
+    # The drift table and scores: baseline pinned from demo-1; demo-2 is the one that differs
+    # (demo-app 1.4.2 -> 2.0.1 major 8, demo-lib patch 1, demo-extra extra 2, demo-tool
+    # missing 10).
+    assert figures["drift"] == {"demo-1": 0.0, "demo-2": 21.0, "demo-3": 0.0}
+    drift_table = out.split("Drift from baseline 'demo' (pinned from demo-1):\n")[1]
+    line = next(x for x in drift_table.splitlines() if x.startswith("demo-2"))
+    assert "~pypi/demo-app 1.4.2->2.0.1 (major)" in line
     assert re.search(r"stopped every daemon", out)
