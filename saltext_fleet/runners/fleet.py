@@ -129,11 +129,21 @@ def _progress(message: str, done: int | None = None, total: int | None = None) -
         log.debug("fleet: could not fire a progress event", exc_info=True)
 
 
-def _fire(tag: str, data: dict) -> None:
+def _fire(tag: str, data: dict) -> bool:
+    """Fire an event on the master bus; a bus that is down is logged, not raised (what fired
+    it is already recorded in the store)."""
     import salt.utils.event
 
-    with salt.utils.event.get_master_event(__opts__, __opts__["sock_dir"], listen=False) as event:
-        event.fire_event(data, tag)
+    try:
+        with salt.utils.event.get_master_event(
+            __opts__, __opts__["sock_dir"], listen=False
+        ) as event:
+            if event.fire_event(data, tag):
+                return True
+    except Exception:  # noqa: BLE001
+        log.debug("fleet: firing %s failed", tag, exc_info=True)
+    log.warning("fleet: could not fire %s for %s (is the master running?)", tag, data.get("id"))
+    return False
 
 
 def _as_list(value, what: str) -> list[str] | None:

@@ -1,0 +1,175 @@
+"""The baseline runners through Salt's real runner loader (master opts, no daemon), on SQLite
+and on real PostgreSQL. Drift with real daemons is in tests/integration/test_drift.py."""
+
+import pytest
+import salt.config
+import salt.loader
+import yaml
+from salt.exceptions import SaltRunnerError
+
+from saltext_fleet.core.inventory import inventory_digest
+from saltext_fleet.store import engine as store_engine
+from tests.support.store import write
+
+
+PUBLIC_KEY = """-----BEGIN PUBLIC KEY-----
+MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAu1SU1LfVLPHCozMxH2Mo
+4lgOEePzNm0tRgeLezV6ffAt0gunVTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u
++qKhbwKfBstIs+bMY2Zkp18gnTxKLxoS2tFczGkPLPgizskuemMghRniWaoLcyeh
+kd3qqGElvW/VDL5AaWTg0nLVkjRo9z+40RQzuVaE8AkAFmxZzow3x+VJYKdjykkJ
+0iT9wCS0DRTXu269V264Vf/3jvredZiKRkgwlL9xNAwxXFg0x/XFw005UWVRIkdg
+cKWTjpBP2dPwVZ4WWC+9aGVd+Gyn1o0CLelf4rEjGoXbAAEgAqeGUxrcIlbjXfbc
+mwIDAQAB
+-----END PUBLIC KEY-----
+"""
+
+
+def _inventory(pypi):
+    packages = {"pypi": pypi}
+    facts = {"os": "Debian", "osrelease": "12"}
+    digest = inventory_digest(packages, {}, facts)
+    return {"packages": packages, "sources": {}, "facts": facts, "digest": digest}
+
+
+@pytest.fixture
+def runners(db_url, tmp_path):
+    opts = salt.config.master_config(None)
+    root = tmp_path / "master"
+    opts.update(
+        {
+            "cachedir": str(root / "cache"),
+            "pki_dir": str(root / "pki"),
+            "sock_dir": str(root / "sock"),
+            "fleet": {"db_url": db_url},
+            "nodegroups": {"builders": "L@web-1,web-2"},
+        }
+    )
+    # Accepted keys: Salt's matcher (node groups, compound targets) only sees those.
+    accepted = root / "pki" / "minions"
+    accepted.mkdir(parents=True)
+    for minion in ("web-1", "web-2"):
+        (accepted / minion).write_text(PUBLIC_KEY)
+    engine = store_engine.get_engine(db_url)
+    store_engine.ensure_schema(engine)
+    for minion, pypi in (
+        ("web-1", {"requests": "2.31.0", "rich": "13.0"}),
+        ("web-2", {"requests": "2.30.0"}),
+    ):
+        ret = {"id": minion, "jid": "20261128120000000000", "fun": "fleet.inventory"}
+        ret.update(success=True, **{"return": _inventory(pypi)})
+        write(engine, [{"kind": "return", "rid": f"inv-{minion}", "ret": ret}])
+    loaded = salt.loader.runner(opts)
+    return loaded
+
+
+def test_pin_show_set_diff_and_delete(runners):
+    pinned = runners["fleet.baseline_pin"]("web-1", name="web", facts="osrelease")
+    assert pinned["packages"] == {"pypi": 2} and pinned["facts"] == {"osrelease": "12"}
+    with pytest.raises(SaltRunnerError, match="exists"):
+        runners["fleet.baseline_pin"]("web-1", name="web")
+    with pytest.raises(SaltRunnerError, match="no inventory of 'web-9'"):
+        runners["fleet.baseline_pin"]("web-9", name="other")
+    with pytest.raises(SaltRunnerError, match="is not a minion id"):
+        runners["fleet.baseline_pin"]("../../etc/passwd", name="x")
+
+    shown = runners["fleet.baseline_show"]("web")
+    assert shown["packages"]["pypi"]["rich"] == {"rule": "exact", "version": "13.0"}
+    assert shown["source"] == "pin:web-1"
+    as_yaml = yaml.safe_load(runners["fleet.baseline_show"]("web", yaml=True))
+    assert as_yaml["packages"]["pypi"] == {"requests": "2.31.0", "rich": "13.0"}
+
+    changed = runners["fleet.baseline_set"](
+        "web", package="pypi:requests", rule="min", version="2.30"
+    )
+    assert changed["packages"]["changed"][0]["to"] == {"rule": "min", "version": "2.30"}
+    runners["fleet.baseline_set"]("web", package="pypi:rich", rule="ignore")
+    runners["fleet.baseline_set"]("web", fact="xcode", value="15.4")
+    with pytest.raises(
+        SaltRunnerError, match="bad baseline packages:pypi:x: rule 'sometimes' is not one of"
+    ):
+        runners["fleet.baseline_set"]("web", package="pypi:x", rule="sometimes")
+    with pytest.raises(SaltRunnerError, match="create=True"):
+        runners["fleet.baseline_set"]("nope", package="pypi:x", version="1")
+    runners["fleet.baseline_set"]("empty", create=True, description="starts empty")
+
+    diff = runners["fleet.baseline_diff"]("web", "empty")
+    assert {r["name"] for r in diff["packages"]["removed"]} == {"requests", "rich"}
+    listed = {b["name"]: b for b in runners["fleet.baseline_list"]()}
+    assert listed["web"]["packages"] == 2 and listed["empty"]["description"] == "starts empty"
+
+    assert runners["fleet.baseline_delete"]("empty") == {"deleted": "empty"}
+    with pytest.raises(SaltRunnerError, match="no baseline named 'empty'"):
+        runners["fleet.baseline_delete"]("empty")
+    with pytest.raises(SaltRunnerError, match="not a baseline name"):
+        runners["fleet.baseline_show"]("../x")
+
+
+def test_import_from_a_yaml_file_validates_everything_first(runners, tmp_path):
+    good = tmp_path / "baselines.yaml"
+    good.write_text(
+        yaml.safe_dump(
+            {
+                "baselines": {
+                    "py": {"packages": {"pypi": {"requests": {"min": "2.31"}}}},
+                    "py-strict": {"packages": {"pypi": {"requests": "2.31.0"}}, "extras": False},
+                }
+            }
+        )
+    )
+    assert runners["fleet.baseline_import"](str(good)) == {"py": "created", "py-strict": "created"}
+    assert runners["fleet.baseline_import"](str(good))["py"] == "replaced"
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        yaml.safe_dump(
+            {
+                "baselines": {
+                    "fine": {"packages": {"pypi": {"a": "1"}}},
+                    "broken": {"packages": {"pypi": {"a": {"max": "1"}}}},
+                }
+            }
+        )
+    )
+    with pytest.raises(SaltRunnerError, match="broken: bad baseline packages:pypi:a"):
+        runners["fleet.baseline_import"](str(bad))
+    assert "fine" not in {b["name"] for b in runners["fleet.baseline_list"]()}
+    (tmp_path / "junk.yaml").write_text("packages: [unclosed")
+    with pytest.raises(SaltRunnerError, match="is not valid YAML"):
+        runners["fleet.baseline_import"](str(tmp_path / "junk.yaml"))
+    with pytest.raises(SaltRunnerError, match="cannot read"):
+        runners["fleet.baseline_import"](str(tmp_path / "missing.yaml"))
+    with pytest.raises(SaltRunnerError, match="absolute path"):
+        runners["fleet.baseline_import"]("relative.yaml")
+
+
+def test_assignments_resolve_by_priority_and_node_group(runners):
+    runners["fleet.baseline_pin"]("web-1", name="one")
+    runners["fleet.baseline_pin"]("web-2", name="two")
+    runners["fleet.baseline_assign"]("one", "web-*")
+    runners["fleet.baseline_assign"]("two", "builders", tgt_type="nodegroup", priority=5)
+    with pytest.raises(SaltRunnerError, match="no node group 'nope'"):
+        runners["fleet.baseline_assign"]("one", "nope", tgt_type="nodegroup")
+    with pytest.raises(SaltRunnerError, match="tgt_type 'magic'"):
+        runners["fleet.baseline_assign"]("one", "*", tgt_type="magic")
+    drift = runners["fleet.drift"]()
+    if set(drift) == {"outputter", "data"}:
+        drift = drift["data"]
+    # the node group assignment has the higher priority: both nodes are scored against "two"
+    assert {m: r["baseline"] for m, r in drift.items()} == {"web-1": "two", "web-2": "two"}
+    assert drift["web-2"]["score"] == 0
+    assert runners["fleet.baseline_unassign"]("two") == {"removed": 1}
+    drift = runners["fleet.drift"](baseline=None)
+    drift = drift.get("data", drift)
+    assert {m: r["baseline"] for m, r in drift.items()} == {"web-1": "one", "web-2": "one"}
+    assert drift["web-1"]["score"] == 0
+    # an explicit baseline overrides assignments; a bad one is a clear error
+    explicit = runners["fleet.drift"]("web-1", baseline="two")
+    explicit = explicit.get("data", explicit)
+    assert list(explicit) == ["web-1"] and explicit["web-1"]["baseline"] == "two"
+    assert explicit["web-1"]["score"] == 4 + 2  # requests 2.30.0 -> 2.31.0 minor, rich extra
+    with pytest.raises(SaltRunnerError, match="no baseline named 'ghost'"):
+        runners["fleet.drift"](baseline="ghost")
+    history = runners["fleet.drift_history"]("web-1")
+    assert [p["baseline"] for p in history][:2] == ["two", "one"]
+    with pytest.raises(SaltRunnerError, match="days"):
+        runners["fleet.drift_history"]("web-1", days="soon")
