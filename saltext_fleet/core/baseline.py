@@ -224,8 +224,12 @@ def to_yaml_doc(baseline: Mapping[str, Any]) -> dict[str, Any]:
 
 def revision(baseline: Mapping[str, Any]) -> str:
     """A digest of what the baseline asks for (name and description excluded)."""
-    body = {k: baseline.get(k) for k in ("packages", "facts", "ecosystems", "extras")}
-    data = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return digest_of({k: baseline.get(k) for k in ("packages", "facts", "ecosystems", "extras")})
+
+
+def digest_of(value: Any) -> str:
+    """SHA-256 of the canonical JSON of ``value``."""
+    data = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(data.encode()).hexdigest()
 
 

@@ -96,11 +96,20 @@ def pack_keys(packages: Mapping[str, Mapping[str, str]]) -> bytes:
     Layout (little endian): per ecosystem, sorted by name: ``u8`` length and the ecosystem's
     UTF-8 name, ``u32`` count, then ``count`` signed 64-bit keys.
     """
+    return pack_package_keys(
+        {
+            eco: {n: package_key(eco, n, str(v)) for n, v in (pkgs or {}).items()}
+            for eco, pkgs in packages.items()
+        }
+    )
+
+
+def pack_package_keys(keyed: Mapping[str, Mapping[str, int]]) -> bytes:
+    """:func:`pack_keys` from keys already computed: ``{ecosystem: {name: key}}``."""
     out = bytearray()
-    for eco in sorted(packages):
-        pkgs = packages[eco] or {}
+    for eco in sorted(keyed):
         raw = eco.encode()[:255]
-        keys = array("q", sorted(package_key(eco, n, str(v)) for n, v in pkgs.items()))
+        keys = array("q", sorted(keyed[eco].values()))
         if keys.itemsize != 8:  # pragma: no cover - every CPython platform has 8-byte q
             raise RuntimeError("array('q') is not 64-bit here")
         out += struct.pack("<B", len(raw)) + raw + struct.pack("<I", len(keys))
@@ -163,21 +172,28 @@ class CompiledBaseline:
         #: key of each exact (ecosystem, name, version) -> (ecosystem, name)
         self.exact: dict[int, tuple[str, str]] = {}
         self.loose: list[tuple[str, str]] = []
-        self.exact_by_eco: dict[str, frozenset[int]] = {}
         for eco, rules in baseline["packages"].items():
-            eco_keys = []
             for name, rule in rules.items():
                 self.rules[(eco, name)] = rule
                 if rule["rule"] == "exact":
                     key = package_key(eco, name, rule["version"])
                     self.exact[key] = (eco, name)
-                    eco_keys.append(key)
                 elif rule["rule"] in ("min", "any"):
                     self.loose.append((eco, name))
-            self.exact_by_eco[eco] = frozenset(eco_keys)
         self.exact_keys = frozenset(self.exact)
+        #: per ecosystem, the exact rules as (name, version) pairs
+        self.exact_items: dict[str, frozenset] = {
+            eco: frozenset(
+                (name, rule["version"]) for name, rule in rules.items() if rule["rule"] == "exact"
+            )
+            for eco, rules in baseline["packages"].items()
+        }
         self.facts = dict(baseline.get("facts") or {})
         self._cache: dict[Any, tuple | None] = {}
+        #: keys of known versions of the packages the baseline names (see prepare_named)
+        self.named_keys: set[int] = set()
+        self.named_ready = False
+        self._arrays = None
 
     # A finding for an installed package that is not an exact match of its rule.
     def classify(self, eco: str, name: str, version: str) -> tuple | None:
@@ -231,17 +247,15 @@ class CompiledBaseline:
         absent = []
         for eco in self.scope:
             pkgs = packages.get(eco) or {}
-            for name, version in pkgs.items():
+            exact = self.exact_items.get(eco, frozenset())
+            items = pkgs.items()
+            # set arithmetic in C: only what is not an exact match is looked at in Python
+            for name, version in items - exact:
                 version = str(version)
-                rule = self.rules.get((eco, name))
-                if rule is not None and rule["rule"] == "exact" and rule["version"] == version:
-                    continue
                 findings.append(self._classify_cached((eco, name, version), eco, name, version))
-            for key in self.exact_by_eco.get(eco, ()):
-                _, name = self.exact[key]
-                if pkgs.get(name) != self.rules[(eco, name)]["version"]:
-                    absent.append((eco, name))
-        return self._assemble(findings, absent, node)
+            for name, _version in exact - items:
+                absent.append((eco, name))
+        return self._assemble(findings, absent, node, None)
 
     def unexpected_keys(self, keys_by_eco: Mapping[str, Iterable[int]]) -> tuple[set, set]:
         """``(installed keys that are not an exact match, exact keys not installed)``."""
@@ -252,28 +266,167 @@ class CompiledBaseline:
                 installed.update(keys)
         return installed - self.exact_keys, self.exact_keys - installed
 
+    def prepare_named(self, rows: Iterable[tuple[int, str, str, str]]) -> None:
+        """Classify every known key ``(key, eco, name, version)`` of a package the baseline
+        names: :meth:`summarise_keys` needs them all (call again when keys were added)."""
+        self.named_keys = set()
+        for key, eco, name, version in rows:
+            if (eco, name) in self.rules and key not in self.exact:
+                self._cache[key] = self.classify(eco, name, version)
+                self.named_keys.add(key)
+        self.named_ready = True
+        self._arrays = None  # rebuilt by summarise_snapshots when needed
+
     def compute_keys(
         self,
-        unexpected: Iterable[int],
+        unexpected: set[int],
         absent: Iterable[int],
-        resolve: Callable[[int], tuple[str, str, str] | None],
+        resolve: Callable[[int], tuple[str, str, str] | None] | None,
         node: NodeInput,
     ) -> dict[str, Any]:
         """Drift from :meth:`unexpected_keys`; ``resolve(key)`` gives (eco, name, version)."""
-        findings = []
         cache = self._cache
+        findings = []
         for key in unexpected:
             try:
                 findings.append(cache[key])
             except KeyError:
-                info = resolve(key)
+                info = resolve(key) if resolve is not None else None
                 if info is None:
                     raise KeyError(f"package key {key} is not in the package dictionary") from None
                 found = cache[key] = self.classify(*info)
                 findings.append(found)
-        return self._assemble(findings, [self.exact[k] for k in absent], node)
+        return self._assemble(findings, [self.exact[k] for k in absent], node, None)
 
-    def _assemble(self, findings: list, absent: list, node: NodeInput) -> dict[str, Any]:
+    def _named_arrays(self):
+        """Sorted exact keys, and the named keys with what each one means, as numpy arrays."""
+        if self._arrays is None:
+            np = _numpy()
+            exact = np.array(sorted(self.exact_keys), dtype=np.int64)
+            named = sorted(self.named_keys)
+            weight, changed, touched_exact, touched_loose = [], [], [], []
+            for key in named:
+                found = self._cache[key]
+                rule = None if found is None else self.rules[found[1]]["rule"]
+                is_changed = found is not None and found[0] == _CHANGED
+                weight.append(found[3] if is_changed else 0.0)
+                changed.append(1 if is_changed else 0)
+                touched_exact.append(1 if rule == "exact" else 0)
+                touched_loose.append(1 if rule in ("min", "any") else 0)
+            self._arrays = (
+                exact,
+                np.array(named, dtype=np.int64),
+                np.array(weight, dtype=np.float64),
+                np.array(changed, dtype=np.int64),
+                np.array(touched_exact, dtype=np.int64),
+                np.array(touched_loose, dtype=np.int64),
+            )
+        return self._arrays
+
+    def summarise_snapshots(self, blobs: Mapping[str, bytes]) -> dict[str, tuple]:
+        """The package part of many snapshots at once, vectorised (numpy), after
+        :meth:`prepare_named`: ``{digest: (package_score, missing, extra, changed)}``.
+
+        Same arithmetic as :meth:`summarise_keys`, for every snapshot in one pass: the keys
+        of all snapshots in one array, membership by binary search in the sorted exact and
+        named keys, per-snapshot sums by ``bincount``.
+        """
+        if not self.named_ready:
+            raise RuntimeError("summarise_snapshots() needs prepare_named() first")
+        np = _numpy()
+        digests = list(blobs)
+        parts, sizes = [], []
+        for digest in digests:
+            size = 0
+            for keys in _key_sections(blobs[digest] or b"", self.scope, np):
+                parts.append(keys)
+                size += len(keys)
+            sizes.append(size)
+        count = len(digests)
+        if not count:
+            return {}
+        installed = np.array(sizes, dtype=np.int64)
+        all_keys = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+        owner = np.repeat(np.arange(count), installed)
+        exact, named, weight, changed, touched_exact, touched_loose = self._named_arrays()
+        in_exact = _member(np, exact, all_keys)
+        matched = np.bincount(owner[in_exact], minlength=count)
+        absent = len(exact) - matched
+        rest, rest_owner = all_keys[~in_exact], owner[~in_exact]
+        unexpected = installed - matched
+        hit = _member(np, named, rest)
+        index = np.searchsorted(named, rest[hit])
+        who = rest_owner[hit]
+        n_named = np.bincount(who, minlength=count)
+        score = np.bincount(who, weights=weight[index], minlength=count)
+        n_changed = np.bincount(who, weights=changed[index], minlength=count)
+        exact_touched = np.bincount(who, weights=touched_exact[index], minlength=count)
+        loose_touched = np.bincount(who, weights=touched_loose[index], minlength=count)
+        missing = absent - exact_touched + (len(self.loose) - loose_touched)
+        extra = (unexpected - n_named) if self.extras else np.zeros(count, dtype=np.int64)
+        score = score + self.weights["extra"] * extra + self.weights["missing"] * missing
+        out = {}
+        for i, digest in enumerate(digests):
+            out[digest] = (
+                round(float(score[i]), 3),
+                int(missing[i]),
+                int(extra[i]),
+                int(n_changed[i]),
+            )
+        return out
+
+    def summarise_keys(self, keys_by_eco: Mapping[str, Iterable[int]], node: NodeInput) -> dict:
+        """Score and counts only, after :meth:`prepare_named`: nothing is resolved or listed.
+
+        The keys not in the baseline's dictionary of named packages are extras (counted); the
+        exact keys not installed are missing unless that package is installed at another
+        version (then it is changed) - so the missing count is arithmetic, not a list.
+        """
+        if not self.named_ready:
+            raise RuntimeError("summarise_keys() needs prepare_named() first")
+        installed: set[int] = set()
+        for eco in self.scope:
+            keys = keys_by_eco.get(eco)
+            if keys is not None:
+                installed.update(keys)
+        unexpected = installed - self.exact_keys
+        absent = len(self.exact_keys) - (len(installed) - len(unexpected))
+        named = unexpected & self.named_keys
+        cache = self._cache
+        weights = self.weights
+        score = 0.0
+        changed = 0
+        touched: set[tuple[str, str]] = set()
+        for key in named:
+            found = cache[key]
+            if found is None:
+                continue
+            touched.add(found[1])
+            if found[0] == _CHANGED:
+                changed += 1
+                score += found[3]
+        touched_exact = sum(1 for name in touched if self.rules[name]["rule"] == "exact")
+        missing = absent - touched_exact
+        missing += sum(1 for name in self.loose if name not in touched)
+        extra = len(unexpected) - len(named) if self.extras else 0
+        score += weights["extra"] * extra + weights["missing"] * missing
+        package_score = round(score, 3)
+        total, facts = self.rescore(package_score, node)
+        return {
+            "baseline": self.name,
+            "score": total,
+            "missing": None,
+            "extra": None,
+            "changed": None,
+            "facts": facts,
+            "pending_states": node.pending_states,
+            "counts": {"missing": missing, "extra": extra, "changed": changed, "facts": len(facts)},
+            "package_score": package_score,
+        }
+
+    def _assemble(
+        self, findings: list, absent: list, node: NodeInput, extra_count: int | None
+    ) -> dict[str, Any]:
         weights = self.weights
         extra, changed = [], []
         touched: set[tuple[str, str]] = set()
@@ -290,6 +443,8 @@ class CompiledBaseline:
                 changed.append(found[2])
                 touched.add(found[1])
                 score += found[3]
+        if extra_count is not None:
+            score += weights["extra"] * extra_count
         missing = []
         for eco, name in absent:
             if (eco, name) not in touched:
@@ -302,13 +457,8 @@ class CompiledBaseline:
                 expected = "any" if rule["rule"] == "any" else f">={rule['version']}"
                 missing.append({"ecosystem": eco, "name": name, "expected": expected})
         score += weights["missing"] * len(missing)
-        facts = []
-        node_facts = node.facts or {}
-        for fact, expected in self.facts.items():
-            actual = node_facts.get(fact)
-            actual = None if actual is None else _fact_text(actual)
-            if actual != expected:
-                facts.append({"fact": fact, "expected": expected, "actual": actual})
+        package_score = score
+        facts = self.fact_mismatches(node.facts)
         score += weights["fact"] * len(facts)
         pending = node.pending_states
         if pending:
@@ -318,11 +468,66 @@ class CompiledBaseline:
             "baseline": self.name,
             "score": round(score, 3),
             "missing": sorted(missing, key=order),
-            "extra": sorted(extra, key=order),
+            "extra": None if extra_count is not None else sorted(extra, key=order),
             "changed": sorted(changed, key=order),
             "facts": facts,
             "pending_states": pending,
+            "counts": {
+                "missing": len(missing),
+                "extra": len(extra) if extra_count is None else extra_count,
+                "changed": len(changed),
+                "facts": len(facts),
+            },
+            "package_score": round(package_score, 3),
         }
+
+    def fact_mismatches(self, node_facts: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+        out = []
+        node_facts = node_facts or {}
+        for fact, expected in self.facts.items():
+            actual = node_facts.get(fact)
+            actual = None if actual is None else _fact_text(actual)
+            if actual != expected:
+                out.append({"fact": fact, "expected": expected, "actual": actual})
+        return out
+
+    def rescore(self, package_score: float, node: NodeInput) -> tuple[float, list]:
+        """The score of a node whose package part is known: ``(score, fact mismatches)``."""
+        facts = self.fact_mismatches(node.facts)
+        score = package_score + self.weights["fact"] * len(facts)
+        if node.pending_states:
+            score += self.weights["pending_state"] * node.pending_states
+        return round(score, 3), facts
+
+
+def _numpy():
+    import numpy  # a dependency; imported where the fleet-wide path needs it
+
+    return numpy
+
+
+def _member(np, sorted_keys, keys):
+    """Boolean mask: which of ``keys`` are in the sorted array ``sorted_keys``."""
+    if not len(sorted_keys) or not len(keys):
+        return np.zeros(len(keys), dtype=bool)
+    pos = np.searchsorted(sorted_keys, keys)
+    pos[pos == len(sorted_keys)] = 0
+    return sorted_keys[pos] == keys
+
+
+def _key_sections(blob: bytes, ecosystems, np):
+    """The int64 key arrays of :func:`pack_keys` sections in ``ecosystems`` (no copies)."""
+    pos, end = 0, len(blob)
+    view = memoryview(blob)
+    while pos < end:
+        size = view[pos]
+        eco = bytes(view[pos + 1 : pos + 1 + size]).decode()
+        pos += 1 + size
+        (count,) = struct.unpack_from("<I", view, pos)
+        pos += 4
+        if eco in ecosystems:
+            yield np.frombuffer(blob, dtype="<i8", count=count, offset=pos)
+        pos += 8 * count
 
 
 def _entry_order(entry: Mapping[str, Any]) -> tuple[str, str]:
@@ -339,6 +544,8 @@ def _fact_text(value: Any) -> str:
 
 def counts(result: Mapping[str, Any]) -> dict[str, int]:
     """How many findings of each kind a result holds (for summaries and history)."""
+    if isinstance(result.get("counts"), Mapping):
+        return dict(result["counts"])
     return {
         "missing": len(result.get("missing") or ()),
         "extra": len(result.get("extra") or ()),

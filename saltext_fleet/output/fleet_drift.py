@@ -61,15 +61,20 @@ def render(data) -> str:
         data.items(), key=lambda item: (-(item[1].get("score") or 0), item[0])
     ):
         pending = result.get("pending_states")
+        counts = result.get("counts") if isinstance(result.get("counts"), dict) else {}
+
+        def count(kind, result=result, counts=counts):
+            return str(counts[kind] if kind in counts else len(result.get(kind) or ()))
+
         rows.append(
             (
                 minion,
                 str(result.get("baseline")),
                 f"{result.get('score', 0):.1f}",
-                str(len(result.get("missing") or ())),
-                str(len(result.get("extra") or ())),
-                str(len(result.get("changed") or ())),
-                str(len(result.get("facts") or ())),
+                count("missing"),
+                count("extra"),
+                count("changed"),
+                count("facts"),
                 "-" if pending is None else str(pending),
                 _findings(result),
             )

@@ -28,6 +28,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, select, text, update
@@ -219,39 +220,40 @@ def assignments(engine: Engine) -> list[dict[str, Any]]:
 
 def index_snapshots(conn: Connection, digests: Iterable[str]) -> int:
     """Fill ``package_keys`` of the given snapshots that lack it; returns how many."""
-    todo = []
-    for chunk in _chunks(sorted(set(digests))):
-        todo += (
-            conn.execute(
-                select(InventorySnapshot.digest)
-                .where(InventorySnapshot.digest.in_(chunk))
-                .where(InventorySnapshot.package_keys.is_(None))
+    wanted = set(digests)
+    if len(wanted) > CHUNK:  # one scan beats thousands of parameters
+        missing = select(InventorySnapshot.digest).where(InventorySnapshot.package_keys.is_(None))
+        todo = sorted(d for d in conn.execute(missing).scalars() if d in wanted)
+    else:
+        todo = []
+        for chunk in _chunks(sorted(wanted)):
+            todo += (
+                conn.execute(
+                    select(InventorySnapshot.digest)
+                    .where(InventorySnapshot.digest.in_(chunk))
+                    .where(InventorySnapshot.package_keys.is_(None))
+                )
+                .scalars()
+                .all()
             )
-            .scalars()
-            .all()
-        )
     done = 0
-    for chunk in _chunks(todo, 200):
+    for chunk in _chunks(todo, 500):
         rows = conn.execute(
             select(InventorySnapshot.digest, InventorySnapshot.packages).where(
                 InventorySnapshot.digest.in_(chunk)
             )
         ).all()
-        names: dict[int, dict] = {}
+        names: dict[int, tuple[str, str, str]] = {}
         updates = []
         for digest, packages in rows:
-            packages = _clean_packages(packages)
-            for eco, pkgs in packages.items():
+            keyed = {}
+            for eco, pkgs in _clean_packages(packages).items():
+                eco_keys = keyed[eco] = {}
                 for name, version in pkgs.items():
                     key = core_drift.package_key(eco, name, version)
-                    if key not in names:
-                        names[key] = {
-                            "key": key,
-                            "ecosystem": eco,
-                            "name": name,
-                            "version": version,
-                        }
-            updates.append({"d": digest, "k": core_drift.pack_keys(packages)})
+                    eco_keys[name] = key
+                    names[key] = (eco, name, version)
+            updates.append({"d": digest, "k": core_drift.pack_package_keys(keyed)})
         add_package_keys(conn, names)
         conn.execute(
             update(InventorySnapshot)
@@ -270,42 +272,109 @@ def _clean_packages(packages: Any) -> dict[str, dict[str, str]]:
         return out
     for eco, pkgs in packages.items():
         if isinstance(eco, str) and isinstance(pkgs, dict):
-            out[eco] = {str(n): str(v) for n, v in pkgs.items() if v is not None}
+            if all(type(v) is str for v in pkgs.values()):  # the usual case: as it is
+                out[eco] = pkgs
+            else:
+                out[eco] = {str(n): str(v) for n, v in pkgs.items() if v is not None}
     return out
 
 
-def add_package_keys(conn: Connection, names: Mapping[int, dict]) -> None:
-    """Insert dictionary rows ``{key: {key, ecosystem, name, version}}``, skipping known keys."""
+def add_package_keys(conn: Connection, names: Mapping[int, tuple[str, str, str]]) -> None:
+    """Add dictionary rows ``{key: (ecosystem, name, version)}``, skipping known keys."""
     keys = sorted(names)
-    for chunk in _chunks(keys, 5000):
-        known = set(conn.execute(select(PackageKey.key).where(PackageKey.key.in_(chunk))).scalars())
-        rows = [names[k] for k in chunk if k not in known]
-        if rows:
-            stmt = _insert(conn)(PackageKey.__table__).on_conflict_do_nothing(
-                index_elements=["key"]
+    if not keys:
+        return
+    if conn.dialect.name == "postgresql":
+        for chunk in _chunks(keys, 20_000):
+            conn.execute(
+                text(
+                    "INSERT INTO package_keys (key, ecosystem, name, version) "
+                    "SELECT * FROM unnest(CAST(:k AS bigint[]), CAST(:e AS text[]), "
+                    "CAST(:n AS text[]), CAST(:v AS text[])) ON CONFLICT (key) DO NOTHING"
+                ),
+                {
+                    "k": chunk,
+                    "e": [names[k][0] for k in chunk],
+                    "n": [names[k][1] for k in chunk],
+                    "v": [names[k][2] for k in chunk],
+                },
             )
-            conn.execute(stmt, rows)
+        return
+    stmt = text(
+        "INSERT OR IGNORE INTO package_keys (key, ecosystem, name, version) "
+        "VALUES (:key, :e, :n, :v)"
+    )
+    conn.execute(
+        stmt, [{"key": k, "e": names[k][0], "n": names[k][1], "v": names[k][2]} for k in keys]
+    )
 
 
 def resolve_keys(conn: Connection, keys: Iterable[int]) -> dict[int, tuple[str, str, str]]:
     out = {}
     keys = list(keys)
-    if conn.dialect.name == "postgresql":
-        for chunk in _chunks(keys, 50_000):
+    size = 50_000 if conn.dialect.name == "postgresql" else 5000
+    for chunk in _chunks(keys, size):
+        if conn.dialect.name == "postgresql":
             rows = conn.execute(
                 text(
-                    "SELECT key, ecosystem, name, version FROM package_keys WHERE key = ANY(:keys)"
+                    "SELECT key, ecosystem, name, version FROM package_keys "
+                    "WHERE key = ANY(CAST(:keys AS bigint[]))"
                 ),
                 {"keys": chunk},
             )
-            for key, eco, name, version in rows:
-                out[key] = (eco, name, version)
-        return out
-    for chunk in _chunks(keys, 5000):
-        stmt = select(PackageKey.key, PackageKey.ecosystem, PackageKey.name, PackageKey.version)
-        for key, eco, name, version in conn.execute(stmt.where(PackageKey.key.in_(chunk))):
+        else:
+            stmt = select(PackageKey.key, PackageKey.ecosystem, PackageKey.name, PackageKey.version)
+            rows = conn.execute(stmt.where(PackageKey.key.in_(chunk)))
+        for key, eco, name, version in rows:
             out[key] = (eco, name, version)
     return out
+
+
+def named_keys(conn: Connection, spec: Mapping[str, Any]) -> list[tuple[int, str, str, str]]:
+    """Every known key of a version of a package the baseline names."""
+    out = []
+    for eco, rules in spec["packages"].items():
+        for chunk in _chunks(sorted(rules), 1000):
+            stmt = select(
+                PackageKey.key, PackageKey.ecosystem, PackageKey.name, PackageKey.version
+            ).where(PackageKey.ecosystem == eco, PackageKey.name.in_(chunk))
+            out.extend(tuple(row) for row in conn.execute(stmt))
+    return out
+
+
+# -- compiled baselines, kept per process ------------------------------------------------------
+
+_COMPILED: dict[tuple, core_drift.CompiledBaseline] = {}
+_COMPILED_MAX = 32
+
+
+def weights_digest(weights: Mapping[str, float] | None) -> str:
+    return core_baseline.digest_of(core_drift.weights_from(weights))
+
+
+def compiled(
+    conn: Connection, name: str, weights: Mapping[str, float] | None, revision: str | None = None
+) -> tuple[core_drift.CompiledBaseline, str]:
+    """The baseline ``name`` compiled (cached per process by name, revision and weights)."""
+    if revision is None:
+        revision = conn.execute(select(Baseline.revision).where(Baseline.name == name)).scalar()
+        if revision is None:
+            raise DriftError(f"no baseline named {name!r}")
+    key = (
+        conn.engine.url.render_as_string(hide_password=False),
+        name,
+        revision,
+        weights_digest(weights),
+    )
+    found = _COMPILED.get(key)
+    if found is None:
+        spec = conn.execute(select(Baseline.spec).where(Baseline.name == name)).scalar()
+        if spec is None:
+            raise DriftError(f"no baseline named {name!r}")
+        if len(_COMPILED) >= _COMPILED_MAX:
+            _COMPILED.clear()
+        found = _COMPILED[key] = core_drift.CompiledBaseline(spec, weights)
+    return found, revision
 
 
 # -- recompute ---------------------------------------------------------------------------------
@@ -325,14 +394,31 @@ def _node_rows(conn: Connection, minions: list[str]) -> dict[str, Any]:
     return rows
 
 
+def _current_rows(conn: Connection, minions: list[str]) -> dict[str, Any]:
+    stmt = select(DriftCurrent)
+    rows = {}
+    if len(minions) > CHUNK:
+        wanted = set(minions)
+        for row in conn.execute(stmt):
+            if row.minion_id in wanted:
+                rows[row.minion_id] = row
+        return rows
+    for row in conn.execute(stmt.where(DriftCurrent.minion_id.in_(minions))):
+        rows[row.minion_id] = row
+    return rows
+
+
 def _blobs(conn: Connection, digests: list[str]) -> dict[str, bytes]:
     out = {}
     if conn.dialect.name == "postgresql":
-        rows = conn.execute(
-            text("SELECT digest, package_keys FROM inventory_snapshots WHERE digest = ANY(:d)"),
-            {"d": digests},
-        )
-        return {d: bytes(b) for d, b in rows}
+        # psycopg's binary format: the keys come as they are stored, not as hex text
+        raw = conn.connection.driver_connection
+        with raw.cursor(binary=True) as cur:
+            cur.execute(
+                "SELECT digest, package_keys FROM inventory_snapshots WHERE digest = ANY(%s)",
+                [digests],
+            )
+            return {digest: bytes(blob) if blob is not None else b"" for digest, blob in cur}
     for chunk in _chunks(digests, 5000):
         stmt = select(InventorySnapshot.digest, InventorySnapshot.package_keys).where(
             InventorySnapshot.digest.in_(chunk)
@@ -347,47 +433,81 @@ def recompute(
     weights: Mapping[str, float] | None = None,
     trigger: str = "runner",
     progress: Progress | None = None,
+    details: bool = True,
 ) -> dict[str, dict[str, Any]]:
     """Recompute the drift of every node in ``{minion: baseline}`` and record it.
 
-    Returns ``{minion: result}`` (see :mod:`saltext_fleet.core.drift`; plus ``computed_at``
+    Returns ``{minion: result}`` (see :mod:`saltext_fleet.core.drift`, plus ``computed_at``
     and ``previous_score``). Nodes with no inventory yet are left out.
+
+    ``details=False`` gives scores, counts and fact mismatches, not the lists of packages
+    (``"missing"``, ``"extra"`` and ``"changed"`` are None; ``counts`` has how many): only the
+    keys of packages the baseline names are looked at, and the package part of a node whose
+    inventory, baseline and weights did not change since the last recompute is taken from
+    ``drift_current`` rather than compared again (facts and pending states are always
+    compared again). ``details=True`` compares and lists everything.
     """
     report = progress or (lambda *_: None)
     minions = sorted(assignment)
+    wdigest = weights_digest(weights)
+    names = sorted(set(assignment.values()))
     with engine.connect() as conn:
         nodes = _node_rows(conn, minions)
-        specs = load_baselines(engine, set(assignment.values()))
-    unknown = sorted(set(assignment.values()) - set(specs))
-    if unknown:
-        raise DriftError(f"no baseline named {unknown[0]!r}")
-    digests = sorted({row.inventory_digest for row in nodes.values() if row.inventory_digest})
-    with engine.begin() as conn:
-        indexed = index_snapshots(conn, digests)
-    if indexed:
-        report(f"indexed the packages of {indexed} inventory snapshots", indexed, len(digests))
-    with engine.connect() as conn:
-        blobs = _blobs(conn, digests)
-    compiled = {name: core_drift.CompiledBaseline(spec, weights) for name, spec in specs.items()}
-    revisions = {name: core_baseline.revision(spec) for name, spec in specs.items()}
-    # Per (baseline, digest): keys that are not an exact match, and exact keys not installed.
-    pairs: dict[tuple[str, str], tuple[set, set]] = {}
-    wanted: set[int] = set()
+        previous = _current_rows(conn, minions)
+        bases = {name: compiled(conn, name, weights) for name in names}
+    # Nodes whose package part must be compared: (baseline, digest) pairs.
+    todo: dict[tuple[str, str], None] = {}
     for minion in minions:
         row = nodes.get(minion)
         if row is None or not row.inventory_digest:
             continue
         name = assignment[minion]
-        pair = (name, row.inventory_digest)
-        if pair in pairs:
+        old = previous.get(minion)
+        if (
+            not details
+            and old is not None
+            and old.package_score is not None
+            and old.baseline == name
+            and old.inventory_digest == row.inventory_digest
+            and old.baseline_revision == bases[name][1]
+            and old.weights == wdigest
+        ):
             continue
-        base = compiled[name]
-        keys = core_drift.unpack_keys(blobs.get(row.inventory_digest) or b"", base.scope)
-        unexpected, absent = base.unexpected_keys(keys)
-        pairs[pair] = (unexpected, absent)
-        wanted.update(unexpected)
-    with engine.connect() as conn:
-        names = resolve_keys(conn, wanted)
+        todo[(name, row.inventory_digest)] = None
+    digests = sorted({digest for _, digest in todo})
+    if digests:
+        with engine.begin() as conn:
+            indexed = index_snapshots(conn, digests)
+        if indexed:
+            report(f"indexed the packages of {indexed} inventory snapshots", indexed, len(digests))
+    pairs: dict[tuple[str, str], Any] = {}
+    if todo:
+        with engine.connect() as conn:
+            blobs = _blobs(conn, digests)
+            if not details:
+                # every known version of the named packages (indexing may have added some)
+                for name in {name for name, _ in todo}:
+                    base = bases[name][0]
+                    base.prepare_named(named_keys(conn, base.baseline))
+        if details:
+            for name, digest in todo:
+                base = bases[name][0]
+                keys = core_drift.unpack_keys(blobs.get(digest) or b"", base.scope)
+                pairs[(name, digest)] = base.unexpected_keys(keys)
+        else:
+            for name in {name for name, _ in todo}:
+                mine = {d: blobs.get(d) or b"" for n, d in todo if n == name}
+                for digest, part in bases[name][0].summarise_snapshots(mine).items():
+                    pairs[(name, digest)] = part
+        del blobs
+    resolved: dict[int, tuple[str, str, str]] = {}
+    if details and pairs:
+        wanted: set[int] = set()
+        for (name, _), (unexpected, _absent) in pairs.items():  # noqa: B007
+            cache = bases[name][0]._cache
+            wanted.update(k for k in unexpected if k not in cache)
+        with engine.connect() as conn:
+            resolved = resolve_keys(conn, wanted)
     now = utcnow()
     stamp = now.isoformat()
     results: dict[str, dict[str, Any]] = {}
@@ -398,21 +518,109 @@ def recompute(
         if row is None or not row.inventory_digest:
             continue
         name = assignment[minion]
-        unexpected, absent = pairs[(name, row.inventory_digest)]
-        result = compiled[name].compute_keys(
-            unexpected,
-            absent,
-            names.get,
-            core_drift.NodeInput(facts=row.facts or {}, pending_states=row.pending_states),
-        )
+        base, revision = bases[name]
+        node = core_drift.NodeInput(facts=row.facts or {}, pending_states=row.pending_states)
+        pair = pairs.get((name, row.inventory_digest))
+        if pair is None:  # unchanged package part: from drift_current
+            old = previous[minion]
+            score, facts = base.rescore(old.package_score, node)
+            result = {
+                "baseline": name,
+                "score": score,
+                "missing": None,
+                "extra": None,
+                "changed": None,
+                "facts": facts,
+                "pending_states": row.pending_states,
+                "counts": {
+                    "missing": old.missing,
+                    "extra": old.extra,
+                    "changed": old.changed,
+                    "facts": len(facts),
+                },
+                "package_score": old.package_score,
+            }
+        elif not details:
+            package_score, missing, extra, changed = pair
+            score, facts = base.rescore(package_score, node)
+            result = {
+                "baseline": name,
+                "score": score,
+                "missing": None,
+                "extra": None,
+                "changed": None,
+                "facts": facts,
+                "pending_states": row.pending_states,
+                "counts": {
+                    "missing": missing,
+                    "extra": extra,
+                    "changed": changed,
+                    "facts": len(facts),
+                },
+                "package_score": package_score,
+            }
+        else:
+            result = base.compute_keys(pair[0], pair[1], resolved.get, node)
         result["computed_at"] = stamp
         result["inventory_digest"] = row.inventory_digest
-        result["baseline_revision"] = revisions[name]
+        result["baseline_revision"] = revision
+        result["weights"] = wdigest
         results[minion] = result
         if done % step == 0 and done < total:
             report(f"computed drift of {done} of {total} nodes", done, total)
-    record(engine, results, trigger, now)
+    record(engine, results, trigger, now, previous=previous)
     return results
+
+
+_STATEMENTS: dict[tuple[str, str], Any] = {}
+
+
+def _node_query(dialect: str):
+    """What :func:`recompute_node` reads, in one statement (built once per dialect)."""
+    key = ("node", dialect)
+    if key not in _STATEMENTS:
+        revision_of = (
+            select(Baseline.revision).where(Baseline.name == bindparam("b")).scalar_subquery()
+        )
+        columns = [
+            Node.inventory_digest,
+            Node.facts,
+            Node.pending_states,
+            InventorySnapshot.packages,
+            revision_of.label("revision"),
+            DriftCurrent.minion_id.label("prev_minion"),
+        ]
+        columns += [getattr(DriftCurrent, k).label(f"prev_{k}") for k in _KEPT]
+        if dialect == "postgresql":
+            # a drift result can always be computed again: no need to wait for the WAL flush
+            # (set here, in the same round trip as the read)
+            columns.append(func.set_config("synchronous_commit", "off", True).label("sync"))
+        _STATEMENTS[key] = (
+            select(*columns)
+            .join(InventorySnapshot, InventorySnapshot.digest == Node.inventory_digest)
+            .outerjoin(DriftCurrent, DriftCurrent.minion_id == Node.minion_id)
+            .where(Node.minion_id == bindparam("m"))
+        )
+    return _STATEMENTS[key]
+
+
+def _small_upsert(dialect: str, kind: str):
+    """The INSERT .. ON CONFLICT statements of :func:`_record` (built once per dialect)."""
+    key = (kind, dialect)
+    if key not in _STATEMENTS:
+        ins = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        if kind == "current":
+            stmt = ins(DriftCurrent.__table__)
+            columns = [c.name for c in DriftCurrent.__table__.columns if c.name != "minion_id"]
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["minion_id"], set_={c: stmt.excluded[c] for c in columns}
+            )
+        else:
+            stmt = ins(DriftHistory.__table__).on_conflict_do_nothing(
+                index_elements=["minion_id", "computed_at"]
+            )
+        _STATEMENTS[key] = stmt
+    return _STATEMENTS[key]
 
 
 def recompute_node(
@@ -425,42 +633,32 @@ def recompute_node(
     """Recompute one node from its stored inventory and record it (always a history point).
 
     ``baseline_name`` None means the node has no baseline: its current result is removed.
-    Returns the result, or None when the node has no inventory yet.
+    Returns the result, or None when the node has no inventory yet. One connection, one
+    transaction: this runs for every inventory change.
     """
-    with engine.connect() as conn:
+    with engine.begin() as conn:
         row = conn.execute(
-            select(
-                Node.inventory_digest,
-                Node.facts,
-                Node.pending_states,
-                InventorySnapshot.packages,
-            )
-            .join(InventorySnapshot, InventorySnapshot.digest == Node.inventory_digest)
-            .where(Node.minion_id == minion)
+            _node_query(conn.dialect.name), {"m": minion, "b": baseline_name or ""}
         ).first()
-        spec = None
-        if baseline_name is not None:
-            spec = conn.execute(
-                select(Baseline.spec).where(Baseline.name == baseline_name)
-            ).scalar()
-            if spec is None:
-                raise DriftError(f"no baseline named {baseline_name!r}")
-    if row is None:
-        return None
-    if spec is None:
-        with engine.begin() as conn:
+        if row is None:
+            return None
+        if baseline_name is None:
             conn.execute(delete(DriftCurrent).where(DriftCurrent.minion_id == minion))
-        return None
-    base = core_drift.CompiledBaseline(spec, weights)
-    result = base.compute(
-        _clean_packages(row.packages),
-        core_drift.NodeInput(facts=row.facts or {}, pending_states=row.pending_states),
-    )
-    now = utcnow()
-    result["computed_at"] = now.isoformat()
-    result["inventory_digest"] = row.inventory_digest
-    result["baseline_revision"] = core_baseline.revision(spec)
-    record(engine, {minion: result}, trigger, now, always=True)
+            return None
+        base, revision = compiled(conn, baseline_name, weights, revision=row.revision)
+        result = base.compute(
+            _clean_packages(row.packages),
+            core_drift.NodeInput(facts=row.facts or {}, pending_states=row.pending_states),
+        )
+        now = utcnow()
+        result["computed_at"] = now.isoformat()
+        result["inventory_digest"] = row.inventory_digest
+        result["baseline_revision"] = revision
+        result["weights"] = weights_digest(weights)
+        previous = {}
+        if row.prev_minion is not None:
+            previous[minion] = SimpleNamespace(**{k: getattr(row, f"prev_{k}") for k in _KEPT})
+        _record(conn, {minion: result}, trigger, now, always=True, previous=previous)
     return result
 
 
@@ -487,12 +685,10 @@ def detail(
             .join(InventorySnapshot, InventorySnapshot.digest == Node.inventory_digest)
             .where(Node.minion_id == minion)
         ).first()
-        spec = conn.execute(select(Baseline.spec).where(Baseline.name == baseline_name)).scalar()
-    if spec is None:
-        raise DriftError(f"no baseline named {baseline_name!r}")
+        base, _ = compiled(conn, baseline_name, weights)
     if row is None:
         return None
-    return core_drift.CompiledBaseline(spec, weights).compute(
+    return base.compute(
         _clean_packages(row.packages),
         core_drift.NodeInput(facts=row.facts or {}, pending_states=row.pending_states),
     )
@@ -514,11 +710,14 @@ def _summary(minion: str, result: Mapping[str, Any], now: dt.datetime) -> dict[s
         "pending_states": result.get("pending_states"),
         "inventory_digest": result.get("inventory_digest"),
         "baseline_revision": result.get("baseline_revision"),
+        "weights": result.get("weights"),
+        "package_score": result.get("package_score"),
         "computed_at": now,
     }
 
 
 _SAME = ("baseline", "score", "missing", "extra", "changed", "facts", "pending_states")
+_KEPT = _SAME + ("inventory_digest", "baseline_revision", "weights", "package_score")
 
 
 def record(
@@ -527,48 +726,131 @@ def record(
     trigger: str,
     now: dt.datetime | None = None,
     always: bool = False,
+    previous: Mapping[str, Any] | None = None,
 ) -> None:
     """Upsert ``drift_current`` and append history points; sets ``previous_score`` on results.
 
-    A history point is added for a node whose summary changed (or for every node when
-    ``always``).
+    Only rows that changed are written (the others get their ``computed_at`` moved on); a
+    history point is added for a node whose summary changed (or for every node when
+    ``always``). ``previous`` is the caller's read of ``drift_current``, if it has one.
     """
     if not results:
         return
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql" and len(results) > 50:
+            # Drift results can always be computed again: do not wait for the WAL flush.
+            conn.execute(text("SET LOCAL synchronous_commit TO OFF"))
+        _record(conn, results, trigger, now, always, previous)
+
+
+def _record(
+    conn: Connection,
+    results: Mapping[str, dict[str, Any]],
+    trigger: str,
+    now: dt.datetime | None = None,
+    always: bool = False,
+    previous: Mapping[str, Any] | None = None,
+) -> None:
+    """:func:`record` inside the caller's transaction."""
     now = now or utcnow()
     minions = sorted(results)
-    summaries = [_summary(m, results[m], now) for m in minions]
-    with engine.begin() as conn:
-        previous = {}
-        stmt = select(DriftCurrent)
-        if len(minions) > CHUNK:
-            wanted = set(minions)
-            for row in conn.execute(stmt):
-                if row.minion_id in wanted:
-                    previous[row.minion_id] = row
+    if previous is None:
+        previous = _current_rows(conn, minions)
+    points, changed, unchanged = [], [], []
+    for minion in minions:
+        summary = _summary(minion, results[minion], now)
+        old = previous.get(minion)
+        results[minion]["previous_score"] = old.score if old is not None else None
+        same = old is not None and all(getattr(old, k) == summary[k] for k in _SAME)
+        if always or not same:
+            point = {k: summary[k] for k in _SAME}
+            point.update(minion_id=minion, computed_at=now, trigger=trigger)
+            points.append(point)
+        if same and all(getattr(old, k) == summary[k] for k in _KEPT):
+            unchanged.append(minion)
         else:
-            for row in conn.execute(stmt.where(DriftCurrent.minion_id.in_(minions))):
-                previous[row.minion_id] = row
-        points = []
-        for summary in summaries:
-            old = previous.get(summary["minion_id"])
-            results[summary["minion_id"]]["previous_score"] = old.score if old else None
-            if always or old is None or any(getattr(old, k) != summary[k] for k in _SAME):
-                point = {k: summary[k] for k in _SAME}
-                point.update(minion_id=summary["minion_id"], computed_at=now, trigger=trigger)
-                points.append(point)
-        stmt = _insert(conn)(DriftCurrent.__table__)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=["minion_id"],
-            set_={k: stmt.excluded[k] for k in summaries[0] if k != "minion_id"},
-        )
-        conn.execute(stmt, summaries)
-        if points:
-            ensure_partition(conn, now)
-            ins = _insert(conn)(DriftHistory.__table__).on_conflict_do_nothing(
-                index_elements=["minion_id", "computed_at"]
+            changed.append(summary)
+    postgres = conn.dialect.name == "postgresql"
+    if changed:
+        if postgres and len(changed) > 50:
+            _pg_upsert(conn, "drift_current", _CURRENT_TYPES, changed, ("minion_id",), True)
+        else:
+            conn.execute(_small_upsert(conn.dialect.name, "current"), changed)
+    if unchanged and postgres:
+        with conn.connection.driver_connection.cursor() as cur:
+            cur.execute(
+                "UPDATE drift_current SET computed_at = %b WHERE minion_id = ANY(CAST(%b AS text[]))",
+                [now, unchanged],
             )
-            conn.execute(ins, points)
+    elif unchanged:
+        for chunk in _chunks(unchanged, 10_000):
+            conn.execute(
+                update(DriftCurrent)
+                .where(DriftCurrent.minion_id.in_(chunk))
+                .values(computed_at=now)
+            )
+    if points:
+        ensure_partition(conn, now)
+        if postgres and len(points) > 50:
+            _pg_upsert(
+                conn,
+                "drift_history",
+                _HISTORY_TYPES,
+                points,
+                ("minion_id", "computed_at"),
+                False,
+            )
+        else:
+            conn.execute(_small_upsert(conn.dialect.name, "history"), points)
+
+
+#: PostgreSQL array types of the columns written by :func:`_pg_upsert`.
+_CURRENT_TYPES = {
+    "minion_id": "text",
+    "baseline": "text",
+    "score": "float8",
+    "missing": "int4",
+    "extra": "int4",
+    "changed": "int4",
+    "facts": "int4",
+    "pending_states": "int4",
+    "inventory_digest": "text",
+    "baseline_revision": "text",
+    "weights": "text",
+    "package_score": "float8",
+    "computed_at": "timestamptz",
+}
+_HISTORY_TYPES = {
+    "minion_id": "text",
+    "computed_at": "timestamptz",
+    "baseline": "text",
+    "score": "float8",
+    "missing": "int4",
+    "extra": "int4",
+    "changed": "int4",
+    "facts": "int4",
+    "pending_states": "int4",
+    "trigger": "text",
+}
+
+
+def _pg_upsert(conn, table: str, types: dict, rows: list, key: tuple, update_rest: bool) -> None:
+    """Many rows in one statement (``unnest`` of one array per column): one round trip."""
+    columns = list(types)
+    # psycopg's binary parameters (%b): no quoting of every element as text arrays need
+    arrays = ", ".join(f"CAST(%b AS {types[c]}[])" for c in columns)
+    names = ", ".join(f'"{c}"' for c in columns)
+    if update_rest:
+        sets = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in columns if c not in key)
+        conflict = f"DO UPDATE SET {sets}"
+    else:
+        conflict = "DO NOTHING"
+    sql = (
+        f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}) "
+        f"ON CONFLICT ({', '.join(key)}) {conflict}"
+    )
+    with conn.connection.driver_connection.cursor() as cur:
+        cur.execute(sql, [[row[c] for row in rows] for c in columns])
 
 
 # -- history -----------------------------------------------------------------------------------

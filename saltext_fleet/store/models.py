@@ -226,6 +226,8 @@ class PackageKey(Base):
     name: Mapped[str] = mapped_column(Text)
     version: Mapped[str] = mapped_column(Text)
 
+    __table_args__ = (Index("ix_package_keys_name", "ecosystem", "name"),)
+
 
 class DriftCurrent(Base):
     __tablename__ = "drift_current"
@@ -240,6 +242,11 @@ class DriftCurrent(Base):
     pending_states: Mapped[int | None] = mapped_column(Integer, nullable=True)
     inventory_digest: Mapped[str | None] = mapped_column(String(DIGEST_LEN))
     baseline_revision: Mapped[str | None] = mapped_column(String(DIGEST_LEN))
+    #: digest of the weights the score was computed with
+    weights: Mapped[str | None] = mapped_column(String(DIGEST_LEN))
+    #: the part of the score that comes from packages (facts and pending states excluded):
+    #: a node whose inventory, baseline and weights are unchanged keeps it
+    package_score: Mapped[float | None] = mapped_column(Float)
     computed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     __table_args__ = (Index("ix_drift_current_score", "score"),)

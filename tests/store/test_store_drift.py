@@ -207,3 +207,55 @@ def test_crossing_alerts():
     assert core_drift.crossing(60, 70, 50) is None
     assert core_drift.crossing(60, 10, 50) == "below"
     assert core_drift.crossing(None, 10, 50) is None
+
+
+def test_summary_recompute_reuses_unchanged_package_parts_and_rechecks_the_rest(engine, fleet):
+    full = store_drift.recompute(engine, {"n1": "b", "n2": "b"})
+    quick = store_drift.recompute(engine, {"n1": "b", "n2": "b"}, details=False)
+    assert quick["n2"]["score"] == full["n2"]["score"] == 40
+    assert quick["n2"]["counts"] == full["n2"]["counts"]
+    assert quick["n2"]["extra"] is None  # not listed: counted
+    assert quick["n2"]["counts"] == {"missing": 1, "extra": 1, "changed": 1, "facts": 1}
+    # facts and pending states are compared again even when the packages are reused
+    with engine.begin() as conn:
+        conn.execute(
+            Node.__table__.update().where(Node.minion_id == "n2").values(pending_states=5)
+        )
+    assert store_drift.recompute(engine, {"n2": "b"}, details=False)["n2"]["score"] == 45
+    # a changed inventory is compared again, and so is a changed baseline
+    store_inventory(engine, "n2", inventory(GOOD, osrelease="11"))
+    assert store_drift.recompute(engine, {"n2": "b"}, details=False)["n2"]["score"] == 20 + 5
+    spec = core_baseline.edit(fleet, package="pypi:rich", version="13.0")
+    store_drift.save_baseline(engine, spec, "runner")
+    again = store_drift.recompute(engine, {"n2": "b"}, details=False)["n2"]
+    assert again["score"] == 10 + 20 + 5 and again["counts"]["missing"] == 1
+    # different weights: compared again
+    heavy = store_drift.recompute(engine, {"n2": "b"}, {"missing": 100}, details=False)["n2"]
+    assert heavy["score"] == 100 + 20 + 5
+
+
+def test_many_nodes_take_the_bulk_write_path(engine, fleet):
+    """Over 50 rows, PostgreSQL writes current results and history in one statement each."""
+    from saltext_fleet.store.models import DriftCurrent
+
+    minions = [f"bulk-{i:03d}" for i in range(120)]
+    for i, minion in enumerate(minions):
+        pypi = dict(GOOD, **{f"own-{i}": "1.0"}) if i % 2 else dict(GOOD)
+        store_inventory(engine, minion, inventory(pypi))
+    assignment = {m: "b" for m in minions}
+    first = store_drift.recompute(engine, assignment, details=False)
+    assert sorted(r["score"] for r in first.values()) == [0.0] * 60 + [2.0] * 60
+    assert count(engine, DriftCurrent) == 120  # n1 and n2 were not recomputed here
+    assert count(engine, DriftHistory) == 120
+    # new weights: every row is rewritten (its weights digest), no history point (same score)
+    again = store_drift.recompute(engine, assignment, {"pending_state": 2.0}, details=False)
+    assert {m: r["score"] for m, r in again.items()} == {m: r["score"] for m, r in first.items()}
+    assert count(engine, DriftHistory) == 120
+    weights = store_drift.weights_digest({"pending_state": 2.0})
+    with engine.connect() as conn:
+        stored = set(conn.execute(select(DriftCurrent.weights)).scalars())
+    assert stored == {weights}
+    # heavier extras: 60 scores change, 60 points
+    store_drift.recompute(engine, assignment, {"extra": 5.0}, details=False)
+    assert count(engine, DriftHistory) == 180
+    assert sorted(p["score"] for p in store_drift.history(engine, "bulk-001")) == [2.0, 5.0]

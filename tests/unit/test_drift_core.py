@@ -20,17 +20,33 @@ def compute(base, packages, facts=None, pending=None, weights=None):
     )
 
 
-def compute_keys(base, packages, facts=None, pending=None):
+def compute_keys(base, packages, facts=None, pending=None, details=True, known=None):
+    """The fleet path: keys, and a package dictionary holding ``known`` too (other nodes)."""
     compiled = core_drift.CompiledBaseline(base)
     names = {}
-    for eco, pkgs in packages.items():
+    for eco, pkgs in list(packages.items()) + list((known or {}).items()):
         for name, version in pkgs.items():
             names[core_drift.package_key(eco, name, version)] = (eco, name, version)
     keys = core_drift.unpack_keys(core_drift.pack_keys(packages), compiled.scope)
+    node = core_drift.NodeInput(facts or {}, pending)
+    if not details:
+        compiled.prepare_named((key, *info) for key, info in names.items())
+        return compiled.summarise_keys(keys, node)
     unexpected, absent = compiled.unexpected_keys(keys)
-    return compiled.compute_keys(
-        unexpected, absent, names.get, core_drift.NodeInput(facts or {}, pending)
-    )
+    return compiled.compute_keys(unexpected, absent, names.get, node)
+
+
+def summarise_vectorised(base, fleet, known=None):
+    """The numpy path over several nodes at once: ``{index: (score, missing, extra, changed)}``."""
+    compiled = core_drift.CompiledBaseline(base)
+    rows = []
+    for packages in list(fleet) + [known or {}]:
+        for eco, pkgs in packages.items():
+            for name, version in pkgs.items():
+                rows.append((core_drift.package_key(eco, name, version), eco, name, version))
+    compiled.prepare_named(rows)
+    blobs = {str(i): core_drift.pack_keys(packages) for i, packages in enumerate(fleet)}
+    return {int(d): v for d, v in compiled.summarise_snapshots(blobs).items()}
 
 
 def test_aligned_node_scores_zero():
@@ -94,6 +110,23 @@ def test_both_paths_agree_on_random_fleets():
         node = {"deb": {n: rng.choice(versions) for n in rng.sample(names, 35)}}
         one, many = compute(base, node), compute_keys(base, node)
         assert one == many
+        other = {"deb": {n: rng.choice(versions) for n in rng.sample(names, 35)}}
+        summary = compute_keys(base, node, facts={"os": "x"}, pending=2, details=False, known=other)
+        assert summary["extra"] is summary["missing"] is summary["changed"] is None
+        one = compute(base, node, facts={"os": "x"}, pending=2)
+        for key in ("score", "counts", "package_score", "facts", "pending_states"):
+            assert summary[key] == one[key], key
+        fleet = [node, other, {}]
+        vectorised = summarise_vectorised(base, fleet)
+        for i, packages in enumerate(fleet):
+            want = compute(base, packages)
+            counts = want["counts"]
+            assert vectorised[i] == (
+                want["package_score"],
+                counts["missing"],
+                counts["extra"],
+                counts["changed"],
+            ), i
 
 
 def test_pack_and_unpack_keys():

@@ -61,6 +61,8 @@ def upgrade() -> None:
         sa.Column("version", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("key"),
     )
+    with op.batch_alter_table("package_keys", schema=None) as batch_op:
+        batch_op.create_index("ix_package_keys_name", ["ecosystem", "name"], unique=False)
     op.create_table(
         "drift_current",
         sa.Column("minion_id", sa.String(length=255), nullable=False),
@@ -73,6 +75,8 @@ def upgrade() -> None:
         sa.Column("pending_states", sa.Integer(), nullable=True),
         sa.Column("inventory_digest", sa.String(length=64), nullable=True),
         sa.Column("baseline_revision", sa.String(length=64), nullable=True),
+        sa.Column("weights", sa.String(length=64), nullable=True),
+        sa.Column("package_score", sa.Float(), nullable=True),
         sa.Column("computed_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("minion_id"),
     )
@@ -122,6 +126,8 @@ def downgrade() -> None:
     with op.batch_alter_table("drift_current", schema=None) as batch_op:
         batch_op.drop_index("ix_drift_current_score")
     op.drop_table("drift_current")
+    with op.batch_alter_table("package_keys", schema=None) as batch_op:
+        batch_op.drop_index("ix_package_keys_name")
     op.drop_table("package_keys")
     op.drop_table("baseline_assignments")
     op.drop_table("baselines")
