@@ -10,8 +10,8 @@ Two ways to recompute
 inventory as stored and compares it with the baseline: a millisecond or two.
 
 :func:`recompute` (``salt-run fleet.drift``, the whole fleet) never decodes inventories. Each
-snapshot carries its packages as 64-bit keys (``inventory_snapshots.package_keys``, filled the
-first time drift needs them by :func:`index_snapshots`, with the names in ``package_keys``);
+snapshot's packages are kept as 64-bit keys (``snapshot_keys``, filled the first time drift
+needs them by :func:`index_snapshots`, with the names in ``package_keys``);
 matching packages cancel out as set arithmetic, and only the keys that differ are looked up.
 
 History
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import operator
 from collections.abc import Callable, Iterable, Mapping
 from types import SimpleNamespace
 from typing import Any
@@ -45,6 +46,7 @@ from saltext_fleet.store.models import (
     InventorySnapshot,
     Node,
     PackageKey,
+    SnapshotKeys,
     utcnow,
 )
 
@@ -219,23 +221,19 @@ def assignments(engine: Engine) -> list[dict[str, Any]]:
 
 
 def index_snapshots(conn: Connection, digests: Iterable[str]) -> int:
-    """Fill ``package_keys`` of the given snapshots that lack it; returns how many."""
+    """Write the ``snapshot_keys`` of the given snapshots that have none; returns how many."""
     wanted = set(digests)
-    if len(wanted) > CHUNK:  # one scan beats thousands of parameters
-        missing = select(InventorySnapshot.digest).where(InventorySnapshot.package_keys.is_(None))
-        todo = sorted(d for d in conn.execute(missing).scalars() if d in wanted)
+    if len(wanted) > CHUNK:  # one scan of a small table beats thousands of parameters
+        have = set(conn.execute(select(SnapshotKeys.digest)).scalars())
     else:
-        todo = []
+        have = set()
         for chunk in _chunks(sorted(wanted)):
-            todo += (
+            have.update(
                 conn.execute(
-                    select(InventorySnapshot.digest)
-                    .where(InventorySnapshot.digest.in_(chunk))
-                    .where(InventorySnapshot.package_keys.is_(None))
-                )
-                .scalars()
-                .all()
+                    select(SnapshotKeys.digest).where(SnapshotKeys.digest.in_(chunk))
+                ).scalars()
             )
+    todo = sorted(wanted - have)
     done = 0
     for chunk in _chunks(todo, 500):
         rows = conn.execute(
@@ -244,7 +242,7 @@ def index_snapshots(conn: Connection, digests: Iterable[str]) -> int:
             )
         ).all()
         names: dict[int, tuple[str, str, str]] = {}
-        updates = []
+        keyed_rows = []
         for digest, packages in rows:
             keyed = {}
             for eco, pkgs in _clean_packages(packages).items():
@@ -253,15 +251,16 @@ def index_snapshots(conn: Connection, digests: Iterable[str]) -> int:
                     key = core_drift.package_key(eco, name, version)
                     eco_keys[name] = key
                     names[key] = (eco, name, version)
-            updates.append({"d": digest, "k": core_drift.pack_package_keys(keyed)})
+            keyed_rows.append({"digest": digest, "keys": core_drift.pack_package_keys(keyed)})
         add_package_keys(conn, names)
-        conn.execute(
-            update(InventorySnapshot)
-            .where(InventorySnapshot.digest == bindparam("d"))
-            .values(package_keys=bindparam("k")),
-            updates,
-        )
-        done += len(updates)
+        if keyed_rows:
+            conn.execute(
+                _insert(conn)(SnapshotKeys.__table__).on_conflict_do_nothing(
+                    index_elements=["digest"]
+                ),
+                keyed_rows,
+            )
+        done += len(keyed_rows)
     return done
 
 
@@ -385,11 +384,11 @@ def _node_rows(conn: Connection, minions: list[str]) -> dict[str, Any]:
     rows = {}
     if len(minions) > CHUNK:
         wanted = set(minions)
-        for row in conn.execute(stmt):
+        for row in conn.execute(stmt).all():
             if row.minion_id in wanted:
                 rows[row.minion_id] = row
         return rows
-    for row in conn.execute(stmt.where(Node.minion_id.in_(minions))):
+    for row in conn.execute(stmt.where(Node.minion_id.in_(minions))).all():
         rows[row.minion_id] = row
     return rows
 
@@ -399,11 +398,11 @@ def _current_rows(conn: Connection, minions: list[str]) -> dict[str, Any]:
     rows = {}
     if len(minions) > CHUNK:
         wanted = set(minions)
-        for row in conn.execute(stmt):
+        for row in conn.execute(stmt).all():
             if row.minion_id in wanted:
                 rows[row.minion_id] = row
         return rows
-    for row in conn.execute(stmt.where(DriftCurrent.minion_id.in_(minions))):
+    for row in conn.execute(stmt.where(DriftCurrent.minion_id.in_(minions))).all():
         rows[row.minion_id] = row
     return rows
 
@@ -415,14 +414,12 @@ def _blobs(conn: Connection, digests: list[str]) -> dict[str, bytes]:
         raw = conn.connection.driver_connection
         with raw.cursor(binary=True) as cur:
             cur.execute(
-                "SELECT digest, package_keys FROM inventory_snapshots WHERE digest = ANY(%s)",
+                "SELECT digest, keys FROM snapshot_keys WHERE digest = ANY(%s)",
                 [digests],
             )
             return {digest: bytes(blob) if blob is not None else b"" for digest, blob in cur}
     for chunk in _chunks(digests, 5000):
-        stmt = select(InventorySnapshot.digest, InventorySnapshot.package_keys).where(
-            InventorySnapshot.digest.in_(chunk)
-        )
+        stmt = select(SnapshotKeys.digest, SnapshotKeys.keys).where(SnapshotKeys.digest.in_(chunk))
         out.update({d: b for d, b in conn.execute(stmt)})
     return out
 
@@ -718,6 +715,8 @@ def _summary(minion: str, result: Mapping[str, Any], now: dt.datetime) -> dict[s
 
 _SAME = ("baseline", "score", "missing", "extra", "changed", "facts", "pending_states")
 _KEPT = _SAME + ("inventory_digest", "baseline_revision", "weights", "package_score")
+_SAME_GETTER = operator.attrgetter(*_SAME)
+_KEPT_GETTER = operator.attrgetter(*_KEPT)
 
 
 def record(
@@ -757,16 +756,17 @@ def _record(
     if previous is None:
         previous = _current_rows(conn, minions)
     points, changed, unchanged = [], [], []
+    same_of, kept_of = _SAME_GETTER, _KEPT_GETTER
     for minion in minions:
         summary = _summary(minion, results[minion], now)
         old = previous.get(minion)
         results[minion]["previous_score"] = old.score if old is not None else None
-        same = old is not None and all(getattr(old, k) == summary[k] for k in _SAME)
+        same = old is not None and same_of(old) == tuple(summary[k] for k in _SAME)
         if always or not same:
             point = {k: summary[k] for k in _SAME}
             point.update(minion_id=minion, computed_at=now, trigger=trigger)
             points.append(point)
-        if same and all(getattr(old, k) == summary[k] for k in _KEPT):
+        if same and kept_of(old) == tuple(summary[k] for k in _KEPT):
             unchanged.append(minion)
         else:
             changed.append(summary)

@@ -16,6 +16,7 @@ Tables:
 ``quarantine``            records the database rejected, with the error, never lost silently
 ``baselines``             named desired states (normal form of :mod:`saltext_fleet.core.baseline`)
 ``baseline_assignments``  which baseline applies to which Salt target (highest priority wins)
+``snapshot_keys``         each snapshot's packages as 64-bit keys (for fleet-wide drift)
 ``package_keys``          the dictionary of 64-bit package keys: key -> ecosystem, name, version
 ``drift_current``         each node's latest drift result
 ``drift_history``         every drift result over time; on PostgreSQL range-partitioned by month
@@ -92,9 +93,6 @@ class InventorySnapshot(Base):
     facts: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     package_count: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    #: The packages as 64-bit keys per ecosystem (:func:`saltext_fleet.core.drift.pack_keys`),
-    #: filled when drift first needs them; their names are in ``package_keys``.
-    package_keys: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
 
 
 class NodeInventory(Base):
@@ -216,6 +214,19 @@ class BaselineAssignment(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     __table_args__ = (UniqueConstraint("baseline", "target", "tgt_type"),)
+
+
+class SnapshotKeys(Base):
+    """A snapshot's packages as 64-bit keys per ecosystem (:func:`~saltext_fleet.core.drift.
+    pack_keys`), written the first time drift needs them. A table of its own, so reading
+    every snapshot's keys never touches the big ``packages`` documents."""
+
+    __tablename__ = "snapshot_keys"
+
+    digest: Mapped[str] = mapped_column(
+        String(DIGEST_LEN), ForeignKey("inventory_snapshots.digest"), primary_key=True
+    )
+    keys: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class PackageKey(Base):

@@ -11,7 +11,6 @@ from saltext_fleet.core.inventory import inventory_digest
 from saltext_fleet.store import engine as store_engine
 from tests.support.store import write
 
-
 PUBLIC_KEY = """-----BEGIN PUBLIC KEY-----
 MIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEAu1SU1LfVLPHCozMxH2Mo
 4lgOEePzNm0tRgeLezV6ffAt0gunVTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u

@@ -9,7 +9,13 @@ from saltext_fleet.core import baseline as core_baseline
 from saltext_fleet.core import drift as core_drift
 from saltext_fleet.store import drift as store_drift
 from saltext_fleet.store.batch import write_batch
-from saltext_fleet.store.models import DriftHistory, InventorySnapshot, Node, PackageKey
+from saltext_fleet.store.models import (
+    DriftHistory,
+    InventorySnapshot,
+    Node,
+    PackageKey,
+    SnapshotKeys,
+)
 from tests.support.store import count
 
 
@@ -76,15 +82,7 @@ def test_full_and_single_recompute_agree_and_are_recorded(engine, fleet):
     for key in ("score", "missing", "extra", "changed", "facts"):
         assert single[key] == n2[key]
     # the package index was filled on the way
-    with engine.connect() as conn:
-        assert (
-            conn.execute(
-                select(InventorySnapshot.package_keys).where(
-                    InventorySnapshot.package_keys.is_(None)
-                )
-            ).all()
-            == []
-        )
+    assert count(engine, SnapshotKeys) == count(engine, InventorySnapshot) == 2
     assert count(engine, PackageKey) >= 7
     current = store_drift.current(engine)
     assert current["n2"]["score"] == 40 and current["n1"]["score"] == 0
@@ -218,9 +216,7 @@ def test_summary_recompute_reuses_unchanged_package_parts_and_rechecks_the_rest(
     assert quick["n2"]["counts"] == {"missing": 1, "extra": 1, "changed": 1, "facts": 1}
     # facts and pending states are compared again even when the packages are reused
     with engine.begin() as conn:
-        conn.execute(
-            Node.__table__.update().where(Node.minion_id == "n2").values(pending_states=5)
-        )
+        conn.execute(Node.__table__.update().where(Node.minion_id == "n2").values(pending_states=5))
     assert store_drift.recompute(engine, {"n2": "b"}, details=False)["n2"]["score"] == 45
     # a changed inventory is compared again, and so is a changed baseline
     store_inventory(engine, "n2", inventory(GOOD, osrelease="11"))

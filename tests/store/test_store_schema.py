@@ -11,6 +11,7 @@ TABLES = {
     "baselines",
     "baseline_assignments",
     "package_keys",
+    "snapshot_keys",
     "drift_current",
     "drift_history",
     "nodes",

@@ -1,4 +1,4 @@
-"""drift: baselines, assignments, package keys, current drift, drift history
+"""drift: baselines, assignments, snapshot and package keys, current drift, drift history
 
 Revision ID: 0002
 Revises: 0001
@@ -27,8 +27,13 @@ def upgrade() -> None:
         batch_op.add_column(
             sa.Column("pending_states_at", sa.DateTime(timezone=True), nullable=True)
         )
-    with op.batch_alter_table("inventory_snapshots", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("package_keys", sa.LargeBinary(), nullable=True))
+    op.create_table(
+        "snapshot_keys",
+        sa.Column("digest", sa.String(length=64), nullable=False),
+        sa.Column("keys", sa.LargeBinary(), nullable=False),
+        sa.ForeignKeyConstraint(["digest"], ["inventory_snapshots.digest"]),
+        sa.PrimaryKeyConstraint("digest"),
+    )
 
     op.create_table(
         "baselines",
@@ -131,8 +136,7 @@ def downgrade() -> None:
     op.drop_table("package_keys")
     op.drop_table("baseline_assignments")
     op.drop_table("baselines")
-    with op.batch_alter_table("inventory_snapshots", schema=None) as batch_op:
-        batch_op.drop_column("package_keys")
+    op.drop_table("snapshot_keys")
     with op.batch_alter_table("nodes", schema=None) as batch_op:
         batch_op.drop_column("pending_states_at")
         batch_op.drop_column("pending_states")
