@@ -117,11 +117,9 @@ def pack_package_keys(keyed: Mapping[str, Mapping[str, int]]) -> bytes:
     return bytes(out)
 
 
-def unpack_keys(blob: bytes, ecosystems: Iterable[str] | None = None) -> dict[str, array]:
-    """``{ecosystem: array of keys}`` from :func:`pack_keys`, only ``ecosystems`` if given."""
-    wanted = None if ecosystems is None else set(ecosystems)
+def key_sections(blob: bytes):
+    """``(ecosystem, offset, count)`` of each section of a :func:`pack_keys` blob."""
     view = memoryview(blob)
-    out: dict[str, array] = {}
     pos, end = 0, len(view)
     while pos < end:
         size = view[pos]
@@ -129,13 +127,21 @@ def unpack_keys(blob: bytes, ecosystems: Iterable[str] | None = None) -> dict[st
         pos += 1 + size
         (count,) = struct.unpack_from("<I", view, pos)
         pos += 4
+        yield eco, pos, count
+        pos += 8 * count
+
+
+def unpack_keys(blob: bytes, ecosystems: Iterable[str] | None = None) -> dict[str, array]:
+    """``{ecosystem: array of keys}`` from :func:`pack_keys`, only ``ecosystems`` if given."""
+    wanted = None if ecosystems is None else set(ecosystems)
+    out: dict[str, array] = {}
+    for eco, pos, count in key_sections(blob):
         if wanted is None or eco in wanted:
             keys = array("q")
-            keys.frombytes(view[pos : pos + 8 * count])
+            keys.frombytes(blob[pos : pos + 8 * count])
             if not _LITTLE:
                 keys.byteswap()
             out[eco] = keys
-        pos += 8 * count
     return out
 
 
@@ -378,6 +384,9 @@ class CompiledBaseline:
     def summarise_keys(self, keys_by_eco: Mapping[str, Iterable[int]], node: NodeInput) -> dict:
         """Score and counts only, after :meth:`prepare_named`: nothing is resolved or listed.
 
+        The per-node, pure-Python form of :meth:`summarise_snapshots` (which the fleet-wide
+        recompute uses); the tests hold the two equal.
+
         The keys not in the baseline's dictionary of named packages are extras (counted); the
         exact keys not installed are missing unless that package is installed at another
         version (then it is changed) - so the missing count is arithmetic, not a list.
@@ -516,18 +525,10 @@ def _member(np, sorted_keys, keys):
 
 
 def _key_sections(blob: bytes, ecosystems, np):
-    """The int64 key arrays of :func:`pack_keys` sections in ``ecosystems`` (no copies)."""
-    pos, end = 0, len(blob)
-    view = memoryview(blob)
-    while pos < end:
-        size = view[pos]
-        eco = bytes(view[pos + 1 : pos + 1 + size]).decode()
-        pos += 1 + size
-        (count,) = struct.unpack_from("<I", view, pos)
-        pos += 4
+    """The int64 key arrays of the sections in ``ecosystems`` (views, no copies)."""
+    for eco, pos, count in key_sections(blob):
         if eco in ecosystems:
             yield np.frombuffer(blob, dtype="<i8", count=count, offset=pos)
-        pos += 8 * count
 
 
 def _entry_order(entry: Mapping[str, Any]) -> tuple[str, str]:

@@ -11,8 +11,12 @@ inventory as stored and compares it with the baseline: a millisecond or two.
 
 :func:`recompute` (``salt-run fleet.drift``, the whole fleet) never decodes inventories. Each
 snapshot's packages are kept as 64-bit keys (``snapshot_keys``, filled the first time drift
-needs them by :func:`index_snapshots`, with the names in ``package_keys``);
-matching packages cancel out as set arithmetic, and only the keys that differ are looked up.
+needs them by :func:`index_snapshots`, with the names in ``package_keys``); matching packages
+cancel out as set arithmetic, and only the keys that differ are looked up. With
+``details=False`` nothing is looked up at all: one numpy pass over every snapshot's keys gives
+each node's package score and counts
+(:meth:`~saltext_fleet.core.drift.CompiledBaseline.summarise_snapshots`), and a node whose
+inventory, baseline and weights are unchanged keeps the package score it had.
 
 History
 -------
@@ -379,32 +383,22 @@ def compiled(
 # -- recompute ---------------------------------------------------------------------------------
 
 
-def _node_rows(conn: Connection, minions: list[str]) -> dict[str, Any]:
-    stmt = select(Node.minion_id, Node.inventory_digest, Node.facts, Node.pending_states)
-    rows = {}
+def _rows_by_minion(conn: Connection, stmt, minion_column, minions: list[str]) -> dict[str, Any]:
+    """``{minion: row}`` of ``stmt`` for ``minions`` (a scan instead of a huge IN list)."""
     if len(minions) > CHUNK:
         wanted = set(minions)
-        for row in conn.execute(stmt).all():
-            if row.minion_id in wanted:
-                rows[row.minion_id] = row
-        return rows
-    for row in conn.execute(stmt.where(Node.minion_id.in_(minions))).all():
-        rows[row.minion_id] = row
-    return rows
+        return {row.minion_id: row for row in conn.execute(stmt).all() if row.minion_id in wanted}
+    rows = conn.execute(stmt.where(minion_column.in_(minions))).all()
+    return {row.minion_id: row for row in rows}
+
+
+def _node_rows(conn: Connection, minions: list[str]) -> dict[str, Any]:
+    stmt = select(Node.minion_id, Node.inventory_digest, Node.facts, Node.pending_states)
+    return _rows_by_minion(conn, stmt, Node.minion_id, minions)
 
 
 def _current_rows(conn: Connection, minions: list[str]) -> dict[str, Any]:
-    stmt = select(DriftCurrent)
-    rows = {}
-    if len(minions) > CHUNK:
-        wanted = set(minions)
-        for row in conn.execute(stmt).all():
-            if row.minion_id in wanted:
-                rows[row.minion_id] = row
-        return rows
-    for row in conn.execute(stmt.where(DriftCurrent.minion_id.in_(minions))).all():
-        rows[row.minion_id] = row
-    return rows
+    return _rows_by_minion(conn, select(DriftCurrent), DriftCurrent.minion_id, minions)
 
 
 def _blobs(conn: Connection, digests: list[str]) -> dict[str, bytes]:

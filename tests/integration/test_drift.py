@@ -44,18 +44,27 @@ def _start(salt_master, prefix, python):
     return salt_master.salt_minion_daemon(random_string(prefix), overrides=overrides)
 
 
+def _running(salt_master, factory):
+    """Start the minion; afterwards delete its key, so the package master's later ``'*'``
+    jobs do not wait for a minion that is gone."""
+    try:
+        with factory.started():
+            yield factory
+    finally:
+        ret = salt_master.salt_key_cli().run("-d", factory.id, "-y")
+        assert ret.returncode == 0, ret
+
+
 @pytest.fixture(scope="module")
 def good_minion(salt_master, drift_venvs):
-    factory = _start(salt_master, "fleet-drift-good-", drift_venvs["good"])
-    with factory.started():
-        yield factory
+    yield from _running(salt_master, _start(salt_master, "fleet-drift-good-", drift_venvs["good"]))
 
 
 @pytest.fixture(scope="module")
 def other_minion(salt_master, drift_venvs):
-    factory = _start(salt_master, "fleet-drift-other-", drift_venvs["other"])
-    with factory.started():
-        yield factory
+    yield from _running(
+        salt_master, _start(salt_master, "fleet-drift-other-", drift_venvs["other"])
+    )
 
 
 def pip_freeze(python):
