@@ -419,7 +419,13 @@ class CompiledBaseline:
         missing += sum(1 for name in self.loose if name not in touched)
         extra = len(unexpected) - len(named) if self.extras else 0
         score += weights["extra"] * extra + weights["missing"] * missing
-        package_score = round(score, 3)
+        return self.summary(round(score, 3), missing, extra, changed, node)
+
+    def summary(
+        self, package_score: float, missing: int, extra: int, changed: int, node: NodeInput
+    ) -> dict[str, Any]:
+        """A result without package lists, from a known package part and counts: the node's
+        facts and pending states are compared now."""
         total, facts = self.rescore(package_score, node)
         return {
             "baseline": self.name,

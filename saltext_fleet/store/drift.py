@@ -514,42 +514,9 @@ def recompute(
         pair = pairs.get((name, row.inventory_digest))
         if pair is None:  # unchanged package part: from drift_current
             old = previous[minion]
-            score, facts = base.rescore(old.package_score, node)
-            result = {
-                "baseline": name,
-                "score": score,
-                "missing": None,
-                "extra": None,
-                "changed": None,
-                "facts": facts,
-                "pending_states": row.pending_states,
-                "counts": {
-                    "missing": old.missing,
-                    "extra": old.extra,
-                    "changed": old.changed,
-                    "facts": len(facts),
-                },
-                "package_score": old.package_score,
-            }
+            result = base.summary(old.package_score, old.missing, old.extra, old.changed, node)
         elif not details:
-            package_score, missing, extra, changed = pair
-            score, facts = base.rescore(package_score, node)
-            result = {
-                "baseline": name,
-                "score": score,
-                "missing": None,
-                "extra": None,
-                "changed": None,
-                "facts": facts,
-                "pending_states": row.pending_states,
-                "counts": {
-                    "missing": missing,
-                    "extra": extra,
-                    "changed": changed,
-                    "facts": len(facts),
-                },
-                "package_score": package_score,
-            }
+            result = base.summary(*pair, node)
         else:
             result = base.compute_keys(pair[0], pair[1], resolved.get, node)
         result["computed_at"] = stamp
