@@ -163,6 +163,9 @@ class NodeInput:
 
     facts: Mapping[str, Any]
     pending_states: int | None = None
+    #: a text that is the same for equal facts (their stored JSON, say): nodes with the same
+    #: key share one comparison of their facts (see :meth:`CompiledBaseline.node_facts`)
+    facts_key: str | None = None
 
 
 class CompiledBaseline:
@@ -195,11 +198,15 @@ class CompiledBaseline:
             for eco, rules in baseline["packages"].items()
         }
         self.facts = dict(baseline.get("facts") or {})
-        self._cache: dict[Any, tuple | None] = {}
+        #: classification of package keys (see prepare_named and compute_keys)
+        self._cache: dict[int, tuple | None] = {}
+        #: classification of (ecosystem, name, version), for compute
+        self._by_version: dict[tuple[str, str, str], tuple | None] = {}
         #: keys of known versions of the packages the baseline names (see prepare_named)
         self.named_keys: set[int] = set()
         self.named_ready = False
         self._arrays = None
+        self._fact_memo: dict[str, list] = {}
 
     # A finding for an installed package that is not an exact match of its rule.
     def classify(self, eco: str, name: str, version: str) -> tuple | None:
@@ -240,11 +247,17 @@ class CompiledBaseline:
         }
         return (_CHANGED, (eco, name), entry, self.weights[change])
 
+    #: most (ecosystem, name, version) classifications :meth:`compute` remembers (a compiled
+    #: baseline lives as long as its process - the reactor's - when nothing changes)
+    CLASSIFY_MEMO_MAX = 100_000
+
     def _classify_cached(self, cache_key: Any, eco: str, name: str, version: str):
         try:
-            return self._cache[cache_key]
+            return self._by_version[cache_key]
         except KeyError:
-            found = self._cache[cache_key] = self.classify(eco, name, version)
+            if len(self._by_version) >= self.CLASSIFY_MEMO_MAX:
+                self._by_version.clear()
+            found = self._by_version[cache_key] = self.classify(eco, name, version)
             return found
 
     def compute(self, packages: Mapping[str, Mapping[str, str]], node: NodeInput) -> dict[str, Any]:
@@ -305,10 +318,10 @@ class CompiledBaseline:
         return self._assemble(findings, [self.exact[k] for k in absent], node, None)
 
     def _named_arrays(self):
-        """Sorted exact keys, and the named keys with what each one means, as numpy arrays."""
+        """The exact keys as a hash table, and the named keys with what each one means, as
+        numpy arrays (built once per :meth:`prepare_named`)."""
         if self._arrays is None:
             np = _numpy()
-            exact = np.array(sorted(self.exact_keys), dtype=np.int64)
             named = sorted(self.named_keys)
             weight, changed, touched_exact, touched_loose = [], [], [], []
             for key in named:
@@ -320,7 +333,7 @@ class CompiledBaseline:
                 touched_exact.append(1 if rule == "exact" else 0)
                 touched_loose.append(1 if rule in ("min", "any") else 0)
             self._arrays = (
-                exact,
+                KeyTable(np, self.exact_keys),
                 np.array(named, dtype=np.int64),
                 np.array(weight, dtype=np.float64),
                 np.array(changed, dtype=np.int64),
@@ -329,37 +342,53 @@ class CompiledBaseline:
             )
         return self._arrays
 
-    def summarise_snapshots(self, blobs: Mapping[str, bytes]) -> dict[str, tuple]:
+    def summarise_snapshots(
+        self, blobs: Mapping[str, bytes] | Iterable[tuple[str, bytes]], chunk: int = 512
+    ) -> dict[str, tuple]:
         """The package part of many snapshots at once, vectorised (numpy), after
         :meth:`prepare_named`: ``{digest: (package_score, missing, extra, changed)}``.
 
-        Same arithmetic as :meth:`summarise_keys`, for every snapshot in one pass: the keys
-        of all snapshots in one array, membership by binary search in the sorted exact and
-        named keys, per-snapshot sums by ``bincount``.
+        ``blobs`` is ``{digest: keys blob}`` or an iterable of ``(digest, blob)`` pairs (a
+        stream: blobs are let go chunk by chunk). Same arithmetic as :meth:`summarise_keys`,
+        ``chunk`` snapshots at a time (arrays that stay in the CPU's caches): their keys in
+        one array; membership in the exact keys by one look-up in a collision-free hash table
+        per key; the few keys left over by binary search in the sorted named keys; sums per
+        snapshot by ``add.reduceat`` and ``bincount``.
         """
         if not self.named_ready:
             raise RuntimeError("summarise_snapshots() needs prepare_named() first")
+        pairs = blobs.items() if isinstance(blobs, Mapping) else blobs
+        out: dict[str, tuple] = {}
+        batch: list[tuple[str, bytes]] = []
+        for pair in pairs:
+            batch.append(pair)
+            if len(batch) >= chunk:
+                self._summarise_chunk(batch, out)
+                batch = []
+        if batch:
+            self._summarise_chunk(batch, out)
+        return out
+
+    def _summarise_chunk(self, batch: list[tuple[str, bytes]], out: dict) -> None:
         np = _numpy()
-        digests = list(blobs)
         parts, sizes = [], []
-        for digest in digests:
+        for _digest, blob in batch:
             size = 0
-            for keys in _key_sections(blobs[digest] or b"", self.scope, np):
+            for keys in _key_sections(blob or b"", self.scope, np):
                 parts.append(keys)
                 size += len(keys)
             sizes.append(size)
-        count = len(digests)
-        if not count:
-            return {}
+        count = len(batch)
         installed = np.array(sizes, dtype=np.int64)
         all_keys = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
-        owner = np.repeat(np.arange(count), installed)
         exact, named, weight, changed, touched_exact, touched_loose = self._named_arrays()
-        in_exact = _member(np, exact, all_keys)
-        matched = np.bincount(owner[in_exact], minlength=count)
+        in_exact = exact.contains(all_keys)
+        matched = _segment_sums(np, in_exact, installed)
         absent = len(exact) - matched
-        rest, rest_owner = all_keys[~in_exact], owner[~in_exact]
         unexpected = installed - matched
+        rest_at = np.flatnonzero(~in_exact)
+        rest = all_keys[rest_at]
+        rest_owner = np.searchsorted(np.cumsum(installed), rest_at, side="right")
         hit = _member(np, named, rest)
         index = np.searchsorted(named, rest[hit])
         who = rest_owner[hit]
@@ -371,15 +400,13 @@ class CompiledBaseline:
         missing = absent - exact_touched + (len(self.loose) - loose_touched)
         extra = (unexpected - n_named) if self.extras else np.zeros(count, dtype=np.int64)
         score = score + self.weights["extra"] * extra + self.weights["missing"] * missing
-        out = {}
-        for i, digest in enumerate(digests):
+        for i, (digest, _blob) in enumerate(batch):
             out[digest] = (
                 round(float(score[i]), 3),
                 int(missing[i]),
                 int(extra[i]),
                 int(n_changed[i]),
             )
-        return out
 
     def summarise_keys(self, keys_by_eco: Mapping[str, Iterable[int]], node: NodeInput) -> dict:
         """Score and counts only, after :meth:`prepare_named`: nothing is resolved or listed.
@@ -473,7 +500,7 @@ class CompiledBaseline:
                 missing.append({"ecosystem": eco, "name": name, "expected": expected})
         score += weights["missing"] * len(missing)
         package_score = score
-        facts = self.fact_mismatches(node.facts)
+        facts = self.node_facts(node)
         score += weights["fact"] * len(facts)
         pending = node.pending_states
         if pending:
@@ -506,9 +533,26 @@ class CompiledBaseline:
                 out.append({"fact": fact, "expected": expected, "actual": actual})
         return out
 
+    #: most distinct facts keys remembered by :meth:`node_facts`
+    FACT_MEMO_MAX = 4096
+
+    def node_facts(self, node: NodeInput) -> list[dict[str, Any]]:
+        """:meth:`fact_mismatches` of a node, remembered by its ``facts_key`` (a fleet has
+        few distinct combinations of the facts a baseline names). Treat the list as read-only:
+        nodes with the same key share it."""
+        key = node.facts_key
+        if key is None:
+            return self.fact_mismatches(node.facts)
+        found = self._fact_memo.get(key)
+        if found is None:
+            if len(self._fact_memo) >= self.FACT_MEMO_MAX:
+                self._fact_memo.clear()
+            found = self._fact_memo[key] = self.fact_mismatches(node.facts)
+        return found
+
     def rescore(self, package_score: float, node: NodeInput) -> tuple[float, list]:
         """The score of a node whose package part is known: ``(score, fact mismatches)``."""
-        facts = self.fact_mismatches(node.facts)
+        facts = self.node_facts(node)
         score = package_score + self.weights["fact"] * len(facts)
         if node.pending_states:
             score += self.weights["pending_state"] * node.pending_states
@@ -528,6 +572,61 @@ def _member(np, sorted_keys, keys):
     pos = np.searchsorted(sorted_keys, keys)
     pos[pos == len(sorted_keys)] = 0
     return sorted_keys[pos] == keys
+
+
+def _segment_sums(np, flags, sizes):
+    """Per segment (consecutive runs of ``sizes`` elements), how many ``flags`` are set."""
+    # one element more, so that every start (an empty last segment's too) is an index
+    padded = np.zeros(len(flags) + 1, dtype=np.int8)
+    padded[:-1] = flags
+    starts = np.cumsum(sizes) - sizes
+    sums = np.add.reduceat(padded, starts, dtype=np.int64)
+    return np.where(sizes > 0, sums, 0)  # reduceat gives an empty segment its next element
+
+
+class KeyTable:
+    """Set membership of 64-bit package keys by one array look-up per key.
+
+    Package keys are BLAKE2b digests, so their low bits are uniform: the table has 16 slots
+    per key (at most 2**22) indexed by those bits, each slot holding the first key that
+    lands there; the few keys that find their slot taken go to a small sorted overflow,
+    searched only for keys that missed the table. Every slot holds some key of the set (an
+    empty one the smallest), so a match in the table always means membership.
+    """
+
+    MAX_BITS = 22
+
+    def __init__(self, np, keys: Iterable[int]):
+        self.np = np
+        self.keys = np.array(sorted(keys), dtype=np.int64)
+        n = len(self.keys)
+        bits = min(self.MAX_BITS, max(10, (n * 16 - 1).bit_length()))
+        self.mask = (1 << bits) - 1
+        self.table = None
+        self.overflow = self.keys[:0]
+        if not n:
+            return
+        slots = self.keys & self.mask
+        _, first = np.unique(slots, return_index=True)
+        primary = np.zeros(n, dtype=bool)
+        primary[first] = True
+        self.table = np.full(1 << bits, self.keys[0], dtype=np.int64)
+        self.table[slots[primary]] = self.keys[primary]
+        self.overflow = self.keys[~primary]  # sorted, as keys are
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def contains(self, keys):
+        """Boolean mask: which of ``keys`` (an int64 array) are in the set."""
+        np = self.np
+        if self.table is None:
+            return np.zeros(len(keys), dtype=bool)
+        found = self.table[keys & self.mask] == keys
+        if len(self.overflow):
+            missed = np.flatnonzero(~found)
+            found[missed] = _member(np, self.overflow, keys[missed])
+        return found
 
 
 def _key_sections(blob: bytes, ecosystems, np):

@@ -30,13 +30,16 @@ a point even when the score stays put). On PostgreSQL the history is partitioned
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import operator
+import queue
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import bindparam, delete, func, select, text, update
+from sqlalchemy import Text, bindparam, cast, delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
@@ -393,8 +396,31 @@ def _rows_by_minion(conn: Connection, stmt, minion_column, minions: list[str]) -
 
 
 def _node_rows(conn: Connection, minions: list[str]) -> dict[str, Any]:
-    stmt = select(Node.minion_id, Node.inventory_digest, Node.facts, Node.pending_states)
+    """The nodes' digests, pending states and facts as stored JSON text (``facts_text``:
+    nodes share a handful of fact combinations, each decoded and compared once)."""
+    stmt = select(
+        Node.minion_id,
+        Node.inventory_digest,
+        cast(Node.facts, Text).label("facts_text"),
+        Node.pending_states,
+    )
     return _rows_by_minion(conn, stmt, Node.minion_id, minions)
+
+
+def _facts_of(facts_text: str | None, decoded: dict[str, dict]) -> dict[str, Any]:
+    """Facts from their stored JSON text, decoded once per distinct text."""
+    if not facts_text:
+        return {}
+    found = decoded.get(facts_text)
+    if found is None:
+        try:
+            found = json.loads(facts_text)
+        except ValueError:
+            found = {}
+        if not isinstance(found, dict):
+            found = {}
+        decoded[facts_text] = found
+    return found
 
 
 def _current_rows(conn: Connection, minions: list[str]) -> dict[str, Any]:
@@ -402,7 +428,11 @@ def _current_rows(conn: Connection, minions: list[str]) -> dict[str, Any]:
 
 
 def _blobs(conn: Connection, digests: list[str]) -> dict[str, bytes]:
-    out = {}
+    """``{digest: snapshot keys blob}`` of ``digests``."""
+    return dict(_blob_chunk(conn, digests))
+
+
+def _blob_chunk(conn: Connection, digests: list[str]) -> list[tuple[str, bytes]]:
     if conn.dialect.name == "postgresql":
         # psycopg's binary format: the keys come as they are stored, not as hex text
         raw = conn.connection.driver_connection
@@ -411,11 +441,62 @@ def _blobs(conn: Connection, digests: list[str]) -> dict[str, bytes]:
                 "SELECT digest, keys FROM snapshot_keys WHERE digest = ANY(%s)",
                 [digests],
             )
-            return {digest: bytes(blob) if blob is not None else b"" for digest, blob in cur}
+            return [(digest, bytes(blob) if blob is not None else b"") for digest, blob in cur]
+    out = []
     for chunk in _chunks(digests, 5000):
         stmt = select(SnapshotKeys.digest, SnapshotKeys.keys).where(SnapshotKeys.digest.in_(chunk))
-        out.update({d: b for d, b in conn.execute(stmt)})
+        out.extend((d, b or b"") for d, b in conn.execute(stmt))
     return out
+
+
+#: Snapshots per read of :func:`_blob_stream`.
+STREAM_CHUNK = 1000
+
+
+def _blob_stream(engine: Engine, digests: list[str], chunk: int = STREAM_CHUNK):
+    """``(digest, keys blob)`` pairs of ``digests``, read ``chunk`` snapshots at a time.
+
+    On PostgreSQL a thread of its own (with a connection of its own) reads the next chunks
+    while the caller works on this one: the server, the socket and numpy all release the GIL,
+    so reading and comparing overlap. At most two chunks wait in memory.
+    """
+    if engine.dialect.name != "postgresql" or len(digests) <= chunk:
+        with engine.connect() as conn:
+            for start in range(0, len(digests), chunk):
+                yield from _blob_chunk(conn, digests[start : start + chunk])
+        return
+    chunks: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            with engine.connect() as conn:
+                for start in range(0, len(digests), chunk):
+                    if stop.is_set():
+                        return
+                    chunks.put(("ok", _blob_chunk(conn, digests[start : start + chunk])))
+            chunks.put(("done", None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
+            chunks.put(("error", exc))
+
+    reader = threading.Thread(target=read, name="fleet-drift-blobs", daemon=True)
+    reader.start()
+    try:
+        while True:
+            kind, value = chunks.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise value
+            yield from value
+    finally:
+        stop.set()
+        while reader.is_alive():  # let a reader blocked on a full queue finish
+            try:
+                chunks.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        reader.join()
 
 
 def recompute(
@@ -472,25 +553,31 @@ def recompute(
         if indexed:
             report(f"indexed the packages of {indexed} inventory snapshots", indexed, len(digests))
     pairs: dict[tuple[str, str], Any] = {}
-    if todo:
+    if todo and details:
         with engine.connect() as conn:
             blobs = _blobs(conn, digests)
-            if not details:
-                # every known version of the named packages (indexing may have added some)
-                for name in {name for name, _ in todo}:
-                    base = bases[name][0]
-                    base.prepare_named(named_keys(conn, base.baseline))
-        if details:
-            for name, digest in todo:
-                base = bases[name][0]
-                keys = core_drift.unpack_keys(blobs.get(digest) or b"", base.scope)
-                pairs[(name, digest)] = base.unexpected_keys(keys)
-        else:
-            for name in {name for name, _ in todo}:
-                mine = {d: blobs.get(d) or b"" for n, d in todo if n == name}
-                for digest, part in bases[name][0].summarise_snapshots(mine).items():
-                    pairs[(name, digest)] = part
+        for name, digest in todo:
+            base = bases[name][0]
+            keys = core_drift.unpack_keys(blobs.get(digest) or b"", base.scope)
+            pairs[(name, digest)] = base.unexpected_keys(keys)
         del blobs
+    elif todo:
+        with engine.connect() as conn:
+            # every known version of the named packages (indexing may have added some)
+            for name in {name for name, _ in todo}:
+                base = bases[name][0]
+                base.prepare_named(named_keys(conn, base.baseline))
+        for name in sorted({name for name, _ in todo}):
+            mine = sorted({d for n, d in todo if n == name})
+            stream = _blob_stream(engine, mine)
+            for digest, part in bases[name][0].summarise_snapshots(stream).items():
+                pairs[(name, digest)] = part
+            missing = [d for d in mine if (name, d) not in pairs]
+            if missing:  # no keys stored (cannot happen after index_snapshots): no packages
+                for digest, part in bases[name][0].summarise_snapshots(
+                    {d: b"" for d in missing}
+                ).items():
+                    pairs[(name, digest)] = part
     resolved: dict[int, tuple[str, str, str]] = {}
     if details and pairs:
         wanted: set[int] = set()
@@ -502,6 +589,7 @@ def recompute(
     now = utcnow()
     stamp = now.isoformat()
     results: dict[str, dict[str, Any]] = {}
+    decoded: dict[str, dict] = {}
     total = len(minions)
     step = max(1000, total // 10)
     for done, minion in enumerate(minions, 1):
@@ -510,7 +598,11 @@ def recompute(
             continue
         name = assignment[minion]
         base, revision = bases[name]
-        node = core_drift.NodeInput(facts=row.facts or {}, pending_states=row.pending_states)
+        node = core_drift.NodeInput(
+            facts=_facts_of(row.facts_text, decoded),
+            pending_states=row.pending_states,
+            facts_key=row.facts_text,
+        )
         pair = pairs.get((name, row.inventory_digest))
         if pair is None:  # unchanged package part: from drift_current
             old = previous[minion]
@@ -765,7 +857,7 @@ def _record(
             conn.execute(_small_upsert(conn.dialect.name, "history"), points)
 
 
-#: PostgreSQL array types of the columns written by :func:`_pg_upsert`.
+#: PostgreSQL types of the columns written by :func:`_pg_upsert` (for binary COPY).
 _CURRENT_TYPES = {
     "minion_id": "text",
     "baseline": "text",
@@ -796,22 +888,31 @@ _HISTORY_TYPES = {
 
 
 def _pg_upsert(conn, table: str, types: dict, rows: list, key: tuple, update_rest: bool) -> None:
-    """Many rows in one statement (``unnest`` of one array per column): one round trip."""
+    """Many rows in two statements: binary ``COPY`` into a temporary table of this
+    transaction, then one ``INSERT .. SELECT .. ON CONFLICT`` from it (psycopg writes
+    ``COPY`` rows in C; array parameters would be built element by element in Python)."""
     columns = list(types)
-    # psycopg's binary parameters (%b): no quoting of every element as text arrays need
-    arrays = ", ".join(f"CAST(%b AS {types[c]}[])" for c in columns)
     names = ", ".join(f'"{c}"' for c in columns)
     if update_rest:
         sets = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in columns if c not in key)
         conflict = f"DO UPDATE SET {sets}"
     else:
         conflict = "DO NOTHING"
-    sql = (
-        f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays}) "
-        f"ON CONFLICT ({', '.join(key)}) {conflict}"
-    )
+    scratch = f"_fleet_load_{table}"
     with conn.connection.driver_connection.cursor() as cur:
-        cur.execute(sql, [[row[c] for row in rows] for c in columns])
+        cur.execute(
+            f"CREATE TEMPORARY TABLE {scratch} ON COMMIT DROP AS "
+            f"SELECT {names} FROM {table} WITH NO DATA"
+        )
+        with cur.copy(f"COPY {scratch} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types([types[c] for c in columns])
+            for row in rows:
+                copy.write_row([row[c] for c in columns])
+        cur.execute(
+            f"INSERT INTO {table} ({names}) SELECT {names} FROM {scratch} "
+            f"ON CONFLICT ({', '.join(key)}) {conflict}"
+        )
+        cur.execute(f"DROP TABLE {scratch}")
 
 
 # -- history -----------------------------------------------------------------------------------

@@ -12,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sqlite3
 import threading
+import time
 from pathlib import Path
 
 from sqlalchemy import create_engine, event, text
@@ -80,11 +82,11 @@ def _create(url: str) -> Engine:
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):
             cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA busy_timeout=30000")
             # WAL: readers (runners, the UI) never block the writer, and commits are cheap.
-            cur.execute("PRAGMA journal_mode=WAL")
+            _sqlite_wal(cur)
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
 
         return engine
@@ -130,6 +132,21 @@ def current_revision(engine: Engine) -> str | None:
 
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
+
+
+def _sqlite_wal(cur, wait: float = 30.0) -> None:
+    """Switch a SQLite file to WAL. Several processes opening a new file at once can get
+    "database is locked" here without SQLite's busy handler ever waiting (seen with four
+    master processes starting together): try again for up to ``wait`` seconds."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
 
 
 def upgrade(engine: Engine, revision: str = "head") -> str | None:

@@ -129,6 +129,89 @@ def test_both_paths_agree_on_random_fleets():
             ), i
 
 
+def test_vectorised_path_in_chunks_and_as_a_stream():
+    """Chunk boundaries, empty snapshots anywhere, and (digest, blob) pairs as input."""
+    rng = random.Random(11)
+    names = [f"p{i}" for i in range(40)]
+    base = spec({"deb": {n: {"exact": "1.0"} for n in names[:20]}, "pypi": {"q": "any"}})
+    fleet = []
+    for i in range(9):
+        if i in (0, 4, 8):
+            fleet.append({})  # no packages at all: first, middle and last
+            continue
+        fleet.append(
+            {
+                "deb": {n: rng.choice(["1.0", "1.1", "2.0"]) for n in rng.sample(names, 25)},
+                "other": {"ignored": "1"},  # outside the baseline's scope
+            }
+        )
+    compiled = core_drift.CompiledBaseline(base)
+    rows = [
+        (core_drift.package_key(eco, n, v), eco, n, v)
+        for packages in fleet
+        for eco, pkgs in packages.items()
+        for n, v in pkgs.items()
+    ]
+    compiled.prepare_named(rows)
+    blobs = [(str(i), core_drift.pack_keys(p)) for i, p in enumerate(fleet)]
+    whole = compiled.summarise_snapshots(dict(blobs))
+    for chunk in (1, 2, 4, 100):
+        assert compiled.summarise_snapshots(iter(blobs), chunk=chunk) == whole, chunk
+    for i, packages in enumerate(fleet):
+        want = compute(base, packages)
+        assert whole[str(i)] == (
+            want["package_score"],
+            want["counts"]["missing"],
+            want["counts"]["extra"],
+            want["counts"]["changed"],
+        ), i
+    missing_weight = core_drift.DEFAULT_WEIGHTS["missing"]
+    assert whole["0"] == (21 * missing_weight, 21, 0, 0)  # an empty node misses everything
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 1000, 70_000])
+def test_key_table_membership(size, monkeypatch):
+    np = core_drift._numpy()
+    rng = random.Random(size)
+    members = {rng.getrandbits(64) - 2**63 for _ in range(size)}
+    if size >= 1000:
+        # keys that share their low bits, so that some must go to the overflow
+        members |= {(rng.getrandbits(40) << 22) - 2**61 for _ in range(50)}
+    monkeypatch.setattr(core_drift.KeyTable, "MAX_BITS", 16)
+    table = core_drift.KeyTable(np, members)
+    assert len(table) == len(members)
+    if size >= 1000:
+        assert len(table.overflow) > 0
+    probes = list(members) + [rng.getrandbits(64) - 2**63 for _ in range(5000)]
+    probes += [min(members, default=0), 0, -1, 2**63 - 1, -(2**63)]
+    found = table.contains(np.array(probes, dtype=np.int64))
+    assert [bool(x) for x in found] == [p in members for p in probes]
+
+
+def test_facts_shared_by_key_and_memos_stay_bounded(monkeypatch):
+    base = spec({"pypi": {"a": "1.0"}}, {"os": "Debian", "osrelease": "12"})
+    compiled = core_drift.CompiledBaseline(base)
+    debian = core_drift.NodeInput({"os": "Debian", "osrelease": "12"}, facts_key="d12")
+    ubuntu = core_drift.NodeInput({"os": "Ubuntu", "osrelease": "22.04"}, facts_key="u22")
+    assert compiled.node_facts(debian) == []
+    first = compiled.node_facts(ubuntu)
+    assert [m["fact"] for m in first] == ["os", "osrelease"]
+    assert compiled.node_facts(ubuntu) is first  # compared once per key
+    score, facts = compiled.rescore(1.0, ubuntu)
+    assert (score, facts) == (1.0 + 2 * compiled.weights["fact"], first)
+    # without a key: compared every time, same answer
+    assert compiled.node_facts(core_drift.NodeInput(ubuntu.facts)) == first
+    monkeypatch.setattr(core_drift.CompiledBaseline, "FACT_MEMO_MAX", 3)
+    monkeypatch.setattr(core_drift.CompiledBaseline, "CLASSIFY_MEMO_MAX", 5)
+    for i in range(10):
+        node = core_drift.NodeInput({"os": f"os{i}"}, facts_key=f"k{i}")
+        assert compiled.node_facts(node)[0]["actual"] == f"os{i}"
+        assert len(compiled._fact_memo) <= 3
+        result = compiled.compute({"pypi": {"a": f"2.{i}"}}, node)
+        assert result["changed"][0]["actual"] == f"2.{i}"
+        assert len(compiled._by_version) <= 5
+
+
 def test_pack_and_unpack_keys():
     packages = {"pypi": {"a": "1", "b": "2"}, "deb": {"c": "3"}, "empty": {}}
     keys = core_drift.unpack_keys(core_drift.pack_keys(packages))
