@@ -10,7 +10,8 @@ whose message names the option (``fleet:ui:port``) and says what was expected.
       db_url: postgresql+psycopg://fleet@127.0.0.1/fleet   # default: SQLite under the cachedir
       key_file: /etc/salt/pki/master/fleet.fernet           # default: <pki_dir>/fleet.fernet
       ui: {host: 127.0.0.1, port: 8443, tls_cert: null, tls_key: null}
-      gate: {mode: manual}                                  # manual | enrolment
+      gate: {mode: enrolment, ttl: 24h}                     # enrolment | manual; never auto-accept
+      onboard: {sync: true, inventory_minutes: 60, highstate_test_hours: 6}
       drift: {alert_score: 50, weights: {extra: 2, missing: 10}, history_days: 730}
       inventory: {pip: [/usr/bin/python3]}                  # minion side: interpreters to list
       grains: {keychains: [/Library/Keychains/System.keychain]}   # minion side (macOS)
@@ -45,7 +46,26 @@ class UIConfig:
 
 @dataclasses.dataclass(frozen=True)
 class GateConfig:
-    mode: str = "manual"
+    #: ``enrolment``: operators accept keys, and so do live enrolments; ``manual``: only
+    #: operators (``fleet.enrol`` is refused)
+    mode: str = "enrolment"
+    #: default lifetime of an enrolment, in seconds
+    ttl: int = 86400
+    #: the master address written into enrolled minions' configuration (default: the
+    #: master's ``interface`` when it is a single address, else this host's FQDN)
+    master: str | None = None
+    #: a pending key's ``last_seen`` is written at most this often, in seconds
+    seen_window: int = 60
+
+
+@dataclasses.dataclass(frozen=True)
+class OnboardConfig:
+    #: run saltutil.sync_all on a node when it starts
+    sync: bool = True
+    #: schedule fleet.inventory every N minutes (0: do not schedule)
+    inventory_minutes: int = 60
+    #: schedule ``state.apply test=True`` every N hours (0: do not schedule)
+    highstate_test_hours: int = 6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +98,7 @@ class FleetConfig:
     key_file: str
     ui: UIConfig = UIConfig()
     gate: GateConfig = GateConfig()
+    onboard: OnboardConfig = OnboardConfig()
     drift: DriftConfig = DriftConfig()
     inventory: InventoryConfig = InventoryConfig()
     grains: GrainsConfig = GrainsConfig()
@@ -108,7 +129,11 @@ def load(opts: Mapping[str, Any]) -> FleetConfig:
     if raw is None:
         raw = {}
     section = _mapping(raw, "fleet")
-    _known(section, "fleet", ("db_url", "key_file", "ui", "gate", "drift", "inventory", "grains"))
+    _known(
+        section,
+        "fleet",
+        ("db_url", "key_file", "ui", "gate", "onboard", "drift", "inventory", "grains"),
+    )
 
     db_url = _string(section.get("db_url"), "fleet:db_url") or default_db_url(opts)
     scheme = db_url.split("://", 1)[0] if "://" in db_url else ""
@@ -128,6 +153,7 @@ def load(opts: Mapping[str, Any]) -> FleetConfig:
         key_file=key_file,
         ui=_ui(section.get("ui")),
         gate=_gate(section.get("gate")),
+        onboard=_onboard(section.get("onboard")),
         drift=_drift(section.get("drift")),
         inventory=_inventory(section.get("inventory")),
         grains=_grains(section.get("grains")),
@@ -151,14 +177,41 @@ def _ui(raw: Any) -> UIConfig:
 
 def _gate(raw: Any) -> GateConfig:
     section = _mapping(raw or {}, "fleet:gate")
-    _known(section, "fleet:gate", ("mode",))
+    _known(section, "fleet:gate", ("mode", "ttl", "master", "seen_window"))
     mode = _string(section.get("mode"), "fleet:gate:mode") or GateConfig.mode
     if mode not in GATE_MODES:
         raise FleetConfigError(
             "fleet:gate:mode",
             f"{mode!r} is not one of {', '.join(GATE_MODES)} (keys are never blanket auto-accepted)",
         )
-    return GateConfig(mode=mode)
+    ttl = GateConfig.ttl
+    if section.get("ttl") is not None:
+        from saltext_fleet.core.gate import GateError, parse_ttl
+
+        try:
+            ttl = int(parse_ttl(section["ttl"], "fleet:gate:ttl").total_seconds())
+        except GateError as exc:
+            raise FleetConfigError("fleet:gate:ttl", str(exc).split(": ", 1)[1]) from None
+    window = section.get("seen_window", GateConfig.seen_window)
+    if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= 86400:
+        raise FleetConfigError("fleet:gate:seen_window", f"{window!r} is not 1 to 86400 seconds")
+    master = _string(section.get("master"), "fleet:gate:master")
+    return GateConfig(mode=mode, ttl=ttl, master=master, seen_window=window)
+
+
+def _onboard(raw: Any) -> OnboardConfig:
+    section = _mapping(raw or {}, "fleet:onboard")
+    _known(section, "fleet:onboard", ("sync", "inventory_minutes", "highstate_test_hours"))
+    sync = section.get("sync", OnboardConfig.sync)
+    if not isinstance(sync, bool):
+        raise FleetConfigError("fleet:onboard:sync", f"{sync!r} is not true or false")
+    out = {"sync": sync}
+    for name, limit in (("inventory_minutes", 10080), ("highstate_test_hours", 720)):
+        value = section.get(name, getattr(OnboardConfig, name))
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
+            raise FleetConfigError(f"fleet:onboard:{name}", f"{value!r} is not 0 to {limit}")
+        out[name] = value
+    return OnboardConfig(**out)
 
 
 def _drift(raw: Any) -> DriftConfig:

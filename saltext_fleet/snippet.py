@@ -42,6 +42,8 @@ def master_snippet(db_url: str | None = None, cachedir: str | None = None) -> di
     fleet.pop("key_file")
     fleet.pop("inventory")  # minion-side options
     fleet.pop("grains")
+    if fleet["gate"].get("master") is None:
+        fleet["gate"].pop("master")
     snippet: dict[str, Any] = {"fleet": fleet}
     if (PACKAGE_DIR / "returners" / "fleet.py").exists():
         snippet["master_job_cache"] = "fleet"
@@ -51,6 +53,11 @@ def master_snippet(db_url: str | None = None, cachedir: str | None = None) -> di
     if (PACKAGE_DIR / "pillar" / "fleet.py").exists():
         # Each node's assigned baseline as fleet:baseline, for the fleet.baseline state.
         snippet["ext_pillar"] = [{"fleet": {}}]
+    # salt/auth events of pending keys carry the minion's enrolment token (its
+    # autosign_grains), which the key gate checks; Salt itself autosigns nothing.
+    snippet["auth_events_autosign_grains"] = ["pend"]
+    # salt/presence/change when nodes connect or go away: online/offline in the store
+    snippet["presence_events"] = True
     reactors = reactor_list()
     if reactors:
         snippet["reactor"] = reactors

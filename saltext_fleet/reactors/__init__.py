@@ -9,10 +9,17 @@
   ``fleet/states/ran`` (a ``state.apply`` return, e.g. a scheduled ``test=True`` run) ->
   ``drift.sls``: recompute
   that node's drift (``fleet.drift_node``).
+- ``salt/auth`` (a minion presented a key that is not accepted) -> ``keys.sls``: the key gate
+  (``fleet.key_seen``: record the key, accept it only with a live enrolment).
+- ``salt/minion/*/start`` -> ``onboard.sls``: set the node up (``fleet.onboard``).
+- ``salt/presence/change`` -> ``presence.sls``: online/offline (``fleet.presence``).
 """
 
 REACTORS: dict[str, list[str]] = {
     "fleet/pkgset/changed": ["inventory.sls"],
     "fleet/inventory/changed": ["drift.sls"],
     "fleet/states/ran": ["drift.sls"],
+    "salt/auth": ["keys.sls"],
+    "salt/minion/*/start": ["onboard.sls"],
+    "salt/presence/change": ["presence.sls"],
 }

@@ -436,7 +436,9 @@ def baseline_pin(minion, name, facts=None, ecosystems=None, description="", over
     except core_baseline.BaselineError as exc:
         raise SaltRunnerError(f"fleet.baseline_pin: {exc}") from None
     store_drift.save_baseline(engine, spec, f"pin:{minion}")
-    return _summary_of(spec, f"pin:{minion}")
+    summary = _summary_of(spec, f"pin:{minion}")
+    _audit("baseline.set", name, {"source": f"pin:{minion}", "revision": summary.get("revision")})
+    return summary
 
 
 def _summary_of(spec: dict, source: str) -> dict:
@@ -558,10 +560,12 @@ def baseline_set(
     except core_baseline.BaselineError as exc:
         raise SaltRunnerError(f"fleet.baseline_set: {exc}") from None
     store_drift.save_baseline(engine, spec, "runner")
-    return core_baseline.diff(current, spec) | {
+    changes = core_baseline.diff(current, spec) | {
         "name": name,
         "revision": core_baseline.revision(spec),
     }
+    _audit("baseline.set", name, {"source": "runner", "revision": changes["revision"]})
+    return changes
 
 
 def baseline_import(path=None, pillar=None, name=None):
@@ -607,6 +611,11 @@ def baseline_import(path=None, pillar=None, name=None):
     for spec in specs:
         created = store_drift.save_baseline(engine, spec, source)
         out[spec["name"]] = "created" if created else "replaced"
+        _audit(
+            "baseline.set",
+            spec["name"],
+            {"source": source, "revision": core_baseline.revision(spec)},
+        )
     return out
 
 
@@ -659,6 +668,7 @@ def baseline_delete(name):
     _check_baseline_name(name)
     if not store_drift.delete_baseline(_engine(), name):
         raise SaltRunnerError(f"no baseline named {name!r}")
+    _audit("baseline.delete", name)
     return {"deleted": name}
 
 
@@ -695,9 +705,11 @@ def baseline_assign(name, target, tgt_type="glob", priority=0):
             f"fleet.baseline_assign: priority={priority!r} is not a whole number"
         ) from None
     try:
-        return store_drift.assign(_engine(), name, target, tgt_type, priority)
+        made = store_drift.assign(_engine(), name, target, tgt_type, priority)
     except store_drift.DriftError as exc:
         raise SaltRunnerError(f"fleet.baseline_assign: {exc}") from None
+    _audit("baseline.assign", name, {"target": target, "tgt_type": tgt_type, "priority": priority})
+    return made
 
 
 def baseline_unassign(name, target=None):
@@ -711,7 +723,9 @@ def baseline_unassign(name, target=None):
         salt-run fleet.baseline_unassign macos-build 'mini-*'
     """
     _check_baseline_name(name)
-    return {"removed": store_drift.unassign(_engine(), name, target)}
+    removed = store_drift.unassign(_engine(), name, target)
+    _audit("baseline.unassign", name, {"target": target, "removed": removed})
+    return {"removed": removed}
 
 
 def nodes(tgt="*", tgt_type="glob"):
@@ -730,3 +744,490 @@ def nodes(tgt="*", tgt_type="glob"):
     rows = store_drift.node_rows(engine)
     wanted = set(_match([r["minion_id"] for r in rows], tgt, tgt_type))
     return [r for r in rows if r["minion_id"] in wanted]
+
+
+# -- the key gate, enrolment, the audit chain ---------------------------------------------------
+
+
+def _actor() -> str:
+    """Who runs this: ``reactor``, or ``user:<name>`` (Salt's ``__user__``: the shell user
+    of ``salt-run``, or the eauth user through salt-api)."""
+    user = globals().get("__user__") or "UNKNOWN"
+    if user == "Reactor":
+        return "reactor"
+    return f"user:{str(user)[:100]}"
+
+
+def _audit(action: str, target: str, details: dict | None = None) -> None:
+    from saltext_fleet.store import audit as store_audit
+
+    store_audit.record(_engine(), _actor(), action, target, details or {})
+
+
+def _keys_call(fun, *args, **kwargs):
+    from saltext_fleet.master import keys as master_keys
+
+    try:
+        return fun(*args, **kwargs)
+    except master_keys.KeyError_ as exc:
+        raise SaltRunnerError(str(exc)) from None
+
+
+def key_seen(minion, pub, autosign_grains=None):
+    """
+    The key gate's reaction to ``salt/auth`` with ``act: pend`` (the shipped ``keys.sls``
+    runs it): record the key (first and last seen, fingerprint), fire ``fleet/key/pending``
+    the first time a key is seen, and accept the key only if it presents a live enrolment
+    (``fleet.enrol``). Hostile input (a bad id, no key) is ignored and logged.
+
+    CLI Example (for a test; the reactor calls it):
+
+    .. code-block:: bash
+
+        salt-run fleet.key_seen web-01 pub="$(cat web-01.pub)"
+    """
+    from saltext_fleet.master import keys as master_keys
+
+    return master_keys.handle_auth(__opts__, _engine(), minion, pub, autosign_grains, fire=_fire)
+
+
+def keys(status=None):
+    """
+    Every key Salt holds, with what the gate knows of it: ``{id: {"state", "fingerprint",
+    "first_seen", "last_seen", "attempts", "decided_by", "decided_at", "note"}}``.
+
+    status
+        Only ``pending``, ``accepted``, ``rejected`` or ``denied`` keys.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.keys status=pending
+    """
+    from saltext_fleet.master import keys as master_keys
+
+    return _keys_call(master_keys.list_keys, __opts__, _engine(), status)
+
+
+def keys_accept(minion, fingerprint=None, include_rejected=False):
+    """
+    Accept a pending key, by exact minion id (never a glob).
+
+    fingerprint
+        Accept only if the pending key has this fingerprint (as ``salt-key -f`` prints it).
+    include_rejected
+        Accept a rejected key too.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.keys_accept web-01
+        salt-run fleet.keys_accept web-01 fingerprint=3c:a1:...
+    """
+    from saltext_fleet.master import keys as master_keys
+
+    return _keys_call(
+        master_keys.accept,
+        __opts__,
+        _engine(),
+        minion,
+        _actor(),
+        fingerprint=fingerprint,
+        include_rejected=_bool(include_rejected, "include_rejected"),
+        fire=_fire,
+    )
+
+
+def keys_reject(minion, include_accepted=False):
+    """
+    Reject a pending key (``include_accepted``: an accepted key too), by exact minion id.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.keys_reject stranger-01
+    """
+    from saltext_fleet.master import keys as master_keys
+
+    return _keys_call(
+        master_keys.reject,
+        __opts__,
+        _engine(),
+        minion,
+        _actor(),
+        include_accepted=_bool(include_accepted, "include_accepted"),
+    )
+
+
+def keys_delete(minion):
+    """
+    Delete every key Salt holds for a minion id (accepted, pending, rejected, denied).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.keys_delete retired-01
+    """
+    from saltext_fleet.master import keys as master_keys
+
+    return _keys_call(master_keys.delete, __opts__, _engine(), minion, _actor())
+
+
+def enrol(minion, ttl=None, group=None, fingerprint=None):
+    """
+    Expect a minion: a one-time enrolment token for exactly this id, valid for ``ttl``
+    (seconds, or ``30m``, ``2h``, ``7d``; default ``fleet:gate:ttl``, 24h). Returns the token
+    (shown only now; the store keeps its hash) and the minion configuration that carries it,
+    to install as ``/etc/salt/minion.d/fleet-enrolment.conf`` on the new machine. The first
+    time that minion asks to be let in with that token, its key is accepted; a used, expired
+    or foreign token is refused and recorded. Keys already held for the id are deleted first
+    (a re-imaged machine has a new key).
+
+    group
+        The node group it joins (its onboarding states, its SSH credentials).
+    fingerprint
+        Also require the minion's key to have this fingerprint.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.enrol mini-07 ttl=2h group=builders
+    """
+    from saltext_fleet.master import keys as master_keys
+
+    return _keys_call(
+        master_keys.enrol,
+        __opts__,
+        _engine(),
+        minion,
+        _actor(),
+        ttl=ttl,
+        group=group,
+        fingerprint=fingerprint,
+    )
+
+
+def enrolments(minion=None):
+    """
+    Enrolments (never their tokens): id, state (live, used, expired, revoked), group,
+    created, expires, used.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.enrolments
+    """
+    from saltext_fleet.store import gate as store_gate
+
+    if minion is not None:
+        minion = _check_minion_id(minion)
+    engine = _engine()
+    with engine.begin() as conn:
+        store_gate.expire_enrolments(conn)
+        return store_gate.enrolments(conn, minion)
+
+
+def audit(limit=50, target=None, action=None, before=None):
+    """
+    The audit chain, newest first: ``[{"id", "at", "actor", "action", "target", "details",
+    "hash"}]``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.audit limit=20
+        salt-run fleet.audit target=web-01
+    """
+    from saltext_fleet.store import audit as store_audit
+
+    try:
+        limit = int(limit)
+        before = int(before) if before is not None else None
+    except (TypeError, ValueError):
+        raise SaltRunnerError("fleet.audit: limit and before are whole numbers") from None
+    return store_audit.events(_engine(), limit=limit, target=target, action=action, before=before)
+
+
+def audit_verify():
+    """
+    Check the whole audit chain: ``{"ok": true, "checked": N, "last_id", "last_hash"}``, or
+    ``{"ok": false, "broken": <id of the first broken event>, "reason", "message"}``.
+    Record ``last_hash`` somewhere else now and then: it is what makes a rewrite evident.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.audit_verify
+    """
+    from saltext_fleet.store import audit as store_audit
+
+    return store_audit.verify(_engine())
+
+
+def onboard(minion):
+    """
+    Set a node up (the shipped ``onboard.sls`` runs this on ``salt/minion/<id>/start``):
+    sync the extension's modules, schedule ``fleet.inventory`` and ``state.apply test=True``
+    (``fleet:onboard``), take a first inventory, apply the node group's states, mark it
+    online.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.onboard mini-07
+    """
+    from saltext_fleet.master import keys as master_keys
+    from saltext_fleet.master import onboard as master_onboard
+
+    minion = _check_minion_id(minion)
+    state = master_keys.salt_states(master_keys.salt_key(__opts__)).get(minion)
+    if state != "accepted":
+        raise SaltRunnerError(f"fleet.onboard: {minion} has no accepted key")
+    return master_onboard.onboard(__opts__, _engine(), minion, _actor())
+
+
+def presence(new=None, lost=None):
+    """
+    Mark nodes online (``new``) and offline (``lost``): what the shipped ``presence.sls``
+    does with ``salt/presence/change`` (the master's ``presence_events``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.presence lost='[web-01]'
+    """
+    from saltext_fleet.master import onboard as master_onboard
+
+    return master_onboard.presence(_engine(), _as_list(new, "new"), _as_list(lost, "lost"))
+
+
+# -- node groups, secrets, the vault ------------------------------------------------------------
+
+
+def _vault():
+    from saltext_fleet.core import secrets as core_secrets
+
+    try:
+        return core_secrets.Vault.open(_cfg().key_file)
+    except core_secrets.SecretsError as exc:
+        raise SaltRunnerError(f"fleet:key_file: {exc}") from None
+
+
+def _read_secret_file(path, what):
+    if not isinstance(path, str) or not os.path.isabs(path):
+        raise SaltRunnerError(f"{what}: {path!r} is not an absolute path")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise SaltRunnerError(f"{what}: cannot read {path}: {exc.strerror}") from None
+
+
+def group_set(
+    name,
+    description=None,
+    user=None,
+    port=None,
+    states=None,
+    password=None,
+    private_key_file=None,
+):
+    """
+    Create or change a node group: the SSH user and port its machines are bootstrapped with,
+    its credential (a password, or a private key read from a file on the master), and the
+    states applied to its nodes when they start. The credential is encrypted with the
+    master's vault (``fleet:key_file``) before it is stored, and never shown again.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.group_set builders user=admin port=22 private_key_file=/root/.ssh/builders
+        salt-run fleet.group_set builders states=xcode,ci-runner
+    """
+    from saltext_fleet.core import gate as core_gate
+    from saltext_fleet.store import secrets as store_secrets
+
+    try:
+        core_gate.check_group(name, "name")
+    except core_gate.GateError as exc:
+        raise SaltRunnerError(str(exc)) from None
+    if password is not None and private_key_file is not None:
+        raise SaltRunnerError("fleet.group_set: give password or private_key_file, not both")
+    kind = credential = None
+    if password is not None:
+        kind, credential = "password", str(password)
+    elif private_key_file is not None:
+        kind = "private_key"
+        credential = _read_secret_file(private_key_file, "private_key_file")
+        if "PRIVATE KEY" not in credential:
+            raise SaltRunnerError(f"private_key_file: {private_key_file} holds no private key")
+    if port is not None:
+        try:
+            port = int(port)
+        except (TypeError, ValueError):
+            port = 0
+        if not 1 <= port <= 65535:
+            raise SaltRunnerError("fleet.group_set: port is a TCP port (1-65535)")
+    if user is not None and (not isinstance(user, str) or not user or len(user) > 64):
+        raise SaltRunnerError(f"fleet.group_set: user={user!r} is not a user name")
+    states = _as_list(states, "states")
+    engine = _engine()
+    vault = _vault()
+    with engine.begin() as conn:
+        found = store_secrets.set_group(
+            conn,
+            vault,
+            name,
+            description=description,
+            ssh_user=user,
+            ssh_port=port,
+            states=states,
+            credential_kind=kind,
+            credential=credential,
+        )
+    changed = [
+        k
+        for k, v in (
+            ("description", description),
+            ("user", user),
+            ("port", port),
+            ("states", states),
+            ("credential", kind),
+        )
+        if v is not None
+    ]
+    _audit("group.set", name, {"changed": changed, "credential": kind})
+    return found
+
+
+def group_list():
+    """
+    Node groups: SSH user and port, the kind of credential (never the credential), states.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.group_list
+    """
+    from saltext_fleet.store import secrets as store_secrets
+
+    with _engine().connect() as conn:
+        return store_secrets.groups(conn)
+
+
+def group_delete(name):
+    """
+    Delete a node group and its secrets.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.group_delete old-lab
+    """
+    from saltext_fleet.store import secrets as store_secrets
+
+    with _engine().begin() as conn:
+        gone = store_secrets.delete_group(conn, str(name))
+    if not gone:
+        raise SaltRunnerError(f"no node group named {name!r}")
+    _audit("group.delete", str(name))
+    return {"deleted": name}
+
+
+def secret_set(scope, owner, name, value=None, value_file=None):
+    """
+    Store a secret of a node group (``scope=group``) or a node (``scope=node``), encrypted.
+    The value is never returned by any runner.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.secret_set group builders signing_password value_file=/root/pw
+    """
+    from saltext_fleet.core import gate as core_gate
+    from saltext_fleet.store import secrets as store_secrets
+
+    if scope not in store_secrets.SCOPES:
+        raise SaltRunnerError(f"scope: expected one of {', '.join(store_secrets.SCOPES)}")
+    try:
+        (core_gate.check_group if scope == "group" else core_gate.check_minion_id)(owner, "owner")
+        core_gate.check_group(name, "name")
+    except core_gate.GateError as exc:
+        raise SaltRunnerError(str(exc)) from None
+    if (value is None) == (value_file is None):
+        raise SaltRunnerError("fleet.secret_set: give value or value_file")
+    if value_file is not None:
+        value = _read_secret_file(value_file, "value_file")
+    with _engine().begin() as conn:
+        store_secrets.put_secret(conn, _vault(), scope, owner, name, str(value))
+    _audit("secret.set", f"{scope}:{owner}", {"name": name})
+    return {"scope": scope, "owner": owner, "name": name, "stored": True}
+
+
+def secret_delete(scope, owner, name=None):
+    """
+    Delete a secret (every secret of ``owner`` without ``name``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.secret_delete node mini-07 api_token
+    """
+    from saltext_fleet.store import secrets as store_secrets
+
+    if scope not in store_secrets.SCOPES:
+        raise SaltRunnerError(f"scope: expected one of {', '.join(store_secrets.SCOPES)}")
+    with _engine().begin() as conn:
+        gone = store_secrets.drop_secrets(conn, scope, str(owner), name)
+    _audit("secret.delete", f"{scope}:{owner}", {"name": name, "deleted": gone})
+    return {"deleted": gone}
+
+
+def rotate_key(retire=True):
+    """
+    Rotate the vault key: a new key is added to ``fleet:key_file``, every stored secret is
+    re-encrypted with it (one transaction), and the old keys are dropped (``retire=False``
+    keeps them). Reports progress.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.rotate_key
+    """
+    from saltext_fleet.core import secrets as core_secrets
+    from saltext_fleet.store import secrets as store_secrets
+
+    path = _cfg().key_file
+    old = _vault()
+    try:
+        vault = core_secrets.rotate(path)
+    except core_secrets.SecretsError as exc:
+        raise SaltRunnerError(f"fleet:key_file: {exc}") from None
+    _progress(f"new key {vault.key_id} added; re-encrypting every secret")
+    engine = _engine()
+    done = store_secrets.reencrypt_all(
+        engine, vault, progress=lambda n, total: _progress(f"re-encrypted {n} of {total}", n, total)
+    )
+    retired = []
+    if _bool(retire, "retire"):
+        kept = core_secrets.retire(path, keep=1)
+        retired = [k for k in old.key_ids if k not in kept.key_ids]
+    result = {"key_id": vault.key_id, "reencrypted": done["reencrypted"], "retired": retired}
+    _audit("secrets.rotate", "vault", result)
+    return result

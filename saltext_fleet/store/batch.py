@@ -94,6 +94,23 @@ def is_connection_error(exc: BaseException) -> bool:
     return isinstance(exc, (ConnectionError, TimeoutError, OSError))
 
 
+#: SQLSTATEs of errors that say "try the transaction again", not "bad record": a deadlock
+#: between two writers, a serialization failure.
+_TRANSIENT_SQLSTATES = ("40P01", "40001")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when ``exc`` aborts this attempt but the same batch will go in when retried."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        return getattr(exc.orig, "sqlstate", None) in _TRANSIENT_SQLSTATES
+    return False
+
+
+def _retry_batch(exc: BaseException) -> bool:
+    """Errors that must leave the whole batch in the spool (retried), never quarantined."""
+    return is_connection_error(exc) or is_transient(exc)
+
+
 # -- making values storable -----------------------------------------------------------------
 
 
@@ -396,7 +413,11 @@ def write_batch(conn: Connection, records: Iterable[dict]) -> BatchResult:
             result.quarantined += 1
             continue
         by_kind.setdefault(str(record.get("kind")), []).append(record)
-    for kind, group in by_kind.items():
+    # A fixed order of kinds, and jids sorted within them: every writer takes its row locks
+    # in the same order, so two master processes never deadlock on each other's batches.
+    order = {kind: n for n, kind in enumerate(_HANDLERS)}
+    for kind in sorted(by_kind, key=lambda k: (order.get(k, len(order)), k)):
+        group = by_kind[kind]
         handler = _HANDLERS.get(kind)
         if handler is None:
             for record in group:
@@ -469,7 +490,7 @@ def _store_group(conn: Connection, group: list[dict], kind: str, spec: _Table, b
             _copy_rows(conn, spec, rows)
         copied = True
     except SQLAlchemyError as exc:
-        if is_connection_error(exc):
+        if _retry_batch(exc):
             raise
         log.warning(
             "saltext-fleet: COPY of a %s batch of %d failed (%s); inserting instead",
@@ -548,7 +569,7 @@ def _store_isolating(
             result.stored += len(rows)
             return rows
         except _ROW_ERRORS as exc:
-            if is_connection_error(exc):
+            if _retry_batch(exc):
                 raise
             log.warning(
                 "saltext-fleet: a %s batch of %d was rejected (%s); isolating",
@@ -564,7 +585,7 @@ def _store_isolating(
             stored.append(row)
             result.stored += 1
         except _ROW_ERRORS as exc:
-            if is_connection_error(exc):
+            if _retry_batch(exc):
                 raise
             _quarantine(conn, record, kind, _db_error(exc))
             result.quarantined += 1
@@ -615,7 +636,7 @@ def _ingest_state_tests(conn: Connection, items: list[tuple], result: BatchResul
                 conn, [{"m": m, "n": n, "at": now} for m, (n, _) in sorted(latest.items())]
             )
     except SQLAlchemyError as exc:
-        if is_connection_error(exc):
+        if _retry_batch(exc):
             raise
         log.warning("saltext-fleet: pending states not recorded: %s", _db_error(exc))
         return
@@ -647,8 +668,12 @@ def _handle_events(conn: Connection, group: list[dict], result: BatchResult) -> 
         _ingest_state_tests(conn, tests, result)
 
 
+def _by_jid(group: list[dict]) -> list[dict]:
+    return sorted(group, key=lambda record: str(record.get("jid", "")))
+
+
 def _handle_loads(conn: Connection, group: list[dict], result: BatchResult) -> None:
-    for record in group:
+    for record in _by_jid(group):
         try:
             jid = _clean_id(str(record.get("jid", "")), "jid")
             load = jsonable(record.get("load") or {})
@@ -660,7 +685,7 @@ def _handle_loads(conn: Connection, group: list[dict], result: BatchResult) -> N
                 _upsert_job(conn, jid, load, publish, record.get("minions"))
             result.stored += 1
         except (RecordRejected, SQLAlchemyError, TypeError, ValueError) as exc:
-            if isinstance(exc, SQLAlchemyError) and is_connection_error(exc):
+            if isinstance(exc, SQLAlchemyError) and _retry_batch(exc):
                 raise
             _quarantine(
                 conn,
@@ -711,7 +736,7 @@ def _upsert_job(conn: Connection, jid: str, load: dict, publish: bool, minions) 
 
 
 def _handle_minions(conn: Connection, group: list[dict], result: BatchResult) -> None:
-    for record in group:
+    for record in _by_jid(group):
         try:
             jid = _clean_id(str(record.get("jid", "")), "jid")
             minions = record.get("minions") or []
@@ -722,7 +747,7 @@ def _handle_minions(conn: Connection, group: list[dict], result: BatchResult) ->
                 _upsert_job_minions(conn, jid, minions)
             result.stored += 1
         except (RecordRejected, SQLAlchemyError) as exc:
-            if isinstance(exc, SQLAlchemyError) and is_connection_error(exc):
+            if isinstance(exc, SQLAlchemyError) and _retry_batch(exc):
                 raise
             _quarantine(conn, record, "minions", str(exc))
             result.quarantined += 1
@@ -735,7 +760,7 @@ def _upsert_job_minions(conn: Connection, jid: str, minions) -> None:
 
 
 def _handle_endtimes(conn: Connection, group: list[dict], result: BatchResult) -> None:
-    for record in group:
+    for record in _by_jid(group):
         jid, endtime = str(record.get("jid", "")), record.get("endtime")
         if not jid or not isinstance(endtime, str):
             _quarantine(conn, record, "endtime", "an endtime needs a jid and a time string")
@@ -745,12 +770,13 @@ def _handle_endtimes(conn: Connection, group: list[dict], result: BatchResult) -
         result.stored += 1
 
 
+#: Handlers, in the order a batch is written (jobs first: returns and events refer to them).
 _HANDLERS = {
-    "return": _handle_returns,
-    "event": _handle_events,
     "load": _handle_loads,
     "minions": _handle_minions,
     "endtime": _handle_endtimes,
+    "return": _handle_returns,
+    "event": _handle_events,
 }
 
 
@@ -801,7 +827,7 @@ def _ingest_many(conn: Connection, items: list[tuple], result: BatchResult) -> N
         with conn.begin_nested():
             changes = _ingest_inventories(conn, [(m, parsed) for m, parsed, _, _ in inventories])
     except SQLAlchemyError as exc:
-        if is_connection_error(exc):
+        if _retry_batch(exc):
             raise
         log.warning(
             "saltext-fleet: ingesting %d inventories together failed (%s); one by one",
@@ -913,7 +939,7 @@ def _ingest(conn, minion_id, fun, ret, success, result: BatchResult, rid) -> Non
             else:
                 ingest_grains(conn, minion_id, ret)
     except SQLAlchemyError as exc:
-        if is_connection_error(exc):
+        if _retry_batch(exc):
             raise
         _quarantine(
             conn, {"rid": rid, "minion_id": minion_id, "fun": fun}, "ingest", _db_error(exc)

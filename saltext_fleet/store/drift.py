@@ -574,9 +574,9 @@ def recompute(
                 pairs[(name, digest)] = part
             missing = [d for d in mine if (name, d) not in pairs]
             if missing:  # no keys stored (cannot happen after index_snapshots): no packages
-                for digest, part in bases[name][0].summarise_snapshots(
-                    {d: b"" for d in missing}
-                ).items():
+                for digest, part in (
+                    bases[name][0].summarise_snapshots({d: b"" for d in missing}).items()
+                ):
                     pairs[(name, digest)] = part
     resolved: dict[int, tuple[str, str, str]] = {}
     if details and pairs:

@@ -20,6 +20,13 @@ Tables:
 ``package_keys``          the dictionary of 64-bit package keys: key -> ecosystem, name, version
 ``drift_current``         each node's latest drift result
 ``drift_history``         every drift result over time; on PostgreSQL range-partitioned by month
+``minion_keys``           every key the gate has seen: id, fingerprint, first/last seen, decision
+``enrolments``            one-time enrolment tokens (hashed) for expected minion ids
+``node_groups``           groups of nodes: SSH user/port, encrypted credential, onboarding states
+``secrets``               encrypted group and node secrets (Fernet tokens, never plaintext)
+``bootstraps``            SSH bootstraps: one row per attempt, its steps and outcome
+``audit_events``          the audit chain: each event's SHA-256 covers the previous event's
+``audit_head``            the chain's last hash (one row), so appends are serialised
 """
 
 from __future__ import annotations
@@ -55,6 +62,8 @@ MINION_ID_LEN = 255
 JID_LEN = 64
 RID_LEN = 64
 DIGEST_LEN = 64
+GROUP_NAME_LEN = 64
+FINGERPRINT_LEN = 128
 
 
 def utcnow() -> dt.datetime:
@@ -80,6 +89,11 @@ class Node(Base):
     #: Changes the node's latest ``state.apply test=True`` would make (None: no run known).
     pending_states: Mapped[int | None] = mapped_column(Integer, nullable=True)
     pending_states_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: online, offline (from presence and onboarding); None until known
+    status: Mapped[str | None] = mapped_column(String(16))
+    status_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    node_group: Mapped[str | None] = mapped_column(String(GROUP_NAME_LEN))
+    onboarded_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index("ix_nodes_last_seen", "last_seen"),)
 
@@ -288,3 +302,137 @@ class DriftHistory(Base):
     trigger: Mapped[str] = mapped_column(String(32), default="runner")
 
     __table_args__ = (Index("ix_drift_history_at", "computed_at"),)
+
+
+class MinionKey(Base):
+    """A minion key the gate has seen (``salt/auth``), one row per id and key fingerprint.
+
+    ``state`` follows Salt's: pending, accepted, rejected, denied, deleted. The key itself
+    stays in Salt's pki directories; ``pub`` is kept so an operator can compare it.
+    """
+
+    __tablename__ = "minion_keys"
+
+    minion_id: Mapped[str] = mapped_column(String(MINION_ID_LEN), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(FINGERPRINT_LEN), primary_key=True)
+    pub: Mapped[str] = mapped_column(Text, default="")
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    first_seen: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_seen: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+    #: who decided (``operator:<name>``, ``enrolment:<id>``, ``reactor``) and when
+    decided_by: Mapped[str | None] = mapped_column(String(128))
+    decided_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: why the gate did not accept it on its own (no enrolment, token expired, ...)
+    note: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_minion_keys_state", "state", "last_seen"),)
+
+
+class Enrolment(Base):
+    """A one-time enrolment of an expected minion id: only the token's SHA-256 is kept."""
+
+    __tablename__ = "enrolments"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    minion_id: Mapped[str] = mapped_column(String(MINION_ID_LEN))
+    token_hash: Mapped[str] = mapped_column(String(DIGEST_LEN), unique=True)
+    #: an expected key fingerprint instead of (or as well as) the token
+    fingerprint: Mapped[str | None] = mapped_column(String(FINGERPRINT_LEN))
+    node_group: Mapped[str | None] = mapped_column(String(GROUP_NAME_LEN))
+    #: live, used, expired, revoked
+    state: Mapped[str] = mapped_column(String(16), default="live")
+    created_by: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    used_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    used_fingerprint: Mapped[str | None] = mapped_column(String(FINGERPRINT_LEN))
+
+    __table_args__ = (Index("ix_enrolments_minion", "minion_id", "state"),)
+
+
+class NodeGroup(Base):
+    """A group of nodes: how to reach them over SSH and what to apply when they start."""
+
+    __tablename__ = "node_groups"
+
+    name: Mapped[str] = mapped_column(String(GROUP_NAME_LEN), primary_key=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    ssh_user: Mapped[str] = mapped_column(String(64), default="root")
+    ssh_port: Mapped[int] = mapped_column(Integer, default=22)
+    #: password or private_key (the credential itself is a Fernet token in ``secrets``)
+    credential_kind: Mapped[str | None] = mapped_column(String(16))
+    #: SLS names applied to a node of this group when it starts
+    states: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Secret(Base):
+    """An encrypted secret of a group or a node (``scope`` group/node, ``owner`` its name)."""
+
+    __tablename__ = "secrets"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    scope: Mapped[str] = mapped_column(String(16))
+    owner: Mapped[str] = mapped_column(String(MINION_ID_LEN))
+    name: Mapped[str] = mapped_column(String(128))
+    #: a Fernet token; never plaintext
+    value: Mapped[str] = mapped_column(Text)
+    #: fingerprint of the vault key that encrypted it (not the key)
+    key_id: Mapped[str] = mapped_column(String(32))
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("scope", "owner", "name"),)
+
+
+class Bootstrap(Base):
+    """One SSH bootstrap of a node: its steps as they happen, and how it ended."""
+
+    __tablename__ = "bootstraps"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    minion_id: Mapped[str] = mapped_column(String(MINION_ID_LEN))
+    host: Mapped[str] = mapped_column(String(255))
+    port: Mapped[int] = mapped_column(Integer, default=22)
+    ssh_user: Mapped[str] = mapped_column(String(64))
+    node_group: Mapped[str | None] = mapped_column(String(GROUP_NAME_LEN))
+    #: running, done, failed
+    state: Mapped[str] = mapped_column(String(16), default="running")
+    step: Mapped[str] = mapped_column(String(64), default="start")
+    steps: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    error: Mapped[str | None] = mapped_column(Text)
+    #: set while running: one running bootstrap per minion id (a unique index)
+    running_id: Mapped[str | None] = mapped_column(String(MINION_ID_LEN), unique=True)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_bootstraps_minion", "minion_id", "started_at"),)
+
+
+class AuditEvent(Base):
+    """One event of the audit chain (see :mod:`saltext_fleet.core.audit`)."""
+
+    __tablename__ = "audit_events"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=False)
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    actor: Mapped[str] = mapped_column(String(128))
+    action: Mapped[str] = mapped_column(String(64))
+    target: Mapped[str] = mapped_column(String(255))
+    details: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    prev_hash: Mapped[str] = mapped_column(String(DIGEST_LEN))
+    hash: Mapped[str] = mapped_column(String(DIGEST_LEN))
+
+    __table_args__ = (Index("ix_audit_events_target", "target", "id"),)
+
+
+class AuditHead(Base):
+    """The audit chain's head: one row, updated by every append, so that two appends (from
+    two master processes) never build on the same previous event."""
+
+    __tablename__ = "audit_head"
+
+    one: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    last_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_hash: Mapped[str] = mapped_column(String(DIGEST_LEN))

@@ -306,6 +306,11 @@ class Writer:
                             "saltext-fleet: the database is unreachable (%s); records wait in the spool",
                             exc.__class__.__name__,
                         )
+                elif batch_mod.is_transient(exc):
+                    log.warning(
+                        "saltext-fleet: a batch met another writer (%s); writing it again",
+                        exc.__class__.__name__,
+                    )
                 else:
                     log.exception("saltext-fleet: writing a batch failed")
                 self.last_error = (

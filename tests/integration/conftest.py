@@ -10,6 +10,7 @@ import pytest
 from saltfactories.utils import random_string
 
 from saltext_fleet import snippet
+from tests.support.harness import ACCEPTED_BY_HARNESS, accept_known
 from tests.support.venvs import make_venv, make_wheel, pip_install
 
 
@@ -27,19 +28,37 @@ def venvs(tmp_path_factory):
     return {"one": one, "two": two, "wheels": wheels}
 
 
+#: A reaction with nothing to do with keys, for the gate tests to time: fleet/test/echo ->
+#: the event.send runner -> fleet/test/echoed, carrying the same "n".
+ECHO_SLS = """
+fleet_test_echo:
+  runner.event.send:
+    - args:
+      - tag: fleet/test/echoed
+      - data:
+          n: {{ data.get('n') | json }}
+"""
+
+
 @pytest.fixture(scope="package")
-def salt_master(salt_factories):
+def salt_master(salt_factories, tmp_path_factory):
     overrides = snippet.master_snippet()
     overrides.update({"interface": "127.0.0.1", "open_mode": False, "auto_accept": False})
     # A low alert threshold, so the drift tests see fleet/alert/drift both ways.
     overrides["fleet"]["drift"]["alert_score"] = 10
-    factory = salt_factories.salt_master_daemon(random_string("fleet-master-"), overrides=overrides)
+    echo = tmp_path_factory.mktemp("reactors") / "echo.sls"
+    echo.write_text(ECHO_SLS)
+    overrides["reactor"] = [*overrides["reactor"], {"fleet/test/echo": [str(echo)]}]
+    factory = salt_factories.salt_master_daemon(
+        random_string("fleet-master-"), overrides=overrides, on_auth_event_callback=accept_known
+    )
     assert "extension_modules" not in overrides
     with factory.started():
         yield factory
 
 
 def _minion(salt_master, minion_id, python, beacons=None):
+    ACCEPTED_BY_HARNESS.add(minion_id)
     overrides = {"fleet": {"inventory": {"pip": [str(python)]}}}
     if beacons:
         # Salt counts a beacon's interval in loop_interval units but calls beacons once a

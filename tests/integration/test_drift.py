@@ -13,7 +13,9 @@ import time
 import pytest
 from saltfactories.utils import random_string
 
+from tests.support.harness import ACCEPTED_BY_HARNESS
 from tests.support.venvs import make_venv, make_wheel, pip_install
+from tests.support.waiting import run, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -41,7 +43,9 @@ def _start(salt_master, prefix, python):
         "beacons": BEACON,
         "loop_interval": 1,
     }
-    return salt_master.salt_minion_daemon(random_string(prefix), overrides=overrides)
+    minion_id = random_string(prefix)
+    ACCEPTED_BY_HARNESS.add(minion_id)
+    return salt_master.salt_minion_daemon(minion_id, overrides=overrides)
 
 
 def _running(salt_master, factory):
@@ -75,27 +79,6 @@ def pip_freeze(python):
         text=True,
     ).stdout
     return dict(line.split("==", 1) for line in out.split())
-
-
-def run(salt_run_cli, *args, timeout=120):
-    ret = salt_run_cli.run(*args, _timeout=timeout)
-    assert ret.returncode == 0, ret
-    data = ret.data
-    if isinstance(data, dict) and data.get("suffix") == "progress":
-        # salt-run prints the runner's progress events as they come; the JSON parser of
-        # salt-factories merges them into the result.
-        data = {k: v for k, v in data.items() if k not in ("suffix", "event")}
-    return data
-
-
-def wait_for(what, check, timeout=90, interval=1.0):
-    deadline = time.time() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(interval)
 
 
 def history(salt_run_cli, minion):

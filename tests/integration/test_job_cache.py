@@ -5,7 +5,6 @@ unchanged against it.
 """
 
 import re
-import time
 
 import pytest
 from saltfactories.utils import random_string
@@ -14,6 +13,7 @@ from sqlalchemy import func, select
 from saltext_fleet import snippet
 from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store.models import Event, Return
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -66,16 +66,6 @@ def jc_minions(jc_master, backend_url):
         minion.terminate()
 
 
-def wait_for(check, timeout=60, what="condition"):
-    deadline = time.time() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        assert time.time() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.25)
-
-
 def run_async(jc_master, *args):
     ret = jc_master.salt_cli().run("--async", *args, minion_tgt="*")
     assert ret.returncode == 0, ret
@@ -95,7 +85,7 @@ def test_lookup_jid_and_list_jobs(jc_master, jc_minions):
             else None
         )
 
-    data = wait_for(answered, what="both minions' answers in jobs.lookup_jid")
+    data = wait_for("both minions' answers in jobs.lookup_jid", answered, timeout=60, interval=0.25)
     assert all(data[m] is True for m in ids)
 
     listed = run.run("jobs.list_jobs")
@@ -120,7 +110,12 @@ def test_lookup_jid_and_list_jobs(jc_master, jc_minions):
 def test_publish_load_survives_the_returns(jc_master, jc_minions):
     run = jc_master.salt_run_cli()
     jid = run_async(jc_master, "cmd.run", "echo fleet")
-    wait_for(lambda: len(run.run("jobs.lookup_jid", jid).data or {}) == 2, what="cmd.run returns")
+    wait_for(
+        "cmd.run returns",
+        lambda: len(run.run("jobs.lookup_jid", jid).data or {}) == 2,
+        timeout=60,
+        interval=0.25,
+    )
     load = run.run("jobs.list_job", jid).data
     assert load["Function"] == "cmd.run" and load["Arguments"] == ["echo fleet"]
     assert load["Target"] == "*" and load["User"]
@@ -136,7 +131,7 @@ def test_events_are_stored(jc_master, jc_minions, backend_url):
                 select(func.count()).select_from(Event).where(Event.tag.like("salt/job/%/ret/%"))
             ).scalar()
 
-    assert wait_for(stored, what="job return events in the events table") >= 2
+    assert wait_for("job return events in the events table", stored, timeout=60, interval=0.25) >= 2
 
 
 def test_minion_returner(jc_master, jc_minions, backend_url):
@@ -156,7 +151,7 @@ def test_minion_returner(jc_master, jc_minions, backend_url):
             ).scalar()
 
     # One row from the master's job cache, one written by the minion's own returner.
-    assert wait_for(lambda: stored() >= 2, what="the minion returner's row")
+    assert wait_for("the minion returner's row", lambda: stored() >= 2, timeout=60, interval=0.25)
 
 
 def test_store_status(jc_master, jc_minions, backend_url):

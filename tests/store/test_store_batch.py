@@ -262,3 +262,59 @@ def test_concurrent_loads_of_one_job_from_several_processes(engine):
         load = queries.get_load(engine, jid)
         assert load["tgt"] == "*" and "return" not in load
         assert load["Minions"] == ["a", "b"]
+
+
+def test_batches_of_many_jobs_from_two_writers_never_deadlock(engine):
+    """Two master processes write batches holding the same jobs' loads and minions in
+    opposite orders (seen: DeadlockDetected, quarantined). Locks are taken in jid order, so
+    nothing deadlocks and nothing is quarantined."""
+    import threading
+
+    jids = [f"2026112913000000{n:04d}" for n in range(30)]
+    errors = []
+
+    def records(order):
+        out = []
+        for jid in order:
+            out.append(
+                {
+                    "kind": "load",
+                    "rid": uuid.uuid4().hex,
+                    "jid": jid,
+                    "publish": False,
+                    "minions": None,
+                    "load": {"fun": "test.ping", "id": "m", "return": True},
+                }
+            )
+            out.append({"kind": "minions", "rid": uuid.uuid4().hex, "jid": jid, "minions": ["m"]})
+        return out
+
+    def worker(reverse):
+        try:
+            for _ in range(15):
+                order = list(reversed(jids)) if reverse else list(jids)
+                write(engine, records(order))
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(r,)) for r in (False, True, False, True)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert count(engine, Quarantine) == 0
+
+
+def test_deadlocks_are_retried_not_quarantined():
+    from sqlalchemy.exc import OperationalError
+
+    class Deadlock(Exception):
+        sqlstate = "40P01"
+
+    class Unique(Exception):
+        sqlstate = "23505"
+
+    assert batch.is_transient(OperationalError("UPDATE jobs", {}, Deadlock()))
+    assert not batch.is_transient(OperationalError("INSERT", {}, Unique()))
+    assert not batch.is_transient(ValueError("x"))

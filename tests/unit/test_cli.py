@@ -11,7 +11,7 @@ def test_config_prints_yaml_that_validates(capsys):
     assert "extension_modules" not in data
     cfg = config.load({"cachedir": "/var/cache/salt/master", **data})
     assert cfg.db_url.startswith("sqlite:////var/cache/salt/master/")
-    assert data["fleet"]["gate"]["mode"] == "manual"
+    assert data["fleet"]["gate"] == {"mode": "enrolment", "ttl": 86400, "seen_window": 60}
 
 
 def test_config_with_db_url(capsys):

@@ -12,7 +12,7 @@ def test_defaults_without_a_fleet_section():
     assert cfg.db_url == "sqlite:////var/cache/salt/master/fleet/fleet.db"
     assert cfg.key_file == "/etc/salt/pki/master/fleet.fernet"
     assert (cfg.ui.host, cfg.ui.port, cfg.ui.tls_cert) == ("127.0.0.1", 8443, None)
-    assert cfg.gate.mode == "manual"
+    assert (cfg.gate.mode, cfg.gate.ttl, cfg.gate.master) == ("enrolment", 86400, None)
     assert cfg.drift.alert_score == 50.0
     assert cfg.inventory.pip == ()
 
@@ -25,7 +25,7 @@ def test_full_section_is_read():
                 "db_url": "postgresql+psycopg://fleet@127.0.0.1/fleet",
                 "key_file": "/srv/fleet.key",
                 "ui": {"host": "0.0.0.0", "port": 9443, "tls_cert": "/c", "tls_key": "/k"},
-                "gate": {"mode": "enrolment"},
+                "gate": {"mode": "manual", "ttl": "2h", "master": "salt.example", "seen_window": 5},
                 "drift": {"alert_score": 12},
                 "inventory": {"pip": "/usr/bin/python3"},
             },
@@ -33,7 +33,7 @@ def test_full_section_is_read():
     )
     assert cfg.db_url.startswith("postgresql+psycopg://")
     assert cfg.ui.port == 9443 and cfg.ui.tls_key == "/k"
-    assert cfg.gate.mode == "enrolment"
+    assert cfg.gate == config.GateConfig("manual", 7200, "salt.example", 5)
     assert cfg.drift.alert_score == 12.0
     assert cfg.inventory.pip == ("/usr/bin/python3",)
     assert cfg.as_dict()["inventory"]["pip"] == ["/usr/bin/python3"]
@@ -49,6 +49,12 @@ def test_full_section_is_read():
         ({"ui": {"tls_cert": "/c"}}, "fleet:ui:tls_key", "together"),
         ({"ui": "127.0.0.1"}, "fleet:ui", "mapping"),
         ({"gate": {"mode": "auto"}}, "fleet:gate:mode", "never blanket"),
+        ({"gate": {"ttl": "forever"}}, "fleet:gate:ttl", "duration"),
+        ({"gate": {"ttl": "90d"}}, "fleet:gate:ttl", "at most 30 days"),
+        ({"gate": {"seen_window": 0}}, "fleet:gate:seen_window", "seconds"),
+        ({"gate": {"autosign": True}}, "fleet:gate:autosign", "unknown option"),
+        ({"onboard": {"sync": "yes"}}, "fleet:onboard:sync", "true or false"),
+        ({"onboard": {"inventory_minutes": -1}}, "fleet:onboard:inventory_minutes", "0 to"),
         ({"drift": {"alert_score": -1}}, "fleet:drift:alert_score", ">= 0"),
         ({"drift": {"alert_score": "high"}}, "fleet:drift:alert_score", "number"),
         ({"db_url": "mysql://x@y/z"}, "fleet:db_url", "scheme"),

@@ -1,0 +1,437 @@
+"""The key gate on a master: Salt's key store plus the gate's records and the audit chain.
+
+Salt keeps the keys (``salt.key.Key``: the pki directories, through its key cache); this
+module decides, acts on Salt's store only for validated minion ids and only by exact id
+(``match_dict``, never a glob), and records every decision in the store and the audit chain.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import yaml
+
+from saltext_fleet import config
+from saltext_fleet.core import gate as core_gate
+from saltext_fleet.store import audit as store_audit
+from saltext_fleet.store import gate as store_gate
+from saltext_fleet.store.models import utcnow
+
+log = logging.getLogger(__name__)
+
+Fire = Callable[[str, dict], Any]
+
+PENDING_TAG = "fleet/key/pending"
+ACCEPTED_TAG = "fleet/key/accepted"
+REFUSED_TAG = "fleet/key/refused"
+
+#: Salt's key store directories by our state names, and back.
+SALT_STATE = {
+    "accepted": "minions",
+    "pending": "minions_pre",
+    "rejected": "minions_rejected",
+    "denied": "minions_denied",
+}
+STATE_OF = {v: k for k, v in SALT_STATE.items()}
+
+
+class KeyError_(ValueError):  # noqa: N801 - not the builtin KeyError
+    """A key operation that cannot be done; the message says why."""
+
+
+def salt_key(opts: dict):
+    import salt.key
+
+    return salt.key.Key(opts)
+
+
+def salt_states(key) -> dict[str, str]:
+    """``{minion id: state}`` of every key Salt holds (a denied id may also be accepted)."""
+    out: dict[str, str] = {}
+    for salt_dir, ids in key.list_keys().items():
+        state = STATE_OF.get(salt_dir)
+        for minion_id in ids:
+            if state and (minion_id not in out or state != "denied"):
+                out[minion_id] = state
+    return out
+
+
+def salt_pub(key, minion_id: str) -> str | None:
+    """The public key Salt holds for ``minion_id`` (accepted, pending or rejected)."""
+    try:
+        found = key.cache.fetch("keys", minion_id)
+    except Exception:  # noqa: BLE001 - a missing or unreadable entry is "no key"
+        return None
+    if isinstance(found, dict) and isinstance(found.get("pub"), str):
+        return found["pub"]
+    return None
+
+
+def _fingerprint(opts: dict, pub: str) -> str:
+    return core_gate.fingerprint(pub, opts.get("hash_type") or "sha256")
+
+
+def _check_id(minion_id: Any) -> str:
+    try:
+        return core_gate.check_minion_id(minion_id)
+    except core_gate.GateError as exc:
+        raise KeyError_(str(exc)) from None
+
+
+# -- salt/auth: the reactor's path -------------------------------------------------------------
+
+
+def handle_auth(
+    opts: dict,
+    engine,
+    minion_id: Any,
+    pub: Any,
+    autosign_grains: Any = None,
+    fire: Fire | None = None,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """A ``salt/auth`` event with ``act: pend``: record the key, and accept it when it
+    presents a live enrolment (gate mode ``enrolment``). Never raises for what a minion sent:
+    the answer says what happened (``ignored`` with a reason for hostile input)."""
+    fire = fire or (lambda *_: None)
+    if not core_gate.is_minion_id(minion_id):
+        log.warning(
+            "fleet gate: ignoring an authentication from an invalid minion id %.80r", minion_id
+        )
+        return {"result": "ignored", "reason": "invalid minion id"}
+    if not isinstance(pub, str):
+        return {"id": minion_id, "result": "ignored", "reason": "no public key in the event"}
+    try:
+        finger = _fingerprint(opts, pub)
+    except core_gate.GateError as exc:
+        return {"id": minion_id, "result": "ignored", "reason": str(exc)}
+    cfg = config.load(opts)
+    now = now or utcnow()
+    with engine.begin() as conn:
+        new, _state = store_gate.key_seen(conn, minion_id, finger, pub, now)
+        if new:
+            store_audit.append(conn, "gate", "key.pending", minion_id, {"fingerprint": finger})
+    if new:
+        fire(PENDING_TAG, {"id": minion_id, "fingerprint": finger, "first_seen": now.isoformat()})
+    out: dict[str, Any] = {"id": minion_id, "fingerprint": finger, "new": new}
+    token = core_gate.presented_token(autosign_grains)
+    if cfg.gate.mode != "enrolment":
+        out["result"] = "pending"
+        return out
+    with engine.connect() as conn:
+        found = store_gate.find_enrolment(conn, minion_id, token)
+    decision = core_gate.decide(minion_id, finger, token, found, now)
+    if decision.accept:
+        return {**out, **_accept_enrolled(opts, engine, minion_id, finger, decision, fire, now)}
+    if decision.refused:
+        details = {"fingerprint": finger, "reason": decision.reason}
+        if decision.enrolment is not None:
+            details["enrolment"] = decision.enrolment.id
+        note = f"enrolment refused: {decision.reason}"
+        with engine.begin() as conn:
+            # a minion retries with the same bad token every few seconds: recorded once
+            again = store_gate.key_note(conn, minion_id, finger) == note
+            if not again:
+                store_gate.note_key(conn, minion_id, finger, note)
+                store_audit.append(conn, "gate", "enrol.refuse", minion_id, details)
+        if not again:
+            log.warning(
+                "fleet gate: %s presented an enrolment that is refused: %s",
+                minion_id,
+                decision.reason,
+            )
+            fire(REFUSED_TAG, {"id": minion_id, **details})
+        out.update(result="refused", reason=decision.reason)
+        return out
+    out["result"] = "pending"
+    return out
+
+
+def record_pending(opts: dict, engine, batch, fire: Fire | None = None) -> list[str]:
+    """Record pending keys handed over by the reactor's filter: ``batch`` is
+    ``[(minion_id, pub, unix time)]``. One transaction; ``fleet/key/pending`` (and a
+    ``key.pending`` audit event) for each key never seen before. Returns the new ids."""
+    rows = []
+    for minion_id, pub, at in batch:
+        if not core_gate.is_minion_id(minion_id) or not isinstance(pub, str):
+            continue
+        try:
+            finger = _fingerprint(opts, pub)
+        except core_gate.GateError:
+            continue
+        rows.append((minion_id, finger, pub, dt.datetime.fromtimestamp(at, dt.timezone.utc)))
+    new = []
+    with engine.begin() as conn:
+        for minion_id, finger, pub, seen in rows:
+            is_new, _state = store_gate.key_seen(conn, minion_id, finger, pub, seen)
+            if is_new:
+                store_audit.append(conn, "gate", "key.pending", minion_id, {"fingerprint": finger})
+                new.append((minion_id, finger, seen))
+    for minion_id, finger, seen in new:
+        if fire:
+            fire(
+                PENDING_TAG,
+                {"id": minion_id, "fingerprint": finger, "first_seen": seen.isoformat()},
+            )
+        log.info("fleet gate: new pending key for %s (%s)", minion_id, finger)
+    return [m for m, _f, _s in new]
+
+
+def _accept_enrolled(opts, engine, minion_id, finger, decision, fire, now) -> dict[str, Any]:
+    enrolment = decision.enrolment
+    key = salt_key(opts)
+    # The key Salt holds pending for the id must be the one that presented the token.
+    if salt_states(key).get(minion_id) != "pending":
+        return {"result": "pending", "reason": "no pending key for this id in Salt's key store"}
+    held = salt_pub(key, minion_id)
+    if held is None or not core_gate.same_fingerprint(_fingerprint(opts, held), finger):
+        reason = "the pending key is not the key that presented the token"
+        with engine.begin() as conn:
+            store_audit.append(
+                conn,
+                "gate",
+                "enrol.refuse",
+                minion_id,
+                {"fingerprint": finger, "reason": "key-mismatch", "enrolment": enrolment.id},
+            )
+        return {"result": "refused", "reason": reason}
+    with engine.begin() as conn:
+        if not store_gate.use_enrolment(conn, enrolment.id, finger, now):
+            store_audit.append(
+                conn,
+                "gate",
+                "enrol.refuse",
+                minion_id,
+                {"fingerprint": finger, "reason": "used", "enrolment": enrolment.id},
+            )
+            return {"result": "refused", "reason": "used"}
+    key.accept(match_dict={"minions_pre": [minion_id]})
+    with engine.begin() as conn:
+        store_gate.set_key_state(
+            conn, minion_id, "accepted", f"enrolment:{enrolment.id}", fingerprint=finger, now=now
+        )
+        if enrolment.node_group:
+            store_gate.set_group(conn, minion_id, enrolment.node_group, now)
+        store_audit.append(
+            conn,
+            "gate",
+            "enrol.accept",
+            minion_id,
+            {"fingerprint": finger, "enrolment": enrolment.id, "group": enrolment.node_group},
+        )
+    log.info("fleet gate: accepted %s by enrolment %s", minion_id, enrolment.id)
+    fire(
+        ACCEPTED_TAG,
+        {"id": minion_id, "fingerprint": finger, "by": f"enrolment:{enrolment.id}"},
+    )
+    return {"result": "accepted", "enrolment": enrolment.id}
+
+
+# -- operators ---------------------------------------------------------------------------------
+
+
+def list_keys(opts: dict, engine, status: str | None = None) -> dict[str, dict[str, Any]]:
+    """Every key Salt holds, with what the gate recorded: ``{id: {state, fingerprint,
+    first_seen, last_seen, attempts, decided_by, decided_at, note}}``; ``status`` filters."""
+    if status is not None and status not in SALT_STATE:
+        raise KeyError_(f"status={status!r}: expected one of {', '.join(SALT_STATE)}")
+    key = salt_key(opts)
+    states = salt_states(key)
+    with engine.connect() as conn:
+        records = store_gate.key_rows(conn, list(states) if len(states) < 2000 else None)
+    by_id: dict[str, list[dict]] = {}
+    for rec in records:
+        by_id.setdefault(rec["id"], []).append(rec)
+    out: dict[str, dict[str, Any]] = {}
+    for minion_id, state in sorted(states.items()):
+        if status is not None and state != status:
+            continue
+        pub = salt_pub(key, minion_id) if state != "denied" else None
+        finger = _safe_fingerprint(opts, pub)
+        entry: dict[str, Any] = {"state": state, "fingerprint": finger}
+        recs = by_id.get(minion_id, [])
+        mine = next((r for r in recs if r["fingerprint"] == finger), None)
+        if mine is not None:
+            entry.update(
+                {
+                    k: mine[k]
+                    for k in (
+                        "first_seen",
+                        "last_seen",
+                        "attempts",
+                        "decided_by",
+                        "decided_at",
+                        "note",
+                    )
+                }
+            )
+        others = [r["fingerprint"] for r in recs if r["fingerprint"] != finger]
+        if others:
+            entry["other_fingerprints"] = others
+        out[minion_id] = entry
+    return out
+
+
+def _safe_fingerprint(opts, pub) -> str | None:
+    if not pub:
+        return None
+    try:
+        return _fingerprint(opts, pub)
+    except core_gate.GateError:
+        return None
+
+
+def accept(
+    opts: dict,
+    engine,
+    minion_id: Any,
+    actor: str,
+    fingerprint: str | None = None,
+    include_rejected: bool = False,
+    fire: Fire | None = None,
+) -> dict[str, Any]:
+    """An operator accepts ``minion_id``'s pending key (``fingerprint``: only if it is that
+    key; ``include_rejected``: a rejected key too)."""
+    minion_id = _check_id(minion_id)
+    key = salt_key(opts)
+    state = salt_states(key).get(minion_id)
+    allowed = ("pending", "rejected") if include_rejected else ("pending",)
+    if state not in allowed:
+        what = f"its key is {state}" if state else "Salt holds no key for it"
+        raise KeyError_(f"cannot accept {minion_id}: {what}")
+    pub = salt_pub(key, minion_id)
+    finger = _safe_fingerprint(opts, pub)
+    if fingerprint is not None and not core_gate.same_fingerprint(fingerprint, finger):
+        raise KeyError_(
+            f"cannot accept {minion_id}: its key's fingerprint is {finger}, not {fingerprint}"
+        )
+    key.accept(match_dict={SALT_STATE[state]: [minion_id]}, include_rejected=include_rejected)
+    with engine.begin() as conn:
+        store_gate.set_key_state(conn, minion_id, "accepted", actor, fingerprint=finger, pub=pub)
+        store_audit.append(
+            conn, actor, "key.accept", minion_id, {"fingerprint": finger, "was": state}
+        )
+    if fire:
+        fire(ACCEPTED_TAG, {"id": minion_id, "fingerprint": finger, "by": actor})
+    return {"id": minion_id, "state": "accepted", "fingerprint": finger, "was": state}
+
+
+def reject(opts: dict, engine, minion_id: Any, actor: str, include_accepted: bool = False) -> dict:
+    minion_id = _check_id(minion_id)
+    key = salt_key(opts)
+    state = salt_states(key).get(minion_id)
+    allowed = ("pending", "accepted") if include_accepted else ("pending",)
+    if state not in allowed:
+        what = f"its key is {state}" if state else "Salt holds no key for it"
+        raise KeyError_(f"cannot reject {minion_id}: {what}")
+    pub = salt_pub(key, minion_id)
+    finger = _safe_fingerprint(opts, pub)
+    key.reject(match_dict={SALT_STATE[state]: [minion_id]}, include_accepted=include_accepted)
+    with engine.begin() as conn:
+        store_gate.set_key_state(conn, minion_id, "rejected", actor, fingerprint=finger, pub=pub)
+        store_audit.append(
+            conn, actor, "key.reject", minion_id, {"fingerprint": finger, "was": state}
+        )
+    return {"id": minion_id, "state": "rejected", "fingerprint": finger, "was": state}
+
+
+def delete(opts: dict, engine, minion_id: Any, actor: str, reason: str | None = None) -> dict:
+    """Delete every key Salt holds for ``minion_id`` (accepted, pending, rejected, denied)."""
+    minion_id = _check_id(minion_id)
+    key = salt_key(opts)
+    held = {salt_dir: [minion_id] for salt_dir, ids in key.list_keys().items() if minion_id in ids}
+    if not held:
+        return {"id": minion_id, "deleted": []}
+    fingers = [_safe_fingerprint(opts, salt_pub(key, minion_id))]
+    key.delete_key(match_dict=held)
+    with engine.begin() as conn:
+        store_gate.set_key_state(conn, minion_id, "deleted", actor)
+        details: dict[str, Any] = {
+            "states": sorted(STATE_OF[d] for d in held),
+            "fingerprint": fingers[0],
+        }
+        if reason:
+            details["reason"] = reason
+        store_audit.append(conn, actor, "key.delete", minion_id, details)
+    return {"id": minion_id, "deleted": sorted(STATE_OF[d] for d in held)}
+
+
+# -- enrolment ---------------------------------------------------------------------------------
+
+
+def master_address(opts: dict) -> str:
+    """Where enrolled minions find this master: ``fleet:gate:master``, else the master's
+    ``interface`` when it is one address, else this host's FQDN."""
+    cfg = config.load(opts)
+    if cfg.gate.master:
+        return cfg.gate.master
+    interface = str(opts.get("interface") or "")
+    if interface and interface not in ("0.0.0.0", "::", ""):
+        return interface
+    return socket.getfqdn()
+
+
+def enrol(
+    opts: dict,
+    engine,
+    minion_id: Any,
+    actor: str,
+    ttl: Any = None,
+    group: str | None = None,
+    fingerprint: str | None = None,
+) -> dict[str, Any]:
+    """Create a one-time enrolment for ``minion_id``; returns the token (shown once, stored
+    hashed) and the minion configuration that carries it. Keys Salt already holds for the
+    id are deleted first: a re-imaged machine comes back with a new key."""
+    minion_id = _check_id(minion_id)
+    cfg = config.load(opts)
+    if cfg.gate.mode != "enrolment":
+        raise KeyError_(
+            "fleet:gate:mode is 'manual': enrolments are not accepted (set it to 'enrolment')"
+        )
+    try:
+        lifetime = core_gate.parse_ttl(ttl if ttl is not None else cfg.gate.ttl)
+        if group is not None:
+            core_gate.check_group(group)
+    except core_gate.GateError as exc:
+        raise KeyError_(str(exc)) from None
+    if fingerprint is not None and (not isinstance(fingerprint, str) or len(fingerprint) > 128):
+        raise KeyError_("fingerprint: expected the key's fingerprint as salt-key -f prints it")
+    deleted = delete(opts, engine, minion_id, actor, reason="re-enrolment")["deleted"]
+    token = core_gate.new_token()
+    with engine.begin() as conn:
+        made = store_gate.create_enrolment(
+            conn, minion_id, token, lifetime, actor, node_group=group, fingerprint=fingerprint
+        )
+        store_audit.append(
+            conn,
+            actor,
+            "enrol.create",
+            minion_id,
+            {
+                "enrolment": made["enrolment"],
+                "group": group,
+                "expires_at": made["expires_at"],
+                "fingerprint": fingerprint,
+                "deleted_keys": deleted,
+                "revoked": made["revoked"],
+            },
+        )
+    conf = core_gate.minion_config(
+        minion_id, master_address(opts), token, master_port=opts.get("ret_port")
+    )
+    return {
+        "id": minion_id,
+        "enrolment": made["enrolment"],
+        "token": token,
+        "expires_at": made["expires_at"],
+        "group": group,
+        "deleted_keys": deleted,
+        "minion_config": conf,
+        "minion_config_yaml": yaml.safe_dump(conf, default_flow_style=False, sort_keys=False),
+        "install_as": "/etc/salt/minion.d/fleet-enrolment.conf",
+    }

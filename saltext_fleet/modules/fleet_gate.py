@@ -1,0 +1,141 @@
+"""
+Fleet gate helper for the key gate's reactor SLS, in the master's reactor process.
+
+A pending minion retries authentication every few seconds and each attempt is a
+``salt/auth`` event. If each one became a runner call, every retry would be a job (a job id,
+two events, a job cache entry, a worker thread) and a thousand pending minions would keep the
+reactor's workers busy with nothing new: the starvation Foreman's ``salt/auth`` reactor was
+known for. So the SLS asks ``fleet_gate.wanted`` while it renders (the reactor's own process,
+no job, microseconds):
+
+- a key without an enrolment token is handed to a recorder thread of this process, which
+  writes the keys it was given once a second in one transaction (first and last seen, the
+  ``key.pending`` audit event) and fires ``fleet/key/pending`` for keys it had never seen. The
+  same key is handed over at most once per ``fleet:gate:seen_window`` seconds. No runner.
+- a key that presents an enrolment token goes to the ``fleet.key_seen`` runner (rate-limited
+  to one call every few seconds per key), which decides and accepts.
+
+Loads only on a master (the reactor's MasterMinion); a minion never has it.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+
+from saltext_fleet import config
+from saltext_fleet.core import gate as core_gate
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "fleet_gate"
+
+#: How often the recorder writes what it was handed, in seconds.
+FLUSH_SECONDS = 1.0
+#: Most keys waiting for the recorder; beyond that, keys are dropped (and seen again at
+#: their next retry) rather than growing without bound.
+QUEUE_MAX = 50_000
+
+_STATE: dict = {}
+_LOCK = threading.Lock()
+
+
+def __virtual__():
+    if __opts__.get("__role") != "master":
+        return False, "fleet_gate is the master's reactor helper"
+    return __virtualname__
+
+
+def _state() -> dict:
+    with _LOCK:
+        if not _STATE:
+            try:
+                window = config.load(__opts__).gate.seen_window
+            except config.FleetConfigError:
+                window = config.GateConfig.seen_window
+            _STATE["filter"] = core_gate.SeenFilter(window=window)
+            _STATE["queue"] = queue.Queue(maxsize=QUEUE_MAX)
+            thread = threading.Thread(
+                target=_recorder, args=(dict(__opts__), _STATE["queue"]), name="fleet-gate-recorder"
+            )
+            thread.daemon = True
+            thread.start()
+            _STATE["thread"] = thread
+        return _STATE
+
+
+def _recorder(opts: dict, pending: queue.Queue) -> None:
+    """Write the keys handed over, once a second, until the process ends."""
+    from saltext_fleet.master import keys as master_keys
+    from saltext_fleet.store import engine as store_engine
+
+    engine = None
+    fire = _firer(opts)
+    while True:
+        batch = [pending.get()]
+        deadline = time.monotonic() + FLUSH_SECONDS
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                batch.append(pending.get(timeout=left))
+            except queue.Empty:
+                break
+        try:
+            if engine is None:
+                engine = store_engine.get_engine(config.load(opts).db_url)
+                store_engine.ensure_schema(engine)
+            master_keys.record_pending(opts, engine, batch, fire)
+        except Exception:  # noqa: BLE001 - the recorder must outlive a database outage
+            log.exception(
+                "fleet gate: could not record %d pending keys (retried at their next attempt)",
+                len(batch),
+            )
+            for minion_id, _pub, _at in batch:
+                _STATE["filter"].forget(minion_id)
+
+
+def _firer(opts: dict):
+    def fire(tag: str, data: dict) -> None:
+        import salt.utils.event
+
+        try:
+            with salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=False) as bus:
+                bus.fire_event(data, tag)
+        except Exception:  # noqa: BLE001
+            log.warning("fleet gate: could not fire %s for %s", tag, data.get("id"))
+
+    return fire
+
+
+def wanted(data=None):
+    """
+    True when a ``salt/auth`` event must go to the ``fleet.key_seen`` runner: a pending key
+    that presents an enrolment token. A pending key without one is recorded by this
+    process's recorder thread instead (False). Invalid ids and events without a key: False.
+
+    CLI Example (it only makes sense inside the reactor):
+
+    .. code-block:: bash
+
+        salt-run salt.cmd fleet_gate.wanted '{"act": "pend", "id": "web1", "pub": "..."}'
+    """
+    if not isinstance(data, dict) or data.get("act") != "pend":
+        return False
+    minion_id, pub = data.get("id"), data.get("pub")
+    if not core_gate.is_minion_id(minion_id) or not isinstance(pub, str) or not pub:
+        return False
+    state = _state()
+    has_token = core_gate.presented_token(data.get("autosign_grains")) is not None
+    if not state["filter"].wanted(minion_id, pub, has_token):
+        return False
+    if has_token:
+        return True
+    try:
+        state["queue"].put_nowait((minion_id, pub, time.time()))
+    except queue.Full:
+        state["filter"].forget(minion_id)
+    return False

@@ -1,0 +1,341 @@
+"""The key gate's records: keys seen, enrolments, node status.
+
+Salt's own key store (the pki directories) stays the truth about which keys are accepted;
+these tables add what Salt does not keep: when a key was first and last seen, who decided and
+why, and the enrolments (only token hashes) the gate accepts keys by.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import and_, select, update
+from sqlalchemy.engine import Connection
+
+from saltext_fleet.core import gate as core_gate
+from saltext_fleet.store.models import Enrolment, MinionKey, Node, utcnow
+
+KEY_STATES = ("pending", "accepted", "rejected", "denied", "deleted")
+
+
+def _insert(conn: Connection):
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
+
+
+def key_seen(
+    conn: Connection,
+    minion_id: str,
+    fingerprint: str,
+    pub: str,
+    now: dt.datetime | None = None,
+) -> tuple[bool, str]:
+    """Record that ``minion_id`` presented the key ``fingerprint``.
+
+    Returns ``(new, state)``: ``new`` is True only the first time this id and key are seen
+    (one ``fleet/key/pending`` event per new key, even with several master processes: the
+    insert decides). ``state`` is what the gate recorded for it so far.
+    """
+    now = now or utcnow()
+    insert = _insert(conn)
+    stmt = (
+        insert(MinionKey.__table__)
+        .values(
+            minion_id=minion_id,
+            fingerprint=fingerprint,
+            pub=pub,
+            state="pending",
+            first_seen=now,
+            last_seen=now,
+            attempts=1,
+        )
+        .on_conflict_do_nothing(index_elements=["minion_id", "fingerprint"])
+        .returning(MinionKey.minion_id)
+    )
+    if conn.execute(stmt).first() is not None:
+        return True, "pending"
+    conn.execute(
+        update(MinionKey)
+        .where(MinionKey.minion_id == minion_id, MinionKey.fingerprint == fingerprint)
+        .values(last_seen=now, attempts=MinionKey.attempts + 1)
+    )
+    state = conn.execute(
+        select(MinionKey.state).where(
+            MinionKey.minion_id == minion_id, MinionKey.fingerprint == fingerprint
+        )
+    ).scalar()
+    return False, state or "pending"
+
+
+def set_key_state(
+    conn: Connection,
+    minion_id: str,
+    state: str,
+    decided_by: str,
+    fingerprint: str | None = None,
+    note: str | None = None,
+    pub: str | None = None,
+    now: dt.datetime | None = None,
+) -> None:
+    """Record a decision about ``minion_id``'s key (``fingerprint``: that key only; None:
+    every key recorded for the id). A key the gate never saw (accepted by hand with
+    ``salt-key``, say) gets a row when its fingerprint is known."""
+    if state not in KEY_STATES:
+        raise ValueError(f"state: {state!r} is not one of {', '.join(KEY_STATES)}")
+    now = now or utcnow()
+    values = {"state": state, "decided_by": decided_by[:128], "decided_at": now}
+    if note is not None:
+        values["note"] = note
+    where = [MinionKey.minion_id == minion_id]
+    if fingerprint is not None:
+        where.append(MinionKey.fingerprint == fingerprint)
+    done = conn.execute(update(MinionKey).where(*where).values(**values)).rowcount
+    if not done and fingerprint is not None:
+        conn.execute(
+            _insert(conn)(MinionKey.__table__)
+            .values(
+                minion_id=minion_id,
+                fingerprint=fingerprint,
+                pub=pub or "",
+                first_seen=now,
+                last_seen=now,
+                attempts=0,
+                **values,
+            )
+            .on_conflict_do_nothing(index_elements=["minion_id", "fingerprint"])
+        )
+
+
+def note_key(conn: Connection, minion_id: str, fingerprint: str, note: str) -> None:
+    conn.execute(
+        update(MinionKey)
+        .where(MinionKey.minion_id == minion_id, MinionKey.fingerprint == fingerprint)
+        .values(note=note)
+    )
+
+
+def key_note(conn: Connection, minion_id: str, fingerprint: str) -> str | None:
+    return conn.execute(
+        select(MinionKey.note).where(
+            MinionKey.minion_id == minion_id, MinionKey.fingerprint == fingerprint
+        )
+    ).scalar()
+
+
+def key_rows(conn: Connection, minion_ids: Iterable[str] | None = None) -> list[dict[str, Any]]:
+    stmt = select(MinionKey).order_by(MinionKey.minion_id, MinionKey.first_seen)
+    if minion_ids is not None:
+        stmt = stmt.where(MinionKey.minion_id.in_(list(minion_ids)))
+    out = []
+    for row in conn.execute(stmt):
+        out.append(
+            {
+                "id": row.minion_id,
+                "fingerprint": row.fingerprint,
+                "state": row.state,
+                "first_seen": _iso(row.first_seen),
+                "last_seen": _iso(row.last_seen),
+                "attempts": row.attempts,
+                "decided_by": row.decided_by,
+                "decided_at": _iso(row.decided_at),
+                "note": row.note,
+            }
+        )
+    return out
+
+
+# -- enrolments --------------------------------------------------------------------------------
+
+
+def create_enrolment(
+    conn: Connection,
+    minion_id: str,
+    token: str,
+    ttl: dt.timedelta,
+    created_by: str,
+    node_group: str | None = None,
+    fingerprint: str | None = None,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """Store an enrolment (the token's hash only); earlier live enrolments of the id are
+    revoked: one live enrolment per minion id."""
+    now = now or utcnow()
+    revoked = conn.execute(
+        update(Enrolment)
+        .where(Enrolment.minion_id == minion_id, Enrolment.state == "live")
+        .values(state="revoked")
+    ).rowcount
+    expires = now + ttl
+    new_id = conn.execute(
+        Enrolment.__table__.insert()
+        .values(
+            minion_id=minion_id,
+            token_hash=core_gate.token_hash(token),
+            fingerprint=fingerprint,
+            node_group=node_group,
+            state="live",
+            created_by=created_by[:128],
+            created_at=now,
+            expires_at=expires,
+        )
+        .returning(Enrolment.id)
+    ).scalar()
+    return {"enrolment": new_id, "expires_at": _iso(expires), "revoked": revoked or 0}
+
+
+def _enrolment(row) -> core_gate.Enrolment:
+    return core_gate.Enrolment(
+        id=row.id,
+        minion_id=row.minion_id,
+        token_hash=row.token_hash,
+        state=row.state,
+        expires_at=row.expires_at,
+        fingerprint=row.fingerprint,
+        node_group=row.node_group,
+    )
+
+
+def find_enrolment(
+    conn: Connection, minion_id: str, token: str | None
+) -> core_gate.Enrolment | None:
+    """The enrolment a presented token belongs to (any state, any id: :func:`core.gate.decide`
+    tells reuse and theft apart), or without a token the id's live enrolment by fingerprint."""
+    if token is not None:
+        row = conn.execute(
+            select(Enrolment).where(Enrolment.token_hash == core_gate.token_hash(token))
+        ).first()
+        return _enrolment(row) if row is not None else None
+    row = conn.execute(
+        select(Enrolment)
+        .where(
+            Enrolment.minion_id == minion_id,
+            Enrolment.state == "live",
+            Enrolment.fingerprint.is_not(None),
+        )
+        .order_by(Enrolment.id.desc())
+    ).first()
+    return _enrolment(row) if row is not None else None
+
+
+def use_enrolment(
+    conn: Connection, enrolment_id: int, fingerprint: str, now: dt.datetime | None = None
+) -> bool:
+    """Mark a live enrolment used; False when another process used it first (one use)."""
+    now = now or utcnow()
+    done = conn.execute(
+        update(Enrolment)
+        .where(and_(Enrolment.id == enrolment_id, Enrolment.state == "live"))
+        .values(state="used", used_at=now, used_fingerprint=fingerprint)
+    ).rowcount
+    return bool(done)
+
+
+def expire_enrolments(conn: Connection, now: dt.datetime | None = None) -> int:
+    now = now or utcnow()
+    return (
+        conn.execute(
+            update(Enrolment)
+            .where(Enrolment.state == "live", Enrolment.expires_at <= now)
+            .values(state="expired")
+        ).rowcount
+        or 0
+    )
+
+
+def enrolments(conn: Connection, minion_id: str | None = None) -> list[dict[str, Any]]:
+    stmt = select(Enrolment).order_by(Enrolment.id)
+    if minion_id is not None:
+        stmt = stmt.where(Enrolment.minion_id == minion_id)
+    return [
+        {
+            "enrolment": row.id,
+            "id": row.minion_id,
+            "state": row.state,
+            "group": row.node_group,
+            "fingerprint": row.fingerprint,
+            "created_by": row.created_by,
+            "created_at": _iso(row.created_at),
+            "expires_at": _iso(row.expires_at),
+            "used_at": _iso(row.used_at),
+            "used_fingerprint": row.used_fingerprint,
+        }
+        for row in conn.execute(stmt)
+    ]
+
+
+# -- node status -------------------------------------------------------------------------------
+
+
+def set_status(
+    conn: Connection,
+    minion_ids: Iterable[str],
+    status: str,
+    now: dt.datetime | None = None,
+    node_group: str | None = None,
+    onboarded: bool = False,
+) -> int:
+    """Mark nodes online or offline (creating their row if the store has none yet)."""
+    now = now or utcnow()
+    ids = sorted(set(minion_ids))
+    if not ids:
+        return 0
+    values: dict[str, Any] = {"status": status, "status_at": now}
+    if status == "online":
+        values["last_seen"] = now
+    if node_group is not None:
+        values["node_group"] = node_group
+    if onboarded:
+        values["onboarded_at"] = now
+    insert = _insert(conn)
+    rows = [
+        {"minion_id": m, "first_seen": now, "last_seen": now, "facts": {}, **values} for m in ids
+    ]
+    stmt = insert(Node.__table__)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["minion_id"], set_={k: stmt.excluded[k] for k in values}
+    )
+    conn.execute(stmt, rows)
+    return len(ids)
+
+
+def set_group(conn: Connection, minion_id: str, node_group: str, now: dt.datetime | None = None):
+    """Put a node in a group (creating its row if the store has none yet)."""
+    now = now or utcnow()
+    stmt = _insert(conn)(Node.__table__).values(
+        minion_id=minion_id, first_seen=now, last_seen=now, facts={}, node_group=node_group
+    )
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["minion_id"], set_={"node_group": stmt.excluded.node_group}
+        )
+    )
+
+
+def node_status(conn: Connection, minion_id: str) -> dict[str, Any] | None:
+    row = conn.execute(
+        select(
+            Node.minion_id, Node.status, Node.status_at, Node.node_group, Node.onboarded_at
+        ).where(Node.minion_id == minion_id)
+    ).first()
+    if row is None:
+        return None
+    return {
+        "id": row.minion_id,
+        "status": row.status,
+        "status_at": _iso(row.status_at),
+        "group": row.node_group,
+        "onboarded_at": _iso(row.onboarded_at),
+    }
+
+
+def _iso(at: dt.datetime | None) -> str | None:
+    if at is None:
+        return None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=dt.timezone.utc)
+    return at.isoformat()

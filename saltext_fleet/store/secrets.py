@@ -1,0 +1,188 @@
+"""Node groups and encrypted secrets in the store.
+
+Every secret (a group's SSH password or private key, any group or node secret) is a Fernet
+token made by the master's vault (:mod:`saltext_fleet.core.secrets`); the key file stays on
+the master's disk and never enters the database. ``key_id`` records which key made each
+token, so a rotation can tell what is left to re-encrypt.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from saltext_fleet.core import secrets as core_secrets
+from saltext_fleet.store.models import NodeGroup, Secret, utcnow
+
+SCOPES = ("group", "node")
+CREDENTIAL_KINDS = ("password", "private_key")
+#: The secret names a group's SSH credential is stored under.
+CREDENTIAL_NAME = "ssh_credential"
+
+
+def _insert(conn: Connection):
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
+
+
+def put_secret(
+    conn: Connection,
+    vault: core_secrets.Vault,
+    scope: str,
+    owner: str,
+    name: str,
+    value: str | bytes,
+    now: dt.datetime | None = None,
+) -> None:
+    """Encrypt ``value`` and store it under ``(scope, owner, name)`` (replacing it)."""
+    if scope not in SCOPES:
+        raise ValueError(f"scope: {scope!r} is not one of {', '.join(SCOPES)}")
+    token = vault.encrypt(value)
+    now = now or utcnow()
+    stmt = _insert(conn)(Secret.__table__).values(
+        scope=scope, owner=owner, name=name, value=token, key_id=vault.key_id, updated_at=now
+    )
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["scope", "owner", "name"],
+            set_={"value": stmt.excluded.value, "key_id": stmt.excluded.key_id, "updated_at": now},
+        )
+    )
+
+
+def get_secret(
+    conn: Connection, vault: core_secrets.Vault, scope: str, owner: str, name: str
+) -> str | None:
+    token = conn.execute(
+        select(Secret.value).where(
+            Secret.scope == scope, Secret.owner == owner, Secret.name == name
+        )
+    ).scalar()
+    return None if token is None else vault.decrypt_text(token)
+
+
+def secret_names(conn: Connection, scope: str, owner: str) -> list[str]:
+    return sorted(
+        conn.execute(
+            select(Secret.name).where(Secret.scope == scope, Secret.owner == owner)
+        ).scalars()
+    )
+
+
+def drop_secrets(conn: Connection, scope: str, owner: str, name: str | None = None) -> int:
+    stmt = delete(Secret).where(Secret.scope == scope, Secret.owner == owner)
+    if name is not None:
+        stmt = stmt.where(Secret.name == name)
+    return conn.execute(stmt).rowcount or 0
+
+
+def reencrypt_all(engine: Engine, vault: core_secrets.Vault, progress=None) -> dict[str, int]:
+    """Re-encrypt every stored secret under the vault's newest key, in one transaction (all
+    or nothing: a failure leaves every token as it was, readable with the old keys)."""
+    done = 0
+    with engine.begin() as conn:
+        rows = conn.execute(select(Secret.id, Secret.value, Secret.key_id)).all()
+        total = len(rows)
+        for n, (secret_id, token, _key_id) in enumerate(rows, 1):
+            new = vault.reencrypt(token)
+            conn.execute(
+                update(Secret)
+                .where(Secret.id == secret_id)
+                .values(value=new, key_id=vault.key_id)
+            )
+            done += 1
+            if progress and (n % 500 == 0 or n == total):
+                progress(n, total)
+    return {"reencrypted": done}
+
+
+# -- node groups -------------------------------------------------------------------------------
+
+
+def set_group(
+    conn: Connection,
+    vault: core_secrets.Vault,
+    name: str,
+    description: str | None = None,
+    ssh_user: str | None = None,
+    ssh_port: int | None = None,
+    states: list[str] | None = None,
+    credential_kind: str | None = None,
+    credential: str | None = None,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """Create or change a node group; a credential is encrypted before it is stored."""
+    now = now or utcnow()
+    existing = conn.execute(select(NodeGroup).where(NodeGroup.name == name)).first()
+    values: dict[str, Any] = {"updated_at": now}
+    if description is not None:
+        values["description"] = description
+    if ssh_user is not None:
+        values["ssh_user"] = ssh_user
+    if ssh_port is not None:
+        values["ssh_port"] = ssh_port
+    if states is not None:
+        values["states"] = list(states)
+    if credential is not None:
+        if credential_kind not in CREDENTIAL_KINDS:
+            raise ValueError(f"credential_kind: expected one of {', '.join(CREDENTIAL_KINDS)}")
+        values["credential_kind"] = credential_kind
+    if existing is None:
+        row = {
+            "name": name,
+            "description": "",
+            "ssh_user": "root",
+            "ssh_port": 22,
+            "states": [],
+            "credential_kind": None,
+            "created_at": now,
+            **values,
+        }
+        conn.execute(NodeGroup.__table__.insert().values(**row))
+    else:
+        conn.execute(update(NodeGroup).where(NodeGroup.name == name).values(**values))
+    if credential is not None:
+        put_secret(conn, vault, "group", name, CREDENTIAL_NAME, credential, now)
+    return group(conn, name)
+
+
+def group(conn: Connection, name: str) -> dict[str, Any] | None:
+    row = conn.execute(select(NodeGroup).where(NodeGroup.name == name)).first()
+    if row is None:
+        return None
+    return {
+        "name": row.name,
+        "description": row.description,
+        "ssh_user": row.ssh_user,
+        "ssh_port": row.ssh_port,
+        "states": list(row.states or []),
+        "credential": row.credential_kind,  # the kind only, never the credential
+        "secrets": secret_names(conn, "group", row.name),
+        "updated_at": row.updated_at.isoformat() if row.updated_at else None,
+    }
+
+
+def groups(conn: Connection) -> list[dict[str, Any]]:
+    names = conn.execute(select(NodeGroup.name).order_by(NodeGroup.name)).scalars().all()
+    return [group(conn, n) for n in names]
+
+
+def delete_group(conn: Connection, name: str) -> bool:
+    drop_secrets(conn, "group", name)
+    return bool(conn.execute(delete(NodeGroup).where(NodeGroup.name == name)).rowcount)
+
+
+def group_credential(
+    conn: Connection, vault: core_secrets.Vault, name: str
+) -> tuple[str | None, str | None]:
+    """``(kind, credential)`` of a group, decrypted (for the bootstrap, in memory only)."""
+    kind = conn.execute(select(NodeGroup.credential_kind).where(NodeGroup.name == name)).scalar()
+    if kind is None:
+        return None, None
+    return kind, get_secret(conn, vault, "group", name, CREDENTIAL_NAME)

@@ -1,0 +1,500 @@
+"""The SSH bootstrap against a real sshd on loopback, and the wheelhouse it installs from.
+
+A private sshd (Debian's openssh-server, ``/usr/sbin/sshd``) runs on a free 127.0.0.1 port
+with its own config, host key and authorized_keys under tmp_path; ``bootstrap.apply`` reaches
+it through salt-ssh as root, installs salt-minion in a virtualenv from the wheelhouse (no
+network), writes the config and the key pair, and starts the minion as a plain daemon. No
+master is needed: the minion only has to run, with its files where they belong.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from saltext_fleet.master import bootstrap, wheelhouse
+
+SSHD = "/usr/sbin/sshd"
+SSH_KEYGEN = "/usr/bin/ssh-keygen"
+HOST_PYTHON = "/usr/bin/python3"
+
+pytestmark = [pytest.mark.timeout(900)]
+
+
+def _require_sshd():
+    if not os.path.exists(SSHD) or not os.path.exists(SSH_KEYGEN):
+        pytest.fail(
+            f"{SSHD} (or {SSH_KEYGEN}) is missing: the bootstrap tests need an SSH server; "
+            "install Debian's openssh-server (apt-get install openssh-server)"
+        )
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _keygen(path: pathlib.Path, kind: str = "ed25519") -> pathlib.Path:
+    subprocess.run(
+        [SSH_KEYGEN, "-q", "-t", kind, "-N", "", "-C", "fleet-test", "-f", str(path)],
+        check=True,
+    )
+    return path
+
+
+def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"sshd exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                if sock.recv(64).startswith(b"SSH-"):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"sshd did not listen on 127.0.0.1:{port} within {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    """A root sshd on a free loopback port that accepts one test key (and no passwords)."""
+    _require_sshd()
+    base = tmp_path_factory.mktemp("sshd")
+    host_key = _keygen(base / "ssh_host_ed25519_key")
+    client_key = _keygen(base / "client_key")
+    authorized = base / "authorized_keys"
+    authorized.write_text((base / "client_key.pub").read_text())
+    authorized.chmod(0o600)
+    port = _free_port()
+    config = base / "sshd_config"
+    config.write_text(
+        "\n".join(
+            [
+                f"Port {port}",
+                "ListenAddress 127.0.0.1",
+                f"HostKey {host_key}",
+                f"PidFile {base / 'sshd.pid'}",
+                f"AuthorizedKeysFile {authorized}",
+                "PermitRootLogin prohibit-password",
+                "PubkeyAuthentication yes",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "UsePAM no",
+                # tmp_path's parents (/tmp) are world-writable
+                "StrictModes no",
+                # scp of OpenSSH 9 speaks SFTP
+                "Subsystem sftp internal-sftp",
+                "LogLevel VERBOSE",
+                "",
+            ]
+        )
+    )
+    # the privilege separation directory of a root sshd
+    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+    log = open(base / "sshd.log", "wb")  # noqa: SIM115 - closed at teardown
+    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=log)
+    try:
+        _wait_port(port, proc)
+        yield {"port": port, "key": client_key, "dir": base, "log": base / "sshd.log"}
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def wheels(tmp_path_factory):
+    """One wheelhouse for the whole module (building it takes a while)."""
+    dest = tmp_path_factory.mktemp("wheelhouse")
+    return wheelhouse.build(str(dest))
+
+
+@pytest.fixture(scope="module")
+def master_opts(salt_factories):
+    return salt_factories.salt_master_daemon("fleet-bootstrap-master").config.copy()
+
+
+@pytest.fixture(scope="module")
+def minion_keys():
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    ).decode()
+    pub = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    return pem, pub
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # a zombie is not alive
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _kill_minion(pidfile: pathlib.Path) -> None:
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return
+    import psutil
+
+    try:
+        procs = [psutil.Process(pid)] + psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return
+    for proc in procs:
+        try:
+            proc.send_signal(signal.SIGTERM)
+        except psutil.Error:
+            pass
+    _, alive = psutil.wait_procs(procs, timeout=15)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.Error:
+            pass
+
+
+def test_wheelhouse_installs_offline(wheels, tmp_path):
+    """pip installs salt and saltext-fleet from the wheelhouse alone, into a fresh venv."""
+    names = set(wheels["wheels"])
+    assert any(n.startswith("salt-") for n in names)
+    assert any(n.startswith("saltext_fleet-") for n in names)
+    assert wheelhouse.build(os.path.dirname(wheels["dir"]))["reused"] is True
+
+    venv = tmp_path / "venv"
+    subprocess.run([HOST_PYTHON, "-m", "venv", str(venv)], check=True)
+    env = {**os.environ, "PIP_CONFIG_FILE": os.devnull, "PIP_NO_INDEX": "1"}
+    env.pop("PYTHONPATH", None)
+    pip = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--no-index",
+            "--find-links",
+            wheels["dir"],
+            "salt",
+            "saltext-fleet",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert pip.returncode == 0, pip.stdout[-3000:] + pip.stderr[-3000:]
+    check = subprocess.run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import salt, saltext_fleet\n"
+            "from importlib.metadata import entry_points\n"
+            "eps = entry_points(group='salt.loader')\n"
+            "print(sorted(f'{e.name}={e.value}' for e in eps))\n"
+            "print(salt.__file__)",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        check=False,
+    )
+    assert check.returncode == 0, check.stderr
+    assert "saltext_fleet=saltext_fleet" in check.stdout
+    # the installed copy, not the source checkout
+    assert str(venv) in check.stdout
+    assert (venv / "bin" / "salt-minion").exists()
+
+
+def test_bootstrap_daemon_minion(sshd, wheels, master_opts, minion_keys, tmp_path):
+    pem, pub = minion_keys
+    prefix = tmp_path / "fleet"
+    data_in = {"master": "127.0.0.1", "master_port": _free_port()}
+    seen = []
+    started = time.monotonic()
+    try:
+        result = bootstrap.apply(
+            master_opts,
+            host="127.0.0.1",
+            port=sshd["port"],
+            user="root",
+            credential_kind="private_key",
+            credential=sshd["key"].read_text(),
+            minion_id="boot-test-1",
+            minion_config=data_in,
+            minion_pem=pem,
+            minion_pub=pub,
+            python=HOST_PYTHON,
+            prefix=str(prefix),
+            service="daemon",
+            wheelhouse_dir=wheels["dir"],
+            progress=seen.append,
+            timeout=600,
+        )
+        elapsed = time.monotonic() - started
+        print(f"bootstrap took {elapsed:.1f}s; steps: {seen}")
+        assert result["ok"], (result["error"], result["steps"])
+        assert result["error"] is None
+        assert seen[:2] == ["connecting", "applying bootstrap state"]
+        ids = [s["id"] for s in result["steps"]]
+        assert ids[:3] == [
+            "fleet_bootstrap_venv",
+            "fleet_bootstrap_wheels",
+            "fleet_bootstrap_install",
+        ]
+        assert "fleet_bootstrap_start" in ids and "fleet_bootstrap_running" in ids
+        assert all(s["result"] is not False for s in result["steps"])
+        assert any(s.startswith("start the minion") for s in seen)
+
+        # the minion runs, from its pid file under the prefix
+        pidfile = prefix / "var" / "run" / "salt-minion.pid"
+        assert pidfile.exists()
+        pid = int(pidfile.read_text().strip())
+        assert _pid_alive(pid)
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            assert b"salt-minion" in fh.read()
+
+        conf = prefix / "etc" / "salt" / "minion.d" / "fleet.conf"
+        assert stat.S_IMODE(conf.stat().st_mode) == 0o600
+        data = yaml.safe_load(conf.read_text())
+        assert data["id"] == "boot-test-1"
+        assert data["master"] == "127.0.0.1"
+        assert data["root_dir"] == str(prefix)
+
+        pki = prefix / "etc" / "salt" / "pki" / "minion"
+        assert stat.S_IMODE((pki / "minion.pem").stat().st_mode) == 0o400
+        assert (pki / "minion.pem").read_text().strip() == pem.strip()
+        assert (pki / "minion.pub").read_text().strip() == pub.strip()
+
+        venv_python = prefix / "venv" / "bin" / "python"
+        check = subprocess.run(
+            [str(venv_python), "-c", "import salt, saltext_fleet; print(salt.__file__)"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            check=False,
+        )
+        assert check.returncode == 0, check.stderr
+        assert str(prefix) in check.stdout
+
+        # again: nothing changes, the running minion is kept
+        started = time.monotonic()
+        again = bootstrap.apply(
+            master_opts,
+            host="127.0.0.1",
+            port=sshd["port"],
+            credential_kind="private_key",
+            credential=sshd["key"].read_text(),
+            minion_id="boot-test-1",
+            minion_config=data_in,
+            minion_pem=pem,
+            minion_pub=pub,
+            python=HOST_PYTHON,
+            prefix=str(prefix),
+            service="daemon",
+            wheelhouse_dir=wheels["dir"],
+        )
+        print(f"second bootstrap took {time.monotonic() - started:.1f}s")
+        assert again["ok"], again
+        assert int(pidfile.read_text().strip()) == pid and _pid_alive(pid)
+        start = next(s for s in again["steps"] if s["id"] == "fleet_bootstrap_start")
+        assert "unless condition is true" in start["comment"], start
+
+        # nothing secret left behind on the master
+        leftovers = pathlib.Path(master_opts["cachedir"], "fleet", "bootstrap-tmp")
+        assert list(leftovers.iterdir()) == []
+        # the host key was recorded, not ignored
+        known = pathlib.Path(master_opts["cachedir"], "fleet", "known_hosts")
+        found = subprocess.run(
+            [SSH_KEYGEN, "-F", f"[127.0.0.1]:{sshd['port']}", "-f", str(known)],
+            capture_output=True,
+            check=False,
+        )
+        assert found.returncode == 0, known.read_text()
+    finally:
+        _kill_minion(prefix / "var" / "run" / "salt-minion.pid")
+
+
+@pytest.mark.parametrize("kind", ["private_key", "password"])
+def test_bootstrap_login_failure_fails_fast(kind, sshd, wheels, master_opts, minion_keys, tmp_path):
+    """A key the host does not know, or a password it does not take: no prompt, no hang."""
+    pem, pub = minion_keys
+    if kind == "private_key":
+        credential = _keygen(tmp_path / "other_key").read_text()
+    else:
+        credential = "not-the-password"
+    started = time.monotonic()
+    result = bootstrap.apply(
+        master_opts,
+        host="127.0.0.1",
+        port=sshd["port"],
+        credential_kind=kind,
+        credential=credential,
+        minion_id="boot-test-2",
+        minion_config={"master": "127.0.0.1"},
+        minion_pem=pem,
+        minion_pub=pub,
+        python=HOST_PYTHON,
+        prefix=str(tmp_path / "fleet"),
+        service="daemon",
+        wheelhouse_dir=wheels["dir"],
+        timeout=120,
+    )
+    elapsed = time.monotonic() - started
+    assert result["ok"] is False
+    assert "login" in result["error"] and "127.0.0.1" in result["error"], result["error"]
+    assert elapsed < 30, elapsed
+    assert not (tmp_path / "fleet").exists()
+
+
+def test_bootstrap_changed_host_key_fails(sshd, wheels, master_opts, minion_keys, tmp_path):
+    """A host whose key differs from the recorded one is refused, not silently accepted."""
+    pem, pub = minion_keys
+    opts = {**master_opts, "cachedir": str(tmp_path / "cache")}
+    impostor = _keygen(tmp_path / "impostor")
+    known = tmp_path / "cache" / "fleet" / "known_hosts"
+    known.parent.mkdir(parents=True)
+    known.write_text(
+        f"[127.0.0.1]:{sshd['port']} "
+        + " ".join((tmp_path / "impostor.pub").read_text().split()[:2])
+        + "\n"
+    )
+    assert impostor.exists()
+    result = bootstrap.apply(
+        opts,
+        host="127.0.0.1",
+        port=sshd["port"],
+        credential_kind="private_key",
+        credential=sshd["key"].read_text(),
+        minion_id="boot-test-5",
+        minion_config={"master": "127.0.0.1"},
+        minion_pem=pem,
+        minion_pub=pub,
+        python=HOST_PYTHON,
+        prefix=str(tmp_path / "fleet"),
+        service="daemon",
+        wheelhouse_dir=wheels["dir"],
+        timeout=120,
+    )
+    assert result["ok"] is False
+    assert "host key" in result["error"], result["error"]
+    assert not (tmp_path / "fleet").exists()
+
+
+def test_bootstrap_unreachable_host(wheels, master_opts, minion_keys, tmp_path):
+    pem, pub = minion_keys
+    _require_sshd()
+    key = _keygen(tmp_path / "key")
+    result = bootstrap.apply(
+        master_opts,
+        host="127.0.0.1",
+        port=_free_port(),
+        credential_kind="private_key",
+        credential=key.read_text(),
+        minion_id="boot-test-3",
+        minion_config={"master": "127.0.0.1"},
+        minion_pem=pem,
+        minion_pub=pub,
+        prefix=str(tmp_path / "fleet"),
+        service="daemon",
+        wheelhouse_dir=wheels["dir"],
+        timeout=60,
+    )
+    assert result["ok"] is False
+    assert "connection refused" in result["error"], result["error"]
+
+
+def test_bootstrap_times_out(wheels, master_opts, minion_keys, tmp_path):
+    """A host that accepts the connection and never answers: the deadline ends it."""
+    pem, pub = minion_keys
+    _require_sshd()
+    key = _keygen(tmp_path / "key")
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(5)
+        started = time.monotonic()
+        result = bootstrap.apply(
+            master_opts,
+            host="127.0.0.1",
+            port=silent.getsockname()[1],
+            credential_kind="private_key",
+            credential=key.read_text(),
+            minion_id="boot-test-6",
+            minion_config={"master": "127.0.0.1"},
+            minion_pem=pem,
+            minion_pub=pub,
+            prefix=str(tmp_path / "fleet"),
+            service="daemon",
+            wheelhouse_dir=wheels["dir"],
+            timeout=3,
+        )
+        elapsed = time.monotonic() - started
+    assert result["ok"] is False
+    assert "timed out after 3s" in result["error"] and "connecting" in result["error"], result
+    assert elapsed < 20, elapsed
+    leftovers = pathlib.Path(master_opts["cachedir"], "fleet", "bootstrap-tmp")
+    assert list(leftovers.iterdir()) == []
+
+
+def test_bootstrap_bad_arguments(wheels, master_opts, minion_keys):
+    pem, pub = minion_keys
+    base = dict(
+        host="127.0.0.1",
+        credential_kind="password",
+        credential="x",
+        minion_id="boot-test-4",
+        minion_config={},
+        minion_pem=pem,
+        minion_pub=pub,
+        wheelhouse_dir=wheels["dir"],
+    )
+    for change, word in [
+        ({"host": "-oProxyCommand=evil"}, "host"),
+        ({"minion_id": "../etc"}, "minion_id"),
+        ({"prefix": "relative/path"}, "prefix"),
+        ({"python": "python3; rm -rf /"}, "python"),
+        ({"service": "upstart"}, "service"),
+        ({"credential_kind": "token"}, "credential_kind"),
+        ({"wheelhouse_dir": "/nonexistent"}, "wheelhouse"),
+    ]:
+        result = bootstrap.apply(master_opts, **{**base, **change})
+        assert result["ok"] is False and word in result["error"], (change, result)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-q"]))

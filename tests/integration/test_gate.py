@@ -1,0 +1,406 @@
+"""The key gate against a real master and real minions.
+
+The package master runs the shipped reactor (``salt/auth`` -> ``keys.sls``) and accepts only
+the harness's own minions itself (``tests.support.harness``): every minion started here is a
+stranger to it unless the gate lets it in.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import salt.utils.event
+import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from saltfactories.utils import random_string
+from sqlalchemy import func, select
+
+from saltext_fleet import config
+from saltext_fleet.core import gate as core_gate
+from saltext_fleet.store import engine as store_engine
+from saltext_fleet.store import gate as store_gate
+from saltext_fleet.store.models import AuditEvent, MinionKey
+from tests.support.waiting import run, wait_for
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(scope="module")
+def store(salt_master):
+    engine = store_engine.get_engine(config.load(salt_master.config).db_url)
+    store_engine.ensure_schema(engine)
+    return engine
+
+
+class Stranger:
+    """A real salt-minion whose key nobody accepted (started without waiting for it to be
+    accepted, which salt-factories' ``started()`` would do)."""
+
+    def __init__(self, salt_master, minion_id, overrides=None):
+        self.master = salt_master
+        self.factory = salt_master.salt_minion_daemon(minion_id, overrides=overrides or {})
+        self.id = minion_id
+        self.proc = None
+
+    def start(self):
+        script = self.factory.factories_manager.get_salt_script_path("salt-minion")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                str(script),
+                f"--config-dir={self.factory.config_dir}",
+                "--log-level=warning",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=open(Path(self.factory.config_dir) / "stderr.log", "ab"),  # noqa: SIM115
+        )
+        return self
+
+    def kill(self):
+        """Stop the minion (all its processes) and leave its key where it is."""
+        import psutil
+
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        marker = f"--config-dir={self.factory.config_dir}"
+        left = [p for p in psutil.process_iter(["cmdline"]) if marker in (p.info["cmdline"] or [])]
+        for proc in left:
+            proc.terminate()
+        _gone, alive = psutil.wait_procs(left, timeout=15)
+        for proc in alive:
+            proc.kill()
+
+    def stop(self):
+        self.kill()
+        # leave no key behind for the package master's later '*' jobs
+        self.master.salt_key_cli().run("-d", self.id, "-y")
+
+
+@pytest.fixture
+def strangers(salt_master):
+    started = []
+
+    def make(prefix=None, overrides=None, minion_id=None):
+        minion = Stranger(salt_master, minion_id or random_string(prefix), overrides)
+        started.append(minion)
+        return minion
+
+    yield make
+    for minion in started:
+        minion.stop()
+
+
+def key_state(salt_run_cli, minion_id):
+    return (run(salt_run_cli, "fleet.keys").get(minion_id) or {}).get("state")
+
+
+def fire(salt_master, tag, data):
+    opts = salt_master.config
+    with salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=False) as bus:
+        assert bus.fire_event(data, tag)
+
+
+def echo_latency(salt_master, event_listener, n, timeout=120):
+    """Seconds from firing fleet/test/echo to the reactor's fleet/test/echoed answer."""
+    start = time.time()
+    fire(salt_master, "fleet/test/echo", {"n": n})
+    while time.time() - start < timeout:
+        events = event_listener.get_events(
+            [(salt_master.id, "fleet/test/echoed")], after_time=start - 1
+        )
+        if any(e.data.get("n") == n for e in events):
+            return time.time() - start
+        time.sleep(0.05)
+    raise AssertionError(f"fleet/test/echo {n} got no answer in {timeout} s")
+
+
+def new_pub():
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+def test_an_unknown_minion_stays_pending_while_other_reactions_run(
+    salt_master, salt_run_cli, event_listener, strangers, store
+):
+    start = time.time()
+    quiet = [echo_latency(salt_master, event_listener, n) for n in range(3)]
+
+    stranger = strangers("fleet-stranger-").start()
+    wait_for(
+        "the stranger's key in fleet.keys as pending",
+        lambda: key_state(salt_run_cli, stranger.id) == "pending",
+        timeout=60,
+    )
+    entry = run(salt_run_cli, "fleet.keys", "status=pending")[stranger.id]
+    # the fingerprint is the one salt-key prints
+    finger = salt_master.salt_key_cli().run("-f", stranger.id, "--out=json").data
+    assert entry["fingerprint"] == finger["minions_pre"][stranger.id]
+    assert entry["first_seen"] and entry["last_seen"]
+
+    # A thousand more pending keys, each retrying: salt/auth events as the master fires them
+    # for a minion that is not accepted (one real RSA key for all: generating a thousand
+    # would take a minute and change nothing here).
+    pub = new_pub()
+    flood = [f"fleet-flood-{i:04d}" for i in range(1000)]
+    loud = []
+    for round_ in range(3):
+        for minion_id in flood:
+            fire(
+                salt_master,
+                "salt/auth",
+                {"result": True, "act": "pend", "id": minion_id, "pub": pub},
+            )
+        loud.append(echo_latency(salt_master, event_listener, 100 + round_))
+    print(f"echo reaction: {max(quiet):.2f} s quiet, {max(loud):.2f} s during the flood")
+    # Other reactions still run promptly: the flood costs them seconds at most.
+    assert max(loud) < max(quiet) + 5, (quiet, loud)
+
+    def recorded():
+        with store.connect() as conn:
+            return conn.execute(
+                select(func.count(), func.max(MinionKey.attempts)).where(
+                    MinionKey.minion_id.like("fleet-flood-%")
+                )
+            ).one()
+
+    count, attempts = wait_for(
+        "the flood's keys in the store", lambda: recorded()[0] == 1000 and recorded(), timeout=120
+    )
+    # each key recorded once: the retries within fleet:gate:seen_window cost no write
+    assert attempts == 1
+    # the stranger is still pending, and fleet/key/pending fired once for it, however often
+    # it retried
+    time.sleep(3)
+    assert key_state(salt_run_cli, stranger.id) == "pending"
+    pending = event_listener.get_events([(salt_master.id, "fleet/key/pending")], after_time=start)
+    mine = [e for e in pending if e.data.get("id") == stranger.id]
+    assert len(mine) == 1 and mine[0].data["fingerprint"] == entry["fingerprint"]
+    flooded = {e.data["id"] for e in pending if e.data.get("id", "").startswith("fleet-flood-")}
+    assert len(flooded) == 1000
+    with store.connect() as conn:
+        audited = conn.execute(
+            select(func.count()).where(
+                AuditEvent.action == "key.pending", AuditEvent.target == stranger.id
+            )
+        ).scalar()
+    assert audited == 1
+
+    # an operator accepts it; it answers
+    accepted = run(
+        salt_run_cli, "fleet.keys_accept", stranger.id, f"fingerprint={entry['fingerprint']}"
+    )
+    assert accepted["state"] == "accepted" and accepted["was"] == "pending"
+    ret = wait_for(
+        "the accepted stranger to answer test.ping",
+        lambda: (
+            salt_master.salt_cli().run("test.ping", minion_tgt=stranger.id, _timeout=30).data
+            is True
+        ),
+        timeout=90,
+    )
+    assert ret is True
+    events = run(salt_run_cli, "fleet.audit", "limit=20", f"target={stranger.id}")
+    assert [e["action"] for e in events][-2:] == ["key.accept", "key.pending"]
+    assert events[-2]["actor"].startswith("user:") and events[-1]["actor"] == "gate"
+    # once in, it started and was onboarded by the reactor: scheduled jobs, online
+    wait_for(
+        "the stranger to be onboarded",
+        lambda: (
+            "node.onboard"
+            in [e["action"] for e in run(salt_run_cli, "fleet.audit", f"target={stranger.id}")]
+        ),
+        timeout=90,
+    )
+    with store.connect() as conn:
+        assert store_gate.node_status(conn, stranger.id)["status"] == "online"
+    schedule = salt_master.salt_cli().run(
+        "schedule.list", "return_yaml=False", minion_tgt=stranger.id
+    )
+    assert {"fleet_inventory", "fleet_highstate_test"} <= set(schedule.data or {}), schedule
+
+
+def test_an_enrolled_minion_is_accepted_within_seconds(
+    salt_master, salt_run_cli, event_listener, strangers, store
+):
+    minion_id = random_string("fleet-enrolled-")
+    made = run(salt_run_cli, "fleet.enrol", minion_id, "ttl=10m", "group=builders")
+    token = made["token"]
+    conf = made["minion_config"]
+    assert conf["grains"] == {core_gate.TOKEN_GRAIN: token}
+    assert conf["autosign_grains"] == [core_gate.TOKEN_GRAIN]
+    assert conf["id"] == minion_id and conf["master"] == "127.0.0.1"
+    # the store keeps only the token's hash
+    listed = run(salt_run_cli, "fleet.enrolments", minion_id)
+    assert listed[0]["state"] == "live" and "token" not in str(listed)
+
+    carried = {k: conf[k] for k in ("grains", "autosign_grains")}
+    minion = strangers(overrides=carried, minion_id=minion_id)
+    start = time.time()
+    minion.start()
+    wait_for(
+        "the enrolled minion to be accepted",
+        lambda: key_state(salt_run_cli, minion_id) == "accepted",
+        timeout=60,
+        interval=0.25,
+    )
+    took = time.time() - start
+    print(f"enrolled minion accepted {took:.1f} s after it started")
+    assert took < 20
+    wait_for(
+        "the enrolled minion to answer",
+        lambda: (
+            salt_master.salt_cli().run("test.ping", minion_tgt=minion_id, _timeout=30).data is True
+        ),
+        timeout=90,
+    )
+    listed = run(salt_run_cli, "fleet.enrolments", minion_id)
+    assert listed[-1]["state"] == "used" and listed[-1]["used_fingerprint"]
+    keys = run(salt_run_cli, "fleet.keys", "status=accepted")
+    assert keys[minion_id]["decided_by"] == f"enrolment:{made['enrolment']}"
+    accepted = event_listener.get_events([(salt_master.id, "fleet/key/accepted")], after_time=start)
+    assert [e.data["id"] for e in accepted if e.data["id"] == minion_id] == [minion_id]
+
+    # Re-imaged: the machine gets a new key. Salt still holds its old key as accepted; the
+    # operator enrols it again, which deletes that key first.
+    minion.kill()
+    for name in ("minion.pem", "minion.pub"):
+        (Path(minion.factory.config["pki_dir"]) / name).unlink()
+    fresh = run(salt_run_cli, "fleet.enrol", minion_id)
+    assert fresh["deleted_keys"] == ["accepted"]
+    assert key_state(salt_run_cli, minion_id) is None
+    # It comes back with its old configuration first: the used token is refused, the new
+    # key stays pending.
+    minion.start()
+    try:
+        entry = wait_for(
+            "the used token to be refused",
+            lambda: (run(salt_run_cli, "fleet.keys").get(minion_id) or {}).get("note"),
+            timeout=60,
+        )
+    except AssertionError:
+        print("STDERR", (Path(minion.factory.config_dir) / "stderr.log").read_text()[-3000:])
+        raise
+    assert "used" in entry
+    assert key_state(salt_run_cli, minion_id) == "pending"
+    # With its new configuration (the new token) it is in within seconds.
+    minion.kill()
+    config_file = Path(minion.factory.config_file)
+    config = yaml.safe_load(config_file.read_text())
+    config["grains"] = fresh["minion_config"]["grains"]
+    config_file.write_text(yaml.safe_dump(config))
+    start = time.time()
+    minion.start()
+    try:
+        wait_for(
+            "the re-enrolled minion to be accepted",
+            lambda: key_state(salt_run_cli, minion_id) == "accepted",
+            timeout=60,
+            interval=0.25,
+        )
+    except AssertionError:
+        print("AUDIT", run(salt_run_cli, "fleet.audit", f"target={minion_id}")[:3])
+        print("KEYS", run(salt_run_cli, "fleet.keys").get(minion_id))
+        print("STDERR", (Path(minion.factory.config_dir) / "stderr.log").read_text()[-2000:])
+        raise
+    assert time.time() - start < 20
+    audit = [e["action"] for e in run(salt_run_cli, "fleet.audit", f"target={minion_id}")]
+    assert audit[:5] == [
+        "enrol.accept",
+        "enrol.refuse",
+        "key.pending",
+        "enrol.create",
+        "key.delete",
+    ]
+
+
+@pytest.mark.parametrize("case", ["expired", "wrong-id", "unknown-token"])
+def test_bad_tokens_are_refused_and_recorded(salt_master, salt_run_cli, strangers, store, case):
+    minion_id = random_string(f"fleet-{case}-")
+    if case == "expired":
+        token = run(salt_run_cli, "fleet.enrol", minion_id, "ttl=1")["token"]
+        time.sleep(1.5)
+    elif case == "wrong-id":
+        token = run(salt_run_cli, "fleet.enrol", random_string("someone-else-"))["token"]
+    else:
+        token = core_gate.new_token()
+    grains = {"grains": {core_gate.TOKEN_GRAIN: token}, "autosign_grains": [core_gate.TOKEN_GRAIN]}
+    minion = strangers(overrides=grains, minion_id=minion_id).start()
+    entry = wait_for(
+        f"the {case} token to be refused",
+        lambda: (run(salt_run_cli, "fleet.keys").get(minion.id) or {}).get("note") or None,
+        timeout=60,
+    )
+    assert case in entry
+    assert key_state(salt_run_cli, minion.id) == "pending"
+    refusals = run(salt_run_cli, "fleet.audit", f"target={minion.id}", "action=enrol.refuse")
+    assert refusals and refusals[0]["details"]["reason"] == case
+    assert run(salt_run_cli, "fleet.audit_verify")["ok"] is True
+
+
+HOSTILE = ["../../etc/x", "a" * 300, "mïnion", "web/../../x", ".hidden", "-rf", "a b", ""]
+
+
+def _tree(root: Path) -> set[str]:
+    out = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            out.add(os.path.relpath(os.path.join(dirpath, name), root))
+    return out
+
+
+def test_hostile_minion_ids_touch_no_file(salt_master, salt_run_cli, store, tmp_path):
+    root = Path(salt_master.config["root_dir"])
+    pki = Path(salt_master.config["pki_dir"])
+    before = _tree(root.parent)
+    keys_before = run(salt_run_cli, "fleet.keys")
+    pub = new_pub()
+    for bad in HOSTILE:
+        # what a minion could send (Salt refuses most such ids itself before any event)
+        fire(salt_master, "salt/auth", {"result": True, "act": "pend", "id": bad, "pub": pub})
+        for fun in ("fleet.keys_accept", "fleet.keys_reject", "fleet.keys_delete", "fleet.enrol"):
+            ret = salt_run_cli.run(fun, f"minion={bad}", _timeout=60)
+            text = str(ret.data) + ret.stdout + ret.stderr
+            assert "minion id" in text or "id:" in text, (fun, bad, text[:300])
+    time.sleep(3)  # the gate's recorder writes once a second
+    after = _tree(root.parent)
+    changed = {p for p in before ^ after if not _churn(p)}
+    assert not [p for p in changed if "etc/x" in p or "web" in p or "hidden" in p or "aaaa" in p]
+    assert not Path("/etc/x").exists()
+    assert {p for p in changed if str(pki.relative_to(root.parent)) in p} == set()
+    assert run(salt_run_cli, "fleet.keys") == keys_before
+    with store.connect() as conn:
+        ids = set(conn.execute(select(MinionKey.minion_id)).scalars())
+    assert not ids & set(HOSTILE)
+
+
+def _churn(path: str) -> bool:
+    """Files a running master writes all the time (job cache, logs, sockets, proc)."""
+    return any(
+        part in path
+        for part in (
+            "/jobs",
+            "/proc",
+            "/sock",
+            "/logs",
+            ".log",
+            "/minions/",
+            "fleet.db",
+            "/cache",
+            "/tokens",
+        )
+    )
