@@ -124,13 +124,14 @@ def token_hash(token: str) -> str:
 def fingerprint(pub: str, hash_type: str = "sha256") -> str:
     """The fingerprint ``salt-key -f`` prints for a public key, as colon-separated hex pairs.
 
-    Salt 3008 keeps keys in its key cache and fingerprints the PEM text exactly as the
-    minion sent it (armour lines included), so this does the same with the text of the
-    ``salt/auth`` event, which is that very string."""
+    Salt 3008 keeps keys in its key cache and fingerprints the PEM text as the minion sent
+    it (armour lines included). A minion sends its ``minion.pub`` without the final newline,
+    so the text is stripped first: the fingerprint of a key file written here is the one the
+    master will see."""
     if not isinstance(pub, str) or "-----BEGIN" not in pub or "-----END" not in pub:
         raise GateError("pub", "not a PEM public key")
     try:
-        digest = hashlib.new(hash_type, pub.encode("utf-8")).hexdigest()
+        digest = hashlib.new(hash_type, pub.strip().encode("utf-8")).hexdigest()
     except ValueError:
         raise GateError("hash_type", f"unknown hash {hash_type!r}") from None
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))

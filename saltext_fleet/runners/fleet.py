@@ -1231,3 +1231,91 @@ def rotate_key(retire=True):
     result = {"key_id": vault.key_id, "reencrypted": done["reencrypted"], "retired": retired}
     _audit("secrets.rotate", "vault", result)
     return result
+
+
+# -- bootstrap ----------------------------------------------------------------------------------
+
+
+def bootstrap(
+    host,
+    id,  # noqa: A002 - the CLI's word: salt-run fleet.bootstrap host=... id=...
+    group,
+    port=None,
+    user=None,
+    python="python3",
+    prefix="/opt/saltext-fleet",
+    service="systemd",
+    timeout=900,
+    wait=300,
+):
+    """
+    Bootstrap a machine that only has SSH and python3 into an accepted, inventoried minion:
+    generate its key pair, enrol exactly that key, install Salt and this extension in a
+    virtualenv under ``prefix`` from a wheelhouse of this master's own packages (no network
+    on either side), configure and start the minion (``service``: systemd, launchd or
+    daemon) over salt-ssh with the node group's credential, then wait until the gate has
+    accepted it and its first inventory is stored. Every step is a progress event. A second
+    bootstrap of a node that is still bootstrapping is refused.
+
+    host
+        Address or name of the machine.
+    id
+        The minion id it gets.
+    group
+        The node group: its SSH user, port and credential (``fleet.group_set``), and the
+        states its nodes get when they start.
+    port, user
+        Override the group's SSH port and user.
+    python
+        The machine's Python 3 (default ``python3``); the wheelhouse serves machines with
+        the master's Python version and platform.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.bootstrap host=10.0.4.17 id=mini-07 group=builders
+    """
+    from saltext_fleet.master import bootstrapper
+
+    try:
+        timeout, wait = float(timeout), float(wait)
+    except (TypeError, ValueError):
+        raise SaltRunnerError("fleet.bootstrap: timeout and wait are seconds") from None
+    try:
+        return bootstrapper.run(
+            __opts__,
+            _engine(),
+            host=host,
+            minion_id=id,
+            group=group,
+            actor=_actor(),
+            port=port,
+            user=user,
+            python=str(python),
+            prefix=str(prefix),
+            service=str(service),
+            timeout=timeout,
+            wait=wait,
+            progress=_progress,
+        )
+    except bootstrapper.BootstrapError as exc:
+        raise SaltRunnerError(f"fleet.bootstrap: {exc}") from None
+
+
+def bootstraps(id=None, limit=50):  # noqa: A002
+    """
+    Bootstrap attempts, newest first: state (running, done, failed), the step reached, each
+    step's time, the error.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.bootstraps id=mini-07
+    """
+    from saltext_fleet.master import bootstrapper
+
+    if id is not None:
+        id = _check_minion_id(id)  # noqa: A001
+    return bootstrapper.attempts(_engine(), id, int(limit))

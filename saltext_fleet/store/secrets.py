@@ -92,9 +92,7 @@ def reencrypt_all(engine: Engine, vault: core_secrets.Vault, progress=None) -> d
         for n, (secret_id, token, _key_id) in enumerate(rows, 1):
             new = vault.reencrypt(token)
             conn.execute(
-                update(Secret)
-                .where(Secret.id == secret_id)
-                .values(value=new, key_id=vault.key_id)
+                update(Secret).where(Secret.id == secret_id).values(value=new, key_id=vault.key_id)
             )
             done += 1
             if progress and (n % 500 == 0 or n == total):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import signal
 import socket
 import stat
 import subprocess
@@ -22,100 +21,24 @@ import pytest
 import yaml
 
 from saltext_fleet.master import bootstrap, wheelhouse
-
-SSHD = "/usr/sbin/sshd"
-SSH_KEYGEN = "/usr/bin/ssh-keygen"
-HOST_PYTHON = "/usr/bin/python3"
+from tests.support.sshd import (
+    HOST_PYTHON,
+    SSH_KEYGEN,
+    free_port,
+    keygen,
+    kill_minion,
+    pid_alive,
+    require_sshd,
+    running_sshd,
+)
 
 pytestmark = [pytest.mark.timeout(900)]
 
 
-def _require_sshd():
-    if not os.path.exists(SSHD) or not os.path.exists(SSH_KEYGEN):
-        pytest.fail(
-            f"{SSHD} (or {SSH_KEYGEN}) is missing: the bootstrap tests need an SSH server; "
-            "install Debian's openssh-server (apt-get install openssh-server)"
-        )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _keygen(path: pathlib.Path, kind: str = "ed25519") -> pathlib.Path:
-    subprocess.run(
-        [SSH_KEYGEN, "-q", "-t", kind, "-N", "", "-C", "fleet-test", "-f", str(path)],
-        check=True,
-    )
-    return path
-
-
-def _wait_port(port: int, proc: subprocess.Popen, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"sshd exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-                if sock.recv(64).startswith(b"SSH-"):
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"sshd did not listen on 127.0.0.1:{port} within {timeout}s")
-
-
 @pytest.fixture(scope="module")
 def sshd(tmp_path_factory):
-    """A root sshd on a free loopback port that accepts one test key (and no passwords)."""
-    _require_sshd()
-    base = tmp_path_factory.mktemp("sshd")
-    host_key = _keygen(base / "ssh_host_ed25519_key")
-    client_key = _keygen(base / "client_key")
-    authorized = base / "authorized_keys"
-    authorized.write_text((base / "client_key.pub").read_text())
-    authorized.chmod(0o600)
-    port = _free_port()
-    config = base / "sshd_config"
-    config.write_text(
-        "\n".join(
-            [
-                f"Port {port}",
-                "ListenAddress 127.0.0.1",
-                f"HostKey {host_key}",
-                f"PidFile {base / 'sshd.pid'}",
-                f"AuthorizedKeysFile {authorized}",
-                "PermitRootLogin prohibit-password",
-                "PubkeyAuthentication yes",
-                "PasswordAuthentication no",
-                "KbdInteractiveAuthentication no",
-                "UsePAM no",
-                # tmp_path's parents (/tmp) are world-writable
-                "StrictModes no",
-                # scp of OpenSSH 9 speaks SFTP
-                "Subsystem sftp internal-sftp",
-                "LogLevel VERBOSE",
-                "",
-            ]
-        )
-    )
-    # the privilege separation directory of a root sshd
-    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-    log = open(base / "sshd.log", "wb")  # noqa: SIM115 - closed at teardown
-    proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=log)
-    try:
-        _wait_port(port, proc)
-        yield {"port": port, "key": client_key, "dir": base, "log": base / "sshd.log"}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    with running_sshd(tmp_path_factory.mktemp("sshd")) as found:
+        yield found
 
 
 @pytest.fixture(scope="module")
@@ -147,45 +70,6 @@ def minion_keys():
         .decode()
     )
     return pem, pub
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # a zombie is not alive
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _kill_minion(pidfile: pathlib.Path) -> None:
-    try:
-        pid = int(pidfile.read_text().strip())
-    except (OSError, ValueError):
-        return
-    import psutil
-
-    try:
-        procs = [psutil.Process(pid)] + psutil.Process(pid).children(recursive=True)
-    except psutil.Error:
-        return
-    for proc in procs:
-        try:
-            proc.send_signal(signal.SIGTERM)
-        except psutil.Error:
-            pass
-    _, alive = psutil.wait_procs(procs, timeout=15)
-    for proc in alive:
-        try:
-            proc.kill()
-        except psutil.Error:
-            pass
 
 
 def test_wheelhouse_installs_offline(wheels, tmp_path):
@@ -244,7 +128,7 @@ def test_wheelhouse_installs_offline(wheels, tmp_path):
 def test_bootstrap_daemon_minion(sshd, wheels, master_opts, minion_keys, tmp_path):
     pem, pub = minion_keys
     prefix = tmp_path / "fleet"
-    data_in = {"master": "127.0.0.1", "master_port": _free_port()}
+    data_in = {"master": "127.0.0.1", "master_port": free_port()}
     seen = []
     started = time.monotonic()
     try:
@@ -285,11 +169,11 @@ def test_bootstrap_daemon_minion(sshd, wheels, master_opts, minion_keys, tmp_pat
         pidfile = prefix / "var" / "run" / "salt-minion.pid"
         assert pidfile.exists()
         pid = int(pidfile.read_text().strip())
-        assert _pid_alive(pid)
+        assert pid_alive(pid)
         with open(f"/proc/{pid}/cmdline", "rb") as fh:
             assert b"salt-minion" in fh.read()
 
-        conf = prefix / "etc" / "salt" / "minion.d" / "fleet.conf"
+        conf = prefix / "etc" / "salt" / "minion"
         assert stat.S_IMODE(conf.stat().st_mode) == 0o600
         data = yaml.safe_load(conf.read_text())
         assert data["id"] == "boot-test-1"
@@ -331,7 +215,7 @@ def test_bootstrap_daemon_minion(sshd, wheels, master_opts, minion_keys, tmp_pat
         )
         print(f"second bootstrap took {time.monotonic() - started:.1f}s")
         assert again["ok"], again
-        assert int(pidfile.read_text().strip()) == pid and _pid_alive(pid)
+        assert int(pidfile.read_text().strip()) == pid and pid_alive(pid)
         start = next(s for s in again["steps"] if s["id"] == "fleet_bootstrap_start")
         assert "unless condition is true" in start["comment"], start
 
@@ -347,7 +231,7 @@ def test_bootstrap_daemon_minion(sshd, wheels, master_opts, minion_keys, tmp_pat
         )
         assert found.returncode == 0, known.read_text()
     finally:
-        _kill_minion(prefix / "var" / "run" / "salt-minion.pid")
+        kill_minion(prefix / "var" / "run" / "salt-minion.pid")
 
 
 @pytest.mark.parametrize("kind", ["private_key", "password"])
@@ -355,7 +239,7 @@ def test_bootstrap_login_failure_fails_fast(kind, sshd, wheels, master_opts, min
     """A key the host does not know, or a password it does not take: no prompt, no hang."""
     pem, pub = minion_keys
     if kind == "private_key":
-        credential = _keygen(tmp_path / "other_key").read_text()
+        credential = keygen(tmp_path / "other_key").read_text()
     else:
         credential = "not-the-password"
     started = time.monotonic()
@@ -386,7 +270,7 @@ def test_bootstrap_changed_host_key_fails(sshd, wheels, master_opts, minion_keys
     """A host whose key differs from the recorded one is refused, not silently accepted."""
     pem, pub = minion_keys
     opts = {**master_opts, "cachedir": str(tmp_path / "cache")}
-    impostor = _keygen(tmp_path / "impostor")
+    impostor = keygen(tmp_path / "impostor")
     known = tmp_path / "cache" / "fleet" / "known_hosts"
     known.parent.mkdir(parents=True)
     known.write_text(
@@ -418,12 +302,12 @@ def test_bootstrap_changed_host_key_fails(sshd, wheels, master_opts, minion_keys
 
 def test_bootstrap_unreachable_host(wheels, master_opts, minion_keys, tmp_path):
     pem, pub = minion_keys
-    _require_sshd()
-    key = _keygen(tmp_path / "key")
+    require_sshd()
+    key = keygen(tmp_path / "key")
     result = bootstrap.apply(
         master_opts,
         host="127.0.0.1",
-        port=_free_port(),
+        port=free_port(),
         credential_kind="private_key",
         credential=key.read_text(),
         minion_id="boot-test-3",
@@ -442,8 +326,8 @@ def test_bootstrap_unreachable_host(wheels, master_opts, minion_keys, tmp_path):
 def test_bootstrap_times_out(wheels, master_opts, minion_keys, tmp_path):
     """A host that accepts the connection and never answers: the deadline ends it."""
     pem, pub = minion_keys
-    _require_sshd()
-    key = _keygen(tmp_path / "key")
+    require_sshd()
+    key = keygen(tmp_path / "key")
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen(5)

@@ -7,7 +7,7 @@
       python: python3                      # the interpreter the virtualenv is made with
       wheels: salt://fleet_bootstrap/wheels
       requirements: [salt==3008.4, saltext-fleet==0.1.0]   # optional; default: unpinned
-      minion_config: {id: ..., master: ...}                 # written as minion.d/fleet.conf
+      minion_config: {id: ..., master: ...}                 # written as <prefix>/etc/salt/minion
       minion_pem: "-----BEGIN RSA PRIVATE KEY-----..."     # the pre-generated key pair
       minion_pub: "-----BEGIN PUBLIC KEY-----..."
       service: systemd                     # systemd | launchd | daemon
@@ -82,7 +82,10 @@ fleet_bootstrap_install:
 
 fleet_bootstrap_config:
   file.serialize:
-    - name: {{ (conf_dir ~ '/minion.d/fleet.conf') | json }}
+    {#- the main file, not minion.d/: Salt reads static grains (the enrolment token, which
+        the minion sends with its authentication) from the main file's includes only when
+        that file exists #}
+    - name: {{ (conf_dir ~ '/minion') | json }}
     - dataset: {{ config | json }}
     - serializer: yaml
     - mode: '0600'

@@ -1,0 +1,132 @@
+"""``salt-run fleet.bootstrap`` against a real sshd on loopback and the package's real master.
+
+The machine is this one, reached as root through a private sshd (Debian's openssh-server) on
+a free loopback port; the minion goes into a prefix under tmp_path and runs as a plain daemon.
+From there on it is a stranger to the master like any other: it gets in only because the
+gate finds the enrolment the bootstrap created for exactly its key.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from saltfactories.utils import random_string
+
+from tests.support.sshd import HOST_PYTHON, kill_minion, running_sshd
+from tests.support.waiting import run, wait_for
+
+pytestmark = pytest.mark.timeout(900)
+
+
+def test_bootstrap_from_ssh_only_to_a_minion_that_answers(
+    salt_master, salt_run_cli, tmp_path_factory
+):
+    base = tmp_path_factory.mktemp("bootstrap")
+    minion_id = random_string("fleet-boot-")
+    prefix = base / "node"
+    with running_sshd(base / "sshd") as sshd:
+        group = random_string("lab-").lower()
+        made = run(
+            salt_run_cli,
+            "fleet.group_set",
+            group,
+            "user=root",
+            f"port={sshd['port']}",
+            f"private_key_file={sshd['key']}",
+        )
+        assert made["credential"] == "private_key" and made["ssh_port"] == sshd["port"]
+        args = [
+            "fleet.bootstrap",
+            "host=127.0.0.1",
+            f"id={minion_id}",
+            f"group={group}",
+            f"python={HOST_PYTHON}",
+            f"prefix={prefix}",
+            "service=daemon",
+            "wait=120",
+        ]
+        start = time.time()
+        first = {}
+        worker = threading.Thread(
+            # a CLI object of its own: salt-factories' are not thread-safe
+            target=lambda: first.update(ret=salt_master.salt_run_cli().run(*args, _timeout=900))
+        )
+        worker.start()
+        try:
+            wait_for(
+                "the bootstrap to be running",
+                # (salt-run exits 1 while the list is still empty)
+                lambda: (
+                    "ret" in first
+                    or any(
+                        isinstance(a, dict) and a.get("state") == "running"
+                        for a in salt_run_cli.run("fleet.bootstraps", f"id={minion_id}").data or []
+                    )
+                ),
+                timeout=60,
+            )
+            assert "ret" not in first, first["ret"].stdout[-3000:]  # it must not have ended
+            # a second bootstrap of a node that is still bootstrapping is refused
+            second = salt_run_cli.run(*args, _timeout=120)
+            assert "still bootstrapping" in second.stdout + second.stderr, second
+        finally:
+            worker.join(900)
+        try:
+            ret = first["ret"]
+            if ret.returncode != 0:
+                print("KEYS", salt_run_cli.run("fleet.keys").data)
+                print("AUDIT", salt_run_cli.run("fleet.audit", f"target={minion_id}").data)
+                for log in prefix.rglob("*.log"):
+                    print("LOG", log, log.read_text()[-3000:])
+                root = Path(salt_master.config["root_dir"])
+                for log in [*root.rglob("master*.log"), *root.rglob("log/salt/master")]:
+                    print("MASTERLOG", log, log.read_text()[-5000:])
+                for log in (prefix / "var" / "log").rglob("*"):
+                    if log.is_file():
+                        print("LOG", log, log.read_text()[-3000:])
+            assert ret.returncode == 0, ret.stdout[-4000:]
+            data = {k: v for k, v in ret.data.items() if k not in ("suffix", "event")}
+            took = time.time() - start
+            print(f"bootstrap: {took:.0f} s, steps {data['steps']}")
+            assert data["ok"] is True and data["id"] == minion_id
+            # every step was a progress event, in order: salt-run printed them as they came
+            messages = re.findall(r'"message": "([^"]*)"', ret.stdout)
+            wanted = [
+                "claiming",
+                "key pair",
+                "enrolment",
+                "wheelhouse",
+                "installing the minion",
+                "start the minion",
+                "key to be accepted",
+                "first inventory",
+                "done in",
+            ]
+            at = 0
+            for message in messages:
+                if at < len(wanted) and wanted[at] in message:
+                    at += 1
+            assert at == len(wanted), (wanted[at:], messages)
+            # accepted by the gate through its enrolment, onboarded, answering
+            key = run(salt_run_cli, "fleet.keys", "status=accepted")[minion_id]
+            assert key["decided_by"].startswith("enrolment:")
+            assert key["fingerprint"] == data["fingerprint"]
+            ping = salt_master.salt_cli().run("test.ping", minion_tgt=minion_id, _timeout=60)
+            assert ping.data is True, ping
+            attempts = run(salt_run_cli, "fleet.bootstraps", f"id={minion_id}")
+            assert [a["state"] for a in attempts] == ["done"]
+            actions = [
+                e["action"]
+                for e in run(salt_run_cli, "fleet.audit", "limit=50", f"target={minion_id}")
+            ]
+            for action in ("bootstrap.start", "enrol.create", "enrol.accept", "bootstrap.done"):
+                assert action in actions, actions
+            # the group's private key is stored encrypted and never printed
+            assert sshd["key"].read_text().strip() not in ret.stdout
+        finally:
+            kill_minion(prefix / "var" / "run" / "salt-minion.pid")
+            salt_master.salt_key_cli().run("-d", minion_id, "-y")
