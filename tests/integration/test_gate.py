@@ -19,7 +19,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from saltfactories.utils import random_string
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from saltext_fleet import config
 from saltext_fleet.core import gate as core_gate
@@ -404,3 +404,29 @@ def _churn(path: str) -> bool:
             "/tokens",
         )
     )
+
+
+def test_editing_an_audit_row_is_named_by_audit_verify(salt_master, salt_run_cli, store):
+    # something to audit, through the real runners
+    minion_id = random_string("fleet-audited-")
+    run(salt_run_cli, "fleet.enrol", minion_id, "ttl=1h")
+    before = run(salt_run_cli, "fleet.audit_verify")
+    assert before["ok"] is True and before["checked"] >= 1
+    events = run(salt_run_cli, "fleet.audit", "limit=1000")
+    victim = next(e for e in events if e["target"] == minion_id and e["action"] == "enrol.create")
+    with store.begin() as conn:
+        conn.execute(
+            update(AuditEvent).where(AuditEvent.id == victim["id"]).values(actor="user:mallory")
+        )
+    try:
+        broken = run(salt_run_cli, "fleet.audit_verify")
+        assert broken["ok"] is False and broken["broken"] == victim["id"]
+        assert broken["reason"] == "hash"
+    finally:
+        with store.begin() as conn:
+            conn.execute(
+                update(AuditEvent)
+                .where(AuditEvent.id == victim["id"])
+                .values(actor=victim["actor"])
+            )
+    assert run(salt_run_cli, "fleet.audit_verify")["ok"] is True
