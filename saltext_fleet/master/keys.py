@@ -178,6 +178,13 @@ def record_pending(opts: dict, engine, batch, fire: Fire | None = None) -> list[
                 {"id": minion_id, "fingerprint": finger, "first_seen": seen.isoformat()},
             )
         log.info("fleet gate: new pending key for %s (%s)", minion_id, finger)
+    # An enrolment may expect a key by its fingerprint alone (no token): decide those here.
+    if config.load(opts).gate.mode == "enrolment" and rows:
+        with engine.connect() as conn:
+            expecting = store_gate.ids_expecting_a_key(conn, sorted({r[0] for r in rows}))
+        for minion_id, _finger, pub, _seen in rows:
+            if minion_id in expecting:
+                handle_auth(opts, engine, minion_id, pub, None, fire)
     return [m for m, _f, _s in new]
 
 

@@ -45,6 +45,8 @@ def schedule_jobs(cfg: config.FleetConfig) -> dict[str, dict[str, Any]]:
             "function": "fleet.inventory",
             "minutes": cfg.onboard.inventory_minutes,
             "splay": 60,
+            # onboarding takes the first inventory itself
+            "run_on_start": False,
             "return_job": True,
         }
     if cfg.onboard.highstate_test_hours:
@@ -53,6 +55,8 @@ def schedule_jobs(cfg: config.FleetConfig) -> dict[str, dict[str, Any]]:
             "job_kwargs": {"test": True},
             "hours": cfg.onboard.highstate_test_hours,
             "splay": 600,
+            # not at once: a node that just started has not had its states applied yet
+            "run_on_start": False,
             "return_job": True,
         }
     return jobs
@@ -115,3 +119,23 @@ def presence(engine, new: Any = None, lost: Any = None) -> dict[str, int]:
         up = store_gate.set_status(conn, online, "online")
         down = store_gate.set_status(conn, offline, "offline")
     return {"online": up, "offline": down}
+
+
+def presence_check(opts: dict, engine, timeout: float = 10) -> dict[str, Any]:
+    """Ping every node whose key is accepted; those that answer are online, the others
+    offline. (Salt's ``presence_events`` tell nodes apart by address, which is not enough when
+    several share one, behind NAT or on one host; this asks each node by id.)"""
+    from saltext_fleet.master import keys as master_keys
+
+    states = master_keys.salt_states(master_keys.salt_key(opts))
+    accepted = sorted(m for m, state in states.items() if state == "accepted")
+    if not accepted:
+        return {"online": [], "offline": []}
+    with _client(opts) as client:
+        answers = client.cmd(accepted, "test.ping", tgt_type="list", timeout=timeout)
+    online = [m for m in accepted if answers.get(m) is True]
+    offline = [m for m in accepted if answers.get(m) is not True]
+    with engine.begin() as conn:
+        store_gate.set_status(conn, online, "online")
+        store_gate.set_status(conn, offline, "offline")
+    return {"online": online, "offline": offline}

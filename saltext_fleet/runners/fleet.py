@@ -1011,6 +1011,27 @@ def presence(new=None, lost=None):
     return master_onboard.presence(_engine(), _as_list(new, "new"), _as_list(lost, "lost"))
 
 
+def presence_check(timeout=10):
+    """
+    Ask every node whose key is accepted (``test.ping``, by id): those that answer within
+    ``timeout`` seconds are marked online, the others offline. The snippet schedules it on
+    the master every 5 minutes.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.presence_check timeout=5
+    """
+    from saltext_fleet.master import onboard as master_onboard
+
+    try:
+        timeout = float(timeout)
+    except (TypeError, ValueError):
+        raise SaltRunnerError("fleet.presence_check: timeout is seconds") from None
+    return master_onboard.presence_check(__opts__, _engine(), timeout)
+
+
 # -- node groups, secrets, the vault ------------------------------------------------------------
 
 

@@ -50,6 +50,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
 
 from saltext_fleet.core.drift import pending_states, state_run
+from saltext_fleet.core.redact import redact
 from saltext_fleet.store.drift import set_pending_states
 from saltext_fleet.store.models import (
     MINION_ID_LEN,
@@ -236,10 +237,19 @@ def _encode_return(ret: dict) -> tuple[dict, Any, str, str]:
     return rest, value, value_json, f'{rest_json[:-1]}{sep}"return":{value_json}}}'
 
 
+def _redacted(data: Any) -> Any:
+    """Secrets masked (:mod:`saltext_fleet.core.redact`), except in inventories: package names
+    are data, never secrets, and an inventory is stored exactly as it came."""
+    if isinstance(data, dict) and data.get("fun") in INVENTORY_FUNS:
+        return data
+    return redact(data)
+
+
 def _return_row(record: dict, now: dt.datetime) -> dict:
     ret = record.get("ret")
     if not isinstance(ret, dict):
         raise RecordRejected(f"a return must be a mapping, got {type(ret).__name__}")
+    ret = _redacted(ret)
     rest, value, value_json, full_json = _encode_return(ret)
     _check_length(full_json)
     retcode = rest.get("retcode")
@@ -268,7 +278,7 @@ def _event_row(record: dict, now: dt.datetime) -> dict:
     tag = record.get("tag")
     if not isinstance(tag, str) or not tag:
         raise RecordRejected(f"an event needs a tag string, got {tag!r:.80}")
-    data_json, data = to_json(record.get("data"))
+    data_json, data = to_json(_redacted(record.get("data")))
     _check_length(data_json)
     master_id = record.get("master_id")
     return {
@@ -676,7 +686,7 @@ def _handle_loads(conn: Connection, group: list[dict], result: BatchResult) -> N
     for record in _by_jid(group):
         try:
             jid = _clean_id(str(record.get("jid", "")), "jid")
-            load = jsonable(record.get("load") or {})
+            load = _redacted(jsonable(record.get("load") or {}))
             if not isinstance(load, dict):
                 raise RecordRejected("a job load must be a mapping")
             _check_size(load)

@@ -81,7 +81,7 @@ def test_fingerprint_matches_salt_key():
     want = salt.utils.crypt.pem_finger(key=PUB.strip().encode())
     assert gate.fingerprint(PUB) == want == gate.fingerprint(PUB.strip())
     assert gate.fingerprint(PUB, "md5") == salt.utils.crypt.pem_finger(
-        key=PUB.encode(), sum_type="md5"
+        key=PUB.strip().encode(), sum_type="md5"
     )
     assert gate.same_fingerprint(want, want.replace(":", "").upper())
     assert not gate.same_fingerprint(want, None)
