@@ -115,6 +115,10 @@ def test_create_without_hard_links_is_exclusive_too(tmp_path):
     assert os.listdir(tmp_path) == ["fleet.fernet"]
 
 
+#: A well-formed key, fixed so that test ids are the same in every process (pytest-xdist).
+FIXED_KEY = "gFpKSITDevM-SuZUk6U1vBqEQkLikrGAuQj8lEHw_SM="
+
+
 # --- refused key files ------------------------------------------------------------------------
 
 
@@ -133,10 +137,10 @@ def test_refuses_a_key_file_open_to_group_or_others(key_file, mode):
     [
         ("# header\nnot-a-key\n", 2),
         ("\n\n" + "A" * 44 + "\n", 3),  # 44 characters but no '='
-        ("# ok\n" + Fernet.generate_key().decode() + "\n" + "A" * 42 + "=\n", 3),
-        ("# h\n" + Fernet.generate_key().decode()[:-1] + "+\n", 2),  # '+' is not url-safe
-        ("# h\n" + Fernet.generate_key().decode() + "x\n", 2),
-        ("# h\n" + Fernet.generate_key().decode() + " trailing\n", 2),
+        ("# ok\n" + FIXED_KEY + "\n" + "A" * 42 + "=\n", 3),
+        ("# h\n" + FIXED_KEY[:-1] + "+\n", 2),  # '+' is not url-safe
+        ("# h\n" + FIXED_KEY + "x\n", 2),
+        ("# h\n" + FIXED_KEY + " trailing\n", 2),
         ("# h\nk\u00e9y\n", 2),
     ],
 )
