@@ -292,6 +292,19 @@ def _safe_fingerprint(opts, pub) -> str | None:
         return None
 
 
+def _held(opts: dict, minion_id: Any, allowed: tuple, verb: str):
+    """The key Salt holds for ``minion_id`` if its state is one of ``allowed``:
+    ``(minion_id, salt key store, state, pub, fingerprint)``; else :class:`KeyError_`."""
+    minion_id = _check_id(minion_id)
+    key = salt_key(opts)
+    state = salt_states(key).get(minion_id)
+    if state not in allowed:
+        what = f"its key is {state}" if state else "Salt holds no key for it"
+        raise KeyError_(f"cannot {verb} {minion_id}: {what}")
+    pub = salt_pub(key, minion_id)
+    return minion_id, key, state, pub, _safe_fingerprint(opts, pub)
+
+
 def accept(
     opts: dict,
     engine,
@@ -303,15 +316,8 @@ def accept(
 ) -> dict[str, Any]:
     """An operator accepts ``minion_id``'s pending key (``fingerprint``: only if it is that
     key; ``include_rejected``: a rejected key too)."""
-    minion_id = _check_id(minion_id)
-    key = salt_key(opts)
-    state = salt_states(key).get(minion_id)
     allowed = ("pending", "rejected") if include_rejected else ("pending",)
-    if state not in allowed:
-        what = f"its key is {state}" if state else "Salt holds no key for it"
-        raise KeyError_(f"cannot accept {minion_id}: {what}")
-    pub = salt_pub(key, minion_id)
-    finger = _safe_fingerprint(opts, pub)
+    minion_id, key, state, pub, finger = _held(opts, minion_id, allowed, "accept")
     if fingerprint is not None and not core_gate.same_fingerprint(fingerprint, finger):
         raise KeyError_(
             f"cannot accept {minion_id}: its key's fingerprint is {finger}, not {fingerprint}"
@@ -328,15 +334,8 @@ def accept(
 
 
 def reject(opts: dict, engine, minion_id: Any, actor: str, include_accepted: bool = False) -> dict:
-    minion_id = _check_id(minion_id)
-    key = salt_key(opts)
-    state = salt_states(key).get(minion_id)
     allowed = ("pending", "accepted") if include_accepted else ("pending",)
-    if state not in allowed:
-        what = f"its key is {state}" if state else "Salt holds no key for it"
-        raise KeyError_(f"cannot reject {minion_id}: {what}")
-    pub = salt_pub(key, minion_id)
-    finger = _safe_fingerprint(opts, pub)
+    minion_id, key, state, pub, finger = _held(opts, minion_id, allowed, "reject")
     key.reject(match_dict={SALT_STATE[state]: [minion_id]}, include_accepted=include_accepted)
     with engine.begin() as conn:
         store_gate.set_key_state(conn, minion_id, "rejected", actor, fingerprint=finger, pub=pub)
