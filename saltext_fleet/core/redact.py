@@ -10,8 +10,10 @@ that names a secret is replaced by :data:`MASK`, at any depth.
 The keys: ``password``, ``passwd``, ``ssh_passwd``, ``secret``, ``token``, ``private_key``,
 ``credential``, ``priv_passwd`` (any case, ``-`` or ``_``), the enrolment grain
 ``fleet_enrolment``, and the ``value`` argument of ``fleet.secret_set``. A key=value string
-in an argument list (``"password=..."``) is masked too. Package names, states and everything
-else stay as they are.
+in an argument list (``"password=..."``) is masked too, and so is such an assignment inside
+any text (``fleet_enrolment: <token>`` in the YAML that ``fleet.enrol`` returns,
+``password=...`` in a command's output). Package names, states and everything else stay as
+they are.
 """
 
 from __future__ import annotations
@@ -30,7 +32,22 @@ _FUNCTION_ARGS = {"fleet.secret_set": {"value"}, "runner.fleet.secret_set": {"va
 _ARG_STRING = re.compile(
     r"(?i)^((?:ssh_|priv_)?(?:pass(?:word|wd)?|secret|token|private[_-]?key)|value)="
 )
+#: ``name: value`` / ``name=value`` inside text, for a secret name; the value (bare or quoted)
+#: is group 3.
+_IN_TEXT = re.compile(
+    r"(?i)(?<![A-Za-z0-9_])((?:ssh_|priv_)?(?:pass(?:word|wd)?|secret|token|private[_-]?key"
+    r"|credentials?)|fleet_enrolment)([\"']?[ \t]*[:=][ \t]*)"
+    r"(?!\*\*\*)(\"[^\"\n]*\"|'[^'\n]*'|[^\s,;'\"}\]]+)"
+)
 _MAX_DEPTH = 64
+
+
+def redact_text(text: str) -> str:
+    """``text`` with the value of every ``secret-name: value`` / ``secret-name=value`` in it
+    masked (the same string when there is none)."""
+    if not _IN_TEXT.search(text):
+        return text
+    return _IN_TEXT.sub(lambda m: m.group(1) + m.group(2) + MASK, text)
 
 
 def is_secret_key(key: Any, extra: frozenset | set = frozenset()) -> bool:
@@ -55,6 +72,8 @@ def redact(value: Any, fun: Any = None, _depth: int = 0, _extra: frozenset = fro
         for key, item in value.items():
             if is_secret_key(key, _extra) and item not in (None, "", MASK):
                 new = MASK
+            elif isinstance(item, str):
+                new = redact_text(item)
             else:
                 new = redact(item, None, _depth + 1, _extra)
             if new is not item:
@@ -71,6 +90,8 @@ def redact(value: Any, fun: Any = None, _depth: int = 0, _extra: frozenset = fro
                 and (not item.lower().startswith("value=") or _extra)
             ):
                 new = item.split("=", 1)[0] + "=" + MASK
+            elif isinstance(item, str):
+                new = redact_text(item)
             else:
                 new = redact(item, None, _depth + 1, _extra)
             if new is not item:
@@ -78,4 +99,6 @@ def redact(value: Any, fun: Any = None, _depth: int = 0, _extra: frozenset = fro
                     out = list(value)
                 out[i] = new
         return value if out is None else out
+    if isinstance(value, str):
+        return redact_text(value)
     return value

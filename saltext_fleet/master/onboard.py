@@ -14,6 +14,7 @@ holds the reactor.
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from sqlalchemy import select
@@ -131,8 +132,10 @@ def presence_check(opts: dict, engine, timeout: float = 10) -> dict[str, Any]:
     accepted = sorted(m for m, state in states.items() if state == "accepted")
     if not accepted:
         return {"online": [], "offline": []}
+    # whole seconds: Salt's LocalClient takes any other timeout (a float) for its 120 s default
+    wait = max(1, math.ceil(timeout))
     with _client(opts) as client:
-        answers = client.cmd(accepted, "test.ping", tgt_type="list", timeout=timeout)
+        answers = client.cmd(accepted, "test.ping", tgt_type="list", timeout=wait)
     online = [m for m in accepted if answers.get(m) is True]
     offline = [m for m in accepted if answers.get(m) is not True]
     with engine.begin() as conn:

@@ -99,14 +99,30 @@ def _recorder(opts: dict, pending: queue.Queue) -> None:
 
 
 def _firer(opts: dict):
+    """``fire(tag, data)`` on the master's event bus, over one connection kept open for the
+    recorder's life (a connection per event cost ~20 ms: a flood of new keys would take that
+    many times longer to announce); opened again after a failure."""
+    bus: list = []
+
     def fire(tag: str, data: dict) -> None:
         import salt.utils.event
 
-        try:
-            with salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=False) as bus:
-                bus.fire_event(data, tag)
-        except Exception:  # noqa: BLE001
-            log.warning("fleet gate: could not fire %s for %s", tag, data.get("id"))
+        for attempt in range(2):
+            try:
+                if not bus:
+                    bus.append(
+                        salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=False)
+                    )
+                bus[0].fire_event(data, tag)
+                return
+            except Exception:  # noqa: BLE001
+                if bus:
+                    try:
+                        bus.pop().destroy()
+                    except Exception:  # noqa: BLE001
+                        pass
+                if attempt:
+                    log.warning("fleet gate: could not fire %s for %s", tag, data.get("id"))
 
     return fire
 

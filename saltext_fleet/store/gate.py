@@ -222,6 +222,26 @@ def find_enrolment(
     return _enrolment(row) if row is not None else None
 
 
+def ids_expecting_a_key(conn: Connection, minion_ids: list[str]) -> set[str]:
+    """Those of ``minion_ids`` with a live enrolment that names an expected fingerprint: a
+    pending key of theirs may be accepted without a token (the recorder asks, per batch)."""
+    found: set[str] = set()
+    for start in range(0, len(minion_ids), 500):
+        chunk = minion_ids[start : start + 500]
+        found.update(
+            conn.execute(
+                select(Enrolment.minion_id)
+                .where(
+                    Enrolment.minion_id.in_(chunk),
+                    Enrolment.state == "live",
+                    Enrolment.fingerprint.is_not(None),
+                )
+                .distinct()
+            ).scalars()
+        )
+    return found
+
+
 def use_enrolment(
     conn: Connection, enrolment_id: int, fingerprint: str, now: dt.datetime | None = None
 ) -> bool:

@@ -67,6 +67,22 @@ def test_enrolments_are_one_time_and_one_live_per_id(engine):
     assert "a" * 43 not in dump and "b" * 43 not in dump and core_gate.token_hash("b" * 43) in dump
 
 
+def test_ids_expecting_a_key_are_those_with_a_live_fingerprint_enrolment(engine):
+    """The recorder asks which pending ids may be accepted without a token: only a live
+    enrolment that names a fingerprint counts (not a token-only one, not a used one)."""
+    hour = dt.timedelta(hours=1)
+    with engine.begin() as conn:
+        store_gate.create_enrolment(conn, "fp-live", "e" * 43, hour, "u", fingerprint="aa", now=NOW)
+        store_gate.create_enrolment(conn, "token-only", "f" * 43, hour, "u", now=NOW)
+        used = store_gate.create_enrolment(
+            conn, "fp-used", "g" * 43, hour, "u", fingerprint="bb", now=NOW
+        )
+        store_gate.use_enrolment(conn, used["enrolment"], "bb", NOW)
+        many = [f"other-{i}" for i in range(1200)] + ["fp-live", "token-only", "fp-used"]
+        assert store_gate.ids_expecting_a_key(conn, many) == {"fp-live"}
+        assert store_gate.ids_expecting_a_key(conn, []) == set()
+
+
 def test_node_status_and_group(engine):
     with engine.begin() as conn:
         assert store_gate.set_status(conn, ["web1", "web2"], "online", NOW) == 2

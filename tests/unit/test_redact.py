@@ -52,3 +52,26 @@ def test_odd_shapes_pass_through():
         current["a"] = {}
         current = current["a"]
     assert redact(deep) is deep
+
+
+def test_secret_assignments_inside_text_are_masked():
+    """``fleet.enrol`` returns the minion config as YAML text too: the token inside it is
+    masked, and so is ``password=...`` in a command's output; ordinary text is kept."""
+    yaml_text = "id: mini-07\ngrains:\n  fleet_enrolment: Zx9-abc_DEF\nmaster: salt\n"
+    out = redact(
+        {
+            "return": {
+                "minion_config_yaml": yaml_text,
+                "stdout": 'connect password="hunter 2" host=db',
+                "lines": ["token: t0k3n", "Passwords: 3 changed", "secret store: ready"],
+                "quoted": "SECRET = 'a b c'",
+            }
+        }
+    )["return"]
+    assert out["minion_config_yaml"] == yaml_text.replace("Zx9-abc_DEF", MASK)
+    assert out["stdout"] == f"connect password={MASK} host=db"
+    assert out["lines"] == ["token: " + MASK, "Passwords: 3 changed", "secret store: ready"]
+    assert out["quoted"] == "SECRET = " + MASK
+    plain = {"return": "pkg installed: curl=8.5.0", "tokenizer": "value: 1"}
+    assert redact(plain) is plain
+    assert redact("a top-level text with token=x") == "a top-level text with token=" + MASK
