@@ -316,8 +316,12 @@ class Writer:
                 self.last_error = (
                     f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}"
                 )
+                # Back off for the whole period: new records wake the flusher, and while the
+                # database is away every wake would read and decode a batch again for nothing.
+                deadline = time.monotonic() + retry
                 with self._cv:
-                    self._cv.wait(retry)
+                    while not self._stop and (left := deadline - time.monotonic()) > 0:
+                        self._cv.wait(left)
                 retry = min(retry * 2, RETRY_MAX)
                 continue
             finally:

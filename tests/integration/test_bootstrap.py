@@ -9,14 +9,18 @@ gate finds the enrolment the bootstrap created for exactly its key.
 from __future__ import annotations
 
 import re
+import stat
+import subprocess
 import threading
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 from saltfactories.utils import random_string
 
-from tests.support.sshd import HOST_PYTHON, kill_minion, running_sshd
+from saltext_fleet.core import gate as core_gate
+from tests.support.sshd import HOST_PYTHON, SSH_KEYGEN, kill_minion, pid_alive, running_sshd
 from tests.support.waiting import run, wait_for
 
 pytestmark = pytest.mark.timeout(900)
@@ -127,6 +131,43 @@ def test_bootstrap_from_ssh_only_to_a_minion_that_answers(
                 assert action in actions, actions
             # the group's private key is stored encrypted and never printed
             assert sshd["key"].read_text().strip() not in ret.stdout
+            _check_the_installed_node(salt_master, sshd, prefix, minion_id)
         finally:
             kill_minion(prefix / "var" / "run" / "salt-minion.pid")
             salt_master.salt_key_cli().run("-d", minion_id, "-y")
+
+
+def _check_the_installed_node(salt_master, sshd, prefix: Path, minion_id: str) -> None:
+    """What the bootstrap left on the node and on the master: a running daemon from its pid
+    file, private files with private modes, the key pair the master made, a venv that imports
+    salt and this package, nothing secret in the master's temporary folder, and the node's
+    SSH host key recorded (not ignored)."""
+    pidfile = prefix / "var" / "run" / "salt-minion.pid"
+    pid = int(pidfile.read_text().strip())
+    assert pid_alive(pid)
+    with open(f"/proc/{pid}/cmdline", "rb") as fh:
+        assert b"salt-minion" in fh.read()
+    conf = prefix / "etc" / "salt" / "minion"
+    assert stat.S_IMODE(conf.stat().st_mode) == 0o600
+    data = yaml.safe_load(conf.read_text())
+    assert data["id"] == minion_id and data["root_dir"] == str(prefix)
+    pki = prefix / "etc" / "salt" / "pki" / "minion"
+    assert stat.S_IMODE((pki / "minion.pem").stat().st_mode) == 0o400
+    held = salt_master.salt_key_cli().run("-f", minion_id, "--out=json").data
+    assert held["minions"][minion_id] == core_gate.fingerprint((pki / "minion.pub").read_text())
+    check = subprocess.run(
+        [str(prefix / "venv" / "bin" / "python"), "-c", "import salt, saltext_fleet"],
+        capture_output=True,
+        text=True,
+        cwd=prefix,
+        check=False,
+    )
+    assert check.returncode == 0, check.stderr
+    cachedir = Path(salt_master.config["cachedir"], "fleet")
+    assert list((cachedir / "bootstrap-tmp").iterdir()) == []
+    found = subprocess.run(
+        [SSH_KEYGEN, "-F", f"[127.0.0.1]:{sshd['port']}", "-f", str(cachedir / "known_hosts")],
+        capture_output=True,
+        check=False,
+    )
+    assert found.returncode == 0

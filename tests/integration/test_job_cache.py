@@ -13,6 +13,7 @@ from sqlalchemy import func, select
 from saltext_fleet import snippet
 from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store.models import Event, Return
+from tests.support.daemons import start_all, stop_all
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -59,11 +60,9 @@ def jc_minions(jc_master, backend_url):
         )
         for n in (1, 2)
     ]
-    for minion in minions:
-        minion.start()
+    start_all(minions)
     yield minions
-    for minion in minions:
-        minion.terminate()
+    stop_all(minions)
 
 
 def run_async(jc_master, *args):

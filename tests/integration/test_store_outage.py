@@ -20,6 +20,7 @@ from sqlalchemy.engine import make_url
 from saltext_fleet import snippet
 from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store.models import Quarantine, Return
+from tests.support.daemons import start_all, stop_all
 from tests.support.tcpproxy import TCPProxy
 
 pytestmark = pytest.mark.integration
@@ -27,6 +28,9 @@ pytestmark = pytest.mark.integration
 MINIONS = 4
 JOBS = int(os.environ.get("FLEET_OUTAGE_JOBS", "500"))  # x MINIONS returns
 WAVE = 50
+#: salt-factories logs every daemon at debug level to a file; thousands of jobs make that a
+#: good part of the minions' and the master's work
+QUIET = {"log_level_logfile": "warning"}
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +57,12 @@ def outage_db(pg_server_url):
 def outage_master(salt_factories, outage_db):
     _, _, proxied = outage_db
     overrides = snippet.master_snippet(db_url=proxied)
-    overrides.update({"interface": "127.0.0.1", "worker_threads": 3})
+    # The job cache and event return are under test. Onboarding the minions (the reactor's
+    # sync_all and schedule.add, waiting on a bus full of returns) and the presence check
+    # would only compete with them for this machine's two cores.
+    for option in ("reactor", "schedule", "presence_events"):
+        overrides.pop(option, None)
+    overrides.update({"interface": "127.0.0.1", "worker_threads": 3, **QUIET})
     factory = salt_factories.salt_master_daemon(
         random_string("outage-master-"), overrides=overrides
     )
@@ -66,15 +75,13 @@ def outage_minions(outage_master):
     # Threads instead of a process per job: cheaper for hundreds of tiny jobs.
     minions = [
         outage_master.salt_minion_daemon(
-            random_string(f"outage-minion-{n}-"), overrides={"multiprocessing": False}
+            random_string(f"outage-minion-{n}-"), overrides={"multiprocessing": False, **QUIET}
         )
         for n in range(1, MINIONS + 1)
     ]
-    for minion in minions:
-        minion.start()
+    start_all(minions)
     yield minions
-    for minion in minions:
-        minion.terminate()
+    stop_all(minions)
 
 
 def count_returns(url, jids):
