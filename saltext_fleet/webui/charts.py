@@ -1,0 +1,98 @@
+"""Charts drawn on the server as SVG: no JavaScript library, nothing from a CDN, and the same
+picture in a browser, a screenshot or a test.
+
+:func:`line_chart` draws a time series (a node's drift score over time) with its axes, a
+few labelled ticks and one circle per point carrying a ``<title>`` (the browser shows it on
+hover). Everything put into the SVG is escaped.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from html import escape
+from typing import Any, Sequence
+
+WIDTH, HEIGHT = 720, 240
+PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 48, 16, 16, 36
+
+
+def _parse(at: Any) -> dt.datetime:
+    if isinstance(at, dt.datetime):
+        return at if at.tzinfo else at.replace(tzinfo=dt.timezone.utc)
+    parsed = dt.datetime.fromisoformat(str(at))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+
+
+def _nice_max(value: float) -> float:
+    if value <= 0:
+        return 1.0
+    for step in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10000):
+        if value <= step:
+            return float(step)
+    return float(value)
+
+
+def line_chart(
+    points: Sequence[dict[str, Any]],
+    value: str = "score",
+    title: str = "drift score",
+    threshold: float | None = None,
+) -> str:
+    """An SVG line chart of ``points`` (``{"at": ISO time, value: number}``, oldest first).
+    With no points, an SVG that says so."""
+    head = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart" role="img" '
+        f'viewBox="0 0 {WIDTH} {HEIGHT}" width="{WIDTH}" height="{HEIGHT}" '
+        f'aria-label="{escape(title)}">'
+    )
+    if not points:
+        return (
+            head + f'<text x="{WIDTH / 2}" y="{HEIGHT / 2}" text-anchor="middle" '
+            f'class="chart-empty">no {escape(title)} yet</text></svg>'
+        )
+    times = [_parse(p["at"]) for p in points]
+    values = [float(p.get(value) or 0) for p in points]
+    t0, t1 = min(times), max(times)
+    span = (t1 - t0).total_seconds() or 1.0
+    top = _nice_max(max(values + ([threshold] if threshold is not None else [])))
+    plot_w = WIDTH - PAD_LEFT - PAD_RIGHT
+    plot_h = HEIGHT - PAD_TOP - PAD_BOTTOM
+
+    def x(at: dt.datetime) -> float:
+        if len(points) == 1:
+            return PAD_LEFT + plot_w / 2
+        return PAD_LEFT + plot_w * (at - t0).total_seconds() / span
+
+    def y(v: float) -> float:
+        return PAD_TOP + plot_h * (1 - v / top)
+
+    parts = [head, f"<title>{escape(title)}</title>"]
+    # axes and horizontal grid lines with labels
+    for i in range(5):
+        v = top * i / 4
+        yy = y(v)
+        parts.append(
+            f'<line class="grid" x1="{PAD_LEFT}" x2="{WIDTH - PAD_RIGHT}" '
+            f'y1="{yy:.1f}" y2="{yy:.1f}"/>'
+            f'<text class="tick" x="{PAD_LEFT - 6}" y="{yy + 4:.1f}" '
+            f'text-anchor="end">{v:g}</text>'
+        )
+    for at, anchor in ((t0, "start"), (t1, "end")) if len(points) > 1 else ((t0, "middle"),):
+        parts.append(
+            f'<text class="tick" x="{x(at):.1f}" y="{HEIGHT - 12}" text-anchor="{anchor}">'
+            f"{escape(at.strftime('%Y-%m-%d %H:%M'))}</text>"
+        )
+    if threshold is not None:
+        parts.append(
+            f'<line class="threshold" x1="{PAD_LEFT}" x2="{WIDTH - PAD_RIGHT}" '
+            f'y1="{y(threshold):.1f}" y2="{y(threshold):.1f}"/>'
+        )
+    coords = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in zip(times, values))
+    parts.append(f'<polyline class="line" fill="none" points="{coords}"/>')
+    for t, v in zip(times, values):
+        parts.append(
+            f'<circle class="point" cx="{x(t):.1f}" cy="{y(v):.1f}" r="3">'
+            f"<title>{escape(t.isoformat())}: {v:g}</title></circle>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
