@@ -1,4 +1,5 @@
-"""The ``saltext-fleet`` command: master config snippet, config check, and the demo fleet."""
+"""The ``saltext-fleet`` command: master config snippet, config check, the store's schema, the
+web UI's users, and the demo fleet."""
 
 from __future__ import annotations
 
@@ -84,6 +85,92 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def _master_opts(args: argparse.Namespace) -> dict:
+    import salt.config
+
+    return salt.config.master_config(args.master_config)
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    """Users of the web UI: add, list, set a role or password, reset the second factor,
+    disable, enable, delete. Works on the store of the master config given (``-c``)."""
+    import getpass
+    import os
+
+    from saltext_fleet import config
+    from saltext_fleet.store import audit as store_audit
+    from saltext_fleet.store import engine as store_engine
+    from saltext_fleet.store import users as store_users
+
+    actor = f"cli:{os.environ.get('SUDO_USER') or getpass.getuser()}"
+    try:
+        db_url = args.db_url or config.load(_master_opts(args)).db_url
+        engine = store_engine.get_engine(db_url)
+        store_engine.ensure_schema(engine)
+        if args.action == "list":
+            with engine.connect() as conn:
+                for user in store_users.users(conn):
+                    flags = [user["source"]]
+                    flags += ["totp"] if user["totp"] else []
+                    flags += ["disabled"] if user["disabled"] else []
+                    print(f"{user['username']:24} {user['role']:9} {' '.join(flags)}")
+            return 0
+        if not args.username:
+            print(f"saltext-fleet user {args.action}: a username is needed", file=sys.stderr)
+            return 2
+        name = args.username
+        with engine.begin() as conn:
+            if args.action in ("add", "password"):
+                password = None
+                if args.action == "password" or args.source == "local":
+                    password = _new_password(args, name)
+                if args.action == "add":
+                    role = args.role or "viewer"
+                    store_users.create_user(conn, name, role, password, source=args.source)
+                    details = {"role": role, "source": args.source}
+                else:
+                    store_users.set_password(conn, name, password)
+                    details = {}
+            elif args.action == "role":
+                if not args.role:
+                    raise ValueError("--role is needed: viewer, auditor, operator or admin")
+                store_users.set_role(conn, name, args.role)
+                details = {"role": args.role}
+            elif args.action == "reset-totp":
+                store_users.reset_totp(conn, name)
+                details = {}
+            elif args.action in ("disable", "enable"):
+                store_users.set_disabled(conn, name, args.action == "disable")
+                details = {}
+            elif args.action == "delete":
+                if not store_users.delete_user(conn, name):
+                    raise store_users.UserError(f"no user {name!r}")
+                details = {}
+            store_audit.append(conn, actor, f"user.{args.action}", name, details)
+    except (ValueError, config.FleetConfigError) as exc:  # WebAuthError, UserError included
+        field = getattr(exc, "field", None)
+        where = f"{field}: " if field and not str(exc).startswith(field) else ""
+        print(f"saltext-fleet user {args.action}: {where}{exc}", file=sys.stderr)
+        return 2
+    except store_engine.StoreError as exc:
+        print(f"saltext-fleet user {args.action}: {exc}", file=sys.stderr)
+        return 1
+    print(f"user {name}: {args.action} done")
+    return 0
+
+
+def _new_password(args: argparse.Namespace, username: str) -> str:
+    import getpass
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"password for {username}: ")
+        if getpass.getpass("again: ") != password:
+            raise ValueError("the two passwords differ")
+    return password
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="saltext-fleet", description="saltext-fleet: a Salt master as a fleet control plane"
@@ -118,6 +205,32 @@ def build_parser() -> argparse.ArgumentParser:
     p_demo.add_argument("--once", action="store_true", help="print the summary, then stop")
     p_demo.add_argument("--timeout", type=float, default=60, help="seconds to wait for the fleet")
     p_demo.set_defaults(func=cmd_demo)
+
+    p_user = sub.add_parser("user", help="users of the web UI: add, list, role, password, ...")
+    p_user.add_argument(
+        "action",
+        choices=["add", "list", "role", "password", "reset-totp", "disable", "enable", "delete"],
+    )
+    p_user.add_argument("username", nargs="?")
+    p_user.add_argument(
+        "--role", help="viewer, auditor, operator or admin (add: viewer unless given)"
+    )
+    p_user.add_argument(
+        "--source",
+        default="local",
+        choices=["local", "eauth"],
+        help="local: a password kept here (hashed); eauth: Salt's external_auth checks it",
+    )
+    p_user.add_argument(
+        "--password-stdin", action="store_true", help="read the password from standard input"
+    )
+    p_user.add_argument(
+        "--db-url", help="database URL (default: fleet:db_url of the master config)"
+    )
+    p_user.add_argument(
+        "-c", "--master-config", default="/etc/salt/master", help="master config file to read"
+    )
+    p_user.set_defaults(func=cmd_user)
     return parser
 
 

@@ -71,6 +71,7 @@ class DemoFleet:
         self.user = getpass.getuser()
         self.publish_port = free_port()
         self.ret_port = free_port()
+        self.ui_port = free_port()
         self.master_conf_dir = self.root / "master"
         self.minion_ids = [f"demo-{n}" for n in range(1, count + 1)]
         self.processes: dict[str, subprocess.Popen] = {}
@@ -129,7 +130,66 @@ class DemoFleet:
                 "log_level_logfile": "info",
             }
         )
+        # the engine serves the web UI on loopback
+        conf["fleet"]["ui"] = {"host": "127.0.0.1", "port": self.ui_port}
         return conf
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.ui_port}/"
+
+    def create_admin(self) -> str:
+        """An ``admin`` user of the web UI with a new random password (returned)."""
+        import secrets
+
+        from saltext_fleet import config
+        from saltext_fleet.store import engine as store_engine
+        from saltext_fleet.store import users as store_users
+
+        password = secrets.token_urlsafe(12)
+        engine = store_engine.get_engine(config.load(self.master_config()).db_url)
+        store_engine.ensure_schema(engine)
+        with engine.begin() as conn:
+            if store_users.get_user(conn, "admin") is None:
+                store_users.create_user(conn, "admin", "admin", password)
+            else:
+                store_users.set_password(conn, "admin", password)
+        return password
+
+    def wait_for_ui(self, timeout: float = 60) -> float:
+        """Seconds until the engine answers on the UI's port (DemoError after ``timeout``)."""
+        import urllib.error
+        import urllib.request
+
+        started = time.monotonic()
+        while time.monotonic() - started < timeout:
+            try:
+                with urllib.request.urlopen(self.ui_url + "login", timeout=5) as resp:
+                    if resp.status == 200:
+                        return time.monotonic() - started
+            except (urllib.error.URLError, OSError):
+                pass
+            self._check_alive()
+            time.sleep(0.5)
+        raise DemoError(f"the web UI did not answer on {self.ui_url} within {timeout:.0f} s")
+
+    def check_login(self, username: str, password: str) -> None:
+        """Log in to the UI as a browser would (DemoError when the overview does not open)."""
+        import http.cookiejar
+        import urllib.parse
+        import urllib.request
+
+        opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+        )
+        body = urllib.parse.urlencode({"username": username, "password": password}).encode()
+        try:
+            with opener.open(self.ui_url + "login", data=body, timeout=30) as resp:
+                page = resp.read().decode("utf-8", "replace")
+        except OSError as exc:
+            raise DemoError(f"logging in to the web UI failed: {exc}") from None
+        if 'id="fleet"' not in page:
+            raise DemoError("logging in to the web UI did not open the fleet overview")
 
     def minion_config(self, index: int, minion_id: str) -> dict[str, Any]:
         conf: dict[str, Any] = self._paths(minion_id, "minion")
@@ -419,6 +479,11 @@ def run_demo(
             say("")
             scores = drift_summary(fleet, say, timeout=timeout)
             say("")
+            password = fleet.create_admin()
+            fleet.wait_for_ui(timeout=timeout)
+            fleet.check_login("admin", password)
+            say(f"Web UI: {fleet.ui_url}  (user: admin, password: {password})")
+            say("")
             counts = {
                 mid: {eco: len(pkgs or {}) for eco, pkgs in (inv.get("packages") or {}).items()}
                 for mid, inv in inventories.items()
@@ -431,6 +496,7 @@ def run_demo(
                         "seconds_to_answer": round(elapsed, 2),
                         "packages": counts,
                         "drift": scores,
+                        "ui": fleet.ui_url,
                     }
                 )
             )

@@ -750,11 +750,14 @@ def nodes(tgt="*", tgt_type="glob"):
 
 
 def _actor() -> str:
-    """Who runs this: ``reactor``, or ``user:<name>`` (Salt's ``__user__``: the shell user
-    of ``salt-run``, or the eauth user through salt-api)."""
+    """Who runs this: ``reactor``, ``ui:<name>`` (a user of the web UI, which passes that as
+    Salt's user), or ``user:<name>`` (Salt's ``__user__``: the shell user of ``salt-run``, or
+    the eauth user through salt-api)."""
     user = globals().get("__user__") or "UNKNOWN"
     if user == "Reactor":
         return "reactor"
+    if isinstance(user, str) and user.startswith("ui:"):
+        return user[:128]
     return f"user:{str(user)[:100]}"
 
 

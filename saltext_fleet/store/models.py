@@ -27,6 +27,8 @@ Tables:
 ``bootstraps``            SSH bootstraps: one row per attempt, its steps and outcome
 ``audit_events``          the audit chain: each event's SHA-256 covers the previous event's
 ``audit_head``            the chain's last hash (one row), so appends are serialised
+``ui_users``              the web UI's users: bcrypt hash, role, TOTP on/off (its secret is in
+                          ``secrets``), recovery code and API token hashes, session version
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -94,8 +97,16 @@ class Node(Base):
     status_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     node_group: Mapped[str | None] = mapped_column(String(GROUP_NAME_LEN))
     onboarded_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: what operators say about the node in the UI: how much it matters (low, normal, high,
+    #: critical), whether it was audited, a free comment
+    criticality: Mapped[str] = mapped_column(String(16), default="normal", server_default="normal")
+    audited: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    comment: Mapped[str] = mapped_column(Text, default="", server_default="")
 
-    __table_args__ = (Index("ix_nodes_last_seen", "last_seen"),)
+    __table_args__ = (
+        Index("ix_nodes_last_seen", "last_seen"),
+        Index("ix_nodes_status", "status", "minion_id"),
+    )
 
 
 class InventorySnapshot(Base):
@@ -436,3 +447,29 @@ class AuditHead(Base):
     one: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     last_id: Mapped[int] = mapped_column(BigInteger, default=0)
     last_hash: Mapped[str] = mapped_column(String(DIGEST_LEN))
+
+
+class UiUser(Base):
+    """A user of the web UI (see :mod:`saltext_fleet.store.users`): only hashes are kept."""
+
+    __tablename__ = "ui_users"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    #: bcrypt-sha256 hash; None for a user whose password Salt's eauth checks
+    password_hash: Mapped[str | None] = mapped_column(String(255))
+    role: Mapped[str] = mapped_column(String(16))
+    #: local or eauth
+    source: Mapped[str] = mapped_column(String(16), default="local")
+    totp_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: the time step of the last accepted code: a code is never accepted twice
+    totp_last_counter: Mapped[int | None] = mapped_column(BigInteger)
+    #: SHA-256 hashes of the unused recovery codes
+    recovery_codes: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    api_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    #: part of every session: bumping it ends all of the user's sessions
+    session_version: Mapped[int] = mapped_column(Integer, default=1)
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    locked_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_login_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

@@ -18,6 +18,8 @@ from saltext_fleet.core import secrets as core_secrets
 from saltext_fleet.store.models import NodeGroup, Secret, utcnow
 
 SCOPES = ("group", "node")
+#: Secrets of the web UI's users (their TOTP secret): not reachable through the runners.
+USER_SCOPE = "user"
 CREDENTIAL_KINDS = ("password", "private_key")
 #: The secret names a group's SSH credential is stored under.
 CREDENTIAL_NAME = "ssh_credential"
@@ -41,7 +43,7 @@ def put_secret(
     now: dt.datetime | None = None,
 ) -> None:
     """Encrypt ``value`` and store it under ``(scope, owner, name)`` (replacing it)."""
-    if scope not in SCOPES:
+    if scope not in SCOPES and scope != USER_SCOPE:
         raise ValueError(f"scope: {scope!r} is not one of {', '.join(SCOPES)}")
     token = vault.encrypt(value)
     now = now or utcnow()

@@ -9,8 +9,9 @@ hover). Everything put into the SVG is escaped.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from html import escape
-from typing import Any, Sequence
+from typing import Any
 
 WIDTH, HEIGHT = 720, 240
 PAD_LEFT, PAD_RIGHT, PAD_TOP, PAD_BOTTOM = 48, 16, 16, 36
@@ -24,11 +25,16 @@ def _parse(at: Any) -> dt.datetime:
 
 
 def _nice_max(value: float) -> float:
+    """The top of the value axis: at least ``value``, and a quarter of it a round number (the
+    axis has five labelled lines)."""
     if value <= 0:
-        return 1.0
-    for step in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10000):
-        if value <= step:
-            return float(step)
+        return 4.0
+    scale = 1.0
+    while value > 100 * scale:
+        scale *= 10
+    for top in (4, 8, 12, 20, 40, 60, 80, 100):
+        if value <= top * scale:
+            return float(top * scale)
     return float(value)
 
 
@@ -87,9 +93,9 @@ def line_chart(
             f'<line class="threshold" x1="{PAD_LEFT}" x2="{WIDTH - PAD_RIGHT}" '
             f'y1="{y(threshold):.1f}" y2="{y(threshold):.1f}"/>'
         )
-    coords = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in zip(times, values))
+    coords = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in zip(times, values, strict=True))
     parts.append(f'<polyline class="line" fill="none" points="{coords}"/>')
-    for t, v in zip(times, values):
+    for t, v in zip(times, values, strict=True):
         parts.append(
             f'<circle class="point" cx="{x(t):.1f}" cy="{y(v):.1f}" r="3">'
             f"<title>{escape(t.isoformat())}: {v:g}</title></circle>"

@@ -11,6 +11,7 @@ from saltfactories.utils import random_string
 
 from saltext_fleet import snippet
 from tests.support.harness import ACCEPTED_BY_HARNESS, accept_known
+from tests.support.sshd import free_port
 from tests.support.venvs import make_venv, make_wheel, pip_install
 
 
@@ -46,6 +47,8 @@ def salt_master(salt_factories, tmp_path_factory):
     overrides.update({"interface": "127.0.0.1", "open_mode": False, "auto_accept": False})
     # A low alert threshold, so the drift tests see fleet/alert/drift both ways.
     overrides["fleet"]["drift"]["alert_score"] = 10
+    # The engine serves the web UI: on a free port (the default, 8443, is one for all masters)
+    overrides["fleet"]["ui"] = {"host": "127.0.0.1", "port": free_port()}
     echo = tmp_path_factory.mktemp("reactors") / "echo.sls"
     echo.write_text(ECHO_SLS)
     overrides["reactor"] = [*overrides["reactor"], {"fleet/test/echo": [str(echo)]}]

@@ -95,4 +95,7 @@ def test_demo_reaches_three_minions_and_prints_package_counts(fresh_venv, tmp_pa
     drift_table = out.split("Drift from baseline 'demo' (pinned from demo-1):\n")[1]
     line = next(x for x in drift_table.splitlines() if x.startswith("demo-2"))
     assert "~pypi/demo-app 1.4.2->2.0.1 (major)" in line
+    # the engine served the web UI; the demo logged in with the admin password it printed
+    assert re.search(r"Web UI: http://127\.0\.0\.1:\d+/  \(user: admin, password: \S+\)", out)
+    assert figures["ui"].startswith("http://127.0.0.1:")
     assert re.search(r"stopped every daemon", out)

@@ -47,6 +47,7 @@ def jc_master(salt_factories, backend_url):
     overrides = snippet.master_snippet(db_url=backend_url)
     assert overrides["master_job_cache"] == "fleet" and overrides["event_return"] == "fleet"
     overrides.update({"interface": "127.0.0.1", "event_return_queue": 0})
+    overrides.pop("engines", None)  # the job cache is under test here, not the web UI
     factory = salt_factories.salt_master_daemon(random_string("jc-master-"), overrides=overrides)
     with factory.started():
         yield factory

@@ -58,9 +58,9 @@ def outage_master(salt_factories, outage_db):
     _, _, proxied = outage_db
     overrides = snippet.master_snippet(db_url=proxied)
     # The job cache and event return are under test. Onboarding the minions (the reactor's
-    # sync_all and schedule.add, waiting on a bus full of returns) and the presence check
-    # would only compete with them for this machine's two cores.
-    for option in ("reactor", "schedule", "presence_events"):
+    # sync_all and schedule.add, waiting on a bus full of returns), the presence check
+    # and the web UI would only compete with them for this machine's two cores.
+    for option in ("reactor", "schedule", "presence_events", "engines"):
         overrides.pop(option, None)
     overrides.update({"interface": "127.0.0.1", "worker_threads": 3, **QUIET})
     factory = salt_factories.salt_master_daemon(

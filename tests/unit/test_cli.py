@@ -65,3 +65,57 @@ def test_check_refuses_a_missing_or_broken_file(tmp_path, capsys):
     conf.write_text("fleet: [unclosed\n")
     assert cli.main(["config", "--check", str(conf)]) == 2
     assert "cannot read the master config" in capsys.readouterr().err
+
+
+def test_user_add_list_role_and_bad_input(tmp_path, capsys, monkeypatch):
+    """``saltext-fleet user``: the web UI's users in the store of a master config."""
+    import io
+
+    from saltext_fleet.core import webauth
+    from saltext_fleet.store import engine as store_engine
+    from saltext_fleet.store import users as store_users
+
+    url = f"sqlite:///{tmp_path / 'fleet.db'}"
+    monkeypatch.setattr("sys.stdin", io.StringIO("a fine long password\n"))
+    assert (
+        cli.main(["user", "add", "alice", "--role", "admin", "--password-stdin", "--db-url", url])
+        == 0
+    )
+    assert "user alice: add done" in capsys.readouterr().out
+    assert cli.main(["user", "list", "--db-url", url]) == 0
+    assert capsys.readouterr().out.split()[:3] == ["alice", "admin", "local"]
+    assert cli.main(["user", "role", "alice", "--role", "viewer", "--db-url", url]) == 0
+    engine = store_engine.get_engine(url)
+    with engine.connect() as conn:
+        user = store_users.get_user(conn, "alice")
+        stored = store_users.password_hash(conn, "alice")
+    assert user["role"] == "viewer" and webauth.verify_password("a fine long password", stored)
+    capsys.readouterr()
+    # bad input: named, exit 2, nothing changed
+    monkeypatch.setattr("sys.stdin", io.StringIO("short\n"))
+    assert cli.main(["user", "add", "bob", "--password-stdin", "--db-url", url]) == 2
+    assert "at least 12" in capsys.readouterr().err
+    assert cli.main(["user", "role", "alice", "--role", "root", "--db-url", url]) == 2
+    assert "root" in capsys.readouterr().err
+    monkeypatch.setattr("sys.stdin", io.StringIO("a fine long password\n"))
+    assert cli.main(["user", "add", "../etc", "--password-stdin", "--db-url", url]) == 2
+    assert "username" in capsys.readouterr().err.lower()
+    assert cli.main(["user", "delete", "nobody", "--db-url", url]) == 2
+    assert cli.main(["user", "role", "--db-url", url]) == 2
+    with engine.connect() as conn:
+        assert [u["username"] for u in store_users.users(conn)] == ["alice"]
+
+
+def test_user_role_needs_the_role(tmp_path, capsys, monkeypatch):
+    import io
+
+    url = f"sqlite:///{tmp_path / 'fleet.db'}"
+    monkeypatch.setattr("sys.stdin", io.StringIO("a fine long password\n"))
+    assert (
+        cli.main(["user", "add", "bob", "--role", "operator", "--password-stdin", "--db-url", url])
+        == 0
+    )
+    assert cli.main(["user", "role", "bob", "--db-url", url]) == 2
+    assert "--role is needed" in capsys.readouterr().err
+    assert cli.main(["user", "list", "--db-url", url]) == 0
+    assert "operator" in capsys.readouterr().out  # not silently demoted

@@ -9,7 +9,9 @@ SVG = "{http://www.w3.org/2000/svg}"
 
 
 def points(*scores):
-    return [{"at": f"2026-11-{10 + i:02d}T12:00:00+00:00", "score": s} for i, s in enumerate(scores)]
+    return [
+        {"at": f"2026-11-{10 + i:02d}T12:00:00+00:00", "score": s} for i, s in enumerate(scores)
+    ]
 
 
 def test_one_circle_per_point_scaled_into_the_plot():
@@ -34,8 +36,11 @@ def test_threshold_and_single_point_and_empty():
     root = ET.fromstring(svg)
     assert len(root.findall(f"{SVG}circle")) == 1
     assert root.find(f"{SVG}line[@class='threshold']") is not None
-    # the axis reaches the threshold even when every point is below it
-    assert "50" in [t.text for t in root.findall(f"{SVG}text[@class='tick']")]
+    # the axis reaches the threshold even when every point is below it, in round steps
+    ticks = [float(t.text) for t in root.findall(f"{SVG}text[@class='tick']")[:5]]
+    assert ticks == [0, 15, 30, 45, 60]
+    line = root.find(f"{SVG}line[@class='threshold']")
+    assert charts.PAD_TOP <= float(line.get("y1")) <= charts.HEIGHT - charts.PAD_BOTTOM
     empty = charts.line_chart([], title="drift <score>")
     assert "no drift &lt;score&gt; yet" in empty and "<circle" not in empty
     ET.fromstring(empty)
@@ -46,3 +51,17 @@ def test_text_is_escaped():
     assert "<script>" not in svg
     ET.fromstring(svg)
     assert re.search(r"&lt;script&gt;", svg)
+
+
+def test_axis_tops_are_round():
+    assert [charts._nice_max(v) for v in (0, 3, 9, 22, 25, 99, 101, 730, 12_345)] == [
+        4,
+        4,
+        12,
+        40,
+        40,
+        100,
+        120,
+        800,
+        20_000,
+    ]

@@ -1,0 +1,229 @@
+#!/usr/bin/env python
+"""Web UI benchmark: server time of the fleet overview and a node page with 10,000 nodes.
+
+For each backend (``--backend postgresql,sqlite``), in a fresh store: ``--nodes`` nodes with
+facts (OS, release), status, group, criticality, a current drift result for 90 % of them and
+``--history`` drift history points each for 100 nodes; one logged-in user. Then ``--requests``
+requests of each kind go through the real Flask app (every layer the engine serves: session,
+permission check, SQL, template), timed from the request entering the app to the response
+leaving it, which is the server time (the network is not measured):
+
+- the overview's first page (``/``), 50 rows, sorted by id;
+- a filtered page (``/?status=offline&os=MacOS&drift_min=20``);
+- a sorted page (``/?sort=-drift&page=7``);
+- a node page with its drift history chart (``/nodes/<id>``).
+
+Each response is checked, not only timed: status 200, the rows expected, the chart's points.
+Target: overview p95 at most 100 ms (all three kinds). The last line of the output is one JSON
+object with the figures.
+
+Usage (from the repository root)::
+
+    .venv/bin/python bench/ui.py [--nodes 10000] [--requests 200] [--backend postgresql,sqlite]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import random
+import re
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
+TARGET_P95_MS = 100.0
+PASSWORD = "bench password 1234"
+
+
+def make_store(backend: str, pg_url: str, workdir: str):
+    """A fresh, migrated store: ``(url, cleanup)``."""
+    from sqlalchemy.engine import make_url
+
+    if backend == "sqlite":
+        return f"sqlite:///{os.path.join(workdir, 'fleet.db')}", lambda: None
+    import psycopg
+
+    name = f"fleet_bench_ui_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+    def cleanup():
+        from saltext_fleet.store import engine as store_engine
+
+        store_engine.dispose_all()
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    url = make_url(pg_url).set(drivername="postgresql+psycopg", database=name)
+    return url.render_as_string(hide_password=False), cleanup
+
+
+def fill(engine, nodes: int, history: int, seed: int) -> dict:
+    from sqlalchemy import insert
+
+    from saltext_fleet.store import drift as store_drift
+    from saltext_fleet.store.models import DriftCurrent, DriftHistory, Node
+
+    rng = random.Random(seed)
+    now = dt.datetime.now(dt.timezone.utc)
+    oses = [("Debian", "12"), ("MacOS", "15.1"), ("NixOS", "24.11"), ("Ubuntu", "24.04")]
+    rows, drift = [], []
+    for i in range(nodes):
+        os_name, release = oses[i % len(oses)]
+        rows.append(
+            {
+                "minion_id": f"node-{i:05d}",
+                "first_seen": now - dt.timedelta(days=30),
+                "last_seen": now - dt.timedelta(seconds=rng.randint(0, 86400)),
+                "facts": {"os": os_name, "osrelease": release, "kernel": "6.1.0"},
+                "status": "offline" if rng.random() < 0.1 else "online",
+                "status_at": now,
+                "node_group": f"group-{i % 20}",
+                "criticality": ("low", "normal", "high", "critical")[i % 4],
+                "audited": i % 7 == 0,
+                "comment": "",
+            }
+        )
+        if i % 10:
+            drift.append(
+                {
+                    "minion_id": f"node-{i:05d}",
+                    "baseline": "base",
+                    "score": round(rng.expovariate(1 / 15), 1),
+                    "computed_at": now,
+                }
+            )
+    with engine.begin() as conn:
+        for start in range(0, len(rows), 2000):
+            conn.execute(insert(Node), rows[start : start + 2000])
+        for start in range(0, len(drift), 2000):
+            conn.execute(insert(DriftCurrent), drift[start : start + 2000])
+        points = []
+        for i in range(1, 101):
+            for h in range(history):
+                points.append(
+                    {
+                        "minion_id": f"node-{i:05d}",
+                        "computed_at": now - dt.timedelta(hours=h),
+                        "score": float(h % 30),
+                        "baseline": "base",
+                    }
+                )
+        for day in range(0, history // 24 + 2):
+            store_drift.ensure_partition(conn, now - dt.timedelta(days=day))
+        conn.execute(insert(DriftHistory), points)
+    return {"drift_results": len(drift), "history_points": 100 * history}
+
+
+def percentile(values, q):
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def run_backend(backend: str, args) -> dict:
+    from saltext_fleet.core import secrets as core_secrets
+    from saltext_fleet.store import engine as store_engine
+    from saltext_fleet.store import users as store_users
+    from saltext_fleet.webui.app import WebContext, create_app
+
+    workdir = tempfile.mkdtemp(prefix="fleet-bench-ui-")
+    url, cleanup = make_store(backend, args.pg_url, workdir)
+    try:
+        engine = store_engine.get_engine(url)
+        store_engine.ensure_schema(engine)
+        began = time.perf_counter()
+        filled = fill(engine, args.nodes, args.history, args.seed)
+        fill_s = time.perf_counter() - began
+        if backend == "postgresql":
+            with engine.begin() as conn:
+                conn.exec_driver_sql("ANALYZE")
+        with engine.begin() as conn:
+            store_users.create_user(conn, "bench", "viewer", PASSWORD, rounds=4)
+        ctx = WebContext(
+            engine=engine,
+            vault=core_secrets.Vault.open(os.path.join(workdir, "fleet.fernet")),
+            secret_key=secrets.token_bytes(32),
+            bcrypt_rounds=4,
+        )
+        app = create_app(ctx)
+        client = app.test_client()
+        resp = client.post("/login", data={"username": "bench", "password": PASSWORD})
+        assert resp.status_code == 302, resp.status_code
+        cases = {
+            "overview_first_page": "/",
+            "overview_filtered": "/?status=offline&os=MacOS&drift_min=20",
+            "overview_sorted": "/?sort=-drift&page=7",
+            "node_page": "/nodes/node-00042",
+        }
+        figures = {}
+        for name, path in cases.items():
+            for _ in range(5):  # warm caches, templates, the connection pool
+                client.get(path)
+            times = []
+            for _ in range(args.requests):
+                started = time.perf_counter()
+                resp = client.get(path)
+                times.append((time.perf_counter() - started) * 1000)
+                assert resp.status_code == 200, (path, resp.status_code)
+            body = resp.get_data(as_text=True)
+            rows = len(re.findall(r"<tr data-node=", body))
+            if name.startswith("overview"):
+                assert 0 < rows <= 50, (name, rows)
+            else:
+                chart = re.search(r'<figure id="drift-chart">(.*?)</figure>', body, re.S).group(1)
+                assert chart.count("<circle") == args.history, chart.count("<circle")
+            figures[name] = {
+                "p50_ms": round(statistics.median(times), 2),
+                "p95_ms": round(percentile(times, 95), 2),
+                "rows": rows,
+            }
+            print(
+                f"{backend:10} {name:22} p50 {figures[name]['p50_ms']:7.2f} ms   "
+                f"p95 {figures[name]['p95_ms']:7.2f} ms",
+                flush=True,
+            )
+        overview_p95 = max(v["p95_ms"] for k, v in figures.items() if k.startswith("overview"))
+        return {
+            "nodes": args.nodes,
+            "fill_s": round(fill_s, 2),
+            **filled,
+            "cases": figures,
+            "overview_p95_ms": overview_p95,
+            "target_met": overview_p95 <= TARGET_P95_MS,
+        }
+    finally:
+        cleanup()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nodes", type=int, default=10000)
+    parser.add_argument("--requests", type=int, default=200, help="requests per kind")
+    parser.add_argument("--history", type=int, default=48, help="drift points per charted node")
+    parser.add_argument("--backend", default="postgresql,sqlite")
+    parser.add_argument("--pg-url", default=DEFAULT_PG_URL, help="a role that may create databases")
+    parser.add_argument("--seed", type=int, default=11)
+    args = parser.parse_args(argv)
+    results = {}
+    for backend in [b.strip() for b in args.backend.split(",") if b.strip()]:
+        if backend not in ("postgresql", "sqlite"):
+            parser.error(f"--backend: {backend!r} is not postgresql or sqlite")
+        results[backend] = run_backend(backend, args)
+    print(json.dumps({"target_overview_p95_ms": TARGET_P95_MS, **results}))
+    return 0 if all(r["target_met"] for r in results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

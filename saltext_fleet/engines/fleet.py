@@ -1,0 +1,53 @@
+"""
+The ``fleet`` engine: the web UI, its JSON API and live updates, served by the master.
+
+Enable it in the master configuration (``saltext-fleet config`` prints it)::
+
+    engines:
+      - fleet: {}
+    fleet:
+      ui: {host: 127.0.0.1, port: 8443, tls_cert: /etc/ssl/fleet.pem, tls_key: /etc/ssl/fleet.key}
+
+Create the first user with ``saltext-fleet user add alice --role admin``. The engine runs one
+asyncio loop (Tornado serving the Flask app through a thread pool, and native websockets). If
+it fails, the reason is logged and it starts again after a pause (1 s, doubling up to 60 s);
+a configuration error is logged once a minute until it is fixed.
+"""
+
+import asyncio
+import logging
+import time
+
+from saltext_fleet import config
+
+log = logging.getLogger(__name__)
+
+__virtualname__ = "fleet"
+
+RESTART_MIN, RESTART_MAX = 1.0, 60.0
+
+
+def __virtual__():
+    return __virtualname__
+
+
+def start(**kwargs):  # pylint: disable=unused-argument
+    from saltext_fleet.webui import server
+
+    opts = __opts__  # noqa: F821 - injected by Salt's loader
+    pause = RESTART_MIN
+    while True:
+        began = time.monotonic()
+        try:
+            config.load(opts)
+            asyncio.run(server.serve(opts))
+            return
+        except config.FleetConfigError as exc:
+            log.error("fleet engine: %s; the web UI is not served until it is fixed", exc)
+            pause = RESTART_MAX
+        except Exception as exc:  # noqa: BLE001 - logged with its reason, then restarted
+            log.exception("fleet engine crashed (%s: %s); restarting", type(exc).__name__, exc)
+            if time.monotonic() - began > 300:
+                pause = RESTART_MIN  # it ran for a while: a fresh failure
+        time.sleep(pause)
+        pause = min(pause * 2, RESTART_MAX)

@@ -1,0 +1,383 @@
+"""What the web UI reads: the fleet overview and a node's page, filtered, sorted and paged in
+SQL.
+
+The overview must stay fast with 10,000 nodes: it never loads the fleet into Python. One
+query returns the page (``LIMIT``/``OFFSET`` over an indexed order, ``minion_id`` as the tie
+breaker so pages never overlap), one counts the matching rows, and one counts nodes per status
+for the header. Filters and sort keys are checked against fixed lists here: a value the UI or
+the API was given never becomes SQL text.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Connection, and_, case, func, select
+
+from saltext_fleet.store.models import (
+    AuditEvent,
+    DriftCurrent,
+    DriftHistory,
+    Event,
+    Node,
+    NodeInventory,
+    Return,
+)
+
+#: Criticality levels, lowest first (the overview sorts by this order, not alphabetically).
+CRITICALITIES = ("low", "normal", "high", "critical")
+STATUSES = ("online", "offline", "unknown")
+PER_PAGE_MAX = 500
+
+
+class QueryError(ValueError):
+    """A filter, sort key or page the UI was given is not one it can use; the message names
+    the parameter and what is allowed."""
+
+    def __init__(self, parameter: str, message: str):
+        super().__init__(f"{parameter}: {message}")
+        self.parameter = parameter
+
+
+def _os_expr():
+    return Node.facts["os"].as_string()
+
+
+def _criticality_rank():
+    return case(
+        {name: rank for rank, name in enumerate(CRITICALITIES)},
+        value=Node.criticality,
+        else_=len(CRITICALITIES),
+    )
+
+
+#: sort key -> column expression
+SORTS = {
+    "id": lambda: Node.minion_id,
+    "status": lambda: Node.status,
+    "os": _os_expr,
+    "drift": lambda: DriftCurrent.score,
+    "last_seen": lambda: Node.last_seen,
+    "criticality": _criticality_rank,
+    "audited": lambda: Node.audited,
+    "group": lambda: Node.node_group,
+}
+
+
+@dataclass
+class OverviewQuery:
+    """The overview's parameters, as the UI and the API take them (strings from a URL are
+    checked by :meth:`from_args`)."""
+
+    q: str | None = None  # part of the minion id
+    status: str | None = None
+    os: str | None = None
+    group: str | None = None
+    criticality: str | None = None
+    audited: bool | None = None
+    drift_min: float | None = None
+    sort: str = "id"
+    desc: bool = False
+    page: int = 1
+    per_page: int = 50
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_args(cls, args) -> OverviewQuery:
+        """From a mapping of strings (a query string); :class:`QueryError` names the bad one."""
+
+        def text(name: str, limit: int = 255) -> str | None:
+            value = args.get(name)
+            if value is None or value == "":
+                return None
+            if not isinstance(value, str) or len(value) > limit:
+                raise QueryError(name, f"at most {limit} characters")
+            return value
+
+        query = cls(q=text("q"), os=text("os"), group=text("group"))
+        status = text("status")
+        if status is not None and status not in STATUSES:
+            raise QueryError("status", f"{status!r} is not one of {', '.join(STATUSES)}")
+        query.status = status
+        crit = text("criticality")
+        if crit is not None and crit not in CRITICALITIES:
+            raise QueryError("criticality", f"{crit!r} is not one of {', '.join(CRITICALITIES)}")
+        query.criticality = crit
+        audited = text("audited")
+        if audited is not None:
+            if audited.lower() not in ("yes", "no", "true", "false", "1", "0"):
+                raise QueryError("audited", f"{audited!r} is not yes or no")
+            query.audited = audited.lower() in ("yes", "true", "1")
+        drift_min = text("drift_min", 32)
+        if drift_min is not None:
+            try:
+                query.drift_min = float(drift_min)
+            except ValueError:
+                raise QueryError("drift_min", f"{drift_min!r} is not a number") from None
+        sort = text("sort", 32) or "id"
+        if sort.startswith("-"):
+            query.desc, sort = True, sort[1:]
+        if sort not in SORTS:
+            raise QueryError("sort", f"{sort!r} is not one of {', '.join(SORTS)}")
+        query.sort = sort
+        for name, low, high in (("page", 1, 1_000_000), ("per_page", 1, PER_PAGE_MAX)):
+            raw = text(name, 16)
+            if raw is None:
+                continue
+            try:
+                value = int(raw)
+            except ValueError:
+                raise QueryError(name, f"{raw!r} is not a whole number") from None
+            if not low <= value <= high:
+                raise QueryError(name, f"{value} is not between {low} and {high}")
+            setattr(query, name, value)
+        return query
+
+    def args(self, **changes) -> dict[str, str]:
+        """This query as URL arguments (for links to other pages and sorts)."""
+        values = {
+            "q": self.q,
+            "status": self.status,
+            "os": self.os,
+            "group": self.group,
+            "criticality": self.criticality,
+            "audited": None if self.audited is None else ("yes" if self.audited else "no"),
+            "drift_min": None if self.drift_min is None else f"{self.drift_min:g}",
+            "sort": ("-" if self.desc else "") + self.sort,
+            "page": str(self.page),
+            "per_page": str(self.per_page),
+        }
+        values.update({k: (None if v is None else str(v)) for k, v in changes.items()})
+        return {k: v for k, v in values.items() if v not in (None, "")}
+
+
+def _filters(query: OverviewQuery) -> list:
+    where = []
+    if query.q:
+        pattern = "%" + _like(query.q) + "%"
+        where.append(Node.minion_id.like(pattern, escape="\\"))
+    if query.status == "unknown":
+        where.append(Node.status.is_(None))
+    elif query.status:
+        where.append(Node.status == query.status)
+    if query.os:
+        where.append(_os_expr() == query.os)
+    if query.group:
+        where.append(Node.node_group == query.group)
+    if query.criticality:
+        where.append(Node.criticality == query.criticality)
+    if query.audited is not None:
+        where.append(Node.audited.is_(query.audited))
+    if query.drift_min is not None:
+        where.append(DriftCurrent.score >= query.drift_min)
+    return where
+
+
+def _base(columns):
+    return (
+        select(*columns)
+        .select_from(Node)
+        .outerjoin(DriftCurrent, DriftCurrent.minion_id == Node.minion_id)
+    )
+
+
+def overview(conn: Connection, query: OverviewQuery) -> dict[str, Any]:
+    """One page of the fleet: ``{"rows", "total", "page", "pages", "per_page", "statuses"}``.
+
+    Each row: ``id, status, os, osrelease, group, drift, baseline, last_seen, criticality,
+    audited, comment``."""
+    where = _filters(query)
+    order = SORTS[query.sort]()
+    ordering = [order.desc().nulls_last() if query.desc else order.asc().nulls_last()]
+    if query.sort != "id":
+        ordering.append(Node.minion_id.asc())
+    stmt = (
+        _base(
+            [
+                Node.minion_id,
+                Node.status,
+                _os_expr().label("os"),
+                Node.facts["osrelease"].as_string().label("osrelease"),
+                Node.node_group,
+                DriftCurrent.score,
+                DriftCurrent.baseline,
+                Node.last_seen,
+                Node.criticality,
+                Node.audited,
+                Node.comment,
+            ]
+        )
+        .where(and_(True, *where))
+        .order_by(*ordering)
+        .limit(query.per_page)
+        .offset((query.page - 1) * query.per_page)
+    )
+    rows = [
+        {
+            "id": r.minion_id,
+            "status": r.status or "unknown",
+            "os": r.os,
+            "osrelease": r.osrelease,
+            "group": r.node_group,
+            "drift": r.score,
+            "baseline": r.baseline,
+            "last_seen": _iso(r.last_seen),
+            "criticality": r.criticality,
+            "audited": bool(r.audited),
+            "comment": r.comment or "",
+        }
+        for r in conn.execute(stmt)
+    ]
+    total = conn.execute(_base([func.count()]).where(and_(True, *where))).scalar_one()
+    statuses = {name: 0 for name in STATUSES}
+    for status, count in conn.execute(select(Node.status, func.count()).group_by(Node.status)):
+        statuses[status or "unknown"] = statuses.get(status or "unknown", 0) + count
+    pages = max(1, -(-total // query.per_page))
+    return {
+        "rows": rows,
+        "total": total,
+        "page": query.page,
+        "pages": pages,
+        "per_page": query.per_page,
+        "statuses": statuses,
+    }
+
+
+def os_names(conn: Connection, limit: int = 100) -> list[str]:
+    """The operating systems in the fleet (for the overview's filter)."""
+    expr = _os_expr()
+    stmt = select(expr).where(expr.is_not(None)).group_by(expr).order_by(expr).limit(limit)
+    return [name for (name,) in conn.execute(stmt)]
+
+
+def node(conn: Connection, minion_id: str) -> dict[str, Any] | None:
+    """A node's page: its row, facts, grains, drift and where it stands."""
+    n = conn.execute(select(Node).where(Node.minion_id == minion_id)).first()
+    if n is None:
+        return None
+    drift = conn.execute(select(DriftCurrent).where(DriftCurrent.minion_id == minion_id)).first()
+    return {
+        "id": n.minion_id,
+        "status": n.status or "unknown",
+        "status_at": _iso(n.status_at),
+        "first_seen": _iso(n.first_seen),
+        "last_seen": _iso(n.last_seen),
+        "group": n.node_group,
+        "facts": n.facts or {},
+        "inventory_digest": n.inventory_digest,
+        "inventory_at": _iso(n.inventory_at),
+        "pending_states": n.pending_states,
+        "onboarded_at": _iso(n.onboarded_at),
+        "criticality": n.criticality,
+        "audited": bool(n.audited),
+        "comment": n.comment or "",
+        "drift": None
+        if drift is None
+        else {
+            "baseline": drift.baseline,
+            "score": drift.score,
+            "missing": drift.missing,
+            "extra": drift.extra,
+            "changed": drift.changed,
+            "facts": drift.facts,
+            "pending_states": drift.pending_states,
+            "computed_at": _iso(drift.computed_at),
+        },
+    }
+
+
+def drift_history(
+    conn: Connection, minion_id: str, since: dt.datetime | None = None, limit: int = 500
+) -> list[dict[str, Any]]:
+    """The node's drift points, oldest first (at most ``limit``, the newest ones)."""
+    stmt = select(DriftHistory).where(DriftHistory.minion_id == minion_id)
+    if since is not None:
+        stmt = stmt.where(DriftHistory.computed_at >= since)
+    stmt = stmt.order_by(DriftHistory.computed_at.desc()).limit(limit)
+    points = [
+        {
+            "at": _iso(h.computed_at),
+            "score": h.score,
+            "baseline": h.baseline,
+            "missing": h.missing,
+            "extra": h.extra,
+            "changed": h.changed,
+            "facts": h.facts,
+            "trigger": h.trigger,
+        }
+        for h in conn.execute(stmt)
+    ]
+    points.reverse()
+    return points
+
+
+def recent_jobs(conn: Connection, minion_id: str, limit: int = 20) -> list[dict[str, Any]]:
+    """The node's latest returns: jid, function, success, when."""
+    stmt = (
+        select(Return.jid, Return.fun, Return.success, Return.stored_at)
+        .where(Return.minion_id == minion_id)
+        .order_by(Return.stored_at.desc())
+        .limit(limit)
+    )
+    return [
+        {"jid": r.jid, "fun": r.fun, "success": r.success, "at": _iso(r.stored_at)}
+        for r in conn.execute(stmt)
+    ]
+
+
+def timeline(conn: Connection, minion_id: str, limit: int = 50) -> list[dict[str, Any]]:
+    """What happened to the node, newest first: audit events about it (keys, enrolment,
+    onboarding, bootstrap, edits), inventory changes, and its starts."""
+    items: list[dict[str, Any]] = []
+    audit = (
+        select(AuditEvent.at, AuditEvent.actor, AuditEvent.action)
+        .where(AuditEvent.target == minion_id)
+        .order_by(AuditEvent.id.desc())
+        .limit(limit)
+    )
+    items += [
+        {"at": _iso(a.at), "what": a.action, "by": a.actor, "kind": "audit"}
+        for a in conn.execute(audit)
+    ]
+    changes = (
+        select(NodeInventory.seen_at, NodeInventory.digest)
+        .where(NodeInventory.minion_id == minion_id)
+        .order_by(NodeInventory.seen_at.desc())
+        .limit(limit)
+    )
+    items += [
+        {
+            "at": _iso(c.seen_at),
+            "what": f"inventory {c.digest[:12]}",
+            "by": None,
+            "kind": "inventory",
+        }
+        for c in conn.execute(changes)
+    ]
+    starts = (
+        select(Event.stored_at)
+        .where(Event.tag == f"salt/minion/{minion_id}/start")
+        .order_by(Event.id.desc())
+        .limit(limit)
+    )
+    items += [
+        {"at": _iso(e.stored_at), "what": "minion started", "by": None, "kind": "event"}
+        for e in conn.execute(starts)
+    ]
+    items.sort(key=lambda item: item["at"] or "", reverse=True)
+    return items[:limit]
+
+
+def _like(text: str) -> str:
+    """``text`` for a LIKE pattern, its wildcards escaped (with backslash)."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _iso(at: dt.datetime | None) -> str | None:
+    if at is None:
+        return None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=dt.timezone.utc)
+    return at.isoformat()

@@ -1,0 +1,219 @@
+"""The Flask app of the web UI and its JSON API.
+
+:func:`create_app` takes a :class:`WebContext` (the store's engine, the vault, the session
+key, the way into Salt) and returns the app; the ``fleet`` engine serves it from Tornado, the
+tests drive it with Flask's test client and a real browser.
+
+Security, in one place (``before_request``):
+
+- **Deny by default.** Every endpoint needs a logged-in user except those in
+  :data:`PUBLIC_ENDPOINTS` (the login form, its second step, static files). Each view also
+  names the permission it needs (:func:`requires`), checked against the user's role; a view
+  without one is refused (a forgotten decorator is a 403, never an open door).
+- **Sessions.** Flask's signed cookie, ``HttpOnly``, ``SameSite=Lax``, ``Secure`` when served
+  over TLS, holding the user id, the user's ``session_version`` and a random session id that
+  is replaced at login (no fixation). A new password, role or second factor bumps the
+  version, which ends every session of that user.
+- **CSRF.** Every POST, PUT, PATCH and DELETE made with a session cookie carries the token
+  bound to the session (form field ``csrf_token`` or header ``X-CSRF-Token``). API requests
+  with a bearer token carry no cookie and need none.
+- **Throttling.** Failed passwords and codes lock the user and the client address for a while
+  (:class:`saltext_fleet.core.webauth.Throttle`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import functools
+import logging
+import os
+import secrets as pysecrets
+from collections.abc import Callable
+from typing import Any
+
+from flask import Flask, abort, g, jsonify, redirect, request, session, url_for
+
+from saltext_fleet import __version__
+from saltext_fleet.core import webauth
+
+log = logging.getLogger(__name__)
+
+#: Endpoints served without a session.
+PUBLIC_ENDPOINTS = frozenset({"auth.login", "auth.login_totp", "static"})
+STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+SESSION_HOURS = 12
+
+
+@dataclasses.dataclass
+class WebContext:
+    """What the app needs from outside."""
+
+    engine: Any  # SQLAlchemy engine of the store
+    vault: Any  # saltext_fleet.core.secrets.Vault
+    secret_key: bytes
+    salt: Any = None  # saltext_fleet.webui.salt.SaltGateway (None: actions unavailable)
+    tls: bool = False
+    config: Any = None  # saltext_fleet.config.FleetConfig
+    #: failed logins per user (5 in 15 minutes lock the user for 15 minutes) ...
+    throttle: webauth.Throttle = dataclasses.field(default_factory=webauth.Throttle)
+    #: ... and per client address (more allowed: many people may share one address)
+    address_throttle: webauth.Throttle = dataclasses.field(
+        default_factory=lambda: webauth.Throttle(max_failures=50)
+    )
+    bcrypt_rounds: int | None = None  # tests lower it
+    live: Any = None  # saltext_fleet.webui.live.Hub, when served by the engine
+    eauth: Callable | None = None  # (username, password, eauth) -> role or None
+
+
+def load_secret_key(path: str) -> bytes:
+    """The session-signing key: 32 random bytes in a 0600 file, made on first use."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        st = os.stat(path)
+        if st.st_mode & 0o077:
+            raise PermissionError(
+                f"{path}: the UI's session key is readable by others (mode "
+                f"{oct(st.st_mode & 0o777)}); chmod 600 it"
+            ) from None
+        with open(path, "rb") as fh:
+            data = fh.read().strip()
+        if len(data) < 32:
+            raise ValueError(
+                f"{path}: the UI's session key is too short; delete the file"
+            ) from None
+        return data
+    with os.fdopen(fd, "wb") as fh:
+        key = pysecrets.token_hex(32).encode()
+        fh.write(key)
+    return key
+
+
+def requires(permission: str):
+    """The permission a view needs (see :data:`saltext_fleet.core.webauth.PERMISSIONS`)."""
+    webauth.allowed("admin", permission)  # an unknown permission fails at import time
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapped(*args, **kwargs):
+            user = g.get("user")
+            if user is None:
+                abort(401)
+            if not webauth.allowed(user["role"], permission):
+                abort(403, description=f"your role ({user['role']}) may not {permission}")
+            return view(*args, **kwargs)
+
+        wrapped.fleet_permission = permission
+        return wrapped
+
+    return decorate
+
+
+def is_api() -> bool:
+    return request.path.startswith("/api/")
+
+
+def create_app(ctx: WebContext) -> Flask:
+    from saltext_fleet.webui import api, auth, pages
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    app = Flask(
+        "saltext_fleet.webui",
+        template_folder=os.path.join(here, "templates"),
+        static_folder=os.path.join(here, "static"),
+    )
+    app.config.update(
+        SECRET_KEY=ctx.secret_key,
+        SESSION_COOKIE_NAME="fleet_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=bool(ctx.tls),
+        PERMANENT_SESSION_LIFETIME=dt.timedelta(hours=SESSION_HOURS),
+        MAX_CONTENT_LENGTH=2 * 1024 * 1024,
+        JSON_SORT_KEYS=False,
+    )
+    app.extensions["fleet"] = ctx
+    app.register_blueprint(auth.bp)
+    app.register_blueprint(pages.bp)
+    app.register_blueprint(api.bp, url_prefix="/api/v1")
+
+    @app.before_request
+    def gatekeeper():
+        g.user = None
+        g.via_token = False
+        endpoint = request.endpoint
+        if endpoint is None:
+            return None  # a 404 follows
+        bearer = request.headers.get("Authorization", "")
+        if bearer.startswith("Bearer "):
+            # API tokens: only for the API, and never together with a session cookie's rights
+            if not is_api():
+                abort(401, description="API tokens are for /api/v1 only")
+            user = auth.user_for_token(ctx, bearer[7:].strip())
+            if user is None:
+                abort(401, description="unknown or revoked API token")
+            g.user, g.via_token = user, True
+            return None
+        g.user = auth.session_user(ctx)
+        if endpoint in PUBLIC_ENDPOINTS:
+            return None
+        if g.user is None:
+            if is_api() or request.method in STATE_CHANGING:
+                abort(401, description="log in first")
+            return redirect(url_for("auth.login", next=request.full_path.rstrip("?")))
+        if request.method in STATE_CHANGING:
+            token = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token")
+            if not token or not webauth.check_csrf(ctx.secret_key, session.get("sid", ""), token):
+                abort(403, description="missing or wrong CSRF token: reload the page")
+        view = app.view_functions.get(endpoint)
+        if getattr(view, "fleet_permission", None) is None and endpoint not in auth.SELF_SERVICE:
+            log.error("fleet ui: endpoint %s names no permission; refused", endpoint)
+            abort(403, description="this page names no permission")
+        return None
+
+    @app.after_request
+    def headers(response):
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+            "connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'",
+        )
+        if g.get("user") is not None and not g.get("via_token"):
+            response.headers.setdefault("Cache-Control", "no-store")
+        return response
+
+    @app.context_processor
+    def inject():
+        user = g.get("user")
+        return {
+            "user": user,
+            "can": (lambda p: user is not None and webauth.allowed(user["role"], p)),
+            "csrf_token": auth.csrf_for_session(ctx),
+            "version": __version__,
+        }
+
+    @app.errorhandler(400)
+    @app.errorhandler(401)
+    @app.errorhandler(403)
+    @app.errorhandler(404)
+    @app.errorhandler(405)
+    @app.errorhandler(409)
+    @app.errorhandler(413)
+    @app.errorhandler(422)
+    @app.errorhandler(429)
+    @app.errorhandler(500)
+    @app.errorhandler(502)
+    def error(exc):
+        code = getattr(exc, "code", 500) or 500
+        message = getattr(exc, "description", None) or str(exc)
+        if is_api() or request.accept_mimetypes.best == "application/json":
+            return jsonify({"error": {"code": code, "message": message}}), code
+        from flask import render_template
+
+        return render_template("error.html", code=code, message=message), code
+
+    return app

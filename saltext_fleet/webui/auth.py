@@ -1,0 +1,346 @@
+"""Logging in and out, the second factor, and the user's own account page.
+
+A login is two steps when the user has enrolled TOTP: the password first (the session then
+holds only a *pending* login, which opens nothing), then a 6-digit code or one of the
+recovery codes. Failures count per user and per client address; too many lock both for a
+while (``429``). An unknown user costs the same bcrypt time as a known one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets as pysecrets
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
+
+from saltext_fleet.core import webauth
+from saltext_fleet.store import audit as store_audit
+from saltext_fleet.store import users as store_users
+
+bp = Blueprint("auth", __name__)
+
+#: Endpoints any logged-in user may use without a further permission.
+SELF_SERVICE = frozenset()
+PENDING_SECONDS = 300
+
+
+def ctx():
+    return current_app.extensions["fleet"]
+
+
+def audit(action: str, target: str, details: dict | None = None, actor: str | None = None):
+    user = g.get("user")
+    who = actor or (f"ui:{user['username']}" if user else "ui:anonymous")
+    store_audit.record(ctx().engine, who, action, target, details or {})
+
+
+# -- who is asking -----------------------------------------------------------------------------
+
+
+def session_user(c) -> dict[str, Any] | None:
+    uid, version = session.get("uid"), session.get("ver")
+    if not isinstance(uid, int) or not isinstance(version, int):
+        return None
+    with c.engine.connect() as conn:
+        user = store_users.get_user_by_id(conn, uid)
+    if user is None or user["disabled"] or user["session_version"] != version:
+        session.clear()
+        return None
+    return user
+
+
+def user_for_token(c, token: str) -> dict[str, Any] | None:
+    if not webauth.is_api_token(token):
+        return None
+    with c.engine.connect() as conn:
+        return store_users.user_by_api_token(conn, token)
+
+
+def csrf_for_session(c) -> str:
+    sid = session.get("sid")
+    if not sid:
+        return ""
+    return webauth.csrf_token(c.secret_key, sid)
+
+
+def _client_key() -> str:
+    return f"ip:{request.remote_addr or 'unknown'}"
+
+
+def _locked(username: str) -> float:
+    c = ctx()
+    left = max(c.throttle.locked(f"user:{username}"), c.address_throttle.locked(_client_key()))
+    if not left and _valid_name(username):
+        # a lock recorded in the store outlives a restart of the engine
+        with c.engine.connect() as conn:
+            user = store_users.get_user(conn, username)
+        until = user and user["locked_until"]
+        if until:
+            left = max(0.0, (dt.datetime.fromisoformat(until) - now()).total_seconds())
+    return left
+
+
+def _failed(username: str, what: str) -> None:
+    c = ctx()
+    locked = c.throttle.failure(f"user:{username}")
+    c.address_throttle.failure(_client_key())
+    if locked and _valid_name(username):
+        with c.engine.begin() as conn:
+            store_users.lock(conn, username, now() + dt.timedelta(seconds=locked))
+    audit("ui.login_failed", username, {"step": what, "address": request.remote_addr}, "ui")
+
+
+def _safe_next(target: str | None) -> str:
+    if not target:
+        return url_for("pages.overview")
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return url_for("pages.overview")
+    if "\\" in target:
+        return url_for("pages.overview")
+    return target
+
+
+def _complete_login(user: dict[str, Any], via: str):
+    next_url = session.get("next")
+    session.clear()
+    session.permanent = True
+    session["uid"] = user["id"]
+    session["ver"] = user["session_version"]
+    session["sid"] = pysecrets.token_urlsafe(24)  # a new session id at every login
+    session["at"] = int(time.time())
+    c = ctx()
+    c.throttle.success(f"user:{user['username']}")
+    with c.engine.begin() as conn:
+        store_users.record_login(conn, user["username"])
+    g.user = user
+    audit("ui.login", user["username"], {"via": via, "address": request.remote_addr})
+    return redirect(_safe_next(next_url))
+
+
+# -- login -------------------------------------------------------------------------------------
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    if request.method == "GET":
+        if g.get("user") is not None:
+            return redirect(url_for("pages.overview"))
+        session["next"] = _safe_next(request.args.get("next"))
+        return render_template("login.html")
+    username = (request.form.get("username") or "").strip()
+    password = request.form.get("password") or ""
+    left = _locked(username)
+    if left:
+        abort(429, description=f"too many failed attempts: try again in {int(left) + 1} s")
+    c = ctx()
+    with c.engine.connect() as conn:
+        user = store_users.get_user(conn, username) if _valid_name(username) else None
+        stored = store_users.password_hash(conn, username) if user else None
+    ok = False
+    rounds = c.bcrypt_rounds or webauth.BCRYPT_ROUNDS
+    if user is None or user["disabled"]:
+        webauth.verify_dummy(password, rounds=rounds)
+    elif user["source"] == "eauth":
+        role = c.eauth(username, password) if c.eauth else None
+        ok = role is not None
+    else:
+        ok = webauth.verify_password(password, stored or "")
+        if ok and stored and webauth.needs_rehash(stored, rounds=rounds):
+            with c.engine.begin() as conn:
+                store_users.rehash_password(
+                    conn, username, webauth.hash_password(password, rounds=rounds)
+                )
+    if not ok:
+        _failed(username, "password")
+        return render_template("login.html", error="wrong username or password"), 401
+    if user["totp"]:
+        next_url = session.get("next")
+        session.clear()
+        session["pending"] = {
+            "uid": user["id"],
+            "ver": user["session_version"],
+            "at": int(time.time()),
+        }
+        session["next"] = next_url
+        return redirect(url_for("auth.login_totp"))
+    return _complete_login(user, "password")
+
+
+def _valid_name(username: str) -> bool:
+    try:
+        webauth.check_username(username)
+    except webauth.WebAuthError:
+        return False
+    return True
+
+
+@bp.route("/login/totp", methods=["GET", "POST"])
+def login_totp():
+    pending = session.get("pending")
+    if not isinstance(pending, dict) or time.time() - pending.get("at", 0) > PENDING_SECONDS:
+        session.pop("pending", None)
+        return redirect(url_for("auth.login"))
+    c = ctx()
+    with c.engine.connect() as conn:
+        user = store_users.get_user_by_id(conn, pending["uid"])
+    if user is None or user["disabled"] or user["session_version"] != pending["ver"]:
+        session.clear()
+        return redirect(url_for("auth.login"))
+    if request.method == "GET":
+        return render_template("login_totp.html", username=user["username"])
+    left = _locked(user["username"])
+    if left:
+        abort(429, description=f"too many failed attempts: try again in {int(left) + 1} s")
+    code = (request.form.get("code") or "").strip()
+    with c.engine.begin() as conn:
+        secret = store_users.totp_secret(conn, c.vault, user["username"])
+        last = store_users.totp_last_counter(conn, user["username"])
+        counter = webauth.verify_totp(secret, code, last) if secret else None
+        if counter is not None and store_users.use_totp_counter(conn, user["username"], counter):
+            via = "totp"
+        elif len(code) > 6 and store_users.use_recovery_code(conn, user["username"], code):
+            via = "recovery code"
+        else:
+            via = None
+    if via is None:
+        _failed(user["username"], "code")
+        return render_template(
+            "login_totp.html", username=user["username"], error="wrong or used code"
+        ), 401
+    if via == "recovery code":
+        flash("You logged in with a recovery code: it cannot be used again.")
+    return _complete_login(user, via)
+
+
+@bp.route("/logout", methods=["POST"])
+def logout():
+    user = g.get("user")
+    session.clear()
+    if user is not None:
+        store_audit.record(
+            ctx().engine, f"ui:{user['username']}", "ui.logout", user["username"], {}
+        )
+    return redirect(url_for("auth.login"))
+
+
+logout.fleet_permission = "view"
+
+
+# -- the user's own account --------------------------------------------------------------------
+
+
+def _own_account():
+    user = g.get("user")
+    if user is None or g.get("via_token"):
+        abort(403, description="the account page is for a browser session")
+    return user
+
+
+@bp.route("/account", methods=["GET"])
+def account():
+    user = _own_account()
+    new_secret = None
+    if not user["totp"]:
+        new_secret = session.get("totp_new")
+        if not new_secret:
+            new_secret = webauth.new_totp_secret()
+            session["totp_new"] = new_secret
+    return render_template(
+        "account.html",
+        new_secret=new_secret,
+        totp_uri=webauth.totp_uri(new_secret, user["username"]) if new_secret else None,
+    )
+
+
+account.fleet_permission = "view"
+
+
+@bp.route("/account/totp", methods=["POST"])
+def account_totp():
+    user = _own_account()
+    secret = session.get("totp_new")
+    if user["totp"] or not secret:
+        abort(409, description="a second factor is enrolled already")
+    if webauth.verify_totp(secret, request.form.get("code") or "", None) is None:
+        flash("That code does not match: check the time on your device and try again.")
+        return redirect(url_for("auth.account"))
+    c = ctx()
+    with c.engine.begin() as conn:
+        codes = store_users.set_totp(conn, c.vault, user["username"], secret)
+        fresh = store_users.get_user(conn, user["username"])
+    session.pop("totp_new", None)
+    session["ver"] = fresh["session_version"]  # this session goes on; others end
+    audit("ui.totp_enrol", user["username"])
+    return render_template("recovery_codes.html", codes=codes)
+
+
+account_totp.fleet_permission = "view"
+
+
+@bp.route("/account/password", methods=["POST"])
+def account_password():
+    user = _own_account()
+    if user["source"] != "local":
+        abort(409, description="this account's password is checked by Salt's eauth")
+    c = ctx()
+    with c.engine.connect() as conn:
+        stored = store_users.password_hash(conn, user["username"])
+    if not webauth.verify_password(request.form.get("current") or "", stored or ""):
+        _failed(user["username"], "password change")
+        flash("The current password is wrong.")
+        return redirect(url_for("auth.account")), 303
+    try:
+        with c.engine.begin() as conn:
+            store_users.set_password(
+                conn, user["username"], request.form.get("new") or "", rounds=c.bcrypt_rounds
+            )
+            fresh = store_users.get_user(conn, user["username"])
+    except (webauth.WebAuthError, store_users.UserError) as exc:
+        flash(str(exc))
+        return redirect(url_for("auth.account")), 303
+    session["ver"] = fresh["session_version"]
+    audit("ui.password_change", user["username"])
+    flash("Password changed; your other sessions have ended.")
+    return redirect(url_for("auth.account")), 303
+
+
+account_password.fleet_permission = "view"
+
+
+@bp.route("/account/token", methods=["POST"])
+def account_token():
+    user = _own_account()
+    c = ctx()
+    with c.engine.begin() as conn:
+        if request.form.get("revoke"):
+            store_users.revoke_api_token(conn, user["username"])
+            token = None
+        else:
+            token = store_users.new_api_token(conn, user["username"])
+    audit("ui.api_token_revoke" if token is None else "ui.api_token_new", user["username"])
+    if token is None:
+        flash("API token revoked.")
+        return redirect(url_for("auth.account")), 303
+    return render_template("api_token.html", token=token)
+
+
+account_token.fleet_permission = "tokens.own"
+
+
+def now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)

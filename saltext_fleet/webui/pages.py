@@ -1,0 +1,393 @@
+"""The UI's pages: fleet overview, node, keys, enrolment, jobs, audit log, users.
+
+Pages read the store (paged and aggregated in SQL: :mod:`saltext_fleet.store.ui`); actions
+go through Salt's own clients (:class:`saltext_fleet.webui.salt.SaltGateway`), whose
+``fleet.*`` runners write the audit events, or, for what is the UI's own (node metadata,
+users), write them here. Every state-changing route is a POST with the session's CSRF token.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
+from sqlalchemy import select, update
+
+from saltext_fleet.core import gate as core_gate
+from saltext_fleet.core import webauth
+from saltext_fleet.store import audit as store_audit
+from saltext_fleet.store import queries as store_queries
+from saltext_fleet.store import ui as store_ui
+from saltext_fleet.store import users as store_users
+from saltext_fleet.store.models import Job, Node, Return
+from saltext_fleet.webui import charts
+from saltext_fleet.webui.app import requires
+from saltext_fleet.webui.salt import SaltError
+
+bp = Blueprint("pages", __name__)
+
+#: What an operator may run on a node from the UI: name -> (Salt function, arguments, label)
+NODE_ACTIONS: dict[str, tuple[str, list, str]] = {
+    "inventory": ("fleet.inventory", [], "refresh the inventory"),
+    "apply": ("state.apply", [], "apply its states"),
+    "apply-test": ("state.apply", ["test=True"], "show what applying its states would change"),
+}
+
+
+def ctx():
+    return current_app.extensions["fleet"]
+
+
+def actor() -> str:
+    return f"ui:{g.user['username']}"
+
+
+def salt():
+    gateway = ctx().salt
+    if gateway is None:
+        abort(502, description="this UI has no connection to a Salt master")
+    return gateway
+
+
+def valid_minion(minion_id: str) -> str:
+    if not core_gate.is_minion_id(minion_id):
+        abort(404, description="no such node")
+    return minion_id
+
+
+# -- the fleet ---------------------------------------------------------------------------------
+
+
+@bp.route("/")
+@requires("view")
+def overview():
+    try:
+        query = store_ui.OverviewQuery.from_args(request.args)
+    except store_ui.QueryError as exc:
+        abort(400, description=str(exc))
+    with ctx().engine.connect() as conn:
+        page = store_ui.overview(conn, query)
+        os_names = store_ui.os_names(conn)
+    return render_template(
+        "overview.html",
+        page=page,
+        query=query,
+        os_names=os_names,
+        criticalities=store_ui.CRITICALITIES,
+        statuses=store_ui.STATUSES,
+        sorts=store_ui.SORTS,
+    )
+
+
+@bp.route("/nodes/<minion_id>")
+@requires("view")
+def node(minion_id):
+    valid_minion(minion_id)
+    with ctx().engine.connect() as conn:
+        found = store_ui.node(conn, minion_id)
+        if found is None:
+            abort(404, description=f"no node {minion_id!r} in the store")
+        history = store_ui.drift_history(conn, minion_id)
+        jobs = store_ui.recent_jobs(conn, minion_id)
+        timeline = store_ui.timeline(conn, minion_id)
+        inventory = _inventory_summary(conn, found.get("inventory_digest"))
+    threshold = getattr(getattr(ctx().config, "drift", None), "alert_score", None)
+    return render_template(
+        "node.html",
+        node=found,
+        chart=charts.line_chart(history, threshold=threshold),
+        history=history,
+        jobs=jobs,
+        timeline=timeline,
+        inventory=inventory,
+        actions=NODE_ACTIONS,
+        criticalities=store_ui.CRITICALITIES,
+    )
+
+
+def _inventory_summary(conn, digest: str | None) -> dict[str, Any] | None:
+    from saltext_fleet.store.models import InventorySnapshot
+
+    if not digest:
+        return None
+    snap = conn.execute(
+        select(InventorySnapshot.packages, InventorySnapshot.package_count).where(
+            InventorySnapshot.digest == digest
+        )
+    ).first()
+    if snap is None:
+        return None
+    packages = snap.packages or {}
+    return {
+        "digest": digest,
+        "count": snap.package_count,
+        "ecosystems": {eco: len(pkgs or {}) for eco, pkgs in sorted(packages.items())},
+        "packages": {
+            eco: sorted((pkgs or {}).items())[:500] for eco, pkgs in sorted(packages.items())
+        },
+    }
+
+
+@bp.route("/nodes/<minion_id>/meta", methods=["POST"])
+@requires("nodes.edit")
+def node_meta(minion_id):
+    valid_minion(minion_id)
+    values = _meta_values(request.form)
+    with ctx().engine.begin() as conn:
+        done = conn.execute(
+            update(Node).where(Node.minion_id == minion_id).values(**values)
+        ).rowcount
+        if not done:
+            abort(404, description=f"no node {minion_id!r} in the store")
+        store_audit.append(conn, actor(), "node.meta", minion_id, values)
+    flash("Saved.")
+    return redirect(url_for("pages.node", minion_id=minion_id), 303)
+
+
+def _meta_values(form) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    if "criticality" in form:
+        crit = form.get("criticality")
+        if crit not in store_ui.CRITICALITIES:
+            abort(400, description=f"criticality: one of {', '.join(store_ui.CRITICALITIES)}")
+        values["criticality"] = crit
+    if "audited" in form:
+        raw = (form.get("audited") or "").lower()
+        if raw not in ("yes", "no", "true", "false", "on", "off", "1", "0"):
+            abort(400, description="audited: yes or no")
+        values["audited"] = raw in ("yes", "true", "on", "1")
+    if "comment" in form:
+        comment = form.get("comment") or ""
+        if len(comment) > 2000:
+            abort(400, description="comment: at most 2000 characters")
+        values["comment"] = comment
+    if not values:
+        abort(400, description="nothing to change: criticality, audited or comment")
+    return values
+
+
+@bp.route("/nodes/<minion_id>/action", methods=["POST"])
+@requires("actions.run")
+def node_action(minion_id):
+    valid_minion(minion_id)
+    name = request.form.get("action") or ""
+    if name not in NODE_ACTIONS:
+        abort(400, description=f"action: one of {', '.join(NODE_ACTIONS)}")
+    fun, arg, label = NODE_ACTIONS[name]
+    try:
+        jid = salt().local_async([minion_id], fun, arg, user=actor())
+    except SaltError as exc:
+        abort(502, description=str(exc))
+    store_audit.record(
+        ctx().engine, actor(), "node.action", minion_id, {"action": name, "jid": jid}
+    )
+    flash(f"Started: {label} (job {jid}).")
+    return redirect(url_for("pages.node", minion_id=minion_id), 303)
+
+
+# -- keys and enrolment ------------------------------------------------------------------------
+
+
+@bp.route("/keys")
+@requires("view")
+def keys():
+    try:
+        found = salt().runner("fleet.keys", user=actor())
+    except SaltError as exc:
+        abort(502, description=str(exc))
+    groups: dict[str, list] = {"pending": [], "accepted": [], "rejected": [], "denied": []}
+    for minion_id, entry in (found or {}).items():
+        groups.setdefault(entry.get("state", "pending"), []).append({"id": minion_id, **entry})
+    return render_template("keys.html", groups=groups)
+
+
+@bp.route("/keys/<minion_id>/<decision>", methods=["POST"])
+@requires("keys.decide")
+def key_decide(minion_id, decision):
+    valid_minion(minion_id)
+    funs = {
+        "accept": "fleet.keys_accept",
+        "reject": "fleet.keys_reject",
+        "delete": "fleet.keys_delete",
+    }
+    if decision not in funs:
+        abort(404)
+    kwarg: dict[str, Any] = {"minion": minion_id}
+    fingerprint = request.form.get("fingerprint")
+    if fingerprint and decision != "delete":
+        kwarg["fingerprint"] = fingerprint
+    if decision == "accept" and request.form.get("include_rejected"):
+        kwarg["include_rejected"] = True
+    try:
+        salt().runner(funs[decision], kwarg, user=actor())
+    except SaltError as exc:
+        flash(f"{decision} {minion_id}: {exc}")
+        return redirect(url_for("pages.keys"), 303)
+    flash(f"{minion_id}: {decision}ed." if decision != "delete" else f"{minion_id}: deleted.")
+    return redirect(url_for("pages.keys"), 303)
+
+
+@bp.route("/enrol", methods=["GET", "POST"])
+@requires("enrol")
+def enrol():
+    made = None
+    if request.method == "POST":
+        kwarg = {"minion": request.form.get("minion") or ""}
+        for name in ("ttl", "group", "fingerprint"):
+            if request.form.get(name):
+                kwarg[name] = request.form[name]
+        try:
+            made = salt().runner("fleet.enrol", kwarg, user=actor())
+        except SaltError as exc:
+            flash(str(exc))
+    try:
+        listed = salt().runner("fleet.enrolments", user=actor())
+    except SaltError as exc:
+        abort(502, description=str(exc))
+    return render_template("enrol.html", made=made, enrolments=listed or [])
+
+
+# -- jobs and the audit log --------------------------------------------------------------------
+
+
+@bp.route("/jobs")
+@requires("jobs.view")
+def jobs():
+    try:
+        page = max(1, int(request.args.get("page", "1")))
+    except ValueError:
+        abort(400, description="page: a whole number")
+    per_page = 50
+    with ctx().engine.connect() as conn:
+        rows = conn.execute(
+            select(Job.jid, Job.fun, Job.tgt, Job.user, Job.started_at)
+            .order_by(Job.started_at.desc(), Job.jid.desc())
+            .limit(per_page + 1)
+            .offset((page - 1) * per_page)
+        ).all()
+    return render_template("jobs.html", jobs=rows[:per_page], page=page, more=len(rows) > per_page)
+
+
+@bp.route("/jobs/<jid>")
+@requires("jobs.view")
+def job(jid):
+    if not jid.isdigit() or len(jid) > 64:
+        abort(404, description="no such job")
+    with ctx().engine.connect() as conn:
+        load = store_queries.get_load(ctx().engine, jid)
+        returns = conn.execute(
+            select(Return.minion_id, Return.success, Return.ret.label("ret"), Return.stored_at)
+            .where(Return.jid == jid)
+            .order_by(Return.minion_id)
+            .limit(1000)
+        ).all()
+    if not load and not returns:
+        abort(404, description=f"no job {jid}")
+    return render_template("job.html", jid=jid, load=load, returns=returns)
+
+
+@bp.route("/audit")
+@requires("audit.view")
+def audit_log():
+    try:
+        before = int(request.args["before"]) if request.args.get("before") else None
+    except ValueError:
+        abort(400, description="before: an event id")
+    target = request.args.get("target") or None
+    events = store_audit.events(ctx().engine, limit=100, target=target, before=before)
+    status = store_audit.verify(ctx().engine) if request.args.get("verify") else None
+    return render_template("audit.html", events=events, status=status, target=target)
+
+
+# -- users -------------------------------------------------------------------------------------
+
+
+@bp.route("/users", methods=["GET", "POST"])
+@requires("users.manage")
+def users():
+    c = ctx()
+    if request.method == "POST":
+        username = (request.form.get("username") or "").strip()
+        role = request.form.get("role") or ""
+        password = request.form.get("password") or None
+        source = request.form.get("source") or "local"
+        try:
+            with c.engine.begin() as conn:
+                store_users.create_user(
+                    conn, username, role, password, source=source, rounds=c.bcrypt_rounds
+                )
+                store_audit.append(
+                    conn, actor(), "user.create", username, {"role": role, "source": source}
+                )
+        except (webauth.WebAuthError, store_users.UserError) as exc:
+            flash(str(exc))
+            return redirect(url_for("pages.users"), 303)
+        flash(f"User {username} created.")
+        return redirect(url_for("pages.users"), 303)
+    with c.engine.connect() as conn:
+        listed = store_users.users(conn)
+    return render_template("users.html", users=listed, roles=webauth.ROLES)
+
+
+@bp.route("/users/<username>/<change>", methods=["POST"])
+@requires("users.manage")
+def user_change(username, change):
+    c = ctx()
+    try:
+        with c.engine.begin() as conn:
+            if store_users.get_user(conn, username) is None:
+                abort(404, description=f"no user {username!r}")
+            if change == "role":
+                role = request.form.get("role") or ""
+                store_users.set_role(conn, username, role)
+                details = {"role": role}
+            elif change == "disable":
+                store_users.set_disabled(conn, username, True)
+                details = {}
+            elif change == "enable":
+                store_users.set_disabled(conn, username, False)
+                details = {}
+            elif change == "reset-totp":
+                store_users.reset_totp(conn, username)
+                details = {}
+            elif change == "unlock":
+                store_users.lock(conn, username, None)
+                details = {}
+            elif change == "delete":
+                if username == g.user["username"]:
+                    abort(409, description="you cannot delete yourself")
+                store_users.delete_user(conn, username)
+                details = {}
+            else:
+                abort(404)
+            store_audit.append(conn, actor(), f"user.{change}", username, details)
+    except (webauth.WebAuthError, store_users.UserError) as exc:
+        flash(str(exc))
+        return redirect(url_for("pages.users"), 303)
+    if change in ("unlock", "reset-totp", "role"):
+        c.throttle.reset(f"user:{username}")
+    flash(f"{username}: {change} done.")
+    return redirect(url_for("pages.users"), 303)
+
+
+# -- baselines ---------------------------------------------------------------------------------
+
+
+@bp.route("/baselines")
+@requires("view")
+def baselines():
+    try:
+        listed = salt().runner("fleet.baseline_list", user=actor())
+    except SaltError as exc:
+        abort(502, description=str(exc))
+    return render_template("baselines.html", baselines=listed or [])

@@ -1,0 +1,164 @@
+"""The web server the ``fleet`` engine runs: Tornado on one asyncio loop.
+
+- the Flask app (pages and ``/api/v1``) behind ``tornado.wsgi.WSGIContainer`` with a thread
+  pool, so a slow page never blocks the loop;
+- ``/ws/live``: a native Tornado websocket for the overview's live updates, authenticated by
+  the same session cookie as the pages (and refused from another origin);
+- TLS when ``fleet:ui:tls_cert`` and ``tls_key`` are set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from urllib.parse import urlsplit
+
+import tornado.httpserver
+import tornado.web
+import tornado.websocket
+import tornado.wsgi
+
+from saltext_fleet import config
+from saltext_fleet.core import secrets as core_secrets
+from saltext_fleet.store import engine as store_engine
+from saltext_fleet.store import users as store_users
+from saltext_fleet.webui.app import WebContext, create_app, load_secret_key
+from saltext_fleet.webui.live import Hub
+from saltext_fleet.webui.salt import SaltGateway
+
+log = logging.getLogger(__name__)
+
+THREADS = 8
+
+
+def secret_key_path(opts: dict) -> str:
+    return os.path.join(opts.get("pki_dir") or opts["cachedir"], "fleet-ui.secret")
+
+
+def session_user(flask_app, engine, cookie: str | None) -> dict[str, Any] | None:
+    """The user a Flask session cookie belongs to (None when it is absent, forged, expired or
+    its user's sessions were ended)."""
+    if not cookie:
+        return None
+    serializer = flask_app.session_interface.get_signing_serializer(flask_app)
+    try:
+        data = serializer.loads(
+            cookie, max_age=int(flask_app.permanent_session_lifetime.total_seconds())
+        )
+    except Exception:  # noqa: BLE001 - bad signature, expired, garbage
+        return None
+    uid, version = data.get("uid"), data.get("ver")
+    if not isinstance(uid, int) or not isinstance(version, int):
+        return None
+    with engine.connect() as conn:
+        user = store_users.get_user_by_id(conn, uid)
+    if user is None or user["disabled"] or user["session_version"] != version:
+        return None
+    return user
+
+
+class LiveSocket(tornado.websocket.WebSocketHandler):
+    def initialize(self, ctx: WebContext, flask_app):
+        self.ctx = ctx
+        self.flask_app = flask_app
+        self.user = None
+
+    def check_origin(self, origin: str) -> bool:
+        # same host only: a page elsewhere must not ride on the session cookie
+        return urlsplit(origin).netloc == self.request.host
+
+    async def get(self, *args, **kwargs):
+        cookie = self.get_cookie(self.flask_app.config["SESSION_COOKIE_NAME"])
+        loop = asyncio.get_running_loop()
+        self.user = await loop.run_in_executor(
+            None, session_user, self.flask_app, self.ctx.engine, cookie
+        )
+        if self.user is None:
+            self.set_status(401)
+            self.finish("log in first")
+            return
+        await super().get(*args, **kwargs)
+
+    def open(self):
+        self.ctx.live.add(self)
+        self.ctx.live.poke()
+
+    def on_message(self, message):
+        # the browser says nothing we act on; a frame is only a keep-alive
+        if len(message) > 1024:
+            self.close(1009, "frames from the browser are keep-alives only")
+
+    def on_close(self):
+        self.ctx.live.remove(self)
+
+
+def build(opts: dict, loop: asyncio.AbstractEventLoop | None = None):
+    """``(tornado_app, ctx, executor)`` for the master whose options are ``opts``."""
+    cfg = config.load(opts)
+    engine = store_engine.get_engine(cfg.db_url)
+    store_engine.ensure_schema(engine)
+    vault = core_secrets.Vault.open(cfg.key_file)
+    loop = loop or asyncio.get_event_loop()
+    ctx = WebContext(
+        engine=engine,
+        vault=vault,
+        secret_key=load_secret_key(secret_key_path(opts)),
+        salt=SaltGateway(opts),
+        tls=bool(cfg.ui.tls_cert),
+        config=cfg,
+    )
+    ctx.live = Hub(engine, schedule=lambda fn: loop.call_soon_threadsafe(fn))
+    flask_app = create_app(ctx)
+    executor = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="fleet-ui")
+    container = tornado.wsgi.WSGIContainer(flask_app, executor=executor)
+    app = tornado.web.Application(
+        [
+            (r"/ws/live", LiveSocket, {"ctx": ctx, "flask_app": flask_app}),
+            (r".*", tornado.web.FallbackHandler, {"fallback": container}),
+        ],
+        websocket_max_message_size=64 * 1024,
+    )
+    return app, ctx, executor
+
+
+def ssl_context(cfg) -> ssl.SSLContext | None:
+    if not cfg.ui.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cfg.ui.tls_cert, cfg.ui.tls_key)
+    return context
+
+
+async def serve(
+    opts: dict, ready: threading.Event | None = None, stop: asyncio.Event | None = None
+):
+    """Serve until ``stop`` is set (forever by default)."""
+    cfg = config.load(opts)
+    loop = asyncio.get_running_loop()
+    app, ctx, executor = build(opts, loop)
+    server = tornado.httpserver.HTTPServer(app, ssl_options=ssl_context(cfg), xheaders=False)
+    server.listen(cfg.ui.port, address=cfg.ui.host)
+    threads = [
+        threading.Thread(target=ctx.live.run_looker, name="fleet-ui-live", daemon=True),
+        threading.Thread(
+            target=ctx.live.run_listener, args=(opts,), name="fleet-ui-events", daemon=True
+        ),
+    ]
+    for thread in threads:
+        thread.start()
+    scheme = "https" if cfg.ui.tls_cert else "http"
+    log.info("fleet ui: serving on %s://%s:%s/", scheme, cfg.ui.host, cfg.ui.port)
+    if ready is not None:
+        ready.set()
+    try:
+        await (stop.wait() if stop is not None else asyncio.Event().wait())
+    finally:
+        ctx.live.stop()
+        server.stop()
+        await server.close_all_connections()
+        executor.shutdown(wait=False, cancel_futures=True)

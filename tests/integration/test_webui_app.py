@@ -1,0 +1,342 @@
+"""The web UI's Flask app against the package's real master and store.
+
+The app is driven by Flask's test client; its actions go through Salt's own clients to the
+real master (the ``fleet.*`` runners), its reads come from the master's real store. The
+browser tests drive the same app served by the engine in headless Chromium.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+
+import pyotp
+import pytest
+from saltfactories.utils import random_string
+from sqlalchemy import insert, select
+
+from saltext_fleet import config
+from saltext_fleet.core import secrets as core_secrets
+from saltext_fleet.core import webauth
+from saltext_fleet.store import drift as store_drift
+from saltext_fleet.store import engine as store_engine
+from saltext_fleet.store import users as store_users
+from saltext_fleet.store.models import AuditEvent, DriftHistory, Node
+from saltext_fleet.webui.app import PUBLIC_ENDPOINTS, STATE_CHANGING, WebContext, create_app
+from saltext_fleet.webui.salt import SaltGateway
+
+pytestmark = pytest.mark.timeout(300)
+PASSWORD = "a long enough password"
+
+
+@pytest.fixture(scope="module")
+def store(salt_master):
+    engine = store_engine.get_engine(config.load(salt_master.config).db_url)
+    store_engine.ensure_schema(engine)
+    return engine
+
+
+@pytest.fixture(scope="module")
+def web(salt_master, store):
+    cfg = config.load(salt_master.config)
+    ctx = WebContext(
+        engine=store,
+        vault=core_secrets.Vault.open(cfg.key_file),
+        secret_key=secrets.token_bytes(32),
+        salt=SaltGateway(salt_master.config.copy()),
+        config=cfg,
+        bcrypt_rounds=4,
+    )
+    app = create_app(ctx)
+    app.testing = True
+    return app
+
+
+@pytest.fixture(scope="module")
+def people(web, store):
+    """An admin with TOTP, an operator and a viewer (random names: the store is shared)."""
+    names = {role: random_string(f"{role}-").lower() for role in ("admin", "operator", "viewer")}
+    ctx = web.extensions["fleet"]
+    with store.begin() as conn:
+        for role, name in names.items():
+            store_users.create_user(conn, name, role, PASSWORD, rounds=4)
+        totp = webauth.new_totp_secret()
+        codes = store_users.set_totp(conn, ctx.vault, names["admin"], totp)
+    return {**names, "totp": totp, "codes": codes}
+
+
+def csrf_of(html: str) -> str:
+    found = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert found, "no CSRF token in the page"
+    return found.group(1)
+
+
+def next_code(secret: str, after: float) -> str:
+    """A TOTP code of a time step later than any used before (codes are single-use)."""
+    step = int(after // 30) + 1
+    return pyotp.TOTP(secret).at(step * 30)
+
+
+def login(web, username, totp=None, totp_at=None):
+    client = web.test_client()
+    resp = client.post("/login", data={"username": username, "password": PASSWORD})
+    assert resp.status_code == 302, resp.data[:300]
+    if totp:
+        assert resp.headers["Location"].endswith("/login/totp")
+        code = pyotp.TOTP(totp).at(totp_at) if totp_at else pyotp.TOTP(totp).now()
+        resp = client.post("/login/totp", data={"code": code})
+        assert resp.status_code == 302, resp.data[:300]
+    page = client.get("/account")
+    assert page.status_code == 200
+    return client, csrf_of(page.get_data(as_text=True))
+
+
+def test_password_then_totp_and_codes_are_single_use(web, people, store):
+    client = web.test_client()
+    admin = people["admin"]
+    assert (
+        client.post("/login", data={"username": admin, "password": "wrong one!!"}).status_code
+        == 401
+    )
+    resp = client.post("/login", data={"username": admin, "password": PASSWORD})
+    assert resp.status_code == 302 and resp.headers["Location"].endswith("/login/totp")
+    # a pending login opens nothing
+    assert client.get("/").status_code == 302
+    assert client.get("/api/v1/nodes").status_code == 401
+    assert client.post("/login/totp", data={"code": "000000"}).status_code == 401
+    now = time.time()
+    resp = client.post("/login/totp", data={"code": pyotp.TOTP(people["totp"]).at(now)})
+    assert resp.status_code == 302
+    assert client.get("/").status_code == 200
+    # the same code again (another login) is refused: replay
+    other = web.test_client()
+    other.post("/login", data={"username": admin, "password": PASSWORD})
+    assert (
+        other.post("/login/totp", data={"code": pyotp.TOTP(people["totp"]).at(now)}).status_code
+        == 401
+    )
+    # a recovery code works once
+    assert other.post("/login/totp", data={"code": people["codes"][0]}).status_code == 302
+    third = web.test_client()
+    third.post("/login", data={"username": admin, "password": PASSWORD})
+    assert third.post("/login/totp", data={"code": people["codes"][0]}).status_code == 401
+    with store.connect() as conn:
+        actions = [
+            a for (a,) in conn.execute(select(AuditEvent.action).where(AuditEvent.target == admin))
+        ]
+    assert actions.count("ui.login") == 2 and "ui.login_failed" in actions
+    # logout is POST only, with the CSRF token
+    token = csrf_of(client.get("/account").get_data(as_text=True))
+    assert client.get("/logout").status_code == 405
+    assert client.post("/logout").status_code == 403
+    assert client.post("/logout", data={"csrf_token": token}).status_code == 302
+    assert client.get("/").status_code == 302
+
+
+def test_failed_passwords_lock_the_account_for_a_while(web, people):
+    ctx = web.extensions["fleet"]
+    name = people["viewer"]
+    client = web.test_client()
+    for _ in range(5):
+        assert (
+            client.post("/login", data={"username": name, "password": "not it at all"}).status_code
+            == 401
+        )
+    locked = client.post("/login", data={"username": name, "password": PASSWORD})
+    assert locked.status_code == 429 and b"try again in" in locked.data
+    # the lock is kept in the store too (it outlives a restart of the engine)
+    with ctx.engine.connect() as conn:
+        assert store_users.get_user(conn, name)["locked_until"] is not None
+    ctx.throttle.reset(f"user:{name}")
+    assert client.post("/login", data={"username": name, "password": PASSWORD}).status_code == 429
+    with ctx.engine.begin() as conn:
+        store_users.lock(conn, name, None)  # what the users page's "unlock" does
+    assert client.post("/login", data={"username": name, "password": PASSWORD}).status_code == 302
+
+
+def _sample_args(rule) -> dict:
+    return {arg: "x1" if arg != "jid" else "20261129000000000000" for arg in rule.arguments}
+
+
+def test_every_route_needs_a_session_csrf_and_the_right_role(web, people):
+    """Walk the app's whole URL map."""
+    rules = [r for r in web.url_map.iter_rules() if r.endpoint not in PUBLIC_ENDPOINTS]
+    assert len(rules) >= 20
+    anonymous = web.test_client()
+    viewer, viewer_csrf = login(web, people["viewer"])
+    operator, operator_csrf = login(web, people["operator"])
+    refused_for_viewer = 0
+    for rule in rules:
+        url = rule.build(_sample_args(rule), append_unknown=False)[1]
+        view = web.view_functions[rule.endpoint]
+        permission = getattr(view, "fleet_permission", None)
+        assert permission, f"{rule.endpoint} names no permission"
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            # 1. no session: refused (API: 401; pages: a redirect to the login form)
+            resp = anonymous.open(url, method=method)
+            assert resp.status_code in (401, 302), (rule.rule, method, resp.status_code)
+            if resp.status_code == 302:
+                assert "/login" in resp.headers["Location"]
+            if method in STATE_CHANGING:
+                # 2. a session without the CSRF token: refused
+                resp = operator.open(url, method=method)
+                assert resp.status_code == 403, (rule.rule, method, resp.status_code)
+                assert b"CSRF" in resp.data
+            # 3. a viewer: refused whatever the viewer's role does not hold
+            if not webauth.allowed("viewer", permission):
+                headers = {"X-CSRF-Token": viewer_csrf} if method in STATE_CHANGING else {}
+                resp = viewer.open(url, method=method, headers=headers)
+                assert resp.status_code == 403, (rule.rule, method, resp.status_code)
+                refused_for_viewer += 1
+    assert refused_for_viewer >= 8
+    # API errors share one envelope
+    resp = anonymous.get("/api/v1/nodes")
+    assert resp.status_code == 401
+    body = resp.get_json()
+    assert set(body) == {"error"} and body["error"]["code"] == 401 and body["error"]["message"]
+    assert operator_csrf
+
+
+def test_api_tokens_openapi_and_the_error_envelope(web, people, store):
+    client, csrf = login(web, people["operator"])
+    page = client.post("/account/token", data={"csrf_token": csrf})
+    token = re.search(r'id="api-token"[^>]*>([^<]+)<', page.get_data(as_text=True)).group(1)
+    api = web.test_client()
+    auth = {"Authorization": f"Bearer {token}"}
+    me = api.get("/api/v1/me", headers=auth).get_json()
+    assert me["username"] == people["operator"] and "keys.decide" in me["permissions"]
+    assert api.get("/api/v1/nodes?per_page=5", headers=auth).status_code == 200
+    bad = api.get("/api/v1/nodes?sort=nonsense", headers=auth)
+    assert bad.status_code == 400 and "sort" in bad.get_json()["error"]["message"]
+    assert (
+        api.get("/api/v1/nodes", headers={"Authorization": "Bearer fleet_" + "x" * 43}).status_code
+        == 401
+    )
+    # a token is for the API only
+    assert api.get("/", headers=auth).status_code == 401
+    spec = api.get("/api/v1/openapi.json", headers=auth).get_json()
+    assert spec["openapi"].startswith("3.") and "/nodes/{minion_id}" in spec["paths"]
+    assert spec["paths"]["/keys/{minion_id}/{decision}"]["post"]["x-permission"] == "keys.decide"
+    # token requests need no CSRF token (no cookie rides along), but the role still applies
+    with store.begin() as conn:
+        conn.execute(
+            insert(Node).values(minion_id="api-node-1", facts={"os": "Debian"}, comment="")
+        )
+    resp = api.patch("/api/v1/nodes/api-node-1", headers=auth, json={"criticality": "high"})
+    assert resp.status_code == 200 and resp.get_json()["criticality"] == "high"
+    resp = api.patch("/api/v1/nodes/api-node-1", headers=auth, json={"criticality": "extreme"})
+    assert resp.status_code == 400 and "criticality" in resp.get_json()["error"]["message"]
+    client.post("/account/token", data={"csrf_token": csrf, "revoke": "1"})
+    assert api.get("/api/v1/me", headers=auth).status_code == 401
+
+
+def test_an_operator_accepts_a_pending_key_through_salt(web, people, salt_master, salt_run_cli):
+    """The keys page shows a pending key with its fingerprint; accepting it goes through the
+    fleet.keys_accept runner, which records the UI user in the audit chain."""
+    import salt.key
+
+    minion_id = random_string("ui-pending-").lower()
+    _pem, pub = salt.crypt.gen_keys(2048)
+    key = salt.key.Key(salt_master.config.copy())
+    key.cache.store("keys", minion_id, {"pub": pub.strip(), "state": "pending"})
+    client, csrf = login(web, people["operator"])
+    page = client.get("/keys").get_data(as_text=True)
+    assert f'data-key="{minion_id}"' in page
+    finger = re.search(
+        rf'data-key="{minion_id}".*?<code class="fingerprint">([0-9a-f:]+)</code>', page, re.S
+    ).group(1)
+    resp = client.post(
+        f"/keys/{minion_id}/accept", data={"csrf_token": csrf, "fingerprint": finger}
+    )
+    assert resp.status_code == 303
+    listed = salt_run_cli.run("fleet.keys", "status=accepted").data
+    assert listed[minion_id]["decided_by"] == f"ui:{people['operator']}"
+    salt_master.salt_key_cli().run("-d", minion_id, "-y")
+
+
+def test_node_page_draws_the_drift_history(web, people, store):
+    minion_id = random_string("ui-node-").lower()
+    import datetime as dt
+
+    now = dt.datetime.now(dt.timezone.utc)
+    with store.begin() as conn:
+        conn.execute(
+            insert(Node).values(
+                minion_id=minion_id, facts={"os": "NixOS", "osrelease": "24.11"}, comment=""
+            )
+        )
+        for hours in (0, 6):  # PostgreSQL: the month's partition (created on demand)
+            store_drift.ensure_partition(conn, now - dt.timedelta(hours=hours))
+        conn.execute(
+            insert(DriftHistory),
+            [
+                {"minion_id": minion_id, "computed_at": now - dt.timedelta(hours=h), "score": h * 2}
+                for h in range(6)
+            ],
+        )
+    client, csrf = login(web, people["operator"])
+    page = client.get(f"/nodes/{minion_id}").get_data(as_text=True)
+    chart = re.search(r'<figure id="drift-chart">(.*?)</figure>', page, re.S).group(1)
+    assert chart.count("<circle") == 6 and "<polyline" in chart
+    resp = client.post(
+        f"/nodes/{minion_id}/meta",
+        data={
+            "csrf_token": csrf,
+            "criticality": "critical",
+            "audited": "yes",
+            "comment": "<b>x</b>",
+        },
+    )
+    assert resp.status_code == 303
+    page = client.get(f"/nodes/{minion_id}").get_data(as_text=True)
+    assert "&lt;b&gt;x&lt;/b&gt;" in page and "<b>x</b>" not in page  # escaped
+    with store.connect() as conn:
+        row = conn.execute(
+            select(Node.criticality, Node.audited).where(Node.minion_id == minion_id)
+        ).one()
+        assert tuple(row) == ("critical", True)
+        audited = conn.execute(
+            select(AuditEvent.actor).where(
+                AuditEvent.target == minion_id, AuditEvent.action == "node.meta"
+            )
+        ).scalar()
+    assert audited == f"ui:{people['operator']}"
+    assert client.get("/nodes/..%2F..%2Fetc").status_code == 404
+
+
+def test_an_action_on_a_node_runs_through_salt_and_is_audited(web, people, store, salt_minion):
+    """Refresh the inventory of a real minion from its page: a job published with
+    LocalClient, answered by the minion, in the job cache; the audit names the UI user."""
+    from saltext_fleet.store.models import Return
+
+    client, csrf = login(web, people["operator"])
+    resp = client.post(
+        f"/nodes/{salt_minion.id}/action", data={"csrf_token": csrf, "action": "inventory"}
+    )
+    assert resp.status_code == 303
+    with store.connect() as conn:
+        details = conn.execute(
+            select(AuditEvent.details)
+            .where(AuditEvent.target == salt_minion.id, AuditEvent.action == "node.action")
+            .order_by(AuditEvent.id.desc())
+        ).scalar()
+    jid = details["jid"]
+    assert details["action"] == "inventory" and jid.isdigit()
+
+    def returned():
+        with store.connect() as conn:
+            return conn.execute(
+                select(Return.fun).where(Return.jid == jid, Return.minion_id == salt_minion.id)
+            ).scalar()
+
+    from tests.support.waiting import wait_for
+
+    assert wait_for("the inventory job's return", returned, timeout=90) == "fleet.inventory"
+    page = client.get(f"/jobs/{jid}").get_data(as_text=True)
+    assert salt_minion.id in page
+    # an action outside the allow-list is refused
+    resp = client.post(
+        f"/nodes/{salt_minion.id}/action", data={"csrf_token": csrf, "action": "cmd.run"}
+    )
+    assert resp.status_code == 400
