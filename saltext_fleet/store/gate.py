@@ -15,7 +15,7 @@ from sqlalchemy import and_, select, update
 from sqlalchemy.engine import Connection
 
 from saltext_fleet.core import gate as core_gate
-from saltext_fleet.store.models import Enrolment, MinionKey, Node, utcnow
+from saltext_fleet.store.models import Enrolment, MinionKey, Node, iso, utcnow
 
 KEY_STATES = ("pending", "accepted", "rejected", "denied", "deleted")
 
@@ -138,11 +138,11 @@ def key_rows(conn: Connection, minion_ids: Iterable[str] | None = None) -> list[
                 "id": row.minion_id,
                 "fingerprint": row.fingerprint,
                 "state": row.state,
-                "first_seen": _iso(row.first_seen),
-                "last_seen": _iso(row.last_seen),
+                "first_seen": iso(row.first_seen),
+                "last_seen": iso(row.last_seen),
                 "attempts": row.attempts,
                 "decided_by": row.decided_by,
-                "decided_at": _iso(row.decided_at),
+                "decided_at": iso(row.decided_at),
                 "note": row.note,
             }
         )
@@ -185,7 +185,7 @@ def create_enrolment(
         )
         .returning(Enrolment.id)
     ).scalar()
-    return {"enrolment": new_id, "expires_at": _iso(expires), "revoked": revoked or 0}
+    return {"enrolment": new_id, "expires_at": iso(expires), "revoked": revoked or 0}
 
 
 def _enrolment(row) -> core_gate.Enrolment:
@@ -279,9 +279,9 @@ def enrolments(conn: Connection, minion_id: str | None = None) -> list[dict[str,
             "group": row.node_group,
             "fingerprint": row.fingerprint,
             "created_by": row.created_by,
-            "created_at": _iso(row.created_at),
-            "expires_at": _iso(row.expires_at),
-            "used_at": _iso(row.used_at),
+            "created_at": iso(row.created_at),
+            "expires_at": iso(row.expires_at),
+            "used_at": iso(row.used_at),
             "used_fingerprint": row.used_fingerprint,
         }
         for row in conn.execute(stmt)
@@ -347,15 +347,7 @@ def node_status(conn: Connection, minion_id: str) -> dict[str, Any] | None:
     return {
         "id": row.minion_id,
         "status": row.status,
-        "status_at": _iso(row.status_at),
+        "status_at": iso(row.status_at),
         "group": row.node_group,
-        "onboarded_at": _iso(row.onboarded_at),
+        "onboarded_at": iso(row.onboarded_at),
     }
-
-
-def _iso(at: dt.datetime | None) -> str | None:
-    if at is None:
-        return None
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=dt.timezone.utc)
-    return at.isoformat()

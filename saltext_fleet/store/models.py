@@ -73,6 +73,15 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+def iso(at: dt.datetime | None) -> str | None:
+    """A stored time as ISO 8601 text, in UTC (SQLite gives naive datetimes back)."""
+    if at is None:
+        return None
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=dt.timezone.utc)
+    return at.isoformat()
+
+
 class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSONType, Any: JSONType}
 

@@ -24,6 +24,7 @@ from saltext_fleet.store.models import (
     Node,
     NodeInventory,
     Return,
+    iso,
 )
 
 #: Criticality levels, lowest first (the overview sorts by this order, not alphabetically).
@@ -223,7 +224,7 @@ def overview(conn: Connection, query: OverviewQuery) -> dict[str, Any]:
             "group": r.node_group,
             "drift": r.score,
             "baseline": r.baseline,
-            "last_seen": _iso(r.last_seen),
+            "last_seen": iso(r.last_seen),
             "criticality": r.criticality,
             "audited": bool(r.audited),
             "comment": r.comment or "",
@@ -261,15 +262,15 @@ def node(conn: Connection, minion_id: str) -> dict[str, Any] | None:
     return {
         "id": n.minion_id,
         "status": n.status or "unknown",
-        "status_at": _iso(n.status_at),
-        "first_seen": _iso(n.first_seen),
-        "last_seen": _iso(n.last_seen),
+        "status_at": iso(n.status_at),
+        "first_seen": iso(n.first_seen),
+        "last_seen": iso(n.last_seen),
         "group": n.node_group,
         "facts": n.facts or {},
         "inventory_digest": n.inventory_digest,
-        "inventory_at": _iso(n.inventory_at),
+        "inventory_at": iso(n.inventory_at),
         "pending_states": n.pending_states,
-        "onboarded_at": _iso(n.onboarded_at),
+        "onboarded_at": iso(n.onboarded_at),
         "criticality": n.criticality,
         "audited": bool(n.audited),
         "comment": n.comment or "",
@@ -283,7 +284,7 @@ def node(conn: Connection, minion_id: str) -> dict[str, Any] | None:
             "changed": drift.changed,
             "facts": drift.facts,
             "pending_states": drift.pending_states,
-            "computed_at": _iso(drift.computed_at),
+            "computed_at": iso(drift.computed_at),
         },
     }
 
@@ -298,7 +299,7 @@ def drift_history(
     stmt = stmt.order_by(DriftHistory.computed_at.desc()).limit(limit)
     points = [
         {
-            "at": _iso(h.computed_at),
+            "at": iso(h.computed_at),
             "score": h.score,
             "baseline": h.baseline,
             "missing": h.missing,
@@ -322,7 +323,7 @@ def recent_jobs(conn: Connection, minion_id: str, limit: int = 20) -> list[dict[
         .limit(limit)
     )
     return [
-        {"jid": r.jid, "fun": r.fun, "success": r.success, "at": _iso(r.stored_at)}
+        {"jid": r.jid, "fun": r.fun, "success": r.success, "at": iso(r.stored_at)}
         for r in conn.execute(stmt)
     ]
 
@@ -338,7 +339,7 @@ def timeline(conn: Connection, minion_id: str, limit: int = 50) -> list[dict[str
         .limit(limit)
     )
     items += [
-        {"at": _iso(a.at), "what": a.action, "by": a.actor, "kind": "audit"}
+        {"at": iso(a.at), "what": a.action, "by": a.actor, "kind": "audit"}
         for a in conn.execute(audit)
     ]
     changes = (
@@ -349,7 +350,7 @@ def timeline(conn: Connection, minion_id: str, limit: int = 50) -> list[dict[str
     )
     items += [
         {
-            "at": _iso(c.seen_at),
+            "at": iso(c.seen_at),
             "what": f"inventory {c.digest[:12]}",
             "by": None,
             "kind": "inventory",
@@ -363,7 +364,7 @@ def timeline(conn: Connection, minion_id: str, limit: int = 50) -> list[dict[str
         .limit(limit)
     )
     items += [
-        {"at": _iso(e.stored_at), "what": "minion started", "by": None, "kind": "event"}
+        {"at": iso(e.stored_at), "what": "minion started", "by": None, "kind": "event"}
         for e in conn.execute(starts)
     ]
     items.sort(key=lambda item: item["at"] or "", reverse=True)
@@ -373,11 +374,3 @@ def timeline(conn: Connection, minion_id: str, limit: int = 50) -> list[dict[str
 def _like(text: str) -> str:
     """``text`` for a LIKE pattern, its wildcards escaped (with backslash)."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
-def _iso(at: dt.datetime | None) -> str | None:
-    if at is None:
-        return None
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=dt.timezone.utc)
-    return at.isoformat()

@@ -19,7 +19,7 @@ from sqlalchemy import Connection, delete, func, select, update
 from saltext_fleet.core import secrets as core_secrets
 from saltext_fleet.core import webauth
 from saltext_fleet.store import secrets as store_secrets
-from saltext_fleet.store.models import UiUser, utcnow
+from saltext_fleet.store.models import UiUser, iso, utcnow
 
 TOTP_SECRET = "totp"
 
@@ -38,9 +38,9 @@ def _row(user: UiUser) -> dict[str, Any]:
         "recovery_codes_left": len(user.recovery_codes or []),
         "api_token": user.api_token_hash is not None,
         "disabled": bool(user.disabled),
-        "locked_until": _iso(user.locked_until),
-        "created_at": _iso(user.created_at),
-        "last_login_at": _iso(user.last_login_at),
+        "locked_until": iso(user.locked_until),
+        "created_at": iso(user.created_at),
+        "last_login_at": iso(user.last_login_at),
         "session_version": user.session_version,
     }
 
@@ -290,11 +290,3 @@ def user_by_api_token(conn: Connection, token: str) -> dict[str, Any] | None:
         select(UiUser).where(UiUser.api_token_hash == webauth.api_token_hash(token))
     ).first()
     return None if user is None or user.disabled else _row(user)
-
-
-def _iso(at: dt.datetime | None) -> str | None:
-    if at is None:
-        return None
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=dt.timezone.utc)
-    return at.isoformat()

@@ -19,7 +19,7 @@ from saltext_fleet.store import audit as store_audit
 from saltext_fleet.store import ui as store_ui
 from saltext_fleet.store.models import Job, Node
 from saltext_fleet.webui.app import requires
-from saltext_fleet.webui.pages import NODE_ACTIONS, _meta_values, valid_minion
+from saltext_fleet.webui.pages import KEY_DECISIONS, _meta_values, run_node_action, valid_minion
 from saltext_fleet.webui.salt import SaltError
 
 bp = Blueprint("api", __name__)
@@ -116,17 +116,7 @@ def node_drift(minion_id):
 @requires("actions.run")
 def node_action(minion_id):
     valid_minion(minion_id)
-    name = _body().get("action")
-    if name not in NODE_ACTIONS:
-        abort(400, description=f"action: one of {', '.join(NODE_ACTIONS)}")
-    fun, arg, _label = NODE_ACTIONS[name]
-    try:
-        jid = _salt().local_async([minion_id], fun, arg, user=actor())
-    except SaltError as exc:
-        abort(502, description=str(exc))
-    store_audit.record(
-        ctx().engine, actor(), "node.action", minion_id, {"action": name, "jid": jid}
-    )
+    jid, _label = run_node_action(minion_id, _body().get("action"))
     return jsonify({"jid": jid}), 202
 
 
@@ -145,11 +135,7 @@ def keys():
 @requires("keys.decide")
 def key_decide(minion_id, decision):
     valid_minion(minion_id)
-    funs = {
-        "accept": "fleet.keys_accept",
-        "reject": "fleet.keys_reject",
-        "delete": "fleet.keys_delete",
-    }
+    funs = KEY_DECISIONS
     if decision not in funs:
         abort(404, description=f"decision: one of {', '.join(funs)}")
     body = _body()

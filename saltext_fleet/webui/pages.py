@@ -37,6 +37,12 @@ from saltext_fleet.webui.salt import SaltError
 bp = Blueprint("pages", __name__)
 
 #: What an operator may run on a node from the UI: name -> (Salt function, arguments, label)
+#: Key decisions and the runners that make them.
+KEY_DECISIONS = {
+    "accept": "fleet.keys_accept",
+    "reject": "fleet.keys_reject",
+    "delete": "fleet.keys_delete",
+}
 NODE_ACTIONS: dict[str, tuple[str, list, str]] = {
     "inventory": ("fleet.inventory", [], "refresh the inventory"),
     "apply": ("state.apply", [], "apply its states"),
@@ -181,6 +187,13 @@ def _meta_values(form) -> dict[str, Any]:
 def node_action(minion_id):
     valid_minion(minion_id)
     name = request.form.get("action") or ""
+    jid, label = run_node_action(minion_id, name)
+    flash(f"Started: {label} (job {jid}).")
+    return redirect(url_for("pages.node", minion_id=minion_id), 303)
+
+
+def run_node_action(minion_id: str, name: str) -> tuple[str, str]:
+    """Publish an allow-listed action to a node and audit it: ``(jid, label)``."""
     if name not in NODE_ACTIONS:
         abort(400, description=f"action: one of {', '.join(NODE_ACTIONS)}")
     fun, arg, label = NODE_ACTIONS[name]
@@ -191,8 +204,7 @@ def node_action(minion_id):
     store_audit.record(
         ctx().engine, actor(), "node.action", minion_id, {"action": name, "jid": jid}
     )
-    flash(f"Started: {label} (job {jid}).")
-    return redirect(url_for("pages.node", minion_id=minion_id), 303)
+    return jid, label
 
 
 # -- keys and enrolment ------------------------------------------------------------------------
@@ -215,11 +227,7 @@ def keys():
 @requires("keys.decide")
 def key_decide(minion_id, decision):
     valid_minion(minion_id)
-    funs = {
-        "accept": "fleet.keys_accept",
-        "reject": "fleet.keys_reject",
-        "delete": "fleet.keys_delete",
-    }
+    funs = KEY_DECISIONS
     if decision not in funs:
         abort(404)
     kwarg: dict[str, Any] = {"minion": minion_id}
