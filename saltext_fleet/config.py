@@ -15,6 +15,9 @@ whose message names the option (``fleet:ui:port``) and says what was expected.
       drift: {alert_score: 50, weights: {extra: 2, missing: 10}, history_days: 730}
       inventory: {pip: [/usr/bin/python3]}                  # minion side: interpreters to list
       grains: {keychains: [/Library/Keychains/System.keychain]}   # minion side (macOS)
+      actions:                                              # named commands per OS (the UI's)
+        NixOS: {pull: "git -C /etc/nixos pull --ff-only", switch: "nixos-rebuild switch"}
+        MacOS: {switch: {cmd: "home-manager switch", runas: build}}
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from collections.abc import Mapping
 from typing import Any
 
 GATE_MODES = ("manual", "enrolment")
+#: The named commands operators may run on a node or a group from the web UI.
+ACTION_NAMES = ("pull", "switch", "pull-switch", "test")
 DB_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
 
 
@@ -93,6 +98,42 @@ class GrainsConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class Command:
+    """A named command of ``fleet:actions``, run with Salt's ``cmd.run`` on the node."""
+
+    cmd: str
+    cwd: str | None = None
+    runas: str | None = None
+    timeout: int = 1800
+
+
+def _commands(**named: str) -> dict[str, Command]:
+    return {name: Command(cmd) for name, cmd in named.items()}
+
+
+#: What ``fleet:actions`` holds when it is not set: NixOS rebuilds from the flake or
+#: configuration in /etc/nixos, macOS switches home-manager (as the minion's user unless
+#: ``runas`` says otherwise). An OS given in ``fleet:actions`` replaces the names it lists.
+DEFAULT_ACTIONS: dict[str, dict[str, Command]] = {
+    "NixOS": _commands(
+        pull="git -C /etc/nixos pull --ff-only",
+        switch="nixos-rebuild switch",
+        **{"pull-switch": "git -C /etc/nixos pull --ff-only && nixos-rebuild switch"},
+        test="nixos-rebuild dry-activate",
+    ),
+    "MacOS": _commands(
+        pull='git -C "$HOME/.config/home-manager" pull --ff-only',
+        switch="home-manager switch",
+        **{
+            "pull-switch": 'git -C "$HOME/.config/home-manager" pull --ff-only'
+            " && home-manager switch"
+        },
+        test="home-manager build",
+    ),
+}
+
+
+@dataclasses.dataclass(frozen=True)
 class FleetConfig:
     db_url: str
     key_file: str
@@ -102,6 +143,9 @@ class FleetConfig:
     drift: DriftConfig = DriftConfig()
     inventory: InventoryConfig = InventoryConfig()
     grains: GrainsConfig = GrainsConfig()
+    actions: Mapping[str, Mapping[str, Command]] = dataclasses.field(
+        default_factory=lambda: {k: dict(v) for k, v in DEFAULT_ACTIONS.items()}
+    )
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data, in the shape of the YAML it came from."""
@@ -109,7 +153,20 @@ class FleetConfig:
         data["inventory"]["pip"] = list(self.inventory.pip)
         data["grains"]["keychains"] = list(self.grains.keychains)
         data["drift"]["weights"] = dict(self.drift.weights)
+        data["actions"] = {
+            os_name: {name: dataclasses.asdict(cmd) for name, cmd in named.items()}
+            for os_name, named in self.actions.items()
+        }
         return data
+
+    def commands_for(self, facts: Mapping[str, Any] | None) -> dict[str, Command]:
+        """The named commands for a node with these facts (by ``os``, else ``os_family``)."""
+        facts = facts or {}
+        for key in ("os", "os_family"):
+            value = facts.get(key)
+            if isinstance(value, str) and value in self.actions:
+                return dict(self.actions[value])
+        return {}
 
 
 def default_db_url(opts: Mapping[str, Any]) -> str:
@@ -132,7 +189,7 @@ def load(opts: Mapping[str, Any]) -> FleetConfig:
     _known(
         section,
         "fleet",
-        ("db_url", "key_file", "ui", "gate", "onboard", "drift", "inventory", "grains"),
+        ("db_url", "key_file", "ui", "gate", "onboard", "drift", "inventory", "grains", "actions"),
     )
 
     db_url = _string(section.get("db_url"), "fleet:db_url") or default_db_url(opts)
@@ -157,6 +214,7 @@ def load(opts: Mapping[str, Any]) -> FleetConfig:
         drift=_drift(section.get("drift")),
         inventory=_inventory(section.get("inventory")),
         grains=_grains(section.get("grains")),
+        actions=_actions(section.get("actions")),
     )
 
 
@@ -250,6 +308,45 @@ def _grains(raw: Any) -> GrainsConfig:
     _known(section, "fleet:grains", ("keychains",))
     return GrainsConfig(
         keychains=tuple(absolute_paths(section.get("keychains"), "fleet:grains:keychains"))
+    )
+
+
+def _actions(raw: Any) -> dict[str, dict[str, Command]]:
+    actions = {os_name: dict(named) for os_name, named in DEFAULT_ACTIONS.items()}
+    if raw is None:
+        return actions
+    section = _mapping(raw, "fleet:actions")
+    for os_name, named in section.items():
+        option = f"fleet:actions:{os_name}"
+        if not isinstance(os_name, str) or not os_name:
+            raise FleetConfigError("fleet:actions", f"{os_name!r} is not an OS name")
+        named = _mapping(named or {}, option)
+        _known(named, option, ACTION_NAMES)
+        mine = actions.setdefault(os_name, {})
+        for name, value in named.items():
+            if value is None:  # removes a default
+                mine.pop(name, None)
+                continue
+            mine[name] = _command(value, f"{option}:{name}")
+    return actions
+
+
+def _command(value: Any, option: str) -> Command:
+    if isinstance(value, str):
+        value = {"cmd": value}
+    value = _mapping(value, option)
+    _known(value, option, ("cmd", "cwd", "runas", "timeout"))
+    cmd = _string(value.get("cmd"), f"{option}:cmd")
+    if not cmd or "\0" in cmd:
+        raise FleetConfigError(f"{option}:cmd", "a command is needed")
+    cwd = _string(value.get("cwd"), f"{option}:cwd")
+    if cwd is not None and not os.path.isabs(cwd):
+        raise FleetConfigError(f"{option}:cwd", f"{cwd!r} is not an absolute path")
+    timeout = value.get("timeout", Command.timeout)
+    if isinstance(timeout, bool) or not isinstance(timeout, int) or not 1 <= timeout <= 86400:
+        raise FleetConfigError(f"{option}:timeout", f"{timeout!r} is not 1 to 86400 seconds")
+    return Command(
+        cmd=cmd, cwd=cwd, runas=_string(value.get("runas"), f"{option}:runas"), timeout=timeout
     )
 
 

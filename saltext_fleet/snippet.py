@@ -42,6 +42,7 @@ def master_snippet(db_url: str | None = None, cachedir: str | None = None) -> di
     fleet.pop("key_file")
     fleet.pop("inventory")  # minion-side options
     fleet.pop("grains")
+    fleet.pop("actions")  # the defaults apply; see the configuration page to change them
     if fleet["gate"].get("master") is None:
         fleet["gate"].pop("master")
     snippet: dict[str, Any] = {"fleet": fleet}

@@ -19,7 +19,14 @@ from saltext_fleet.store import audit as store_audit
 from saltext_fleet.store import ui as store_ui
 from saltext_fleet.store.models import Job, Node
 from saltext_fleet.webui.app import requires
-from saltext_fleet.webui.pages import KEY_DECISIONS, _meta_values, run_node_action, valid_minion
+from saltext_fleet.webui.pages import (
+    KEY_DECISIONS,
+    _meta_values,
+    run_group_action,
+    run_node_action,
+    valid_group,
+    valid_minion,
+)
 from saltext_fleet.webui.salt import SaltError
 
 bp = Blueprint("api", __name__)
@@ -118,6 +125,14 @@ def node_action(minion_id):
     valid_minion(minion_id)
     jid, _label = run_node_action(minion_id, _body().get("action"))
     return jsonify({"jid": jid}), 202
+
+
+@bp.route("/groups/<group>/actions", methods=["POST"])
+@requires("actions.run")
+def group_action(group):
+    """Run an action on every node of a node group."""
+    valid_group(group)
+    return jsonify(run_group_action(group, _body().get("action"))), 202
 
 
 @bp.route("/keys")

@@ -116,7 +116,7 @@ def node(minion_id):
         jobs=jobs,
         timeline=timeline,
         inventory=inventory,
-        actions=NODE_ACTIONS,
+        actions=node_actions(found.get("facts")),
         criticalities=store_ui.CRITICALITIES,
     )
 
@@ -192,19 +192,152 @@ def node_action(minion_id):
     return redirect(url_for("pages.node", minion_id=minion_id), 303)
 
 
+def fleet_config():
+    from saltext_fleet import config
+
+    return ctx().config or config.load({})
+
+
+def node_actions(facts: dict | None) -> dict[str, str]:
+    """What may be run on a node with these facts: ``{name: label}`` (the fixed actions, and
+    the named commands ``fleet:actions`` holds for its OS)."""
+    found = {name: label for name, (_fun, _arg, label) in NODE_ACTIONS.items()}
+    for name, command in fleet_config().commands_for(facts).items():
+        found[name] = f"{name}: {command.cmd}"
+    return found
+
+
+def _publish(targets: list[str], name: str, command) -> str:
+    if command is None:
+        fun, arg, _label = NODE_ACTIONS[name]
+        return salt().local_async(targets, fun, arg, user=actor())
+    kwarg = {"python_shell": True, "timeout": command.timeout}
+    if command.cwd:
+        kwarg["cwd"] = command.cwd
+    if command.runas:
+        kwarg["runas"] = command.runas
+    return salt().local_async(targets, "cmd.run", [command.cmd], user=actor(), kwarg=kwarg)
+
+
 def run_node_action(minion_id: str, name: str) -> tuple[str, str]:
     """Publish an allow-listed action to a node and audit it: ``(jid, label)``."""
-    if name not in NODE_ACTIONS:
-        abort(400, description=f"action: one of {', '.join(NODE_ACTIONS)}")
-    fun, arg, label = NODE_ACTIONS[name]
+    with ctx().engine.connect() as conn:
+        found = store_ui.node(conn, minion_id)
+    facts = (found or {}).get("facts") or {}
+    allowed = node_actions(facts)
+    if name not in allowed:
+        abort(400, description=f"action: one of {', '.join(allowed)} for this node")
+    command = None if name in NODE_ACTIONS else fleet_config().commands_for(facts)[name]
     try:
-        jid = salt().local_async([minion_id], fun, arg, user=actor())
+        jid = _publish([minion_id], name, command)
     except SaltError as exc:
         abort(502, description=str(exc))
+    details = {"action": name, "jid": jid}
+    if command is not None:
+        details["command"] = command.cmd
+    store_audit.record(ctx().engine, actor(), "node.action", minion_id, details)
+    return jid, allowed[name]
+
+
+def run_group_action(group: str, name: str) -> dict[str, Any]:
+    """Run an action on every node of a node group: one job per distinct command (the nodes
+    of a group may run different systems). ``{"jobs": [{jid, minions, command}], "skipped"}``:
+    nodes with no such command for their OS are skipped, and named."""
+    with ctx().engine.connect() as conn:
+        members = conn.execute(
+            select(Node.minion_id, Node.facts).where(Node.node_group == group)
+        ).all()
+    if not members:
+        abort(404, description=f"no node in group {group!r}")
+    if name not in NODE_ACTIONS and name not in config_action_names():
+        abort(
+            400, description=f"action: one of {', '.join([*NODE_ACTIONS, *config_action_names()])}"
+        )
+    buckets: dict[Any, list[str]] = {}
+    skipped = []
+    for minion_id, facts in members:
+        if name in NODE_ACTIONS:
+            buckets.setdefault(None, []).append(minion_id)
+            continue
+        command = fleet_config().commands_for(facts).get(name)
+        if command is None:
+            skipped.append(minion_id)
+        else:
+            buckets.setdefault(command, []).append(minion_id)
+    jobs = []
+    for command, minions in buckets.items():
+        try:
+            jid = _publish(sorted(minions), name, command)
+        except SaltError as exc:
+            abort(502, description=str(exc))
+        jobs.append(
+            {"jid": jid, "minions": sorted(minions), "command": command.cmd if command else None}
+        )
     store_audit.record(
-        ctx().engine, actor(), "node.action", minion_id, {"action": name, "jid": jid}
+        ctx().engine,
+        actor(),
+        "group.action",
+        group,
+        {
+            "action": name,
+            "jobs": [{"jid": j["jid"], "count": len(j["minions"])} for j in jobs],
+            "skipped": skipped,
+        },
     )
-    return jid, label
+    return {"jobs": jobs, "skipped": sorted(skipped)}
+
+
+def config_action_names() -> list[str]:
+    from saltext_fleet.config import ACTION_NAMES
+
+    return list(ACTION_NAMES)
+
+
+def valid_group(group: str) -> str:
+    try:
+        return core_gate.check_group(group)
+    except core_gate.GateError:
+        abort(404, description="no such group")
+
+
+@bp.route("/groups")
+@requires("view")
+def groups():
+    from sqlalchemy import func
+
+    from saltext_fleet.store.models import NodeGroup
+
+    with ctx().engine.connect() as conn:
+        counts = dict(
+            conn.execute(
+                select(Node.node_group, func.count())
+                .where(Node.node_group.is_not(None))
+                .group_by(Node.node_group)
+            ).all()
+        )
+        defined = {name for (name,) in conn.execute(select(NodeGroup.name))}
+    listed = [
+        {"name": name, "nodes": counts.get(name, 0), "defined": name in defined}
+        for name in sorted(set(counts) | defined)
+    ]
+    actions = {name: label for name, (_f, _a, label) in NODE_ACTIONS.items()}
+    actions.update({name: name for name in config_action_names()})
+    return render_template("groups.html", groups=listed, actions=actions)
+
+
+@bp.route("/groups/<group>/action", methods=["POST"])
+@requires("actions.run")
+def group_action(group):
+    valid_group(group)
+    result = run_group_action(group, request.form.get("action") or "")
+    started = sum(len(j["minions"]) for j in result["jobs"])
+    message = (
+        f"{group}: started on {started} nodes ({', '.join(j['jid'] for j in result['jobs'])})."
+    )
+    if result["skipped"]:
+        message += f" Skipped (no such command for their system): {', '.join(result['skipped'])}."
+    flash(message)
+    return redirect(url_for("pages.groups"), 303)
 
 
 # -- keys and enrolment ------------------------------------------------------------------------

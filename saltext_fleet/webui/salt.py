@@ -51,14 +51,21 @@ class SaltGateway:
         return data.get("return")
 
     def local_async(
-        self, targets: list[str], fun: str, arg: list | None = None, user: str = "ui:unknown"
+        self,
+        targets: list[str],
+        fun: str,
+        arg: list | None = None,
+        user: str = "ui:unknown",
+        kwarg: dict | None = None,
     ) -> str:
         """Publish ``fun`` to the listed minions without waiting; the job id."""
         import salt.client
 
         try:
             with salt.client.get_local_client(mopts=self.opts) as client:
-                jid = client.cmd_async(targets, fun, list(arg or []), tgt_type="list", user=user)
+                jid = client.cmd_async(
+                    targets, fun, list(arg or []), tgt_type="list", kwarg=kwarg, user=user
+                )
         except Exception as exc:  # noqa: BLE001 - the master away, refused, timed out
             raise SaltError(f"{fun}: the master did not take the job ({exc})") from None
         if not jid or jid == "0":

@@ -49,6 +49,8 @@ def salt_master(salt_factories, tmp_path_factory):
     overrides["fleet"]["drift"]["alert_score"] = 10
     # The engine serves the web UI: on a free port (the default, 8443, is one for all masters)
     overrides["fleet"]["ui"] = {"host": "127.0.0.1", "port": free_port()}
+    # a named command for this machine's system (the web UI's node and group actions)
+    overrides["fleet"]["actions"] = {"Debian": {"test": "echo fleet-test-action $(id -un)"}}
     echo = tmp_path_factory.mktemp("reactors") / "echo.sls"
     echo.write_text(ECHO_SLS)
     overrides["reactor"] = [*overrides["reactor"], {"fleet/test/echo": [str(echo)]}]

@@ -340,3 +340,76 @@ def test_an_action_on_a_node_runs_through_salt_and_is_audited(web, people, store
         f"/nodes/{salt_minion.id}/action", data={"csrf_token": csrf, "action": "cmd.run"}
     )
     assert resp.status_code == 400
+
+
+def test_a_named_command_runs_on_a_group_per_system(web, people, store, salt_minion, salt_minion_2):
+    """``fleet:actions`` holds a ``test`` command for Debian (this machine): run on a group,
+    it reaches both real minions in one job; a node of another system is skipped, by name."""
+    from sqlalchemy import update
+
+    from saltext_fleet.store.models import Return
+    from tests.support.waiting import wait_for
+
+    group = random_string("ui-group-").lower()
+    other = random_string("plan9-").lower()
+    with store.begin() as conn:
+        for minion in (salt_minion, salt_minion_2):
+            if not conn.execute(
+                update(Node)
+                .where(Node.minion_id == minion.id)
+                .values(node_group=group, facts={"os": "Debian"})
+            ).rowcount:
+                conn.execute(
+                    insert(Node).values(
+                        minion_id=minion.id, facts={"os": "Debian"}, node_group=group, comment=""
+                    )
+                )
+        conn.execute(
+            insert(Node).values(
+                minion_id=other, facts={"os": "Plan9"}, node_group=group, comment=""
+            )
+        )
+    client, csrf = login(web, people["operator"])
+    node_page = client.get(f"/nodes/{salt_minion.id}").get_data(as_text=True)
+    assert 'data-action="test"' in node_page and "echo fleet-test-action" in node_page
+    assert 'data-action="switch"' not in node_page  # not configured for Debian
+    groups_page = client.get("/groups").get_data(as_text=True)
+    assert f'data-group="{group}"' in groups_page
+    resp = client.post(f"/groups/{group}/action", data={"csrf_token": csrf, "action": "test"})
+    assert resp.status_code == 303
+    flashed = client.get("/groups").get_data(as_text=True)
+    assert f"Skipped (no such command for their system): {other}" in flashed
+    with store.connect() as conn:
+        details = conn.execute(
+            select(AuditEvent.details)
+            .where(AuditEvent.target == group, AuditEvent.action == "group.action")
+            .order_by(AuditEvent.id.desc())
+        ).scalar()
+    assert details["skipped"] == [other] and len(details["jobs"]) == 1
+    jid = details["jobs"][0]["jid"]
+
+    def answers():
+        with store.connect() as conn:
+            rows = conn.execute(select(Return.minion_id, Return.ret).where(Return.jid == jid)).all()
+        return len(rows) == 2 and {m: r for m, r in rows}
+
+    answered = wait_for("both minions' answers", answers, timeout=90)
+    assert answered == {
+        salt_minion.id: "fleet-test-action root",
+        salt_minion_2.id: "fleet-test-action root",
+    }
+    # a name outside the allow-list, and through the API a node whose system has no command
+    assert (
+        client.post(
+            f"/groups/{group}/action", data={"csrf_token": csrf, "action": "rm -rf /"}
+        ).status_code
+        == 400
+    )
+    token_page = client.post("/account/token", data={"csrf_token": csrf}).get_data(as_text=True)
+    token = re.search(r'id="api-token"[^>]*>([^<]+)<', token_page).group(1)
+    resp = web.test_client().post(
+        f"/api/v1/nodes/{other}/actions",
+        headers={"Authorization": f"Bearer {token}"},
+        json={"action": "test"},
+    )
+    assert resp.status_code == 400 and "for this node" in resp.get_json()["error"]["message"]

@@ -83,3 +83,51 @@ def test_password_is_not_echoed_in_errors():
     with pytest.raises(config.FleetConfigError) as err:
         config.load({**OPTS, "fleet": {"db_url": "mysql://fleet:s3cret@db/fleet"}})
     assert "s3cret" not in str(err.value)
+
+
+def test_actions_default_per_os_and_can_be_changed_or_removed():
+    cfg = config.load({})
+    assert cfg.commands_for({"os": "NixOS"})["switch"].cmd == "nixos-rebuild switch"
+    assert "home-manager switch" in cfg.commands_for({"os": "MacOS"})["pull-switch"].cmd
+    assert cfg.commands_for({"os": "Debian"}) == {}
+    assert cfg.commands_for(None) == {}
+    cfg = config.load(
+        {
+            "fleet": {
+                "actions": {
+                    "NixOS": {
+                        "test": None,
+                        "switch": {
+                            "cmd": "nixos-rebuild switch --flake .",
+                            "cwd": "/etc/nixos",
+                            "timeout": 600,
+                        },
+                    },
+                    "Debian": {"pull": "git -C /srv/ops pull --ff-only"},
+                }
+            }
+        }
+    )
+    nixos = cfg.commands_for({"os": "NixOS"})
+    assert "test" not in nixos and nixos["switch"].cwd == "/etc/nixos"
+    assert nixos["switch"].timeout == 600 and nixos["pull"].cmd.startswith("git -C /etc/nixos")
+    # os_family when the os itself has none
+    assert cfg.commands_for({"os": "Raspbian", "os_family": "Debian"})["pull"].runas is None
+
+
+@pytest.mark.parametrize(
+    "actions, option",
+    [
+        ({"NixOS": {"reboot": "reboot"}}, "fleet:actions:NixOS:reboot"),
+        ({"NixOS": {"switch": {"cmd": ""}}}, "fleet:actions:NixOS:switch:cmd"),
+        ({"NixOS": {"switch": {"cmd": "x", "cwd": "etc"}}}, "fleet:actions:NixOS:switch:cwd"),
+        ({"NixOS": {"switch": {"cmd": "x", "timeout": 0}}}, "fleet:actions:NixOS:switch:timeout"),
+        ({"NixOS": {"switch": {"cmd": "x", "shell": "zsh"}}}, "fleet:actions:NixOS:switch:shell"),
+        ({"NixOS": ["switch"]}, "fleet:actions:NixOS"),
+        (["NixOS"], "fleet:actions"),
+    ],
+)
+def test_bad_actions_name_the_option(actions, option):
+    with pytest.raises(config.FleetConfigError) as exc:
+        config.load({"fleet": {"actions": actions}})
+    assert exc.value.option == option
