@@ -47,6 +47,10 @@ class UIConfig:
     port: int = 8443
     tls_cert: str | None = None
     tls_key: str | None = None
+    #: Salt eauth backend for logins of users not kept here (``pam``, ``ldap``...), and the
+    #: roles its users and groups get: ``((name or "group%" or "*", role), ...)``
+    eauth: str | None = None
+    eauth_roles: tuple = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,6 +157,11 @@ class FleetConfig:
         data["inventory"]["pip"] = list(self.inventory.pip)
         data["grains"]["keychains"] = list(self.grains.keychains)
         data["drift"]["weights"] = dict(self.drift.weights)
+        roles = data["ui"].pop("eauth_roles")
+        if self.ui.eauth is None:
+            data["ui"].pop("eauth")
+        else:
+            data["ui"]["eauth"] = {"backend": self.ui.eauth, "roles": dict(roles)}
         data["actions"] = {
             os_name: {name: dataclasses.asdict(cmd) for name, cmd in named.items()}
             for os_name, named in self.actions.items()
@@ -220,7 +229,7 @@ def load(opts: Mapping[str, Any]) -> FleetConfig:
 
 def _ui(raw: Any) -> UIConfig:
     section = _mapping(raw or {}, "fleet:ui")
-    _known(section, "fleet:ui", ("host", "port", "tls_cert", "tls_key"))
+    _known(section, "fleet:ui", ("host", "port", "tls_cert", "tls_key", "eauth"))
     host = _string(section.get("host"), "fleet:ui:host") or UIConfig.host
     port = section.get("port", UIConfig.port)
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
@@ -230,7 +239,37 @@ def _ui(raw: Any) -> UIConfig:
     if bool(cert) != bool(key):
         missing = "fleet:ui:tls_key" if cert else "fleet:ui:tls_cert"
         raise FleetConfigError(missing, "tls_cert and tls_key must be given together")
-    return UIConfig(host=host, port=port, tls_cert=cert, tls_key=key)
+    eauth, roles = _ui_eauth(section.get("eauth"))
+    return UIConfig(
+        host=host, port=port, tls_cert=cert, tls_key=key, eauth=eauth, eauth_roles=roles
+    )
+
+
+def _ui_eauth(raw: Any) -> tuple[str | None, tuple]:
+    from saltext_fleet.core.webauth import ROLES
+
+    if raw is None:
+        return None, ()
+    section = _mapping(raw, "fleet:ui:eauth")
+    _known(section, "fleet:ui:eauth", ("backend", "roles"))
+    backend = _string(section.get("backend"), "fleet:ui:eauth:backend")
+    if not backend or not backend.replace("_", "").isalnum():
+        raise FleetConfigError(
+            "fleet:ui:eauth:backend", "the name of a Salt eauth module (pam, ldap...)"
+        )
+    roles = _mapping(section.get("roles") or {}, "fleet:ui:eauth:roles")
+    if not roles:
+        raise FleetConfigError(
+            "fleet:ui:eauth:roles", "map users, groups (name%) or * to roles, or nobody gets in"
+        )
+    for name, role in roles.items():
+        if not isinstance(name, str) or not name:
+            raise FleetConfigError("fleet:ui:eauth:roles", f"{name!r} is not a user or group")
+        if role not in ROLES:
+            raise FleetConfigError(
+                f"fleet:ui:eauth:roles:{name}", f"{role!r} is not one of {', '.join(ROLES)}"
+            )
+    return backend, tuple(sorted((str(k), str(v)) for k, v in roles.items()))
 
 
 def _gate(raw: Any) -> GateConfig:

@@ -688,3 +688,23 @@ class RateLimit:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+# -- roles from Salt's eauth -------------------------------------------------------------------
+
+
+def eauth_role(
+    username: str, groups: list[str] | tuple[str, ...] | None, roles: dict[str, str]
+) -> str | None:
+    """The role of a user that Salt's eauth (PAM, LDAP, ...) let in, from ``fleet:ui:eauth:roles``:
+    ``{"alice": "admin", "ops%": "operator", "*": "viewer"}``. The user's own entry wins;
+    otherwise the most powerful role among the groups (``<group>%``, as in Salt's
+    ``external_auth``) the user is in; otherwise ``*``; otherwise None (not let in)."""
+    if username in roles:
+        return check_role(roles[username])
+    found = [roles[f"{group}%"] for group in (groups or ()) if f"{group}%" in roles]
+    if found:
+        return max((check_role(role) for role in found), key=ROLES.index)
+    if "*" in roles:
+        return check_role(roles["*"])
+    return None

@@ -63,7 +63,7 @@ class WebContext:
     )
     bcrypt_rounds: int | None = None  # tests lower it
     live: Any = None  # saltext_fleet.webui.live.Hub, when served by the engine
-    eauth: Callable | None = None  # (username, password, eauth) -> role or None
+    eauth: Callable | None = None  # (username, password) -> role or None (Salt's eauth)
 
 
 def load_secret_key(path: str) -> bytes:

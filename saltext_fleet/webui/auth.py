@@ -153,11 +153,12 @@ def login():
         stored = store_users.password_hash(conn, username) if user else None
     ok = False
     rounds = c.bcrypt_rounds or webauth.BCRYPT_ROUNDS
-    if user is None or user["disabled"]:
+    if (user is None or user["source"] == "eauth") and c.eauth and _valid_name(username):
+        # Salt's eauth checks the password; the role comes from fleet:ui:eauth:roles
+        if user is None or not user["disabled"]:
+            user, ok = _eauth_login(c, username, password, user)
+    elif user is None or user["disabled"]:
         webauth.verify_dummy(password, rounds=rounds)
-    elif user["source"] == "eauth":
-        role = c.eauth(username, password) if c.eauth else None
-        ok = role is not None
     else:
         ok = webauth.verify_password(password, stored or "")
         if ok and stored and webauth.needs_rehash(stored, rounds=rounds):
@@ -179,6 +180,25 @@ def login():
         session["next"] = next_url
         return redirect(url_for("auth.login_totp"))
     return _complete_login(user, "password")
+
+
+def _eauth_login(c, username: str, password: str, user):
+    """``(user, ok)`` for a login Salt's eauth checks; the user row is made or its role
+    brought in line with the mapping."""
+    role = c.eauth(username, password)
+    if role is None:
+        return user, False
+    with c.engine.begin() as conn:
+        if user is None:
+            store_users.create_user(conn, username, role, None, source="eauth")
+            store_audit.append(
+                conn, "ui", "user.create", username, {"role": role, "source": "eauth"}
+            )
+        elif user["role"] != role:
+            store_users.set_role(conn, username, role)
+            store_audit.append(conn, "ui", "user.role", username, {"role": role, "source": "eauth"})
+        fresh = store_users.get_user(conn, username)
+    return fresh, True
 
 
 def _valid_name(username: str) -> bool:

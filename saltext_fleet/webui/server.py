@@ -112,6 +112,10 @@ def build(opts: dict, loop: asyncio.AbstractEventLoop | None = None):
         tls=bool(cfg.ui.tls_cert),
         config=cfg,
     )
+    if cfg.ui.eauth:
+        from saltext_fleet.webui.eauth import make_checker
+
+        ctx.eauth = make_checker(opts, cfg.ui.eauth, dict(cfg.ui.eauth_roles))
     ctx.live = Hub(engine, schedule=lambda fn: loop.call_soon_threadsafe(fn))
     flask_app = create_app(ctx)
     executor = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="fleet-ui")

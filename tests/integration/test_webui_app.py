@@ -413,3 +413,59 @@ def test_a_named_command_runs_on_a_group_per_system(web, people, store, salt_min
         json={"action": "test"},
     )
     assert resp.status_code == 400 and "for this node" in resp.get_json()["error"]["message"]
+
+
+@pytest.fixture
+def unix_users():
+    """Real Unix users with passwords on this machine, for Salt's PAM eauth (removed after)."""
+    import subprocess
+
+    group = random_string("fops").lower()[:16]
+    made = []
+    subprocess.run(["groupadd", group], check=True)
+
+    def make(name, password, in_group):
+        cmd = ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin"]
+        if in_group:
+            cmd += ["--groups", group]
+        subprocess.run([*cmd, name], check=True)
+        made.append(name)
+        subprocess.run(["chpasswd"], input=f"{name}:{password}\n", text=True, check=True)
+        return name
+
+    yield group, make
+    for name in made:
+        subprocess.run(["userdel", name], check=False)
+    subprocess.run(["groupdel", group], check=False)
+
+
+def test_salt_eauth_pam_logins_get_the_role_of_their_group(web, salt_master, store, unix_users):
+    """A user who is not kept here logs in through Salt's PAM eauth; the role comes from
+    fleet:ui:eauth:roles (their Unix group); a user of no mapped group, or a wrong password,
+    is refused."""
+    from saltext_fleet.webui.eauth import make_checker
+
+    group, make = unix_users
+    ops = make(random_string("fops-").lower()[:20], "pam password one", True)
+    outsider = make(random_string("fout-").lower()[:20], "pam password two", False)
+    ctx = web.extensions["fleet"]
+    ctx.eauth = make_checker(salt_master.config.copy(), "pam", {f"{group}%": "operator"})
+    try:
+        client = web.test_client()
+        bad = client.post("/login", data={"username": ops, "password": "not the password"})
+        assert bad.status_code == 401
+        resp = client.post("/login", data={"username": ops, "password": "pam password one"})
+        assert resp.status_code == 302, resp.data[:300]
+        me = client.get("/api/v1/me").get_json()
+        assert me["username"] == ops and me["role"] == "operator"
+        with store.connect() as conn:
+            kept = store_users.get_user(conn, ops)
+            assert kept["source"] == "eauth" and store_users.password_hash(conn, ops) is None
+        refused = web.test_client().post(
+            "/login", data={"username": outsider, "password": "pam password two"}
+        )
+        assert refused.status_code == 401
+        with store.connect() as conn:
+            assert store_users.get_user(conn, outsider) is None
+    finally:
+        ctx.eauth = None

@@ -131,3 +131,37 @@ def test_bad_actions_name_the_option(actions, option):
     with pytest.raises(config.FleetConfigError) as exc:
         config.load({"fleet": {"actions": actions}})
     assert exc.value.option == option
+
+
+def test_ui_eauth_maps_users_and_groups_to_roles():
+    cfg = config.load(
+        {
+            "fleet": {
+                "ui": {"eauth": {"backend": "pam", "roles": {"ops%": "operator", "alice": "admin"}}}
+            }
+        }
+    )
+    assert cfg.ui.eauth == "pam" and dict(cfg.ui.eauth_roles) == {
+        "ops%": "operator",
+        "alice": "admin",
+    }
+    # the snippet's shape round-trips
+    again = config.load({"fleet": cfg.as_dict()})
+    assert again.ui == cfg.ui
+    assert "eauth" not in config.load({}).as_dict()["ui"]
+
+
+@pytest.mark.parametrize(
+    "eauth, option",
+    [
+        ({"backend": "pam"}, "fleet:ui:eauth:roles"),
+        ({"backend": "pam", "roles": {"ops%": "root"}}, "fleet:ui:eauth:roles:ops%"),
+        ({"backend": "../x", "roles": {"*": "viewer"}}, "fleet:ui:eauth:backend"),
+        ({"roles": {"*": "viewer"}}, "fleet:ui:eauth:backend"),
+        ({"backend": "pam", "roles": {"*": "viewer"}, "groups": 1}, "fleet:ui:eauth:groups"),
+    ],
+)
+def test_bad_ui_eauth_names_the_option(eauth, option):
+    with pytest.raises(config.FleetConfigError) as exc:
+        config.load({"fleet": {"ui": {"eauth": eauth}}})
+    assert exc.value.option == option

@@ -1058,3 +1058,14 @@ def test_rate_limit_memory_is_bounded():
 def test_rate_limit_refuses_bad_settings(kwargs):
     with pytest.raises(WebAuthError):
         webauth.RateLimit(**kwargs)
+
+
+def test_eauth_role_user_first_then_strongest_group_then_star():
+    roles = {"alice": "viewer", "ops%": "operator", "audit%": "auditor", "*": "viewer"}
+    assert webauth.eauth_role("alice", ["ops"], roles) == "viewer"  # her own entry wins
+    assert webauth.eauth_role("bob", ["audit", "ops"], roles) == "operator"
+    assert webauth.eauth_role("carol", ["audit"], roles) == "auditor"
+    assert webauth.eauth_role("dave", [], roles) == "viewer"
+    assert webauth.eauth_role("dave", None, {"ops%": "operator"}) is None  # not let in
+    with pytest.raises(webauth.WebAuthError):
+        webauth.eauth_role("erin", ["ops"], {"ops%": "root"})
