@@ -22,8 +22,10 @@ from saltext_fleet.webui.app import requires
 from saltext_fleet.webui.pages import (
     KEY_DECISIONS,
     _meta_values,
+    baseline_op,
     run_group_action,
     run_node_action,
+    start_bootstrap,
     valid_group,
     valid_minion,
 )
@@ -172,6 +174,42 @@ def enrol():
         return jsonify(_salt().runner("fleet.enrol", kwarg, user=actor())), 201
     except SaltError as exc:
         abort(400, description=str(exc))
+
+
+@bp.route("/bootstraps")
+@requires("view")
+def bootstraps():
+    """Bootstrap attempts, newest first (``?id=`` for one node)."""
+    from saltext_fleet.master import bootstrapper
+
+    minion_id = request.args.get("id")
+    if minion_id is not None:
+        valid_minion(minion_id)
+    listed = bootstrapper.attempts(ctx().engine, minion_id, 50)
+    failure = ctx().bootstrap_failures.get(minion_id) if minion_id else None
+    return jsonify({"attempts": listed, "failure": failure})
+
+
+@bp.route("/bootstraps", methods=["POST"])
+@requires("bootstrap")
+def bootstrap_start():
+    """Start ``fleet.bootstrap``: host, id, group (port, user, python, prefix, service)."""
+    minion_id = start_bootstrap(_body())
+    return jsonify({"id": minion_id, "progress": f"/api/v1/bootstraps?id={minion_id}"}), 202
+
+
+@bp.route("/baselines")
+@requires("view")
+def baselines():
+    """Every baseline (fleet.baseline_list)."""
+    return jsonify(_salt().runner("fleet.baseline_list", user=actor()))
+
+
+@bp.route("/baselines/<op>", methods=["POST"])
+@requires("baselines.edit")
+def baseline_edit(op):
+    """Pin, edit (set), assign, unassign or delete a baseline through its runner."""
+    return jsonify(baseline_op(op, _body()))
 
 
 @bp.route("/jobs")

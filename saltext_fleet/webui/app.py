@@ -64,6 +64,8 @@ class WebContext:
     bcrypt_rounds: int | None = None  # tests lower it
     live: Any = None  # saltext_fleet.webui.live.Hub, when served by the engine
     eauth: Callable | None = None  # (username, password) -> role or None (Salt's eauth)
+    #: bootstraps the UI started that failed before the store had a row for them
+    bootstrap_failures: dict = dataclasses.field(default_factory=dict)
 
 
 def load_secret_key(path: str) -> bytes:

@@ -22,6 +22,7 @@ from flask import (
     url_for,
 )
 from sqlalchemy import select, update
+from werkzeug.exceptions import HTTPException
 
 from saltext_fleet.core import gate as core_gate
 from saltext_fleet.core import webauth
@@ -398,6 +399,77 @@ def enrol():
     return render_template("enrol.html", made=made, enrolments=listed or [])
 
 
+# -- bootstrap -------------------------------------------------------------------------------
+
+#: The fields of the bootstrap form, as ``fleet.bootstrap`` takes them.
+BOOTSTRAP_FIELDS = ("host", "id", "group", "port", "user", "python", "prefix", "service")
+
+
+def start_bootstrap(form) -> str:
+    """Start ``fleet.bootstrap`` (through Salt's RunnerClient, in a thread of the engine: it
+    runs for minutes); its progress is in the store as it goes. Returns the minion id."""
+    import threading
+
+    from saltext_fleet.master import bootstrapper
+
+    kwarg = {name: str(form[name]) for name in BOOTSTRAP_FIELDS if form.get(name)}
+    for name in ("host", "id", "group"):
+        if not kwarg.get(name):
+            abort(400, description=f"{name}: needed")
+    minion_id = valid_minion(kwarg["id"])
+    latest = bootstrapper.attempts(ctx().engine, minion_id, 1)
+    if latest and latest[0]["state"] == "running":
+        abort(409, description=f"{minion_id} is still bootstrapping; wait for it to end")
+    gateway, who, failures = salt(), actor(), ctx().bootstrap_failures
+    failures.pop(minion_id, None)
+
+    def run():
+        try:
+            gateway.runner("fleet.bootstrap", kwarg, user=who)
+        except SaltError as exc:  # refused before it started, or failed: shown on its page
+            failures[minion_id] = str(exc)
+
+    threading.Thread(target=run, name=f"fleet-ui-bootstrap-{minion_id}", daemon=True).start()
+    return minion_id
+
+
+@bp.route("/bootstrap", methods=["GET", "POST"])
+@requires("bootstrap")
+def bootstrap():
+    from saltext_fleet.master import bootstrapper
+
+    if request.method == "POST":
+        minion_id = start_bootstrap(request.form)
+        flash(f"Bootstrap of {minion_id} started.")
+        return redirect(url_for("pages.bootstrap_progress", minion_id=minion_id), 303)
+    with ctx().engine.connect() as conn:
+        from saltext_fleet.store import secrets as store_secrets
+
+        groups = [g["name"] for g in store_secrets.groups(conn)]
+    return render_template(
+        "bootstrap.html", attempts=bootstrapper.attempts(ctx().engine, None, 20), groups=groups
+    )
+
+
+@bp.route("/bootstrap/<minion_id>")
+@requires("view")
+def bootstrap_progress(minion_id):
+    """One node's latest bootstrap, its steps as they happen (the page reloads itself while
+    the bootstrap runs)."""
+    from saltext_fleet.master import bootstrapper
+
+    valid_minion(minion_id)
+    latest = bootstrapper.attempts(ctx().engine, minion_id, 1)
+    failure = ctx().bootstrap_failures.get(minion_id)
+    return render_template(
+        "bootstrap_progress.html",
+        minion_id=minion_id,
+        attempt=latest[0] if latest else None,
+        failure=failure,
+        waiting=(not latest and not failure) or (latest and latest[0]["state"] == "running"),
+    )
+
+
 # -- jobs and the audit log --------------------------------------------------------------------
 
 
@@ -532,3 +604,68 @@ def baselines():
     except SaltError as exc:
         abort(502, description=str(exc))
     return render_template("baselines.html", baselines=listed or [])
+
+
+@bp.route("/baselines/<name>")
+@requires("view")
+def baseline(name):
+    try:
+        found = salt().runner("fleet.baseline_show", {"name": name}, user=actor())
+    except SaltError as exc:
+        abort(404, description=str(exc))
+    return render_template("baseline.html", baseline=found)
+
+
+#: What the baselines pages may ask of the ``fleet.baseline_*`` runners: op -> (runner,
+#: the form fields it takes, those it needs). The runners check the values and audit.
+BASELINE_OPS = {
+    "pin": ("fleet.baseline_pin", ("minion", "name", "description"), ("minion", "name")),
+    "set": (
+        "fleet.baseline_set",
+        ("name", "package", "rule", "version", "remove", "fact", "value", "description", "create"),
+        ("name",),
+    ),
+    "assign": (
+        "fleet.baseline_assign",
+        ("name", "target", "tgt_type", "priority"),
+        ("name", "target"),
+    ),
+    "unassign": ("fleet.baseline_unassign", ("name", "target"), ("name",)),
+    "delete": ("fleet.baseline_delete", ("name",), ("name",)),
+}
+
+
+def baseline_op(op: str, values) -> Any:
+    if op not in BASELINE_OPS:
+        abort(404, description=f"op: one of {', '.join(BASELINE_OPS)}")
+    fun, fields, needed = BASELINE_OPS[op]
+    kwarg = {k: values[k] for k in fields if values.get(k) not in (None, "")}
+    for k in needed:
+        if k not in kwarg:
+            abort(400, description=f"{k}: needed")
+    for flag in ("remove", "create"):
+        if flag in kwarg:
+            kwarg[flag] = str(kwarg[flag]).lower() in ("1", "yes", "true", "on")
+    try:
+        return salt().runner(fun, kwarg, user=actor())
+    except SaltError as exc:
+        abort(400, description=str(exc))
+
+
+@bp.route("/baselines/<op>", methods=["POST"])
+@requires("baselines.edit")
+def baseline_edit(op):
+    values = request.form
+    name = values.get("name") or ""
+    try:
+        baseline_op(op, values)
+    except HTTPException as exc:  # what the runner refused: shown on the page it came from
+        if exc.code not in (400, 404):
+            raise
+        flash(f"{op} {name}: {exc.description}")
+        back = url_for("pages.baseline", name=name) if op == "set" and name else None
+        return redirect(back or url_for("pages.baselines"), 303)
+    flash(f"{op} {name}: done.")
+    if op == "set" or op == "pin":
+        return redirect(url_for("pages.baseline", name=name), 303)
+    return redirect(url_for("pages.baselines"), 303)

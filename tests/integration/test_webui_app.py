@@ -469,3 +469,148 @@ def test_salt_eauth_pam_logins_get_the_role_of_their_group(web, salt_master, sto
             assert store_users.get_user(conn, outsider) is None
     finally:
         ctx.eauth = None
+
+
+def test_a_bootstrap_started_from_the_ui_shows_its_steps(web, people, store, salt_run_cli):
+    """The bootstrap page starts fleet.bootstrap through Salt's RunnerClient; its progress
+    page follows the steps the store records. Here the host refuses SSH (a closed loopback
+    port): the steps up to the connection show, then the failure and its reason. The whole
+    way to an accepted minion over a real sshd is tests/integration/test_bootstrap.py. A
+    node still bootstrapping is refused."""
+    from saltext_fleet.store.models import Bootstrap
+    from tests.support.sshd import free_port
+    from tests.support.waiting import run, wait_for
+
+    group = random_string("uiboot-").lower()
+    run(salt_run_cli, "fleet.group_set", group, "user=root", "password=not-used-here-at-all")
+    minion_id = random_string("uiboot-node-").lower()
+    admin_free = web.test_client()
+    client, csrf = login(web, people["operator"])
+    form = {
+        "csrf_token": csrf,
+        "host": "127.0.0.1",
+        "port": str(free_port()),
+        "id": minion_id,
+        "group": group,
+        "service": "daemon",
+    }
+    resp = client.post("/bootstrap", data=form)
+    assert resp.status_code == 303 and resp.headers["Location"].endswith(f"/bootstrap/{minion_id}")
+
+    def ended():
+        page = client.get(f"/bootstrap/{minion_id}").get_data(as_text=True)
+        state = re.search(r'id="bootstrap-state"[^>]*data-state="(\w+)"', page).group(1)
+        return state in ("failed", "done") and page
+
+    page = wait_for("the bootstrap to end", ended, timeout=180, interval=1)
+    assert 'data-state="failed"' in page and 'id="bootstrap-error"' in page
+    steps = re.findall(r'<li data-step="([^"]+)"', page)
+    # every step up to the SSH connection, in order; none after it
+    assert steps == ["keys", "enrol", "wheelhouse", "ssh"], steps
+    assert 'http-equiv="refresh"' not in page  # it stops following once it ended
+    api = client.get(f"/api/v1/bootstraps?id={minion_id}").get_json()
+    assert api["attempts"][0]["state"] == "failed" and api["attempts"][0]["steps"]
+    # a node still bootstrapping is refused
+    with store.begin() as conn:
+        conn.execute(
+            insert(Bootstrap).values(
+                minion_id=minion_id,
+                host="127.0.0.1",
+                port=22,
+                ssh_user="root",
+                state="running",
+                running_id=minion_id,
+                steps=[],
+            )
+        )
+    try:
+        again = client.post("/bootstrap", data=form)
+        assert again.status_code == 409 and b"still bootstrapping" in again.data
+    finally:
+        with store.begin() as conn:
+            conn.execute(Bootstrap.__table__.delete().where(Bootstrap.running_id == minion_id))
+    # viewers may watch but not start
+    viewer, viewer_csrf = login(web, people["viewer"])
+    assert viewer.get(f"/bootstrap/{minion_id}").status_code == 200
+    assert viewer.post("/bootstrap", data={**form, "csrf_token": viewer_csrf}).status_code == 403
+    assert admin_free.get("/bootstrap").status_code == 302
+
+
+def test_baselines_are_pinned_edited_assigned_and_deleted_from_the_ui(
+    web, people, store, salt_master, salt_minion
+):
+    """Through the fleet.baseline_* runners (Salt's RunnerClient), audited as the UI user."""
+    from tests.support.waiting import wait_for
+
+    ret = salt_master.salt_cli().run("fleet.inventory", minion_tgt=salt_minion.id, _timeout=120)
+    assert isinstance(ret.data, dict), ret
+
+    def inventoried():
+        with store.connect() as conn:
+            return conn.execute(
+                select(Node.inventory_digest).where(Node.minion_id == salt_minion.id)
+            ).scalar()
+
+    wait_for("the minion's inventory in the store", inventoried, timeout=60)
+    name = random_string("ui-base-").lower()
+    client, csrf = login(web, people["operator"])
+    resp = client.post(
+        "/baselines/pin", data={"csrf_token": csrf, "minion": salt_minion.id, "name": name}
+    )
+    assert resp.status_code == 303 and resp.headers["Location"].endswith(f"/baselines/{name}")
+    page = client.get(f"/baselines/{name}").get_data(as_text=True)
+    assert 'data-package="pypi:fleet-alpha"' in page  # the minion's own virtualenv
+    resp = client.post(
+        "/baselines/set",
+        data={
+            "csrf_token": csrf,
+            "name": name,
+            "package": "pypi:fleet-alpha",
+            "rule": "min",
+            "version": "0.9",
+        },
+    )
+    assert resp.status_code == 303
+    page = client.get(f"/baselines/{name}").get_data(as_text=True)
+    row = re.search(
+        r'data-package="pypi:fleet-alpha"><td>[^<]*</td><td>(\w+)</td><td>([^<]*)</td>', page
+    )
+    assert row.groups() == ("min", "0.9")
+    # a bad rule is refused with the runner's words, nothing changed
+    resp = client.post(
+        "/baselines/set",
+        data={"csrf_token": csrf, "name": name, "package": "pypi:fleet-alpha", "rule": "newest"},
+    )
+    flashed = client.get(resp.headers["Location"]).get_data(as_text=True)
+    assert "rule" in flashed and "newest" in flashed
+    assert (
+        client.post(
+            "/baselines/assign",
+            data={"csrf_token": csrf, "name": name, "target": salt_minion.id, "tgt_type": "list"},
+        ).status_code
+        == 303
+    )
+    listing = client.get("/baselines").get_data(as_text=True)
+    assert f'data-baseline="{name}"' in listing and f"<code>{salt_minion.id}</code>" in listing
+    assert (
+        client.post("/baselines/unassign", data={"csrf_token": csrf, "name": name}).status_code
+        == 303
+    )
+    assert (
+        client.post("/baselines/delete", data={"csrf_token": csrf, "name": name}).status_code == 303
+    )
+    assert f'data-baseline="{name}"' not in client.get("/baselines").get_data(as_text=True)
+    with store.connect() as conn:
+        actors = {
+            a for (a,) in conn.execute(select(AuditEvent.actor).where(AuditEvent.target == name))
+        }
+    assert actors == {f"ui:{people['operator']}"}
+    # a viewer reads but does not edit
+    viewer, viewer_csrf = login(web, people["viewer"])
+    assert viewer.get("/baselines").status_code == 200
+    assert (
+        viewer.post(
+            "/baselines/pin", data={"csrf_token": viewer_csrf, "minion": "x", "name": "y"}
+        ).status_code
+        == 403
+    )

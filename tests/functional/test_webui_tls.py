@@ -1,0 +1,116 @@
+"""The engine's server with TLS configured (``fleet:ui:tls_cert``/``tls_key``): HTTPS only,
+and the session cookie marked ``Secure``. The server runs in this process on a free loopback
+port with a certificate made for the test; a client that trusts that certificate logs in."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import http.cookiejar
+import ipaddress
+import ssl
+import threading
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from saltext_fleet.store import engine as store_engine
+from saltext_fleet.store import users as store_users
+from saltext_fleet.webui import server
+from tests.support.sshd import free_port
+
+PASSWORD = "tls test password"
+
+
+def self_signed(tmp_path):
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "ui.pem", tmp_path / "ui.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    key_path.chmod(0o600)
+    return str(cert_path), str(key_path)
+
+
+@pytest.fixture
+def tls_server(tmp_path):
+    cert, key = self_signed(tmp_path)
+    port = free_port()
+    db_url = f"sqlite:///{tmp_path / 'fleet.db'}"
+    opts = {
+        "cachedir": str(tmp_path / "cache"),
+        "pki_dir": str(tmp_path / "pki"),
+        "sock_dir": str(tmp_path / "sock"),
+        "fleet": {
+            "db_url": db_url,
+            "ui": {"host": "127.0.0.1", "port": port, "tls_cert": cert, "tls_key": key},
+        },
+    }
+    (tmp_path / "pki").mkdir(mode=0o700)
+    engine = store_engine.get_engine(db_url)
+    store_engine.ensure_schema(engine)
+    with engine.begin() as conn:
+        store_users.create_user(conn, "tls-admin", "admin", PASSWORD, rounds=4)
+    loop = asyncio.new_event_loop()
+    ready, stop = threading.Event(), None
+
+    def run():
+        nonlocal stop
+        asyncio.set_event_loop(loop)
+        stop = asyncio.Event()
+        loop.run_until_complete(server.serve(opts, ready=ready, stop=stop))
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    assert ready.wait(30), "the server did not start"
+    trust = ssl.create_default_context(cafile=cert)
+    yield {"url": f"https://127.0.0.1:{port}", "trust": trust, "port": port}
+    loop.call_soon_threadsafe(stop.set)
+    thread.join(15)
+    store_engine.dispose_all()
+
+
+def test_https_only_and_a_secure_session_cookie(tls_server):
+    url, trust = tls_server["url"], tls_server["trust"]
+    jar = http.cookiejar.CookieJar()
+    opener = urllib.request.build_opener(
+        urllib.request.HTTPSHandler(context=trust), urllib.request.HTTPCookieProcessor(jar)
+    )
+    body = urllib.parse.urlencode({"username": "tls-admin", "password": PASSWORD}).encode()
+    with opener.open(f"{url}/login", data=body, timeout=30) as resp:
+        assert resp.status == 200 and 'id="fleet"' in resp.read().decode()
+    cookie = next(c for c in jar if c.name == "fleet_session")
+    assert cookie.secure and cookie.has_nonstandard_attr("HttpOnly")
+    # plain HTTP on the same port is not served
+    with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+        urllib.request.urlopen(f"http://127.0.0.1:{tls_server['port']}/login", timeout=10).read()
+    # and a client that does not trust the certificate is refused
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(f"{url}/login", timeout=10)
