@@ -10,9 +10,9 @@ Security, in one place (``before_request``):
   :data:`PUBLIC_ENDPOINTS` (the login form, its second step, static files). Each view also
   names the permission it needs (:func:`requires`), checked against the user's role; a view
   without one is refused (a forgotten decorator is a 403, never an open door).
-- **Sessions.** Flask's signed cookie, ``HttpOnly``, ``SameSite=Lax``, ``Secure`` when served
-  over TLS, holding the user id, the user's ``session_version`` and a random session id that
-  is replaced at login (no fixation). A new password, role or second factor bumps the
+- **Sessions.** flask-login over Flask's signed cookie, ``HttpOnly``, ``SameSite=Lax``,
+  ``Secure`` when served over TLS, holding the user id with the user's ``session_version``
+  and a random session id that is replaced at login (no fixation). A new password, role or second factor bumps the
   version, which ends every session of that user.
 - **CSRF.** Every POST, PUT, PATCH and DELETE made with a session cookie carries the token
   bound to the session (form field ``csrf_token`` or header ``X-CSRF-Token``). API requests
@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, abort, g, jsonify, redirect, request, session, url_for
+from flask_login import LoginManager
 
 from saltext_fleet import __version__
 from saltext_fleet.core import webauth
@@ -136,6 +137,10 @@ def create_app(ctx: WebContext) -> Flask:
         JSON_SORT_KEYS=False,
     )
     app.extensions["fleet"] = ctx
+    login_manager = LoginManager()
+    login_manager.session_protection = "basic"
+    login_manager.user_loader(auth.load_user)
+    login_manager.init_app(app)
     app.register_blueprint(auth.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp, url_prefix="/api/v1")

@@ -26,6 +26,7 @@ from flask import (
     session,
     url_for,
 )
+from flask_login import UserMixin, current_user, login_user, logout_user
 
 from saltext_fleet.core import webauth
 from saltext_fleet.store import audit as store_audit
@@ -51,16 +52,45 @@ def audit(action: str, target: str, details: dict | None = None, actor: str | No
 # -- who is asking -----------------------------------------------------------------------------
 
 
-def session_user(c) -> dict[str, Any] | None:
-    uid, version = session.get("uid"), session.get("ver")
-    if not isinstance(uid, int) or not isinstance(version, int):
+class WebUser(UserMixin):
+    """The logged-in user, as flask-login keeps it: its id in the session is
+    ``<user id>:<session_version>``, so bumping the version (a new password, role or second
+    factor) ends every session of that user."""
+
+    def __init__(self, data: dict[str, Any]):
+        self.data = data
+
+    def get_id(self) -> str:
+        return f"{self.data['id']}:{self.data['session_version']}"
+
+
+def parse_session_id(value: Any) -> tuple[int, int] | None:
+    try:
+        uid, version = str(value).split(":")
+        return int(uid), int(version)
+    except (TypeError, ValueError):
         return None
-    with c.engine.connect() as conn:
-        user = store_users.get_user_by_id(conn, uid)
-    if user is None or user["disabled"] or user["session_version"] != version:
-        session.clear()
+
+
+def load_user(user_id: str) -> WebUser | None:
+    """flask-login's user loader: the user, unless gone, disabled or its sessions ended."""
+    parsed = parse_session_id(user_id)
+    if parsed is None:
         return None
-    return user
+    with ctx().engine.connect() as conn:
+        user = store_users.get_user_by_id(conn, parsed[0])
+    if user is None or user["disabled"] or user["session_version"] != parsed[1]:
+        return None
+    return WebUser(user)
+
+
+def session_user(c) -> dict[str, Any] | None:  # noqa: ARG001 - one signature for the app
+    return current_user.data if current_user.is_authenticated else None
+
+
+def renew_session(user: dict[str, Any]) -> None:
+    """Keep this session after the user's session version moved (their own change)."""
+    login_user(WebUser(user), fresh=True)
 
 
 def user_for_token(c, token: str) -> dict[str, Any] | None:
@@ -119,8 +149,7 @@ def _complete_login(user: dict[str, Any], via: str):
     next_url = session.get("next")
     session.clear()
     session.permanent = True
-    session["uid"] = user["id"]
-    session["ver"] = user["session_version"]
+    login_user(WebUser(user), fresh=True)
     session["sid"] = pysecrets.token_urlsafe(24)  # a new session id at every login
     session["at"] = int(time.time())
     c = ctx()
@@ -250,6 +279,7 @@ def login_totp():
 @bp.route("/logout", methods=["POST"])
 def logout():
     user = g.get("user")
+    logout_user()
     session.clear()
     if user is not None:
         store_audit.record(
@@ -304,7 +334,7 @@ def account_totp():
         codes = store_users.set_totp(conn, c.vault, user["username"], secret)
         fresh = store_users.get_user(conn, user["username"])
     session.pop("totp_new", None)
-    session["ver"] = fresh["session_version"]  # this session goes on; others end
+    renew_session(fresh)  # this session goes on; the others end
     audit("ui.totp_enrol", user["username"])
     return render_template("recovery_codes.html", codes=codes)
 
@@ -333,7 +363,7 @@ def account_password():
     except (webauth.WebAuthError, store_users.UserError) as exc:
         flash(str(exc))
         return redirect(url_for("auth.account")), 303
-    session["ver"] = fresh["session_version"]
+    renew_session(fresh)
     audit("ui.password_change", user["username"])
     flash("Password changed; your other sessions have ended.")
     return redirect(url_for("auth.account")), 303

@@ -52,9 +52,12 @@ def session_user(flask_app, engine, cookie: str | None) -> dict[str, Any] | None
         )
     except Exception:  # noqa: BLE001 - bad signature, expired, garbage
         return None
-    uid, version = data.get("uid"), data.get("ver")
-    if not isinstance(uid, int) or not isinstance(version, int):
+    from saltext_fleet.webui.auth import parse_session_id
+
+    parsed = parse_session_id(data.get("_user_id"))  # flask-login's key
+    if parsed is None:
         return None
+    uid, version = parsed
     with engine.connect() as conn:
         user = store_users.get_user_by_id(conn, uid)
     if user is None or user["disabled"] or user["session_version"] != version:

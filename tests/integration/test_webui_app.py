@@ -95,6 +95,8 @@ def login(web, username, totp=None, totp_at=None):
 def test_password_then_totp_and_codes_are_single_use(web, people, store):
     client = web.test_client()
     admin = people["admin"]
+    client.get("/login?next=/keys")
+    before = client.get_cookie("fleet_session").value  # the session before logging in
     assert (
         client.post("/login", data={"username": admin, "password": "wrong one!!"}).status_code
         == 401
@@ -109,6 +111,12 @@ def test_password_then_totp_and_codes_are_single_use(web, people, store):
     resp = client.post("/login/totp", data={"code": pyotp.TOTP(people["totp"]).at(now)})
     assert resp.status_code == 302
     assert client.get("/").status_code == 200
+    # the session was replaced at login: its cookie before opens nothing (no fixation)
+    after = client.get_cookie("fleet_session")
+    assert after.value != before and after.http_only and after.same_site == "Lax"
+    stale = web.test_client()
+    stale.set_cookie("fleet_session", before)
+    assert stale.get("/").status_code == 302
     # the same code again (another login) is refused: replay
     other = web.test_client()
     other.post("/login", data={"username": admin, "password": PASSWORD})
