@@ -152,6 +152,14 @@ def create_app(ctx: WebContext) -> Flask:
         endpoint = request.endpoint
         if endpoint is None:
             return None  # a 404 follows
+        view = app.view_functions.get(endpoint)
+        if (
+            endpoint not in PUBLIC_ENDPOINTS
+            and getattr(view, "fleet_permission", None) is None
+            and endpoint not in auth.SELF_SERVICE
+        ):
+            log.error("fleet ui: endpoint %s names no permission; refused", endpoint)
+            abort(403, description="this page names no permission")
         bearer = request.headers.get("Authorization", "")
         if bearer.startswith("Bearer "):
             # API tokens: only for the API, and never together with a session cookie's rights
@@ -173,10 +181,6 @@ def create_app(ctx: WebContext) -> Flask:
             token = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token")
             if not token or not webauth.check_csrf(ctx.secret_key, session.get("sid", ""), token):
                 abort(403, description="missing or wrong CSRF token: reload the page")
-        view = app.view_functions.get(endpoint)
-        if getattr(view, "fleet_permission", None) is None and endpoint not in auth.SELF_SERVICE:
-            log.error("fleet ui: endpoint %s names no permission; refused", endpoint)
-            abort(403, description="this page names no permission")
         return None
 
     @app.after_request
