@@ -1153,7 +1153,7 @@ def group_list():
 
 def group_delete(name):
     """
-    Delete a node group and its secrets.
+    Delete a node group and its secrets; the nodes that were in it are in no group after.
 
     CLI Example:
 

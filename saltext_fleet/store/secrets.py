@@ -15,7 +15,7 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from saltext_fleet.core import secrets as core_secrets
-from saltext_fleet.store.models import NodeGroup, Secret, utcnow
+from saltext_fleet.store.models import Node, NodeGroup, Secret, utcnow
 
 SCOPES = ("group", "node")
 #: Secrets of the web UI's users (their TOTP secret): not reachable through the runners.
@@ -174,8 +174,12 @@ def groups(conn: Connection) -> list[dict[str, Any]]:
 
 
 def delete_group(conn: Connection, name: str) -> bool:
+    """Delete a node group, its secrets, and its name on the nodes that were in it."""
     drop_secrets(conn, "group", name)
-    return bool(conn.execute(delete(NodeGroup).where(NodeGroup.name == name)).rowcount)
+    gone = bool(conn.execute(delete(NodeGroup).where(NodeGroup.name == name)).rowcount)
+    if gone:
+        conn.execute(update(Node).where(Node.node_group == name).values(node_group=None))
+    return gone
 
 
 def group_credential(

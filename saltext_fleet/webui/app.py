@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+import json
 import logging
 import os
 import secrets as pysecrets
@@ -196,6 +197,12 @@ def create_app(ctx: WebContext) -> Flask:
         if g.get("user") is not None and not g.get("via_token"):
             response.headers.setdefault("Cache-Control", "no-store")
         return response
+
+    @app.template_filter("json")
+    def as_json(value, indent=None):
+        """JSON text for people to read: Jinja escapes it for HTML like any other text
+        (Flask's ``tojson`` writes ``<`` as ``\\u003c``, which is for scripts)."""
+        return json.dumps(value, indent=indent, sort_keys=True, default=str, ensure_ascii=False)
 
     @app.context_processor
     def inject():

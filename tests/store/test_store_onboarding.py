@@ -182,8 +182,14 @@ def test_secrets_are_encrypted_and_rotated(engine, tmp_path):
     with pytest.raises(core_secrets.SecretsError):
         vault.decrypt(rows[0][0]) and fresh.decrypt(rows[0][0])
     with engine.begin() as conn:
+        store_gate.set_group(conn, "web7", "builders", NOW)
+        store_gate.set_group(conn, "web8", "testers", NOW)
         assert store_secrets.delete_group(conn, "builders") is True
         assert store_secrets.secret_names(conn, "group", "builders") == []
+        # the nodes that were in it are in no group now; others keep theirs
+        assert store_gate.node_status(conn, "web7")["group"] is None
+        assert store_gate.node_status(conn, "web8")["group"] == "testers"
+        assert store_secrets.delete_group(conn, "builders") is False
 
 
 def test_audit_rows_written_as_they_hash(engine):
