@@ -65,6 +65,8 @@ def redact(value: Any, fun: Any = None, _depth: int = 0, _extra: frozenset = fro
             _extra = _extra | frozenset(_FUNCTION_ARGS.get(value["fun"], ()))
     elif _depth == 0 and isinstance(value, dict) and isinstance(value.get("fun"), str):
         _extra = frozenset(_FUNCTION_ARGS.get(value["fun"], ()))
+    if isinstance(value, str):  # at any depth: text is cheap to scan
+        return redact_text(value)
     if _depth > _MAX_DEPTH:
         return value
     if isinstance(value, dict):
@@ -72,8 +74,6 @@ def redact(value: Any, fun: Any = None, _depth: int = 0, _extra: frozenset = fro
         for key, item in value.items():
             if is_secret_key(key, _extra) and item not in (None, "", MASK):
                 new = MASK
-            elif isinstance(item, str):
-                new = redact_text(item)
             else:
                 new = redact(item, None, _depth + 1, _extra)
             if new is not item:
@@ -90,8 +90,6 @@ def redact(value: Any, fun: Any = None, _depth: int = 0, _extra: frozenset = fro
                 and (not item.lower().startswith("value=") or _extra)
             ):
                 new = item.split("=", 1)[0] + "=" + MASK
-            elif isinstance(item, str):
-                new = redact_text(item)
             else:
                 new = redact(item, None, _depth + 1, _extra)
             if new is not item:
@@ -99,6 +97,4 @@ def redact(value: Any, fun: Any = None, _depth: int = 0, _extra: frozenset = fro
                     out = list(value)
                 out[i] = new
         return value if out is None else out
-    if isinstance(value, str):
-        return redact_text(value)
     return value

@@ -66,13 +66,7 @@ def create_user(
         webauth.check_password_policy(password, username)
     if conn.execute(select(UiUser.id).where(UiUser.username == username)).first():
         raise UserError(f"user {username!r} exists already")
-    hashed = None
-    if password is not None:
-        hashed = (
-            webauth.hash_password(password)
-            if rounds is None
-            else webauth.hash_password(password, rounds=rounds)
-        )
+    hashed = None if password is None else _hash(password, rounds)
     conn.execute(
         UiUser.__table__.insert().values(
             username=username,
@@ -87,6 +81,10 @@ def create_user(
         )
     )
     return get_user(conn, username)
+
+
+def _hash(password: str, rounds: int | None) -> str:
+    return webauth.hash_password(password, rounds=rounds or webauth.BCRYPT_ROUNDS)
 
 
 def _get(conn: Connection, username: str) -> UiUser | None:
@@ -126,11 +124,7 @@ def set_password(conn: Connection, username: str, password: str, rounds: int | N
     """A new password; every session of the user ends."""
     user = _require(conn, username)
     webauth.check_password_policy(password, username)
-    hashed = (
-        webauth.hash_password(password)
-        if rounds is None
-        else webauth.hash_password(password, rounds=rounds)
-    )
+    hashed = _hash(password, rounds)
     conn.execute(
         update(UiUser)
         .where(UiUser.id == user.id)

@@ -11,20 +11,22 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, abort, current_app, g, jsonify, request, url_for
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from saltext_fleet import __version__
 from saltext_fleet.core import webauth
 from saltext_fleet.store import audit as store_audit
 from saltext_fleet.store import ui as store_ui
-from saltext_fleet.store.models import Job, Node
+from saltext_fleet.store.models import Job
 from saltext_fleet.webui.app import requires
 from saltext_fleet.webui.pages import (
     KEY_DECISIONS,
     _meta_values,
     baseline_op,
+    overview_query,
     run_group_action,
     run_node_action,
+    save_node_meta,
     start_bootstrap,
     valid_group,
     valid_minion,
@@ -74,10 +76,7 @@ def me():
 @bp.route("/nodes")
 @requires("view")
 def nodes():
-    try:
-        query = store_ui.OverviewQuery.from_args(request.args)
-    except store_ui.QueryError as exc:
-        abort(400, description=str(exc))
+    query = overview_query()
     with ctx().engine.connect() as conn:
         return jsonify(store_ui.overview(conn, query))
 
@@ -102,13 +101,7 @@ def node_edit(minion_id):
     unknown = set(form) - {"criticality", "audited", "comment"}
     if unknown:
         abort(400, description=f"unknown fields: {', '.join(sorted(unknown))}")
-    values = _meta_values(form)
-    with ctx().engine.begin() as conn:
-        if not conn.execute(
-            update(Node).where(Node.minion_id == minion_id).values(**values)
-        ).rowcount:
-            abort(404, description=f"no node {minion_id!r}")
-        store_audit.append(conn, actor(), "node.meta", minion_id, values)
+    save_node_meta(minion_id, _meta_values(form))
     with ctx().engine.connect() as conn:
         return jsonify(store_ui.node(conn, minion_id))
 

@@ -72,16 +72,22 @@ def parse_session_id(value: Any) -> tuple[int, int] | None:
         return None
 
 
+def session_owner(engine, uid: Any, version: Any) -> dict[str, Any] | None:
+    """The user a session names (id and session version), unless gone, disabled or its
+    sessions were ended since."""
+    if not isinstance(uid, int) or not isinstance(version, int):
+        return None
+    with engine.connect() as conn:
+        user = store_users.get_user_by_id(conn, uid)
+    if user is None or user["disabled"] or user["session_version"] != version:
+        return None
+    return user
+
+
 def load_user(user_id: str) -> WebUser | None:
-    """flask-login's user loader: the user, unless gone, disabled or its sessions ended."""
-    parsed = parse_session_id(user_id)
-    if parsed is None:
-        return None
-    with ctx().engine.connect() as conn:
-        user = store_users.get_user_by_id(conn, parsed[0])
-    if user is None or user["disabled"] or user["session_version"] != parsed[1]:
-        return None
-    return WebUser(user)
+    """flask-login's user loader."""
+    user = session_owner(ctx().engine, *(parse_session_id(user_id) or (None, None)))
+    return None if user is None else WebUser(user)
 
 
 def session_user(c) -> dict[str, Any] | None:  # noqa: ARG001 - one signature for the app
@@ -245,9 +251,8 @@ def login_totp():
         session.pop("pending", None)
         return redirect(url_for("auth.login"))
     c = ctx()
-    with c.engine.connect() as conn:
-        user = store_users.get_user_by_id(conn, pending["uid"])
-    if user is None or user["disabled"] or user["session_version"] != pending["ver"]:
+    user = session_owner(c.engine, pending.get("uid"), pending.get("ver"))
+    if user is None:
         session.clear()
         return redirect(url_for("auth.login"))
     if request.method == "GET":

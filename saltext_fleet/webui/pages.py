@@ -75,13 +75,18 @@ def valid_minion(minion_id: str) -> str:
 # -- the fleet ---------------------------------------------------------------------------------
 
 
+def overview_query() -> store_ui.OverviewQuery:
+    """The overview's parameters from the query string (400 naming a bad one)."""
+    try:
+        return store_ui.OverviewQuery.from_args(request.args)
+    except store_ui.QueryError as exc:
+        abort(400, description=str(exc))
+
+
 @bp.route("/")
 @requires("view")
 def overview():
-    try:
-        query = store_ui.OverviewQuery.from_args(request.args)
-    except store_ui.QueryError as exc:
-        abort(400, description=str(exc))
+    query = overview_query()
     with ctx().engine.connect() as conn:
         page = store_ui.overview(conn, query)
         os_names = store_ui.os_names(conn)
@@ -149,7 +154,13 @@ def _inventory_summary(conn, digest: str | None) -> dict[str, Any] | None:
 @requires("nodes.edit")
 def node_meta(minion_id):
     valid_minion(minion_id)
-    values = _meta_values(request.form)
+    save_node_meta(minion_id, _meta_values(request.form))
+    flash("Saved.")
+    return redirect(url_for("pages.node", minion_id=minion_id), 303)
+
+
+def save_node_meta(minion_id: str, values: dict[str, Any]) -> None:
+    """Store a node's criticality, audited flag or comment, and audit it (404: no node)."""
     with ctx().engine.begin() as conn:
         done = conn.execute(
             update(Node).where(Node.minion_id == minion_id).values(**values)
@@ -157,8 +168,6 @@ def node_meta(minion_id):
         if not done:
             abort(404, description=f"no node {minion_id!r} in the store")
         store_audit.append(conn, actor(), "node.meta", minion_id, values)
-    flash("Saved.")
-    return redirect(url_for("pages.node", minion_id=minion_id), 303)
 
 
 def _meta_values(form) -> dict[str, Any]:

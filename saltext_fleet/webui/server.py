@@ -26,7 +26,6 @@ import tornado.wsgi
 from saltext_fleet import config
 from saltext_fleet.core import secrets as core_secrets
 from saltext_fleet.store import engine as store_engine
-from saltext_fleet.store import users as store_users
 from saltext_fleet.webui.app import WebContext, create_app, load_secret_key
 from saltext_fleet.webui.live import Hub
 from saltext_fleet.webui.salt import SaltGateway
@@ -52,17 +51,10 @@ def session_user(flask_app, engine, cookie: str | None) -> dict[str, Any] | None
         )
     except Exception:  # noqa: BLE001 - bad signature, expired, garbage
         return None
-    from saltext_fleet.webui.auth import parse_session_id
+    from saltext_fleet.webui.auth import parse_session_id, session_owner
 
-    parsed = parse_session_id(data.get("_user_id"))  # flask-login's key
-    if parsed is None:
-        return None
-    uid, version = parsed
-    with engine.connect() as conn:
-        user = store_users.get_user_by_id(conn, uid)
-    if user is None or user["disabled"] or user["session_version"] != version:
-        return None
-    return user
+    # flask-login's key
+    return session_owner(engine, *(parse_session_id(data.get("_user_id")) or (None, None)))
 
 
 class LiveSocket(tornado.websocket.WebSocketHandler):

@@ -2,39 +2,26 @@
 
 Playwright's own browser downloads are not used (nothing may download at run time):
 ``executable_path`` points at Debian's ``/usr/bin/chromium``, which is installed from
-Debian's packages when this machine lacks it (as root, like the SSH server of the bootstrap
-tests). Screenshots go to ``test-artifacts/screenshots/`` at the top of the checkout and stay
-there after the run.
+Debian's packages when this machine lacks it (:mod:`tests.support.debian`, as for the SSH
+server of the bootstrap tests). Screenshots go to ``test-artifacts/screenshots/`` at the
+top of the checkout and stay there after the run.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import pathlib
-import subprocess
 
 import pytest
+
+from tests.support.debian import apt_install
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = pathlib.Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
 
 
 def require_chromium() -> str:
-    if os.path.exists(CHROMIUM):
-        return CHROMIUM
-    failed = "not root, or no apt-get"
-    if os.geteuid() == 0 and os.path.exists("/usr/bin/apt-get"):
-        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-        install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]
-        with open("/tmp/saltext-fleet-apt.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not os.path.exists(CHROMIUM):
-                done = subprocess.run(install, env=env, capture_output=True, text=True)
-                if done.returncode != 0:
-                    subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
-                    done = subprocess.run(install, env=env, capture_output=True, text=True)
-                failed = (done.stderr or done.stdout)[-2000:]
+    failed = apt_install("chromium", CHROMIUM)
     if not os.path.exists(CHROMIUM):
         pytest.fail(
             f"{CHROMIUM} is missing and installing Debian's chromium failed ({failed}): "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import pathlib
 import signal
@@ -13,32 +12,16 @@ import time
 
 import pytest
 
+from tests.support.debian import apt_install
+
 SSHD = "/usr/sbin/sshd"
 SSH_KEYGEN = "/usr/bin/ssh-keygen"
 HOST_PYTHON = "/usr/bin/python3"
 
 
-def _install_openssh_server() -> str:
-    """Install Debian's openssh-server when this machine lacks it and we are root with
-    apt-get (the README's test command must work on a fresh machine); returns what failed."""
-    if os.geteuid() != 0 or not os.path.exists("/usr/bin/apt-get"):
-        return "not root, or no apt-get"
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", "openssh-server"]
-    with open("/tmp/saltext-fleet-apt.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if os.path.exists(SSHD):
-            return ""
-        done = subprocess.run(install, env=env, capture_output=True, text=True)
-        if done.returncode != 0:
-            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
-            done = subprocess.run(install, env=env, capture_output=True, text=True)
-        return "" if done.returncode == 0 else (done.stderr or done.stdout)[-2000:]
-
-
 def require_sshd():
     if not os.path.exists(SSHD):
-        failed = _install_openssh_server()
+        failed = apt_install("openssh-server", SSHD)
         if not os.path.exists(SSHD):
             pytest.fail(
                 f"{SSHD} is missing and installing Debian's openssh-server failed ({failed}): "

@@ -10,4 +10,4 @@ def test_json_filter_is_readable_and_escaped():
         html = template.render(v={"out": "<script>alert(1)</script> & ünïcode", "n": 1})
     assert "<script>" not in html and "&lt;script&gt;" in html and "&amp;" in html
     assert "\\u003c" not in html and "ünïcode" in html
-    assert '&#34;n&#34;: 1' in html or "&quot;n&quot;: 1" in html
+    assert "&#34;n&#34;: 1" in html or "&quot;n&quot;: 1" in html
