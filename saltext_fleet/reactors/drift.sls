@@ -1,7 +1,8 @@
 {#- saltext-fleet: recompute one node's drift when its inventory changed or a state run
     (a highstate test run, say) reported what is left to do. Runs the fleet.drift_node runner, which appends to the
     node's drift history and fires fleet/alert/drift when the score crosses
-    fleet:drift:alert_score. The id is passed as data, never as a target. #}
+    fleet:drift:alert_score. The id is passed as data, never as a target. Minions can fire
+    these tags too: the runner acts only on an event this master signed. #}
 {%- set minion = data.get('id') if data is mapping else None %}
 {%- if minion is string and minion %}
 fleet_drift_recompute:
@@ -9,4 +10,5 @@ fleet_drift_recompute:
     - args:
       - minion: {{ minion | json }}
       - trigger: {{ 'states' if tag == 'fleet/states/ran' else 'inventory' }}
+      - event: {{ {'tag': tag, 'data': data} | json }}
 {%- endif %}

@@ -54,6 +54,7 @@ import salt.utils.jid
 import salt.utils.job
 
 from saltext_fleet import config
+from saltext_fleet.master import eventsig
 from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store import queries
 from saltext_fleet.store import writer as store_writer
@@ -119,8 +120,12 @@ class _BusConnection:
 
 
 def _announce(tag: str, data: dict) -> None:
-    """Fire ``tag`` (``fleet/inventory/changed``, ``fleet/states/ran``) on the master bus."""
+    """Fire ``tag`` (``fleet/inventory/changed``, ``fleet/states/ran``) on the master bus,
+    signed by this master (the reactors act only on signed ones: minions can fire these tags
+    too)."""
     import salt.utils.event
+
+    data = _signed(tag, data)
 
     conn = getattr(_bus, "conn", None)
     if conn is not None and conn.pid == os.getpid():
@@ -149,6 +154,14 @@ def _announce(tag: str, data: dict) -> None:
             tag,
             data.get("id"),
         )
+
+
+def _signed(tag: str, data: dict) -> dict:
+    try:
+        return eventsig.sign(__opts__, tag, data)
+    except (OSError, ValueError) as exc:
+        log.error("saltext-fleet: cannot sign %s (%s); the reactors will ignore it", tag, exc)
+        return data
 
 
 # -- returner and event_return ----------------------------------------------------------------

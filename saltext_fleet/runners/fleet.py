@@ -21,6 +21,7 @@ from salt.exceptions import SaltRunnerError
 from saltext_fleet import config
 from saltext_fleet.core import baseline as core_baseline
 from saltext_fleet.core import drift as core_drift
+from saltext_fleet.master import eventsig
 from saltext_fleet.store import drift as store_drift
 from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store import queries
@@ -134,6 +135,10 @@ def _fire(tag: str, data: dict) -> bool:
     it is already recorded in the store)."""
     import salt.utils.event
 
+    try:
+        data = eventsig.sign(__opts__, tag, data)
+    except (OSError, ValueError) as exc:
+        log.error("fleet: cannot sign %s (%s); the reactors will ignore it", tag, exc)
     try:
         with salt.utils.event.get_master_event(
             __opts__, __opts__["sock_dir"], listen=False
@@ -304,11 +309,16 @@ def drift(tgt="*", tgt_type="glob", baseline=None, details=True):
     return out
 
 
-def drift_node(minion, trigger="inventory"):
+def drift_node(minion, trigger="inventory", event=None):
     """
     Recompute one node's drift from its stored inventory, append it to the node's history and
     fire ``fleet/alert/drift`` if its score crossed ``fleet:drift:alert_score``. This is what
     the shipped reactor runs on ``fleet/inventory/changed`` and ``fleet/states/ran``.
+
+    event
+        The reactor passes the event it reacts to (``{"tag", "data"}``): it must be signed by
+        this master (minions can fire those tags too) and be about ``minion``; an event that
+        is not is logged and nothing is recomputed.
 
     CLI Example:
 
@@ -317,6 +327,11 @@ def drift_node(minion, trigger="inventory"):
         salt-run fleet.drift_node web-01
     """
     minion = _check_minion_id(minion)
+    if event is not None:
+        refused = _unsigned(event, minion)
+        if refused:
+            log.warning("fleet: drift of %r not recomputed: %s", minion, refused)
+            return {"refused": refused}
     cfg = _cfg()
     engine = _engine()
     assignment = _assignment([minion], None, engine)
@@ -331,6 +346,20 @@ def drift_node(minion, trigger="inventory"):
         return {}
     _alerts({minion: result}, cfg.drift.alert_score)
     return {minion: {k: result.get(k) for k in _PUBLIC}}
+
+
+def _unsigned(event, minion: str) -> str | None:
+    """Why a reactor's ``{"tag", "data"}`` is not this master's event about ``minion``."""
+    if not isinstance(event, dict):
+        return "the event is not a mapping"
+    tag, data = event.get("tag"), event.get("data")
+    try:
+        eventsig.check(__opts__, tag, data)
+    except (OSError, ValueError) as exc:
+        return str(exc)
+    if data.get("id") != minion:
+        return f"the signed {tag} event is about {str(data.get('id'))[:80]!r}, not {minion!r}"
+    return None
 
 
 def drift_history(minion, days=None):

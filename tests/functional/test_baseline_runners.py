@@ -1,6 +1,8 @@
 """The baseline runners through Salt's real runner loader (master opts, no daemon), on SQLite
 and on real PostgreSQL. Drift with real daemons is in tests/integration/test_drift.py."""
 
+import os
+
 import pytest
 import salt.config
 import salt.loader
@@ -172,3 +174,41 @@ def test_assignments_resolve_by_priority_and_node_group(runners):
     assert [p["baseline"] for p in history][:2] == ["two", "one"]
     with pytest.raises(SaltRunnerError, match="days"):
         runners["fleet.drift_history"]("web-1", days="soon")
+
+
+def test_drift_node_acts_only_on_events_this_master_signed(runners):
+    """The drift reactor passes its event: minions can fire fleet/inventory/changed too."""
+    from saltext_fleet.master import eventsig
+
+    opts = runners.opts
+    runners["fleet.baseline_pin"]("web-1", name="one")
+    runners["fleet.baseline_assign"]("one", "web-*")
+    before = len(runners["fleet.drift_history"]("web-2"))
+    data = {"id": "web-2", "digest": "0" * 64, "previous": None}
+    tag = "fleet/inventory/changed"
+    # forged: unsigned, signed with another key, a signed event about another node
+    assert (
+        "not signed"
+        in runners["fleet.drift_node"]("web-2", event={"tag": tag, "data": data})["refused"]
+    )
+    bogus = {**data, "sig": "ab" * 32}
+    assert (
+        "not this master's"
+        in runners["fleet.drift_node"]("web-2", event={"tag": tag, "data": bogus})["refused"]
+    )
+    about_web1 = eventsig.sign(opts, tag, {**data, "id": "web-1"})
+    assert (
+        "about 'web-1'"
+        in runners["fleet.drift_node"]("web-2", event={"tag": tag, "data": about_web1})["refused"]
+    )
+    # the same data under another tag does not pass either
+    states = eventsig.sign(opts, "fleet/states/ran", data)
+    assert "refused" in runners["fleet.drift_node"]("web-2", event={"tag": tag, "data": states})
+    assert len(runners["fleet.drift_history"]("web-2")) == before
+    # signed by this master (as the returner does), with Salt's _stamp added on the way
+    good = {**eventsig.sign(opts, tag, data), "_stamp": "2026-12-05T03:00:00.000000"}
+    result = runners["fleet.drift_node"]("web-2", event={"tag": tag, "data": good})
+    assert result["web-2"]["baseline"] == "one"
+    assert len(runners["fleet.drift_history"]("web-2")) == before + 1
+    key = eventsig.key_path(opts)
+    assert os.stat(key).st_mode & 0o777 == 0o600 and os.path.getsize(key) == 32
