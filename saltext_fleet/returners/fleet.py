@@ -119,6 +119,9 @@ def _minion_writer() -> store_writer.Writer:
     now, the record is spooled and the writer checks before it writes.
     """
     db_url = _cfg().db_url
+    refusal = minion_store.sqlite_refusal(db_url)
+    if refusal:
+        raise minion_store.MinionRoleError(refusal)  # before a SQLite file is ever made
     try:
         minion_store.verify_role(store_engine.get_engine(db_url))
     except minion_store.MinionRoleError:

@@ -217,6 +217,24 @@ def _missing_columns(conn: Connection) -> list[str]:
     return missing
 
 
+def sqlite_refusal(db_url: str) -> str | None:
+    """Why the minion returner refuses ``db_url`` without connecting (SQLite), or None."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(db_url)
+    except Exception:  # noqa: BLE001 - normalise_url reports bad URLs later, with the option
+        return None
+    if not parsed.drivername.startswith("sqlite"):
+        return None
+    return (
+        f"fleet:db_url of a minion is {parsed.render_as_string(hide_password=True)}: the "
+        "minion returner refuses SQLite (the master would never read that file); use the "
+        "master's PostgreSQL database with a minion role (saltext-fleet db minion-role NAME "
+        "on the master prints the URL)"
+    )
+
+
 _verified: dict[str, str | None] = {}
 _verified_lock = threading.Lock()
 
@@ -235,13 +253,8 @@ def verify_role(engine: Engine) -> None:
                 raise MinionRoleError(refusal)
             return
     shown = engine.url.render_as_string(hide_password=True)
-    if engine.dialect.name != "postgresql":
-        refusal = (
-            f"fleet:db_url of a minion is {shown}: the minion returner refuses SQLite (the "
-            "master would never read that file); use the master's PostgreSQL database with a "
-            "minion role (saltext-fleet db minion-role NAME on the master prints the URL)"
-        )
-    else:
+    refusal = sqlite_refusal(shown) if engine.dialect.name != "postgresql" else None
+    if refusal is None:
         with engine.connect() as conn:
             problems = role_problems(conn)
             missing = [] if problems else _missing_columns(conn)
