@@ -310,3 +310,28 @@ def test_a_minion_return_never_feeds_node_data(master_url, role_url):
         snapshots = conn.execute(text("SELECT count(*) FROM inventory_snapshots")).scalar()
     assert len(stored) == 2  # the minion's return is stored as a return
     assert snapshots == 1
+
+
+def test_a_role_that_owns_a_table_is_refused_by_both_sides(master_url, make_role, role_url):
+    """Like the master's own role (the owner of the store): refused as a minion URL, and the
+    CLI will not turn it into a minion role."""
+    name = make_url(role_url).username
+    with psycopg.connect(_psycopg_url(master_url), autocommit=True) as conn:
+        conn.execute(f'ALTER TABLE audit_events OWNER TO "{name}"')
+    minion_store.forget_verified()
+    with pytest.raises(minion_store.MinionRoleError, match="owns table audit_events"):
+        minion_store.verify_role(store_engine.get_engine(role_url))
+    code, _out, err, _ = make_role(name=name)
+    assert code == 2 and "owns objects" in err
+
+
+def test_a_row_the_database_refuses_is_dropped_and_the_rest_stored(master_url, role_url, caplog):
+    bad = ret(minion="nul", value="a\x00b")  # JSONB refuses an escaped NUL
+    result = minion_write(role_url, [ret(minion="ok1"), bad, ret(minion="ok2")])
+    assert (result.stored, result.quarantined) == (2, 1)
+    master = store_engine.get_engine(master_url)
+    with master.connect() as conn:
+        stored = set(conn.execute(select(Return.minion_id)).scalars())
+        quarantined = conn.execute(text("SELECT count(*) FROM quarantine")).scalar()
+    assert stored == {"ok1", "ok2"} and quarantined == 0
+    assert bad["rid"] in caplog.text and "not stored by the minion returner" in caplog.text
