@@ -64,6 +64,11 @@ def cmd_db(args: argparse.Namespace) -> int:
     from saltext_fleet import config
     from saltext_fleet.store import engine as store_engine
 
+    if args.action == "minion-role":
+        return cmd_minion_role(args)
+    if args.name:
+        print(f"saltext-fleet db {args.action}: takes no name", file=sys.stderr)
+        return 2
     try:
         engine = store_engine.get_engine(_db_url_from(args))
         before = store_engine.current_revision(engine)
@@ -82,6 +87,83 @@ def cmd_db(args: argparse.Namespace) -> int:
             f"saltext-fleet db: {type(exc).__name__}: {str(exc).splitlines()[0]}", file=sys.stderr
         )
         return 1
+    return 0
+
+
+def cmd_minion_role(args: argparse.Namespace) -> int:
+    """Create or update a PostgreSQL role that may only append returns and events, and print
+    the minion config that uses it (see :mod:`saltext_fleet.store.minion`)."""
+    import secrets
+
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from saltext_fleet import config
+    from saltext_fleet.store import engine as store_engine
+    from saltext_fleet.store import minion as minion_store
+
+    what = "saltext-fleet db minion-role"
+    if not args.name:
+        print(f"{what}: a role name is needed (e.g. fleet_minion)", file=sys.stderr)
+        return 2
+    if args.password is not None and args.password_file:
+        print(f"{what}: give --password or --password-file, not both", file=sys.stderr)
+        return 2
+    try:
+        password = args.password
+        if args.password_file:
+            with open(args.password_file, encoding="utf-8") as fh:
+                password = fh.readline().rstrip("\r\n")
+        engine = store_engine.get_engine(_db_url_from(args))
+        if engine.dialect.name != "postgresql":
+            raise minion_store.MinionRoleError(
+                "minion roles need the store on PostgreSQL; this store is SQLite, which "
+                "minions cannot share (use --db-url or fleet:db_url of the master config)"
+            )
+        store_engine.ensure_schema(engine)
+        with engine.connect() as conn:
+            exists = conn.execute(
+                text("SELECT 1 FROM pg_roles WHERE rolname = :n"), {"n": args.name}
+            ).first()
+        generated = password is None and exists is None
+        if generated:
+            password = secrets.token_urlsafe(24)
+        with engine.begin() as conn:
+            done = minion_store.create_minion_role(conn, args.name, password)
+    except (OSError, config.FleetConfigError, store_engine.StoreError) as exc:
+        print(f"{what}: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - unreachable database, permissions, ...
+        print(f"{what}: {type(exc).__name__}: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 1
+    url = make_url(engine.url.render_as_string(hide_password=False)).set(
+        username=args.name, password=password if password is not None else "PASSWORD"
+    )
+    state = "created" if done["created"] else "updated"
+    print(
+        f"# minion role {args.name} {state}: it may only append returns and events to "
+        f"{url.database}."
+    )
+    if done["revoked_memberships"]:
+        print(f"# revoked its membership of: {', '.join(done['revoked_memberships'])}")
+    if done["problems"]:
+        print(
+            f"{what}: the role can still do more than append: " + "; ".join(done["problems"]),
+            file=sys.stderr,
+        )
+        return 1
+    if not done["verified"]:
+        print("# (not checked as the role itself: this connection may not SET ROLE to it)")
+    if generated:
+        print("# its password was generated: keep it, it is shown only here")
+    elif password is None:
+        print("# its password is unchanged: put it in place of PASSWORD")
+    print(
+        "# Put this in each minion's config (e.g. /etc/salt/minion.d/fleet.conf), with a host\n"
+        "# the minions reach, and allow the role in pg_hba.conf; then use --return fleet.\n"
+        "fleet:\n"
+        f"  db_url: {url.render_as_string(hide_password=False)}"
+    )
     return 0
 
 
@@ -187,8 +269,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_config.set_defaults(func=cmd_config)
 
-    p_db = sub.add_parser("db", help="the store's schema: upgrade it, or show its revision")
-    p_db.add_argument("action", choices=["upgrade", "status"])
+    p_db = sub.add_parser(
+        "db",
+        help="the store's schema: upgrade it, or show its revision; minion-role NAME: a "
+        "PostgreSQL role for minion returners that may only append returns and events",
+    )
+    p_db.add_argument("action", choices=["upgrade", "status", "minion-role"])
+    p_db.add_argument("name", nargs="?", help="minion-role: the role to create or update")
+    p_db.add_argument(
+        "--password", help="minion-role: the role's password (default: generated for a new role)"
+    )
+    p_db.add_argument(
+        "--password-file", help="minion-role: read the role's password from this file's first line"
+    )
     p_db.add_argument("--db-url", help="database URL (default: fleet:db_url of the master config)")
     p_db.add_argument(
         "-c", "--master-config", default="/etc/salt/master", help="master config file to read"

@@ -12,7 +12,14 @@ Usable three ways:
       db_url: postgresql+psycopg://fleet@127.0.0.1/fleet   # default: SQLite under the cachedir
 
 and as a minion returner (``salt '*' test.ping --return fleet``), in which case the minion's
-own ``fleet:db_url`` must point at the shared database.
+own ``fleet:db_url`` must point at the master's PostgreSQL database with a *minion role*, one
+that may only append returns and events (``saltext-fleet db minion-role NAME`` on the master
+creates it and prints the minion config). The minion returner refuses SQLite and any role that
+may do more (a superuser, the master's own role, a role that may read or change any other
+table), with an error naming what is wrong. What a minion writes this way is stored as a
+return and nothing else: it never feeds a node's inventory, facts, drift, pending states or
+``last_seen`` (only the master's job cache, whose minion id Salt authenticated, does), and the
+minion never runs schema migrations.
 
 :depends: SQLAlchemy 2, psycopg 3 (PostgreSQL) and msgpack, installed with saltext-fleet.
 
@@ -56,6 +63,7 @@ import salt.utils.job
 from saltext_fleet import config
 from saltext_fleet.master import eventsig
 from saltext_fleet.store import engine as store_engine
+from saltext_fleet.store import minion as minion_store
 from saltext_fleet.store import queries
 from saltext_fleet.store import writer as store_writer
 from saltext_fleet.store.batch import is_connection_error, jsonable, write_batch
@@ -94,9 +102,39 @@ def _spool_dir() -> str:
     return os.path.join(__opts__["cachedir"], "fleet", "spool")
 
 
+def _on_master() -> bool:
+    return __opts__.get("__role") == "master"
+
+
 def _writer() -> store_writer.Writer:
-    notify = _announce if __opts__.get("__role") == "master" else None
-    return store_writer.get_writer(_cfg().db_url, _spool_dir(), notify)
+    if not _on_master():
+        return _minion_writer()
+    return store_writer.get_writer(_cfg().db_url, _spool_dir(), _announce)
+
+
+def _minion_writer() -> store_writer.Writer:
+    """The minion side: a URL whose role may only append returns and events, else refused.
+
+    The check (:func:`saltext_fleet.store.minion.verify_role`) runs here, before anything is
+    spooled, so that Salt logs the refusal with the job; if the database cannot be reached
+    now, the record is spooled and the writer checks before it writes.
+    """
+    db_url = _cfg().db_url
+    refusal = minion_store.sqlite_refusal(db_url)
+    if refusal:
+        raise minion_store.MinionRoleError(refusal)  # before a SQLite file is ever made
+    try:
+        minion_store.verify_role(store_engine.get_engine(db_url))
+    except minion_store.MinionRoleError:
+        raise
+    except Exception as exc:  # pylint: disable=broad-except
+        if not is_connection_error(exc):
+            raise
+        log.warning(
+            "saltext-fleet: cannot check the minion role now (%s); the return is spooled",
+            str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__,
+        )
+    return store_writer.get_writer(db_url, _spool_dir(), None, minion=True)
 
 
 #: The event bus connection of each thread (the writer announces from one thread of its own):
@@ -179,7 +217,7 @@ def returner(ret):
     """
     writer = _writer()
     writer.submit({"kind": "return", "ret": ret})
-    if __opts__.get("__role") != "master":
+    if not _on_master():
         # A minion runs each job's returner in a short-lived process: write now (the record
         # stays spooled for the next job to replay if the database does not answer in time).
         writer.drain(MINION_FLUSH_SECONDS)

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 
 from saltext_fleet.store import batch as batch_mod
 from saltext_fleet.store import engine as store_engine
+from saltext_fleet.store import minion as minion_store
 from saltext_fleet.store.spool import Spool, spool_status
 
 log = logging.getLogger(__name__)
@@ -74,8 +75,17 @@ def _key(db_url: str, spool_dir: str) -> tuple[int, str, str]:
     return key
 
 
-def get_writer(db_url: str, spool_dir: str, on_announce: AnnounceCallback | None = None) -> Writer:
-    """The writer of this process for ``db_url`` (created, with its thread, on first use)."""
+def get_writer(
+    db_url: str,
+    spool_dir: str,
+    on_announce: AnnounceCallback | None = None,
+    minion: bool = False,
+) -> Writer:
+    """The writer of this process for ``db_url`` (created, with its thread, on first use).
+
+    ``minion``: the minion returner's writer (see :mod:`saltext_fleet.store.minion`): it checks
+    that the URL's role may only append, runs no migrations and ingests nothing.
+    """
     key = _key(db_url, spool_dir)
     writer = _writers.get(key)
     if writer is not None and writer.alive and writer.on_announce is on_announce:
@@ -83,7 +93,7 @@ def get_writer(db_url: str, spool_dir: str, on_announce: AnnounceCallback | None
     with _writers_lock:
         writer = _writers.get(key)
         if writer is None or not writer.alive:
-            writer = Writer(db_url, spool_dir, on_announce)
+            writer = Writer(db_url, spool_dir, on_announce, minion=minion)
             _writers[key] = writer
             _register_exit_flush()
         elif on_announce is not None:
@@ -162,8 +172,10 @@ class Writer:
         on_announce: AnnounceCallback | None = None,
         batch_records: int = 2000,
         batch_bytes: int = 32 * 1024 * 1024,
+        minion: bool = False,
     ):
         self.db_url = db_url
+        self.minion = minion
         self.spool_dir = spool_dir
         self.on_announce = on_announce
         self.batch_records = batch_records
@@ -306,6 +318,9 @@ class Writer:
                             "saltext-fleet: the database is unreachable (%s); records wait in the spool",
                             exc.__class__.__name__,
                         )
+                elif isinstance(exc, minion_store.MinionRoleError):
+                    if self.last_error != f"{type(exc).__name__}: {str(exc)[:300]}":
+                        log.error("saltext-fleet: records stay spooled: %s", exc)
                 elif batch_mod.is_transient(exc):
                     log.warning(
                         "saltext-fleet: a batch met another writer (%s); writing it again",
@@ -333,12 +348,16 @@ class Writer:
 
     def _write(self, spool: Spool, batch: list) -> None:
         engine = store_engine.get_engine(self.db_url)
-        store_engine.ensure_schema(engine)
+        if self.minion:
+            minion_store.verify_role(engine)  # no migrations: the role could not run them
+        else:
+            store_engine.ensure_schema(engine)
         records = [record for _, record in batch]
         key = (id(spool), batch[0][0])
+        write = minion_store.write_minion_batch if self.minion else batch_mod.write_batch
         try:
             with engine.begin() as conn:
-                result = batch_mod.write_batch(conn, records)
+                result = write(conn, records)
         except Exception as exc:
             if batch_mod.is_connection_error(exc):
                 raise
@@ -364,13 +383,22 @@ class Writer:
 
     def _write_one_by_one(self, engine, records: list) -> batch_mod.BatchResult:
         total = batch_mod.BatchResult()
+        write = minion_store.write_minion_batch if self.minion else batch_mod.write_batch
         for record in records:
             try:
                 with engine.begin() as conn:
-                    result = batch_mod.write_batch(conn, [record])
+                    result = write(conn, [record])
             except Exception as exc:
-                if batch_mod.is_connection_error(exc):
+                if batch_mod.is_connection_error(exc) or isinstance(
+                    exc, minion_store.MinionRoleError
+                ):
                     raise
+                if self.minion:  # the minion role may not write the quarantine
+                    minion_store._drop(
+                        record, str(record.get("kind")), f"{type(exc).__name__}: {exc}"
+                    )
+                    total.quarantined += 1
+                    continue
                 with engine.begin() as conn:
                     batch_mod._quarantine(
                         conn,

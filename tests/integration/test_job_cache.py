@@ -5,6 +5,7 @@ unchanged against it.
 """
 
 import re
+from pathlib import Path
 
 import pytest
 from saltfactories.utils import random_string
@@ -12,6 +13,7 @@ from sqlalchemy import func, select
 
 from saltext_fleet import snippet
 from saltext_fleet.store import engine as store_engine
+from saltext_fleet.store import minion as minion_store
 from saltext_fleet.store.models import Event, Return
 from tests.support.daemons import start_all, stop_all
 from tests.support.waiting import wait_for
@@ -54,10 +56,38 @@ def jc_master(salt_factories, backend_url):
 
 
 @pytest.fixture(scope="module")
-def jc_minions(jc_master, backend_url):
+def minion_db_url(backend_url):
+    """What the minions get as fleet:db_url: on PostgreSQL a minion role that may only append
+    returns and events (``saltext-fleet db minion-role``); on SQLite the file (refused)."""
+    if backend_url.startswith("sqlite"):
+        yield backend_url
+        return
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    engine = store_engine.get_engine(backend_url)
+    store_engine.ensure_schema(engine)
+    name = f"fleet_minion_{random_string('', uppercase=False)}"[:40]
+    with engine.begin() as conn:
+        done = minion_store.create_minion_role(conn, name, "minion-role-password")
+    assert done["verified"] and not done["problems"], done
+    yield (
+        make_url(backend_url)
+        .set(username=name, password="minion-role-password")
+        .render_as_string(hide_password=False)
+    )
+    store_engine.dispose_all()
+    admin = make_url(backend_url).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP OWNED BY "{name}"')
+        conn.execute(f'DROP ROLE "{name}"')
+
+
+@pytest.fixture(scope="module")
+def jc_minions(jc_master, minion_db_url):
     minions = [
         jc_master.salt_minion_daemon(
-            random_string(f"jc-minion-{n}-"), overrides={"fleet": {"db_url": backend_url}}
+            random_string(f"jc-minion-{n}-"), overrides={"fleet": {"db_url": minion_db_url}}
         )
         for n in (1, 2)
     ]
@@ -135,11 +165,9 @@ def test_events_are_stored(jc_master, jc_minions, backend_url):
 
 
 def test_minion_returner(jc_master, jc_minions, backend_url):
+    """A minion's own returner (--return fleet): on PostgreSQL through a minion role, whose rows
+    are plain returns; on SQLite refused with an error in the minion's log."""
     minion = jc_minions[0]
-    ret = jc_master.salt_cli().run(
-        "test.echo", "returned-by-minion", "--return", "fleet", minion_tgt=minion.id
-    )
-    assert ret.returncode == 0 and ret.data == "returned-by-minion"
     engine = store_engine.get_engine(backend_url)
 
     def stored():
@@ -150,8 +178,27 @@ def test_minion_returner(jc_master, jc_minions, backend_url):
                 .where(Return.minion_id == minion.id, Return.fun == "test.echo")
             ).scalar()
 
+    ret = jc_master.salt_cli().run(
+        "test.echo", "returned-by-minion", "--return", "fleet", minion_tgt=minion.id
+    )
+    assert ret.returncode == 0 and ret.data == "returned-by-minion"
+    if backend_url.startswith("sqlite"):
+        log_file = Path(minion.config["log_file"])
+        refused = wait_for(
+            "the minion returner's refusal in the minion log",
+            lambda: "the minion returner refuses SQLite" in log_file.read_text(errors="replace"),
+            timeout=60,
+            interval=0.25,
+        )
+        assert refused
+        # The master's job cache stored the return (its own path), the minion wrote nothing.
+        assert wait_for("the job cache's row", stored, timeout=60, interval=0.25) == 1
+        return
     # One row from the master's job cache, one written by the minion's own returner.
     assert wait_for("the minion returner's row", lambda: stored() >= 2, timeout=60, interval=0.25)
+    # ... and the minion role it used was not refused: nothing in its log says so.
+    log_text = Path(minion.config["log_file"]).read_text(errors="replace")
+    assert "may do more than append" not in log_text
 
 
 def test_store_status(jc_master, jc_minions, backend_url):
