@@ -58,3 +58,25 @@ def test_ingest_quick_verifies_every_row(backend, pg_server_url):
         assert summary["checks"]["copy"]["events"] == n
     else:
         assert summary["contenders"] == ["fleet"]
+
+
+def test_ui_quick_checks_the_rows_of_filtered_and_sorted_pages(pg_server_url):
+    summary = run_bench("ui.py", "--quick", "--pg-url", pg_server_url)
+    assert summary["quick"] is True
+    for backend in ("postgresql", "sqlite"):
+        checks = summary[backend]["checks"]
+        # every row of each page was compared with the generated data (the filtered page
+        # holds a handful of the 1,000 nodes; the sorted one is page 7 of 50 rows)
+        assert checks["overview_first_page"] == 50
+        assert checks["overview_sorted"] == 50
+        assert 0 < checks["overview_filtered"] <= 50
+        assert checks["node_page"] == 48
+
+
+def test_drift_quick_checks_against_the_reference_computation(pg_server_url):
+    summary = run_bench("drift.py", "--quick", "--pg-url", pg_server_url)
+    assert summary["ok"] is True and summary["quick"] is True
+    for backend in ("postgresql", "sqlite"):
+        figures = summary["backends"][backend]
+        assert figures["checked_nodes"] == 5 and figures["node_changes"] == 5
+        assert figures["drift_current_rows"] == summary["nodes"]
