@@ -724,24 +724,35 @@ def check_results(fleet: Fleet, results: dict, pinned: int, what: str) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--nodes", type=int, default=10000, help="nodes (default 10000)")
     parser.add_argument(
-        "--packages", type=int, default=1000, help="packages per node (default 1000)"
+        "--quick",
+        action="store_true",
+        help="300 nodes x 100 packages, one round, 5 changes, 5 sampled nodes: the checks "
+        "against CompiledBaseline.compute, for the test suite",
+    )
+    parser.add_argument("--nodes", type=int, default=None, help="nodes (default 10000)")
+    parser.add_argument(
+        "--packages", type=int, default=None, help="packages per node (default 1000)"
     )
     parser.add_argument(
         "--backend",
         default="postgresql,sqlite",
         help="comma-separated: postgresql, sqlite (default both)",
     )
-    parser.add_argument("--rounds", type=int, default=3, help="steady-state full recomputes")
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="steady-state full recomputes (default 3)"
+    )
     parser.add_argument(
         "--changes",
         type=int,
-        default=50,
+        default=None,
         help="nodes timed for recompute_node, and as many again with index_snapshots (default 50)",
     )
     parser.add_argument(
-        "--sample", type=int, default=20, help="nodes checked against CompiledBaseline.compute"
+        "--sample",
+        type=int,
+        default=None,
+        help="nodes checked against CompiledBaseline.compute (default 20)",
     )
     parser.add_argument("--batch", type=int, default=200, help="returns per write_batch")
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL, help="a role that may create databases")
@@ -750,6 +761,14 @@ def main(argv=None) -> int:
         "--check-targets", action="store_true", help="exit with status 2 when a target is missed"
     )
     args = parser.parse_args(argv)
+    defaults = (
+        {"nodes": 300, "packages": 100, "rounds": 1, "changes": 5, "sample": 5}
+        if args.quick
+        else {"nodes": 10000, "packages": 1000, "rounds": 3, "changes": 50, "sample": 20}
+    )
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     backends = [b.strip() for b in args.backend.split(",") if b.strip()]
     for b in backends:
         if b not in BACKENDS:
@@ -840,6 +859,7 @@ def main(argv=None) -> int:
     met = all(f["met_full"] and f["met_node"] for f in figures.values())
     summary = {
         "ok": True,
+        "quick": args.quick,
         "nodes": args.nodes,
         "packages": args.packages,
         "rounds": args.rounds,

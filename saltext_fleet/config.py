@@ -9,7 +9,7 @@ whose message names the option (``fleet:ui:port``) and says what was expected.
     fleet:
       db_url: postgresql+psycopg://fleet@127.0.0.1/fleet   # default: SQLite under the cachedir
       key_file: /etc/salt/pki/master/fleet.fernet           # default: <pki_dir>/fleet.fernet
-      ui: {host: 127.0.0.1, port: 8443, tls_cert: null, tls_key: null}
+      ui: {host: 127.0.0.1, port: 8443, tls_cert: null, tls_key: null, live_poll_seconds: 10}
       gate: {mode: enrolment, ttl: 24h}                     # enrolment | manual; never auto-accept
       onboard: {sync: true, inventory_minutes: 60, highstate_test_hours: 6}
       drift: {alert_score: 50, weights: {extra: 2, missing: 10}, history_days: 730}
@@ -51,6 +51,9 @@ class UIConfig:
     #: roles its users and groups get: ``((name or "group%" or "*", role), ...)``
     eauth: str | None = None
     eauth_roles: tuple = ()
+    #: seconds between the live overview's looks at the store when no event woke it; 0: only
+    #: events from the master's bus wake it
+    live_poll_seconds: float = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -229,7 +232,9 @@ def load(opts: Mapping[str, Any]) -> FleetConfig:
 
 def _ui(raw: Any) -> UIConfig:
     section = _mapping(raw or {}, "fleet:ui")
-    _known(section, "fleet:ui", ("host", "port", "tls_cert", "tls_key", "eauth"))
+    _known(
+        section, "fleet:ui", ("host", "port", "tls_cert", "tls_key", "eauth", "live_poll_seconds")
+    )
     host = _string(section.get("host"), "fleet:ui:host") or UIConfig.host
     port = section.get("port", UIConfig.port)
     if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
@@ -240,8 +245,20 @@ def _ui(raw: Any) -> UIConfig:
         missing = "fleet:ui:tls_key" if cert else "fleet:ui:tls_cert"
         raise FleetConfigError(missing, "tls_cert and tls_key must be given together")
     eauth, roles = _ui_eauth(section.get("eauth"))
+    poll = section.get("live_poll_seconds", UIConfig.live_poll_seconds)
+    if isinstance(poll, bool) or not isinstance(poll, (int, float)) or not 0 <= poll <= 3600:
+        raise FleetConfigError(
+            "fleet:ui:live_poll_seconds",
+            f"{poll!r} is not a number of seconds from 0 (off) to 3600",
+        )
     return UIConfig(
-        host=host, port=port, tls_cert=cert, tls_key=key, eauth=eauth, eauth_roles=roles
+        host=host,
+        port=port,
+        tls_cert=cert,
+        tls_key=key,
+        eauth=eauth,
+        eauth_roles=roles,
+        live_poll_seconds=float(poll),
     )
 
 

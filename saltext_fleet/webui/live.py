@@ -9,7 +9,8 @@ second, and send each open socket one message per changed node::
     {"type": "counts", "statuses": {"online": 9120, "offline": 880, "unknown": 0}}
 
 What a browser shows therefore always comes from the store, whichever event woke the hub,
-and a look every ``idle_seconds`` catches what no event announced.
+and a look every ``idle_seconds`` (``fleet:ui:live_poll_seconds``) catches what no event
+announced; with ``0`` only events wake it.
 """
 
 from __future__ import annotations
@@ -87,10 +88,13 @@ class Hub:
     """Open sockets and what to tell them. ``send`` callbacks run on the server's loop
     (``schedule`` hands work to it from other threads)."""
 
-    def __init__(self, engine, schedule: Callable[[Callable], None], idle_seconds: float = 10.0):
+    def __init__(
+        self, engine, schedule: Callable[[Callable], None], idle_seconds: float | None = 10.0
+    ):
         self.engine = engine
         self.schedule = schedule
-        self.idle_seconds = idle_seconds
+        #: seconds between looks when nothing pokes the hub; ``0`` or ``None``: never
+        self.idle_seconds = idle_seconds or None
         self._sockets: set = set()
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -121,7 +125,7 @@ class Hub:
         self._wake.set()
 
     def run_looker(self, min_interval: float = 0.25) -> None:
-        """The thread that looks at the store when poked (or every ``idle_seconds``)."""
+        """The thread that looks at the store when poked (or every ``idle_seconds``, if set)."""
         while not self._stop.is_set():
             self._wake.wait(self.idle_seconds)
             self._wake.clear()

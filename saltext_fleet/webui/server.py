@@ -111,7 +111,11 @@ def build(opts: dict, loop: asyncio.AbstractEventLoop | None = None):
         from saltext_fleet.webui.eauth import make_checker
 
         ctx.eauth = make_checker(opts, cfg.ui.eauth, dict(cfg.ui.eauth_roles))
-    ctx.live = Hub(engine, schedule=lambda fn: loop.call_soon_threadsafe(fn))
+    ctx.live = Hub(
+        engine,
+        schedule=lambda fn: loop.call_soon_threadsafe(fn),
+        idle_seconds=cfg.ui.live_poll_seconds,
+    )
     flask_app = create_app(ctx)
     executor = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="fleet-ui")
     container = tornado.wsgi.WSGIContainer(flask_app, executor=executor)

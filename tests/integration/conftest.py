@@ -48,7 +48,9 @@ def salt_master(salt_factories, tmp_path_factory):
     # A low alert threshold, so the drift tests see fleet/alert/drift both ways.
     overrides["fleet"]["drift"]["alert_score"] = 10
     # The engine serves the web UI: on a free port (the default, 8443, is one for all masters)
-    overrides["fleet"]["ui"] = {"host": "127.0.0.1", "port": free_port()}
+    # Its live overview looks at the store only when the event bus wakes it (no periodic
+    # look), so the live-update test proves the bus path.
+    overrides["fleet"]["ui"] = {"host": "127.0.0.1", "port": free_port(), "live_poll_seconds": 0}
     # a named command for this machine's system (the web UI's node and group actions)
     overrides["fleet"]["actions"] = {"Debian": {"test": "echo fleet-test-action $(id -un)"}}
     echo = tmp_path_factory.mktemp("reactors") / "echo.sls"

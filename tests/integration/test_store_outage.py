@@ -3,9 +3,11 @@
 The master talks to the machine's PostgreSQL through a TCP proxy this test owns, so cutting
 the proxy makes the database unreachable for this master only. Four real minions answer 500
 real jobs each while it is cut; afterwards every one of the 2,000 returns is in the database,
-exactly once.
+exactly once, and so is every one of their ``salt/job/<jid>/ret/<id>`` events (the master's
+event return spools them the same way) and each job's ``salt/job/<jid>/new``.
 """
 
+import collections
 import os
 import time
 import uuid
@@ -19,7 +21,7 @@ from sqlalchemy.engine import make_url
 
 from saltext_fleet import snippet
 from saltext_fleet.store import engine as store_engine
-from saltext_fleet.store.models import Quarantine, Return
+from saltext_fleet.store.models import Event, Quarantine, Return
 from tests.support.daemons import start_all, stop_all
 from tests.support.tcpproxy import TCPProxy
 
@@ -101,6 +103,22 @@ def count_returns(url, jids):
     return total, distinct
 
 
+def count_events(url, jids, ids):
+    """``(ret, new)``: how many times each job's return event per minion, and each job's
+    ``new`` event, are stored (Counters over the expected tags; a tag stored twice counts 2)."""
+    wanted_ret = {f"salt/job/{jid}/ret/{minion}" for jid in jids for minion in ids}
+    wanted_new = {f"salt/job/{jid}/new" for jid in jids}
+    engine = store_engine.get_engine(url)
+    with engine.connect() as conn:
+        tags = conn.execute(
+            select(Event.tag).where(Event.tag.like("salt/job/%"), Event.tag.not_like("%/prog/%"))
+        ).scalars()
+        found = collections.Counter(tag for tag in tags if tag in wanted_ret or tag in wanted_new)
+    ret = collections.Counter({tag: found[tag] for tag in wanted_ret})
+    new = collections.Counter({tag: found[tag] for tag in wanted_new})
+    return ret, new
+
+
 def test_no_return_is_lost_or_stored_twice_across_an_outage(
     outage_master, outage_minions, outage_db, event_listener
 ):
@@ -140,6 +158,10 @@ def test_no_return_is_lost_or_stored_twice_across_an_outage(
                 time.sleep(0.2)
         total, _ = count_returns(direct_url, jids)
         assert total == 0, "returns were written while the database was unreachable?"
+        ret_events, new_events = count_events(direct_url, jids, ids)
+        assert sum(ret_events.values()) == sum(new_events.values()) == 0, (
+            "events were written while the database was unreachable?"
+        )
 
         status = outage_master.salt_run_cli().run("fleet.store_status")
         assert status.returncode == 0, status
@@ -150,14 +172,31 @@ def test_no_return_is_lost_or_stored_twice_across_an_outage(
         deadline = time.time() + 180
         while True:
             total, distinct = count_returns(direct_url, jids)
+            ret_events, new_events = count_events(direct_url, jids, ids)
+            stored_events = +ret_events  # (the tags stored at least once)
             status = outage_master.salt_run_cli().run("fleet.store_status")
-            if total >= MINIONS * JOBS and status.data["spool_depth"] == 0:
+            if (
+                total >= MINIONS * JOBS
+                and len(stored_events) == MINIONS * JOBS
+                and status.data["spool_depth"] == 0
+            ):
                 break
-            assert time.time() < deadline, f"only {total} of {MINIONS * JOBS} returns replayed"
+            assert time.time() < deadline, (
+                f"only {total} of {MINIONS * JOBS} returns and {len(stored_events)} of their "
+                "events replayed"
+            )
             time.sleep(1)
         # Every spool is empty: nothing is left to be written (twice or at all).
         total, distinct = count_returns(direct_url, jids)
         assert total == distinct == MINIONS * JOBS
+        # The events of those returns too: each one stored, none twice, none lost ...
+        ret_events, new_events = count_events(direct_url, jids, ids)
+        missing = [tag for tag, n in ret_events.items() if n == 0]
+        twice = [tag for tag, n in ret_events.items() if n > 1]
+        assert not missing and not twice, (len(missing), missing[:3], len(twice), twice[:3])
+        assert sum(ret_events.values()) == MINIONS * JOBS
+        # ... and each job's publication, published while the database was away
+        assert set(new_events.values()) == {1}, collections.Counter(new_events.values())
         status = outage_master.salt_run_cli().run("fleet.store_status")
         assert status.data["reachable"] is True
         engine = store_engine.get_engine(direct_url)
