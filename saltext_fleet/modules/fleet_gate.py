@@ -69,6 +69,7 @@ def _state() -> dict:
 def _recorder(opts: dict, pending: queue.Queue) -> None:
     """Write the keys handed over, once a second, until the process ends."""
     from saltext_fleet.master import keys as master_keys
+    from saltext_fleet.store import audit as store_audit
     from saltext_fleet.store import engine as store_engine
 
     engine = None
@@ -86,8 +87,10 @@ def _recorder(opts: dict, pending: queue.Queue) -> None:
                 break
         try:
             if engine is None:
-                engine = store_engine.get_engine(config.load(opts).db_url)
+                cfg = config.load(opts)
+                engine = store_engine.get_engine(cfg.db_url)
                 store_engine.ensure_schema(engine)
+                store_audit.use_anchor(engine, cfg.key_file)
             master_keys.record_pending(opts, engine, batch, fire)
         except Exception:  # noqa: BLE001 - the recorder must outlive a database outage
             log.exception(

@@ -109,8 +109,12 @@ TARGET_TYPES = (
 
 
 def _engine():
-    engine = store_engine.get_engine(_cfg().db_url)
+    from saltext_fleet.store import audit as store_audit
+
+    cfg = _cfg()
+    engine = store_engine.get_engine(cfg.db_url)
     store_engine.ensure_schema(engine)
+    store_audit.use_anchor(engine, cfg.key_file)
     return engine
 
 
@@ -1245,6 +1249,13 @@ def rotate_key(retire=True):
         raise SaltRunnerError(f"fleet:key_file: {exc}") from None
     _progress(f"new key {vault.key_id} added; re-encrypting every secret")
     engine = _engine()
+    from saltext_fleet.core import anchor as core_anchor
+    from saltext_fleet.store import audit as store_audit
+
+    try:
+        store_audit.resign_anchor(engine)  # signed with the new key before the old one goes
+    except (core_anchor.AnchorError, core_secrets.SecretsError) as exc:
+        log.warning("fleet.rotate_key: the audit anchor was not re-signed: %s", exc)
     done = store_secrets.reencrypt_all(
         engine, vault, progress=lambda n, total: _progress(f"re-encrypted {n} of {total}", n, total)
     )
