@@ -755,14 +755,32 @@ def nodes(tgt="*", tgt_type="glob"):
 
 def _actor() -> str:
     """Who runs this: ``reactor``, ``ui:<name>`` (a user of the web UI, which passes that as
-    Salt's user), or ``user:<name>`` (Salt's ``__user__``: the shell user of ``salt-run``, or
-    the eauth user through salt-api)."""
-    user = globals().get("__user__") or "UNKNOWN"
+    Salt's user), or ``user:<name>``: Salt's ``__user__`` (the shell user of ``salt-run``,
+    the eauth user through salt-api), else the local user this process runs as (a runner
+    called from Python with no user: Salt says ``UNKNOWN``). Salt's ``sudo_<name>`` (root
+    through sudo) is written ``user:<name> (sudo)``."""
+    return actor_for(globals().get("__user__") or globals().get("__pub_user"))
+
+
+def actor_for(user) -> str:
+    """The audit actor for Salt's user ``user`` (see :func:`_actor`)."""
+    from saltext_fleet.core.text import terminal_safe
+
+    if not isinstance(user, str) or not user.strip() or user == "UNKNOWN":
+        try:
+            import salt.utils.user
+
+            user = salt.utils.user.get_specific_user()
+        except Exception:  # noqa: BLE001 - no passwd entry for this uid, say
+            user = f"uid:{os.getuid()}"
+    user = terminal_safe(user).strip() or "?"
     if user == "Reactor":
         return "reactor"
-    if isinstance(user, str) and user.startswith("ui:"):
+    if user.startswith("ui:"):
         return user[:128]
-    return f"user:{str(user)[:100]}"
+    if user.startswith("sudo_") and len(user) > 5:
+        return f"user:{user[5:100]} (sudo)"
+    return f"user:{user[:100]}"
 
 
 def _audit(action: str, target: str, details: dict | None = None) -> None:
