@@ -475,7 +475,7 @@ AUDIT_ACTION = {
 }
 
 
-def record_key_changes(opts: dict, engine, batch) -> list[tuple[str, str]]:
+def record_key_changes(opts: dict, engine, batch, key=None) -> list[tuple[str, str]]:
     """Record key state changes that Salt announced on ``salt/key`` (``salt-key -a/-r/-d``,
     the wheel): ``batch`` is ``[(minion_id, act)]`` in the order they came. Returns the
     ``[(minion_id, state)]`` recorded, each as done by ``salt-key`` (the event names no user).
@@ -484,9 +484,9 @@ def record_key_changes(opts: dict, engine, batch) -> list[tuple[str, str]]:
     in that state now, or really gone), and recorded only if the gate has not recorded it
     already. ``fleet.keys_*`` and the enrolment gate change Salt's store while they hold the
     key's row in an open transaction, so a change they make is found recorded here, never
-    recorded twice.
+    recorded twice. ``key``: Salt's key store to read (one is made when not given).
     """
-    key = salt_key(opts)
+    key = key or salt_key(opts)
     held = salt_states(key)
     recorded: list[tuple[str, str]] = []
     for minion_id, act in batch:

@@ -87,7 +87,7 @@ def _key_change_recorder(opts: dict, changes: queue.Queue) -> None:
     from saltext_fleet.store import audit as store_audit
     from saltext_fleet.store import engine as store_engine
 
-    engine = None
+    engine = key = None
     while True:
         batch = [changes.get()]
         deadline = time.monotonic() + FLUSH_SECONDS
@@ -102,7 +102,9 @@ def _key_change_recorder(opts: dict, changes: queue.Queue) -> None:
                 engine = store_engine.get_engine(cfg.db_url)
                 store_engine.ensure_schema(engine)
                 store_audit.use_anchor(engine, cfg.key_file)
-            master_keys.record_key_changes(opts, engine, batch)
+            if key is None:  # one for the thread's life: each one opens a bus connection
+                key = master_keys.salt_key(opts)
+            master_keys.record_key_changes(opts, engine, batch, key)
         except Exception:  # noqa: BLE001 - the recorder must outlive a database outage
             log.exception("fleet gate: could not record %d key changes from salt/key", len(batch))
 
