@@ -186,9 +186,17 @@ def cmd_user(args: argparse.Namespace) -> int:
 
     actor = f"cli:{os.environ.get('SUDO_USER') or getpass.getuser()}"
     try:
-        db_url = args.db_url or config.load(_master_opts(args)).db_url
+        try:
+            cfg = config.load(_master_opts(args))
+        except config.FleetConfigError:
+            if not args.db_url:
+                raise
+            cfg = None
+        db_url = args.db_url or cfg.db_url
         engine = store_engine.get_engine(db_url)
         store_engine.ensure_schema(engine)
+        if cfg is not None and os.path.exists(cfg.key_file):
+            store_audit.use_anchor(engine, cfg.key_file)  # the master's key anchors the chain
         if args.action == "list":
             with engine.connect() as conn:
                 for user in store_users.users(conn):

@@ -107,6 +107,7 @@ ACTIONS = (
     "key.accept",  # an operator accepted a minion key [minion id]
     "key.reject",  # an operator rejected a key [minion id]
     "key.delete",  # a key was deleted, by an operator or before a re-bootstrap [minion id]
+    "key.deny",  # Salt denied a key (salt-key, the wheel) [minion id]
     "key.pending",  # the reactor recorded a new pending key, details: fingerprint [minion id]
     "enrol.create",  # an operator created an enrolment (expected id, token, expiry) [minion id]
     "enrol.accept",  # a pending key matched an enrolment and was accepted [minion id]

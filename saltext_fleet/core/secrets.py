@@ -76,6 +76,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import hmac
 import os
 import re
 import secrets as _random
@@ -232,6 +233,17 @@ class Vault:
     def __len__(self) -> int:
         return len(self._keys)
 
+    def derive(self, label: bytes) -> bytes:
+        """A 32-byte key for another purpose, derived from the newest key:
+        HMAC-SHA256(the Fernet key's 32 bytes, ``label``). Each label gives an independent key,
+        and none reveals the Fernet key (used to sign the audit chain's anchor)."""
+        return _derive(self._keys[0], label)
+
+    def derived_keys(self, label: bytes) -> list[tuple[str, bytes]]:
+        """``[(key id, derived key)]`` for every key of the file, newest first: to check a
+        signature made before a rotation."""
+        return [(key_fingerprint(key), _derive(key, label)) for key in self._keys]
+
     # --- tokens -------------------------------------------------------------------------------
 
     def encrypt(self, plaintext: str | bytes) -> str:
@@ -301,6 +313,10 @@ class Vault:
             f"cannot {action} the value: it is not a token made with a key in {self.path} "
             "(another master's key, a retired key, or the value was altered)"
         )
+
+
+def _derive(key: str, label: bytes) -> bytes:
+    return hmac.new(base64.urlsafe_b64decode(key), label, hashlib.sha256).digest()
 
 
 # --- reading and writing the key file ---------------------------------------------------------

@@ -8,6 +8,7 @@ the wrong type, enormous, or not UTF-8. Everything that parses such input first 
 from __future__ import annotations
 
 import logging
+import re
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,39 @@ def short(value, what: str, problems: list | None = None) -> str | None:
     return text or None
 
 
+# Terminal escape sequences, as ECMA-48 defines them (7-bit ESC forms and their 8-bit C1
+# introducers): CSI (ESC [ or U+009B) parameters and a final byte; OSC, DCS, SOS, PM and APC
+# strings (ESC ] P X ^ _, or U+009D U+0090 U+0098 U+009E U+009F) up to BEL or ST; any other
+# ESC with its intermediate and final bytes. An unterminated string runs to the end.
+_ESCAPE_RE = re.compile(
+    r"(?:\x1b\[|\x9b)[\x30-\x3f]*[\x20-\x2f]*[\x40-\x7e]?"
+    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\\\|\x9c)?"
+    r"|\x1b[\x20-\x2f]*[\x30-\x7e]?"
+)
+# What is left after the sequences: C0 controls, DEL, C1 controls, and the Unicode controls
+# that reorder or hide text (bidi embeddings, overrides and isolates, marks; zero-width joins
+# are harmless and kept).
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def terminal_safe(value, limit: int | None = None) -> str:
+    """``value`` as text that prints inert in a terminal or a log line: escape sequences
+    (colours, window titles, screen clears, hyperlinks) removed whole, every other control
+    character (newlines and tabs included) replaced by ``?``. Names and versions that minions
+    report go through this before a ``salt-run`` outputter or a log line shows them.
+    ``limit``: cut to that many characters (``...`` marks the cut)."""
+    text = value if isinstance(value, str) else str(value)
+    if _CONTROL_RE.search(text):
+        text = _CONTROL_RE.sub("?", _ESCAPE_RE.sub("", text))
+    if limit is not None and len(text) > limit:
+        text = text[: max(0, limit - 3)] + "..."
+    return text
+
+
 def note(problems: list | None, message: str) -> None:
-    """Record a problem for the caller and log it."""
+    """Record a problem for the caller and log it (made terminal-safe: problems quote what
+    machines sent)."""
+    message = terminal_safe(message)
     log.warning("saltext-fleet: %s", message)
     if problems is not None:
         problems.append(message)

@@ -216,11 +216,13 @@ def _accept_enrolled(opts, engine, minion_id, finger, decision, fire, now) -> di
                 {"fingerprint": finger, "reason": "used", "enrolment": enrolment.id},
             )
             return {"result": "refused", "reason": "used"}
-    key.accept(match_dict={"minions_pre": [minion_id]})
     with engine.begin() as conn:
         store_gate.set_key_state(
             conn, minion_id, "accepted", f"enrolment:{enrolment.id}", fingerprint=finger, now=now
         )
+        # Salt announces the change on salt/key now; the row above stays locked until this
+        # commits, so the salt/key recorder finds the decision recorded (record_key_changes).
+        key.accept(match_dict={"minions_pre": [minion_id]})
         if enrolment.node_group:
             store_gate.set_group(conn, minion_id, enrolment.node_group, now)
         store_audit.append(
@@ -322,9 +324,10 @@ def accept(
         raise KeyError_(
             f"cannot accept {minion_id}: its key's fingerprint is {finger}, not {fingerprint}"
         )
-    key.accept(match_dict={SALT_STATE[state]: [minion_id]}, include_rejected=include_rejected)
     with engine.begin() as conn:
         store_gate.set_key_state(conn, minion_id, "accepted", actor, fingerprint=finger, pub=pub)
+        # inside the transaction: see _accept_enrolled
+        key.accept(match_dict={SALT_STATE[state]: [minion_id]}, include_rejected=include_rejected)
         store_audit.append(
             conn, actor, "key.accept", minion_id, {"fingerprint": finger, "was": state}
         )
@@ -336,9 +339,10 @@ def accept(
 def reject(opts: dict, engine, minion_id: Any, actor: str, include_accepted: bool = False) -> dict:
     allowed = ("pending", "accepted") if include_accepted else ("pending",)
     minion_id, key, state, pub, finger = _held(opts, minion_id, allowed, "reject")
-    key.reject(match_dict={SALT_STATE[state]: [minion_id]}, include_accepted=include_accepted)
     with engine.begin() as conn:
         store_gate.set_key_state(conn, minion_id, "rejected", actor, fingerprint=finger, pub=pub)
+        # inside the transaction: see _accept_enrolled
+        key.reject(match_dict={SALT_STATE[state]: [minion_id]}, include_accepted=include_accepted)
         store_audit.append(
             conn, actor, "key.reject", minion_id, {"fingerprint": finger, "was": state}
         )
@@ -352,10 +356,16 @@ def delete(opts: dict, engine, minion_id: Any, actor: str, reason: str | None = 
     held = {salt_dir: [minion_id] for salt_dir, ids in key.list_keys().items() if minion_id in ids}
     if not held:
         return {"id": minion_id, "deleted": []}
-    fingers = [_safe_fingerprint(opts, salt_pub(key, minion_id))]
-    key.delete_key(match_dict=held)
+    pub = salt_pub(key, minion_id)
+    fingers = [_safe_fingerprint(opts, pub)]
     with engine.begin() as conn:
         store_gate.set_key_state(conn, minion_id, "deleted", actor)
+        if fingers[0]:  # a row for the key even if the gate never saw it (see below)
+            store_gate.set_key_state(
+                conn, minion_id, "deleted", actor, fingerprint=fingers[0], pub=pub
+            )
+        # inside the transaction: see _accept_enrolled
+        key.delete_key(match_dict=held)
         details: dict[str, Any] = {
             "states": sorted(STATE_OF[d] for d in held),
             "fingerprint": fingers[0],
@@ -441,3 +451,93 @@ def enrol(
         "minion_config_yaml": yaml.safe_dump(conf, default_flow_style=False, sort_keys=False),
         "install_as": "/etc/salt/minion.d/fleet-enrolment.conf",
     }
+
+
+# -- salt/key: changes made with salt-key or the wheel ------------------------------------------
+
+#: Who Salt's ``salt/key`` event says did it: nobody, so the tool (``salt-key``, the wheel).
+SALT_KEY_ACTOR = "salt-key"
+#: The ``act`` of a ``salt/key`` event, as the gate's key state. ``pend`` and ``pending``
+#: are not here: a pending key is the gate's own business (``salt/auth``).
+KEY_ACTS = {
+    "accept": "accepted",
+    "accepted": "accepted",
+    "reject": "rejected",
+    "rejected": "rejected",
+    "denied": "denied",
+    "delete": "deleted",
+}
+AUDIT_ACTION = {
+    "accepted": "key.accept",
+    "rejected": "key.reject",
+    "denied": "key.deny",
+    "deleted": "key.delete",
+}
+
+
+def record_key_changes(opts: dict, engine, batch, key=None) -> list[tuple[str, str]]:
+    """Record key state changes that Salt announced on ``salt/key`` (``salt-key -a/-r/-d``,
+    the wheel): ``batch`` is ``[(minion_id, act)]`` in the order they came. Returns the
+    ``[(minion_id, state)]`` recorded, each as done by ``salt-key`` (the event names no user).
+
+    An event is a hint: each change is confirmed against Salt's key store (the key really is
+    in that state now, or really gone), and recorded only if the gate has not recorded it
+    already. ``fleet.keys_*`` and the enrolment gate change Salt's store while they hold the
+    key's row in an open transaction, so a change they make is found recorded here, never
+    recorded twice. ``key``: Salt's key store to read (one is made when not given).
+    """
+    key = key or salt_key(opts)
+    held = salt_states(key)
+    recorded: list[tuple[str, str]] = []
+    for minion_id, act in batch:
+        state = KEY_ACTS.get(act)
+        if state is None or not core_gate.is_minion_id(minion_id):
+            continue
+        now_in = held.get(minion_id)
+        if state == "deleted" and now_in is not None:
+            continue  # Salt holds a key for it again (or still): nothing to record
+        if state != "deleted" and now_in != state:
+            log.debug(
+                "fleet gate: salt/key says %s is %s, Salt's key store says %s: not recorded",
+                minion_id,
+                state,
+                now_in,
+            )
+            continue
+        # One transaction per change: the key's rows are locked before the audit head, as
+        # every other writer does (several rows held at once could deadlock with them).
+        if _record_key_change(opts, engine, key, minion_id, state):
+            recorded.append((minion_id, state))
+    for minion_id, state in recorded:
+        log.info("fleet gate: %s's key %s with salt-key (recorded)", minion_id, state)
+    return recorded
+
+
+def _record_key_change(opts: dict, engine, key, minion_id: str, state: str) -> bool:
+    with engine.begin() as conn:
+        if state == "deleted":
+            gone = store_gate.mark_keys_deleted(conn, minion_id, SALT_KEY_ACTOR)
+            if not gone:
+                return False  # recorded already, or a key the gate never saw
+            details: dict[str, Any] = {"fingerprints": gone, "source": "salt/key"}
+        else:
+            pub = _denied_pub(key, minion_id) if state == "denied" else salt_pub(key, minion_id)
+            finger = _safe_fingerprint(opts, pub)
+            if finger is None:
+                return False
+            was = store_gate.change_key_state(conn, minion_id, state, SALT_KEY_ACTOR, finger, pub)
+            if was is None:  # recorded already (fleet.keys_*, the gate, an earlier event)
+                return False
+            details = {"fingerprint": finger, "was": was, "source": "salt/key"}
+        store_audit.append(conn, SALT_KEY_ACTOR, AUDIT_ACTION[state], minion_id, details)
+    return True
+
+
+def _denied_pub(key, minion_id: str) -> str | None:
+    try:
+        found = key.cache.fetch("denied_keys", minion_id)
+    except Exception:  # noqa: BLE001 - a missing or unreadable entry is "no key"
+        return None
+    if isinstance(found, list) and found and isinstance(found[-1], str):
+        return found[-1]
+    return None

@@ -15,6 +15,11 @@ no job, microseconds):
 - a key that presents an enrolment token goes to the ``fleet.key_seen`` runner (rate-limited
   to one call every few seconds per key), which decides and accepts.
 
+Key changes made with ``salt-key`` or the wheel (``salt/key``, which Salt fires itself) are
+handed the same way to a second recorder thread (``fleet_gate.key_changed``, rendered by
+``key_change.sls``), which confirms each against Salt's key store and records the ones the gate
+has not recorded (``fleet.keys_*`` record their own), as done by ``salt-key``.
+
 Loads only on a master (the reactor's MasterMinion); a minion never has it.
 """
 
@@ -63,12 +68,51 @@ def _state() -> dict:
             thread.daemon = True
             thread.start()
             _STATE["thread"] = thread
+            _STATE["key_changes"] = queue.Queue(maxsize=QUEUE_MAX)
+            changes = threading.Thread(
+                target=_key_change_recorder,
+                args=(dict(__opts__), _STATE["key_changes"]),
+                name="fleet-gate-key-changes",
+            )
+            changes.daemon = True
+            changes.start()
         return _STATE
+
+
+def _key_change_recorder(opts: dict, changes: queue.Queue) -> None:
+    """Record the key changes handed over (``salt/key``), once a second, until the process
+    ends. A batch that cannot be written is logged and dropped: the key store still holds
+    the truth, and the keys page shows it."""
+    from saltext_fleet.master import keys as master_keys
+    from saltext_fleet.store import audit as store_audit
+    from saltext_fleet.store import engine as store_engine
+
+    engine = key = None
+    while True:
+        batch = [changes.get()]
+        deadline = time.monotonic() + FLUSH_SECONDS
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                batch.append(changes.get(timeout=left))
+            except queue.Empty:
+                break
+        try:
+            if engine is None:
+                cfg = config.load(opts)
+                engine = store_engine.get_engine(cfg.db_url)
+                store_engine.ensure_schema(engine)
+                store_audit.use_anchor(engine, cfg.key_file)
+            if key is None:  # one for the thread's life: each one opens a bus connection
+                key = master_keys.salt_key(opts)
+            master_keys.record_key_changes(opts, engine, batch, key)
+        except Exception:  # noqa: BLE001 - the recorder must outlive a database outage
+            log.exception("fleet gate: could not record %d key changes from salt/key", len(batch))
 
 
 def _recorder(opts: dict, pending: queue.Queue) -> None:
     """Write the keys handed over, once a second, until the process ends."""
     from saltext_fleet.master import keys as master_keys
+    from saltext_fleet.store import audit as store_audit
     from saltext_fleet.store import engine as store_engine
 
     engine = None
@@ -86,8 +130,10 @@ def _recorder(opts: dict, pending: queue.Queue) -> None:
                 break
         try:
             if engine is None:
-                engine = store_engine.get_engine(config.load(opts).db_url)
+                cfg = config.load(opts)
+                engine = store_engine.get_engine(cfg.db_url)
                 store_engine.ensure_schema(engine)
+                store_audit.use_anchor(engine, cfg.key_file)
             master_keys.record_pending(opts, engine, batch, fire)
         except Exception:  # noqa: BLE001 - the recorder must outlive a database outage
             log.exception(
@@ -154,4 +200,42 @@ def wanted(data=None):
         state["queue"].put_nowait((minion_id, pub, time.time()))
     except queue.Full:
         state["filter"].forget(minion_id)
+    return False
+
+
+#: Members that Salt's own ``salt/key`` event never has, and that a minion's
+#: ``event.fire_master`` load always has: such an event was fired by a minion.
+_MINION_LOAD_KEYS = ("cmd", "tok", "tag", "data", "nonce")
+
+
+def key_changed(data=None):
+    """
+    Hand a ``salt/key`` event (a key accepted, rejected, denied or deleted with
+    ``salt-key`` or the wheel) to this process's key-change recorder. Always False: the
+    reactor SLS renders nothing, no job runs. The recorder confirms the change against
+    Salt's key store before it records it. An event carrying a minion's load (fired with
+    ``event.fire_master``) is ignored with a warning naming the sender.
+
+    CLI Example (it only makes sense inside the reactor):
+
+    .. code-block:: bash
+
+        salt-run salt.cmd fleet_gate.key_changed '{"act": "accepted", "id": "web1"}'
+    """
+    if not isinstance(data, dict):
+        return False
+    minion_id, act = data.get("id"), data.get("act")
+    if any(k in data for k in _MINION_LOAD_KEYS):
+        log.warning(
+            "fleet gate: ignoring a salt/key event fired by minion %.80r (act %.20r)",
+            minion_id,
+            act,
+        )
+        return False
+    if not core_gate.is_minion_id(minion_id) or not isinstance(act, str):
+        return False
+    try:
+        _state()["key_changes"].put_nowait((minion_id, act))
+    except queue.Full:
+        log.warning("fleet gate: too many key changes waiting; %s %s not recorded", minion_id, act)
     return False

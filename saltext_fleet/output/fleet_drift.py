@@ -9,6 +9,8 @@ One line per node, highest score first, with the counts and the first findings::
 
 from __future__ import annotations
 
+from saltext_fleet.core.text import terminal_safe
+
 __virtualname__ = "fleet_drift"
 
 MAX_FINDINGS = 3
@@ -33,16 +35,24 @@ def _findings(result: dict) -> str:
         parts.append(f"!{entry['fact']}={entry['actual']} (want {entry['expected']})")
     more = len(parts) - MAX_FINDINGS
     text = "  ".join(parts[:MAX_FINDINGS])
-    return text + (f"  (+{more} more)" if more > 0 else "")
+    return terminal_safe(text + (f"  (+{more} more)" if more > 0 else ""))
+
+
+def _score(value) -> str:
+    try:
+        return f"{float(value or 0):.1f}"
+    except (TypeError, ValueError):
+        return terminal_safe(value, 16)
 
 
 def render(data) -> str:
     """The table, as text (pure: used by the outputter and the tests)."""
     if isinstance(data, dict) and data.get("suffix") == "progress":  # salt-run progress events
         event = data.get("event") if isinstance(data.get("event"), dict) else {}
-        return f"... {event.get('message', '')}"
+        return f"... {terminal_safe(event.get('message', ''))}"
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-        return str(data)  # not a drift result (an error message, say): as it is
+        # not a drift result (an error message, say): as it is, but inert in a terminal
+        return "\n".join(terminal_safe(line) for line in str(data).splitlines())
     if not data:
         return "No node has a baseline (see salt-run fleet.baseline_assign)."
     header = (
@@ -64,18 +74,18 @@ def render(data) -> str:
         counts = result.get("counts") if isinstance(result.get("counts"), dict) else {}
 
         def count(kind, result=result, counts=counts):
-            return str(counts[kind] if kind in counts else len(result.get(kind) or ()))
+            return terminal_safe(counts[kind] if kind in counts else len(result.get(kind) or ()))
 
         rows.append(
             (
-                minion,
-                str(result.get("baseline")),
-                f"{result.get('score', 0):.1f}",
+                terminal_safe(minion),
+                terminal_safe(result.get("baseline")),
+                _score(result.get("score")),
                 count("missing"),
                 count("extra"),
                 count("changed"),
                 count("facts"),
-                "-" if pending is None else str(pending),
+                "-" if pending is None else terminal_safe(pending),
                 _findings(result),
             )
         )

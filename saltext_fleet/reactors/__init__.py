@@ -11,6 +11,8 @@
   that node's drift (``fleet.drift_node``).
 - ``salt/auth`` (a minion presented a key that is not accepted) -> ``keys.sls``: the key gate
   (``fleet.key_seen``: record the key, accept it only with a live enrolment).
+- ``salt/key`` (Salt accepted, rejected, denied or deleted a key: ``salt-key``, the wheel)
+  -> ``key_change.sls``: recorded as done by ``salt-key`` unless the gate recorded it already.
 - ``salt/minion/*/start`` -> ``onboard.sls``: set the node up (``fleet.onboard``).
 - ``salt/presence/change`` -> ``presence.sls``: online/offline (``fleet.presence``).
 """
@@ -20,6 +22,7 @@ REACTORS: dict[str, list[str]] = {
     "fleet/inventory/changed": ["drift.sls"],
     "fleet/states/ran": ["drift.sls"],
     "salt/auth": ["keys.sls"],
+    "salt/key": ["key_change.sls"],
     "salt/minion/*/start": ["onboard.sls"],
     "salt/presence/change": ["presence.sls"],
 }

@@ -187,7 +187,7 @@ def _announce(tag: str, data: dict) -> None:
     if not getattr(_bus, "failing", False):
         _bus.failing = True  # one warning per outage, not one per node
         log.warning(
-            "saltext-fleet: could not announce %s of %s on the event bus "
+            "saltext-fleet: could not announce %s of %r on the event bus "
             "(is the master's event publisher running?); further failures are not logged",
             tag,
             data.get("id"),

@@ -110,8 +110,12 @@ TARGET_TYPES = (
 
 
 def _engine():
-    engine = store_engine.get_engine(_cfg().db_url)
+    from saltext_fleet.store import audit as store_audit
+
+    cfg = _cfg()
+    engine = store_engine.get_engine(cfg.db_url)
     store_engine.ensure_schema(engine)
+    store_audit.use_anchor(engine, cfg.key_file)
     return engine
 
 
@@ -780,14 +784,32 @@ def nodes(tgt="*", tgt_type="glob"):
 
 def _actor() -> str:
     """Who runs this: ``reactor``, ``ui:<name>`` (a user of the web UI, which passes that as
-    Salt's user), or ``user:<name>`` (Salt's ``__user__``: the shell user of ``salt-run``, or
-    the eauth user through salt-api)."""
-    user = globals().get("__user__") or "UNKNOWN"
+    Salt's user), or ``user:<name>``: Salt's ``__user__`` (the shell user of ``salt-run``,
+    the eauth user through salt-api), else the local user this process runs as (a runner
+    called from Python with no user: Salt says ``UNKNOWN``). Salt's ``sudo_<name>`` (root
+    through sudo) is written ``user:<name> (sudo)``."""
+    return actor_for(globals().get("__user__") or globals().get("__pub_user"))
+
+
+def actor_for(user) -> str:
+    """The audit actor for Salt's user ``user`` (see :func:`_actor`)."""
+    from saltext_fleet.core.text import terminal_safe
+
+    if not isinstance(user, str) or not user.strip() or user == "UNKNOWN":
+        try:
+            import salt.utils.user
+
+            user = salt.utils.user.get_specific_user()
+        except Exception:  # noqa: BLE001 - no passwd entry for this uid, say
+            user = f"uid:{os.getuid()}"
+    user = terminal_safe(user).strip() or "?"
     if user == "Reactor":
         return "reactor"
-    if isinstance(user, str) and user.startswith("ui:"):
+    if user.startswith("ui:"):
         return user[:128]
-    return f"user:{str(user)[:100]}"
+    if user.startswith("sudo_") and len(user) > 5:
+        return f"user:{user[5:100]} (sudo)"
+    return f"user:{user[:100]}"
 
 
 def _audit(action: str, target: str, details: dict | None = None) -> None:
@@ -1274,6 +1296,13 @@ def rotate_key(retire=True):
         raise SaltRunnerError(f"fleet:key_file: {exc}") from None
     _progress(f"new key {vault.key_id} added; re-encrypting every secret")
     engine = _engine()
+    from saltext_fleet.core import anchor as core_anchor
+    from saltext_fleet.store import audit as store_audit
+
+    try:
+        store_audit.resign_anchor(engine)  # signed with the new key before the old one goes
+    except (core_anchor.AnchorError, core_secrets.SecretsError) as exc:
+        log.warning("fleet.rotate_key: the audit anchor was not re-signed: %s", exc)
     done = store_secrets.reencrypt_all(
         engine, vault, progress=lambda n, total: _progress(f"re-encrypted {n} of {total}", n, total)
     )

@@ -4,22 +4,141 @@
 one row of ``audit_head``: the append first updates it (a row lock on PostgreSQL, the write
 lock on SQLite), so two master processes never link two events to the same predecessor. Keep
 the transaction short: the next append waits for its commit.
+
+With :func:`use_anchor` (every master-side adapter calls it with ``fleet:key_file``), each
+transaction that appended writes the chain's signed anchor (:mod:`saltext_fleet.core.anchor`)
+just before it commits, while it still holds the head lock, and :func:`verify` checks the
+chain against it: a truncated or rewritten chain is named even when the ``audit_head`` row
+went with it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
+import threading
+import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from saltext_fleet.core import anchor as core_anchor
 from saltext_fleet.core import audit as core_audit
+from saltext_fleet.core import secrets as core_secrets
 from saltext_fleet.store.models import AuditEvent, AuditHead
+
+log = logging.getLogger(__name__)
 
 #: Rows per fetch while verifying (the chain is streamed, never loaded whole).
 VERIFY_BATCH = 2000
+
+
+# -- the anchor ------------------------------------------------------------------------------
+
+#: Where a connection keeps the (id, hash) its transaction appended, until commit or rollback.
+_PENDING = "saltext_fleet.audit_anchor"
+_anchors: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_anchors_lock = threading.Lock()
+
+
+class Anchor:
+    """The anchor file of the chain in one database, signed with one key file's keys."""
+
+    def __init__(self, key_file: str):
+        self.key_file = key_file
+        self.path = core_anchor.path_for(key_file)
+        self._vault: core_secrets.Vault | None = None
+        self._lock = threading.Lock()
+
+    def vault(self) -> core_secrets.Vault:
+        """The key file's keys, loaded again when another process rotated them."""
+        with self._lock:
+            if self._vault is None:
+                self._vault = core_secrets.Vault.open(self.key_file)
+            else:
+                self._vault = self._vault.refreshed()
+            return self._vault
+
+    def read(self) -> dict[str, Any] | None:
+        return core_anchor.read(self.path, self.vault())
+
+    def advance(self, last_id: int, last_hash: str) -> bool:
+        return core_anchor.advance(self.path, self.vault(), last_id, last_hash)
+
+    def resign(self) -> bool:
+        return core_anchor.resign(self.path, self.vault())
+
+
+def use_anchor(engine: Engine, key_file: str) -> Anchor:
+    """Anchor the chain of ``engine``'s database in ``<key_file>.audit-anchor`` from now on
+    (idempotent; call it wherever an engine that appends is made, with ``fleet:key_file``)."""
+    with _anchors_lock:
+        anchor = _anchors.get(engine)
+        if anchor is not None and anchor.key_file == key_file:
+            return anchor
+        anchor = Anchor(key_file)
+        _anchors[engine] = anchor
+        if not event.contains(engine, "commit", _before_commit):
+            event.listen(engine, "commit", _before_commit)
+            event.listen(engine, "rollback", _forget)
+            event.listen(engine, "rollback_savepoint", _forget_savepoint)
+        return anchor
+
+
+def anchor_of(engine: Engine) -> Anchor | None:
+    return _anchors.get(engine)
+
+
+def _before_commit(conn: Connection) -> None:
+    pending = conn.info.pop(_PENDING, None)
+    if pending is None:
+        return
+    anchor = _anchors.get(conn.engine)
+    if anchor is None:
+        return
+    try:
+        anchor.advance(*pending)
+    except Exception:  # noqa: BLE001 - a failed anchor must not undo what was recorded
+        log.exception(
+            "saltext-fleet: could not write the audit anchor %s for event %s; "
+            "fleet.audit_verify will report the events after the anchor",
+            anchor.path,
+            pending[0],
+        )
+
+
+def _forget(conn: Connection) -> None:
+    conn.info.pop(_PENDING, None)
+
+
+def _forget_savepoint(conn: Connection, _name, _context) -> None:
+    # What the savepoint held may be gone: anchor nothing rather than an event that is not
+    # there (a later append in the same transaction anchors again).
+    conn.info.pop(_PENDING, None)
+
+
+def resign_anchor(engine: Engine) -> bool:
+    """Sign the anchor again with the newest key of the key file (``fleet.rotate_key``,
+    before the old keys are retired), under the head lock so no append moves it meanwhile."""
+    anchor = _anchors.get(engine)
+    if anchor is None:
+        return False
+    with engine.connect() as conn:
+        _lock_head(conn)
+        try:
+            return anchor.resign()
+        finally:
+            conn.rollback()
+
+
+def _lock_head(conn: Connection) -> None:
+    """Wait for appends in flight and hold off new ones until this transaction ends."""
+    conn.execute(update(AuditHead).where(AuditHead.one == 1).values(last_id=AuditHead.last_id))
+
+
+# -- appending -------------------------------------------------------------------------------
 
 
 def _parse(at: str) -> dt.datetime:
@@ -64,6 +183,8 @@ def append(
     conn.execute(
         update(AuditHead).where(AuditHead.one == 1).values(last_id=row["id"], last_hash=row["hash"])
     )
+    if conn.engine in _anchors:
+        conn.info[_PENDING] = (row["id"], row["hash"])
     return row
 
 
@@ -93,15 +214,44 @@ def _stream(engine: Engine) -> Iterator[Any]:
         after = rows[-1].id
 
 
-def verify(engine: Engine) -> dict[str, Any]:
-    """Check the whole chain, streaming it in id order, and its head.
+def verify(engine: Engine, anchor: Anchor | None = None) -> dict[str, Any]:
+    """Check the whole chain, streaming it in id order, its head, and its anchor.
 
     ``{"ok": True, "checked": N, "last_id": id, "last_hash": h}``, or at the first broken
     event ``{"ok": False, "checked": N, "broken": id, "reason": ..., "message": ...}``. A chain
     whose newest events were deleted (every remaining event still links) is caught by the head:
     ``reason`` ``"head"`` names the id the head expects.
+
+    With an anchor (``anchor``, or the one :func:`use_anchor` set for ``engine``) the result
+    has ``"anchor": {"last_id", "key_id"}`` and these failures too: ``"truncated"`` (the
+    chain ends before the anchor's id: "the chain ends at id N but the anchor says M"),
+    ``"rewritten"`` (the event at the anchor's id has another hash), ``"anchor"`` (the anchor
+    file is missing on a chain with events, unreadable, or not signed by the key file).
+    Events after the anchor's id (written by a process without the key file) leave the
+    result ok, with a ``"warning"``.
     """
-    result = core_audit.verify(_stream(engine))
+    anchor = anchor or _anchors.get(engine)
+    anchored, problem = None, None
+    if anchor is not None:
+        with engine.connect() as conn:
+            # The anchor is written just before an append commits: read it while no append
+            # is in flight, so that it is never ahead of the chain read below.
+            _lock_head(conn)
+            try:
+                anchored = anchor.read()
+            except (core_anchor.AnchorError, core_secrets.SecretsError) as exc:
+                problem = str(exc)
+            finally:
+                conn.rollback()
+    at_anchor: dict[str, str] = {}
+
+    def rows() -> Iterator[Any]:
+        for row in _stream(engine):
+            if anchored is not None and row.id == anchored["last_id"]:
+                at_anchor["hash"] = row.hash
+            yield row
+
+    result = core_audit.verify(rows())
     if not result["ok"]:
         return result
     with engine.connect() as conn:
@@ -121,7 +271,58 @@ def verify(engine: Engine) -> dict[str, Any]:
                 f"was {head.last_id}: events at the end were deleted, or the chain was replaced"
             ),
         }
-    return result
+    if anchor is None:
+        return result
+    return _check_anchor(result, anchor, anchored, problem, at_anchor.get("hash"))
+
+
+def _check_anchor(result, anchor, anchored, problem, hash_at_anchor) -> dict[str, Any]:
+    last_id = result["last_id"] or 0
+
+    def failed(reason: str, broken: Any, message: str) -> dict[str, Any]:
+        return {
+            "ok": False,
+            "checked": result["checked"],
+            "broken": broken,
+            "reason": reason,
+            "message": message,
+        }
+
+    if problem is not None:
+        return failed("anchor", None, f"the audit anchor cannot be trusted: {problem}")
+    if anchored is None:
+        if not result["checked"]:
+            return result
+        return failed(
+            "anchor",
+            None,
+            f"there is no audit anchor at {anchor.path}, so the end of the chain cannot be "
+            "checked: it was removed, or no event was written since this version was "
+            "installed (the next audit event writes it)",
+        )
+    if anchored["last_id"] > last_id:
+        return failed(
+            "truncated",
+            anchored["last_id"],
+            f"the chain ends at id {last_id} but the anchor says {anchored['last_id']}: "
+            "the newest events were deleted",
+        )
+    if hash_at_anchor != anchored["last_hash"]:
+        found = f"has hash {hash_at_anchor[:16]}..." if hash_at_anchor else "is missing"
+        return failed(
+            "rewritten",
+            anchored["last_id"],
+            f"event {anchored['last_id']} {found}, but the anchor says "
+            f"{anchored['last_hash'][:16]}...: the chain was rewritten",
+        )
+    out = {**result, "anchor": {"last_id": anchored["last_id"], "key_id": anchored["key_id"]}}
+    if last_id > anchored["last_id"]:
+        out["warning"] = (
+            f"{last_id - anchored['last_id']} events after the anchor (id "
+            f"{anchored['last_id']}) are not covered by it: written by a process without "
+            f"the key file, or the anchor could not be written (see the master log)"
+        )
+    return out
 
 
 def events(

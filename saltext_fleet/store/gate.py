@@ -111,6 +111,65 @@ def set_key_state(
         )
 
 
+def change_key_state(
+    conn: Connection,
+    minion_id: str,
+    state: str,
+    decided_by: str,
+    fingerprint: str,
+    pub: str | None = None,
+    now: dt.datetime | None = None,
+) -> str | None:
+    """Record that ``minion_id``'s key ``fingerprint`` is now ``state``, unless the gate
+    recorded that already. Returns the state it had before (``"unknown"`` for a key the gate
+    never saw), or None when nothing changed.
+
+    The check and the write are one statement each, so a concurrent decision about the same
+    key is waited for (its row lock, or its uncommitted insert) and then seen."""
+    if state not in KEY_STATES:
+        raise ValueError(f"state: {state!r} is not one of {', '.join(KEY_STATES)}")
+    now = now or utcnow()
+    where = (MinionKey.minion_id == minion_id, MinionKey.fingerprint == fingerprint)
+    was = conn.execute(select(MinionKey.state).where(*where)).scalar()
+    values = {"state": state, "decided_by": decided_by[:128], "decided_at": now}
+    changed = conn.execute(
+        update(MinionKey).where(*where, MinionKey.state != state).values(**values)
+    ).rowcount
+    if changed:
+        return was or "pending"
+    inserted = conn.execute(
+        _insert(conn)(MinionKey.__table__)
+        .values(
+            minion_id=minion_id,
+            fingerprint=fingerprint,
+            pub=pub or "",
+            first_seen=now,
+            last_seen=now,
+            attempts=0,
+            **values,
+        )
+        .on_conflict_do_nothing(index_elements=["minion_id", "fingerprint"])
+        .returning(MinionKey.minion_id)
+    ).first()
+    return "unknown" if inserted is not None else None
+
+
+def mark_keys_deleted(
+    conn: Connection, minion_id: str, decided_by: str, now: dt.datetime | None = None
+) -> list[str]:
+    """Mark every key recorded for ``minion_id`` deleted, unless it is already; returns the
+    fingerprints that changed (none: the deletion was recorded, or the gate knew no key)."""
+    now = now or utcnow()
+    return sorted(
+        conn.execute(
+            update(MinionKey)
+            .where(MinionKey.minion_id == minion_id, MinionKey.state != "deleted")
+            .values(state="deleted", decided_by=decided_by[:128], decided_at=now)
+            .returning(MinionKey.fingerprint)
+        ).scalars()
+    )
+
+
 def note_key(conn: Connection, minion_id: str, fingerprint: str, note: str) -> None:
     conn.execute(
         update(MinionKey)

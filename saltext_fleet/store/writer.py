@@ -455,7 +455,7 @@ class Writer:
             self.on_announce(*change)
         except Exception:  # noqa: BLE001 - a failed notification must not lose the batch
             log.exception(
-                "saltext-fleet: could not announce %s of %s", change[0], change[1].get("id")
+                "saltext-fleet: could not announce %s of %r", change[0], change[1].get("id")
             )
 
     def _adopt(self) -> None:

@@ -25,6 +25,7 @@ import tornado.wsgi
 
 from saltext_fleet import config
 from saltext_fleet.core import secrets as core_secrets
+from saltext_fleet.store import audit as store_audit
 from saltext_fleet.store import engine as store_engine
 from saltext_fleet.webui.app import WebContext, create_app, load_secret_key
 from saltext_fleet.webui.live import Hub
@@ -98,6 +99,7 @@ def build(opts: dict, loop: asyncio.AbstractEventLoop | None = None):
     engine = store_engine.get_engine(cfg.db_url)
     store_engine.ensure_schema(engine)
     vault = core_secrets.Vault.open(cfg.key_file)
+    store_audit.use_anchor(engine, cfg.key_file)
     loop = loop or asyncio.get_event_loop()
     ctx = WebContext(
         engine=engine,

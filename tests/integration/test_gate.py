@@ -538,3 +538,141 @@ def test_no_secret_given_to_the_runners_reaches_the_store(salt_master, salt_run_
     assert "runner.fleet.enrol" in dump and "runner.fleet.group_set" in dump
     for secret in (password, value, token):
         assert secret not in dump
+
+
+def _keys_page(salt_master, store, username):
+    """The web UI's keys page as an operator sees it (Flask's test client, the real runners)."""
+    import re
+    import secrets
+
+    from saltext_fleet.core import secrets as core_secrets
+    from saltext_fleet.store import users as store_users
+    from saltext_fleet.webui.app import WebContext, create_app
+    from saltext_fleet.webui.salt import SaltGateway
+
+    cfg = config.load(salt_master.config)
+    app = create_app(
+        WebContext(
+            engine=store,
+            vault=core_secrets.Vault.open(cfg.key_file),
+            secret_key=secrets.token_bytes(32),
+            salt=SaltGateway(salt_master.config.copy()),
+            config=cfg,
+            bcrypt_rounds=4,
+        )
+    )
+    app.testing = True
+    password = "a long enough password"
+    with store.begin() as conn:
+        store_users.create_user(conn, username, "operator", password, rounds=4)
+    client = app.test_client()
+    form = {"username": username, "password": password}
+    token = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(True))
+    if token:  # a login form with CSRF protection
+        form["csrf_token"] = token.group(1)
+    resp = client.post("/login", data=form)
+    assert resp.status_code == 302, resp.data[:300]
+    page = client.get("/keys").get_data(as_text=True)
+    return {
+        row.group(1): row.group(0)
+        for row in re.finditer(r'<tr data-key="([^"]+)">.*?</tr>', page, re.S)
+    }
+
+
+def test_keys_changed_with_salt_key_are_recorded_once(salt_master, salt_run_cli, strangers, store):
+    """salt-key -a/-d (no fleet runner): the keys page and the audit chain show salt-key;
+    a change made through fleet.keys_* is recorded once, by its user."""
+    stranger = strangers("fleet-saltkey-").start()
+    wait_for(
+        "the stranger's key pending",
+        lambda: key_state(salt_run_cli, stranger.id) == "pending",
+        timeout=60,
+    )
+    ret = salt_master.salt_key_cli().run("-a", stranger.id, "-y")
+    assert ret.returncode == 0, ret
+    wait_for(
+        "salt-key's acceptance in fleet.keys",
+        lambda: (
+            run(salt_run_cli, "fleet.keys").get(stranger.id, {}).get("decided_by") == "salt-key"
+        ),
+        timeout=30,
+        interval=0.5,
+    )
+    assert key_state(salt_run_cli, stranger.id) == "accepted"
+    row = _keys_page(salt_master, store, random_string("keys-viewer-").lower())[stranger.id]
+    assert "<td>salt-key</td>" in row  # "Accepted by", no longer "-"
+    events = run(salt_run_cli, "fleet.audit", f"target={stranger.id}")
+    accepts = [e for e in events if e["action"] == "key.accept"]
+    assert len(accepts) == 1 and accepts[0]["actor"] == "salt-key"
+    assert accepts[0]["details"]["source"] == "salt/key"
+    assert accepts[0]["details"]["was"] == "pending"
+    # the minion it let in answers
+    ping = salt_master.salt_cli().run("test.ping", minion_tgt=stranger.id, _timeout=60)
+    assert ping.data is True, ping
+
+    # Through the runner: recorded by the runner's user, not a second time as salt-key.
+    # salt-run names the real local user, never UNKNOWN.
+    rejected = run(salt_run_cli, "fleet.keys_reject", stranger.id, "include_accepted=True")
+    assert rejected["state"] == "rejected"
+    # positive control: a later salt-key change is recorded, so the reject's salt/key event
+    # (fired before it) has been handled
+    ret = salt_master.salt_key_cli().run("-d", stranger.id, "-y")
+    assert ret.returncode == 0, ret
+    wait_for(
+        "salt-key's deletion in the audit",
+        lambda: any(
+            e["action"] == "key.delete" and e["actor"] == "salt-key"
+            for e in run(salt_run_cli, "fleet.audit", f"target={stranger.id}")
+        ),
+        timeout=30,
+        interval=0.5,
+    )
+    events = run(salt_run_cli, "fleet.audit", f"target={stranger.id}")
+    keyed = [e for e in reversed(events) if e["action"].startswith("key.")]
+    assert [(e["action"], e["actor"].split(":")[0]) for e in keyed] == [
+        ("key.pending", "gate"),
+        ("key.accept", "salt-key"),
+        ("key.reject", "user"),
+        ("key.delete", "salt-key"),
+    ]
+    assert keyed[2]["actor"] != "user:UNKNOWN"
+    # The same runner called from Python with no Salt user: the local user, not UNKNOWN.
+    import salt.utils.user
+
+    runner = salt.runner.RunnerClient(salt_master.config.copy())
+    made = runner.cmd("fleet.enrol", [stranger.id, "ttl=1h"], print_event=False)
+    assert made["id"] == stranger.id
+    events = run(salt_run_cli, "fleet.audit", f"target={stranger.id}", "action=enrol.create")
+    local = salt.utils.user.get_specific_user()
+    expected = f"user:{local[5:]} (sudo)" if local.startswith("sudo_") else f"user:{local}"
+    assert events[0]["actor"] == expected != "user:UNKNOWN"
+
+
+def test_audit_verify_names_a_truncated_chain(salt_master, salt_run_cli, store):
+    from sqlalchemy import delete, insert
+
+    from saltext_fleet.store.models import AuditHead
+
+    run(salt_run_cli, "fleet.enrol", random_string("fleet-anchored-"), "ttl=1h")
+    before = run(salt_run_cli, "fleet.audit_verify")
+    assert before["ok"] is True and before["anchor"]["last_id"] == before["last_id"]
+    key_file = config.load(salt_master.config).key_file
+    assert oct(Path(key_file + ".audit-anchor").stat().st_mode & 0o777) == "0o600"
+    last = before["last_id"]
+    with store.begin() as conn:
+        saved = [
+            dict(r._mapping)
+            for r in conn.execute(select(AuditEvent).where(AuditEvent.id > last - 2))
+        ]
+        head = dict(conn.execute(select(AuditHead)).one()._mapping)
+        conn.execute(delete(AuditEvent).where(AuditEvent.id > last - 2))
+        conn.execute(delete(AuditHead))
+    try:
+        broken = run(salt_run_cli, "fleet.audit_verify")
+        assert broken["ok"] is False and broken["reason"] == "truncated"
+        assert f"the chain ends at id {last - 2} but the anchor says {last}" in broken["message"]
+    finally:
+        with store.begin() as conn:
+            conn.execute(insert(AuditEvent), saved)
+            conn.execute(insert(AuditHead).values(**head))
+    assert run(salt_run_cli, "fleet.audit_verify")["ok"] is True
