@@ -369,3 +369,66 @@ def test_the_node_page_pages_the_inventory(web, engine):
     assert names == sorted(pip)[1000:]
     assert 'id="packages-next"' not in page and 'id="packages-prev"' in page
     assert client.get("/nodes/inv-node?eco=pip&inv_page=x").status_code == 400
+
+
+# -- the live hub's session checks (the engine's websockets: tests/integration) ----------------
+
+
+class FakeSocket:
+    """What the hub needs of the server's websocket handler: its user, the Flask app and
+    the session cookie it was opened with; ``close`` records the code."""
+
+    def __init__(self, web, client):
+        from saltext_fleet.webui.auth import parse_session_id, session_owner
+
+        self.flask_app = web
+        self.cookie = client.get_cookie("fleet_session").value
+        data = web.session_interface.get_signing_serializer(web).loads(self.cookie)
+        self.user = session_owner(
+            web.extensions["fleet"].engine, *parse_session_id(data["_user_id"])
+        )
+        self.closed = None
+
+    def get_cookie(self, name):
+        return self.cookie if name == "fleet_session" else None
+
+    def close(self, code=None, reason=None):
+        self.closed = (code, reason)
+
+
+def test_the_hub_closes_the_sockets_of_ended_sessions(web, engine, monkeypatch):
+    from saltext_fleet.webui import live
+
+    hub = live.Hub(engine, schedule=lambda fn: fn(), check_seconds=3600)
+    with engine.begin() as conn:
+        for name in ("dora", "rolf", "gone", "kept"):
+            store_users.create_user(conn, name, "viewer", PASSWORD, rounds=4)
+    out = login(web, "alice")
+    socks = {
+        "logout": FakeSocket(web, out),
+        **{name: FakeSocket(web, login(web, name)) for name in ("dora", "rolf", "gone", "kept")},
+    }
+    try:
+        for sock in socks.values():
+            hub.add(sock)
+        assert len(hub) == 5 and hub.check_sessions() == 0  # positive control
+        csrf = csrf_of(out.get("/account").get_data(as_text=True))
+        web.extensions["fleet"].live = hub
+        assert out.post("/logout", data={"csrf_token": csrf}).status_code == 302
+        assert socks["logout"].closed == (live.SESSION_ENDED, "session ended: log in again")
+        with engine.begin() as conn:
+            store_users.set_disabled(conn, "dora", True)
+            store_users.set_role(conn, "rolf", "auditor")
+            store_users.delete_user(conn, "gone")
+        assert hub.check_sessions() == 3
+        assert all(socks[n].closed[0] == live.SESSION_ENDED for n in ("dora", "rolf", "gone"))
+        assert socks["kept"].closed is None and len(hub) == 1
+        # a logged-out cookie's new socket is closed at once; so is a cookie that expired
+        again = FakeSocket(web, login(web, "kept"))
+        again.cookie = socks["logout"].cookie
+        hub.add(again)
+        assert again.closed[0] == live.SESSION_ENDED and len(hub) == 1
+        monkeypatch.setattr(live.time, "time", lambda: 4_000_000_000.0)
+        assert hub.check_sessions() == 1 and socks["kept"].closed[0] == live.SESSION_ENDED
+    finally:
+        hub.stop()
