@@ -23,7 +23,7 @@ from flask import (
     request,
     url_for,
 )
-from sqlalchemy import func, select, update
+from sqlalchemy import Text, cast, func, select, update
 from werkzeug.exceptions import HTTPException
 
 from saltext_fleet.core import gate as core_gate
@@ -548,19 +548,29 @@ def job(jid):
     minion = request.args.get("minion") or None
     if minion is not None:
         valid_minion(minion)
-    stmt = select(
-        Return.minion_id, Return.success, Return.ret.label("ret"), Return.stored_at
-    ).where(Return.jid == jid)
+    columns = (Return.minion_id, Return.success, Return.stored_at)
+    # a return may be megabytes: the list reads only its length and its first characters
+    as_text = cast(Return.ret, Text)
     with ctx().engine.connect() as conn:
         load = store_queries.get_load(ctx().engine, jid)
         total = conn.execute(
             select(func.count()).select_from(Return).where(Return.jid == jid)
         ).scalar()
         if minion is not None:
-            rows = conn.execute(stmt.where(Return.minion_id == minion).order_by(Return.id)).all()
+            rows = conn.execute(
+                select(*columns, Return.ret.label("ret"))
+                .where(Return.jid == jid, Return.minion_id == minion)
+                .order_by(Return.id)
+            ).all()
         else:
             rows = conn.execute(
-                stmt.order_by(Return.minion_id, Return.id)
+                select(
+                    *columns,
+                    func.length(as_text).label("chars"),
+                    func.substr(as_text, 1, RETURN_PREVIEW_CHARS).label("head"),
+                )
+                .where(Return.jid == jid)
+                .order_by(Return.minion_id, Return.id)
                 .limit(RETURNS_PER_PAGE)
                 .offset((page - 1) * RETURNS_PER_PAGE)
             ).all()
@@ -577,15 +587,19 @@ def job(jid):
         abort(404, description=f"no job {jid}")
     returns = []
     for row in rows:
-        text = json.dumps(row.ret, indent=2, sort_keys=True, default=str, ensure_ascii=False)
-        cut = minion is None and len(text) > RETURN_PREVIEW_CHARS
+        if minion is not None:
+            text, chars, cut = _pretty(row.ret), None, False
+        elif row.chars is None or row.chars <= RETURN_PREVIEW_CHARS:
+            text, chars, cut = _pretty(_loads(row.head)), row.chars, False
+        else:  # the first characters of the stored JSON, as they are
+            text, chars, cut = row.head, row.chars, True
         returns.append(
             {
                 "minion_id": row.minion_id,
                 "success": row.success,
                 "stored_at": row.stored_at,
-                "text": text[:RETURN_PREVIEW_CHARS] if cut else text,
-                "chars": len(text),
+                "text": text,
+                "chars": chars,
                 "truncated": cut,
             }
         )
@@ -601,6 +615,19 @@ def job(jid):
         missing=missing[:MISSING_SHOWN],
         missing_more=max(0, len(missing) - MISSING_SHOWN),
     )
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
+
+
+def _loads(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 @bp.route("/audit")

@@ -319,6 +319,9 @@ def test_a_job_page_pages_its_returns_and_cuts_large_ones(web, engine):
     assert len(page) < 200_000, len(page)
     assert "uid=0 node-0003" in page
     assert "y" * 100 in page and page.count("y" * 100) < 40  # cut, not all 200 lines
+    first, whole_chars = re.search(r"The first (\d+) of (\d+) characters", page).groups()
+    assert int(first) == 4000 and int(whole_chars) > 20_000
+    assert page.count("The first ") == 1  # the small returns are whole
     full_link = f"/jobs/{jid}?minion=node-0007"
     assert f'class="full-return" href="{full_link}"' in page
     assert "silent-1" in re.search(r'id="no-return">([^<]*)<', page).group(1)
