@@ -8,6 +8,7 @@ while (``429``). An unknown user costs the same bcrypt time as a known one.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import secrets as pysecrets
 import time
@@ -130,6 +131,18 @@ def _new_sid() -> str:
     return pysecrets.token_urlsafe(24)
 
 
+@contextlib.contextmanager
+def _password_check(c):
+    """One of the few password checks (bcrypt, eauth) that may run at once, or a 429 now:
+    waiting for one would hold a worker thread all the same."""
+    if not c.password_checks.acquire(blocking=False):
+        too_many(1, "too many passwords are being checked at once")
+    try:
+        yield
+    finally:
+        c.password_checks.release()
+
+
 def _refuse_locked(left: float) -> None:
     too_many(left, "too many failed attempts")
 
@@ -204,12 +217,8 @@ def login():
     if left:
         _refuse_locked(left)
     c = ctx()
-    if not c.password_checks.acquire(blocking=False):
-        too_many(1, "too many logins are being checked at once")
-    try:
+    with _password_check(c):
         user, ok = _check_password(c, username, password)
-    finally:
-        c.password_checks.release()
     if not ok:
         _failed(username, "password")
         return render_template("login.html", error="wrong username or password"), 401
@@ -408,9 +417,14 @@ def account_password():
     if user["source"] != "local":
         abort(409, description="this account's password is checked by Salt's eauth")
     c = ctx()
+    left = _locked(user["username"])
+    if left:
+        _refuse_locked(left)
     with c.engine.connect() as conn:
         stored = store_users.password_hash(conn, user["username"])
-    if not webauth.verify_password(request.form.get("current") or "", stored or ""):
+    with _password_check(c):
+        ok = webauth.verify_password(request.form.get("current") or "", stored or "")
+    if not ok:
         _failed(user["username"], "password change")
         flash("The current password is wrong.")
         return redirect(url_for("auth.account")), 303

@@ -435,3 +435,18 @@ def test_the_hub_closes_the_sockets_of_ended_sessions(web, engine, monkeypatch):
         assert hub.check_sessions() == 1 and socks["kept"].closed[0] == live.SESSION_ENDED
     finally:
         hub.stop()
+
+
+def test_a_password_change_cannot_be_used_to_run_bcrypt_without_end(web, bcrypt_calls):
+    """The current password asked on the account page is a password check like a login's:
+    after 5 wrong ones the user is locked, and no more bcrypt runs for it."""
+    client = login(web, "victor")
+    assert len(bcrypt_calls) == 1
+    csrf = csrf_of(client.get("/account").get_data(as_text=True))
+    wrong = {"current": "not the password", "new": "another long password", "csrf_token": csrf}
+    for _ in range(5):
+        assert client.post("/account/password", data=wrong).status_code == 303
+    assert len(bcrypt_calls) == 6
+    resp = client.post("/account/password", data={**wrong, "current": PASSWORD})
+    assert resp.status_code == 429 and int(resp.headers["Retry-After"]) > 60
+    assert len(bcrypt_calls) == 6
