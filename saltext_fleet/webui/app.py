@@ -15,10 +15,15 @@ Security, in one place (``before_request``):
   and a random session id that is replaced at login (no fixation). A new password, role or second factor bumps the
   version, which ends every session of that user.
 - **CSRF.** Every POST, PUT, PATCH and DELETE made with a session cookie carries the token
-  bound to the session (form field ``csrf_token`` or header ``X-CSRF-Token``). API requests
-  with a bearer token carry no cookie and need none.
-- **Throttling.** Failed passwords and codes lock the user and the client address for a while
-  (:class:`saltext_fleet.core.webauth.Throttle`).
+  bound to the session (form field ``csrf_token`` or header ``X-CSRF-Token``); the login and
+  code forms carry the token of the pre-login session the form was shown in. API requests
+  with a bearer token carry no cookie and need none. The session cookie is signed, not
+  encrypted: it holds no secret (a TOTP key being enrolled stays in ``totp_enrolments``).
+- **Throttling.** Login posts are limited per client address before anything else
+  (:class:`saltext_fleet.core.webauth.RateLimit`), and only a few password checks run at
+  once; failed passwords and codes lock the user and the client address for a while
+  (:class:`saltext_fleet.core.webauth.Throttle`). A logout is remembered
+  (``ended_sessions``), so the logged-out cookie opens nothing.
 """
 
 from __future__ import annotations
