@@ -213,7 +213,11 @@ def run_backend(backend: str, args) -> dict:
         )
         app = create_app(ctx)
         client = app.test_client()
-        resp = client.post("/login", data={"username": "bench", "password": PASSWORD})
+        form = client.get("/login").get_data(as_text=True)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', form).group(1)
+        resp = client.post(
+            "/login", data={"username": "bench", "password": PASSWORD, "csrf_token": token}
+        )
         assert resp.status_code == 302, resp.status_code
         cases = {
             "overview_first_page": "/",

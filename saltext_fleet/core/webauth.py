@@ -672,6 +672,11 @@ class RateLimit:
 
     def allow(self, key: str, now: float | None = None) -> bool:
         """Whether a request for ``key`` may go ahead now (and take a token if so)."""
+        return self.wait(key, now) == 0.0
+
+    def wait(self, key: str, now: float | None = None) -> float:
+        """0.0 when a request for ``key`` may go ahead now (a token is taken); otherwise the
+        seconds until it may (nothing is taken): what a ``Retry-After`` header says."""
         now = time.monotonic() if now is None else now
         with self._lock:
             tokens, last = self._buckets.get(key, (float(self.burst), now))
@@ -684,10 +689,61 @@ class RateLimit:
             self._buckets.move_to_end(key)
             while len(self._buckets) > self.max_keys:
                 self._buckets.popitem(last=False)
-            return allowed_now
+            return 0.0 if allowed_now else (1.0 - tokens) / self.per_second
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+class Expiring:
+    """Values kept for a while in memory: ``put(key, value)``, ``get(key)`` until ``ttl``
+    seconds have passed, then gone. At most ``max_keys`` (the oldest are forgotten first), so
+    that nobody can fill memory with it. Thread-safe; times are :func:`time.monotonic`
+    unless ``now`` is given.
+
+    The web UI keeps in one the sessions ended by a logout (their ids, until the session
+    cookie would have expired anyway) and the TOTP secrets being enrolled (server-side,
+    never in the readable session cookie).
+    """
+
+    def __init__(self, ttl: float, max_keys: int = 100_000):
+        self.ttl = _positive("ttl", ttl)
+        self.max_keys = _positive_int("max_keys", max_keys)
+        self._items: OrderedDict[Any, tuple[float, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def _expire(self, now: float) -> None:
+        while self._items:
+            key, (until, _value) = next(iter(self._items.items()))
+            if until > now and len(self._items) <= self.max_keys:
+                break
+            del self._items[key]
+
+    def put(self, key: Any, value: Any = True, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._items.pop(key, None)
+            self._items[key] = (now + self.ttl, value)
+            self._expire(now)
+
+    def get(self, key: Any, now: float | None = None) -> Any:
+        """The value kept for ``key``; None when there is none or it expired."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            self._expire(now)
+            found = self._items.get(key)
+            return None if found is None else found[1]
+
+    def pop(self, key: Any) -> Any:
+        with self._lock:
+            found = self._items.pop(key, None)
+            return None if found is None else found[1]
+
+    def __contains__(self, key: Any) -> bool:
+        return self.get(key) is not None
+
+    def __len__(self) -> int:
+        return len(self._items)
 
 
 # -- roles from Salt's eauth -------------------------------------------------------------------

@@ -15,10 +15,15 @@ Security, in one place (``before_request``):
   and a random session id that is replaced at login (no fixation). A new password, role or second factor bumps the
   version, which ends every session of that user.
 - **CSRF.** Every POST, PUT, PATCH and DELETE made with a session cookie carries the token
-  bound to the session (form field ``csrf_token`` or header ``X-CSRF-Token``). API requests
-  with a bearer token carry no cookie and need none.
-- **Throttling.** Failed passwords and codes lock the user and the client address for a while
-  (:class:`saltext_fleet.core.webauth.Throttle`).
+  bound to the session (form field ``csrf_token`` or header ``X-CSRF-Token``); the login and
+  code forms carry the token of the pre-login session the form was shown in. API requests
+  with a bearer token carry no cookie and need none. The session cookie is signed, not
+  encrypted: it holds no secret (a TOTP key being enrolled stays in ``totp_enrolments``).
+- **Throttling.** Login posts are limited per client address before anything else
+  (:class:`saltext_fleet.core.webauth.RateLimit`), and only a few password checks run at
+  once; failed passwords and codes lock the user and the client address for a while
+  (:class:`saltext_fleet.core.webauth.Throttle`). A logout is remembered
+  (``ended_sessions``), so the logged-out cookie opens nothing.
 """
 
 from __future__ import annotations
@@ -28,13 +33,16 @@ import datetime as dt
 import functools
 import json
 import logging
+import math
 import os
 import secrets as pysecrets
+import threading
 from collections.abc import Callable
 from typing import Any
 
 from flask import Flask, abort, g, jsonify, redirect, request, session, url_for
 from flask_login import LoginManager
+from werkzeug.exceptions import TooManyRequests
 
 from saltext_fleet import __version__
 from saltext_fleet.core import webauth
@@ -45,6 +53,8 @@ log = logging.getLogger(__name__)
 PUBLIC_ENDPOINTS = frozenset({"auth.login", "auth.login_totp", "static"})
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 SESSION_HOURS = 12
+#: How long a TOTP secret shown for enrolment waits (server-side) for its first code.
+TOTP_ENROL_SECONDS = 900
 
 
 @dataclasses.dataclass
@@ -68,6 +78,25 @@ class WebContext:
     eauth: Callable | None = None  # (username, password) -> role or None (Salt's eauth)
     #: bootstraps the UI started that failed before the store had a row for them
     bootstrap_failures: dict = dataclasses.field(default_factory=dict)
+    #: login form posts per client address, counted before anything else (bcrypt included):
+    #: 20 at once, then one a second
+    login_rate: webauth.RateLimit = dataclasses.field(
+        default_factory=lambda: webauth.RateLimit(per_second=1.0, burst=20)
+    )
+    #: password checks (bcrypt, or Salt's eauth) running at once, whoever asks: the other
+    #: worker threads stay free for pages
+    password_checks: threading.BoundedSemaphore = dataclasses.field(
+        default_factory=lambda: threading.BoundedSemaphore(4)
+    )
+    #: ids of the sessions ended by a logout (their cookies open nothing any more)
+    ended_sessions: webauth.Expiring = dataclasses.field(
+        default_factory=lambda: webauth.Expiring(SESSION_HOURS * 3600)
+    )
+    #: TOTP secrets being enrolled: (user id, enrolment id) -> secret, kept here and never
+    #: in the session cookie (which is signed, not encrypted)
+    totp_enrolments: webauth.Expiring = dataclasses.field(
+        default_factory=lambda: webauth.Expiring(TOTP_ENROL_SECONDS, max_keys=10_000)
+    )
 
 
 def load_secret_key(path: str) -> bytes:
@@ -116,6 +145,16 @@ def requires(permission: str):
 
 def is_api() -> bool:
     return request.path.startswith("/api/")
+
+
+def too_many(seconds: float, message: str):
+    """A 429 whose ``Retry-After`` says when to come back (whole seconds, at least 1)."""
+    wait = max(1, math.ceil(seconds))
+    raise TooManyRequests(f"{message}: try again in {wait} s", retry_after=wait)
+
+
+def client_address() -> str:
+    return request.remote_addr or "unknown"
 
 
 def create_app(ctx: WebContext) -> Flask:
@@ -173,6 +212,22 @@ def create_app(ctx: WebContext) -> Flask:
             return None
         g.user = auth.session_user(ctx)
         if endpoint in PUBLIC_ENDPOINTS:
+            if request.method in STATE_CHANGING:
+                if endpoint == "auth.login":
+                    # before the form is read further and before bcrypt runs
+                    wait = ctx.login_rate.wait(f"ip:{client_address()}")
+                    if wait:
+                        too_many(wait, "too many logins from your address")
+                # the login form's token is bound to the session the form was shown in
+                token = request.headers.get("X-CSRF-Token") or request.form.get("csrf_token")
+                if not token or not webauth.check_csrf(
+                    ctx.secret_key, session.get("sid", ""), token
+                ):
+                    abort(
+                        403,
+                        description="missing or wrong CSRF token (the login form expired "
+                        "or was not sent from this site): reload the login page",
+                    )
             return None
         if g.user is None:
             if is_api() or request.method in STATE_CHANGING:
@@ -229,9 +284,15 @@ def create_app(ctx: WebContext) -> Flask:
         code = getattr(exc, "code", 500) or 500
         message = getattr(exc, "description", None) or str(exc)
         if is_api() or request.accept_mimetypes.best == "application/json":
-            return jsonify({"error": {"code": code, "message": message}}), code
-        from flask import render_template
+            response = jsonify({"error": {"code": code, "message": message}})
+        else:
+            from flask import render_template
 
-        return render_template("error.html", code=code, message=message), code
+            response = app.make_response(render_template("error.html", code=code, message=message))
+        response.status_code = code
+        retry = getattr(exc, "retry_after", None)
+        if retry is not None:
+            response.headers["Retry-After"] = str(retry)
+        return response
 
     return app

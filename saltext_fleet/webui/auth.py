@@ -8,6 +8,7 @@ while (``429``). An unknown user costs the same bcrypt time as a known one.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import secrets as pysecrets
 import time
@@ -31,6 +32,7 @@ from flask_login import UserMixin, current_user, login_user, logout_user
 from saltext_fleet.core import webauth
 from saltext_fleet.store import audit as store_audit
 from saltext_fleet.store import users as store_users
+from saltext_fleet.webui.app import too_many
 
 bp = Blueprint("auth", __name__)
 
@@ -90,8 +92,16 @@ def load_user(user_id: str) -> WebUser | None:
     return None if user is None else WebUser(user)
 
 
-def session_user(c) -> dict[str, Any] | None:  # noqa: ARG001 - one signature for the app
-    return current_user.data if current_user.is_authenticated else None
+def session_user(c) -> dict[str, Any] | None:
+    """The user of this request's session; None when there is none or it was logged out
+    (a logged-out cookie sent again opens nothing)."""
+    if not current_user.is_authenticated:
+        return None
+    if session.get("sid") in c.ended_sessions:
+        logout_user()
+        session.clear()
+        return None
+    return current_user.data
 
 
 def renew_session(user: dict[str, Any]) -> None:
@@ -115,6 +125,26 @@ def csrf_for_session(c) -> str:
 
 def _client_key() -> str:
     return f"ip:{request.remote_addr or 'unknown'}"
+
+
+def _new_sid() -> str:
+    return pysecrets.token_urlsafe(24)
+
+
+@contextlib.contextmanager
+def _password_check(c):
+    """One of the few password checks (bcrypt, eauth) that may run at once, or a 429 now:
+    waiting for one would hold a worker thread all the same."""
+    if not c.password_checks.acquire(blocking=False):
+        too_many(1, "too many passwords are being checked at once")
+    try:
+        yield
+    finally:
+        c.password_checks.release()
+
+
+def _refuse_locked(left: float) -> None:
+    too_many(left, "too many failed attempts")
 
 
 def _locked(username: str) -> float:
@@ -156,7 +186,7 @@ def _complete_login(user: dict[str, Any], via: str):
     session.clear()
     session.permanent = True
     login_user(WebUser(user), fresh=True)
-    session["sid"] = pysecrets.token_urlsafe(24)  # a new session id at every login
+    session["sid"] = _new_sid()  # a new session id at every login
     session["at"] = int(time.time())
     c = ctx()
     c.throttle.success(f"user:{user['username']}")
@@ -176,13 +206,39 @@ def login():
         if g.get("user") is not None:
             return redirect(url_for("pages.overview"))
         session["next"] = _safe_next(request.args.get("next"))
+        if not session.get("sid"):
+            # a pre-login session: the form's CSRF token is bound to it
+            session["sid"] = _new_sid()
         return render_template("login.html")
+    # (the app checked the client address's rate and the CSRF token already)
     username = (request.form.get("username") or "").strip()
     password = request.form.get("password") or ""
     left = _locked(username)
     if left:
-        abort(429, description=f"too many failed attempts: try again in {int(left) + 1} s")
+        _refuse_locked(left)
     c = ctx()
+    with _password_check(c):
+        user, ok = _check_password(c, username, password)
+    if not ok:
+        _failed(username, "password")
+        return render_template("login.html", error="wrong username or password"), 401
+    if user["totp"]:
+        next_url = session.get("next")
+        session.clear()
+        session["pending"] = {
+            "uid": user["id"],
+            "ver": user["session_version"],
+            "at": int(time.time()),
+        }
+        session["next"] = next_url
+        session["sid"] = _new_sid()  # the TOTP form's CSRF token is bound to this one
+        return redirect(url_for("auth.login_totp"))
+    return _complete_login(user, "password")
+
+
+def _check_password(c, username: str, password: str):
+    """``(user, ok)``: bcrypt (or Salt's eauth) on the password; the same time for a user
+    who does not exist."""
     with c.engine.connect() as conn:
         user = store_users.get_user(conn, username) if _valid_name(username) else None
         stored = store_users.password_hash(conn, username) if user else None
@@ -201,20 +257,7 @@ def login():
                 store_users.rehash_password(
                     conn, username, webauth.hash_password(password, rounds=rounds)
                 )
-    if not ok:
-        _failed(username, "password")
-        return render_template("login.html", error="wrong username or password"), 401
-    if user["totp"]:
-        next_url = session.get("next")
-        session.clear()
-        session["pending"] = {
-            "uid": user["id"],
-            "ver": user["session_version"],
-            "at": int(time.time()),
-        }
-        session["next"] = next_url
-        return redirect(url_for("auth.login_totp"))
-    return _complete_login(user, "password")
+    return user, ok
 
 
 def _eauth_login(c, username: str, password: str, user):
@@ -259,7 +302,7 @@ def login_totp():
         return render_template("login_totp.html", username=user["username"])
     left = _locked(user["username"])
     if left:
-        abort(429, description=f"too many failed attempts: try again in {int(left) + 1} s")
+        _refuse_locked(left)
     code = (request.form.get("code") or "").strip()
     with c.engine.begin() as conn:
         secret = store_users.totp_secret(conn, c.vault, user["username"])
@@ -284,6 +327,13 @@ def login_totp():
 @bp.route("/logout", methods=["POST"])
 def logout():
     user = g.get("user")
+    sid = session.get("sid")
+    c = ctx()
+    if sid:
+        # this cookie opens nothing any more, here or on a websocket
+        c.ended_sessions.put(sid)
+        if c.live is not None:
+            c.live.end_session(sid)
     logout_user()
     session.clear()
     if user is not None:
@@ -306,15 +356,26 @@ def _own_account():
     return user
 
 
+def _enrolment(user: dict[str, Any]) -> str | None:
+    """The TOTP secret this session is enrolling: kept in the app's memory under (user id,
+    a random enrolment id); the session cookie holds only the enrolment id."""
+    enrol_id = session.get("totp_enrol")
+    if not isinstance(enrol_id, str):
+        return None
+    return ctx().totp_enrolments.get((user["id"], enrol_id))
+
+
 @bp.route("/account", methods=["GET"])
 def account():
     user = _own_account()
     new_secret = None
     if not user["totp"]:
-        new_secret = session.get("totp_new")
+        new_secret = _enrolment(user)
         if not new_secret:
             new_secret = webauth.new_totp_secret()
-            session["totp_new"] = new_secret
+            enrol_id = pysecrets.token_urlsafe(16)
+            ctx().totp_enrolments.put((user["id"], enrol_id), new_secret)
+            session["totp_enrol"] = enrol_id
     return render_template(
         "account.html",
         new_secret=new_secret,
@@ -328,9 +389,12 @@ account.fleet_permission = "view"
 @bp.route("/account/totp", methods=["POST"])
 def account_totp():
     user = _own_account()
-    secret = session.get("totp_new")
-    if user["totp"] or not secret:
+    if user["totp"]:
         abort(409, description="a second factor is enrolled already")
+    secret = _enrolment(user)
+    if not secret:
+        flash("The key shown for enrolment expired: add the new one to your app.")
+        return redirect(url_for("auth.account")), 303
     if webauth.verify_totp(secret, request.form.get("code") or "", None) is None:
         flash("That code does not match: check the time on your device and try again.")
         return redirect(url_for("auth.account"))
@@ -338,7 +402,7 @@ def account_totp():
     with c.engine.begin() as conn:
         codes = store_users.set_totp(conn, c.vault, user["username"], secret)
         fresh = store_users.get_user(conn, user["username"])
-    session.pop("totp_new", None)
+    ctx().totp_enrolments.pop((user["id"], session.pop("totp_enrol", None)))
     renew_session(fresh)  # this session goes on; the others end
     audit("ui.totp_enrol", user["username"])
     return render_template("recovery_codes.html", codes=codes)
@@ -353,9 +417,14 @@ def account_password():
     if user["source"] != "local":
         abort(409, description="this account's password is checked by Salt's eauth")
     c = ctx()
+    left = _locked(user["username"])
+    if left:
+        _refuse_locked(left)
     with c.engine.connect() as conn:
         stored = store_users.password_hash(conn, user["username"])
-    if not webauth.verify_password(request.form.get("current") or "", stored or ""):
+    with _password_check(c):
+        ok = webauth.verify_password(request.form.get("current") or "", stored or "")
+    if not ok:
         _failed(user["username"], "password change")
         flash("The current password is wrong.")
         return redirect(url_for("auth.account")), 303

@@ -11,6 +11,12 @@ second, and send each open socket one message per changed node::
 What a browser shows therefore always comes from the store, whichever event woke the hub,
 and a look every ``idle_seconds`` (``fleet:ui:live_poll_seconds``) catches what no event
 announced; with ``0`` only events wake it.
+
+A socket lives only as long as the session that opened it: a logout closes the session's
+sockets at once (:meth:`Hub.end_session`), and every ``check_seconds`` (and at once when the
+users page changes someone) the hub checks each socket's user against the store, closing
+those whose user is gone or disabled or whose session version moved (a new role, password
+or second factor, made here or by ``saltext-fleet users``), with code 4401.
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from typing import Any
 
 from sqlalchemy import func, or_, select
 
-from saltext_fleet.store.models import DriftCurrent, Node
+from saltext_fleet.core import webauth
+from saltext_fleet.store.models import DriftCurrent, Node, UiUser
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +49,10 @@ INTERESTING = (
     "fleet/node/*",
 )
 MAX_CHANGES = 500  # per look; more means "reload the page"
+#: How often the sessions of open sockets are checked against the store.
+CHECK_SECONDS = 2.0
+#: The close code of a socket whose session ended (4000-4999 are the application's).
+SESSION_ENDED = 4401
 
 
 def interesting(tag: str) -> bool:
@@ -84,32 +95,142 @@ def status_counts(conn) -> dict[str, int]:
     return counts
 
 
+class SocketSession:
+    """Whose session opened a socket: user id, session version, session id, and when the
+    session's cookie expires (``time.time()``)."""
+
+    __slots__ = ("uid", "version", "sid", "expires")
+
+    def __init__(self, uid: int, version: int, sid: str, expires: float):
+        self.uid, self.version, self.sid, self.expires = uid, version, sid, expires
+
+    @classmethod
+    def of(cls, socket) -> SocketSession | None:
+        """The session of a socket the server's handler let in: its ``user`` (the session's
+        owner) and its Flask session cookie (for the session id). None when not readable."""
+        user = getattr(socket, "user", None)
+        flask_app = getattr(socket, "flask_app", None)
+        if not user or flask_app is None:
+            return None
+        try:
+            cookie = socket.get_cookie(flask_app.config["SESSION_COOKIE_NAME"])
+            lifetime = flask_app.permanent_session_lifetime.total_seconds()
+            serializer = flask_app.session_interface.get_signing_serializer(flask_app)
+            data, signed_at = serializer.loads(cookie, max_age=int(lifetime), return_timestamp=True)
+        except Exception:  # noqa: BLE001 - gone, forged or expired since the handshake
+            return None
+        sid = data.get("sid")
+        if not isinstance(sid, str) or not sid:
+            return None
+        return cls(user["id"], user["session_version"], sid, signed_at.timestamp() + lifetime)
+
+
 class Hub:
     """Open sockets and what to tell them. ``send`` callbacks run on the server's loop
     (``schedule`` hands work to it from other threads)."""
 
     def __init__(
-        self, engine, schedule: Callable[[Callable], None], idle_seconds: float | None = 10.0
+        self,
+        engine,
+        schedule: Callable[[Callable], None],
+        idle_seconds: float | None = 10.0,
+        check_seconds: float = CHECK_SECONDS,
     ):
         self.engine = engine
         self.schedule = schedule
         #: seconds between looks when nothing pokes the hub; ``0`` or ``None``: never
         self.idle_seconds = idle_seconds or None
+        self.check_seconds = check_seconds
         self._sockets: set = set()
+        self._sessions: dict[Any, SocketSession] = {}
+        self._ended = webauth.Expiring(24 * 3600)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
+        self._recheck = threading.Event()
+        self._guard: threading.Thread | None = None
         self._since = dt.datetime.now(dt.timezone.utc)
         self.looks = 0
 
     # sockets (called on the loop)
     def add(self, socket) -> None:
+        found = SocketSession.of(socket)
+        if found is None or found.sid in self._ended:
+            self._close([socket])
+            return
         with self._lock:
             self._sockets.add(socket)
+            self._sessions[socket] = found
+            if self._guard is None:
+                self._guard = threading.Thread(
+                    target=self.run_guard, name="fleet-ui-sessions", daemon=True
+                )
+                self._guard.start()
 
     def remove(self, socket) -> None:
         with self._lock:
             self._sockets.discard(socket)
+            self._sessions.pop(socket, None)
+
+    def _close(self, sockets) -> None:
+        for socket in sockets:
+            self.remove(socket)
+            try:
+                socket.close(SESSION_ENDED, "session ended: log in again")
+            except Exception:  # noqa: BLE001 - closed already
+                pass
+
+    # sessions
+    def end_session(self, sid: str) -> None:
+        """A session was logged out: close its sockets now (any thread)."""
+        self._ended.put(sid)
+        with self._lock:
+            ending = [s for s, found in self._sessions.items() if found.sid == sid]
+        if ending:
+            self.schedule(lambda: self._close(ending))
+
+    def recheck(self) -> None:
+        """Users changed (role, disabled, deleted): check the open sockets' sessions now."""
+        self._recheck.set()
+
+    def check_sessions(self) -> int:
+        """Close the sockets whose session ended; how many."""
+        with self._lock:
+            sessions = dict(self._sessions)
+        if not sessions:
+            return 0
+        uids = sorted({found.uid for found in sessions.values()})
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(UiUser.id, UiUser.session_version, UiUser.disabled).where(
+                    UiUser.id.in_(uids)
+                )
+            ).all()
+        current = {row.id: row.session_version for row in rows if not row.disabled}
+        now = time.time()
+        ending = [
+            socket
+            for socket, found in sessions.items()
+            if current.get(found.uid) != found.version
+            or found.sid in self._ended
+            or found.expires <= now
+        ]
+        if ending:
+            log.info("fleet ui: closing %d live socket(s) whose session ended", len(ending))
+            self.schedule(lambda: self._close(ending))
+        return len(ending)
+
+    def run_guard(self) -> None:
+        """The thread that checks the sessions of open sockets (started with the first)."""
+        while not self._stop.is_set():
+            self._recheck.wait(self.check_seconds)
+            self._recheck.clear()
+            if self._stop.is_set():
+                return
+            try:
+                self.check_sessions()
+            except Exception:  # noqa: BLE001 - the store may be away for a while
+                log.warning("fleet ui: checking the live sockets' sessions failed", exc_info=True)
 
     def __len__(self) -> int:
         with self._lock:
@@ -123,6 +244,7 @@ class Hub:
     def stop(self) -> None:
         self._stop.set()
         self._wake.set()
+        self._recheck.set()
 
     def run_looker(self, min_interval: float = 0.25) -> None:
         """The thread that looks at the store when poked (or every ``idle_seconds``, if set)."""

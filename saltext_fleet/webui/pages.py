@@ -8,6 +8,8 @@ users), write them here. Every state-changing route is a POST with the session's
 
 from __future__ import annotations
 
+import json
+import math
 from typing import Any
 
 from flask import (
@@ -21,7 +23,7 @@ from flask import (
     request,
     url_for,
 )
-from sqlalchemy import select, update
+from sqlalchemy import Text, cast, func, select, update
 from werkzeug.exceptions import HTTPException
 
 from saltext_fleet.core import gate as core_gate
@@ -64,6 +66,25 @@ def salt():
     if gateway is None:
         abort(502, description="this UI has no connection to a Salt master")
     return gateway
+
+
+#: What a page renders at most: returns of a job per page, the characters of one return
+#: shown in the list (the whole return is one click away), packages of a node per page.
+RETURNS_PER_PAGE = 50
+RETURN_PREVIEW_CHARS = 4000
+PACKAGES_PER_PAGE = 200
+MISSING_SHOWN = 100
+
+
+def page_arg(name: str = "page") -> int:
+    """A page number from the query string: 1 when absent, 400 naming it when not a whole
+    number of at least 1."""
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return 1
+    if not raw.isdigit() or len(raw) > 9 or int(raw) < 1:
+        abort(400, description=f"{name}: a whole number from 1, not {raw[:20]!r}")
+    return int(raw)
 
 
 def valid_minion(minion_id: str) -> str:
@@ -112,7 +133,9 @@ def node(minion_id):
         history = store_ui.drift_history(conn, minion_id)
         jobs = store_ui.recent_jobs(conn, minion_id)
         timeline = store_ui.timeline(conn, minion_id)
-        inventory = _inventory_summary(conn, found.get("inventory_digest"))
+        inventory = _inventory_summary(
+            conn, found.get("inventory_digest"), request.args.get("eco"), page_arg("inv_page")
+        )
     threshold = getattr(getattr(ctx().config, "drift", None), "alert_score", None)
     return render_template(
         "node.html",
@@ -127,7 +150,11 @@ def node(minion_id):
     )
 
 
-def _inventory_summary(conn, digest: str | None) -> dict[str, Any] | None:
+def _inventory_summary(
+    conn, digest: str | None, eco: str | None = None, page: int = 1
+) -> dict[str, Any] | None:
+    """The node's inventory for its page: the count per ecosystem, and one page of one
+    ecosystem's packages (``eco``, the first by default)."""
     from saltext_fleet.store.models import InventorySnapshot
 
     if not digest:
@@ -139,14 +166,26 @@ def _inventory_summary(conn, digest: str | None) -> dict[str, Any] | None:
     ).first()
     if snap is None:
         return None
-    packages = snap.packages or {}
+    packages = snap.packages if isinstance(snap.packages, dict) else {}
+    ecosystems = {
+        str(name): len(pkgs) if isinstance(pkgs, dict) else 0
+        for name, pkgs in sorted(packages.items())
+    }
+    selected = eco if eco in ecosystems else next(iter(ecosystems), None)
+    listed = packages.get(selected) if selected is not None else None
+    listed = sorted(listed.items()) if isinstance(listed, dict) else []
+    pages = max(1, math.ceil(len(listed) / PACKAGES_PER_PAGE))
+    page = min(page, pages)
+    start = (page - 1) * PACKAGES_PER_PAGE
     return {
         "digest": digest,
         "count": snap.package_count,
-        "ecosystems": {eco: len(pkgs or {}) for eco, pkgs in sorted(packages.items())},
-        "packages": {
-            eco: sorted((pkgs or {}).items())[:500] for eco, pkgs in sorted(packages.items())
-        },
+        "ecosystems": ecosystems,
+        "eco": selected,
+        "packages": listed[start : start + PACKAGES_PER_PAGE],
+        "first": start + 1,
+        "page": page,
+        "pages": pages,
     }
 
 
@@ -313,8 +352,6 @@ def valid_group(group: str) -> str:
 @bp.route("/groups")
 @requires("view")
 def groups():
-    from sqlalchemy import func
-
     from saltext_fleet.store.models import NodeGroup
 
     with ctx().engine.connect() as conn:
@@ -503,19 +540,94 @@ def jobs():
 @bp.route("/jobs/<jid>")
 @requires("jobs.view")
 def job(jid):
+    """A job's load and its returns, ``RETURNS_PER_PAGE`` a page, each cut at
+    ``RETURN_PREVIEW_CHARS``; ``?minion=<id>`` shows that minion's returns whole."""
     if not jid.isdigit() or len(jid) > 64:
         abort(404, description="no such job")
+    page = page_arg()
+    minion = request.args.get("minion") or None
+    if minion is not None:
+        valid_minion(minion)
+    columns = (Return.minion_id, Return.success, Return.stored_at)
+    # a return may be megabytes: the list reads only its length and its first characters
+    as_text = cast(Return.ret, Text)
     with ctx().engine.connect() as conn:
         load = store_queries.get_load(ctx().engine, jid)
-        returns = conn.execute(
-            select(Return.minion_id, Return.success, Return.ret.label("ret"), Return.stored_at)
-            .where(Return.jid == jid)
-            .order_by(Return.minion_id)
-            .limit(1000)
-        ).all()
-    if not load and not returns:
+        total = conn.execute(
+            select(func.count()).select_from(Return).where(Return.jid == jid)
+        ).scalar()
+        if minion is not None:
+            rows = conn.execute(
+                select(*columns, Return.ret.label("ret"))
+                .where(Return.jid == jid, Return.minion_id == minion)
+                .order_by(Return.id)
+            ).all()
+        else:
+            rows = conn.execute(
+                select(
+                    *columns,
+                    func.length(as_text).label("chars"),
+                    func.substr(as_text, 1, RETURN_PREVIEW_CHARS).label("head"),
+                )
+                .where(Return.jid == jid)
+                .order_by(Return.minion_id, Return.id)
+                .limit(RETURNS_PER_PAGE)
+                .offset((page - 1) * RETURNS_PER_PAGE)
+            ).all()
+        missing: list[str] = []
+        if load.get("Minions"):
+            returned = {
+                m
+                for (m,) in conn.execute(
+                    select(Return.minion_id).where(Return.jid == jid).distinct()
+                )
+            }
+            missing = [m for m in load["Minions"] if m not in returned]
+    if not load and not total:
         abort(404, description=f"no job {jid}")
-    return render_template("job.html", jid=jid, load=load, returns=returns)
+    returns = []
+    for row in rows:
+        if minion is not None:
+            text, chars, cut = _pretty(row.ret), None, False
+        elif row.chars is None or row.chars <= RETURN_PREVIEW_CHARS:
+            text, chars, cut = _pretty(_loads(row.head)), row.chars, False
+        else:  # the first characters of the stored JSON, as they are
+            text, chars, cut = row.head, row.chars, True
+        returns.append(
+            {
+                "minion_id": row.minion_id,
+                "success": row.success,
+                "stored_at": row.stored_at,
+                "text": text,
+                "chars": chars,
+                "truncated": cut,
+            }
+        )
+    return render_template(
+        "job.html",
+        jid=jid,
+        load=load,
+        returns=returns,
+        total=total,
+        page=page,
+        pages=max(1, math.ceil(total / RETURNS_PER_PAGE)),
+        minion=minion,
+        missing=missing[:MISSING_SHOWN],
+        missing_more=max(0, len(missing) - MISSING_SHOWN),
+    )
+
+
+def _pretty(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, default=str, ensure_ascii=False)
+
+
+def _loads(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
 
 @bp.route("/audit")
@@ -598,6 +710,8 @@ def user_change(username, change):
         return redirect(url_for("pages.users"), 303)
     if change in ("unlock", "reset-totp", "role"):
         c.throttle.reset(f"user:{username}")
+    if c.live is not None and change != "unlock":
+        c.live.recheck()  # the user's open websockets close now, not at the next check
     flash(f"{username}: {change} done.")
     return redirect(url_for("pages.users"), 303)
 

@@ -8,6 +8,7 @@ import asyncio
 import datetime as dt
 import http.cookiejar
 import ipaddress
+import re
 import ssl
 import threading
 import urllib.error
@@ -103,7 +104,10 @@ def test_https_only_and_a_secure_session_cookie(tls_server):
     opener = urllib.request.build_opener(
         urllib.request.HTTPSHandler(context=trust), urllib.request.HTTPCookieProcessor(jar)
     )
-    body = urllib.parse.urlencode({"username": "tls-admin", "password": PASSWORD}).encode()
+    with opener.open(f"{url}/login", timeout=30) as resp:  # the form's CSRF token
+        token = re.search(r'name="csrf_token" value="([^"]+)"', resp.read().decode()).group(1)
+    fields = {"username": "tls-admin", "password": PASSWORD, "csrf_token": token}
+    body = urllib.parse.urlencode(fields).encode()
     with opener.open(f"{url}/login", data=body, timeout=30) as resp:
         assert resp.status == 200 and 'id="fleet"' in resp.read().decode()
     cookie = next(c for c in jar if c.name == "fleet_session")

@@ -72,6 +72,24 @@ def csrf_of(html: str) -> str:
     return found.group(1)
 
 
+def form_csrf(client, path: str = "/login") -> str:
+    """The CSRF token of a form page (the login form's is bound to the pre-login session)."""
+    return csrf_of(client.get(path).get_data(as_text=True))
+
+
+def post_login(client, username, password=PASSWORD):
+    return client.post(
+        "/login",
+        data={"username": username, "password": password, "csrf_token": form_csrf(client)},
+    )
+
+
+def post_code(client, code):
+    return client.post(
+        "/login/totp", data={"code": code, "csrf_token": form_csrf(client, "/login/totp")}
+    )
+
+
 def next_code(secret: str, after: float) -> str:
     """A TOTP code of a time step later than any used before (codes are single-use)."""
     step = int(after // 30) + 1
@@ -80,12 +98,12 @@ def next_code(secret: str, after: float) -> str:
 
 def login(web, username, totp=None, totp_at=None):
     client = web.test_client()
-    resp = client.post("/login", data={"username": username, "password": PASSWORD})
+    resp = post_login(client, username)
     assert resp.status_code == 302, resp.data[:300]
     if totp:
         assert resp.headers["Location"].endswith("/login/totp")
         code = pyotp.TOTP(totp).at(totp_at) if totp_at else pyotp.TOTP(totp).now()
-        resp = client.post("/login/totp", data={"code": code})
+        resp = post_code(client, code)
         assert resp.status_code == 302, resp.data[:300]
     page = client.get("/account")
     assert page.status_code == 200
@@ -95,21 +113,19 @@ def login(web, username, totp=None, totp_at=None):
 def test_password_then_totp_and_codes_are_single_use(web, people, store):
     client = web.test_client()
     admin = people["admin"]
-    client.get("/login?next=/keys")
+    token = form_csrf(client, "/login?next=/keys")
     before = client.get_cookie("fleet_session").value  # the session before logging in
-    assert (
-        client.post("/login", data={"username": admin, "password": "wrong one!!"}).status_code
-        == 401
-    )
-    resp = client.post("/login", data={"username": admin, "password": PASSWORD})
+    form = {"username": admin, "csrf_token": token}
+    assert client.post("/login", data={**form, "password": "wrong one!!"}).status_code == 401
+    resp = client.post("/login", data={**form, "password": PASSWORD})
     assert resp.status_code == 302 and resp.headers["Location"].endswith("/login/totp")
     # a pending login opens nothing
     assert client.get("/").status_code == 302
     assert client.get("/api/v1/nodes").status_code == 401
-    assert client.post("/login/totp", data={"code": "000000"}).status_code == 401
+    assert post_code(client, "000000").status_code == 401
     now = time.time()
-    resp = client.post("/login/totp", data={"code": pyotp.TOTP(people["totp"]).at(now)})
-    assert resp.status_code == 302
+    resp = post_code(client, pyotp.TOTP(people["totp"]).at(now))
+    assert resp.status_code == 302 and resp.headers["Location"].endswith("/keys")
     assert client.get("/").status_code == 200
     # the session was replaced at login: its cookie before opens nothing (no fixation)
     after = client.get_cookie("fleet_session")
@@ -119,16 +135,13 @@ def test_password_then_totp_and_codes_are_single_use(web, people, store):
     assert stale.get("/").status_code == 302
     # the same code again (another login) is refused: replay
     other = web.test_client()
-    other.post("/login", data={"username": admin, "password": PASSWORD})
-    assert (
-        other.post("/login/totp", data={"code": pyotp.TOTP(people["totp"]).at(now)}).status_code
-        == 401
-    )
+    post_login(other, admin)
+    assert post_code(other, pyotp.TOTP(people["totp"]).at(now)).status_code == 401
     # a recovery code works once
-    assert other.post("/login/totp", data={"code": people["codes"][0]}).status_code == 302
+    assert post_code(other, people["codes"][0]).status_code == 302
     third = web.test_client()
-    third.post("/login", data={"username": admin, "password": PASSWORD})
-    assert third.post("/login/totp", data={"code": people["codes"][0]}).status_code == 401
+    post_login(third, admin)
+    assert post_code(third, people["codes"][0]).status_code == 401
     with store.connect() as conn:
         actions = [
             a for (a,) in conn.execute(select(AuditEvent.action).where(AuditEvent.target == admin))
@@ -147,20 +160,17 @@ def test_failed_passwords_lock_the_account_for_a_while(web, people):
     name = people["viewer"]
     client = web.test_client()
     for _ in range(5):
-        assert (
-            client.post("/login", data={"username": name, "password": "not it at all"}).status_code
-            == 401
-        )
-    locked = client.post("/login", data={"username": name, "password": PASSWORD})
+        assert post_login(client, name, "not it at all").status_code == 401
+    locked = post_login(client, name)
     assert locked.status_code == 429 and b"try again in" in locked.data
     # the lock is kept in the store too (it outlives a restart of the engine)
     with ctx.engine.connect() as conn:
         assert store_users.get_user(conn, name)["locked_until"] is not None
     ctx.throttle.reset(f"user:{name}")
-    assert client.post("/login", data={"username": name, "password": PASSWORD}).status_code == 429
+    assert post_login(client, name).status_code == 429
     with ctx.engine.begin() as conn:
         store_users.lock(conn, name, None)  # what the users page's "unlock" does
-    assert client.post("/login", data={"username": name, "password": PASSWORD}).status_code == 302
+    assert post_login(client, name).status_code == 302
 
 
 def _sample_args(rule) -> dict:
@@ -544,18 +554,16 @@ def test_salt_eauth_pam_logins_get_the_role_of_their_group(web, salt_master, sto
     ctx.eauth = make_checker(salt_master.config.copy(), "pam", {f"{group}%": "operator"})
     try:
         client = web.test_client()
-        bad = client.post("/login", data={"username": ops, "password": "not the password"})
+        bad = post_login(client, ops, "not the password")
         assert bad.status_code == 401
-        resp = client.post("/login", data={"username": ops, "password": "pam password one"})
+        resp = post_login(client, ops, "pam password one")
         assert resp.status_code == 302, resp.data[:300]
         me = client.get("/api/v1/me").get_json()
         assert me["username"] == ops and me["role"] == "operator"
         with store.connect() as conn:
             kept = store_users.get_user(conn, ops)
             assert kept["source"] == "eauth" and store_users.password_hash(conn, ops) is None
-        refused = web.test_client().post(
-            "/login", data={"username": outsider, "password": "pam password two"}
-        )
+        refused = post_login(web.test_client(), outsider, "pam password two")
         assert refused.status_code == 401
         with store.connect() as conn:
             assert store_users.get_user(conn, outsider) is None

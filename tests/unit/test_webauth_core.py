@@ -1034,6 +1034,16 @@ def test_rate_limit_with_real_clock():
     assert not r.allow("k")
 
 
+def test_rate_limit_wait_says_when_a_request_may_come_back():
+    r = webauth.RateLimit(per_second=0.5, burst=2)
+    assert r.wait("ip:1", now=0) == 0.0 and r.wait("ip:1", now=0) == 0.0
+    assert r.wait("ip:1", now=0) == pytest.approx(2.0)  # one token at 0.5/s
+    assert r.wait("ip:1", now=1.5) == pytest.approx(0.5)  # refused requests take nothing
+    assert r.wait("ip:1", now=2.0) == 0.0
+    assert r.wait("ip:1", now=2.0) == pytest.approx(2.0)
+    assert r.wait("ip:2", now=2.0) == 0.0
+
+
 def test_rate_limit_memory_is_bounded():
     r = webauth.RateLimit(per_second=1, burst=1, max_keys=50)
     for i in range(500):
@@ -1067,3 +1077,44 @@ def test_eauth_role_user_first_then_strongest_group_then_star():
     assert webauth.eauth_role("dave", None, {"ops%": "operator"}) is None  # not let in
     with pytest.raises(webauth.WebAuthError):
         webauth.eauth_role("erin", ["ops"], {"ops%": "root"})
+
+
+# -- Expiring ----------------------------------------------------------------------------------
+
+
+def test_expiring_keeps_values_for_their_ttl():
+    e = webauth.Expiring(ttl=10)
+    e.put(("u", 1), "secret", now=100)
+    assert e.get(("u", 1), now=109.9) == "secret"
+    assert e.get(("u", 2), now=100) is None
+    assert e.get(("u", 1), now=110) is None and len(e) == 0
+
+
+def test_expiring_put_again_restarts_the_ttl_and_pop_forgets():
+    e = webauth.Expiring(ttl=10)
+    e.put("sid", now=0)
+    e.put("other", now=5)
+    e.put("sid", now=8)
+    assert e.get("sid", now=15) is True and e.get("other", now=15) is None
+    assert e.pop("sid") is True and e.pop("sid") is None
+    assert "sid" not in e
+
+
+def test_expiring_memory_is_bounded():
+    e = webauth.Expiring(ttl=1000, max_keys=50)
+    for i in range(500):
+        e.put(i, now=i / 1000)
+    assert len(e) == 50
+    assert e.get(499, now=1) is True and e.get(0, now=1) is None  # the oldest go first
+
+
+def test_expiring_with_real_clock():
+    e = webauth.Expiring(ttl=60)
+    e.put("k")
+    assert "k" in e and None not in e
+
+
+@pytest.mark.parametrize("kwargs", [{"ttl": 0}, {"ttl": -1}, {"ttl": 1, "max_keys": 0}])
+def test_expiring_refuses_bad_settings(kwargs):
+    with pytest.raises(WebAuthError):
+        webauth.Expiring(**kwargs)

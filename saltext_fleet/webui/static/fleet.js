@@ -9,6 +9,7 @@
 (function () {
   var MIN_DELAY = 1000;
   var MAX_DELAY = 30000;
+  var SESSION_ENDED = 4401; /* the engine closed the socket: its session ended */
 
   /* An ISO time shown as the templates show it: "YYYY-MM-DD HH:MM:SS", the full value on hover. */
   function timeElement(iso) {
@@ -114,9 +115,10 @@
     if (indicator) {
       indicator.hidden = false;
       indicator.dataset.state = state;
-      indicator.textContent = state === 'open' ? 'live' : 'offline';
-      indicator.title = state === 'open'
-        ? 'updates arrive as they happen'
+      indicator.textContent = state === 'open' ? 'live'
+        : state === 'ended' ? 'session ended' : 'offline';
+      indicator.title = state === 'open' ? 'updates arrive as they happen'
+        : state === 'ended' ? 'log in again (reload the page)'
         : 'not receiving updates: reconnecting';
     }
   }
@@ -154,8 +156,12 @@
         else if (msg.type === 'counts') updateCounts(msg);
         else if (msg.type === 'reload') offerReload();
       });
-      socket.addEventListener('close', function () {
+      socket.addEventListener('close', function (event) {
         socket = null;
+        if (event.code === SESSION_ENDED) {
+          setState('ended'); /* no retry: the cookie opens nothing any more */
+          return;
+        }
         if (!leaving) retry();
       });
       socket.addEventListener('error', function () {
