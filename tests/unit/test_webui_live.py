@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import pytest
 
 from saltext_fleet import config
 from saltext_fleet.store import engine as store_engine
-from saltext_fleet.webui.live import Hub
+from saltext_fleet.webui.live import Hub, SocketSession
 from tests.support.waiting import wait_for
 
 OPTS = {"cachedir": "/var/cache/salt/master", "pki_dir": "/etc/salt/pki/master"}
@@ -54,7 +55,11 @@ def test_with_the_poll_off_only_a_poke_wakes_the_hub(tmp_path, poll, expected):
     hub = Hub(engine, schedule=lambda fn: fn(), idle_seconds=poll)
     hub._wake = RecordingEvent()
     socket = Socket()
-    hub.add(socket)
+    # A socket as the server's handler registers it after the session check (which
+    # tests/store/test_webui_sessions.py covers): no guard thread here.
+    with hub._lock:
+        hub._sockets.add(socket)
+        hub._sessions[socket] = SocketSession(1, 1, "sid", time.time() + 3600)
     looker = threading.Thread(target=hub.run_looker, kwargs={"min_interval": 0}, daemon=True)
     looker.start()
     try:
