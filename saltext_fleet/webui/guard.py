@@ -143,6 +143,7 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
                 )
             self._open[host] = slots
             return
+        connection.setblocking(False)
         slot = _Slot(connection)
         slots.append(slot)
         self._open[host] = slots
