@@ -68,6 +68,13 @@ def poll_until(what, clients, done, timeout):
         time.sleep(0.02)
 
 
+def poll_until_value(what, attempt, timeout):
+    deadline = time.monotonic() + timeout
+    while not (value := attempt()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+    return value
+
+
 def test_the_defaults_are_10_s_for_headers_30_s_for_bodies_and_64_connections():
     ui = config.load({}).ui
     assert (ui.header_timeout, ui.body_timeout, ui.max_connections_per_address) == (10, 30, 64)
@@ -176,20 +183,21 @@ def test_an_address_gets_64_connections_and_the_header_deadline_is_10_s(tmp_path
         assert "has 64 connections open" in caplog.text and SLOW in caplog.text
         result = form_login(port, USER, PASSWORD)
         assert result["page_status"] == 200 and all(t < 1.0 for t in result["took"].values())
-        # freeing one makes room for one more
+        # freeing one makes room for one more, which is served
         held.pop().sock.close()
-        another = None
 
-        def room():
-            nonlocal another
-            another = Client(port)
-            time.sleep(0.3)
-            if another.poll():
-                return False
-            return True
+        def served():
+            client = Client(port)
+            client.send(b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            poll_until(
+                "an answer or a close",
+                [client],
+                lambda: client.closed_at is not None or b"\r\n\r\n" in client.received,
+                timeout=5,
+            )
+            return client if client.received.startswith(b"HTTP/1.1 200 OK") else None
 
-        poll_until("room for a new connection", [], room, timeout=5)
-        held.append(another)
+        held.append(poll_until_value("room for a new connection", served, timeout=5))
         poll_until(
             "the held connections to time out",
             held,
