@@ -124,11 +124,6 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
 
     # -- accepting ---------------------------------------------------------------------------
 
-    def open_connections(self, host: str | None = None) -> int:
-        """How many connections are open (from ``host``, or in all)."""
-        hosts = [host] if host is not None else list(self._open)
-        return sum(1 for h in hosts for slot in self._open.get(h, ()) if not slot.closed())
-
     def _handle_connection(self, connection: socket.socket, address: Any) -> None:
         host = _host(address)
         slots = [slot for slot in self._open.get(host, ()) if not slot.closed()]
@@ -191,7 +186,7 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
                     slot,
                     address,
                     "plain HTTP on the HTTPS port",
-                    "This port speaks HTTPS, not plain HTTP: use https://{where}/ .\n",
+                    "This port speaks HTTPS, not plain HTTP: use https://{where}/\n",
                 )
             elif not self.tls and head[0] == TLS_HANDSHAKE:
                 self._refuse(
@@ -202,7 +197,14 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
                     "fleet UI serves HTTPS only when fleet:ui:tls_cert and tls_key are set).\n",
                 )
             else:
-                self._serve(slot, address, deadline - io_loop.time())
+                try:
+                    self._serve(slot, address, deadline - io_loop.time())
+                except Exception:  # noqa: BLE001 - one connection, not the server
+                    log.exception("fleet ui: could not serve a connection from %s", address)
+                    if slot.stream is not None:
+                        slot.stream.close()
+                    elif sock.fileno() != -1:
+                        sock.close()
 
         timer = io_loop.call_at(deadline, on_timeout)
         io_loop.add_handler(fd, on_readable, io_loop.READ)
