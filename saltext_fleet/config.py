@@ -9,7 +9,8 @@ whose message names the option (``fleet:ui:port``) and says what was expected.
     fleet:
       db_url: postgresql+psycopg://fleet@127.0.0.1/fleet   # default: SQLite under the cachedir
       key_file: /etc/salt/pki/master/fleet.fernet           # default: <pki_dir>/fleet.fernet
-      ui: {host: 127.0.0.1, port: 8443, tls_cert: null, tls_key: null, live_poll_seconds: 10}
+      ui: {host: 127.0.0.1, port: 8443, tls_cert: null, tls_key: null, live_poll_seconds: 10,
+           header_timeout: 10, body_timeout: 30, max_connections_per_address: 64}
       gate: {mode: enrolment, ttl: 24h}                     # enrolment | manual; never auto-accept
       onboard: {sync: true, inventory_minutes: 60, highstate_test_hours: 6}
       drift: {alert_score: 50, weights: {extra: 2, missing: 10}, history_days: 730}
@@ -54,6 +55,13 @@ class UIConfig:
     #: seconds between the live overview's looks at the store when no event woke it; 0: only
     #: events from the master's bus wake it
     live_poll_seconds: float = 10.0
+    #: seconds a client has for a request line and headers (from connecting, or from the
+    #: end of its previous request)
+    header_timeout: float = 10
+    #: seconds a request body may make no progress
+    body_timeout: float = 30
+    #: open connections one client address may have
+    max_connections_per_address: int = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -233,7 +241,19 @@ def load(opts: Mapping[str, Any]) -> FleetConfig:
 def _ui(raw: Any) -> UIConfig:
     section = _mapping(raw or {}, "fleet:ui")
     _known(
-        section, "fleet:ui", ("host", "port", "tls_cert", "tls_key", "eauth", "live_poll_seconds")
+        section,
+        "fleet:ui",
+        (
+            "host",
+            "port",
+            "tls_cert",
+            "tls_key",
+            "eauth",
+            "live_poll_seconds",
+            "header_timeout",
+            "body_timeout",
+            "max_connections_per_address",
+        ),
     )
     host = _string(section.get("host"), "fleet:ui:host") or UIConfig.host
     port = section.get("port", UIConfig.port)
@@ -251,6 +271,19 @@ def _ui(raw: Any) -> UIConfig:
             "fleet:ui:live_poll_seconds",
             f"{poll!r} is not a number of seconds from 0 (off) to 3600",
         )
+    timeouts = {}
+    for name in ("header_timeout", "body_timeout"):
+        value = section.get(name, getattr(UIConfig, name))
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 3600:
+            raise FleetConfigError(
+                f"fleet:ui:{name}", f"{value!r} is not a number of seconds above 0, up to 3600"
+            )
+        timeouts[name] = value
+    cap = section.get("max_connections_per_address", UIConfig.max_connections_per_address)
+    if isinstance(cap, bool) or not isinstance(cap, int) or not 1 <= cap <= 100000:
+        raise FleetConfigError(
+            "fleet:ui:max_connections_per_address", f"{cap!r} is not a whole number, 1 to 100000"
+        )
     return UIConfig(
         host=host,
         port=port,
@@ -259,6 +292,8 @@ def _ui(raw: Any) -> UIConfig:
         eauth=eauth,
         eauth_roles=roles,
         live_poll_seconds=float(poll),
+        max_connections_per_address=cap,
+        **timeouts,
     )
 
 

@@ -8,6 +8,11 @@ Enable it in the master configuration (``saltext-fleet config`` prints it)::
     fleet:
       ui: {host: 127.0.0.1, port: 8443, tls_cert: /etc/ssl/fleet.pem, tls_key: /etc/ssl/fleet.key}
 
+Slow clients are bounded by ``fleet:ui:header_timeout`` (10 s for a request's line and
+headers), ``body_timeout`` (30 s without progress in a body) and
+``max_connections_per_address`` (64); TLS on the plain port, or plain HTTP on the TLS port,
+gets a clear 400 at once (:mod:`saltext_fleet.webui.guard`).
+
 Create the first user with ``saltext-fleet user add alice --role admin``. The engine runs one
 asyncio loop (Tornado serving the Flask app through a thread pool, and native websockets). If
 it fails, the reason is logged and it starts again after a pause (1 s, doubling up to 60 s);

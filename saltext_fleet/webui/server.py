@@ -4,7 +4,9 @@
   pool, so a slow page never blocks the loop;
 - ``/ws/live``: a native Tornado websocket for the overview's live updates, authenticated by
   the same session cookie as the pages (and refused from another origin);
-- TLS when ``fleet:ui:tls_cert`` and ``tls_key`` are set.
+- TLS when ``fleet:ui:tls_cert`` and ``tls_key`` are set;
+- deadlines for slow clients, a cap on connections per client address and a clear answer to
+  the wrong protocol (:mod:`.guard`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
 
-import tornado.httpserver
 import tornado.web
 import tornado.websocket
 import tornado.wsgi
@@ -28,12 +29,17 @@ from saltext_fleet.core import secrets as core_secrets
 from saltext_fleet.store import audit as store_audit
 from saltext_fleet.store import engine as store_engine
 from saltext_fleet.webui.app import WebContext, create_app, load_secret_key
+from saltext_fleet.webui.guard import GuardedHTTPServer
 from saltext_fleet.webui.live import Hub
 from saltext_fleet.webui.salt import SaltGateway
 
 log = logging.getLogger(__name__)
 
 THREADS = 8
+#: Tornado buffers a request's body before the Flask app sees it: refuse one above this at
+#: once (the app answers 413 above its own MAX_CONTENT_LENGTH, 2 MiB)
+MAX_BODY = 4 * 1024 * 1024
+LISTEN_BACKLOG = 1024
 
 
 def secret_key_path(opts: dict) -> str:
@@ -127,6 +133,9 @@ def build(opts: dict, loop: asyncio.AbstractEventLoop | None = None):
             (r".*", tornado.web.FallbackHandler, {"fallback": container}),
         ],
         websocket_max_message_size=64 * 1024,
+        # a browser that went away without closing (half-open) is noticed within a minute
+        websocket_ping_interval=20,
+        websocket_ping_timeout=60,
     )
     return app, ctx, executor
 
@@ -146,8 +155,17 @@ async def serve(
     cfg = config.load(opts)
     loop = asyncio.get_running_loop()
     app, ctx, executor = build(opts, loop)
-    server = tornado.httpserver.HTTPServer(app, ssl_options=ssl_context(cfg), xheaders=False)
-    server.listen(cfg.ui.port, address=cfg.ui.host)
+    server = GuardedHTTPServer(
+        app,
+        ssl_options=ssl_context(cfg),
+        xheaders=False,
+        header_timeout=cfg.ui.header_timeout,
+        body_timeout=cfg.ui.body_timeout,
+        max_connections_per_address=cfg.ui.max_connections_per_address,
+        max_body_size=MAX_BODY,
+    )
+    # a burst of connections waits in the kernel's queue, not in SYN retries of a second
+    server.listen(cfg.ui.port, address=cfg.ui.host, backlog=LISTEN_BACKLOG)
     threads = [
         threading.Thread(target=ctx.live.run_looker, name="fleet-ui-live", daemon=True),
         threading.Thread(

@@ -8,9 +8,12 @@ import asyncio
 import datetime as dt
 import http.cookiejar
 import ipaddress
+import logging
 import re
+import socket
 import ssl
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -113,8 +116,33 @@ def test_https_only_and_a_secure_session_cookie(tls_server):
     cookie = next(c for c in jar if c.name == "fleet_session")
     assert cookie.secure and cookie.has_nonstandard_attr("HttpOnly")
     # plain HTTP on the same port is not served
-    with pytest.raises((urllib.error.URLError, ConnectionError, OSError)):
+    with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(f"http://127.0.0.1:{tls_server['port']}/login", timeout=10).read()
+    assert refused.value.code == 400
     # and a client that does not trust the certificate is refused
     with pytest.raises(urllib.error.URLError):
         urllib.request.urlopen(f"{url}/login", timeout=10)
+
+
+def test_plain_http_on_the_tls_port_is_answered_at_once_in_clear_text(tls_server, caplog):
+    caplog.set_level(logging.WARNING, logger="saltext_fleet.webui.guard")
+    port = tls_server["port"]
+    began = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /login HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    assert time.monotonic() - began < 1.0, "the answer (and the close) took a second or more"
+    assert answer.startswith(b"HTTP/1.1 400 Bad Request\r\n")
+    assert b"This port speaks HTTPS, not plain HTTP: use https://127.0.0.1:%d/" % port in answer
+    assert "plain HTTP on the HTTPS port from 127.0.0.1" in caplog.text
+    # a browser's error page shows that text
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10)
+    assert b"This port speaks HTTPS" in refused.value.read()
+    # and HTTPS is still served
+    with urllib.request.urlopen(
+        f"{tls_server['url']}/login", timeout=10, context=tls_server["trust"]
+    ) as resp:
+        assert resp.status == 200

@@ -12,6 +12,8 @@ def test_defaults_without_a_fleet_section():
     assert cfg.db_url == "sqlite:////var/cache/salt/master/fleet/fleet.db"
     assert cfg.key_file == "/etc/salt/pki/master/fleet.fernet"
     assert (cfg.ui.host, cfg.ui.port, cfg.ui.tls_cert) == ("127.0.0.1", 8443, None)
+    assert (cfg.ui.header_timeout, cfg.ui.body_timeout) == (10, 30)
+    assert cfg.ui.max_connections_per_address == 64
     assert (cfg.gate.mode, cfg.gate.ttl, cfg.gate.master) == ("enrolment", 86400, None)
     assert cfg.drift.alert_score == 50.0
     assert cfg.inventory.pip == ()
@@ -24,7 +26,15 @@ def test_full_section_is_read():
             "fleet": {
                 "db_url": "postgresql+psycopg://fleet@127.0.0.1/fleet",
                 "key_file": "/srv/fleet.key",
-                "ui": {"host": "0.0.0.0", "port": 9443, "tls_cert": "/c", "tls_key": "/k"},
+                "ui": {
+                    "host": "0.0.0.0",
+                    "port": 9443,
+                    "tls_cert": "/c",
+                    "tls_key": "/k",
+                    "header_timeout": 2.5,
+                    "body_timeout": 60,
+                    "max_connections_per_address": 500,
+                },
                 "gate": {"mode": "manual", "ttl": "2h", "master": "salt.example", "seen_window": 5},
                 "drift": {"alert_score": 12},
                 "inventory": {"pip": "/usr/bin/python3"},
@@ -33,6 +43,8 @@ def test_full_section_is_read():
     )
     assert cfg.db_url.startswith("postgresql+psycopg://")
     assert cfg.ui.port == 9443 and cfg.ui.tls_key == "/k"
+    assert (cfg.ui.header_timeout, cfg.ui.body_timeout) == (2.5, 60)
+    assert cfg.ui.max_connections_per_address == 500
     assert cfg.gate == config.GateConfig("manual", 7200, "salt.example", 5)
     assert cfg.drift.alert_score == 12.0
     assert cfg.inventory.pip == ("/usr/bin/python3",)
@@ -48,6 +60,20 @@ def test_full_section_is_read():
         ({"ui": {"prot": 1}}, "fleet:ui:prot", "unknown option"),
         ({"ui": {"tls_cert": "/c"}}, "fleet:ui:tls_key", "together"),
         ({"ui": "127.0.0.1"}, "fleet:ui", "mapping"),
+        ({"ui": {"header_timeout": 0}}, "fleet:ui:header_timeout", "seconds above 0"),
+        ({"ui": {"header_timeout": "10s"}}, "fleet:ui:header_timeout", "seconds"),
+        ({"ui": {"body_timeout": 7200}}, "fleet:ui:body_timeout", "up to 3600"),
+        ({"ui": {"body_timeout": float("nan")}}, "fleet:ui:body_timeout", "seconds"),
+        (
+            {"ui": {"max_connections_per_address": 0}},
+            "fleet:ui:max_connections_per_address",
+            "1 to",
+        ),
+        (
+            {"ui": {"max_connections_per_address": 2.5}},
+            "fleet:ui:max_connections_per_address",
+            "whole",
+        ),
         ({"gate": {"mode": "auto"}}, "fleet:gate:mode", "never blanket"),
         ({"gate": {"ttl": "forever"}}, "fleet:gate:ttl", "duration"),
         ({"gate": {"ttl": "90d"}}, "fleet:gate:ttl", "at most 30 days"),
