@@ -367,13 +367,13 @@ def _bool(value, what: str) -> bool:
 
 
 def _check_minion_id(minion) -> str:
-    import re
+    """The one minion id rule of the gate (``core.gate.check_minion_id``), as a runner error."""
+    from saltext_fleet.core import gate as core_gate
 
-    if not isinstance(minion, str) or not re.match(r"^[A-Za-z0-9._-]{1,255}$", minion):
-        raise SaltRunnerError(
-            f"{minion!r} is not a minion id ([A-Za-z0-9._-], 1 to 255 characters)"
-        )
-    return minion
+    try:
+        return core_gate.check_minion_id(minion, "minion")
+    except core_gate.GateError as exc:
+        raise SaltRunnerError(f"not a minion id: {exc}") from None
 
 
 def _check_baseline_name(name) -> str:
