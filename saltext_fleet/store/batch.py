@@ -21,6 +21,18 @@ caller is told which nodes' inventories changed so it can fire ``fleet/inventory
 The inventories of a batch are ingested together (a handful of statements per batch, not per
 inventory); if the database rejects that, each one is retried alone in its own savepoint.
 
+Who a record speaks for
+-----------------------
+Node data (inventory, facts, grains, pending states, ``last_seen``) is taken only from
+``return`` records, whose minion id is the one Salt authenticated (the job cache's
+``returner()`` load, which the master's ``_return`` hands over after checking the sender).
+Events are stored as events and nothing more: a minion may fire ``salt/job/<jid>/ret/<other>``
+itself, and an event in a minion's ``events`` batch reaches the bus exactly as the sender wrote
+it, so no field of an event says who sent it. The inventory digest a minion reports is a claim
+too: snapshots are content-addressed by the digest the master computes over the content it
+stores (:func:`saltext_fleet.core.inventory.inventory_digest`), so a minion cannot park other
+content under the digest its neighbours will report next.
+
 How it stays fast
 -----------------
 Each payload is serialised to JSON text once, by the C encoder of the standard library, and
@@ -50,6 +62,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
 
 from saltext_fleet.core.drift import pending_states, state_run
+from saltext_fleet.core.inventory import inventory_digest
 from saltext_fleet.core.redact import redact
 from saltext_fleet.store.drift import set_pending_states
 from saltext_fleet.store.models import (
@@ -654,28 +667,9 @@ def _ingest_state_tests(conn: Connection, items: list[tuple], result: BatchResul
 
 
 def _handle_events(conn: Connection, group: list[dict], result: BatchResult) -> None:
-    rows = _store_group(conn, group, "event", _EVENTS, _event_row, result)
-    items, tests = [], []
-    for row in rows:
-        # With only event_return configured, inventories arrive as job return events.
-        data = row["data"] if isinstance(row["data"], dict) else {}
-        is_ret = row["tag"].startswith("salt/job/") and "/ret/" in row["tag"]
-        if is_ret and state_run(data.get("fun"), data.get("fun_args")):
-            minion = data.get("id")
-            if isinstance(minion, str) and minion:
-                tests.append((minion, data["fun"], data.get("fun_args"), data.get("return")))
-        if is_ret and data.get("fun") in _INGESTED_FUNS:
-            minion = data.get("id")
-            if isinstance(minion, str) and minion:
-                items.append(
-                    (minion, data["fun"], data.get("return"), data.get("success"), row["rid"])
-                )
-    if items or tests:
-        _touch_nodes(conn, {item[0] for item in items + tests})
-    if items:
-        _ingest_many(conn, items, result)
-    if tests:
-        _ingest_state_tests(conn, tests, result)
+    # Stored as events only: nothing in an event says who sent it (module docstring), so no
+    # node data is ever taken from one, job return events included.
+    _store_group(conn, group, "event", _EVENTS, _event_row, result)
 
 
 def _by_jid(group: list[dict]) -> list[dict]:
@@ -851,15 +845,31 @@ def _ingest_many(conn: Connection, items: list[tuple], result: BatchResult) -> N
 
 
 def _parse_inventory(minion_id: str, inv: Any) -> tuple[str, dict, dict, dict]:
-    """``(digest, packages, sources, facts)`` of an inventory document, or RecordRejected."""
+    """``(digest, packages, sources, facts)`` of an inventory document, or RecordRejected.
+
+    The digest is the master's own, computed over the content that is stored; the one the
+    minion reports is only compared with it (a mismatch is logged).
+    """
     if not isinstance(inv, dict):
         raise RecordRejected(f"inventory of {minion_id} is not a mapping")
-    digest = inv.get("digest")
     packages = inv.get("packages")
-    if not isinstance(digest, str) or len(digest) != 64 or not isinstance(packages, dict):
-        raise RecordRejected(f"inventory of {minion_id} has no digest or packages")
+    if not isinstance(packages, dict):
+        raise RecordRejected(f"inventory of {minion_id} has no packages mapping")
     sources = inv.get("sources") if isinstance(inv.get("sources"), dict) else {}
     facts = inv.get("facts") if isinstance(inv.get("facts"), dict) else {}
+    try:
+        digest = inventory_digest(packages, sources, facts)
+    except (TypeError, ValueError) as exc:
+        raise RecordRejected(f"inventory of {minion_id} cannot be hashed: {exc}") from exc
+    claimed = inv.get("digest")
+    if claimed != digest:
+        log.warning(
+            "saltext-fleet: the inventory of %r claims digest %r but its content hashes to %s;"
+            " stored under the computed one",
+            minion_id,
+            str(claimed)[:80],
+            digest,
+        )
     return digest, packages, sources, facts
 
 

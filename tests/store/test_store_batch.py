@@ -4,6 +4,7 @@ import uuid
 
 from sqlalchemy import select
 
+from saltext_fleet.core.inventory import build_inventory
 from saltext_fleet.store import batch, queries
 from saltext_fleet.store.models import (
     Event,
@@ -33,14 +34,9 @@ def ret(minion="m1", jid="20261123120000000001", fun="test.ping", value=True, **
     }
 
 
-def inventory(digest_char="a", packages=None):
-    return {
-        "packages": packages or {"deb": {"bash": "5.2"}},
-        "sources": {},
-        "facts": {"os": "Debian"},
-        "digest": digest_char * 64,
-        "errors": [],
-    }
+def inventory(packages=None):
+    """An inventory document as fleet.inventory returns it, with its real digest."""
+    return build_inventory(packages or {"deb": {"bash": "5.2"}}, {}, {"os": "Debian"})
 
 
 def test_returns_are_stored_once_even_when_replayed(engine):
@@ -143,28 +139,51 @@ def test_publish_load_is_never_overwritten_by_a_return_load(engine):
 
 
 def test_inventory_returns_are_ingested_content_addressed(engine):
+    a, b = inventory(), inventory({"deb": {"bash": "5.3"}})
+    da, db = a["digest"], b["digest"]
     r1 = write(
         engine,
         [
-            ret(minion="n1", fun="fleet.inventory", value=inventory("a")),
-            ret(minion="n2", fun="fleet.inventory", value=inventory("a")),
+            ret(minion="n1", fun="fleet.inventory", value=a),
+            ret(minion="n2", fun="fleet.inventory", value=inventory()),
         ],
     )
-    assert sorted(r1.inventory_changed) == [("n1", "a" * 64, None), ("n2", "a" * 64, None)]
+    assert sorted(r1.inventory_changed) == [("n1", da, None), ("n2", da, None)]
     assert count(engine, InventorySnapshot) == 1  # the same inventory is stored once
     # An unchanged inventory writes no snapshot and announces nothing.
-    r2 = write(engine, [ret(minion="n1", fun="fleet.inventory", value=inventory("a"))])
+    r2 = write(engine, [ret(minion="n1", fun="fleet.inventory", value=inventory())])
     assert r2.inventory_changed == [] and count(engine, InventorySnapshot) == 1
-    r3 = write(
-        engine,
-        [ret(minion="n1", fun="fleet.inventory", value=inventory("b", {"deb": {"bash": "5.3"}}))],
-    )
-    assert r3.inventory_changed == [("n1", "b" * 64, "a" * 64)]
+    r3 = write(engine, [ret(minion="n1", fun="fleet.inventory", value=b)])
+    assert r3.inventory_changed == [("n1", db, da)]
     assert count(engine, InventorySnapshot) == 2
     assert count(engine, NodeInventory) == 3
     with engine.connect() as conn:
         node = conn.execute(select(Node).where(Node.minion_id == "n1")).one()
-    assert node.inventory_digest == "b" * 64 and node.facts == {"os": "Debian"}
+    assert node.inventory_digest == db and node.facts == {"os": "Debian"}
+
+
+def test_the_digest_a_minion_reports_is_not_trusted(engine):
+    """Y claims the digest X will report next, with other content: X's later report is stored
+    with its own content, and Y's content under the digest of Y's content."""
+    x_next = inventory({"deb": {"bash": "5.3", "curl": "8.0"}})
+    forged = {
+        **inventory({"deb": {"bash": "5.3", "backdoor": "6.6.6"}}),
+        "digest": x_next["digest"],
+    }
+    first = write(engine, [ret(minion="y", fun="fleet.inventory", value=forged)])
+    forged_digest = build_inventory(forged["packages"], {}, {"os": "Debian"})["digest"]
+    assert first.inventory_changed == [("y", forged_digest, None)]
+    assert forged_digest != x_next["digest"]
+    write(engine, [ret(minion="x", fun="fleet.inventory", value=x_next)])
+    with engine.connect() as conn:
+        node = conn.execute(select(Node).where(Node.minion_id == "x")).one()
+        stored = conn.execute(
+            select(InventorySnapshot.packages).where(
+                InventorySnapshot.digest == node.inventory_digest
+            )
+        ).scalar_one()
+    assert node.inventory_digest == x_next["digest"]
+    assert stored == {"deb": {"bash": "5.3", "curl": "8.0"}}
 
 
 def test_malformed_inventory_does_not_lose_the_return(engine):

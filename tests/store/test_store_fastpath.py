@@ -14,6 +14,7 @@ import uuid
 import pytest
 from sqlalchemy import select, text
 
+from saltext_fleet.core.inventory import build_inventory
 from saltext_fleet.store import batch, spool
 from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store import writer as store_writer
@@ -63,14 +64,24 @@ def event(tag="salt/test", data=None, rid=None):
     }
 
 
-def inventory(digest_char, packages=None, facts=None):
-    return {
-        "packages": packages or {"deb": {"bash": "5.2", "curl": "7.88"}},
-        "sources": {"deb": {"bash": {"name": "bash", "version": "5.2"}}},
-        "facts": facts or {"os": "Debian"},
-        "digest": digest_char * 64,
-        "errors": [],
-    }
+#: The real digest of the last inventory made for each label (the master recomputes it).
+DIGESTS: dict[str, str] = {}
+
+
+def inventory(label, packages=None, facts=None):
+    """An inventory document with its real digest; default content differs by ``label``."""
+    curl = "7.88" if label == "a" else f"7.88.{ord(label[0]) - 96}"
+    inv = build_inventory(
+        packages or {"deb": {"bash": "5.2", "curl": curl}},
+        {"deb": {"bash": {"name": "bash", "version": "5.2"}}},
+        facts or {"os": "Debian"},
+    )
+    DIGESTS[label] = inv["digest"]
+    return inv
+
+
+def dg(label):
+    return DIGESTS[label]
 
 
 class _Collect(logging.Handler):
@@ -278,6 +289,7 @@ def test_inventories_of_one_batch_are_ingested_as_one_by_one(engine):
             ret(minion="n1", fun="fleet.inventory", value=b),  # unchanged: nothing new
             ret(minion="n3", fun="fleet.inventory", value={"digest": "short"}),
             ret(minion="n4", fun="fleet.inventory", value=a, success=False),
+            # A job return event is stored as an event, never ingested: anybody can fire it.
             event(
                 tag=f"salt/job/{JID}/ret/n5",
                 data={"id": "n5", "fun": "fleet.inventory", "return": b, "success": True},
@@ -285,13 +297,13 @@ def test_inventories_of_one_batch_are_ingested_as_one_by_one(engine):
         ],
     )
     assert result.inventory_changed == [
-        ("n1", "a" * 64, None),
-        ("n2", "a" * 64, None),
-        ("n1", "b" * 64, "a" * 64),
-        ("n5", "b" * 64, None),
+        ("n1", dg("a"), None),
+        ("n2", dg("a"), None),
+        ("n1", dg("b"), dg("a")),
     ]
     assert count(engine, InventorySnapshot) == 2
-    assert count(engine, NodeInventory) == 4
+    assert count(engine, NodeInventory) == 3
+    assert count(engine, Event) == 1
     assert count(engine, Return) == 6 and count(engine, Quarantine) == 0
     with engine.connect() as conn:
         nodes = {n.minion_id: n for n in conn.execute(select(Node)).all()}
@@ -302,18 +314,18 @@ def test_inventories_of_one_batch_are_ingested_as_one_by_one(engine):
         ).all()
         packages = conn.execute(
             select(InventorySnapshot.packages, InventorySnapshot.package_count).where(
-                InventorySnapshot.digest == "a" * 64
+                InventorySnapshot.digest == dg("a")
             )
         ).one()
-    assert nodes["n1"].inventory_digest == "b" * 64 and nodes["n1"].facts == {"os": "Debian 13"}
-    assert nodes["n2"].inventory_digest == "a" * 64 and nodes["n2"].inventory_at is not None
+    assert nodes["n1"].inventory_digest == dg("b") and nodes["n1"].facts == {"os": "Debian 13"}
+    assert nodes["n2"].inventory_digest == dg("a") and nodes["n2"].inventory_at is not None
     assert nodes["n3"].inventory_digest is None and nodes["n4"].inventory_digest is None
-    assert nodes["n5"].inventory_digest == "b" * 64
-    assert [tuple(h) for h in history] == [("n1", "a" * 64, None), ("n1", "b" * 64, "a" * 64)]
+    assert "n5" not in nodes
+    assert [tuple(h) for h in history] == [("n1", dg("a"), None), ("n1", dg("b"), dg("a"))]
     assert packages == (a["packages"], 2)
     # The next batch sees what this one stored: unchanged inventories announce nothing.
     again = write(engine, [ret(minion="n1", fun="fleet.inventory", value=b)])
-    assert again.inventory_changed == [] and count(engine, NodeInventory) == 4
+    assert again.inventory_changed == [] and count(engine, NodeInventory) == 3
 
 
 def test_when_the_batched_ingest_fails_each_inventory_is_ingested_alone(engine, monkeypatch):
@@ -330,7 +342,9 @@ def test_when_the_batched_ingest_fails_each_inventory_is_ingested_alone(engine, 
             ret(minion="n2", fun="fleet.inventory", value=inventory("b")),
         ],
     )
-    assert sorted(result.inventory_changed) == [("n1", "a" * 64, None), ("n2", "b" * 64, None)]
+    assert sorted(result.inventory_changed) == sorted(
+        [("n1", dg("a"), None), ("n2", dg("b"), None)]
+    )
     assert count(engine, InventorySnapshot) == 2 and count(engine, Return) == 2
 
 
@@ -427,7 +441,7 @@ def test_inventory_changes_are_announced_in_order_off_the_flusher(db_url, tmp_pa
         # wait for them (an event bus that is slow must not hold up readers).
         assert len(announced) < 6
         assert writer.wait_announced(30)
-        assert announced == [(f"n{i}", "abcdef"[i] * 64, None) for i in range(6)]
+        assert announced == [(f"n{i}", dg("abcdef"[i]), None) for i in range(6)]
         assert set(flusher) == {"saltext-fleet-notifier"}
     finally:
         writer.close(5)
