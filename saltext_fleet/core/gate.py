@@ -287,3 +287,52 @@ class SeenFilter:
         with self._lock:
             for key in [k for k in self._seen if k[0] == minion_id]:
                 del self._seen[key]
+
+
+class HintLimiter:
+    """How often an event that is only a hint may trigger work, per key (a node, say).
+
+    A minion may fire almost any tag, for any node, as often as it likes, so a hint must not
+    cost a job each time. The first hint for a key is acted on at once; later ones within
+    ``window`` seconds are not, but remembered: when the window ends, :meth:`due` names the
+    key once (the trailing edge), so a genuine hint that came in right after a forged one is
+    still acted on, only later. At most ``size`` keys are remembered (oldest first out).
+    """
+
+    def __init__(self, window: float, size: int = 100_000, trailing: bool = True):
+        self.window = window
+        self.size = size
+        self.trailing = trailing
+        #: key -> (time the last work started, a hint is waiting)
+        self._last: OrderedDict[Any, tuple[float, bool]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def offer(self, key: Any, now: float | None = None) -> bool:
+        """True: act on this hint now. False: too soon (remembered for :meth:`due`)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            found = self._last.get(key)
+            if found is not None and now - found[0] < self.window:
+                self._last[key] = (found[0], self.trailing)
+                return False
+            self._last[key] = (now, False)
+            self._last.move_to_end(key)
+            while len(self._last) > self.size:
+                self._last.popitem(last=False)
+            return True
+
+    def due(self, now: float | None = None) -> list:
+        """Keys with a waiting hint whose window is over; each counts as acted on now."""
+        now = time.monotonic() if now is None else now
+        out = []
+        with self._lock:
+            for key, (at, waiting) in list(self._last.items()):
+                if waiting and now - at >= self.window:
+                    self._last[key] = (now, False)
+                    self._last.move_to_end(key)
+                    out.append(key)
+        return out
+
+    def waiting(self) -> int:
+        with self._lock:
+            return sum(1 for _at, w in self._last.values() if w)

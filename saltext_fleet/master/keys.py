@@ -85,6 +85,16 @@ def _check_id(minion_id: Any) -> str:
 # -- salt/auth: the reactor's path -------------------------------------------------------------
 
 
+def _really_pending(opts: dict, key, states: dict, minion_id: str, finger: str) -> bool:
+    """Whether Salt's key store holds ``minion_id``'s key as pending, with the fingerprint
+    ``finger``: a ``salt/auth`` event is only a hint (a minion can fire that tag in an
+    ``events`` batch, with any id and key), the key store is what Salt wrote itself."""
+    if states.get(minion_id) != "pending":
+        return False
+    held = salt_pub(key, minion_id)
+    return held is not None and core_gate.same_fingerprint(_safe_fingerprint(opts, held), finger)
+
+
 def handle_auth(
     opts: dict,
     engine,
@@ -109,6 +119,13 @@ def handle_auth(
         finger = _fingerprint(opts, pub)
     except core_gate.GateError as exc:
         return {"id": minion_id, "result": "ignored", "reason": str(exc)}
+    key = salt_key(opts)
+    if not _really_pending(opts, key, salt_states(key), minion_id, finger):
+        log.info(
+            "fleet gate: ignoring a salt/auth event for %s: no such pending key in Salt's store",
+            minion_id,
+        )
+        return {"id": minion_id, "result": "ignored", "reason": "not a pending key in Salt's store"}
     cfg = config.load(opts)
     now = now or utcnow()
     with engine.begin() as conn:
@@ -164,6 +181,20 @@ def record_pending(opts: dict, engine, batch, fire: Fire | None = None) -> list[
         except core_gate.GateError:
             continue
         rows.append((minion_id, finger, pub, dt.datetime.fromtimestamp(at, dt.timezone.utc)))
+    if rows:
+        # Only keys Salt really holds as pending, with that public key: the rest are
+        # lookalike events (anyone's junk, or another key under a real pending id).
+        key = salt_key(opts)
+        states = salt_states(key)
+        kept = [r for r in rows if _really_pending(opts, key, states, r[0], r[1])]
+        if len(kept) < len(rows):
+            log.warning(
+                "fleet gate: ignored %d salt/auth events for keys Salt does not hold as pending "
+                "(e.g. %s)",
+                len(rows) - len(kept),
+                sorted({r[0] for r in rows} - {r[0] for r in kept})[:5],
+            )
+        rows = kept
     new = []
     with engine.begin() as conn:
         for minion_id, finger, pub, seen in rows:

@@ -13,8 +13,10 @@ holds the reactor.
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
+import time
 from typing import Any
 
 from sqlalchemy import select
@@ -24,7 +26,7 @@ from saltext_fleet.core import gate as core_gate
 from saltext_fleet.store import audit as store_audit
 from saltext_fleet.store import gate as store_gate
 from saltext_fleet.store import secrets as store_secrets
-from saltext_fleet.store.models import Node
+from saltext_fleet.store.models import AuditEvent, Node
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +65,15 @@ def schedule_jobs(cfg: config.FleetConfig) -> dict[str, dict[str, Any]]:
     return jobs
 
 
-def onboard(opts: dict, engine, minion_id: Any, actor: str = "reactor") -> dict[str, Any]:
-    """Set up a node that has just started (idempotent: a restart sets it up again)."""
+def onboard(
+    opts: dict,
+    engine,
+    minion_id: Any,
+    actor: str = "reactor",
+    started: float | None = None,
+) -> dict[str, Any]:
+    """Set up a node that has just started (idempotent: a restart sets it up again).
+    ``started``: the start time the node itself reported (kept in the audit event)."""
     minion_id = core_gate.check_minion_id(minion_id, "minion")
     cfg = config.load(opts)
     with engine.connect() as conn:
@@ -100,26 +109,205 @@ def onboard(opts: dict, engine, minion_id: Any, actor: str = "reactor") -> dict[
             actor,
             "node.onboard",
             minion_id,
-            {"group": group_name, "states": (group or {}).get("states") or [], "steps": steps},
+            {
+                "group": group_name,
+                "states": (group or {}).get("states") or [],
+                "steps": steps,
+                **({"minion_started": started} if started is not None else {}),
+            },
         )
     log.info("fleet: onboarded %s (group %s)", minion_id, group_name)
     return {"id": minion_id, "group": group_name, "steps": steps}
 
 
-def presence(engine, new: Any = None, lost: Any = None) -> dict[str, int]:
-    """``salt/presence/change``: mark ``new`` nodes online and ``lost`` ones offline
-    (invalid ids are skipped)."""
+# -- salt/minion/<id>/start: a hint, confirmed by the node itself --------------------------------
+
+#: Seconds the node has to answer ``fleet.started``.
+CONFIRM_TIMEOUT = 30
+
+
+class Refused(Exception):
+    """A start event that is not confirmed; the message says why."""
+
+
+def node_started(
+    opts: dict,
+    engine,
+    minion_id: Any,
+    sender: Any = None,
+    actor: str = "reactor",
+    timeout: float = CONFIRM_TIMEOUT,
+) -> dict[str, Any]:
+    """``salt/minion/<id>/start``: onboard ``minion_id`` if it really (re)started.
+
+    The event is a hint: a minion may fire it for any id, alone or in an ``events`` batch
+    (where nothing in it is authenticated). ``sender`` is the event's ``id``, which Salt
+    authenticated for a single event: when it is not ``minion_id`` the event is refused at
+    once. Otherwise the node is asked (a ``fleet.started`` job, its answer read from the job
+    cache, where Salt files it under the id it authenticated) when its salt-minion process
+    started: it is onboarded only when that is later than its last onboarding. A refusal
+    is logged and audited (``node.onboard.refuse``, naming the event's id)."""
+    try:
+        minion_id = core_gate.check_minion_id(minion_id, "minion")
+        if sender != minion_id:
+            raise Refused(f"the event came from {str(sender)[:100]!r}, not from {minion_id}")
+        started = _confirm_start(opts, engine, minion_id, timeout)
+    except Refused as exc:
+        return _refuse(engine, minion_id, sender, str(exc))
+    except core_gate.GateError as exc:
+        log.warning("fleet: ignoring a start event: %s (event id %.100r)", exc, sender)
+        return {"id": None, "result": "refused", "reason": str(exc)}
+    done = onboard(opts, engine, minion_id, actor, started=started)
+    return {**done, "result": "onboarded", "minion_started": started}
+
+
+def _refuse(engine, minion_id: str, sender: Any, reason: str) -> dict[str, Any]:
+    shown = sender if isinstance(sender, str) else repr(sender)
+    log.warning(
+        "fleet: refused to onboard %s on a salt/minion/%s/start event (event id %.100s): %s",
+        minion_id,
+        minion_id,
+        shown,
+        reason,
+    )
+    with engine.begin() as conn:
+        store_audit.append(
+            conn,
+            "reactor",
+            "node.onboard.refuse",
+            minion_id,
+            {"claimed_id": minion_id, "sender": shown[:255], "reason": reason},
+        )
+    return {"id": minion_id, "result": "refused", "reason": reason, "sender": shown}
+
+
+def _confirm_start(opts: dict, engine, minion_id: str, timeout: float) -> float:
+    from saltext_fleet.master import keys as master_keys
+
+    state = master_keys.salt_states(master_keys.salt_key(opts)).get(minion_id)
+    if state != "accepted":
+        raise Refused(f"{minion_id} has no accepted key ({state or 'none'})")
+    started = _ask_started(opts, minion_id, timeout)
+    last, last_at = _last_onboarding(engine, minion_id)
+    if last is not None and started <= last:
+        raise Refused(
+            f"{minion_id} says its salt-minion started at {_iso(started)}, not after its last "
+            f"onboarding (started {_iso(last)})"
+        )
+    if last is None and last_at is not None and started <= last_at.timestamp():
+        raise Refused(
+            f"{minion_id} says its salt-minion started at {_iso(started)}, before its last "
+            f"onboarding at {last_at.isoformat()}"
+        )
+    return started
+
+
+def _iso(at: float) -> str:
+    return dt.datetime.fromtimestamp(at, dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def _ask_started(opts: dict, minion_id: str, timeout: float) -> float:
+    """The node's own answer to ``fleet.started``, read from the master's job cache (an
+    answer on the event bus could be a forged ``salt/job/<jid>/ret/<id>`` event)."""
+    with _client(opts) as client:
+        jid = client.cmd_async([minion_id], "fleet.started", tgt_type="list")
+        if not jid:
+            raise Refused(f"could not ask {minion_id} when it started (no job published)")
+        deadline = time.monotonic() + timeout
+        while True:
+            answer = (client.get_cache_returns(jid).get(minion_id) or {}).get("ret")
+            if answer is not None:
+                break
+            if time.monotonic() >= deadline:
+                raise Refused(f"{minion_id} did not say when it started within {timeout:g} s")
+            time.sleep(0.5)
+    started = answer.get("started") if isinstance(answer, dict) else None
+    if isinstance(started, bool) or not isinstance(started, (int, float)):
+        raise Refused(f"{minion_id} answered fleet.started with {str(answer)[:200]!r}")
+    return float(started)
+
+
+def _last_onboarding(engine, minion_id: str) -> tuple[float | None, dt.datetime | None]:
+    """(the node's start time recorded at its last onboarding, when that was)."""
+    with engine.connect() as conn:
+        at = conn.execute(select(Node.onboarded_at).where(Node.minion_id == minion_id)).scalar()
+        details = conn.execute(
+            select(AuditEvent.details)
+            .where(AuditEvent.target == minion_id, AuditEvent.action == "node.onboard")
+            .order_by(AuditEvent.id.desc())
+            .limit(1)
+        ).scalar()
+    last = (details or {}).get("minion_started") if isinstance(details, dict) else None
+    if isinstance(last, bool) or not isinstance(last, (int, float)):
+        last = None
+    if at is not None and at.tzinfo is None:
+        at = at.replace(tzinfo=dt.timezone.utc)
+    return last, at
+
+
+# -- salt/presence/change: a hint, confirmed by the master's connected ids -------------------------
+
+
+def connected_ids(opts: dict) -> set[str]:
+    """The ids Salt's master sees connected (``CkMinions.connected_ids``)."""
+    import salt.utils.minions
+
+    return set(salt.utils.minions.CkMinions(opts).connected_ids())
+
+
+def presence(
+    engine, new: Any = None, lost: Any = None, connected: set[str] | None = None
+) -> dict[str, Any]:
+    """``salt/presence/change``: mark ``new`` nodes online and ``lost`` ones offline (invalid
+    ids are skipped). With ``connected`` (the master's connected ids), the event is only a
+    hint: a node is marked online only if it is connected, offline only if it is not, and
+    the other claims are logged and refused."""
 
     def ids(value) -> list[str]:
         if not isinstance(value, (list, tuple)):
             return []
-        return [m for m in value if core_gate.is_minion_id(m)]
+        return sorted({m for m in value if core_gate.is_minion_id(m)})
 
     online, offline = ids(new), ids(lost)
+    refused: dict[str, list[str]] = {}
+    if connected is not None:
+        refused = {
+            "new": [m for m in online if m not in connected],
+            "lost": [m for m in offline if m in connected],
+        }
+        online = [m for m in online if m in connected]
+        offline = [m for m in offline if m not in connected]
+        with engine.connect() as conn:
+            known = (
+                set(
+                    conn.execute(
+                        select(Node.minion_id).where(Node.minion_id.in_(offline))
+                    ).scalars()
+                )
+                if offline
+                else set()
+            )
+        # an id that is not connected and not a node: nothing to mark
+        offline = [m for m in offline if m in known]
     with engine.begin() as conn:
         up = store_gate.set_status(conn, online, "online")
         down = store_gate.set_status(conn, offline, "offline")
-    return {"online": up, "offline": down}
+        if refused.get("new") or refused.get("lost"):
+            store_audit.append(
+                conn,
+                "reactor",
+                "presence.refuse",
+                "presence",
+                {k: v[:50] for k, v in refused.items() if v},
+            )
+    if refused.get("new") or refused.get("lost"):
+        log.warning(
+            "fleet: refused presence claims the master's connected ids contradict: "
+            "new but not connected %s, lost but connected %s",
+            refused["new"][:20],
+            refused["lost"][:20],
+        )
+    return {"online": up, "offline": down, "refused": refused}
 
 
 def presence_check(opts: dict, engine, timeout: float = 10) -> dict[str, Any]:

@@ -11,6 +11,8 @@ Functions
     Packages per ecosystem, distro source packages, a few facts and a content digest. The
     normalising logic (ecosystem names, parsers, digest) lives in
     :mod:`saltext_fleet.core.inventory`; its docstring describes the returned document.
+``fleet.started``
+    When this minion's process started (the master confirms a start event with it).
 ``fleet.stamp_paths``
     The files whose modification times reveal a package change; the ``fleet_pkgset`` beacon
     stats them to decide, cheaply, whether to run the inventory again.
@@ -146,6 +148,31 @@ def stamp_paths() -> list:
                 cache[interpreter] = listing["site_dirs"]
         paths.extend(cache.get(interpreter, ()))
     return sorted(set(paths))
+
+
+def started() -> dict:
+    """
+    Return when this salt-minion process started: ``{"started": <unix time>, "pid": <pid>}``.
+
+    The master's onboarding asks this to confirm a ``salt/minion/<id>/start`` event (which
+    another minion could have fired): it sets the node up again only when the minion that
+    answers, under its own authenticated id, started after its last onboarding.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt '*' fleet.started
+    """
+    import psutil
+
+    proc = psutil.Process()
+    if __opts__.get("multiprocessing", True):
+        # the job runs in a process of its own, forked by the minion's process
+        parent = proc.parent()
+        if parent is not None:
+            proc = parent
+    return {"started": proc.create_time(), "pid": proc.pid}
 
 
 # --------------------------------------------------------------------------------------------

@@ -239,3 +239,120 @@ def key_changed(data=None):
     except queue.Full:
         log.warning("fleet gate: too many key changes waiting; %s %s not recorded", minion_id, act)
     return False
+
+
+# -- hints: events any minion could have fired ---------------------------------------------------
+
+#: Seconds between two pieces of work a hint may trigger, per node (per kind of hint).
+HINT_WINDOWS = {"pkgset": 60.0, "onboard": 10.0, "refuse": 60.0, "presence": 2.0}
+#: Most ids one presence hint may name (the rest are ignored).
+PRESENCE_MAX = 10_000
+
+_HINTS: dict = {}
+
+
+def _hints() -> dict:
+    with _LOCK:
+        if not _HINTS:
+            _HINTS["limits"] = {
+                kind: core_gate.HintLimiter(window, trailing=kind != "refuse")
+                for kind, window in HINT_WINDOWS.items()
+            }
+            _HINTS["presence"] = {"new": set(), "lost": set()}
+            thread = threading.Thread(
+                target=_trailing, args=(dict(__opts__),), name="fleet-gate-hints"
+            )
+            thread.daemon = True
+            thread.start()
+            _HINTS["thread"] = thread
+        return _HINTS
+
+
+def _trailing(opts: dict) -> None:
+    """Once a second: the work of hints that came within their window, once per node."""
+    while True:
+        time.sleep(1.0)
+        try:
+            _run_due(opts, _HINTS["limits"])
+        except Exception:  # noqa: BLE001 - the thread must outlive one failure
+            log.exception("fleet gate: a deferred hint failed")
+
+
+def _run_due(opts: dict, limits: dict) -> None:
+    pkgset = limits["pkgset"].due()
+    if pkgset:
+        import salt.client
+
+        with salt.client.get_local_client(mopts=opts) as client:
+            for minion_id in pkgset:
+                client.cmd_async([minion_id], "fleet.inventory", tgt_type="list")
+    onboard = limits["onboard"].due()
+    presence = limits["presence"].due()
+    if not onboard and not presence:
+        return
+    import salt.runner
+
+    runner = salt.runner.RunnerClient(opts)
+    for minion_id in onboard:
+        runner.cmd(
+            "fleet.node_started",
+            kwarg={"minion": minion_id, "sender": minion_id},
+            print_event=False,
+        )
+    if presence:
+        held = _HINTS["presence"]
+        with _LOCK:
+            new, lost = sorted(held["new"]), sorted(held["lost"])
+            held["new"], held["lost"] = set(), set()
+        if new or lost:
+            runner.cmd("fleet.presence", kwarg={"new": new, "lost": lost}, print_event=False)
+
+
+def hint(kind=None, minion=None, sender=None, data=None):
+    """
+    True when the reactor should act on a hint now: an event that any minion could have
+    fired (``fleet/pkgset/changed``, ``salt/minion/<id>/start``, ``salt/presence/change``).
+    Work is done at most once per ``HINT_WINDOWS[kind]`` seconds per node; a hint that came
+    within the window is acted on once when it ends, by this process (no job per hint).
+
+    kind
+        ``pkgset`` (``minion``: the node), ``onboard`` (``minion``: the id in the tag,
+        ``sender``: the event's ``id``), ``presence`` (``data``: the event).
+
+    CLI Example (it only makes sense inside the reactor):
+
+    .. code-block:: bash
+
+        salt-run salt.cmd fleet_gate.hint pkgset web1
+    """
+    state = _hints()
+    limits = state["limits"]
+    if kind == "presence":
+        if not isinstance(data, dict):
+            return False
+        named = {}
+        for field in ("new", "lost"):
+            value = data.get(field)
+            ids = value[:PRESENCE_MAX] if isinstance(value, list) else []
+            named[field] = {m for m in ids if core_gate.is_minion_id(m)}
+        if not named["new"] and not named["lost"]:
+            return False
+        if limits["presence"].offer("presence"):
+            return True
+        with _LOCK:
+            for field, ids in named.items():
+                held = state["presence"][field]
+                if len(held) < PRESENCE_MAX:
+                    held.update(ids)
+        return False
+    if not core_gate.is_minion_id(minion):
+        log.warning("fleet gate: ignoring a %s hint for an invalid minion id %.80r", kind, minion)
+        return False
+    if kind == "pkgset":
+        return limits["pkgset"].offer(minion)
+    if kind == "onboard":
+        if sender != minion:
+            # refused at once by the runner (no job to the node): recorded once a minute
+            return limits["refuse"].offer((minion, str(sender)[:300]))
+        return limits["onboard"].offer(minion)
+    return False

@@ -400,13 +400,13 @@ def _bool(value, what: str) -> bool:
 
 
 def _check_minion_id(minion) -> str:
-    import re
+    """The one minion id rule of the gate (``core.gate.check_minion_id``), as a runner error."""
+    from saltext_fleet.core import gate as core_gate
 
-    if not isinstance(minion, str) or not re.match(r"^[A-Za-z0-9._-]{1,255}$", minion):
-        raise SaltRunnerError(
-            f"{minion!r} is not a minion id ([A-Za-z0-9._-], 1 to 255 characters)"
-        )
-    return minion
+    try:
+        return core_gate.check_minion_id(minion, "minion")
+    except core_gate.GateError as exc:
+        raise SaltRunnerError(f"not a minion id: {exc}") from None
 
 
 def _check_baseline_name(name) -> str:
@@ -1049,20 +1049,45 @@ def onboard(minion):
     return master_onboard.onboard(__opts__, _engine(), minion, _actor())
 
 
-def presence(new=None, lost=None):
+def node_started(minion, sender=None):
+    """
+    The shipped ``onboard.sls`` runs this on ``salt/minion/<id>/start``, an event any minion
+    could fire for any id: ``minion`` is the id in the tag, ``sender`` the event's ``id``
+    (Salt's authenticated sender for a single event). Refused at once when they differ;
+    otherwise the node is asked when its salt-minion started (``fleet.started``, its answer
+    read from the job cache) and onboarded (``fleet.onboard``) only when that is after its
+    last onboarding. Refusals are logged and audited as ``node.onboard.refuse``.
+
+    CLI Example (for a test; the reactor calls it):
+
+    .. code-block:: bash
+
+        salt-run fleet.node_started mini-07 sender=mini-07
+    """
+    from saltext_fleet.master import onboard as master_onboard
+
+    return master_onboard.node_started(__opts__, _engine(), minion, sender, _actor())
+
+
+def presence(new=None, lost=None, confirm=True):
     """
     Mark nodes online (``new``) and offline (``lost``): what the shipped ``presence.sls``
-    does with ``salt/presence/change`` (the master's ``presence_events``).
+    does with ``salt/presence/change`` (the master's ``presence_events``). That event could
+    come from any minion, so each claim is checked against the ids the master sees
+    connected (``confirm=False``: an operator's word, taken as it is).
 
     CLI Example:
 
     .. code-block:: bash
 
-        salt-run fleet.presence lost='[web-01]'
+        salt-run fleet.presence lost='[web-01]' confirm=False
     """
     from saltext_fleet.master import onboard as master_onboard
 
-    return master_onboard.presence(_engine(), _as_list(new, "new"), _as_list(lost, "lost"))
+    connected = master_onboard.connected_ids(__opts__) if _bool(confirm, "confirm") else None
+    return master_onboard.presence(
+        _engine(), _as_list(new, "new"), _as_list(lost, "lost"), connected=connected
+    )
 
 
 def presence_check(timeout=10):

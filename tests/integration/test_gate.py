@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import salt.key
 import salt.runner
 import salt.utils.event
 import yaml
@@ -155,6 +156,9 @@ def test_an_unknown_minion_stays_pending_while_other_reactions_run(
     # would take a minute and change nothing here).
     pub = new_pub()
     flood = [f"fleet-flood-{i:04d}" for i in range(1000)]
+    # pending in Salt's key store, as the master files them (the gate records only keys
+    # Salt really holds as pending)
+    hold_pending(salt_master, dict.fromkeys(flood, pub))
     loud = []
     for round_ in range(3):
         for minion_id in flood:
@@ -190,6 +194,8 @@ def test_an_unknown_minion_stays_pending_while_other_reactions_run(
     assert len(mine) == 1 and mine[0].data["fingerprint"] == entry["fingerprint"]
     flooded = {e.data["id"] for e in pending if e.data.get("id", "").startswith("fleet-flood-")}
     assert len(flooded) == 1000
+    salt_key_store = salt.key.Key(salt_master.config.copy())
+    salt_key_store.delete_key(match_dict={"minions_pre": flood})
     with store.connect() as conn:
         audited = conn.execute(
             select(func.count()).where(
@@ -376,35 +382,158 @@ def _tree(root: Path) -> set[str]:
     return out
 
 
+def hold_pending(salt_master, keys):
+    """Put ``{minion id: pub}`` in Salt's key store as pending keys, as the master does when
+    a new minion asks (salt/auth events are only hints: the gate records keys Salt holds)."""
+    store = salt.key.Key(salt_master.config.copy()).cache
+    for minion_id, pub in keys.items():
+        store.store("keys", minion_id, {"pub": pub, "state": "pending"})
+
+
 def test_hostile_minion_ids_touch_no_file(salt_master, salt_run_cli, store, tmp_path):
     root = Path(salt_master.config["root_dir"])
     pki = Path(salt_master.config["pki_dir"])
+    pub = new_pub()
+    # the positive control: a valid id, really pending in Salt's key store, whose salt/auth
+    # event is fired in the same batch as the hostile ones
+    control = random_string("fleet-control-")
+    hold_pending(salt_master, {control: pub})
     before = _tree(root.parent)
     keys_before = run(salt_run_cli, "fleet.keys")
-    pub = new_pub()
     # The first id goes through salt-run; the others through Salt's RunnerClient in this
     # process (the same runners, loaded the same way, without a second of CLI start-up each).
     runner = salt.runner.RunnerClient(salt_master.config.copy())
-    for n, bad in enumerate(HOSTILE):
-        # what a minion could send (Salt refuses most such ids itself before any event)
-        fire(salt_master, "salt/auth", {"result": True, "act": "pend", "id": bad, "pub": pub})
-        for fun in ("fleet.keys_accept", "fleet.keys_reject", "fleet.keys_delete", "fleet.enrol"):
-            if n == 0:
-                ret = salt_run_cli.run(fun, f"minion={bad}", _timeout=60)
-                text = str(ret.data) + ret.stdout + ret.stderr
-            else:
-                text = str(runner.cmd(fun, kwarg={"minion": bad}, print_event=False))
-            assert "minion id" in text or "id:" in text, (fun, bad, text[:300])
-    time.sleep(3)  # the gate's recorder writes once a second
-    after = _tree(root.parent)
-    changed = {p for p in before ^ after if not _churn(p)}
-    assert not [p for p in changed if "etc/x" in p or "web" in p or "hidden" in p or "aaaa" in p]
-    assert not Path("/etc/x").exists()
-    assert {p for p in changed if str(pki.relative_to(root.parent)) in p} == set()
-    assert run(salt_run_cli, "fleet.keys") == keys_before
-    with store.connect() as conn:
-        ids = set(conn.execute(select(MinionKey.minion_id)).scalars())
-    assert not ids & set(HOSTILE)
+    try:
+        for n, bad in enumerate(HOSTILE):
+            # what a minion could send (Salt refuses most such ids itself before any event)
+            fire(salt_master, "salt/auth", {"result": True, "act": "pend", "id": bad, "pub": pub})
+            for fun in (
+                "fleet.keys_accept",
+                "fleet.keys_reject",
+                "fleet.keys_delete",
+                "fleet.enrol",
+                "fleet.drift_node",
+                "fleet.onboard",
+            ):
+                if n == 0:
+                    ret = salt_run_cli.run(fun, f"minion={bad}", _timeout=60)
+                    assert ret.returncode != 0, (fun, bad, ret)
+                    text = str(ret.data) + ret.stdout + ret.stderr
+                else:
+                    ret = runner.cmd(
+                        fun, kwarg={"minion": bad}, print_event=False, full_return=True
+                    )
+                    assert ret["success"] is False, (fun, bad, ret)
+                    text = str(ret["return"])
+                assert "minion id" in text or "id:" in text, (fun, bad, text[:300])
+        fire(salt_master, "salt/auth", {"result": True, "act": "pend", "id": control, "pub": pub})
+
+        def recorded():
+            with store.connect() as conn:
+                return set(conn.execute(select(MinionKey.minion_id)).scalars())
+
+        # once the valid id of the batch is recorded, the gate has handled the whole batch
+        ids = wait_for(
+            "the control id's pending key in the store",
+            lambda: control in recorded() and recorded(),
+            timeout=60,
+        )
+        assert not ids & set(HOSTILE)
+        after = _tree(root.parent)
+        changed = {p for p in before ^ after if not _churn(p)}
+        assert not [
+            p for p in changed if "etc/x" in p or "web" in p or "hidden" in p or "aaaa" in p
+        ]
+        assert not Path("/etc/x").exists()
+        assert {p for p in changed if str(pki.relative_to(root.parent)) in p} == set()
+        keys_after = run(salt_run_cli, "fleet.keys")
+        assert keys_after[control]["state"] == "pending"
+        keys_after.pop(control)
+        keys_before.pop(control, None)
+        assert {k: v["state"] for k, v in keys_after.items()} == {
+            k: v["state"] for k, v in keys_before.items()
+        }
+    finally:
+        salt_master.salt_key_cli().run("-d", control, "-y")
+
+
+def test_lookalike_auth_events_record_nothing(salt_master, salt_run_cli, event_listener, store):
+    """salt/auth events for keys Salt does not hold as pending (junk ids, or another key
+    under a real pending id) write no row, no note and no attempt; the real pending key,
+    fired last, is recorded (the positive control)."""
+    real_pub, other_pub = new_pub(), new_pub()
+    pending = random_string("fleet-real-pending-")
+    hold_pending(salt_master, {pending: real_pub})
+    junk = [random_string("fleet-junk-") for _ in range(50)]
+    start = time.time()
+    try:
+        for minion_id in junk:
+            fire(
+                salt_master,
+                "salt/auth",
+                {"result": True, "act": "pend", "id": minion_id, "pub": other_pub},
+            )
+        # a lookalike for the real pending id, with another key and a bogus enrolment token
+        fire(
+            salt_master,
+            "salt/auth",
+            {
+                "result": True,
+                "act": "pend",
+                "id": pending,
+                "pub": other_pub,
+                "autosign_grains": {core_gate.TOKEN_GRAIN: core_gate.new_token()},
+            },
+        )
+        fire(
+            salt_master,
+            "salt/auth",
+            {"result": True, "act": "pend", "id": pending, "pub": real_pub},
+        )
+
+        def rows():
+            with store.connect() as conn:
+                return conn.execute(
+                    select(
+                        MinionKey.minion_id,
+                        MinionKey.fingerprint,
+                        MinionKey.attempts,
+                        MinionKey.note,
+                    ).where(MinionKey.minion_id.in_([*junk, pending]))
+                ).all()
+
+        found = wait_for("the real pending key in the store", lambda: rows(), timeout=60)
+
+        def lookalike_handled():
+            events = event_listener.get_events(
+                [(salt_master.id, "salt/run/*/ret")], after_time=start - 1
+            )
+            return [
+                e
+                for e in events
+                if e.data.get("fun") == "runner.fleet.key_seen"
+                and pending in str(e.data.get("fun_args"))
+            ]
+
+        # the lookalike with a token went to the fleet.key_seen runner: wait for its answer
+        answer = wait_for("the key_seen runner's answer", lookalike_handled, timeout=60)
+        assert answer[0].data["return"]["result"] == "ignored", answer[0].data
+        found = rows()
+        assert [(r.minion_id, r.fingerprint) for r in found] == [
+            (pending, core_gate.fingerprint(real_pub))
+        ]
+        assert found[0].attempts == 1 and not found[0].note
+        with store.connect() as conn:
+            audited = (
+                conn.execute(
+                    select(AuditEvent.target).where(AuditEvent.target.in_([*junk, pending]))
+                )
+                .scalars()
+                .all()
+            )
+        assert audited == [pending]
+    finally:
+        salt_master.salt_key_cli().run("-d", pending, "-y")
 
 
 def _churn(path: str) -> bool:

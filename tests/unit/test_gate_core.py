@@ -177,3 +177,34 @@ def test_seen_filter_lets_a_key_through_once_a_window():
     assert len(f._seen) == 3
     f.forget("c")
     assert f.wanted("c", PUB, False, now=72)
+
+
+def test_hint_limiter_acts_once_a_window_and_on_the_trailing_edge():
+    limit = gate.HintLimiter(window=60, size=3)
+    assert limit.offer("x", now=0)
+    # a second hint within the window is not acted on now ...
+    assert not limit.offer("x", now=10)
+    assert not limit.offer("x", now=20)
+    assert limit.due(now=59) == []
+    # ... but once, when the window is over
+    assert limit.due(now=60) == ["x"]
+    assert limit.due(now=61) == []
+    # the trailing run started a window of its own
+    assert not limit.offer("x", now=100)
+    assert limit.due(now=119) == [] and limit.due(now=120) == ["x"]
+    # a quiet key is acted on at once again
+    assert limit.offer("x", now=300)
+    # other keys are independent
+    assert limit.offer("y", now=10)
+    # bounded: the least recently used key is forgotten first
+    limit.offer("z", now=11)
+    limit.offer("w", now=12)
+    assert len(limit._last) == 3
+
+
+def test_hint_limiter_without_trailing_edge_drops_hints():
+    limit = gate.HintLimiter(window=60, trailing=False)
+    assert limit.offer("x", now=0)
+    assert not limit.offer("x", now=1)
+    assert limit.due(now=100) == []
+    assert limit.offer("x", now=100)

@@ -1,0 +1,42 @@
+"""What a compromised minion can send: events over Salt's own request channel, with its key.
+
+``send_batch`` sends one ``_minion_event`` load with an ``events`` list, as a minion's
+beacons do, from a separate process that loads the minion's own configuration (its id, its
+key pair under its pki dir). The master authenticates the request (the id must be the one of
+the session) and then fires each event's data exactly as written, without the sender's id.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+_SCRIPT = r"""
+import json, sys
+import salt.channel.client, salt.config, salt.minion
+
+opts = salt.config.minion_config(sys.argv[1])
+opts.update(salt.minion.resolve_dns(opts))
+events = json.load(sys.stdin)
+load = {"cmd": "_minion_event", "id": opts["id"], "events": events}
+with salt.channel.client.ReqChannel.factory(opts) as channel:
+    answer = channel.send(load, timeout=60)
+print(json.dumps({"id": opts["id"], "answer": answer}, default=str))
+"""
+
+
+def send_batch(minion_factory, events: list[dict]) -> dict:
+    """Send ``events`` (``[{"tag", "data"}]``) as one ``events`` batch of the minion whose
+    salt-factories ``minion_factory`` is given; the master's answer."""
+    done = subprocess.run(
+        [sys.executable, "-c", _SCRIPT, str(minion_factory.config_file)],
+        input=json.dumps(events),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    sent = json.loads(done.stdout.strip().splitlines()[-1])
+    assert sent["id"] == minion_factory.id
+    return sent

@@ -1,0 +1,97 @@
+"""fleet_gate.hint: the reactor's limit on the work an event that any minion could fire may
+cause (one piece of work per node and window, the hints in between acted on once after)."""
+
+import contextlib
+
+import pytest
+
+from saltext_fleet.core import gate as core_gate
+from saltext_fleet.modules import fleet_gate
+
+
+@pytest.fixture
+def hints(monkeypatch):
+    state = {
+        "limits": {
+            kind: core_gate.HintLimiter(window, trailing=kind != "refuse")
+            for kind, window in fleet_gate.HINT_WINDOWS.items()
+        },
+        "presence": {"new": set(), "lost": set()},
+        "thread": None,
+    }
+    monkeypatch.setattr(fleet_gate, "_HINTS", state, raising=False)
+    monkeypatch.setattr(fleet_gate, "__opts__", {"__role": "master"}, raising=False)
+    return state
+
+
+def test_pkgset_hints_for_a_node_are_acted_on_once_a_window(hints):
+    assert fleet_gate.hint("pkgset", "web1")
+    assert not fleet_gate.hint("pkgset", "web1")
+    assert not fleet_gate.hint("pkgset", "web1")
+    assert fleet_gate.hint("pkgset", "web2")
+    # the two in between: once, when the window ends
+    assert hints["limits"]["pkgset"].waiting() == 1
+    assert hints["limits"]["pkgset"].due(now=10**9) == ["web1"]
+
+
+def test_bad_ids_and_unknown_kinds_do_nothing(hints):
+    for bad in ("../x", "-rf", "", None, "a" * 300, "web1\n"):
+        assert not fleet_gate.hint("pkgset", bad)
+        assert not fleet_gate.hint("onboard", bad, bad)
+    assert not fleet_gate.hint("other", "web1")
+    assert not fleet_gate.hint("presence", data="junk")
+    assert not fleet_gate.hint("presence", data={"lost": ["../x"], "new": "web1"})
+
+
+def test_a_start_from_another_sender_does_not_use_the_nodes_window(hints):
+    # y claims x started: handed to the runner to be refused and recorded, once a minute
+    assert fleet_gate.hint("onboard", "x", "y")
+    assert not fleet_gate.hint("onboard", "x", "y")
+    # ... and x's own start is still acted on at once
+    assert fleet_gate.hint("onboard", "x", "x")
+    assert not fleet_gate.hint("onboard", "x", "x")
+    assert hints["limits"]["refuse"].due(now=10**9) == []
+    assert hints["limits"]["onboard"].due(now=10**9) == ["x"]
+
+
+def test_presence_claims_in_between_are_merged(hints):
+    assert fleet_gate.hint("presence", data={"new": ["a"], "lost": []})
+    assert not fleet_gate.hint("presence", data={"new": ["b"], "lost": ["c", "../d"]})
+    assert not fleet_gate.hint("presence", data={"lost": ["e"]})
+    assert hints["presence"] == {"new": {"b"}, "lost": {"c", "e"}}
+
+
+def test_deferred_work_runs_by_exact_id(hints, monkeypatch):
+    import salt.client
+    import salt.runner
+
+    sent, ran = [], []
+
+    class Local:
+        def cmd_async(self, tgt, fun, tgt_type):
+            sent.append((tgt, fun, tgt_type))
+
+    class Runner:
+        def __init__(self, opts):
+            pass
+
+        def cmd(self, fun, kwarg, print_event):
+            ran.append((fun, kwarg))
+
+    monkeypatch.setattr(
+        salt.client, "get_local_client", lambda mopts: contextlib.nullcontext(Local())
+    )
+    monkeypatch.setattr(salt.runner, "RunnerClient", Runner)
+    for _ in range(2):
+        fleet_gate.hint("pkgset", "web1")
+        fleet_gate.hint("onboard", "x", "x")
+        fleet_gate.hint("presence", data={"lost": ["gone"]})
+    for limit in hints["limits"].values():
+        limit.window = 0
+    fleet_gate._run_due({}, hints["limits"])
+    assert sent == [(["web1"], "fleet.inventory", "list")]
+    assert ran == [
+        ("fleet.node_started", {"minion": "x", "sender": "x"}),
+        ("fleet.presence", {"new": [], "lost": ["gone"]}),
+    ]
+    assert hints["presence"] == {"new": set(), "lost": set()}
