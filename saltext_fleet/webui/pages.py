@@ -501,7 +501,7 @@ def jobs():
 
 
 @bp.route("/jobs/<jid>")
-@requires("jobs.view")
+@requires("jobs.returns")
 def job(jid):
     if not jid.isdigit() or len(jid) > 64:
         abort(404, description="no such job")
