@@ -40,6 +40,8 @@ function (``fleet.inventory``, ``pkg.*``, ``lowpkg.*``, ``pip.list``...,
 so ``passwd`` and ``libsecret-1-0`` keep their versions; the arguments of those calls are
 still redacted.
 
+A container nested deeper than 64 levels is masked as a whole rather than stored unread.
+
 Pure module: no Salt, no database.
 """
 
@@ -246,7 +248,8 @@ def redact(value: Any, fun: Any = None, _depth: int = 0, _extra: frozenset = fro
     if isinstance(value, str):  # at any depth: text is cheap to scan
         return redact_text(value)
     if _depth > _MAX_DEPTH:
-        return value
+        # too deep to look into (Salt's data is nowhere near this): masked, not kept unread
+        return MASK if isinstance(value, (dict, list, tuple)) else value
     if isinstance(value, dict):
         return _redact_mapping(value, fun if _depth == 0 else None, _depth, _extra)
     if isinstance(value, (list, tuple)):

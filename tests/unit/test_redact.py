@@ -49,11 +49,20 @@ def test_function_specific_arguments_and_key_value_strings():
 
 def test_odd_shapes_pass_through():
     assert redact(None) is None and redact("password") == "password" and redact(5) == 5
+    # nested deeper than anything Salt sends: the deep part is masked, never kept unread
     deep = current = {}
     for _ in range(200):
         current["a"] = {}
         current = current["a"]
-    assert redact(deep) is deep
+    current["a"] = {"password": "hunter2"}
+    out = redact(deep)
+    assert out is not deep and "hunter2" not in repr(out) and MASK in repr(out)
+    shallow = current = {}
+    for _ in range(60):
+        current["a"] = {}
+        current = current["a"]
+    current["a"] = {"b": [1, "x"]}
+    assert redact(shallow) is shallow
 
 
 def test_secret_assignments_inside_text_are_masked():
