@@ -37,8 +37,9 @@ What is masked (replaced by :data:`MASK`), at any depth:
 Package names and versions are data, never secrets: the ``return`` of a package-listing
 function (``fleet.inventory``, ``pkg.*``, ``lowpkg.*``, ``pip.list``...,
 :func:`is_data_function`) and the result of a ``pkg`` state are kept exactly as they came,
-so ``passwd`` and ``libsecret-1-0`` keep their versions; the arguments of those calls are
-still redacted.
+and the names in a ``packages``, ``pkgs`` or ``sources`` map anywhere (a baseline, a node
+listing) are never taken for secret names, so ``passwd`` and ``libsecret-1-0`` keep their
+versions; the arguments of those calls are still redacted.
 
 A container nested deeper than 64 levels is masked as a whole rather than stored unread.
 
@@ -150,6 +151,9 @@ DATA_FUNCTIONS = frozenset(
         "cpan.list",
     }
 )
+#: Keys whose value maps package names (baselines, node listings, ``pkg.installed``'s
+#: ``pkgs``): the names in it are data; its text is still scanned.
+DATA_KEYS = frozenset({"packages", "pkgs", "sources"})
 _DATA_PREFIXES = ("pkg.", "lowpkg.", "pkgng.", "pkgutil.", "yumpkg.", "aptpkg.", "opkg.")
 #: State ids of package states (``pkg_|-curl_|-curl_|-installed``): their results are data.
 _DATA_STATE = re.compile(r"^(pkg|pip|gem|npm)(repo)?_\|-")
@@ -271,6 +275,8 @@ def _redact_mapping(value: dict, fun: Any, depth: int, extra: frozenset) -> dict
             new = MASK
         elif data_return and key == "return":
             new = item  # package names and versions are data
+        elif key in DATA_KEYS and isinstance(item, (dict, list, tuple)):
+            new = _redact_data(item, depth + 1)
         elif spec is not None and key in _ARG_LISTS and isinstance(item, (list, tuple)):
             new = _redact_list(item, depth + 1, extra, spec)
         elif spec is not None and key in _KWARG_MAPS and isinstance(item, dict):
@@ -282,6 +288,31 @@ def _redact_mapping(value: dict, fun: Any, depth: int, extra: frozenset) -> dict
                 out = dict(value)
             out[key] = new
     return value if out is None else out
+
+
+def _redact_data(value, depth: int):
+    """Package maps (``{ecosystem: {name: version}}`` and the like): the names are data,
+    never secret names; text in them is still scanned (a URL with a password)."""
+    if depth > _MAX_DEPTH:
+        return MASK
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, (list, tuple)):
+        items = enumerate(value)
+    else:
+        return value
+    out = None
+    for key, item in items:
+        new = _redact_data(item, depth + 1)
+        if new is not item:
+            if out is None:
+                out = dict(value) if isinstance(value, dict) else list(value)
+            out[key] = new
+    if out is None:
+        return value
+    return tuple(out) if isinstance(value, tuple) else out
 
 
 def _redact_kwargs(value: dict, depth: int, extra: frozenset, spec: tuple) -> dict:

@@ -323,3 +323,19 @@ def test_package_names_and_versions_are_data():
 def test_salt_auth_and_key_events_keep_public_keys():
     event = {"act": "pend", "id": "mini-07", "pub": "-----BEGIN PUBLIC KEY-----\nMIIB\n"}
     assert redact(event) is event
+
+
+def test_package_maps_anywhere_keep_their_names():
+    """A baseline (``fleet.baseline_show``), a node listing or ``pkg.installed``'s ``pkgs``:
+    the package names in it are data; a URL password in it is still masked."""
+    baseline = {
+        "name": "web",
+        "packages": {"deb": {"passwd": {"rule": ">=", "version": "1:4.13"}}},
+        "sources": {"deb": {"passwd": {"name": "shadow", "version": "1:4.13"}}},
+    }
+    ret = {"fun": "runner.fleet.baseline_show", "return": baseline}
+    assert redact(ret) is ret
+    low = {"fun": "state.single", "arg": ["pkg.installed", {"pkgs": [{"passwd": "1:4.13"}]}]}
+    assert redact(low) is low
+    out = redact({"packages": {"deb": {"x": "https://u:pw@h.example/x.deb"}}})
+    assert out == {"packages": {"deb": {"x": f"https://u:{MASK}@h.example/x.deb"}}}
