@@ -48,6 +48,7 @@ Pure module: no Salt, no database.
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -181,6 +182,11 @@ def is_secret_name(name: Any, in_text: bool = False) -> bool:
     secret. ``in_text`` matches whole words only, and no plurals."""
     if not isinstance(name, str) or not name or len(name) > 200:
         return False
+    return _is_secret_name(name, in_text)
+
+
+@functools.lru_cache(maxsize=8192)  # the same keys come again and again
+def _is_secret_name(name: str, in_text: bool) -> bool:
     if name.lower() in SECRET_NAMES:
         return True
     words = _words(name)
