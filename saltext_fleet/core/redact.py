@@ -119,6 +119,8 @@ DESCRIPTIVE_LAST_WORDS = frozenset(
 )
 #: Names that are secrets although no word says so.
 SECRET_NAMES = frozenset({"fleet_enrolment"})
+#: Names that look like secrets and are not: the shell's working directories.
+NOT_SECRET_NAMES = frozenset({"pwd", "oldpwd"})
 
 #: Our own functions that take a secret: ``{function: (position of the secret among the
 #: positional arguments, its keyword, the arguments that are no secret)}`` (``runner.``
@@ -187,8 +189,11 @@ def is_secret_name(name: Any, in_text: bool = False) -> bool:
 
 @functools.lru_cache(maxsize=8192)  # the same keys come again and again
 def _is_secret_name(name: str, in_text: bool) -> bool:
-    if name.lower() in SECRET_NAMES:
+    lowered = name.lower()
+    if lowered in SECRET_NAMES:
         return True
+    if lowered in NOT_SECRET_NAMES:
+        return False
     words = _words(name)
     if not words or words[-1] in DESCRIPTIVE_LAST_WORDS:
         return False

@@ -122,6 +122,7 @@ SECRET_NAMES = [
     "vault.token",
     "gpg_passphrase",
     "encryption_key",
+    "db_pwd",
 ]
 ORDINARY_NAMES = [
     "key",
@@ -153,6 +154,8 @@ ORDINARY_NAMES = [
     "id",
     "fun",
     "minion_config_yaml",
+    "PWD",
+    "OLDPWD",
 ]
 
 
@@ -230,6 +233,7 @@ def test_secret_names_inside_text_match_whole_words():
             "SecretStorage==3.3.3",
             "libsecret-1-0: 0.21.4",
             "keep_jobs: 24",
+            "PWD=/root OLDPWD=/ DB_PWD=V5",
         ]
     )
     assert out == [
@@ -238,6 +242,7 @@ def test_secret_names_inside_text_match_whole_words():
         "SecretStorage==3.3.3",
         "libsecret-1-0: 0.21.4",
         "keep_jobs: 24",
+        f"PWD=/root OLDPWD=/ DB_PWD={MASK}",
     ]
 
 
