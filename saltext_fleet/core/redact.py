@@ -14,12 +14,13 @@ What is masked (replaced by :data:`MASK`), at any depth:
   one word is a secret word (``password``, ``passwd``, ``pass``, ``pwd``, ``passphrase``,
   ``secret``, ``token``, ``credential``, ``privkey``, ``apikey``, ...; plurals too), when a
   word ends with ``password``/``passwd``/``passphrase``/``secret``/``token`` glued to
-  something (``dbpassword``, ``clientsecret``, ``authtoken``), when ``key`` follows a
+  something (``dbpassword``, ``clientsecret``, ``authtoken``; not a library's name,
+  ``libsecret``), when ``key`` follows a
   credential word (``private_key``, ``api-key``, ``aws_secret_access_key``, ``signing_key``),
   or it is the enrolment grain ``fleet_enrolment``. So ``db_password``, ``api_token``,
   ``aws_secret_access_key``, ``mysql.pass``, ``signingPassword`` are masked. Not masked:
   ``key``, ``pub``, ``pub_key``, ``public_key``, ``ssh-key``, ``keep_jobs``, ``bypass``,
-  ``tokenizer``, ``libsecret-1-0``, and a name whose last word says it describes the secret
+  ``tokenizer``, ``libsecret-1-0``, ``PWD``, and a name whose last word says it describes the secret
   rather than holding it (``token_count``, ``password_file``, ``credential_kind``,
   ``secret_name``, ``token_ttl``...). ``None``, ``""`` and booleans are never masked (they
   hold nothing); numbers are (``db_password=123456`` reaches Salt as an int).
