@@ -72,7 +72,9 @@ _OPERATORS = frozenset({"operator", "admin"})
 #: Permission name -> the roles that hold it. Routes name a permission, never a role.
 PERMISSIONS: dict[str, frozenset[str]] = {
     "view": _ALL,  # fleet, nodes, drift, SBOM/CVE pages
-    "jobs.view": _ALL,
+    "jobs.view": _ALL,  # the list of jobs: function, target, user, time
+    # a job's load and returns: arguments, pillar.items and cmd.run output land there
+    "jobs.returns": frozenset({"auditor", "operator", "admin"}),
     "tokens.own": _ALL,  # create and revoke one's own API token
     "audit.view": frozenset({"auditor", "operator", "admin"}),
     "keys.decide": _OPERATORS,  # accept, reject, delete minion keys

@@ -23,7 +23,8 @@ minion never runs schema migrations.
 
 :depends: SQLAlchemy 2, psycopg 3 (PostgreSQL) and msgpack, installed with saltext-fleet.
 
-How it writes: every record is first appended to a durable spool under
+How it writes: the secrets of every record are masked first
+(:mod:`saltext_fleet.core.redact`), then it is appended to a durable spool under
 ``<cachedir>/fleet/spool`` and then written in batches, one transaction per batch, by a
 flusher thread of the same process. When the database is down or slow, records wait in the
 spool and are replayed in order, exactly once, when it is back. A record the database
@@ -66,7 +67,7 @@ from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store import minion as minion_store
 from saltext_fleet.store import queries
 from saltext_fleet.store import writer as store_writer
-from saltext_fleet.store.batch import is_connection_error, jsonable, write_batch
+from saltext_fleet.store.batch import is_connection_error, jsonable, redact_record, write_batch
 
 log = logging.getLogger(__name__)
 
@@ -265,16 +266,18 @@ def save_load(jid, load, minions=None):
     like everything else.
     """
     publish = isinstance(load, dict) and "return" not in load
-    record = {
-        "kind": "load",
-        "jid": str(jid),
-        "load": load,
-        "publish": publish,
-        "minions": list(minions) if minions else None,
-    }
+    record = redact_record(
+        {
+            "kind": "load",
+            "jid": str(jid),
+            "load": load,
+            "publish": publish,
+            "minions": list(minions) if minions else None,
+        }
+    )
     writer = _writer()
     if publish:
-        _remember_load(jid, load, minions)
+        _remember_load(jid, record["load"], minions)
         if writer.database_up():
             try:
                 record["rid"] = uuid.uuid4().hex
@@ -300,7 +303,8 @@ def _load_file(jid) -> str:
 
 
 def _remember_load(jid, load, minions) -> None:
-    """Keep the publish load locally (get_load's answer while the database is away)."""
+    """Keep the publish load locally (get_load's answer while the database is away): the
+    load as the database keeps it, its secrets masked."""
     try:
         os.makedirs(_loads_dir(), mode=0o700, exist_ok=True)
         path = _load_file(jid)

@@ -63,7 +63,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
 
 from saltext_fleet.core.drift import pending_states, state_run
 from saltext_fleet.core.inventory import inventory_digest
-from saltext_fleet.core.redact import redact
+from saltext_fleet.core.redact import redact, redact_text
 from saltext_fleet.store.drift import set_pending_states
 from saltext_fleet.store.models import (
     MINION_ID_LEN,
@@ -250,19 +250,33 @@ def _encode_return(ret: dict) -> tuple[dict, Any, str, str]:
     return rest, value, value_json, f'{rest_json[:-1]}{sep}"return":{value_json}}}'
 
 
-def _redacted(data: Any) -> Any:
-    """Secrets masked (:mod:`saltext_fleet.core.redact`), except in inventories: package names
-    are data, never secrets, and an inventory is stored exactly as it came."""
-    if isinstance(data, dict) and data.get("fun") in INVENTORY_FUNS:
-        return data
-    return redact(data)
+#: The field of a record that may hold secrets, by kind.
+_SECRET_FIELD = {"return": "ret", "event": "data", "load": "load"}
+
+
+def redact_record(record: Any) -> Any:
+    """``record`` with its secrets masked (:mod:`saltext_fleet.core.redact`) and marked
+    ``redacted``: done once, before the record is spooled, kept locally or stored, so that no
+    secret reaches a disk in clear. Package listings are data and stay as they are."""
+    if not isinstance(record, dict) or record.get("redacted"):
+        return record
+    field = _SECRET_FIELD.get(record.get("kind"))
+    if field is not None and field in record:
+        record[field] = redact(record[field])
+    record["redacted"] = True
+    return record
+
+
+def _redacted(data: Any, record: dict) -> Any:
+    """``data`` of ``record`` with secrets masked, unless :func:`redact_record` did it."""
+    return data if record.get("redacted") else redact(data)
 
 
 def _return_row(record: dict, now: dt.datetime) -> dict:
     ret = record.get("ret")
     if not isinstance(ret, dict):
         raise RecordRejected(f"a return must be a mapping, got {type(ret).__name__}")
-    ret = _redacted(ret)
+    ret = _redacted(ret, record)
     rest, value, value_json, full_json = _encode_return(ret)
     _check_length(full_json)
     retcode = rest.get("retcode")
@@ -291,7 +305,7 @@ def _event_row(record: dict, now: dt.datetime) -> dict:
     tag = record.get("tag")
     if not isinstance(tag, str) or not tag:
         raise RecordRejected(f"an event needs a tag string, got {tag!r:.80}")
-    data_json, data = to_json(_redacted(record.get("data")))
+    data_json, data = to_json(_redacted(record.get("data"), record))
     _check_length(data_json)
     master_id = record.get("master_id")
     return {
@@ -680,7 +694,7 @@ def _handle_loads(conn: Connection, group: list[dict], result: BatchResult) -> N
     for record in _by_jid(group):
         try:
             jid = _clean_id(str(record.get("jid", "")), "jid")
-            load = _redacted(jsonable(record.get("load") or {}))
+            load = _redacted(jsonable(record.get("load") or {}), record)
             if not isinstance(load, dict):
                 raise RecordRejected("a job load must be a mapping")
             _check_size(load)
@@ -1023,6 +1037,9 @@ def ingest_grains(conn: Connection, minion_id: str, grains: Any) -> None:
 
 
 def _quarantine(conn: Connection, record: dict, kind: str, error: str) -> None:
+    if isinstance(record, dict) and not record.get("redacted"):
+        record = redact_record(dict(record))  # the quarantine keeps no more than the tables
+    error = redact_text(error)
     payload, size = quarantine_payload(record)
     rid = record.get("rid") if isinstance(record, dict) else None
     if not isinstance(rid, str) or len(rid) > RID_LEN:

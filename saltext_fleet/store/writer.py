@@ -204,7 +204,9 @@ class Writer:
     # -- producers ------------------------------------------------------------------------------
 
     def submit(self, record: dict) -> str:
-        """Spool one record (``kind`` set by the caller); returns its rid."""
+        """Spool one record (``kind`` set by the caller), its secrets masked first; returns
+        its rid."""
+        batch_mod.redact_record(record)
         record.setdefault("rid", uuid.uuid4().hex)
         self.spool.append(record)
         self._wake()
@@ -213,6 +215,7 @@ class Writer:
     def submit_many(self, records: Iterable[dict]) -> int:
         records = list(records)
         for record in records:
+            batch_mod.redact_record(record)  # no secret reaches the spool in clear
             record.setdefault("rid", uuid.uuid4().hex)
         if records:
             self.spool.append_many(records)

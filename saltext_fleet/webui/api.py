@@ -16,8 +16,9 @@ from sqlalchemy import select
 from saltext_fleet import __version__
 from saltext_fleet.core import webauth
 from saltext_fleet.store import audit as store_audit
+from saltext_fleet.store import queries as store_queries
 from saltext_fleet.store import ui as store_ui
-from saltext_fleet.store.models import Job
+from saltext_fleet.store.models import Job, Return
 from saltext_fleet.webui.app import requires
 from saltext_fleet.webui.pages import (
     KEY_DECISIONS,
@@ -229,6 +230,44 @@ def jobs():
             }
             for r in rows
         ]
+    )
+
+
+@bp.route("/jobs/<jid>")
+@requires("jobs.returns")
+def job(jid):
+    """A job's load and its returns (auditor and up: returns hold command output)."""
+    if not jid.isdigit() or len(jid) > 64:
+        abort(404, description="no such job")
+    try:
+        limit = min(1000, max(1, int(request.args.get("limit", "100"))))
+    except ValueError:
+        abort(400, description="limit: a whole number")
+    engine = ctx().engine
+    load = store_queries.get_load(engine, jid)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(Return.minion_id, Return.success, Return.ret.label("ret"), Return.stored_at)
+            .where(Return.jid == jid)
+            .order_by(Return.minion_id)
+            .limit(limit)
+        ).all()
+    if not load and not rows:
+        abort(404, description=f"no job {jid}")
+    return jsonify(
+        {
+            "jid": jid,
+            "load": load,
+            "returns": [
+                {
+                    "minion": r.minion_id,
+                    "success": r.success,
+                    "return": r.ret,
+                    "stored": _iso(r.stored_at),
+                }
+                for r in rows
+            ],
+        }
     )
 
 

@@ -538,7 +538,7 @@ def jobs():
 
 
 @bp.route("/jobs/<jid>")
-@requires("jobs.view")
+@requires("jobs.returns")
 def job(jid):
     """A job's load and its returns, ``RETURNS_PER_PAGE`` a page, each cut at
     ``RETURN_PREVIEW_CHARS``; ``?minion=<id>`` shows that minion's returns whole."""

@@ -206,7 +206,7 @@ ROUTE_ROLES = {
     ("/jobs", "GET"): "viewer",
     # The job page shows the load and every return (pillar.items, cmd.run output): auditor
     # and up (issue 11). Until that change is merged the viewer still holds it.
-    ("/jobs/<jid>", "GET"): "viewer",  # auditor after issue 11; lead: flip after merge
+    ("/jobs/<jid>", "GET"): "auditor",  # returns and loads: pillar.items, cmd.run output
     ("/audit", "GET"): "auditor",
     ("/users", "GET"): "admin",
     ("/users", "POST"): "admin",
@@ -226,8 +226,9 @@ ROUTE_ROLES = {
     ("/api/v1/bootstraps", "POST"): "operator",
     ("/api/v1/baselines", "GET"): "viewer",
     ("/api/v1/baselines/<op>", "POST"): "operator",
-    # Salt's jobs through the API: auditor and up with the job page (issue 11).
-    ("/api/v1/jobs", "GET"): "viewer",  # auditor after issue 11; lead: flip after merge
+    # Salt's jobs through the API: the list for everyone, a job's returns for auditors and up.
+    ("/api/v1/jobs", "GET"): "viewer",
+    ("/api/v1/jobs/<jid>", "GET"): "auditor",
     ("/api/v1/audit", "GET"): "auditor",
     ("/api/v1/audit/verify", "GET"): "auditor",
 }

@@ -9,14 +9,23 @@ forms, in case a column encodes it).
 
 import base64
 import datetime as dt
+import json
+import os
+import uuid
 
 from sqlalchemy import MetaData, select
 
 from saltext_fleet.core import gate as core_gate
+from saltext_fleet.core import inventory as core_inventory
 from saltext_fleet.core import secrets as core_secrets
+from saltext_fleet.core.redact import MASK
 from saltext_fleet.store import audit as store_audit
+from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store import gate as store_gate
 from saltext_fleet.store import secrets as store_secrets
+from saltext_fleet.store import writer as store_writer
+from saltext_fleet.store.models import InventorySnapshot, Quarantine
+from tests.support.store import write
 
 PRIVATE_KEY = """-----BEGIN OPENSSH PRIVATE KEY-----
 b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW
@@ -86,3 +95,207 @@ def test_no_table_holds_a_plaintext_secret(engine, tmp_path):
     assert keys
     for key in keys:
         assert key not in text
+
+
+# -- secrets that Salt hands the returner: spool, tables and quarantine ------------------------
+
+RUNNER_JID = "20261205120000000001"
+MINION_JID = "20261205120000000002"
+
+
+def _secret_values() -> dict[str, str]:
+    """One distinct value per form of secret (easy to find in any dump)."""
+    tag = uuid.uuid4().hex[:10]
+    return {
+        name: f"{name}-{tag}-VALUE"
+        for name in (
+            "signing_password",
+            "group_password",
+            "db_password",
+            "api_token",
+            "aws_secret_access_key",
+            "mysql.pass",
+            "url",
+            "quarantined",
+            "quarantined_url",
+            "quarantined_arg",
+        )
+    }
+
+
+def _salt_records(v: dict[str, str]) -> list[dict]:
+    """The records Salt hands the returner for ``salt-run fleet.secret_set group builders
+    signing_password VALUE``, ``salt-run fleet.group_set ... VALUE``, ``salt '*' test.arg
+    db_password=VALUE ... postgresql://app:VALUE@db/app``, an inventory with ``passwd`` and
+    ``libsecret-1-0``, and two records that are quarantined carrying secrets."""
+    url = f"postgresql://app:{v['url']}@db.example/app"
+    secret_set = {
+        "fun": "runner.fleet.secret_set",
+        "fun_args": ["group", "builders", "signing_password", v["signing_password"]],
+        "jid": RUNNER_JID,
+        "user": "root",
+        "_stamp": "2026-12-05T12:00:00.000000",
+    }
+    secret_set_ret = {**secret_set, "return": {"stored": True}, "success": True}
+    group_set = {
+        "fun": "runner.fleet.group_set",
+        "fun_args": ["lab", "the lab", "root", 22, "base", v["group_password"]],
+        "jid": RUNNER_JID[:-1] + "3",
+        "user": "root",
+    }
+    kwargs = {
+        "db_password": v["db_password"],
+        "api_token": v["api_token"],
+        "aws_secret_access_key": v["aws_secret_access_key"],
+        "mysql.pass": v["mysql.pass"],
+    }
+    arg = [f"{k}={value}" for k, value in kwargs.items()] + [url]
+    test_arg_ret = {
+        "id": "mini-07",
+        "jid": MINION_JID,
+        "fun": "test.arg",
+        "fun_args": arg,
+        "return": {"args": [url], "kwargs": {**kwargs, "__pub_fun": "test.arg"}},
+        "retcode": 0,
+        "success": True,
+    }
+    packages = {"deb": {"passwd": "1:4.13+dfsg1-1", "libsecret-1-0": "0.20.5-3"}}
+    inv = core_inventory.build_inventory(packages, {}, {"os": "Debian"})
+    records = [
+        {"kind": "event", "tag": f"salt/run/{RUNNER_JID}/new", "data": secret_set},
+        {"kind": "event", "tag": f"salt/run/{RUNNER_JID}/ret", "data": secret_set_ret},
+        {"kind": "event", "tag": f"salt/run/{group_set['jid']}/new", "data": group_set},
+        # the job cache of a runner job (salt.utils.job.store_job): the load, and the return
+        {
+            "kind": "load",
+            "jid": RUNNER_JID,
+            "publish": False,
+            "load": {
+                "id": "master",
+                "tgt": "master",
+                "jid": RUNNER_JID,
+                "fun": "runner.fleet.secret_set",
+                "user": "root",
+                "return": secret_set_ret,
+            },
+        },
+        {
+            "kind": "return",
+            "ret": {"id": "master", "jid": RUNNER_JID, "fun": "runner.fleet.secret_set"}
+            | {"return": secret_set_ret},
+        },
+        # a minion job: the publish load keeps name=value strings, the return the kwargs
+        {
+            "kind": "load",
+            "jid": MINION_JID,
+            "publish": True,
+            "minions": ["mini-07"],
+            "load": {"fun": "test.arg", "arg": arg, "tgt": "*", "jid": MINION_JID, "user": "root"},
+        },
+        {"kind": "return", "ret": test_arg_ret},
+        {"kind": "event", "tag": f"salt/job/{MINION_JID}/ret/mini-07", "data": test_arg_ret},
+        {
+            "kind": "return",
+            "ret": {
+                "id": "mini-07",
+                "jid": MINION_JID[:-1] + "4",
+                "fun": "fleet.inventory",
+                "return": inv,
+                "retcode": 0,
+                "success": True,
+            },
+        },
+        # quarantined: an event without a tag, a return that is no mapping
+        {
+            "kind": "event",
+            "tag": None,
+            "data": {
+                "db_password": v["quarantined"],
+                "dsn": f"https://u:{v['quarantined_url']}@h.example/",
+            },
+        },
+        {"kind": "return", "ret": [f"api_token={v['quarantined_arg']}"]},
+    ]
+    return [{**record, "rid": uuid.uuid4().hex} for record in records]
+
+
+def _dump(engine) -> str:
+    meta = MetaData()
+    meta.reflect(bind=engine)
+    dump = []
+    with engine.connect() as conn:
+        for table in meta.sorted_tables:
+            for row in conn.execute(select(table)):
+                dump.append(f"{table.name}: {tuple(row)!r}")
+    return "\n".join(dump)
+
+
+def _files_text(root) -> str:
+    """Every file under ``root``, as text (bytes decoded loosely: msgpack keeps UTF-8)."""
+    parts = []
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            with open(os.path.join(dirpath, name), "rb") as fh:
+                parts.append(fh.read().decode("utf-8", "replace"))
+    return "\n".join(parts)
+
+
+def _assert_none_in(text: str, values: dict[str, str], where: str) -> None:
+    found = [name for name, value in values.items() if value in text]
+    assert not found, f"secrets in clear in {where}: {found}"
+
+
+def test_the_spool_never_holds_a_secret_in_clear(tmp_path):
+    """The database is away: every record waits in the spool, already masked."""
+    values = _secret_values()
+    spool_dir = tmp_path / "spool"
+    writer = store_writer.Writer("postgresql+psycopg://postgres@127.0.0.1:1/none", str(spool_dir))
+    try:
+        records = _salt_records(values)
+        assert writer.submit_many(records) == len(records)
+        writer.submit({"kind": "event", "tag": "x", "data": {"api_token": values["api_token"]}})
+        assert writer.pending() == len(records) + 1  # nothing reached a database
+    finally:
+        writer.close(0.5)
+    text = _files_text(spool_dir)
+    assert "signing_password" in text and "passwd" in text  # the spool was read
+    _assert_none_in(text, values, "the spool")
+    assert "1:4.13+dfsg1-1" in text and "0.20.5-3" in text  # package versions are data
+
+
+def test_no_table_nor_the_spool_holds_a_secret_salt_handed_over(db_url, tmp_path):
+    values = _secret_values()
+    spool_dir = tmp_path / "spool"
+    writer = store_writer.Writer(db_url, str(spool_dir))
+    try:
+        writer.submit_many(_salt_records(values))
+        assert writer.drain(30)
+    finally:
+        writer.close(5)
+    engine = store_engine.get_engine(db_url)
+    text = _dump(engine)
+    # the records are there: jobs, returns, events, the quarantine, the inventory
+    for table in ("jobs:", "returns:", "events:", "quarantine:", "inventory_snapshots:"):
+        assert table in text, table
+    with engine.connect() as conn:
+        quarantined = [
+            p for (p,) in conn.execute(select(Quarantine.payload).order_by(Quarantine.id))
+        ]
+    assert len(quarantined) == 2 and all(MASK in p for p in quarantined)
+    assert "signing_password" in text and MASK in text
+    _assert_none_in(text, values, "the tables")
+    _assert_none_in(_files_text(spool_dir), values, "the spool")
+    # package names and versions are data: kept in the inventory snapshot
+    with engine.connect() as conn:
+        snapshots = [s for (s,) in conn.execute(select(InventorySnapshot.packages))]
+    packages = snapshots[0] if isinstance(snapshots[0], dict) else json.loads(snapshots[0])
+    assert packages == {"deb": {"libsecret-1-0": "0.20.5-3", "passwd": "1:4.13+dfsg1-1"}}
+
+
+def test_records_written_without_the_spool_are_masked_too(engine):
+    """``write_batch`` called directly (the returner's publish-load fast path): the tables and
+    the quarantine get masked records even when nothing masked them before."""
+    values = _secret_values()
+    result = write(engine, _salt_records(values))
+    assert result.quarantined == 2
+    _assert_none_in(_dump(engine), values, "the tables")

@@ -55,6 +55,7 @@ def test_permission_table_is_complete():
         "baselines.edit",
         "users.manage",
         "jobs.view",
+        "jobs.returns",
         "tokens.own",
     }
 
@@ -65,7 +66,9 @@ def test_every_role_may_view_and_own_its_token(role, permission):
     assert webauth.allowed(role, permission)
 
 
-@pytest.mark.parametrize("permission", [*OPERATOR_PERMISSIONS, "users.manage", "audit.view"])
+@pytest.mark.parametrize(
+    "permission", [*OPERATOR_PERMISSIONS, "users.manage", "audit.view", "jobs.returns"]
+)
 def test_viewer_is_refused_everything_beyond_viewing(permission):
     assert not webauth.allowed("viewer", permission)
 
@@ -78,6 +81,7 @@ def test_auditor_may_not_act(permission):
 @pytest.mark.parametrize("role", ["auditor", "operator", "admin"])
 def test_audit_view(role):
     assert webauth.allowed(role, "audit.view")
+    assert webauth.allowed(role, "jobs.returns")  # job returns hold command output
 
 
 @pytest.mark.parametrize("permission", OPERATOR_PERMISSIONS)

@@ -1,0 +1,123 @@
+"""Job returns and loads are for auditors and up: ``pillar.items`` and ``cmd.run`` output land
+there. A viewer sees the list of jobs (function, target, user, time) and nothing inside them,
+on the pages and in the API. The app against a real store on both backends (no Salt needed:
+these views only read the store)."""
+
+import re
+import secrets
+import uuid
+
+import pytest
+
+from saltext_fleet.core import secrets as core_secrets
+from saltext_fleet.core.redact import MASK
+from saltext_fleet.store import users as store_users
+from saltext_fleet.webui.app import WebContext, create_app
+from tests.support.store import write
+
+PASSWORD = "a long enough password"
+JID = "20261205120000000009"
+
+
+@pytest.fixture
+def app(engine, tmp_path):
+    ctx = WebContext(
+        engine=engine,
+        vault=core_secrets.Vault.open(str(tmp_path / "fleet.fernet")),
+        secret_key=secrets.token_bytes(32),
+        bcrypt_rounds=4,
+    )
+    flask_app = create_app(ctx)
+    flask_app.testing = True
+    return flask_app
+
+
+@pytest.fixture
+def job(engine):
+    """A published job and one minion's return carrying a secret (masked by the store) and
+    text that only auditors may read."""
+    load = {"fun": "cmd.run", "arg": ["echo hello", "api_token=t0k3n"], "tgt": "*", "user": "root"}
+    ret = {
+        "id": "mini-07",
+        "jid": JID,
+        "fun": "cmd.run",
+        "return": "hello from mini-07",
+        "retcode": 0,
+        "success": True,
+    }
+    result = write(
+        engine,
+        [
+            {"kind": "load", "rid": uuid.uuid4().hex, "jid": JID, "load": load, "publish": True},
+            {"kind": "return", "rid": uuid.uuid4().hex, "ret": ret},
+        ],
+    )
+    assert result.stored == 2
+    return JID
+
+
+def _people(engine) -> dict[str, str]:
+    with engine.begin() as conn:
+        for role in ("viewer", "auditor", "operator"):
+            store_users.create_user(conn, role + "-1", role, PASSWORD, rounds=4)
+        return {
+            role: store_users.new_api_token(conn, role + "-1") for role in ("viewer", "auditor")
+        }
+
+
+def _login(app, username):
+    client = app.test_client()
+    form = {"username": username, "password": PASSWORD}
+    found = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(True))
+    if found:  # the login form carries a CSRF token when it has one
+        form["csrf_token"] = found.group(1)
+    resp = client.post("/login", data=form)
+    assert resp.status_code == 302, resp.data[:300]
+    assert client.get("/account").status_code == 200
+    return client
+
+
+def test_a_viewer_lists_jobs_but_never_sees_returns_or_loads(app, engine, job):
+    tokens = _people(engine)
+    viewer = _login(app, "viewer-1")
+    listing = viewer.get("/jobs")
+    assert listing.status_code == 200
+    text = listing.get_data(as_text=True)
+    assert job in text and f"/jobs/{job}" not in text  # listed, not linked
+    resp = viewer.get(f"/jobs/{job}")
+    assert resp.status_code == 403
+    assert "hello from mini-07" not in resp.get_data(as_text=True)
+    api = app.test_client()
+    bearer = {"Authorization": f"Bearer {tokens['viewer']}"}
+    assert api.get("/api/v1/jobs", headers=bearer).status_code == 200
+    resp = api.get(f"/api/v1/jobs/{job}", headers=bearer)
+    assert resp.status_code == 403
+    assert resp.get_json()["error"]["code"] == 403
+    assert "hello" not in resp.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("role", ["auditor", "operator"])
+def test_auditors_and_up_see_returns_and_loads(app, engine, job, role):
+    tokens = _people(engine)
+    client = _login(app, f"{role}-1")
+    assert f"/jobs/{job}" in client.get("/jobs").get_data(as_text=True)
+    page = client.get(f"/jobs/{job}")
+    assert page.status_code == 200
+    text = page.get_data(as_text=True)
+    assert "hello from mini-07" in text and "mini-07" in text
+    assert "t0k3n" not in text and f"api_token={MASK}" in text  # the store kept it masked
+    if role == "auditor":
+        bearer = {"Authorization": f"Bearer {tokens['auditor']}"}
+        resp = app.test_client().get(f"/api/v1/jobs/{job}", headers=bearer)
+        assert resp.status_code == 200
+        body = resp.get_json()
+        assert body["jid"] == job and body["load"]["fun"] == "cmd.run"
+        assert body["load"]["arg"] == ["echo hello", f"api_token={MASK}"]
+        assert [(r["minion"], r["return"]) for r in body["returns"]] == [
+            ("mini-07", "hello from mini-07")
+        ]
+        missing = app.test_client().get("/api/v1/jobs/20261205120000000999", headers=bearer)
+        assert missing.status_code == 404
+        assert (
+            app.test_client().get(f"/api/v1/jobs/{job}?limit=x", headers=bearer).status_code == 400
+        )
