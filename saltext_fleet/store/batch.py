@@ -293,6 +293,9 @@ def _return_row(record: dict, now: dt.datetime) -> dict:
         "ret_json": value_json,
         "full_json": full_json,
         "stored_at": now,
+        # write_batch is the master's path: the job cache's returner(), whose minion id Salt
+        # authenticated (a minion's own writes go through store/minion.py, without it)
+        "authenticated": True,
         # not columns: JSON that PostgreSQL will refuse (full_json holds the return's JSON)
         "suspicious": _NUL_ESCAPE in full_json,
         # not columns: the return value, for inventory and grains ingest
@@ -384,6 +387,7 @@ _RETURNS = _Table(
         "return": "jsonb",
         "full_ret": "jsonb",
         "stored_at": "timestamptz",
+        "authenticated": "bool",
     },
     {"return": "ret_json", "full_ret": "full_json"},
 )

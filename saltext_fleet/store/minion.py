@@ -154,6 +154,19 @@ def role_problems(conn: Connection) -> list[str]:
         if held:
             problems.append(f"may {'/'.join(sorted(held))} on {label}")
     if store_schema is not None:
+        marks = conn.execute(
+            text(
+                "SELECT has_column_privilege(c.oid, a.attnum, 'INSERT')"
+                " OR has_column_privilege(c.oid, a.attnum, 'UPDATE')"
+                " FROM pg_class c JOIN pg_attribute a ON a.attrelid = c.oid"
+                " WHERE c.oid = to_regclass('returns') AND a.attname = 'authenticated'"
+            )
+        ).scalar()
+        if marks:
+            problems.append(
+                "may write returns.authenticated (it could pass its own returns off as the"
+                " master's; run saltext-fleet db minion-role again)"
+            )
         for table in APPEND_TABLES:
             if table not in can_insert:
                 problems.append(
@@ -201,7 +214,7 @@ def _append_sequences(conn: Connection) -> list[str]:
 def _missing_columns(conn: Connection) -> list[str]:
     """Columns the minion path writes that the store's tables lack (schema too old/new)."""
     missing = []
-    for spec in (batch_mod._RETURNS, batch_mod._EVENTS):
+    for spec in (MINION_RETURNS, batch_mod._EVENTS):
         have = set(
             conn.execute(
                 text(
@@ -308,8 +321,25 @@ def _insert_statement(spec):
     return stmt
 
 
+#: The returns a minion writes: every column but ``authenticated``, which the minion role may
+#: not write (its default, false, marks the row as the minion's own claim).
+MINION_RETURNS = batch_mod._Table(
+    batch_mod._RETURNS.model,
+    {
+        c: t
+        for c, t in zip(batch_mod._RETURNS.columns, batch_mod._RETURNS.pg_types, strict=True)
+        if c != "authenticated"
+    },
+    batch_mod._RETURNS.json_columns,
+)
+#: The columns of each append table that the minion role may insert into.
+APPEND_COLUMNS = {
+    "returns": MINION_RETURNS.columns,
+    "events": batch_mod._EVENTS.columns,
+}
+
 _KINDS = {
-    "return": (batch_mod._RETURNS, batch_mod._return_row),
+    "return": (MINION_RETURNS, batch_mod._return_row),
     "event": (batch_mod._EVENTS, batch_mod._event_row),
 }
 
@@ -491,7 +521,8 @@ def create_minion_role(conn: Connection, name: str, password: str | None) -> dic
     conn.execute(text(f'GRANT CONNECT ON DATABASE "{database}" TO "{name}"'))
     conn.execute(text(f'GRANT USAGE ON SCHEMA "{schema}" TO "{name}"'))
     for table in APPEND_TABLES:
-        conn.execute(text(f'GRANT INSERT ON "{schema}"."{table}" TO "{name}"'))
+        columns = ", ".join(f'"{c}"' for c in APPEND_COLUMNS[table])
+        conn.execute(text(f'GRANT INSERT ({columns}) ON "{schema}"."{table}" TO "{name}"'))
     for seq in _append_sequences(conn):
         seq_schema, seq_name = seq.split(".", 1)
         conn.execute(text(f'GRANT USAGE ON SEQUENCE "{seq_schema}"."{seq_name}" TO "{name}"'))

@@ -179,6 +179,11 @@ class Return(Base):
     ret: Mapped[Any] = mapped_column("return", JSONType, nullable=True)
     full_ret: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
     stored_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    #: True when the master stored it from its job cache, where Salt authenticated the minion
+    #: id; False for a return a minion wrote itself (``--return fleet`` with a minion role,
+    #: which may not write this column): a claim, shown as one and never trusted.
+    #: (no Python-side default: an INSERT that does not name it must not either)
+    authenticated: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false())
 
     __table_args__ = (
         Index("ix_returns_jid_minion", "jid", "minion_id"),

@@ -24,9 +24,15 @@ def get_load(engine: Engine, jid: str) -> dict[str, Any]:
 
 
 def get_jid(engine: Engine, jid: str) -> dict[str, Any]:
-    """``{minion: {"return": ..., "retcode": ..., "success": ..., "out": ...}}`` (latest each)."""
+    """``{minion: {"return": ..., "retcode": ..., "success": ..., "out": ...}}`` (latest each).
+
+    Only returns the master stored from its job cache (``authenticated``): Salt's clients read
+    this to learn what a minion answered, and a return a minion wrote itself may name any id.
+    """
     stmt = (
-        select(Return.minion_id, Return.full_ret).where(Return.jid == str(jid)).order_by(Return.id)
+        select(Return.minion_id, Return.full_ret)
+        .where(Return.jid == str(jid), Return.authenticated.is_(True))
+        .order_by(Return.id)
     )
     ret: dict[str, Any] = {}
     with engine.connect() as conn:
@@ -54,7 +60,7 @@ def get_fun(engine: Engine, fun: str) -> dict[str, str]:
     """``{minion: latest jid}`` of the minions that ran ``fun``."""
     stmt = (
         select(Return.minion_id, func.max(Return.jid))
-        .where(Return.fun == fun)
+        .where(Return.fun == fun, Return.authenticated.is_(True))
         .group_by(Return.minion_id)
     )
     with engine.connect() as conn:
@@ -62,7 +68,12 @@ def get_fun(engine: Engine, fun: str) -> dict[str, str]:
 
 
 def get_minions(engine: Engine) -> list[str]:
-    stmt = select(Return.minion_id).distinct().order_by(Return.minion_id)
+    stmt = (
+        select(Return.minion_id)
+        .where(Return.authenticated.is_(True))
+        .distinct()
+        .order_by(Return.minion_id)
+    )
     with engine.connect() as conn:
         return [row[0] for row in conn.execute(stmt)]
 

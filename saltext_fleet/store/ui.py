@@ -315,10 +315,11 @@ def drift_history(
 
 
 def recent_jobs(conn: Connection, minion_id: str, limit: int = 20) -> list[dict[str, Any]]:
-    """The node's latest returns: jid, function, success, when."""
+    """The node's latest returns: jid, function, success, when (only those the master stored
+    from its job cache: a return a minion wrote itself may name any node)."""
     stmt = (
         select(Return.jid, Return.fun, Return.success, Return.stored_at)
-        .where(Return.minion_id == minion_id)
+        .where(Return.minion_id == minion_id, Return.authenticated.is_(True))
         .order_by(Return.stored_at.desc())
         .limit(limit)
     )

@@ -247,7 +247,13 @@ def job(jid):
     load = store_queries.get_load(engine, jid)
     with engine.connect() as conn:
         rows = conn.execute(
-            select(Return.minion_id, Return.success, Return.ret.label("ret"), Return.stored_at)
+            select(
+                Return.minion_id,
+                Return.success,
+                Return.ret.label("ret"),
+                Return.stored_at,
+                Return.authenticated,
+            )
             .where(Return.jid == jid)
             .order_by(Return.minion_id)
             .limit(limit)
@@ -264,6 +270,8 @@ def job(jid):
                     "success": r.success,
                     "return": r.ret,
                     "stored": _iso(r.stored_at),
+                    # False: a minion wrote it itself (--return fleet), a claim about "minion"
+                    "authenticated": r.authenticated,
                 }
                 for r in rows
             ],

@@ -548,7 +548,7 @@ def job(jid):
     minion = request.args.get("minion") or None
     if minion is not None:
         valid_minion(minion)
-    columns = (Return.minion_id, Return.success, Return.stored_at)
+    columns = (Return.minion_id, Return.success, Return.stored_at, Return.authenticated)
     # a return may be megabytes: the list reads only its length and its first characters
     as_text = cast(Return.ret, Text)
     with ctx().engine.connect() as conn:
@@ -579,7 +579,10 @@ def job(jid):
             returned = {
                 m
                 for (m,) in conn.execute(
-                    select(Return.minion_id).where(Return.jid == jid).distinct()
+                    # a return a minion wrote itself (a claim) does not count as an answer
+                    select(Return.minion_id)
+                    .where(Return.jid == jid, Return.authenticated.is_(True))
+                    .distinct()
                 )
             }
             missing = [m for m in load["Minions"] if m not in returned]
@@ -598,6 +601,7 @@ def job(jid):
                 "minion_id": row.minion_id,
                 "success": row.success,
                 "stored_at": row.stored_at,
+                "authenticated": row.authenticated,
                 "text": text,
                 "chars": chars,
                 "truncated": cut,

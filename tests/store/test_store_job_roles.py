@@ -121,3 +121,48 @@ def test_auditors_and_up_see_returns_and_loads(app, engine, job, role):
         assert (
             app.test_client().get(f"/api/v1/jobs/{job}?limit=x", headers=bearer).status_code == 400
         )
+
+
+def test_a_return_a_minion_wrote_itself_is_shown_as_its_claim(app, engine, job):
+    """A minion role (``--return fleet``) may write a return naming any minion: the job page
+    marks it, the API says so, it does not count as that minion's answer and it is not in
+    that node's jobs."""
+    import datetime as dt
+
+    from sqlalchemy import insert, update
+
+    from saltext_fleet.store.models import Job, Return
+
+    with engine.begin() as conn:
+        conn.execute(update(Job).where(Job.jid == job).values(minions=["mini-07", "mini-08"]))
+        conn.execute(
+            insert(Return).values(
+                rid=uuid.uuid4().hex,
+                jid=job,
+                minion_id="mini-08",
+                fun="cmd.run",
+                success=True,
+                ret="claimed by somebody",
+                full_ret={"id": "mini-08", "return": "claimed by somebody"},
+                stored_at=dt.datetime.now(dt.timezone.utc),
+            )
+        )
+    tokens = _people(engine)
+    client = _login(app, "auditor-1")
+    text = client.get(f"/jobs/{job}").get_data(as_text=True)
+    row = re.search(r'<tr data-minion="mini-08">.*?</tr>', text, re.S).group(0)
+    assert "self-reported" in row and "claimed by somebody" in row
+    own = re.search(r'<tr data-minion="mini-07">.*?</tr>', text, re.S).group(0)
+    assert "self-reported" not in own
+    # mini-08 has not answered (its "return" is somebody's claim)
+    waiting = re.search(r'<p class="warning" id="no-return">(.*?)</p>', text, re.S).group(1)
+    assert "mini-08" in waiting and "mini-07" not in waiting
+    bearer = {"Authorization": f"Bearer {tokens['auditor']}"}
+    body = app.test_client().get(f"/api/v1/jobs/{job}", headers=bearer).get_json()
+    assert {r["minion"]: r["authenticated"] for r in body["returns"]} == {
+        "mini-07": True,
+        "mini-08": False,
+    }
+    node = client.get("/nodes/mini-08").get_data(as_text=True)
+    assert job not in node
+    assert job in client.get("/nodes/mini-07").get_data(as_text=True)

@@ -222,6 +222,12 @@ def test_the_role_is_refused_everything_else(master_url, role_url):
             _denied(conn, f"SELECT rid FROM {table}")
             _denied(conn, f"UPDATE {table} SET rid = rid")
             _denied(conn, f"DELETE FROM {table}")
+        # ...but never mark it as one the master stored from its job cache
+        _denied(
+            conn,
+            "INSERT INTO returns (rid, jid, minion_id, stored_at, authenticated)"
+            f" VALUES ('{uuid.uuid4().hex}', 'j', 'm', now(), true)",
+        )
         _denied(conn, "CREATE TABLE sneaky (x int)")
         _denied(conn, "ALTER TABLE returns ADD COLUMN sneaky int")
         _denied(conn, "DROP TABLE audit_events")
@@ -253,6 +259,7 @@ def test_extra_privileges_are_refused_and_a_second_run_takes_them_away(
     extras = [
         ("GRANT SELECT ON ui_users TO {r}", "may SELECT on ui_users"),
         ("GRANT SELECT (rid) ON returns TO {r}", "may SELECT on returns"),
+        ("GRANT INSERT (authenticated) ON returns TO {r}", "may write returns.authenticated"),
         ("GRANT UPDATE ON audit_head TO {r}", "may UPDATE on audit_head"),
         ("GRANT USAGE, SELECT ON SEQUENCE events_id_seq TO {r}", "SELECT on sequence events_id"),
         ("ALTER ROLE {r} CREATEROLE", "may create roles"),
@@ -335,3 +342,27 @@ def test_a_row_the_database_refuses_is_dropped_and_the_rest_stored(master_url, r
         quarantined = conn.execute(text("SELECT count(*) FROM quarantine")).scalar()
     assert stored == {"ok1", "ok2"} and quarantined == 0
     assert bad["rid"] in caplog.text and "not stored by the minion returner" in caplog.text
+
+
+def test_the_job_cache_answers_only_what_the_master_stored(master_url, role_url):
+    """Salt's clients (and onboarding's fleet.started check) read a minion's answer from the job
+    cache: a return that minion Y writes itself for X's job is stored, marked as Y's claim, and
+    never answers for X."""
+    from saltext_fleet.store import queries
+
+    master = store_engine.get_engine(master_url)
+    jid = "20261205043000123456"
+    forged = ret(minion="x", fun="fleet.started", value={"started": 4102444800.0}, jid=jid)
+    assert minion_write(role_url, [forged]).stored == 1
+    assert queries.get_jid(master, jid) == {}
+    assert "x" not in queries.get_minions(master)
+    assert queries.get_fun(master, "fleet.started") == {}
+    # the master's job cache stores X's own answer: that one counts
+    write(master, [ret(minion="x", fun="fleet.started", value={"started": 1.0}, jid=jid)])
+    assert queries.get_jid(master, jid)["x"]["return"] == {"started": 1.0}
+    assert queries.get_fun(master, "fleet.started") == {"x": jid}
+    with master.connect() as conn:
+        marks = conn.execute(
+            select(Return.authenticated).where(Return.jid == jid).order_by(Return.id)
+        ).scalars()
+        assert list(marks) == [False, True]

@@ -306,6 +306,7 @@ def test_a_job_page_pages_its_returns_and_cuts_large_ones(web, engine):
                     "success": True,
                     "return": big if m == "node-0007" else f"uid=0 {m}",
                     "stored_at": now,
+                    "authenticated": True,  # stored by the master's job cache
                 }
                 for m in minions
             ],
