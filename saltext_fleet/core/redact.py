@@ -37,8 +37,9 @@ What is masked (replaced by :data:`MASK`), at any depth:
 
 Package names and versions are data, never secrets: the ``return`` of a package-listing
 function (``fleet.inventory``, ``pkg.*``, ``lowpkg.*``, ``pip.list``...,
-:func:`is_data_function`) and the result of a ``pkg`` state are kept exactly as they came,
-and the names in a ``packages``, ``pkgs`` or ``sources`` map anywhere (a baseline, a node
+:func:`is_data_function`, but not the repository functions such as ``pkg.list_repos``) and
+the result of a ``pkg`` state (not ``pkgrepo``) never have their names taken for secret
+names, though text in them is still scanned (a URL with a password in a fact), and the names in a ``packages``, ``pkgs`` or ``sources`` map anywhere (a baseline, a node
 listing) are never taken for secret names, so ``passwd`` and ``libsecret-1-0`` keep their
 versions; the arguments of those calls are still redacted.
 
@@ -160,7 +161,8 @@ DATA_FUNCTIONS = frozenset(
 DATA_KEYS = frozenset({"packages", "pkgs", "sources"})
 _DATA_PREFIXES = ("pkg.", "lowpkg.", "pkgng.", "pkgutil.", "yumpkg.", "aptpkg.", "opkg.")
 #: State ids of package states (``pkg_|-curl_|-curl_|-installed``): their results are data.
-_DATA_STATE = re.compile(r"^(pkg|pip|gem|npm)(repo)?_\|-")
+#: Not ``pkgrepo`` states: a repository's settings can hold credentials.
+_DATA_STATE = re.compile(r"^(pkg|pip|gem|npm)_\|-")
 
 _SPLIT = re.compile(r"[^A-Za-z0-9]+")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
@@ -244,9 +246,14 @@ def _function(fun: Any) -> str | None:
 
 
 def is_data_function(fun: Any) -> bool:
-    """Whether the return of ``fun`` is data that is never masked (package lists)."""
+    """Whether the return of ``fun`` maps package names (data, never secret names): package
+    lists, not repositories (``pkg.list_repos`` and the like can hold credentials)."""
     fun = _function(fun)
-    return fun is not None and (fun in DATA_FUNCTIONS or fun.startswith(_DATA_PREFIXES))
+    return (
+        fun is not None
+        and (fun in DATA_FUNCTIONS or fun.startswith(_DATA_PREFIXES))
+        and "repo" not in fun
+    )
 
 
 def _masked(item: Any) -> bool:
@@ -282,11 +289,16 @@ def _redact_mapping(value: dict, fun: Any, depth: int, extra: frozenset) -> dict
     out = None
     for key, item in value.items():
         if isinstance(key, str) and "_|-" in key:  # a state's id: its name is no secret
-            new = item if _DATA_STATE.match(key) else redact(item, None, depth + 1, extra)
+            if _DATA_STATE.match(key):
+                new = _redact_data(item, depth + 1)  # names are data; text still scanned
+            else:
+                new = redact(item, None, depth + 1, extra)
         elif is_secret_key(key, extra) and _masked(item):
             new = MASK
         elif data_return and key == "return":
-            new = item  # package names and versions are data
+            # package names and versions are data; text in them is still scanned (a URL
+            # with a password in a fact, a version, a source)
+            new = _redact_data(item, depth + 1)
         elif key in DATA_KEYS and isinstance(item, (dict, list, tuple)):
             new = _redact_data(item, depth + 1)
         elif spec is not None and key in _ARG_LISTS and isinstance(item, (list, tuple)):

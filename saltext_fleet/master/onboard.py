@@ -19,7 +19,9 @@ import math
 import time
 from typing import Any
 
+from salt.exceptions import SaltException
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 
 from saltext_fleet import config
 from saltext_fleet.core import gate as core_gate
@@ -157,6 +159,14 @@ def node_started(
     except core_gate.GateError as exc:
         log.warning("fleet: ignoring a start event: %s (event id %.100r)", exc, sender)
         return {"id": None, "result": "refused", "reason": str(exc)}
+    except (SaltException, SQLAlchemyError, OSError) as exc:
+        # Salt's client, the job cache or the store failed: nothing confirmed, nothing done
+        # (the node's next start, or fleet.onboard, sets it up)
+        reason = f"{type(exc).__name__}: {str(exc)[:300]}"
+        log.warning(
+            "fleet: the start of %r could not be confirmed (%s); not onboarded", minion_id, reason
+        )
+        return {"id": minion_id, "result": "not confirmed", "reason": reason}
     done = onboard(opts, engine, minion_id, actor, started=started)
     return {**done, "result": "onboarded", "minion_started": started}
 

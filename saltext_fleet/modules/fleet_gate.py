@@ -26,12 +26,14 @@ Loads only on a master (the reactor's MasterMinion); a minion never has it.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
 
 from saltext_fleet import config
 from saltext_fleet.core import gate as core_gate
+from saltext_fleet.master import eventsig
 
 log = logging.getLogger(__name__)
 
@@ -293,10 +295,13 @@ def _run_due(opts: dict, limits: dict) -> None:
     import salt.runner
 
     runner = salt.runner.RunnerClient(opts)
+    # the reactor's own work: audited as "reactor", like the SLS's runner calls
+    reactor = {"user": "Reactor"}
     for minion_id in onboard:
         runner.cmd(
             "fleet.node_started",
             kwarg={"minion": minion_id, "sender": minion_id},
+            pub_data=reactor,
             print_event=False,
         )
     if presence:
@@ -305,7 +310,12 @@ def _run_due(opts: dict, limits: dict) -> None:
             new, lost = sorted(held["new"]), sorted(held["lost"])
             held["new"], held["lost"] = set(), set()
         if new or lost:
-            runner.cmd("fleet.presence", kwarg={"new": new, "lost": lost}, print_event=False)
+            runner.cmd(
+                "fleet.presence",
+                kwarg={"new": new, "lost": lost},
+                pub_data=reactor,
+                print_event=False,
+            )
 
 
 def hint(kind=None, minion=None, sender=None, data=None):
@@ -346,13 +356,60 @@ def hint(kind=None, minion=None, sender=None, data=None):
                     held.update(ids)
         return False
     if not core_gate.is_minion_id(minion):
-        log.warning("fleet gate: ignoring a %s hint for an invalid minion id %.80r", kind, minion)
+        _quietly(f"ignoring {kind} hints for invalid minion ids, such as {str(minion)[:80]!r}")
+        return False
+    if kind not in ("pkgset", "onboard"):
+        return False
+    if not _accepted(minion):
+        # made-up ids cost nothing: no job, no runner, no audit row, however many
+        _quietly(f"ignoring {kind} hints for ids with no accepted key, such as {minion!r}")
         return False
     if kind == "pkgset":
         return limits["pkgset"].offer(minion)
-    if kind == "onboard":
-        if sender != minion:
-            # refused at once by the runner (no job to the node): recorded once a minute
-            return limits["refuse"].offer((minion, str(sender)[:300]))
-        return limits["onboard"].offer(minion)
-    return False
+    if sender != minion:
+        # refused at once by the runner (no job to the node): recorded once a minute per
+        # node, whatever sender the (possibly forged) event names
+        return limits["refuse"].offer(minion)
+    return limits["onboard"].offer(minion)
+
+
+def _accepted(minion: str) -> bool:
+    """Salt holds an accepted key for ``minion`` (a valid id: no path in it)."""
+    return os.path.isfile(os.path.join(__opts__["pki_dir"], "minions", minion))
+
+
+#: When :func:`_quietly` last logged each message kind.
+_QUIET: dict[str, float] = {}
+
+
+def _quietly(message: str) -> None:
+    """A warning at most once a minute per kind of message (the first 30 characters)."""
+    now = time.monotonic()
+    kind = message[:30]
+    with _LOCK:
+        if now - _QUIET.get(kind, -3600.0) < 60:
+            return
+        _QUIET[kind] = now
+    log.warning("fleet gate: %s (said at most once a minute)", message)
+
+
+def signed(tag=None, data=None):
+    """
+    True when ``data`` is an event this master signed for ``tag`` (the ``fleet/...`` events it
+    fires itself; minions can fire those tags too). Checked in the reactor's own process, so
+    a flood of forged events never queues a runner. False, with a warning at most once a
+    minute, otherwise.
+
+    CLI Example (it only makes sense inside the reactor):
+
+    .. code-block:: bash
+
+        salt-run salt.cmd fleet_gate.signed fleet/inventory/changed '{"id": "web1"}'
+    """
+    try:
+        eventsig.check(__opts__, tag, data)
+    except (OSError, ValueError) as exc:
+        who = data.get("id") if isinstance(data, dict) else None
+        _quietly(f"ignoring {str(tag)[:60]!r} events not signed by this master ({exc}; id {who!r})")
+        return False
+    return True

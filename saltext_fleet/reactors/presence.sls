@@ -7,6 +7,6 @@
 fleet_presence:
   runner.fleet.presence:
     - args:
-      - new: {{ (data.get('new') or []) | json }}
-      - lost: {{ (data.get('lost') or []) | json }}
+      - new: {{ (data.get('new') or [])[:10000] | json }}
+      - lost: {{ (data.get('lost') or [])[:10000] | json }}
 {%- endif %}

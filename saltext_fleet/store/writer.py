@@ -88,10 +88,22 @@ def get_writer(
     """
     key = _key(db_url, spool_dir)
     writer = _writers.get(key)
-    if writer is not None and writer.alive and writer.on_announce is on_announce:
+    if (
+        writer is not None
+        and writer.alive
+        and writer.on_announce is on_announce
+        and writer.minion == minion
+    ):
         return writer  # the common case, without the lock
     with _writers_lock:
         writer = _writers.get(key)
+        if writer is not None and writer.alive and writer.minion != minion:
+            # one spool, two roles (a master and a minion returner in one process): never
+            # hand the master's writer (which ingests and migrates) to the minion side
+            raise ValueError(
+                f"the spool {spool_dir} is in use by a {'minion' if writer.minion else 'master'}"
+                " writer of this process"
+            )
         if writer is None or not writer.alive:
             writer = Writer(db_url, spool_dir, on_announce, minion=minion)
             _writers[key] = writer

@@ -561,6 +561,7 @@ def job(jid):
                 select(*columns, Return.ret.label("ret"))
                 .where(Return.jid == jid, Return.minion_id == minion)
                 .order_by(Return.id)
+                .limit(RETURNS_PER_PAGE)  # self-reported rows can be many
             ).all()
         else:
             rows = conn.execute(

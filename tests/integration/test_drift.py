@@ -268,3 +268,41 @@ already-fine:
     assert points[-1]["score"] == 1.0  # aligned packages; one pending state at weight 1
     drift = run(salt_run_cli, "fleet.drift", other_minion.id)
     assert drift[other_minion.id]["pending_states"] == 1
+
+
+def test_a_package_name_with_escape_sequences_prints_inert(salt_master, salt_run_cli, pinned):
+    """Names and versions are the minions' words: ``salt-run fleet.drift`` prints them with
+    escape sequences and control characters taken out (a terminal would obey them)."""
+    import uuid
+
+    from saltext_fleet import config
+    from saltext_fleet.core.inventory import build_inventory
+    from saltext_fleet.store import engine as store_engine
+    from tests.support.store import write
+
+    hostile = "evil\x1b]0;pwned\x07pkg\x1b[2J\x1b[31m"
+    node = random_string("hostile-esc-")
+    inv = build_inventory({"pypi": {hostile: "6.6.6\x1b[1A\r"}}, {}, {"os": "Debian"})
+    # stored as the master's job cache stores a return of that node
+    engine = store_engine.get_engine(config.load(salt_master.config).db_url)
+    ret = {"id": node, "jid": "20261205050000000001", "fun": "fleet.inventory", "return": inv}
+    write(engine, [{"kind": "return", "rid": uuid.uuid4().hex, "ret": {**ret, "success": True}}])
+    salt_run = pathlib.Path(sys.executable).with_name("salt-run")
+    proc = subprocess.run(
+        [
+            str(salt_run),
+            "-c",
+            str(salt_master.config_dir),
+            "fleet.drift",
+            node,
+            f"baseline={pinned}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    line = next(x for x in proc.stdout.splitlines() if x.startswith(node))
+    assert "+pypi/evil" in line and "6.6.6" in line  # the finding is there...
+    assert "\x1b" not in proc.stdout and "\x07" not in proc.stdout  # ...and inert
+    assert "\r" not in proc.stdout

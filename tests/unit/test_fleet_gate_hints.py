@@ -10,7 +10,11 @@ from saltext_fleet.modules import fleet_gate
 
 
 @pytest.fixture
-def hints(monkeypatch):
+def hints(monkeypatch, tmp_path):
+    accepted = tmp_path / "pki" / "minions"
+    accepted.mkdir(parents=True)
+    for minion in ("web1", "web2", "x", "y"):
+        (accepted / minion).write_text("a public key")
     state = {
         "limits": {
             kind: core_gate.HintLimiter(window, trailing=kind != "refuse")
@@ -20,7 +24,8 @@ def hints(monkeypatch):
         "thread": None,
     }
     monkeypatch.setattr(fleet_gate, "_HINTS", state, raising=False)
-    monkeypatch.setattr(fleet_gate, "__opts__", {"__role": "master"}, raising=False)
+    opts = {"__role": "master", "pki_dir": str(tmp_path / "pki"), "cachedir": str(tmp_path)}
+    monkeypatch.setattr(fleet_gate, "__opts__", opts, raising=False)
     return state
 
 
@@ -44,9 +49,11 @@ def test_bad_ids_and_unknown_kinds_do_nothing(hints):
 
 
 def test_a_start_from_another_sender_does_not_use_the_nodes_window(hints):
-    # y claims x started: handed to the runner to be refused and recorded, once a minute
+    # y claims x started: handed to the runner to be refused and recorded, once a minute,
+    # whatever sender the claims name (a batch event names anyone)
     assert fleet_gate.hint("onboard", "x", "y")
     assert not fleet_gate.hint("onboard", "x", "y")
+    assert not fleet_gate.hint("onboard", "x", "z-made-up")
     # ... and x's own start is still acted on at once
     assert fleet_gate.hint("onboard", "x", "x")
     assert not fleet_gate.hint("onboard", "x", "x")
@@ -75,8 +82,9 @@ def test_deferred_work_runs_by_exact_id(hints, monkeypatch):
         def __init__(self, opts):
             pass
 
-        def cmd(self, fun, kwarg, print_event):
+        def cmd(self, fun, kwarg, pub_data, print_event):
             ran.append((fun, kwarg))
+            assert pub_data == {"user": "Reactor"}  # audited as the reactor's work
 
     monkeypatch.setattr(
         salt.client, "get_local_client", lambda mopts: contextlib.nullcontext(Local())
@@ -95,3 +103,26 @@ def test_deferred_work_runs_by_exact_id(hints, monkeypatch):
         ("fleet.presence", {"new": [], "lost": ["gone"]}),
     ]
     assert hints["presence"] == {"new": set(), "lost": set()}
+
+
+def test_ids_without_an_accepted_key_cost_nothing(hints):
+    """A batch of made-up ids: no inventory job, no runner, no audit row."""
+    for n in range(1000):
+        assert not fleet_gate.hint("pkgset", f"made-up-{n}")
+        assert not fleet_gate.hint("onboard", f"made-up-{n}", f"made-up-{n}")
+        assert not fleet_gate.hint("onboard", f"made-up-{n}", "y")
+    for limit in hints["limits"].values():
+        assert limit.waiting() == 0 and limit.due(now=10**9) == []
+
+
+def test_only_events_this_master_signed_pass(hints):
+    from saltext_fleet.master import eventsig
+
+    data = {"id": "web1", "digest": "d" * 64, "previous": None}
+    tag = "fleet/inventory/changed"
+    assert not fleet_gate.signed(tag, data)
+    assert not fleet_gate.signed(tag, {**data, "sig": "00" * 32})
+    assert not fleet_gate.signed(tag, "junk")
+    good = eventsig.sign(fleet_gate.__opts__, tag, data)
+    assert fleet_gate.signed(tag, good)
+    assert not fleet_gate.signed("fleet/states/ran", good)

@@ -344,3 +344,41 @@ def test_package_maps_anywhere_keep_their_names():
     assert redact(low) is low
     out = redact({"packages": {"deb": {"x": "https://u:pw@h.example/x.deb"}}})
     assert out == {"packages": {"deb": {"x": f"https://u:{MASK}@h.example/x.deb"}}}
+
+
+def test_package_data_keeps_its_names_but_not_credentials_in_its_text():
+    """Package names are data (``passwd`` keeps its version), but a URL password inside a
+    package return is still masked, and repository functions and ``pkgrepo`` states are
+    not package data at all (their settings can hold credentials)."""
+    inv = {
+        "fun": "fleet.inventory",
+        "return": {
+            "packages": {"deb": {"passwd": "1:4.13+dfsg1-1", "libsecret-1-0": "0.20.5-3"}},
+            "facts": {"proxy": "http://builder:hunter2@proxy.example:3128"},
+        },
+    }
+    out = redact(inv)
+    assert out["return"]["packages"]["deb"] == {
+        "passwd": "1:4.13+dfsg1-1",
+        "libsecret-1-0": "0.20.5-3",
+    }
+    assert "hunter2" not in str(out) and "builder:" in out["return"]["facts"]["proxy"]
+    repos = {
+        "fun": "pkg.list_repos",
+        "return": {"internal": {"baseurl": "https://u:hunter2@repo.example/", "password": "pw9"}},
+    }
+    out = str(redact(repos))
+    assert "hunter2" not in out and "pw9" not in out
+    state = {
+        "fun": "state.apply",
+        "return": {
+            "pkgrepo_|-internal_|-internal_|-managed": {
+                "changes": {"password": "pw9"},
+                "comment": "Configured https://u:hunter2@repo.example/",
+            },
+            "pkg_|-passwd_|-passwd_|-installed": {"changes": {"passwd": {"new": "1:4.13"}}},
+        },
+    }
+    out = redact(state)["return"]
+    assert "pw9" not in str(out) and "hunter2" not in str(out)
+    assert out["pkg_|-passwd_|-passwd_|-installed"]["changes"] == {"passwd": {"new": "1:4.13"}}
