@@ -182,8 +182,17 @@ class DemoFleet:
         opener = urllib.request.build_opener(
             urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
         )
-        body = urllib.parse.urlencode({"username": username, "password": password}).encode()
+        import re
+
         try:
+            # the form first: its CSRF token is bound to the session cookie it sets
+            with opener.open(self.ui_url + "login", timeout=30) as resp:
+                form = resp.read().decode("utf-8", "replace")
+            token = re.search(r'name="csrf_token" value="([^"]+)"', form)
+            if token is None:
+                raise DemoError("the web UI's login form has no CSRF token")
+            fields = {"username": username, "password": password, "csrf_token": token.group(1)}
+            body = urllib.parse.urlencode(fields).encode()
             with opener.open(self.ui_url + "login", data=body, timeout=30) as resp:
                 page = resp.read().decode("utf-8", "replace")
         except OSError as exc:

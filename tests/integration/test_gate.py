@@ -713,10 +713,11 @@ def test_keys_changed_with_salt_key_are_recorded_once(salt_master, salt_run_cli,
     a change made through fleet.keys_* is recorded once, by its user."""
     stranger = strangers("fleet-saltkey-").start()
     wait_for(
-        "the stranger's key pending",
-        lambda: key_state(salt_run_cli, stranger.id) == "pending",
+        "the stranger's pending key recorded by the gate",
+        lambda: (run(salt_run_cli, "fleet.keys").get(stranger.id) or {}).get("first_seen"),
         timeout=60,
     )
+    assert key_state(salt_run_cli, stranger.id) == "pending"
     ret = salt_master.salt_key_cli().run("-a", stranger.id, "-y")
     assert ret.returncode == 0, ret
     wait_for(
