@@ -81,32 +81,46 @@ def _state() -> dict:
         return _STATE
 
 
+def _drain(handed: queue.Queue) -> list:
+    """What was handed over: block for the first item, then take more for FLUSH_SECONDS."""
+    batch = [handed.get()]
+    deadline = time.monotonic() + FLUSH_SECONDS
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            batch.append(handed.get(timeout=left))
+        except queue.Empty:
+            break
+    return batch
+
+
+def _store(opts: dict, held: dict):
+    """The store's engine for a recorder thread (made once, schema checked, anchor set)."""
+    from saltext_fleet.store import audit as store_audit
+    from saltext_fleet.store import engine as store_engine
+
+    if "engine" not in held:
+        cfg = config.load(opts)
+        engine = store_engine.get_engine(cfg.db_url)
+        store_engine.ensure_schema(engine)
+        store_audit.use_anchor(engine, cfg.key_file)
+        held["engine"] = engine
+    return held["engine"]
+
+
 def _key_change_recorder(opts: dict, changes: queue.Queue) -> None:
     """Record the key changes handed over (``salt/key``), once a second, until the process
     ends. A batch that cannot be written is logged and dropped: the key store still holds
     the truth, and the keys page shows it."""
     from saltext_fleet.master import keys as master_keys
-    from saltext_fleet.store import audit as store_audit
-    from saltext_fleet.store import engine as store_engine
 
-    engine = key = None
+    held: dict = {}
     while True:
-        batch = [changes.get()]
-        deadline = time.monotonic() + FLUSH_SECONDS
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                batch.append(changes.get(timeout=left))
-            except queue.Empty:
-                break
+        batch = _drain(changes)
         try:
-            if engine is None:
-                cfg = config.load(opts)
-                engine = store_engine.get_engine(cfg.db_url)
-                store_engine.ensure_schema(engine)
-                store_audit.use_anchor(engine, cfg.key_file)
-            if key is None:  # one for the thread's life: each one opens a bus connection
-                key = master_keys.salt_key(opts)
-            master_keys.record_key_changes(opts, engine, batch, key)
+            engine = _store(opts, held)
+            if "key" not in held:  # one for the thread's life: each one opens a bus connection
+                held["key"] = master_keys.salt_key(opts)
+            master_keys.record_key_changes(opts, engine, batch, held["key"])
         except Exception:  # noqa: BLE001 - the recorder must outlive a database outage
             log.exception("fleet gate: could not record %d key changes from salt/key", len(batch))
 
@@ -114,29 +128,13 @@ def _key_change_recorder(opts: dict, changes: queue.Queue) -> None:
 def _recorder(opts: dict, pending: queue.Queue) -> None:
     """Write the keys handed over, once a second, until the process ends."""
     from saltext_fleet.master import keys as master_keys
-    from saltext_fleet.store import audit as store_audit
-    from saltext_fleet.store import engine as store_engine
 
-    engine = None
+    held: dict = {}
     fire = _firer(opts)
     while True:
-        batch = [pending.get()]
-        deadline = time.monotonic() + FLUSH_SECONDS
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            try:
-                batch.append(pending.get(timeout=left))
-            except queue.Empty:
-                break
+        batch = _drain(pending)
         try:
-            if engine is None:
-                cfg = config.load(opts)
-                engine = store_engine.get_engine(cfg.db_url)
-                store_engine.ensure_schema(engine)
-                store_audit.use_anchor(engine, cfg.key_file)
-            master_keys.record_pending(opts, engine, batch, fire)
+            master_keys.record_pending(opts, _store(opts, held), batch, fire)
         except Exception:  # noqa: BLE001 - the recorder must outlive a database outage
             log.exception(
                 "fleet gate: could not record %d pending keys (retried at their next attempt)",

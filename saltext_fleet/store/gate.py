@@ -96,19 +96,7 @@ def set_key_state(
         where.append(MinionKey.fingerprint == fingerprint)
     done = conn.execute(update(MinionKey).where(*where).values(**values)).rowcount
     if not done and fingerprint is not None:
-        conn.execute(
-            _insert(conn)(MinionKey.__table__)
-            .values(
-                minion_id=minion_id,
-                fingerprint=fingerprint,
-                pub=pub or "",
-                first_seen=now,
-                last_seen=now,
-                attempts=0,
-                **values,
-            )
-            .on_conflict_do_nothing(index_elements=["minion_id", "fingerprint"])
-        )
+        conn.execute(_new_key_row(conn, minion_id, fingerprint, pub, now, values))
 
 
 def change_key_state(
@@ -138,18 +126,7 @@ def change_key_state(
     if changed:
         return was or "pending"
     inserted = conn.execute(
-        _insert(conn)(MinionKey.__table__)
-        .values(
-            minion_id=minion_id,
-            fingerprint=fingerprint,
-            pub=pub or "",
-            first_seen=now,
-            last_seen=now,
-            attempts=0,
-            **values,
-        )
-        .on_conflict_do_nothing(index_elements=["minion_id", "fingerprint"])
-        .returning(MinionKey.minion_id)
+        _new_key_row(conn, minion_id, fingerprint, pub, now, values).returning(MinionKey.minion_id)
     ).first()
     return "unknown" if inserted is not None else None
 
@@ -410,3 +387,20 @@ def node_status(conn: Connection, minion_id: str) -> dict[str, Any] | None:
         "group": row.node_group,
         "onboarded_at": iso(row.onboarded_at),
     }
+
+
+def _new_key_row(conn: Connection, minion_id: str, fingerprint: str, pub, now, values: dict):
+    """``INSERT`` of a key row the gate had not recorded, unless another process just did."""
+    return (
+        _insert(conn)(MinionKey.__table__)
+        .values(
+            minion_id=minion_id,
+            fingerprint=fingerprint,
+            pub=pub or "",
+            first_seen=now,
+            last_seen=now,
+            attempts=0,
+            **values,
+        )
+        .on_conflict_do_nothing(index_elements=["minion_id", "fingerprint"])
+    )

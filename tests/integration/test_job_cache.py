@@ -16,6 +16,7 @@ from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store import minion as minion_store
 from saltext_fleet.store.models import Event, Return
 from tests.support.daemons import start_all, stop_all
+from tests.support.pgdb import fresh_database
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
@@ -26,22 +27,8 @@ def backend_url(request, tmp_path_factory, pg_server_url):
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('jobcache') / 'fleet.db'}"
         return
-    import uuid
-
-    import psycopg
-    from sqlalchemy.engine import make_url
-
-    name = f"fleet_it_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield (
-        make_url(pg_server_url)
-        .set(drivername="postgresql+psycopg", database=name)
-        .render_as_string(hide_password=False)
-    )
-    store_engine.dispose_all()
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database(pg_server_url, "fleet_it") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -16,16 +16,15 @@ from __future__ import annotations
 import os
 import uuid
 
-import psycopg
 import pytest
 from saltfactories.utils import random_string
 from sqlalchemy import MetaData, func, select
-from sqlalchemy.engine import make_url
 
 from saltext_fleet import snippet
 from saltext_fleet.core.redact import MASK
 from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store.models import Event, Job, Quarantine, Return
+from tests.support.pgdb import fresh_database
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -33,17 +32,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 @pytest.fixture(scope="module")
 def pg_url(pg_server_url):
-    name = f"fleet_secrets_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield (
-        make_url(pg_server_url)
-        .set(drivername="postgresql+psycopg", database=name)
-        .render_as_string(hide_password=False)
-    )
-    store_engine.dispose_all()
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database(pg_server_url, "fleet_secrets") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

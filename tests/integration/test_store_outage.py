@@ -10,9 +10,7 @@ event return spools them the same way) and each job's ``salt/job/<jid>/new``.
 import collections
 import os
 import time
-import uuid
 
-import psycopg
 import pytest
 import salt.client
 from saltfactories.utils import random_string
@@ -23,6 +21,7 @@ from saltext_fleet import snippet
 from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store.models import Event, Quarantine, Return
 from tests.support.daemons import start_all, stop_all
+from tests.support.pgdb import fresh_database
 from tests.support.tcpproxy import TCPProxy
 
 pytestmark = pytest.mark.integration
@@ -37,22 +36,14 @@ QUIET = {"log_level_logfile": "warning"}
 
 @pytest.fixture(scope="module")
 def outage_db(pg_server_url):
-    name = f"fleet_outage_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(pg_server_url)
-    proxy = TCPProxy(url.host or "127.0.0.1", url.port or 5432).start()
-    direct = url.set(drivername="postgresql+psycopg", database=name)
-    proxied = direct.set(host="127.0.0.1", port=proxy.port)
-    yield (
-        proxy,
-        direct.render_as_string(hide_password=False),
-        proxied.render_as_string(hide_password=False),
-    )
-    proxy.stop()
-    store_engine.dispose_all()
-    with psycopg.connect(pg_server_url, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_database(pg_server_url, "fleet_outage") as url:
+        direct = make_url(url)
+        proxy = TCPProxy(direct.host or "127.0.0.1", direct.port or 5432).start()
+        proxied = direct.set(host="127.0.0.1", port=proxy.port)
+        try:
+            yield proxy, url, proxied.render_as_string(hide_password=False)
+        finally:
+            proxy.stop()
 
 
 @pytest.fixture(scope="module")
