@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+import time
 import weakref
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -91,6 +92,10 @@ def anchor_of(engine: Engine) -> Anchor | None:
     return _anchors.get(engine)
 
 
+#: When a failed anchor write was last logged (time.monotonic()).
+_anchor_failed_logged = [-3600.0]
+
+
 def _before_commit(conn: Connection) -> None:
     pending = conn.info.pop(_PENDING, None)
     if pending is None:
@@ -100,13 +105,20 @@ def _before_commit(conn: Connection) -> None:
         return
     try:
         anchor.advance(*pending)
-    except Exception:  # noqa: BLE001 - a failed anchor must not undo what was recorded
-        log.exception(
-            "saltext-fleet: could not write the audit anchor %s for event %s; "
-            "fleet.audit_verify will report the events after the anchor",
-            anchor.path,
-            pending[0],
-        )
+    except Exception as exc:  # noqa: BLE001 - a failed anchor must not undo what was recorded
+        # once a minute per process at most: an unwritable folder fails every append
+        now = time.monotonic()
+        if now - _anchor_failed_logged[0] >= 60:
+            _anchor_failed_logged[0] = now
+            log.error(
+                "saltext-fleet: could not write the audit anchor %s for event %s (%s: %s); "
+                "fleet.audit_verify will report the events after the anchor (said at most "
+                "once a minute)",
+                anchor.path,
+                pending[0],
+                type(exc).__name__,
+                exc,
+            )
 
 
 def _forget(conn: Connection) -> None:
