@@ -135,6 +135,7 @@ class Hub:
         schedule: Callable[[Callable], None],
         idle_seconds: float | None = 10.0,
         check_seconds: float = CHECK_SECONDS,
+        ended: webauth.Expiring | None = None,
     ):
         self.engine = engine
         self.schedule = schedule
@@ -143,7 +144,8 @@ class Hub:
         self.check_seconds = check_seconds
         self._sockets: set = set()
         self._sessions: dict[Any, SocketSession] = {}
-        self._ended = webauth.Expiring(24 * 3600)
+        #: the sessions logged out (the app's own record, shared: one place for both)
+        self._ended = ended if ended is not None else webauth.Expiring(24 * 3600)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -183,7 +185,7 @@ class Hub:
     # sessions
     def end_session(self, sid: str) -> None:
         """A session was logged out: close its sockets now (any thread)."""
-        self._ended.put(sid)
+        self._ended.put(sid)  # the app's record already has it when it is shared
         with self._lock:
             ending = [s for s, found in self._sessions.items() if found.sid == sid]
         if ending:

@@ -123,6 +123,7 @@ def build(opts: dict, loop: asyncio.AbstractEventLoop | None = None):
         engine,
         schedule=lambda fn: loop.call_soon_threadsafe(fn),
         idle_seconds=cfg.ui.live_poll_seconds,
+        ended=ctx.ended_sessions,
     )
     flask_app = create_app(ctx)
     executor = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="fleet-ui")
