@@ -270,7 +270,7 @@ already-fine:
     assert drift[other_minion.id]["pending_states"] == 1
 
 
-def test_a_package_name_with_escape_sequences_prints_inert(salt_master, salt_run_cli, pinned):
+def test_a_package_name_with_escape_sequences_prints_inert(salt_master, salt_run_cli):
     """Names and versions are the minions' words: ``salt-run fleet.drift`` prints them with
     escape sequences and control characters taken out (a terminal would obey them)."""
     import uuid
@@ -282,11 +282,18 @@ def test_a_package_name_with_escape_sequences_prints_inert(salt_master, salt_run
 
     hostile = "evil\x1b]0;pwned\x07pkg\x1b[2J\x1b[31m"
     node = random_string("hostile-esc-")
-    inv = build_inventory({"pypi": {hostile: "6.6.6\x1b[1A\r"}}, {}, {"os": "Debian"})
-    # stored as the master's job cache stores a return of that node
     engine = store_engine.get_engine(config.load(salt_master.config).db_url)
-    ret = {"id": node, "jid": "20261205050000000001", "fun": "fleet.inventory", "return": inv}
-    write(engine, [{"kind": "return", "rid": uuid.uuid4().hex, "ret": {**ret, "success": True}}])
+
+    def store_inventory(pypi, jid):
+        # stored as the master's job cache stores a return of that node
+        inv = build_inventory({"pypi": pypi}, {}, {"os": "Debian"})
+        ret = {"id": node, "jid": jid, "fun": "fleet.inventory", "return": inv, "success": True}
+        write(engine, [{"kind": "return", "rid": uuid.uuid4().hex, "ret": ret}])
+
+    store_inventory({"fleet-ok": "1.0"}, "20261205050000000001")
+    base = random_string("esc-")
+    run(salt_run_cli, "fleet.baseline_pin", node, f"name={base}")
+    store_inventory({"fleet-ok": "1.0", hostile: "6.6.6\x1b[1A\r"}, "20261205050000000002")
     salt_run = pathlib.Path(sys.executable).with_name("salt-run")
     proc = subprocess.run(
         [
@@ -295,7 +302,7 @@ def test_a_package_name_with_escape_sequences_prints_inert(salt_master, salt_run
             str(salt_master.config_dir),
             "fleet.drift",
             node,
-            f"baseline={pinned}",
+            f"baseline={base}",
         ],
         capture_output=True,
         text=True,
