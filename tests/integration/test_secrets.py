@@ -18,13 +18,14 @@ import uuid
 
 import pytest
 from saltfactories.utils import random_string
-from sqlalchemy import MetaData, func, select
+from sqlalchemy import func, select
 
 from saltext_fleet import snippet
 from saltext_fleet.core.redact import MASK
 from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store.models import Event, Job, Quarantine, Return
 from tests.support.pgdb import fresh_database
+from tests.support.store import dump_tables, files_text
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -73,27 +74,6 @@ def _values() -> dict[str, str]:
         "quarantined_url",
     ]
     return {name: f"{name.replace('_', '')}{tag}" for name in names}
-
-
-def _dump(engine) -> str:
-    meta = MetaData()
-    meta.reflect(bind=engine)
-    rows = []
-    with engine.connect() as conn:
-        for table in meta.sorted_tables:
-            for row in conn.execute(select(table)):
-                rows.append(f"{table.name}: {tuple(row)!r}")
-    return "\n".join(rows)
-
-
-def _files(root: str) -> dict[str, str]:
-    found = {}
-    for dirpath, _dirs, names in os.walk(root):
-        for name in names:
-            path = os.path.join(dirpath, name)
-            with open(path, "rb") as fh:
-                found[os.path.relpath(path, root)] = fh.read().decode("utf-8", "replace")
-    return found
 
 
 def _count(engine, query) -> int:
@@ -218,7 +198,7 @@ def test_no_secret_from_a_command_line_rests_in_clear(master, minion, pg_url):
     )
     assert _count(engine, select(func.count()).select_from(Job)) >= 6
 
-    dump = _dump(engine)
+    dump = dump_tables(engine)
     leaked = [name for name, value in v.items() if value in dump]
     assert not leaked, f"in clear in the database: {leaked}"
     # the dump holds the records, masked
@@ -226,7 +206,7 @@ def test_no_secret_from_a_command_line_rests_in_clear(master, minion, pg_url):
     assert f"postgresql://app:{MASK}@db.example/app" in dump
     assert quarantine_tag in dump
 
-    files = _files(os.path.join(master.config["cachedir"], "fleet"))
+    files = files_text(os.path.join(master.config["cachedir"], "fleet"))
     spooled = [name for name in files if name.startswith("spool")]
     loads = [name for name in files if name.startswith("loads")]
     assert spooled and loads, sorted(files)

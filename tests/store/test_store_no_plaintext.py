@@ -10,10 +10,9 @@ forms, in case a column encodes it).
 import base64
 import datetime as dt
 import json
-import os
 import uuid
 
-from sqlalchemy import MetaData, select
+from sqlalchemy import select
 
 from saltext_fleet.core import gate as core_gate
 from saltext_fleet.core import inventory as core_inventory
@@ -24,8 +23,8 @@ from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store import gate as store_gate
 from saltext_fleet.store import secrets as store_secrets
 from saltext_fleet.store import writer as store_writer
-from saltext_fleet.store.models import InventorySnapshot, Quarantine
-from tests.support.store import write
+from saltext_fleet.store.models import InventorySnapshot, Quarantine, Secret
+from tests.support.store import dump_tables, files_text, write
 
 PRIVATE_KEY = """-----BEGIN OPENSSH PRIVATE KEY-----
 b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW
@@ -68,21 +67,14 @@ def test_no_table_holds_a_plaintext_secret(engine, tmp_path):
         assert store_secrets.group_credential(conn, vault, "lab") == ("password", password)
         assert store_secrets.group_credential(conn, vault, "builders")[1] == PRIVATE_KEY
     # every row of every table, as text
-    meta = MetaData()
-    meta.reflect(bind=engine)
-    dump = []
-    with engine.connect() as conn:
-        for table in meta.sorted_tables:
-            for row in conn.execute(select(table)):
-                dump.append(f"{table.name}: {tuple(row)!r}")
-    text = "\n".join(dump)
+    text = dump_tables(engine)
     assert "secrets:" in text and "enrolments:" in text  # the tables were read
     for secret in [password, node_secret, *tokens, *PRIVATE_KEY.strip().splitlines()[1:-1]]:
         for form in _forms(secret):
             assert form not in text, f"a plaintext secret is stored: {secret[:12]}..."
     # what is stored instead: Fernet tokens, and hashes of the enrolment tokens
     with engine.connect() as conn:
-        values = [v for (v,) in conn.execute(select(meta.tables["secrets"].c.value))]
+        values = list(conn.execute(select(Secret.value)).scalars())
     assert len(values) == 3 and all(core_secrets.is_token(v) for v in values)
     for token in tokens:
         assert core_gate.token_hash(token) in text
@@ -219,27 +211,6 @@ def _salt_records(v: dict[str, str]) -> list[dict]:
     return [{**record, "rid": uuid.uuid4().hex} for record in records]
 
 
-def _dump(engine) -> str:
-    meta = MetaData()
-    meta.reflect(bind=engine)
-    dump = []
-    with engine.connect() as conn:
-        for table in meta.sorted_tables:
-            for row in conn.execute(select(table)):
-                dump.append(f"{table.name}: {tuple(row)!r}")
-    return "\n".join(dump)
-
-
-def _files_text(root) -> str:
-    """Every file under ``root``, as text (bytes decoded loosely: msgpack keeps UTF-8)."""
-    parts = []
-    for dirpath, _dirs, files in os.walk(root):
-        for name in files:
-            with open(os.path.join(dirpath, name), "rb") as fh:
-                parts.append(fh.read().decode("utf-8", "replace"))
-    return "\n".join(parts)
-
-
 def _assert_none_in(text: str, values: dict[str, str], where: str) -> None:
     found = [name for name, value in values.items() if value in text]
     assert not found, f"secrets in clear in {where}: {found}"
@@ -257,7 +228,7 @@ def test_the_spool_never_holds_a_secret_in_clear(tmp_path):
         assert writer.pending() == len(records) + 1  # nothing reached a database
     finally:
         writer.close(0.5)
-    text = _files_text(spool_dir)
+    text = "\n".join(files_text(spool_dir).values())
     assert "signing_password" in text and "passwd" in text  # the spool was read
     _assert_none_in(text, values, "the spool")
     assert "1:4.13+dfsg1-1" in text and "0.20.5-3" in text  # package versions are data
@@ -273,7 +244,7 @@ def test_no_table_nor_the_spool_holds_a_secret_salt_handed_over(db_url, tmp_path
     finally:
         writer.close(5)
     engine = store_engine.get_engine(db_url)
-    text = _dump(engine)
+    text = dump_tables(engine)
     # the records are there: jobs, returns, events, the quarantine, the inventory
     for table in ("jobs:", "returns:", "events:", "quarantine:", "inventory_snapshots:"):
         assert table in text, table
@@ -284,7 +255,7 @@ def test_no_table_nor_the_spool_holds_a_secret_salt_handed_over(db_url, tmp_path
     assert len(quarantined) == 2 and all(MASK in p for p in quarantined)
     assert "signing_password" in text and MASK in text
     _assert_none_in(text, values, "the tables")
-    _assert_none_in(_files_text(spool_dir), values, "the spool")
+    _assert_none_in("\n".join(files_text(spool_dir).values()), values, "the spool")
     # package names and versions are data: kept in the inventory snapshot
     with engine.connect() as conn:
         snapshots = [s for (s,) in conn.execute(select(InventorySnapshot.packages))]
@@ -298,4 +269,4 @@ def test_records_written_without_the_spool_are_masked_too(engine):
     values = _secret_values()
     result = write(engine, _salt_records(values))
     assert result.quarantined == 2
-    _assert_none_in(_dump(engine), values, "the tables")
+    _assert_none_in(dump_tables(engine), values, "the tables")

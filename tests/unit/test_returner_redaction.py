@@ -10,17 +10,9 @@ import pytest
 from saltext_fleet.core.redact import MASK
 from saltext_fleet.returners import fleet as returner_mod
 from saltext_fleet.store import writer as store_writer
+from tests.support.store import files_text
 
 UNREACHABLE = "postgresql+psycopg://postgres@127.0.0.1:1/none"
-
-
-def _text_under(root) -> str:
-    parts = []
-    for dirpath, _dirs, names in os.walk(root):
-        for name in names:
-            with open(os.path.join(dirpath, name), "rb") as fh:
-                parts.append(fh.read().decode("utf-8", "replace"))
-    return "\n".join(parts)
 
 
 @pytest.fixture
@@ -48,7 +40,7 @@ def test_the_minion_returner_spools_masked_returns(opts):
             "return": {"kwargs": {"api_token": secret, "mysql.pass": secret}},
         }
     )
-    text = _text_under(os.path.join(o["cachedir"], "fleet", "spool"))
+    text = "\n".join(files_text(os.path.join(o["cachedir"], "fleet", "spool")).values())
     assert "mini-07" in text and "mysql.pass" in text and MASK in text  # the spool was read
     assert secret not in text
 
@@ -75,6 +67,6 @@ def test_the_master_keeps_masked_loads_and_events(opts):
     assert returner_mod._recall_load(jid)["arg"] == [f"api_token={MASK}"]
     fleet_dir = os.path.join(o["cachedir"], "fleet")
     assert sorted(os.listdir(fleet_dir)) == ["loads", "spool"]
-    text = _text_under(fleet_dir)
+    text = "\n".join(files_text(fleet_dir).values())
     assert "signing_password" in text and "api_token" in text
     assert secret not in text
