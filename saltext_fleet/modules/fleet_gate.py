@@ -372,8 +372,13 @@ def hint(kind=None, minion=None, sender=None, data=None):
 
 
 def _accepted(minion: str) -> bool:
-    """Salt holds an accepted key for ``minion`` (a valid id: no path in it)."""
-    return os.path.isfile(os.path.join(__opts__["pki_dir"], "minions", minion))
+    """Salt holds an accepted key for ``minion`` (a valid id: no path in it). With Salt's
+    default key store (``localfs_key``) a file check, as that driver files keys; with
+    another driver the runner's own check decides (True here)."""
+    if (__opts__.get("keys.cache_driver") or "localfs_key") != "localfs_key":
+        return True
+    pki_dir = __opts__["cluster_pki_dir"] if __opts__.get("cluster_id") else __opts__["pki_dir"]
+    return os.path.isfile(os.path.join(pki_dir, "minions", minion))
 
 
 #: When :func:`_quietly` last logged each message kind.
