@@ -62,13 +62,18 @@ def salt_states(key) -> dict[str, str]:
 
 def salt_pub(key, minion_id: str) -> str | None:
     """The public key Salt holds for ``minion_id`` (accepted, pending or rejected)."""
-    try:
-        found = key.cache.fetch("keys", minion_id)
-    except Exception:  # noqa: BLE001 - a missing or unreadable entry is "no key"
-        return None
+    found = _fetch(key, "keys", minion_id)
     if isinstance(found, dict) and isinstance(found.get("pub"), str):
         return found["pub"]
     return None
+
+
+def _fetch(key, bank: str, minion_id: str):
+    """Salt's key store entry of ``minion_id`` in ``bank`` (None: missing or unreadable)."""
+    try:
+        return key.cache.fetch(bank, minion_id)
+    except Exception:  # noqa: BLE001 - a missing or unreadable entry is "no key"
+        return None
 
 
 def _fingerprint(opts: dict, pub: str) -> str:
@@ -565,10 +570,7 @@ def _record_key_change(opts: dict, engine, key, minion_id: str, state: str) -> b
 
 
 def _denied_pub(key, minion_id: str) -> str | None:
-    try:
-        found = key.cache.fetch("denied_keys", minion_id)
-    except Exception:  # noqa: BLE001 - a missing or unreadable entry is "no key"
-        return None
+    found = _fetch(key, "denied_keys", minion_id)
     if isinstance(found, list) and found and isinstance(found[-1], str):
         return found[-1]
     return None

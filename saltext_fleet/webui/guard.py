@@ -164,10 +164,7 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
         fd = sock.fileno()
 
         def on_timeout():
-            if sock.fileno() == -1:
-                return  # closed meanwhile (server stop): its fd may be another's now
-            io_loop.remove_handler(fd)
-            sock.close()
+            _unwatch_and_close(io_loop, sock, fd)
 
         def on_readable(_fd, _events):
             try:
@@ -256,10 +253,7 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
 
         def finish():
             io_loop.remove_timeout(timer)
-            if sock.fileno() == -1:
-                return  # closed meanwhile (server stop): its fd may be another's now
-            io_loop.remove_handler(fd)
-            sock.close()
+            _unwatch_and_close(io_loop, sock, fd)
 
         def on_readable(_fd, _events):
             try:
@@ -355,3 +349,12 @@ class _BodyWatch(tornado.httputil.HTTPMessageDelegate):
     def on_connection_close(self) -> None:
         self._disarm()
         self.delegate.on_connection_close()
+
+
+def _unwatch_and_close(io_loop, sock: socket.socket, fd: int) -> None:
+    """Stop watching ``fd`` and close ``sock``, unless it is closed already (a server stop):
+    then its fd may be another socket's now, and is left alone."""
+    if sock.fileno() == -1:
+        return
+    io_loop.remove_handler(fd)
+    sock.close()
