@@ -312,7 +312,7 @@ class Databases:
         try:
             with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
                 conn.execute("SELECT 1")
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise SystemExit(f"PostgreSQL at {admin_url} is not reachable: {exc}") from exc
 
     def admin(self, sql: str) -> None:

@@ -28,13 +28,15 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from saltext_fleet.core.errors import FleetError
+
 GATE_MODES = ("manual", "enrolment")
 #: The named commands operators may run on a node or a group from the web UI.
 ACTION_NAMES = ("pull", "switch", "pull-switch", "test")
 DB_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
 
 
-class FleetConfigError(ValueError):
+class FleetConfigError(FleetError, ValueError):
     """A ``fleet:`` option has a bad value. ``option`` is its full path, e.g. ``fleet:ui:port``."""
 
     def __init__(self, option: str, message: str):
@@ -340,7 +342,7 @@ def _gate(raw: Any) -> GateConfig:
         try:
             ttl = int(parse_ttl(section["ttl"], "fleet:gate:ttl").total_seconds())
         except GateError as exc:
-            raise FleetConfigError("fleet:gate:ttl", str(exc).split(": ", 1)[1]) from None
+            raise FleetConfigError("fleet:gate:ttl", str(exc).split(": ", 1)[1]) from exc
     window = section.get("seen_window", GateConfig.seen_window)
     if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= 86400:
         raise FleetConfigError("fleet:gate:seen_window", f"{window!r} is not 1 to 86400 seconds")
@@ -375,7 +377,7 @@ def _drift(raw: Any) -> DriftConfig:
     try:
         weights_from(weights)
     except ValueError as exc:
-        raise FleetConfigError("fleet:drift:weights", str(exc)) from None
+        raise FleetConfigError("fleet:drift:weights", str(exc)) from exc
     days = section.get("history_days", DriftConfig.history_days)
     if isinstance(days, bool) or not isinstance(days, int) or days < 0:
         raise FleetConfigError(

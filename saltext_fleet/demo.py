@@ -29,9 +29,10 @@ from typing import Any, TextIO
 import yaml
 
 from saltext_fleet import snippet
+from saltext_fleet.core.errors import FleetError
 
 
-class DemoError(RuntimeError):
+class DemoError(FleetError, RuntimeError):
     """The demo could not bring its fleet up; the message says which step failed."""
 
 
@@ -196,7 +197,7 @@ class DemoFleet:
             with opener.open(self.ui_url + "login", data=body, timeout=30) as resp:
                 page = resp.read().decode("utf-8", "replace")
         except OSError as exc:
-            raise DemoError(f"logging in to the web UI failed: {exc}") from None
+            raise DemoError(f"logging in to the web UI failed: {exc}") from exc
         if 'id="fleet"' not in page:
             raise DemoError("logging in to the web UI did not open the fleet overview")
 
@@ -464,7 +465,7 @@ def run_demo(
     fleet = DemoFleet(root=root, count=count, say=say)
     failed = False
 
-    def on_signal(signum, frame):  # noqa: ARG001
+    def on_signal(signum, frame):
         raise KeyboardInterrupt
 
     # Install the handlers explicitly: a demo started from a script in the background inherits

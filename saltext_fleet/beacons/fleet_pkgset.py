@@ -109,7 +109,7 @@ def beacon(config):
 
     try:
         inventory = __salt__["fleet.inventory"]()
-    except Exception as exc:  # pylint: disable=broad-except
+    except Exception as exc:  # noqa: BLE001 - a beacon must not crash the minion
         log.warning("fleet_pkgset: fleet.inventory failed: %s", exc)
         return []
     digest = inventory.get("digest") if isinstance(inventory, dict) else None
@@ -133,7 +133,7 @@ def beacon(config):
     log.info("fleet_pkgset: package set changed (%s -> %s)", previous[:12], digest[:12])
     try:
         __salt__["event.send"](EVENT_TAG, data)
-    except Exception as exc:  # pylint: disable=broad-except
+    except Exception as exc:  # noqa: BLE001 - a beacon must not crash the minion
         log.warning("fleet_pkgset: could not send %s: %s", EVENT_TAG, exc)
     return [{"tag": "changed", **data}]
 
@@ -141,7 +141,7 @@ def beacon(config):
 def _stamp_paths() -> list:
     try:
         paths = __salt__["fleet.stamp_paths"]()
-    except Exception as exc:  # pylint: disable=broad-except
+    except Exception as exc:  # noqa: BLE001 - a beacon must not crash the minion
         log.warning("fleet_pkgset: fleet.stamp_paths failed: %s", exc)
         return []
     if not isinstance(paths, list):

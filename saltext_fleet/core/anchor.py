@@ -42,6 +42,7 @@ import secrets as _random
 from typing import Any
 
 from saltext_fleet.core import secrets as core_secrets
+from saltext_fleet.core.errors import FleetError
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ MAX_BYTES = 4096
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
-class AnchorError(ValueError):
+class AnchorError(FleetError, ValueError):
     """The anchor file is unreadable, malformed or not signed by a key of the key file."""
 
 
@@ -120,13 +121,13 @@ def read(path: str, vault: core_secrets.Vault) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise AnchorError(f"{path}: cannot read the anchor: {exc.strerror}") from None
+        raise AnchorError(f"{path}: cannot read the anchor: {exc.strerror}") from exc
     if len(data) > MAX_BYTES:
         raise AnchorError(f"{path} is larger than an anchor file ({MAX_BYTES} bytes at most)")
     try:
         record = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        raise AnchorError(f"{path} is not an anchor file (not JSON)") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise AnchorError(f"{path} is not an anchor file (not JSON)") from exc
     return check(record, vault, path)
 
 
@@ -139,7 +140,7 @@ def advance(
     retired key) is replaced, with a warning in the log."""
     record = sign(vault, last_id, last_hash)
     directory = os.path.dirname(path)
-    with core_secrets._locked_dir(directory):  # noqa: SLF001 - the rotation's own lock
+    with core_secrets._locked_dir(directory):  # the rotation's own lock
         try:
             current = read(path, vault)
         except AnchorError as exc:
@@ -193,4 +194,4 @@ def _replace(path: str, data: bytes, key_file: str) -> None:
         except FileNotFoundError:
             pass
         raise
-    core_secrets._fsync_dir(head)  # noqa: SLF001
+    core_secrets._fsync_dir(head)

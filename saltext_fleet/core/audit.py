@@ -97,6 +97,8 @@ from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from saltext_fleet.core.errors import FleetError
+
 #: ``prev_hash`` of the first event of a chain.
 GENESIS = "0" * 64
 
@@ -163,7 +165,7 @@ _AT_RE = re.compile(
 _encode_string = json.encoder.encode_basestring
 
 
-class AuditError(ValueError):
+class AuditError(FleetError, ValueError):
     """An audit event or value is malformed; ``field`` says where (``details.files[2].name``)."""
 
     def __init__(self, field: str, message: str):
@@ -189,18 +191,18 @@ def canonical(value: Any, path: str = "") -> bytes:
         where = path
         for step in reversed(exc.where):
             where = f"{where}[{step}]" if isinstance(step, int) else _child(where, step)
-        raise AuditError(where, exc.message) from None
+        raise AuditError(where, exc.message) from exc
     text = "".join(parts)
     try:
         return text.encode("utf-8")
-    except UnicodeEncodeError:
+    except UnicodeEncodeError as exc:
         # Rare, so found by a second walk rather than by encoding every string on the way.
         raise AuditError(
             _find_surrogate(value, path) or path, "a lone surrogate cannot be encoded as UTF-8"
-        ) from None
+        ) from exc
 
 
-class _Refused(Exception):
+class _Refused(FleetError):
     """Raised deep in :func:`_emit`; each container on the way out adds its key, so that the
     path is only built when something is wrong (verification runs this for every event)."""
 
@@ -381,8 +383,8 @@ def normalise_at(at: Any) -> str:
         if offset:
             try:
                 moment = moment - offset
-            except OverflowError:
-                raise AuditError("at", f"{at!r} is outside the years 1 to 9999 in UTC") from None
+            except OverflowError as exc:
+                raise AuditError("at", f"{at!r} is outside the years 1 to 9999 in UTC") from exc
         moment = moment.replace(tzinfo=None)
     return datetime.isoformat(moment, timespec="microseconds") + "Z"
 
@@ -402,7 +404,7 @@ def _parse_at(text: str) -> datetime:
             int(year), int(month), int(day), int(hour), int(minute), int(second), micro
         )
     except ValueError as exc:
-        raise AuditError("at", f"{text!r} is not a valid time: {exc}") from None
+        raise AuditError("at", f"{text!r} is not a valid time: {exc}") from exc
     if sign:
         hours, minutes = int(off_h), int(off_m or 0)
         if hours > 23 or minutes > 59:

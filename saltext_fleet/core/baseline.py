@@ -40,6 +40,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from saltext_fleet.core.errors import FleetError
+
 RULES = ("exact", "min", "any", "ignore")
 NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 ECOSYSTEM_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
@@ -53,7 +55,7 @@ FIELDS = ("name", "description", "packages", "facts", "ecosystems", "extras")
 METADATA = ("revision", "source", "created_at", "updated_at")
 
 
-class BaselineError(ValueError):
+class BaselineError(FleetError, ValueError):
     """A baseline document is malformed; ``field`` says where (``packages:pypi:requests``)."""
 
     def __init__(self, field: str, message: str):

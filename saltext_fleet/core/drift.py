@@ -309,10 +309,10 @@ class CompiledBaseline:
         for key in unexpected:
             try:
                 findings.append(cache[key])
-            except KeyError:
+            except KeyError as exc:
                 info = resolve(key) if resolve is not None else None
                 if info is None:
-                    raise KeyError(f"package key {key} is not in the package dictionary") from None
+                    raise KeyError(f"package key {key} is not in the package dictionary") from exc
                 found = cache[key] = self.classify(*info)
                 findings.append(found)
         return self._assemble(findings, [self.exact[k] for k in absent], node, None)

@@ -25,6 +25,8 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
+from saltext_fleet.core.errors import FleetError
+
 #: A minion id the gate handles: letters, digits, dot, underscore, hyphen; at most 253
 #: characters (a DNS name's limit); not starting with a dot or a hyphen (no hidden files,
 #: nothing a command line could take for an option). Anything else never reaches a path.
@@ -42,7 +44,7 @@ MAX_TTL = dt.timedelta(days=30)
 GROUP_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
 
 
-class GateError(ValueError):
+class GateError(FleetError, ValueError):
     """Bad input to the gate: the message names the field and what was wrong."""
 
     def __init__(self, field: str, message: str):
@@ -132,8 +134,8 @@ def fingerprint(pub: str, hash_type: str = "sha256") -> str:
         raise GateError("pub", "not a PEM public key")
     try:
         digest = hashlib.new(hash_type, pub.strip().encode("utf-8")).hexdigest()
-    except ValueError:
-        raise GateError("hash_type", f"unknown hash {hash_type!r}") from None
+    except ValueError as exc:
+        raise GateError("hash_type", f"unknown hash {hash_type!r}") from exc
     return ":".join(digest[i : i + 2] for i in range(0, len(digest), 2))
 
 

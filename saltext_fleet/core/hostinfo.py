@@ -463,7 +463,7 @@ def parse_xcode_version_plist(data, problems: list | None = None) -> tuple[str |
         return None, None
     try:
         plist = plistlib.loads(bytes(data))
-    except Exception as exc:  # plistlib raises several unrelated types on junk
+    except Exception as exc:  # noqa: BLE001 - plistlib raises several unrelated types on junk
         note(problems, f"version.plist: not a property list ({type(exc).__name__})")
         return None, None
     if not isinstance(plist, dict):
@@ -651,7 +651,7 @@ def certificate_facts(pem, sha1: str | None = None, problems: list | None = None
         return None
     try:
         cert = x509.load_pem_x509_certificate(text.encode("ascii", errors="replace"))
-    except Exception as exc:  # cryptography raises ValueError and friends
+    except Exception as exc:  # noqa: BLE001 - cryptography raises ValueError and friends
         note(problems, f"certificate {sha1 or ''}: not a readable X.509 PEM ({type(exc).__name__})")
         return None
     actual = hashlib.sha1(cert.public_bytes(Encoding.DER)).hexdigest().upper()
@@ -661,7 +661,7 @@ def certificate_facts(pem, sha1: str | None = None, problems: list | None = None
     team_id = None
     try:
         units = cert.subject.get_attributes_for_oid(NameOID.ORGANIZATIONAL_UNIT_NAME)
-    except Exception:  # a malformed subject must not lose the expiry
+    except Exception:  # noqa: BLE001 - a malformed subject must not lose the expiry
         units = []
     for unit in units:
         value = unit.value if isinstance(unit.value, str) else None

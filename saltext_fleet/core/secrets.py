@@ -86,6 +86,8 @@ from collections.abc import Iterable, Iterator, Sequence
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from saltext_fleet.core.errors import FleetError
+
 #: A Fernet key as text: 32 bytes of url-safe base64 (43 characters and one ``=``).
 KEY_RE = re.compile(r"[A-Za-z0-9_-]{43}=")
 #: The most a key file may hold; a larger file is not a key file.
@@ -105,7 +107,7 @@ _TOKEN_OVERHEAD = 1 + 8 + 16 + 32
 _TOKEN_TEXT_RE = re.compile(r"[A-Za-z0-9_-]+={0,2}")
 
 
-class SecretsError(ValueError):
+class SecretsError(FleetError, ValueError):
     """The key file or a token is unusable; the message names the file and what is wrong.
 
     Messages never hold a key, a plaintext or a line of the key file.
@@ -187,9 +189,9 @@ class Vault:
             raise SecretsError(
                 f"{path} is a symlink to {os.readlink(path)!r}, which does not exist; "
                 "create the key file there or remove the link"
-            ) from None
+            )
         if not create:
-            raise SecretsError(f"{path}: no such key file") from None
+            raise SecretsError(f"{path}: no such key file")
         _make_private_dirs(os.path.dirname(path))
         try:
             _create_exclusive(path, _render([generate_key()]))
@@ -212,8 +214,8 @@ class Vault:
         """This vault if the key file is unchanged on disk, else a vault loaded from it anew."""
         try:
             st = os.stat(self.path)
-        except FileNotFoundError:
-            raise SecretsError(f"{self.path}: the key file has gone") from None
+        except FileNotFoundError as exc:
+            raise SecretsError(f"{self.path}: the key file has gone") from exc
         if self._identity is not None and _identity_of(st) == self._identity:
             return self
         return Vault.open(self.path, create=False)
@@ -267,6 +269,7 @@ class Vault:
         try:
             return self._fernet.decrypt(self._token_bytes(token, "decrypt"))
         except InvalidToken:
+            # Not chained: a vault error is one clear sentence, with no crypto traceback.
             raise self._cannot("decrypt") from None
 
     def decrypt_text(self, token: str | bytes) -> str:
@@ -274,6 +277,8 @@ class Vault:
         try:
             return self.decrypt(token).decode("utf-8")
         except UnicodeDecodeError:
+            # Not chained: the UnicodeDecodeError holds the decrypted bytes, which must not
+            # reach a traceback or a log.
             raise SecretsError("cannot decrypt as text: the secret is not UTF-8") from None
 
     def reencrypt(self, token: str | bytes) -> str:
@@ -281,6 +286,7 @@ class Vault:
         try:
             return self._fernet.rotate(self._token_bytes(token, "re-encrypt")).decode("ascii")
         except InvalidToken:
+            # Not chained: a vault error is one clear sentence, with no crypto traceback.
             raise self._cannot("re-encrypt") from None
 
     def token_key_id(self, token: str | bytes) -> str:
@@ -301,6 +307,7 @@ class Vault:
             try:
                 token = token.encode("ascii")
             except UnicodeEncodeError:
+                # Not chained, as above: one clear sentence.
                 raise self._cannot(action) from None
         if not isinstance(token, bytes):
             raise SecretsError(
@@ -333,10 +340,10 @@ def _read_private_file(path: str) -> tuple[bytes, tuple]:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
         raise
-    except IsADirectoryError:
-        raise SecretsError(f"{path} is a directory, not a key file") from None
+    except IsADirectoryError as exc:
+        raise SecretsError(f"{path} is a directory, not a key file") from exc
     except OSError as exc:
-        raise SecretsError(f"{path}: cannot open the key file: {exc.strerror}") from None
+        raise SecretsError(f"{path}: cannot open the key file: {exc.strerror}") from exc
     try:
         st = os.fstat(fd)
         _check_private(path, st, os.path.dirname(os.path.realpath(path)))
@@ -355,7 +362,7 @@ def _read_private_file(path: str) -> tuple[bytes, tuple]:
                 raise SecretsError(f"{path} is too large for a key file")
         return b"".join(chunks), _identity_of(st)
     except OSError as exc:
-        raise SecretsError(f"{path}: cannot read the key file: {exc.strerror}") from None
+        raise SecretsError(f"{path}: cannot read the key file: {exc.strerror}") from exc
     finally:
         os.close(fd)
 
@@ -385,6 +392,7 @@ def _parse(path: str, data: bytes) -> list[str]:
         try:
             line = raw.decode("ascii").strip()
         except UnicodeDecodeError:
+            # Not chained: the UnicodeDecodeError holds the line, which may be a key.
             raise SecretsError(f"{path}: line {number} is not ASCII, so not a Fernet key") from None
         if not line or line.startswith("#"):
             continue
@@ -420,7 +428,7 @@ def _make_private_dirs(directory: str) -> None:
         except OSError as exc:
             raise SecretsError(
                 f"cannot create the key file's directory {new}: {exc.strerror}"
-            ) from None
+            ) from exc
         os.chmod(new, 0o700)
 
 
@@ -436,7 +444,7 @@ def _write_private_temp(target: str, data: bytes, owner: os.stat_result | None =
     try:
         fd = os.open(temp, flags, 0o600)
     except OSError as exc:
-        raise SecretsError(f"{target}: cannot write the key file: {exc.strerror}") from None
+        raise SecretsError(f"{target}: cannot write the key file: {exc.strerror}") from exc
     try:
         if owner is not None and os.geteuid() == 0:
             # Root rotating the key of a master that runs as another user: keep it theirs.
@@ -446,7 +454,7 @@ def _write_private_temp(target: str, data: bytes, owner: os.stat_result | None =
     except OSError as exc:
         os.close(fd)
         _unlink_quietly(temp)
-        raise SecretsError(f"{target}: cannot write the key file: {exc.strerror}") from None
+        raise SecretsError(f"{target}: cannot write the key file: {exc.strerror}") from exc
     os.close(fd)
     return temp
 
@@ -471,7 +479,7 @@ def _create_exclusive(path: str, data: bytes, link: bool = True) -> None:
             raise
         except OSError as exc:
             if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV):
-                raise SecretsError(f"{path}: cannot create the key file: {exc.strerror}") from None
+                raise SecretsError(f"{path}: cannot create the key file: {exc.strerror}") from exc
             link = False
         finally:
             _unlink_quietly(temp)
@@ -484,14 +492,14 @@ def _create_exclusive(path: str, data: bytes, link: bool = True) -> None:
     except FileExistsError:
         raise
     except OSError as exc:
-        raise SecretsError(f"{path}: cannot create the key file: {exc.strerror}") from None
+        raise SecretsError(f"{path}: cannot create the key file: {exc.strerror}") from exc
     try:
         _write_all(fd, data)
         os.fsync(fd)
     except OSError as exc:
         os.close(fd)
         _unlink_quietly(path)  # an empty key file would stop every later start
-        raise SecretsError(f"{path}: cannot write the key file: {exc.strerror}") from None
+        raise SecretsError(f"{path}: cannot write the key file: {exc.strerror}") from exc
     os.close(fd)
     _fsync_dir(os.path.dirname(path))
 
@@ -502,7 +510,7 @@ def _replace(path: str, data: bytes, owner: os.stat_result) -> None:
         os.replace(temp, path)
     except OSError as exc:
         _unlink_quietly(temp)
-        raise SecretsError(f"{path}: cannot replace the key file: {exc.strerror}") from None
+        raise SecretsError(f"{path}: cannot replace the key file: {exc.strerror}") from exc
     _fsync_dir(os.path.dirname(path))
 
 

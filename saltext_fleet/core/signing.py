@@ -21,6 +21,8 @@ import json
 import secrets
 from typing import Any
 
+from saltext_fleet.core.errors import FleetError
+
 #: The data field that carries the signature.
 SIG_FIELD = "sig"
 #: Fields that are not part of what is signed: the signature, and what Salt adds.
@@ -29,7 +31,7 @@ UNSIGNED_FIELDS = frozenset({SIG_FIELD, "_stamp"})
 KEY_BYTES = 32
 
 
-class SignatureError(ValueError):
+class SignatureError(FleetError, ValueError):
     """An event that is not signed, or whose signature does not match."""
 
 

@@ -130,7 +130,7 @@ def _text(value: Any) -> str:
         return bytes(value).decode("utf-8", errors="replace").strip()
     try:
         text = str(value)
-    except Exception:  # a hostile __str__ (or a huge int) must not escape
+    except Exception:  # noqa: BLE001 - a hostile __str__ (or a huge int) must not escape
         return ""
     return str.__str__(text).strip() if isinstance(text, str) else ""
 
@@ -404,7 +404,7 @@ def _pep440(version: str) -> Version | None:
         return None
     try:
         return Version(version)
-    except Exception:  # InvalidVersion, or ValueError from int() limits
+    except Exception:  # noqa: BLE001 - InvalidVersion, or ValueError from int() limits
         return None
 
 

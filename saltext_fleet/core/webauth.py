@@ -42,8 +42,10 @@ from typing import Any
 import bcrypt
 import pyotp
 
+from saltext_fleet.core.errors import FleetError
 
-class WebAuthError(ValueError):
+
+class WebAuthError(FleetError, ValueError):
     """Bad input to the web UI's auth rules; the message says what was wrong.
 
     ``field`` names the form field at fault when there is one, so a form can mark it.
@@ -104,10 +106,10 @@ def allowed(role: Any, permission: str) -> bool:
     """
     try:
         holders = PERMISSIONS[permission]
-    except (KeyError, TypeError):
+    except (KeyError, TypeError) as exc:
         raise WebAuthError(
             f"{_shown(permission)} is not a permission; known: {', '.join(sorted(PERMISSIONS))}"
-        ) from None
+        ) from exc
     return isinstance(role, str) and role in holders
 
 
@@ -342,8 +344,8 @@ def _totp(secret: Any) -> pyotp.TOTP:
     padded = secret + "=" * (-len(secret) % 8)
     try:
         raw = base64.b32decode(padded, casefold=True)
-    except (binascii.Error, ValueError):
-        raise WebAuthError("the stored TOTP secret is not base32", field="totp_secret") from None
+    except (binascii.Error, ValueError) as exc:
+        raise WebAuthError("the stored TOTP secret is not base32", field="totp_secret") from exc
     if len(raw) < 16:  # 128 bits, RFC 4226's minimum
         raise WebAuthError(
             f"the stored TOTP secret is {len(raw) * 8} bits; at least 128 are needed",

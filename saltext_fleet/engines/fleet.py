@@ -36,10 +36,10 @@ def __virtual__():
     return __virtualname__
 
 
-def start(**kwargs):  # pylint: disable=unused-argument
+def start(**kwargs):
     from saltext_fleet.webui import server
 
-    opts = __opts__  # noqa: F821 - injected by Salt's loader
+    opts = __opts__  # injected by Salt's loader
     pause = RESTART_MIN
     while True:
         began = time.monotonic()
@@ -50,7 +50,7 @@ def start(**kwargs):  # pylint: disable=unused-argument
         except config.FleetConfigError as exc:
             log.error("fleet engine: %s; the web UI is not served until it is fixed", exc)
             pause = RESTART_MAX
-        except Exception as exc:  # noqa: BLE001 - logged with its reason, then restarted
+        except Exception as exc:  # logged with its reason, then restarted
             log.exception("fleet engine crashed (%s: %s); restarting", type(exc).__name__, exc)
             if time.monotonic() - began > 300:
                 pause = RESTART_MIN  # it ran for a while: a fresh failure

@@ -179,7 +179,7 @@ def apply(
             },
         )
         return _run_child(payload, tmp=tmp, timeout=timeout, report=report)
-    except Exception as exc:  # noqa: BLE001 - the runner records it; never a traceback
+    except Exception as exc:  # the runner records it; never a traceback
         log.exception("fleet: bootstrap of %s on %s failed", minion_id, host)
         return report.fail(f"bootstrap failed on the master: {type(exc).__name__}: {exc}")
     finally:
@@ -380,7 +380,7 @@ class _Report:
         if self.progress is not None:
             try:
                 self.progress(name)
-            except Exception:  # noqa: BLE001 - a broken progress sink must not stop the bootstrap
+            except Exception:  # a broken progress sink must not stop the bootstrap
                 log.exception("fleet: bootstrap progress callback failed")
 
     def fail(self, error: str) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from saltext_fleet import config
 from saltext_fleet.core import gate as core_gate
 from saltext_fleet.core import secrets as core_secrets
+from saltext_fleet.core.errors import FleetError
 from saltext_fleet.master import bootstrap as ssh_bootstrap
 from saltext_fleet.master import keys as master_keys
 from saltext_fleet.master import wheelhouse
@@ -53,7 +54,7 @@ STEPS = (
 )
 
 
-class BootstrapError(ValueError):
+class BootstrapError(FleetError, ValueError):
     """A bootstrap that cannot start or did not finish; the message says why."""
 
 
@@ -107,8 +108,8 @@ def _claim(engine, minion_id: str, host: str, port: int, user: str, group: str, 
                 )
                 .returning(Bootstrap.id)
             ).scalar()
-    except IntegrityError:
-        raise BootstrapError(f"{minion_id} is still bootstrapping; wait for it to end") from None
+    except IntegrityError as exc:
+        raise BootstrapError(f"{minion_id} is still bootstrapping; wait for it to end") from exc
 
 
 def _step(engine, row_id: int, step: str, note: str | None = None) -> None:
@@ -167,7 +168,7 @@ def run(
         minion_id = core_gate.check_minion_id(minion_id, "id")
         group = core_gate.check_group(group, "group")
     except core_gate.GateError as exc:
-        raise BootstrapError(str(exc)) from None
+        raise BootstrapError(str(exc)) from exc
     host = _check_host(host)
     if service not in SERVICES:
         raise BootstrapError(f"service: {service!r} is not one of {', '.join(SERVICES)}")
@@ -175,7 +176,7 @@ def run(
     try:
         vault = core_secrets.Vault.open(cfg.key_file)
     except core_secrets.SecretsError as exc:
-        raise BootstrapError(f"fleet:key_file: {exc}") from None
+        raise BootstrapError(f"fleet:key_file: {exc}") from exc
     with engine.connect() as conn:
         found = store_secrets.group(conn, group)
         if found is None:

@@ -17,6 +17,7 @@ import yaml
 
 from saltext_fleet import config
 from saltext_fleet.core import gate as core_gate
+from saltext_fleet.core.errors import FleetError
 from saltext_fleet.store import audit as store_audit
 from saltext_fleet.store import gate as store_gate
 from saltext_fleet.store.models import utcnow
@@ -39,7 +40,7 @@ SALT_STATE = {
 STATE_OF = {v: k for k, v in SALT_STATE.items()}
 
 
-class KeyError_(ValueError):  # noqa: N801 - not the builtin KeyError
+class KeyActionError(FleetError, ValueError):
     """A key operation that cannot be done; the message says why."""
 
 
@@ -84,7 +85,7 @@ def _check_id(minion_id: Any) -> str:
     try:
         return core_gate.check_minion_id(minion_id)
     except core_gate.GateError as exc:
-        raise KeyError_(str(exc)) from None
+        raise KeyActionError(str(exc)) from exc
 
 
 # -- salt/auth: the reactor's path -------------------------------------------------------------
@@ -283,7 +284,7 @@ def list_keys(opts: dict, engine, status: str | None = None) -> dict[str, dict[s
     """Every key Salt holds, with what the gate recorded: ``{id: {state, fingerprint,
     first_seen, last_seen, attempts, decided_by, decided_at, note}}``; ``status`` filters."""
     if status is not None and status not in SALT_STATE:
-        raise KeyError_(f"status={status!r}: expected one of {', '.join(SALT_STATE)}")
+        raise KeyActionError(f"status={status!r}: expected one of {', '.join(SALT_STATE)}")
     key = salt_key(opts)
     states = salt_states(key)
     with engine.connect() as conn:
@@ -332,13 +333,13 @@ def _safe_fingerprint(opts, pub) -> str | None:
 
 def _held(opts: dict, minion_id: Any, allowed: tuple, verb: str):
     """The key Salt holds for ``minion_id`` if its state is one of ``allowed``:
-    ``(minion_id, salt key store, state, pub, fingerprint)``; else :class:`KeyError_`."""
+    ``(minion_id, salt key store, state, pub, fingerprint)``; else :class:`KeyActionError`."""
     minion_id = _check_id(minion_id)
     key = salt_key(opts)
     state = salt_states(key).get(minion_id)
     if state not in allowed:
         what = f"its key is {state}" if state else "Salt holds no key for it"
-        raise KeyError_(f"cannot {verb} {minion_id}: {what}")
+        raise KeyActionError(f"cannot {verb} {minion_id}: {what}")
     pub = salt_pub(key, minion_id)
     return minion_id, key, state, pub, _safe_fingerprint(opts, pub)
 
@@ -357,7 +358,7 @@ def accept(
     allowed = ("pending", "rejected") if include_rejected else ("pending",)
     minion_id, key, state, pub, finger = _held(opts, minion_id, allowed, "accept")
     if fingerprint is not None and not core_gate.same_fingerprint(fingerprint, finger):
-        raise KeyError_(
+        raise KeyActionError(
             f"cannot accept {minion_id}: its key's fingerprint is {finger}, not {fingerprint}"
         )
     with engine.begin() as conn:
@@ -442,7 +443,7 @@ def enrol(
     minion_id = _check_id(minion_id)
     cfg = config.load(opts)
     if cfg.gate.mode != "enrolment":
-        raise KeyError_(
+        raise KeyActionError(
             "fleet:gate:mode is 'manual': enrolments are not accepted (set it to 'enrolment')"
         )
     try:
@@ -450,9 +451,9 @@ def enrol(
         if group is not None:
             core_gate.check_group(group)
     except core_gate.GateError as exc:
-        raise KeyError_(str(exc)) from None
+        raise KeyActionError(str(exc)) from exc
     if fingerprint is not None and (not isinstance(fingerprint, str) or len(fingerprint) > 128):
-        raise KeyError_("fingerprint: expected the key's fingerprint as salt-key -f prints it")
+        raise KeyActionError("fingerprint: expected the key's fingerprint as salt-key -f prints it")
     deleted = delete(opts, engine, minion_id, actor, reason="re-enrolment")["deleted"]
     token = core_gate.new_token()
     with engine.begin() as conn:

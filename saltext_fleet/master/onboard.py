@@ -25,6 +25,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from saltext_fleet import config
 from saltext_fleet.core import gate as core_gate
+from saltext_fleet.core.errors import FleetError
 from saltext_fleet.store import audit as store_audit
 from saltext_fleet.store import gate as store_gate
 from saltext_fleet.store import secrets as store_secrets
@@ -128,7 +129,7 @@ def onboard(
 CONFIRM_TIMEOUT = 30
 
 
-class Refused(Exception):
+class OnboardRefused(FleetError):
     """A start event that is not confirmed; the message says why."""
 
 
@@ -152,9 +153,9 @@ def node_started(
     try:
         minion_id = core_gate.check_minion_id(minion_id, "minion")
         if sender != minion_id:
-            raise Refused(f"the event came from {str(sender)[:100]!r}, not from {minion_id}")
+            raise OnboardRefused(f"the event came from {str(sender)[:100]!r}, not from {minion_id}")
         started = _confirm_start(opts, engine, minion_id, timeout)
-    except Refused as exc:
+    except OnboardRefused as exc:
         return _refuse(engine, minion_id, sender, str(exc))
     except core_gate.GateError as exc:
         log.warning("fleet: ignoring a start event: %s (event id %.100r)", exc, sender)
@@ -196,16 +197,16 @@ def _confirm_start(opts: dict, engine, minion_id: str, timeout: float) -> float:
 
     state = master_keys.salt_states(master_keys.salt_key(opts)).get(minion_id)
     if state != "accepted":
-        raise Refused(f"{minion_id} has no accepted key ({state or 'none'})")
+        raise OnboardRefused(f"{minion_id} has no accepted key ({state or 'none'})")
     started = _ask_started(opts, minion_id, timeout)
     last, last_at = _last_onboarding(engine, minion_id)
     if last is not None and started <= last:
-        raise Refused(
+        raise OnboardRefused(
             f"{minion_id} says its salt-minion started at {_iso(started)}, not after its last "
             f"onboarding (started {_iso(last)})"
         )
     if last is None and last_at is not None and started <= last_at.timestamp():
-        raise Refused(
+        raise OnboardRefused(
             f"{minion_id} says its salt-minion started at {_iso(started)}, before its last "
             f"onboarding at {last_at.isoformat()}"
         )
@@ -222,18 +223,20 @@ def _ask_started(opts: dict, minion_id: str, timeout: float) -> float:
     with _client(opts) as client:
         jid = client.cmd_async([minion_id], "fleet.started", tgt_type="list")
         if not jid:
-            raise Refused(f"could not ask {minion_id} when it started (no job published)")
+            raise OnboardRefused(f"could not ask {minion_id} when it started (no job published)")
         deadline = time.monotonic() + timeout
         while True:
             answer = (client.get_cache_returns(jid).get(minion_id) or {}).get("ret")
             if answer is not None:
                 break
             if time.monotonic() >= deadline:
-                raise Refused(f"{minion_id} did not say when it started within {timeout:g} s")
+                raise OnboardRefused(
+                    f"{minion_id} did not say when it started within {timeout:g} s"
+                )
             time.sleep(0.5)
     started = answer.get("started") if isinstance(answer, dict) else None
     if isinstance(started, bool) or not isinstance(started, (int, float)):
-        raise Refused(f"{minion_id} answered fleet.started with {str(answer)[:200]!r}")
+        raise OnboardRefused(f"{minion_id} answered fleet.started with {str(answer)[:200]!r}")
     return float(started)
 
 

@@ -51,6 +51,8 @@ from typing import Any
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
+from saltext_fleet.core.errors import FleetError
+
 log = logging.getLogger(__name__)
 
 MANIFEST = "wheelhouse.json"
@@ -65,7 +67,7 @@ STALE_BUILD_SECONDS = 24 * 3600
 KEEP = 2
 
 
-class WheelhouseError(RuntimeError):
+class WheelhouseError(FleetError, RuntimeError):
     """The wheelhouse cannot be built; the message names the distribution and why."""
 
 
@@ -140,7 +142,7 @@ def closure(requirements: Iterable[str]) -> dict[str, metadata.Distribution]:
         try:
             todo.append((Requirement(text), "the wheelhouse"))
         except InvalidRequirement as exc:
-            raise WheelhouseError(f"invalid requirement {text!r}: {exc}") from None
+            raise WheelhouseError(f"invalid requirement {text!r}: {exc}") from exc
     while todo:
         req, needed_by = todo.pop()
         name = canonicalize_name(req.name)

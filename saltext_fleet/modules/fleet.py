@@ -193,7 +193,7 @@ def _run(cmd: list, what: str, problems: list, timeout: int = COMMAND_TIMEOUT):
             cwd="/",
             timeout=timeout,
         )
-    except Exception as exc:  # pylint: disable=broad-except
+    except Exception as exc:  # noqa: BLE001 - any failure of pip is reported in problems
         note(problems, f"{what}: {type(exc).__name__}: {short(str(exc), what)}")
         return False, None
     if not isinstance(ret, dict):
@@ -229,7 +229,7 @@ def _os_packages(ecosystem: str, problems: list) -> dict:
         # use_context=False: the providers cache the list in __context__, which would hide
         # changes from a long-running minion (see salt/modules/aptpkg.py list_pkgs).
         raw = __salt__["pkg.list_pkgs"](use_context=False)
-    except Exception as exc:  # pylint: disable=broad-except
+    except Exception as exc:  # noqa: BLE001 - a provider's failure is reported in problems
         note(problems, f"pkg.list_pkgs: {type(exc).__name__}: {short(str(exc), 'pkg.list_pkgs')}")
         return {}
     return core.normalise_pkg_list(ecosystem, raw, problems)
@@ -249,7 +249,7 @@ def _source_packages(ecosystem: str, problems: list) -> dict:
 def _pip_config(problems: list) -> list:
     try:
         value = __salt__["config.get"]("fleet:inventory:pip", [])
-    except Exception as exc:  # pylint: disable=broad-except
+    except Exception as exc:  # noqa: BLE001 - a bad option is reported in problems
         note(problems, f"option fleet:inventory:pip: could not be read: {type(exc).__name__}")
         return []
     return core.pip_interpreters(value, problems)

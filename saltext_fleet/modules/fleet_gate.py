@@ -121,7 +121,7 @@ def _key_change_recorder(opts: dict, changes: queue.Queue) -> None:
             if "key" not in held:  # one for the thread's life: each one opens a bus connection
                 held["key"] = master_keys.salt_key(opts)
             master_keys.record_key_changes(opts, engine, batch, held["key"])
-        except Exception:  # noqa: BLE001 - the recorder must outlive a database outage
+        except Exception:  # the recorder must outlive a database outage
             log.exception("fleet gate: could not record %d key changes from salt/key", len(batch))
 
 
@@ -135,7 +135,7 @@ def _recorder(opts: dict, pending: queue.Queue) -> None:
         batch = _drain(pending)
         try:
             master_keys.record_pending(opts, _store(opts, held), batch, fire)
-        except Exception:  # noqa: BLE001 - the recorder must outlive a database outage
+        except Exception:  # the recorder must outlive a database outage
             log.exception(
                 "fleet gate: could not record %d pending keys (retried at their next attempt)",
                 len(batch),
@@ -274,7 +274,7 @@ def _trailing(opts: dict) -> None:
         time.sleep(1.0)
         try:
             _run_due(opts, _HINTS["limits"])
-        except Exception:  # noqa: BLE001 - the thread must outlive one failure
+        except Exception:  # the thread must outlive one failure
             log.exception("fleet gate: a deferred hint failed")
 
 

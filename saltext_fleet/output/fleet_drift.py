@@ -103,5 +103,5 @@ def render(data) -> str:
     return "\n".join(lines)
 
 
-def output(data, **kwargs):  # pylint: disable=unused-argument
+def output(data, **kwargs):
     return render(data)

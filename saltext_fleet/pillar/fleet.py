@@ -33,7 +33,7 @@ def __virtual__():
     return __virtualname__
 
 
-def ext_pillar(minion_id, pillar, *args, **kwargs):  # pylint: disable=unused-argument
+def ext_pillar(minion_id, pillar, *args, **kwargs):
     engine = store_engine.get_engine(config.load(__opts__).db_url)
     store_engine.ensure_schema(engine)
     name = None

@@ -128,7 +128,7 @@ def _minion_writer() -> store_writer.Writer:
         minion_store.verify_role(store_engine.get_engine(db_url))
     except minion_store.MinionRoleError:
         raise
-    except Exception as exc:  # pylint: disable=broad-except
+    except Exception as exc:  # re-raised unless a connection error
         if not is_connection_error(exc):
             raise
         log.warning(
@@ -248,7 +248,7 @@ def event_return(events):
 # -- job cache interface ----------------------------------------------------------------------
 
 
-def prep_jid(nocache=False, passed_jid=None, recurse_count=0):  # pylint: disable=unused-argument
+def prep_jid(nocache=False, passed_jid=None, recurse_count=0):
     """
     Return a job id (the one passed, or a new one). The job row is written by ``save_load``.
     """
@@ -284,7 +284,7 @@ def save_load(jid, load, minions=None):
                 with _engine().begin() as conn:
                     write_batch(conn, [record])
                 return
-            except Exception as exc:  # pylint: disable=broad-except
+            except Exception as exc:  # spooled, never lost
                 if not is_connection_error(exc):
                     log.exception(
                         "saltext-fleet: the load of %s could not be written; spooled", jid
@@ -347,7 +347,7 @@ def _forget_old_loads(keep_seconds: int) -> None:
                 os.unlink(entry.path)
 
 
-def save_minions(jid, minions, syndic_id=None):  # pylint: disable=unused-argument
+def save_minions(jid, minions, syndic_id=None):
     """
     Add the minions a job was sent to.
     """
@@ -371,7 +371,7 @@ def get_load(jid):
     _flush()
     try:
         load = queries.get_load(_engine(), jid)
-    except Exception as exc:  # pylint: disable=broad-except
+    except Exception as exc:  # re-raised unless a connection error
         if not is_connection_error(exc):
             raise
         log.warning(
@@ -445,7 +445,7 @@ def clean_old_jobs():
     _forget_old_loads(keep_seconds)
     try:
         removed = queries.clean_old_jobs(_engine(), keep_seconds)
-    except Exception as exc:  # pylint: disable=broad-except
+    except Exception as exc:  # re-raised unless a connection error
         # The master's maintenance loop calls this every loop_interval: an unreachable
         # database is a warning here (the writer reports it too), not a crash.
         if not is_connection_error(exc):

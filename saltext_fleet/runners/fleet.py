@@ -74,7 +74,7 @@ def store_status():
         rows = queries.counts(engine)
         status["quarantine"] = rows.pop("quarantine")
         status["rows"] = rows
-    except Exception as exc:  # noqa: BLE001 - an unreachable database is a status, not a crash
+    except Exception as exc:  # an unreachable database is a status, not a crash
         if not _is_unreachable(exc):
             raise SaltRunnerError(f"fleet.store_status: {exc}") from exc
         status["reachable"] = False
@@ -130,7 +130,7 @@ def _progress(message: str, done: int | None = None, total: int | None = None) -
         data.update(done=done, total=total)
     try:
         jid_event.fire_event(data, "progress")
-    except Exception:  # noqa: BLE001 - progress is a courtesy, never a failure
+    except Exception:  # progress is a courtesy, never a failure
         log.debug("fleet: could not fire a progress event", exc_info=True)
 
 
@@ -149,7 +149,7 @@ def _fire(tag: str, data: dict) -> bool:
         ) as event:
             if event.fire_event(data, tag):
                 return True
-    except Exception:  # noqa: BLE001
+    except Exception:
         log.debug("fleet: firing %s failed", tag, exc_info=True)
     log.warning("fleet: could not fire %s for %s (is the master running?)", tag, data.get("id"))
     return False
@@ -185,7 +185,7 @@ def _match(nodes: list[str], tgt, tgt_type: str) -> list[str]:
         try:
             pattern = re.compile(str(tgt))
         except re.error as exc:
-            raise SaltRunnerError(f"tgt: {tgt!r} is not a regular expression: {exc}") from None
+            raise SaltRunnerError(f"tgt: {tgt!r} is not a regular expression: {exc}") from exc
         return [n for n in nodes if pattern.match(n)]
     import salt.utils.minions
 
@@ -296,7 +296,7 @@ def drift(tgt="*", tgt_type="glob", baseline=None, details=True):
             details=_bool(details, "details"),
         )
     except store_drift.DriftError as exc:
-        raise SaltRunnerError(f"fleet.drift: {exc}") from None
+        raise SaltRunnerError(f"fleet.drift: {exc}") from exc
     if baseline is None:
         store_drift.forget(engine, set(nodes) - set(assignment))
     alerts = _alerts(results, cfg.drift.alert_score)
@@ -345,7 +345,7 @@ def drift_node(minion, trigger="inventory", event=None):
             engine, minion, assignment.get(minion), cfg.drift.weight_map(), trigger=trigger
         )
     except store_drift.DriftError as exc:
-        raise SaltRunnerError(f"fleet.drift_node: {exc}") from None
+        raise SaltRunnerError(f"fleet.drift_node: {exc}") from exc
     if result is None:
         return {}
     _alerts({minion: result}, cfg.drift.alert_score)
@@ -384,8 +384,8 @@ def drift_history(minion, days=None):
     if days is not None:
         try:
             days = float(days)
-        except (TypeError, ValueError):
-            raise SaltRunnerError(f"fleet.drift_history: days={days!r} is not a number") from None
+        except (TypeError, ValueError) as exc:
+            raise SaltRunnerError(f"fleet.drift_history: days={days!r} is not a number") from exc
         if days <= 0:
             raise SaltRunnerError("fleet.drift_history: days must be > 0")
     return store_drift.history(_engine(), minion, days)
@@ -406,14 +406,14 @@ def _check_minion_id(minion) -> str:
     try:
         return core_gate.check_minion_id(minion, "minion")
     except core_gate.GateError as exc:
-        raise SaltRunnerError(f"not a minion id: {exc}") from None
+        raise SaltRunnerError(f"not a minion id: {exc}") from exc
 
 
 def _check_baseline_name(name) -> str:
     try:
         return core_baseline.check_name(name)
     except core_baseline.BaselineError as exc:
-        raise SaltRunnerError(str(exc)) from None
+        raise SaltRunnerError(str(exc)) from exc
 
 
 def _need_baseline(engine, name) -> dict:
@@ -467,7 +467,7 @@ def baseline_pin(minion, name, facts=None, ecosystems=None, description="", over
             description=str(description or f"pinned from {minion}"),
         )
     except core_baseline.BaselineError as exc:
-        raise SaltRunnerError(f"fleet.baseline_pin: {exc}") from None
+        raise SaltRunnerError(f"fleet.baseline_pin: {exc}") from exc
     store_drift.save_baseline(engine, spec, f"pin:{minion}")
     summary = _summary_of(spec, f"pin:{minion}")
     _audit("baseline.set", name, {"source": f"pin:{minion}", "revision": summary.get("revision")})
@@ -591,7 +591,7 @@ def baseline_set(
             extras=extras,
         )
     except core_baseline.BaselineError as exc:
-        raise SaltRunnerError(f"fleet.baseline_set: {exc}") from None
+        raise SaltRunnerError(f"fleet.baseline_set: {exc}") from exc
     store_drift.save_baseline(engine, spec, "runner")
     changes = core_baseline.diff(current, spec) | {
         "name": name,
@@ -638,7 +638,7 @@ def baseline_import(path=None, pillar=None, name=None):
         try:
             specs.append(core_baseline.parse(doc, name=key))
         except core_baseline.BaselineError as exc:
-            raise SaltRunnerError(f"fleet.baseline_import: {source}: {key}: {exc}") from None
+            raise SaltRunnerError(f"fleet.baseline_import: {source}: {key}: {exc}") from exc
     engine = _engine()
     out = {}
     for spec in specs:
@@ -661,11 +661,9 @@ def _yaml_file(path):
         with open(path, encoding="utf-8") as handle:
             return salt.utils.yaml.safe_load(handle)
     except OSError as exc:
-        raise SaltRunnerError(
-            f"fleet.baseline_import: cannot read {path}: {exc.strerror}"
-        ) from None
-    except Exception as exc:  # noqa: BLE001 - YAML errors come in many classes
-        raise SaltRunnerError(f"fleet.baseline_import: {path} is not valid YAML: {exc}") from None
+        raise SaltRunnerError(f"fleet.baseline_import: cannot read {path}: {exc.strerror}") from exc
+    except Exception as exc:  # YAML errors come in many classes
+        raise SaltRunnerError(f"fleet.baseline_import: {path} is not valid YAML: {exc}") from exc
 
 
 def _pillar_baselines(minion):
@@ -733,14 +731,14 @@ def baseline_assign(name, target, tgt_type="glob", priority=0):
         )
     try:
         priority = int(priority)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError) as exc:
         raise SaltRunnerError(
             f"fleet.baseline_assign: priority={priority!r} is not a whole number"
-        ) from None
+        ) from exc
     try:
         made = store_drift.assign(_engine(), name, target, tgt_type, priority)
     except store_drift.DriftError as exc:
-        raise SaltRunnerError(f"fleet.baseline_assign: {exc}") from None
+        raise SaltRunnerError(f"fleet.baseline_assign: {exc}") from exc
     _audit("baseline.assign", name, {"target": target, "tgt_type": tgt_type, "priority": priority})
     return made
 
@@ -823,8 +821,8 @@ def _keys_call(fun, *args, **kwargs):
 
     try:
         return fun(*args, **kwargs)
-    except master_keys.KeyError_ as exc:
-        raise SaltRunnerError(str(exc)) from None
+    except master_keys.KeyActionError as exc:
+        raise SaltRunnerError(str(exc)) from exc
 
 
 def key_seen(minion, pub, autosign_grains=None):
@@ -1004,8 +1002,8 @@ def audit(limit=50, target=None, action=None, before=None):
     try:
         limit = int(limit)
         before = int(before) if before is not None else None
-    except (TypeError, ValueError):
-        raise SaltRunnerError("fleet.audit: limit and before are whole numbers") from None
+    except (TypeError, ValueError) as exc:
+        raise SaltRunnerError("fleet.audit: limit and before are whole numbers") from exc
     return store_audit.events(_engine(), limit=limit, target=target, action=action, before=before)
 
 
@@ -1106,8 +1104,8 @@ def presence_check(timeout=10):
 
     try:
         timeout = float(timeout)
-    except (TypeError, ValueError):
-        raise SaltRunnerError("fleet.presence_check: timeout is seconds") from None
+    except (TypeError, ValueError) as exc:
+        raise SaltRunnerError("fleet.presence_check: timeout is seconds") from exc
     return master_onboard.presence_check(__opts__, _engine(), timeout)
 
 
@@ -1120,7 +1118,7 @@ def _vault():
     try:
         return core_secrets.Vault.open(_cfg().key_file)
     except core_secrets.SecretsError as exc:
-        raise SaltRunnerError(f"fleet:key_file: {exc}") from None
+        raise SaltRunnerError(f"fleet:key_file: {exc}") from exc
 
 
 def _read_secret_file(path, what):
@@ -1130,7 +1128,7 @@ def _read_secret_file(path, what):
         with open(path, encoding="utf-8") as handle:
             return handle.read()
     except OSError as exc:
-        raise SaltRunnerError(f"{what}: cannot read {path}: {exc.strerror}") from None
+        raise SaltRunnerError(f"{what}: cannot read {path}: {exc.strerror}") from exc
 
 
 def group_set(
@@ -1161,7 +1159,7 @@ def group_set(
     try:
         core_gate.check_group(name, "name")
     except core_gate.GateError as exc:
-        raise SaltRunnerError(str(exc)) from None
+        raise SaltRunnerError(str(exc)) from exc
     if password is not None and private_key_file is not None:
         raise SaltRunnerError("fleet.group_set: give password or private_key_file, not both")
     kind = credential = None
@@ -1267,7 +1265,7 @@ def secret_set(scope, owner, name, value=None, value_file=None):
         (core_gate.check_group if scope == "group" else core_gate.check_minion_id)(owner, "owner")
         core_gate.check_group(name, "name")
     except core_gate.GateError as exc:
-        raise SaltRunnerError(str(exc)) from None
+        raise SaltRunnerError(str(exc)) from exc
     if (value is None) == (value_file is None):
         raise SaltRunnerError("fleet.secret_set: give value or value_file")
     if value_file is not None:
@@ -1318,7 +1316,7 @@ def rotate_key(retire=True):
     try:
         vault = core_secrets.rotate(path)
     except core_secrets.SecretsError as exc:
-        raise SaltRunnerError(f"fleet:key_file: {exc}") from None
+        raise SaltRunnerError(f"fleet:key_file: {exc}") from exc
     _progress(f"new key {vault.key_id} added; re-encrypting every secret")
     engine = _engine()
     from saltext_fleet.core import anchor as core_anchor
@@ -1345,7 +1343,7 @@ def rotate_key(retire=True):
 
 def bootstrap(
     host,
-    id,  # noqa: A002 - the CLI's word: salt-run fleet.bootstrap host=... id=...
+    id,  # the CLI's word: salt-run fleet.bootstrap host=... id=...
     group,
     port=None,
     user=None,
@@ -1387,8 +1385,8 @@ def bootstrap(
 
     try:
         timeout, wait = float(timeout), float(wait)
-    except (TypeError, ValueError):
-        raise SaltRunnerError("fleet.bootstrap: timeout and wait are seconds") from None
+    except (TypeError, ValueError) as exc:
+        raise SaltRunnerError("fleet.bootstrap: timeout and wait are seconds") from exc
     try:
         return bootstrapper.run(
             __opts__,
@@ -1407,10 +1405,10 @@ def bootstrap(
             progress=_progress,
         )
     except bootstrapper.BootstrapError as exc:
-        raise SaltRunnerError(f"fleet.bootstrap: {exc}") from None
+        raise SaltRunnerError(f"fleet.bootstrap: {exc}") from exc
 
 
-def bootstraps(id=None, limit=50):  # noqa: A002
+def bootstraps(id=None, limit=50):
     """
     Bootstrap attempts, newest first: state (running, done, failed), the step reached, each
     step's time, the error.
@@ -1424,5 +1422,5 @@ def bootstraps(id=None, limit=50):  # noqa: A002
     from saltext_fleet.master import bootstrapper
 
     if id is not None:
-        id = _check_minion_id(id)  # noqa: A001
+        id = _check_minion_id(id)
     return bootstrapper.attempts(_engine(), id, int(limit))

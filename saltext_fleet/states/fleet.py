@@ -86,7 +86,7 @@ def baseline(
     pip_options=None,
     ecosystems=None,
     expect=None,
-):  # pylint: disable=redefined-outer-name
+):
     """
     Bring this node to its baseline.
 
@@ -176,7 +176,7 @@ def baseline(
             __salt__["event.send"](
                 PKGSET_TAG, {"reason": "fleet.baseline", "baseline": spec["name"]}
             )
-        except Exception:  # noqa: BLE001 - the next inventory run will catch up anyway
+        except Exception:  # the next inventory run will catch up anyway
             log.warning("fleet.baseline: could not announce the package change", exc_info=True)
     if failures or unfixable:
         return _ret(name, False, "; ".join(failures + notes), changes)

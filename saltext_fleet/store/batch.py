@@ -62,6 +62,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
 
 from saltext_fleet.core.drift import pending_states, state_run
+from saltext_fleet.core.errors import FleetError
 from saltext_fleet.core.inventory import inventory_digest
 from saltext_fleet.core.redact import redact, redact_text
 from saltext_fleet.store.drift import set_pending_states
@@ -89,7 +90,7 @@ INVENTORY_FUNS = ("fleet.inventory",)
 GRAINS_FUNS = ("grains.items", "grains.item")
 
 
-class RecordRejected(ValueError):
+class RecordRejected(FleetError, ValueError):
     """A record that cannot be stored as it is (too large, malformed)."""
 
 
@@ -575,7 +576,7 @@ def _copy_rows(conn: Connection, spec: _Table, rows: Iterable[dict]) -> None:
                         copy.write_row(spec.copy_tuple(row))
                     except psycopg.Error:
                         raise
-                    except Exception as exc:  # noqa: BLE001 - a value the driver cannot send
+                    except Exception as exc:  # a value the driver cannot send
                         raise StatementError(
                             f"{type(exc).__name__}: {exc}", spec.copy_sql, None, exc
                         ) from exc

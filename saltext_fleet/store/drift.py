@@ -45,6 +45,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from saltext_fleet.core import baseline as core_baseline
 from saltext_fleet.core import drift as core_drift
+from saltext_fleet.core.errors import FleetError
 from saltext_fleet.store.models import (
     Baseline,
     BaselineAssignment,
@@ -65,7 +66,7 @@ CHUNK = 2000
 Progress = Callable[[str, int, int], None]
 
 
-class DriftError(ValueError):
+class DriftError(FleetError, ValueError):
     """A drift request that cannot be served (unknown baseline, unknown node...)."""
 
 
@@ -581,7 +582,7 @@ def recompute(
     resolved: dict[int, tuple[str, str, str]] = {}
     if details and pairs:
         wanted: set[int] = set()
-        for (name, _), (unexpected, _absent) in pairs.items():  # noqa: B007
+        for (name, _), (unexpected, _absent) in pairs.items():
             cache = bases[name][0]._cache
             wanted.update(k for k in unexpected if k not in cache)
         with engine.connect() as conn:

@@ -20,6 +20,8 @@ from pathlib import Path
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 
+from saltext_fleet.core.errors import FleetError
+
 log = logging.getLogger(__name__)
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -33,7 +35,7 @@ _schema_ready: set[str] = set()
 _UPGRADE_LOCK_KEY = 0x666C656574
 
 
-class StoreError(RuntimeError):
+class StoreError(FleetError, RuntimeError):
     """The store cannot be used; the message says why (bad URL, unreachable, ...)."""
 
 
@@ -41,7 +43,7 @@ def normalise_url(url: str) -> str:
     """``postgresql://`` means psycopg 3 here; SQLite paths get their folder created."""
     try:
         parsed = make_url(url)
-    except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises ArgumentError and friends
+    except Exception as exc:  # SQLAlchemy raises ArgumentError and friends
         raise StoreError(f"fleet:db_url is not a database URL: {exc}") from exc
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")

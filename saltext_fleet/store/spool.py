@@ -102,6 +102,8 @@ from typing import Any, NamedTuple
 
 import msgpack
 
+from saltext_fleet.core.errors import FleetError
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -137,7 +139,7 @@ _FRAME, _CORRUPT, _TORN = 0, 1, 2
 _now = time.time  # indirection so tests can move the clock
 
 
-class SpoolClosedError(RuntimeError):
+class SpoolClosedError(FleetError, RuntimeError):
     """The spool was closed, or inherited through ``fork`` (open a new one in the child)."""
 
 
@@ -166,7 +168,7 @@ class _Checkpoint(NamedTuple):
 def _safe_repr(obj: Any) -> str:
     try:
         text = repr(obj)
-    except Exception as exc:  # a hostile __repr__, or recursion
+    except Exception as exc:  # noqa: BLE001 - a hostile __repr__, or recursion
         return f"<unrepresentable {type(obj).__name__}: {type(exc).__name__}>"
     if len(text) > RAW_LIMIT:
         text = text[:RAW_LIMIT] + "...<truncated>"
@@ -187,7 +189,7 @@ def _default(obj: Any) -> Any:
     if isinstance(obj, os.PathLike):
         try:
             path = os.fspath(obj)
-        except Exception:
+        except Exception:  # noqa: BLE001 - anything not a path is shown by its repr
             return _safe_repr(obj)
         return os.fsdecode(path) if isinstance(path, bytes) else path
     if isinstance(obj, (bytearray, memoryview)):
@@ -195,7 +197,7 @@ def _default(obj: Any) -> Any:
     if isinstance(obj, Mapping):
         try:
             return dict(obj)
-        except Exception:
+        except Exception:  # noqa: BLE001 - anything not a mapping is shown by its repr
             return _safe_repr(obj)
     return _safe_repr(obj)
 
@@ -257,11 +259,11 @@ def _pack(record: Any) -> bytes:
     """Serialise one record; never raises because of its shape."""
     try:
         return _packb(record)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - retried on a sanitised copy below
         first = exc
     try:
         return _packb(_sanitise(record))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - a record is never lost: its repr is stored
         log.warning("fleet spool: record cannot be serialised (%s), storing its repr", exc)
         return _packb(
             {
@@ -289,7 +291,7 @@ def _normalise(obj: Any) -> Any:
 def _unpack(payload: Any) -> Any:
     try:
         return msgpack.unpackb(payload, raw=False, strict_map_key=False)
-    except Exception:
+    except Exception:  # noqa: BLE001 - retried with a tolerant decoder below
         # e.g. a set used as a dict key was packed as an array key (unhashable as a list)
         obj = msgpack.unpackb(
             payload,
@@ -483,7 +485,7 @@ def _load_checkpoint(path: str) -> tuple[_Checkpoint, bool]:
         if not all(type(v) is int and v >= 0 for v in values):
             raise ValueError("negative or non-integer field")
         return _Checkpoint(*values), True
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any damage means replay from the start
         log.warning(
             "fleet spool %s: checkpoint is damaged (%s), replaying from the start", path, exc
         )
@@ -734,7 +736,7 @@ class Spool:
                 continue
             try:
                 spool = cls._try_adopt(entry.path)
-            except Exception as exc:  # hostile directory: never let one spoil the rest
+            except Exception as exc:  # noqa: BLE001 - hostile directory: never let one spoil the rest
                 log.warning("fleet spool: cannot adopt %s: %s", entry.path, exc)
                 continue
             if spool is None:
@@ -984,7 +986,7 @@ class Spool:
                         if kind == _FRAME:
                             try:
                                 record = _unpack(data)
-                            except Exception as exc:
+                            except Exception as exc:  # noqa: BLE001 - a corrupt frame is quarantined, not fatal
                                 record = self._corrupt(
                                     seq,
                                     foff,
@@ -1048,8 +1050,8 @@ class Spool:
         """
         try:
             pos = Position(*position)
-        except TypeError:
-            raise TypeError(f"not a spool position: {position!r}") from None
+        except TypeError as exc:
+            raise TypeError(f"not a spool position: {position!r}") from exc
         if not all(type(v) is int and v >= 0 for v in pos):
             raise TypeError(f"not a spool position: {position!r}")
         with self._rlock:

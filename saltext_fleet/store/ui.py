@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, case, func, select
 
+from saltext_fleet.core.errors import FleetError
 from saltext_fleet.store.models import (
     AuditEvent,
     DriftCurrent,
@@ -33,7 +34,7 @@ STATUSES = ("online", "offline", "unknown")
 PER_PAGE_MAX = 500
 
 
-class QueryError(ValueError):
+class QueryError(FleetError, ValueError):
     """A filter, sort key or page the UI was given is not one it can use; the message names
     the parameter and what is allowed."""
 
@@ -115,8 +116,8 @@ class OverviewQuery:
         if drift_min is not None:
             try:
                 query.drift_min = float(drift_min)
-            except ValueError:
-                raise QueryError("drift_min", f"{drift_min!r} is not a number") from None
+            except ValueError as exc:
+                raise QueryError("drift_min", f"{drift_min!r} is not a number") from exc
         sort = text("sort", 32) or "id"
         if sort.startswith("-"):
             query.desc, sort = True, sort[1:]
@@ -129,8 +130,8 @@ class OverviewQuery:
                 continue
             try:
                 value = int(raw)
-            except ValueError:
-                raise QueryError(name, f"{raw!r} is not a whole number") from None
+            except ValueError as exc:
+                raise QueryError(name, f"{raw!r} is not a whole number") from exc
             if not low <= value <= high:
                 raise QueryError(name, f"{value} is not between {low} and {high}")
             setattr(query, name, value)

@@ -18,13 +18,14 @@ from sqlalchemy import Connection, delete, func, select, update
 
 from saltext_fleet.core import secrets as core_secrets
 from saltext_fleet.core import webauth
+from saltext_fleet.core.errors import FleetError
 from saltext_fleet.store import secrets as store_secrets
 from saltext_fleet.store.models import UiUser, iso, utcnow
 
 TOTP_SECRET = "totp"
 
 
-class UserError(ValueError):
+class UserError(FleetError, ValueError):
     """A user operation that cannot be done (unknown user, taken name, ...)."""
 
 

@@ -324,7 +324,7 @@ class Writer:
                         batch = ahead.result()
                 self._retire_adopted()
                 retry = RETRY_MIN
-            except Exception as exc:  # noqa: BLE001 - the flusher must never die
+            except Exception as exc:  # the flusher must never die
                 self._busy = False
                 if batch_mod.is_connection_error(exc):
                     if self._down_since is None:
@@ -468,7 +468,7 @@ class Writer:
             return
         try:
             self.on_announce(*change)
-        except Exception:  # noqa: BLE001 - a failed notification must not lose the batch
+        except Exception:  # a failed notification must not lose the batch
             log.exception(
                 "saltext-fleet: could not announce %s of %r", change[0], change[1].get("id")
             )
@@ -477,7 +477,7 @@ class Writer:
         self._last_adopt = time.monotonic()
         try:
             adopted = Spool.adopt_orphans(self.spool_dir)
-        except Exception:  # noqa: BLE001
+        except Exception:
             log.exception("saltext-fleet: could not look for orphaned spools in %s", self.spool_dir)
             return
         if adopted:

@@ -103,19 +103,17 @@ def load_secret_key(path: str) -> bytes:
     """The session-signing key: 32 random bytes in a 0600 file, made on first use."""
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
+    except FileExistsError as exc:
         st = os.stat(path)
         if st.st_mode & 0o077:
             raise PermissionError(
                 f"{path}: the UI's session key is readable by others (mode "
                 f"{oct(st.st_mode & 0o777)}); chmod 600 it"
-            ) from None
+            ) from exc
         with open(path, "rb") as fh:
             data = fh.read().strip()
         if len(data) < 32:
-            raise ValueError(
-                f"{path}: the UI's session key is too short; delete the file"
-            ) from None
+            raise ValueError(f"{path}: the UI's session key is too short; delete the file") from exc
         return data
     with os.fdopen(fd, "wb") as fh:
         key = pysecrets.token_hex(32).encode()

@@ -96,7 +96,7 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
     """``HTTPServer(app, header_timeout=10, body_timeout=30, max_connections_per_address=64,
     ssl_options=...)``; the other keywords are ``HTTPServer``'s."""
 
-    def initialize(  # pylint: disable=arguments-differ
+    def initialize(
         self,
         request_callback,
         *,
@@ -196,7 +196,7 @@ class GuardedHTTPServer(tornado.httpserver.HTTPServer):
             else:
                 try:
                     self._serve(slot, address, deadline - io_loop.time())
-                except Exception:  # noqa: BLE001 - one connection, not the server
+                except Exception:  # one connection, not the server
                     log.exception("fleet ui: could not serve a connection from %s", address)
                     if slot.stream is not None:
                         slot.stream.close()

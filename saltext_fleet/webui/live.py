@@ -231,7 +231,7 @@ class Hub:
                 return
             try:
                 self.check_sessions()
-            except Exception:  # noqa: BLE001 - the store may be away for a while
+            except Exception:  # the store may be away for a while
                 log.warning("fleet ui: checking the live sockets' sessions failed", exc_info=True)
 
     def __len__(self) -> int:
@@ -258,7 +258,7 @@ class Hub:
             if len(self):
                 try:
                     self.look()
-                except Exception:  # noqa: BLE001 - the store may be away for a while
+                except Exception:  # the store may be away for a while
                     log.warning("fleet ui: live update failed", exc_info=True)
             time.sleep(min_interval)
 

@@ -14,10 +14,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from saltext_fleet.core.errors import FleetError
+
 log = logging.getLogger(__name__)
 
 
-class SaltError(RuntimeError):
+class SaltError(FleetError, RuntimeError):
     """A Salt call failed; the message is what Salt or the runner said."""
 
 
@@ -39,8 +41,8 @@ class SaltGateway:
                 print_event=False,
                 full_return=True,
             )
-        except Exception as exc:  # noqa: BLE001 - Salt's own errors before the runner ran
-            raise SaltError(f"{fun}: {exc}") from None
+        except Exception as exc:  # Salt's own errors before the runner ran
+            raise SaltError(f"{fun}: {exc}") from exc
         finally:
             destroy = getattr(client, "destroy", None)
             if destroy:
@@ -66,8 +68,8 @@ class SaltGateway:
                 jid = client.cmd_async(
                     targets, fun, list(arg or []), tgt_type="list", kwarg=kwarg, user=user
                 )
-        except Exception as exc:  # noqa: BLE001 - the master away, refused, timed out
-            raise SaltError(f"{fun}: the master did not take the job ({exc})") from None
+        except Exception as exc:  # the master away, refused, timed out
+            raise SaltError(f"{fun}: the master did not take the job ({exc})") from exc
         if not jid or jid == "0":
             raise SaltError(f"{fun}: the master did not publish the job (no minion matched?)")
         return str(jid)

@@ -60,7 +60,7 @@ class Stranger:
                 "--log-level=warning",
             ],
             stdout=subprocess.DEVNULL,
-            stderr=open(Path(self.factory.config_dir) / "stderr.log", "ab"),  # noqa: SIM115
+            stderr=open(Path(self.factory.config_dir) / "stderr.log", "ab"),
         )
         return self
 

@@ -29,7 +29,7 @@ def node(engine, monkeypatch):
 
     def fake_ask(opts, minion_id, timeout):
         if minion_id not in answers:
-            raise master_onboard.Refused(f"{minion_id} did not say when it started")
+            raise master_onboard.OnboardRefused(f"{minion_id} did not say when it started")
         return answers[minion_id]["started"]
 
     monkeypatch.setattr(master_onboard, "onboard", fake_onboard)

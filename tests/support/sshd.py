@@ -97,7 +97,7 @@ def running_sshd(base: pathlib.Path):
     )
     # the privilege separation directory of a root sshd
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-    log = open(base / "sshd.log", "wb")  # noqa: SIM115 - closed at teardown
+    log = open(base / "sshd.log", "wb")  # closed at teardown
     proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(config)], stdout=log, stderr=log)
     try:
         _wait_port(port, proc)

@@ -28,7 +28,7 @@ def test_the_runner_refuses_what_the_gate_refuses(bad, words):
     assert words in message and "minion" in message, message
     # the same rule as the gate and the key runners
     assert not gate.is_minion_id(bad)
-    with pytest.raises(master_keys.KeyError_):
+    with pytest.raises(master_keys.KeyActionError):
         master_keys._check_id(bad)
 
 

@@ -74,7 +74,7 @@ def _create_and_encrypt(path, barrier, results, marker):
     try:
         vault = Vault.open(path)
         results.put((marker, vault.key_id, vault.encrypt(marker)))
-    except Exception as exc:  # report it instead of dying silently in the child
+    except Exception as exc:  # noqa: BLE001 - reported instead of dying silently in the child
         results.put((marker, "error", repr(exc)))
 
 
@@ -401,7 +401,7 @@ def _rotate_in_child(path, barrier, results):
     barrier.wait()
     try:
         results.put(core_secrets.rotate(path).key_id)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - reported to the parent process
         results.put(repr(exc))
 
 
