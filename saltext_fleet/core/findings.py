@@ -31,7 +31,6 @@ an inventory snapshot (a fleet has far fewer of those than nodes), as the compac
 from __future__ import annotations
 
 import heapq
-import itertools
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -163,25 +162,41 @@ def package_findings(result: Mapping[str, Any]) -> tuple[PackageFinding, ...]:
 
 #: How a package row of :class:`FleetTally` can be sorted.
 TALLY_SORTS = ("nodes", "name", "ecosystem", "missing", "changed", "extra")
+_KIND_INDEX = {kind: i for i, kind in enumerate(PACKAGE_KINDS)}
 
 
 class FleetTally:
     """Package and fact findings counted over nodes.
 
     :meth:`add` takes the findings of a group of nodes (same baseline, same inventory
-    snapshot) once; :meth:`add_facts` the fact mismatches of one node. :meth:`package_rows`
-    gives one row per package (``ecosystem``, ``name``) with how many nodes miss it, run
-    another version or have it as an extra; :meth:`nodes_of` which nodes those are.
+    snapshot) once; :meth:`add_facts` the fact mismatches of one node. :meth:`order` sorts
+    the drifting packages (by how many nodes, by name...), :meth:`row` describes one of them
+    (how many nodes miss it, run another version or have it as an extra; the versions
+    expected and found), :meth:`nodes_of` names those nodes.
+
+    Counts are summed as groups are added; a package's versions and nodes are looked at only
+    when it is shown. Orderings are remembered (:data:`ORDERS_KEPT`): a tally is meant to be
+    kept while the fleet it counted does not change.
     """
+
+    #: orderings :meth:`order` remembers
+    ORDERS_KEPT = 16
+    #: package rows :meth:`row` remembers
+    ROWS_KEPT = 2000
 
     def __init__(self) -> None:
         #: groups of nodes: (baseline, minions sorted)
         self.groups: list[tuple[str, list[str]]] = []
+        #: (ecosystem, name) -> [missing, changed, extra] node counts
+        self.counts: dict[tuple[str, str], list[int]] = {}
         #: (ecosystem, name) -> [(group index, kind, expected, found)]
         self.where: dict[tuple[str, str], list[tuple[int, str, Any, Any]]] = {}
         #: fact -> [(minion, baseline, expected, found)]
         self.facts: dict[str, list[tuple[str, str, Any, Any]]] = {}
         self.nodes = 0
+        self._drifting = 0
+        self._orders: dict[tuple, list[tuple[str, str]]] = {}
+        self._rows: dict[tuple, dict[str, Any]] = {}
 
     def add(
         self, baseline: str, minions: Sequence[str], findings: Iterable[PackageFinding]
@@ -189,14 +204,23 @@ class FleetTally:
         index = len(self.groups)
         minions = sorted(minions)  # nodes_of merges the groups' sorted lists
         self.groups.append((baseline, minions))
-        self.nodes += len(minions)
-        where = self.where
+        size = len(minions)
+        self.nodes += size
+        where, counts, kinds = self.where, self.counts, _KIND_INDEX
+        any_found = False
         for kind, eco, name, expected, found in findings:
+            any_found = True
             key = (eco, name)
-            found_list = where.get(key)
-            if found_list is None:
-                found_list = where[key] = []
-            found_list.append((index, kind, expected, found))
+            entries = where.get(key)
+            if entries is None:
+                entries = where[key] = []
+                counts[key] = [0, 0, 0]
+            entries.append((index, kind, expected, found))
+            counts[key][kinds[kind]] += size
+        if any_found:
+            self._drifting += size
+        self._orders.clear()
+        self._rows.clear()
 
     def add_facts(self, baseline: str, minion: str, mismatches: Iterable[Mapping]) -> None:
         for entry in mismatches:
@@ -204,12 +228,79 @@ class FleetTally:
                 (minion, baseline, entry.get("expected"), entry.get("actual"))
             )
 
+    def drifting_nodes(self) -> int:
+        """How many nodes have at least one package finding."""
+        return self._drifting
+
+    def ecosystems(self) -> list[str]:
+        return sorted({eco for eco, _ in self.where})
+
+    def order(
+        self,
+        sort: str = "nodes",
+        desc: bool = True,
+        kind: str | None = None,
+        ecosystem: str | None = None,
+        q: str | None = None,
+    ) -> list[tuple[str, str]]:
+        """The drifting packages ``(ecosystem, name)``, sorted (``sort`` one of
+        :data:`TALLY_SORTS`; ties by ecosystem and name); only those with findings of
+        ``kind``, of ``ecosystem`` and whose name holds ``q`` (case-insensitive) if given."""
+        if sort not in TALLY_SORTS:
+            raise ValueError(f"sort: {sort!r} is not one of {', '.join(TALLY_SORTS)}")
+        memo = (sort, desc, kind, ecosystem, q)
+        found = self._orders.get(memo)
+        if found is not None:
+            return found
+        needle = q.lower() if q else None
+        only = _KIND_INDEX[kind] if kind is not None else None
+        counts = self.counts
+        keys = [
+            key
+            for key, c in counts.items()
+            if (only is None or c[only])
+            and (ecosystem is None or key[0] == ecosystem)
+            and (needle is None or needle in key[1].lower())
+        ]
+        keys.sort()
+        if sort == "name":
+            keys.sort(key=lambda k: (k[1], k[0]))
+            if desc:
+                keys.reverse()
+        elif sort == "ecosystem":
+            if desc:
+                keys.reverse()
+        else:
+            if sort == "nodes":
+                value = (
+                    (lambda k: counts[k][only]) if only is not None else (lambda k: sum(counts[k]))
+                )
+            else:
+                i = _KIND_INDEX[sort]
+                value = lambda k: counts[k][i]  # noqa: E731 - one short key function
+            keys.sort(key=value, reverse=desc)  # stable: ties stay by ecosystem and name
+        if len(self._orders) >= self.ORDERS_KEPT:
+            self._orders.clear()
+        self._orders[memo] = keys
+        return keys
+
+    def row(self, key: tuple[str, str], kind: str | None = None) -> dict[str, Any]:
+        """One package's row: node counts per kind (only ``kind`` if given), its baselines, the
+        versions most nodes are held to (``expected``) and run (``found``). Remembered (at
+        most :data:`ROWS_KEPT`): treat it as read-only."""
+        found_row = self._rows.get((key, kind))
+        if found_row is None:
+            if len(self._rows) >= self.ROWS_KEPT:
+                self._rows.clear()
+            found_row = self._rows[(key, kind)] = self._row(key, kind)
+        return found_row
+
     def _row(self, key: tuple[str, str], kind: str | None) -> dict[str, Any]:
         counts = dict.fromkeys(PACKAGE_KINDS, 0)
         baselines: set[str] = set()
         expected: Counter = Counter()
         found: Counter = Counter()
-        for index, k, exp, fnd in self.where[key]:
+        for index, k, exp, fnd in self.where.get(key, ()):
             if kind is not None and k != kind:
                 continue
             size = len(self.groups[index][1])
@@ -225,74 +316,51 @@ class FleetTally:
             "nodes": sum(counts.values()),
             **counts,
             "baselines": sorted(baselines),
-            # the versions most nodes are held to, and run, most frequent first
             "expected": [v for v, _ in expected.most_common(3)],
             "expected_more": max(0, len(expected) - 3),
             "found": [v for v, _ in found.most_common(3)],
             "found_more": max(0, len(found) - 3),
         }
 
-    def package_rows(
-        self,
-        sort: str = "nodes",
-        desc: bool = True,
-        kind: str | None = None,
-        ecosystem: str | None = None,
-        q: str | None = None,
-    ) -> list[dict[str, Any]]:
-        """One row per drifting package, sorted (``sort`` one of :data:`TALLY_SORTS`; ties by
-        ecosystem and name); only findings of ``kind``, packages of ``ecosystem`` and names
-        holding ``q`` (case-insensitive) if given."""
-        if sort not in TALLY_SORTS:
-            raise ValueError(f"sort: {sort!r} is not one of {', '.join(TALLY_SORTS)}")
-        needle = q.lower() if q else None
-        rows = []
-        for key in self.where:
-            if ecosystem is not None and key[0] != ecosystem:
-                continue
-            if needle is not None and needle not in key[1].lower():
-                continue
-            row = self._row(key, kind)
-            if row["nodes"]:
-                rows.append(row)
-        if sort in ("name", "ecosystem"):
-            first, second = ("name", "ecosystem") if sort == "name" else ("ecosystem", "name")
-            rows.sort(key=lambda r: (r[first], r[second]), reverse=desc)
-        else:
-            rows.sort(key=lambda r: (r["ecosystem"], r["name"]))
-            rows.sort(key=lambda r: r[sort], reverse=desc)  # stable: ties stay by name
-        return rows
-
-    def drifting_nodes(self) -> int:
-        """How many nodes have at least one package finding."""
-        groups = {index for entries in self.where.values() for index, *_ in entries}
-        return sum(len(self.groups[index][1]) for index in groups)
-
-    def ecosystems(self) -> list[str]:
-        return sorted({eco for eco, _ in self.where})
+    def package_rows(self, sort: str = "nodes", desc: bool = True, **filters) -> list[dict]:
+        """:meth:`row` of every package of :meth:`order` (for small tallies and tests)."""
+        return [self.row(key, filters.get("kind")) for key in self.order(sort, desc, **filters)]
 
     def nodes_of(
         self, ecosystem: str, name: str, kind: str | None = None, limit: int | None = None
     ) -> list[dict[str, Any]]:
         """The nodes a package drifts on, by minion id: ``minion, baseline, kind, expected,
         found`` (the first ``limit`` only, if given)."""
-        streams = []
-        for index, k, exp, fnd in self.where.get((ecosystem, name), ()):
-            if kind is not None and k != kind:
-                continue
-            baseline, minions = self.groups[index]
-            streams.append(_tagged(minions, (baseline, k, exp, fnd)))
-        merged = heapq.merge(*streams)
+        entries = [
+            (self.groups[index], k, exp, fnd)
+            for index, k, exp, fnd in self.where.get((ecosystem, name), ())
+            if kind is None or k == kind
+        ]
         if limit is not None:
-            merged = itertools.islice(merged, limit)
+            # each group's minions are sorted: the first ``limit`` of each are candidates
+            heads = (
+                (m, baseline, k, exp, fnd)
+                for (baseline, minions), k, exp, fnd in entries
+                for m in minions[:limit]
+            )
+            chosen = heapq.nsmallest(limit, heads)
+        else:
+            chosen = list(
+                heapq.merge(
+                    *(
+                        _tagged(minions, (baseline, k, exp, fnd))
+                        for (baseline, minions), k, exp, fnd in entries
+                    )
+                )
+            )
         return [
             {"minion": m, "baseline": b, "kind": k, "expected": e, "found": f}
-            for m, b, k, e, f in merged
+            for m, b, k, e, f in chosen
         ]
 
     def fact_rows(self) -> list[dict[str, Any]]:
         """One row per fact that differs somewhere: how many nodes, expected and found values
-        (most frequent first); most nodes first."""
+        (most frequent first), the first nodes; most nodes first."""
         rows = []
         for fact, entries in self.facts.items():
             expected = Counter(e for _, _, e, _ in entries)
@@ -303,7 +371,7 @@ class FleetTally:
                     "nodes": len(entries),
                     "expected": [v for v, _ in expected.most_common(3)],
                     "found": found.most_common(5),
-                    "sample": sorted(m for m, _, _, _ in entries)[:5],
+                    "sample": heapq.nsmallest(5, (m for m, _, _, _ in entries)),
                 }
             )
         rows.sort(key=lambda r: r["fact"])

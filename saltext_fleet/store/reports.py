@@ -55,14 +55,19 @@ SAMPLE_NODES = 5
 #: Packages in the fleet-wide page's chart.
 CHART_ROWS = 10
 
+#: Tallies a process keeps (one per baseline filter), each with the fleet it counted.
+TALLIES_KEPT = 8
+
 _PAIRS: dict[tuple, tuple] = {}
 _COMPILED: dict[tuple, core_drift.CompiledBaseline] = {}
+_TALLIES: dict[tuple, tuple[int, core_findings.FleetTally]] = {}
 
 
 def clear_cache() -> None:
     """Forget the compiled baselines and pair findings this process keeps."""
     _PAIRS.clear()
     _COMPILED.clear()
+    _TALLIES.clear()
 
 
 def _url(conn: Connection) -> str:
@@ -326,9 +331,16 @@ def _compute_pairs(
 
 def fleet_tally(conn: Connection, baseline: str | None = None) -> core_findings.FleetTally:
     """The package findings and fact mismatches of every scored node, counted (see
-    :class:`~saltext_fleet.core.findings.FleetTally`); only the nodes of ``baseline`` if given."""
+    :class:`~saltext_fleet.core.findings.FleetTally`); only the nodes of ``baseline`` if given.
+
+    The tally is kept while no node changes its inventory, facts or baseline (and no
+    baseline changes): the next page only reads the list of nodes."""
     url = _url(conn)
     nodes = _scored_nodes(conn, baseline)
+    fingerprint = hash(tuple(tuple(row) for row in nodes))
+    kept = _TALLIES.get((url, baseline))
+    if kept is not None and kept[0] == fingerprint:
+        return kept[1]
     groups: dict[tuple[str, str, str], list[str]] = {}
     facts_of: dict[tuple[str, str], list[tuple[str, str | None]]] = {}
     for row in nodes:
@@ -369,6 +381,9 @@ def fleet_tally(conn: Connection, baseline: str | None = None) -> core_findings.
         for minion, text in members:
             node = core_drift.NodeInput(facts=_facts(text, decoded), facts_key=text)
             tally.add_facts(name, minion, base.node_facts(node))
+    if len(_TALLIES) >= TALLIES_KEPT:
+        _TALLIES.clear()
+    _TALLIES[(url, baseline)] = (fingerprint, tally)
     return tally
 
 
@@ -394,24 +409,17 @@ def fleet_drift(conn: Connection, query: FleetDriftQuery) -> dict[str, Any]:
     ``drifting`` how many of them have a package finding; ``chart`` the packages on most
     nodes (at most :data:`CHART_ROWS`, whatever the sort)."""
     tally = fleet_tally(conn, query.baseline)
-    rows = tally.package_rows(
-        query.sort, query.desc, kind=query.kind, ecosystem=query.ecosystem, q=query.q
-    )
-    total = len(rows)
+    filters = {"kind": query.kind, "ecosystem": query.ecosystem, "q": query.q}
+    keys = tally.order(query.sort, query.desc, **filters)
+    total = len(keys)
     pages = max(1, math.ceil(total / query.per_page))
     start = (query.page - 1) * query.per_page
-    shown = rows[start : start + query.per_page]
-    for row in shown:
-        row["sample"] = [
-            n["minion"]
-            for n in tally.nodes_of(row["ecosystem"], row["name"], query.kind, SAMPLE_NODES)
-        ]
-    if query.sort == "nodes" and query.desc:
-        top = rows[:CHART_ROWS]
-    else:
-        top = tally.package_rows(
-            "nodes", True, kind=query.kind, ecosystem=query.ecosystem, q=query.q
-        )[:CHART_ROWS]
+    shown = []
+    for key in keys[start : start + query.per_page]:
+        row = dict(tally.row(key, query.kind))
+        row["sample"] = [n["minion"] for n in tally.nodes_of(*key, query.kind, SAMPLE_NODES)]
+        shown.append(row)
+    top = [tally.row(key, query.kind) for key in tally.order("nodes", True, **filters)[:CHART_ROWS]]
     baselines = sorted(
         conn.execute(
             select(DriftCurrent.baseline).where(DriftCurrent.baseline.is_not(None)).distinct()
@@ -454,8 +462,7 @@ def package_nodes(
     drifts nowhere)."""
     tally = fleet_tally(conn, baseline)
     listed = tally.nodes_of(ecosystem, name, kind)
-    rows = tally.package_rows("nodes", True, kind=kind, ecosystem=ecosystem)
-    package = next((r for r in rows if r["name"] == name), None)
+    package = tally.row((ecosystem, name), kind) if listed else None
     pages = max(1, math.ceil(len(listed) / per_page))
     start = (page - 1) * per_page
     return {

@@ -3,7 +3,8 @@ picture in a browser, a screenshot or a test.
 
 :func:`line_chart` draws a time series (a node's drift score over time) with its axes, a
 few labelled ticks and one circle per point carrying a ``<title>`` (the browser shows it on
-hover). Everything put into the SVG is escaped.
+hover); :func:`bar_chart` stacked horizontal bars (the packages that drift on the most
+nodes, by kind of finding). Everything put into the SVG is escaped.
 """
 
 from __future__ import annotations
@@ -102,3 +103,70 @@ def line_chart(
         )
     parts.append("</svg>")
     return "".join(parts)
+
+
+#: Bar chart geometry: label column, one bar row, bar height.
+BAR_LABEL_W, BAR_ROW_H, BAR_H = 220, 24, 16
+
+
+def bar_chart(
+    rows: Sequence[dict[str, Any]],
+    parts: Sequence[str] = ("missing", "changed", "extra"),
+    title: str = "nodes per package",
+) -> str:
+    """An SVG chart of horizontal stacked bars, one per row (``{"label", part: number}``),
+    the parts in the order given (each bar ``<rect class="bar bar-<part>">`` with a
+    ``<title>``), and a legend. With no rows, an SVG that says so."""
+    height = PAD_TOP + max(1, len(rows)) * BAR_ROW_H + PAD_BOTTOM
+    head = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart bar-chart" role="img" '
+        f'viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" '
+        f'aria-label="{escape(title)}">'
+    )
+    if not rows:
+        return (
+            head + f'<text x="{WIDTH / 2}" y="{height / 2}" text-anchor="middle" '
+            f'class="chart-empty">no {escape(title)}</text></svg>'
+        )
+    totals = [sum(float(r.get(p) or 0) for p in parts) for r in rows]
+    top = _nice_max(max(totals))
+    plot_w = WIDTH - BAR_LABEL_W - PAD_RIGHT
+    out = [head, f"<title>{escape(title)}</title>"]
+    for i in range(5):
+        xx = BAR_LABEL_W + plot_w * i / 4
+        out.append(
+            f'<line class="grid" x1="{xx:.1f}" x2="{xx:.1f}" y1="{PAD_TOP}" '
+            f'y2="{height - PAD_BOTTOM}"/><text class="tick" x="{xx:.1f}" '
+            f'y="{height - PAD_BOTTOM + 14}" text-anchor="middle">{top * i / 4:g}</text>'
+        )
+    for index, row in enumerate(rows):
+        y = PAD_TOP + index * BAR_ROW_H + (BAR_ROW_H - BAR_H) / 2
+        label = str(row.get("label", ""))
+        shown = label if len(label) <= 32 else label[:31] + "…"
+        out.append(
+            f'<text class="bar-label" x="{BAR_LABEL_W - 8}" y="{y + BAR_H - 4:.1f}" '
+            f'text-anchor="end"><title>{escape(label)}</title>{escape(shown)}</text>'
+        )
+        x = float(BAR_LABEL_W)
+        for part in parts:
+            value = float(row.get(part) or 0)
+            if value <= 0:
+                continue
+            w = plot_w * value / top
+            out.append(
+                f'<rect class="bar bar-{escape(part)}" x="{x:.1f}" y="{y:.1f}" '
+                f'width="{w:.1f}" height="{BAR_H}"><title>{escape(label)}: {value:g} '
+                f"{escape(part)}</title></rect>"
+            )
+            x += w
+    legend_y = height - 10
+    x = float(BAR_LABEL_W)
+    for part in parts:
+        out.append(
+            f'<rect class="bar bar-{escape(part)}" x="{x:.1f}" y="{legend_y - 9}" width="10" '
+            f'height="10"/><text class="tick" x="{x + 14:.1f}" y="{legend_y}">'
+            f"{escape(part)}</text>"
+        )
+        x += 90
+    out.append("</svg>")
+    return "".join(out)
