@@ -156,7 +156,7 @@ def client_address() -> str:
 
 
 def create_app(ctx: WebContext) -> Flask:
-    from saltext_fleet.webui import api, auth, pages
+    from saltext_fleet.webui import api, auth, drift_pages, pages
 
     here = os.path.dirname(os.path.abspath(__file__))
     app = Flask(
@@ -182,6 +182,8 @@ def create_app(ctx: WebContext) -> Flask:
     app.register_blueprint(auth.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(api.bp, url_prefix="/api/v1")
+    app.register_blueprint(drift_pages.bp)
+    app.register_blueprint(drift_pages.api_bp, url_prefix="/api/v1")
 
     @app.before_request
     def gatekeeper():

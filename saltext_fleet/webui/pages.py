@@ -30,6 +30,7 @@ from saltext_fleet.core import gate as core_gate
 from saltext_fleet.core import webauth
 from saltext_fleet.store import audit as store_audit
 from saltext_fleet.store import queries as store_queries
+from saltext_fleet.store import reports as store_reports
 from saltext_fleet.store import ui as store_ui
 from saltext_fleet.store import users as store_users
 from saltext_fleet.store.models import Job, Node, Return
@@ -136,6 +137,10 @@ def node(minion_id):
         inventory = _inventory_summary(
             conn, found.get("inventory_digest"), request.args.get("eco"), page_arg("inv_page")
         )
+        drift = getattr(ctx().config, "drift", None)
+        findings = store_reports.node_findings(
+            conn, minion_id, drift.weight_map() if drift is not None else None
+        )
     threshold = getattr(getattr(ctx().config, "drift", None), "alert_score", None)
     return render_template(
         "node.html",
@@ -145,6 +150,7 @@ def node(minion_id):
         jobs=jobs,
         timeline=timeline,
         inventory=inventory,
+        findings=findings,
         actions=node_actions(found.get("facts")),
         criticalities=store_ui.CRITICALITIES,
     )

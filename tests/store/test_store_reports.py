@@ -7,65 +7,15 @@ import pytest
 from sqlalchemy import event
 
 from saltext_fleet.core import baseline as core_baseline
-from saltext_fleet.core.inventory import inventory_digest
 from saltext_fleet.store import drift as store_drift
 from saltext_fleet.store import reports
-from saltext_fleet.store.batch import write_batch
 from saltext_fleet.store.ui import QueryError
-
-GOOD = {"requests": "2.31.0", "urllib3": "2.0.7", "certifi": "2024.2.2"}
-BAD = {"requests": "3.0.1", "urllib3": "2.0.7", "rich": "13.0"}
-
-
-def inventory(pypi, osrelease="12"):
-    packages = {"pypi": dict(pypi), "deb": {"libc6": "2.36-9", "bash": "5.2-2"}}
-    facts = {"os": "Debian", "osrelease": osrelease}
-    return {
-        "packages": packages,
-        "sources": {},
-        "facts": facts,
-        "digest": inventory_digest(packages, {}, facts),
-    }
-
-
-def store_inventories(engine, inventories, jid="20261128120000000000"):
-    records = [
-        {
-            "kind": "return",
-            "rid": f"{minion}-{inv['digest'][:12]}-{jid}",
-            "ret": {
-                "id": minion,
-                "jid": jid,
-                "fun": "fleet.inventory",
-                "return": inv,
-                "success": True,
-            },
-        }
-        for minion, inv in inventories.items()
-    ]
-    with engine.begin() as conn:
-        write_batch(conn, records)
+from tests.support.driftfleet import GOOD, inventory, make_fleet, store_inventories
 
 
 @pytest.fixture
 def fleet(engine):
-    """n1 is the good node (baseline b pinned from it); n2 and n3 share one bad inventory;
-    n4 has no baseline; n5 differs and was scored by the reactor (no package keys)."""
-    store_inventories(
-        engine,
-        {
-            "n1": inventory(GOOD),
-            "n2": inventory(BAD, osrelease="11"),
-            "n3": inventory(BAD, osrelease="11"),
-            "n4": inventory(BAD),
-            "n5": inventory({**GOOD, "certifi": "2023.1.1", "six": "1.16.0"}),
-        },
-    )
-    spec = core_baseline.from_inventory("b", store_drift.node_inventory(engine, "n1"))
-    store_drift.save_baseline(engine, spec, "pin:n1")
-    store_drift.recompute(engine, {"n1": "b", "n2": "b", "n3": "b"})
-    store_drift.recompute_node(engine, "n5", "b")
-    return spec
+    return make_fleet(engine)
 
 
 def test_a_nodes_findings_carry_their_rules(engine, fleet):
