@@ -197,6 +197,8 @@ class FleetTally:
         self._drifting = 0
         self._orders: dict[tuple, list[tuple[str, str]]] = {}
         self._rows: dict[tuple, dict[str, Any]] = {}
+        self._samples: dict[tuple, list[str]] = {}
+        self._ecosystems: list[str] | None = None
 
     def add(
         self, baseline: str, minions: Sequence[str], findings: Iterable[PackageFinding]
@@ -221,6 +223,8 @@ class FleetTally:
             self._drifting += size
         self._orders.clear()
         self._rows.clear()
+        self._samples.clear()
+        self._ecosystems = None
 
     def add_facts(self, baseline: str, minion: str, mismatches: Iterable[Mapping]) -> None:
         for entry in mismatches:
@@ -233,7 +237,21 @@ class FleetTally:
         return self._drifting
 
     def ecosystems(self) -> list[str]:
-        return sorted({eco for eco, _ in self.where})
+        if self._ecosystems is None:
+            self._ecosystems = sorted({eco for eco, _ in self.where})
+        return self._ecosystems
+
+    def sample(self, key: tuple[str, str], kind: str | None = None, limit: int = 5) -> list[str]:
+        """The first ``limit`` nodes (by minion id) a package drifts on; remembered like
+        :meth:`row`."""
+        memo = (key, kind, limit)
+        found = self._samples.get(memo)
+        if found is None:
+            if len(self._samples) >= self.ROWS_KEPT:
+                self._samples.clear()
+            found = [n["minion"] for n in self.nodes_of(*key, kind, limit)]
+            self._samples[memo] = found
+        return found
 
     def order(
         self,

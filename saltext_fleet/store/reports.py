@@ -295,6 +295,7 @@ def _compute_pairs(
     package keys where the snapshot has them, from its packages otherwise."""
     out: dict[str, tuple] = {}
     bare = core_drift.NodeInput(facts={})
+    strings: dict[Any, Any] = {}
     for chunk in _chunks(digests):
         blobs = dict(
             conn.execute(
@@ -316,7 +317,7 @@ def _compute_pairs(
             except KeyError:  # a key without its name: read the packages instead
                 rest.append(digest)
                 continue
-            out[digest] = core_findings.package_findings(result)
+            out[digest] = _shared(core_findings.package_findings(result), strings)
         for start in range(0, len(rest), 100):
             rows = conn.execute(
                 select(InventorySnapshot.digest, InventorySnapshot.packages).where(
@@ -325,8 +326,17 @@ def _compute_pairs(
             )
             for digest, packages in rows:
                 result = base.compute(_clean_packages(packages), bare)
-                out[digest] = core_findings.package_findings(result)
+                out[digest] = _shared(core_findings.package_findings(result), strings)
     return out
+
+
+def _shared(findings: tuple, strings: dict) -> tuple:
+    """``findings`` with equal strings (and equal findings) made one object: the same name
+    and version recur across the snapshots of a fleet, and the pairs are kept."""
+    return tuple(
+        strings.setdefault(f, tuple(x if x is None else strings.setdefault(x, x) for x in f))
+        for f in findings
+    )
 
 
 def fleet_tally(conn: Connection, baseline: str | None = None) -> core_findings.FleetTally:
@@ -417,7 +427,7 @@ def fleet_drift(conn: Connection, query: FleetDriftQuery) -> dict[str, Any]:
     shown = []
     for key in keys[start : start + query.per_page]:
         row = dict(tally.row(key, query.kind))
-        row["sample"] = [n["minion"] for n in tally.nodes_of(*key, query.kind, SAMPLE_NODES)]
+        row["sample"] = tally.sample(key, query.kind, SAMPLE_NODES)
         shown.append(row)
     top = [tally.row(key, query.kind) for key in tally.order("nodes", True, **filters)[:CHART_ROWS]]
     baselines = sorted(
