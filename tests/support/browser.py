@@ -4,7 +4,8 @@ Playwright's own browser downloads are not used (nothing may download at run tim
 ``executable_path`` points at Debian's ``/usr/bin/chromium``, which is installed from
 Debian's packages when this machine lacks it (:mod:`tests.support.debian`, as for the SSH
 server of the bootstrap tests). Screenshots go to ``test-artifacts/screenshots/`` at the
-top of the checkout and stay there after the run.
+top of the checkout (``$FLEET_ARTIFACTS/screenshots/`` when that is set) and stay there
+after the run.
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ import pytest
 from tests.support.debian import apt_install
 
 CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = pathlib.Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+#: Where screenshots go: ``$FLEET_ARTIFACTS/screenshots`` when set, else ``test-artifacts/
+#: screenshots`` at the top of the checkout.
+ARTIFACTS = (
+    pathlib.Path(
+        os.environ.get("FLEET_ARTIFACTS")
+        or pathlib.Path(__file__).resolve().parents[2] / "test-artifacts"
+    )
+    / "screenshots"
+)
 
 
 def require_chromium() -> str:
@@ -30,8 +39,12 @@ def require_chromium() -> str:
     return CHROMIUM
 
 
-def screenshot(page, name: str) -> pathlib.Path:
+def screenshot(page, name: str, element=None) -> pathlib.Path:
+    """The whole page as ``<name>.png``, or only ``element`` (a locator) when given."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    if element is not None:
+        element.screenshot(path=str(path))
+    else:
+        page.screenshot(path=str(path), full_page=True)
     return path
