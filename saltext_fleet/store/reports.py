@@ -24,10 +24,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import sys
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import Connection, Text, cast, select
+from sqlalchemy import Connection, Text, cast, select, text
 
 from saltext_fleet.core import baseline as core_baseline
 from saltext_fleet.core import compare as core_compare
@@ -201,7 +202,7 @@ class FleetDriftQuery:
 
     @classmethod
     def from_args(cls, args: Mapping[str, Any]) -> FleetDriftQuery:
-        def text(name: str, limit: int = 255) -> str | None:
+        def arg(name: str, limit: int = 255) -> str | None:
             value = args.get(name)
             if value is None or value == "":
                 return None
@@ -209,14 +210,14 @@ class FleetDriftQuery:
                 raise QueryError(name, f"at most {limit} characters")
             return value
 
-        query = cls(q=text("q"), ecosystem=text("ecosystem", 32), baseline=text("baseline", 128))
-        kind = text("kind", 16)
+        query = cls(q=arg("q"), ecosystem=arg("ecosystem", 32), baseline=arg("baseline", 128))
+        kind = arg("kind", 16)
         if kind is not None and kind not in core_findings.PACKAGE_KINDS:
             raise QueryError(
                 "kind", f"{kind!r} is not one of {', '.join(core_findings.PACKAGE_KINDS)}"
             )
         query.kind = kind
-        sort = text("sort", 32)
+        sort = arg("sort", 32)
         if sort is not None:
             query.desc = sort.startswith("-")
             sort = sort.lstrip("-")
@@ -225,7 +226,7 @@ class FleetDriftQuery:
                     "sort", f"{sort!r} is not one of {', '.join(core_findings.TALLY_SORTS)}"
                 )
             query.sort = sort
-        query.page, query.per_page = _paging(text, query.per_page)
+        query.page, query.per_page = _paging(arg, query.per_page)
         return query
 
     def args(self, **changes) -> dict[str, str]:
@@ -243,10 +244,10 @@ class FleetDriftQuery:
         return {k: v for k, v in values.items() if v not in (None, "")}
 
 
-def _paging(text, per_page: int) -> tuple[int, int]:
+def _paging(arg, per_page: int) -> tuple[int, int]:
     values = {"page": 1, "per_page": per_page}
     for name, low, high in (("page", 1, 1_000_000), ("per_page", 1, PER_PAGE_MAX)):
-        raw = text(name, 16)
+        raw = arg(name, 16)
         if raw is None:
             continue
         try:
@@ -280,10 +281,22 @@ def _scored_nodes(conn: Connection, baseline: str | None):
 
 
 def _resolve(conn: Connection, keys: set[int]) -> dict[int, tuple[str, str, str]]:
+    """``{key: (ecosystem, name, version)}`` from the package dictionary (PostgreSQL: one
+    array parameter per 50,000 keys; elsewhere IN lists)."""
     out: dict[int, tuple[str, str, str]] = {}
-    for chunk in _chunks(sorted(keys)):
-        stmt = select(PackageKey.key, PackageKey.ecosystem, PackageKey.name, PackageKey.version)
-        for key, eco, name, version in conn.execute(stmt.where(PackageKey.key.in_(chunk))):
+    ordered = sorted(keys)
+    if conn.dialect.name == "postgresql":
+        stmt = text(
+            "SELECT key, ecosystem, name, version FROM package_keys "
+            "WHERE key = ANY(CAST(:keys AS bigint[]))"
+        )
+        for chunk in _chunks(ordered, 50_000):
+            for key, eco, name, version in conn.execute(stmt, {"keys": chunk}):
+                out[key] = (eco, name, version)
+        return out
+    columns = select(PackageKey.key, PackageKey.ecosystem, PackageKey.name, PackageKey.version)
+    for chunk in _chunks(ordered, 5000):
+        for key, eco, name, version in conn.execute(columns.where(PackageKey.key.in_(chunk))):
             out[key] = (eco, name, version)
     return out
 
@@ -295,7 +308,6 @@ def _compute_pairs(
     package keys where the snapshot has them, from its packages otherwise."""
     out: dict[str, tuple] = {}
     bare = core_drift.NodeInput(facts={})
-    strings: dict[Any, Any] = {}
     for chunk in _chunks(digests):
         blobs = dict(
             conn.execute(
@@ -317,7 +329,7 @@ def _compute_pairs(
             except KeyError:  # a key without its name: read the packages instead
                 rest.append(digest)
                 continue
-            out[digest] = _shared(core_findings.package_findings(result), strings)
+            out[digest] = _shared(core_findings.package_findings(result))
         for start in range(0, len(rest), 100):
             rows = conn.execute(
                 select(InventorySnapshot.digest, InventorySnapshot.packages).where(
@@ -326,16 +338,17 @@ def _compute_pairs(
             )
             for digest, packages in rows:
                 result = base.compute(_clean_packages(packages), bare)
-                out[digest] = _shared(core_findings.package_findings(result), strings)
+                out[digest] = _shared(core_findings.package_findings(result))
     return out
 
 
-def _shared(findings: tuple, strings: dict) -> tuple:
-    """``findings`` with equal strings (and equal findings) made one object: the same name
-    and version recur across the snapshots of a fleet, and the pairs are kept."""
+def _shared(findings: tuple) -> tuple:
+    """``findings`` with their strings interned: the same names and versions recur across
+    the snapshots of a fleet, and the pairs are kept."""
+    intern = sys.intern
     return tuple(
-        strings.setdefault(f, tuple(x if x is None else strings.setdefault(x, x) for x in f))
-        for f in findings
+        (kind, intern(eco), intern(name), exp and intern(exp), found and intern(found))
+        for kind, eco, name, exp, found in findings
     )
 
 
@@ -388,8 +401,8 @@ def fleet_tally(conn: Connection, baseline: str | None = None) -> core_findings.
         base = bases.get(name, (None,))[0]
         if base is None or not base.facts:
             continue
-        for minion, text in members:
-            node = core_drift.NodeInput(facts=_facts(text, decoded), facts_key=text)
+        for minion, facts_text in members:
+            node = core_drift.NodeInput(facts=_facts(facts_text, decoded), facts_key=facts_text)
             tally.add_facts(name, minion, base.node_facts(node))
     if len(_TALLIES) >= TALLIES_KEPT:
         _TALLIES.clear()
@@ -397,17 +410,17 @@ def fleet_tally(conn: Connection, baseline: str | None = None) -> core_findings.
     return tally
 
 
-def _facts(text: str | None, decoded: dict[str, dict]) -> dict:
-    if not text:
+def _facts(facts_text: str | None, decoded: dict[str, dict]) -> dict:
+    if not facts_text:
         return {}
-    found = decoded.get(text)
+    found = decoded.get(facts_text)
     if found is None:
         try:
-            found = json.loads(text)
+            found = json.loads(facts_text)
         except ValueError:
             found = {}
-        decoded[text] = found if isinstance(found, dict) else {}
-    return decoded[text]
+        decoded[facts_text] = found if isinstance(found, dict) else {}
+    return decoded[facts_text]
 
 
 def fleet_drift(conn: Connection, query: FleetDriftQuery) -> dict[str, Any]:
