@@ -17,8 +17,8 @@ The package is split by what it holds; everything a caller needs is re-exported 
 - :mod:`~saltext_fleet.store.drift.nodes`: node reads, and the pending states of highstate runs;
 - :mod:`~saltext_fleet.store.drift.common`: :class:`DriftError` and the helpers they share.
 
-Imports go one way: ``common`` <- ``baselines``, ``pkgkeys``, ``results`` <- ``nodes``,
-``compute``; nothing imports this package's ``__init__`` but its callers.
+Imports go one way (no module imports this ``__init__``): ``baselines``, ``pkgkeys`` and
+``results`` import ``common``; ``nodes`` imports ``pkgkeys``; ``compute`` imports all four.
 """
 
 from __future__ import annotations
