@@ -164,8 +164,8 @@ def recompute(
     if details and pairs:
         wanted: set[int] = set()
         for (name, _), (unexpected, _absent) in pairs.items():
-            cache = bases[name][0]._cache
-            wanted.update(k for k in unexpected if k not in cache)
+            classified = bases[name][0].classified
+            wanted.update(k for k in unexpected if not classified(k))
         with engine.connect() as conn:
             resolved = resolve_keys(conn, wanted)
     now = utcnow()
