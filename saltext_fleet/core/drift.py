@@ -251,6 +251,10 @@ class CompiledBaseline:
     #: baseline lives as long as its process - the reactor's - when nothing changes)
     CLASSIFY_MEMO_MAX = 100_000
 
+    def classified(self, key: int) -> bool:
+        """Whether the package key ``key`` is already classified (its name need not be read)."""
+        return key in self._cache
+
     def _classify_cached(self, cache_key: Any, eco: str, name: str, version: str):
         try:
             return self._by_version[cache_key]

@@ -1,0 +1,48 @@
+"""What the drift store's modules share.
+
+:class:`DriftError`, the size of ``IN (...)`` lists (:data:`CHUNK`) and the helpers that cut lists
+into them, the dialect's ``INSERT`` (for ``ON CONFLICT``), and times read back as UTC.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection
+
+from saltext_fleet.core.errors import FleetError
+
+#: Rows per IN (...) list.
+CHUNK = 2000
+
+
+class DriftError(FleetError, ValueError):
+    """A drift request that cannot be served (unknown baseline, unknown node...)."""
+
+
+def dialect_insert(conn: Connection):
+    """The ``insert`` of ``conn``'s dialect (PostgreSQL's or SQLite's: both have ON CONFLICT)."""
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+
+
+def in_chunks(items: list, size: int = CHUNK) -> Iterable[list]:
+    """``items`` in lists of at most ``size``."""
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def rows_by_minion(conn: Connection, stmt, minion_column, minions: list[str]) -> dict[str, Any]:
+    """``{minion: row}`` of ``stmt`` for ``minions`` (a scan instead of a huge IN list)."""
+    if len(minions) > CHUNK:
+        wanted = set(minions)
+        return {row.minion_id: row for row in conn.execute(stmt).all() if row.minion_id in wanted}
+    rows = conn.execute(stmt.where(minion_column.in_(minions))).all()
+    return {row.minion_id: row for row in rows}
+
+
+def aware(at: dt.datetime) -> dt.datetime:
+    """``at`` with a time zone: a naive time (SQLite keeps none) is UTC."""
+    return at if at.tzinfo else at.replace(tzinfo=dt.timezone.utc)
