@@ -37,7 +37,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from bench.drift import BASELINE, DEFAULT_PG_URL, Fleet, Store, load  # noqa: E402
+# after the path above: this file runs as a script from the checkout
+from bench.drift import BASELINE, DEFAULT_PG_URL, Fleet, Store, load
 
 
 def peak_mb() -> float:
