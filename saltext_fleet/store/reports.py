@@ -47,8 +47,10 @@ from saltext_fleet.store.ui import PER_PAGE_MAX, QueryError
 
 #: Rows per IN (...) list.
 CHUNK = 1000
-#: (baseline revision, snapshot) pairs whose findings a process keeps.
+#: (baseline revision, snapshot) pairs whose findings a process keeps, and how many findings
+#: they may hold together (a fleet of all-different inventories drifts on many packages).
 PAIR_CACHE_MAX = 20_000
+PAIR_FINDINGS_MAX = 2_000_000
 #: Compiled baselines a process keeps.
 COMPILED_MAX = 16
 #: Nodes shown with each package of the fleet-wide page (the rest is one click away).
@@ -57,9 +59,10 @@ SAMPLE_NODES = 5
 CHART_ROWS = 10
 
 #: Tallies a process keeps (one per baseline filter), each with the fleet it counted.
-TALLIES_KEPT = 8
+TALLIES_KEPT = 3
 
 _PAIRS: dict[tuple, tuple] = {}
+_PAIR_FINDINGS = [0]
 _COMPILED: dict[tuple, core_drift.CompiledBaseline] = {}
 _TALLIES: dict[tuple, tuple[int, core_findings.FleetTally]] = {}
 
@@ -67,6 +70,7 @@ _TALLIES: dict[tuple, tuple[int, core_findings.FleetTally]] = {}
 def clear_cache() -> None:
     """Forget the compiled baselines and pair findings this process keeps."""
     _PAIRS.clear()
+    _PAIR_FINDINGS[0] = 0
     _COMPILED.clear()
     _TALLIES.clear()
 
@@ -380,22 +384,28 @@ def fleet_tally(conn: Connection, baseline: str | None = None) -> core_findings.
         ).scalar()
         if spec is not None:  # None: changed since the node list was read (next time)
             bases[name] = (_compiled(conn, name, revision, spec), revision)
+    # this fleet's pairs: from the process's cache, the others computed now (and kept)
+    pairs: dict[tuple[str, str, str], tuple] = {}
     todo: dict[str, list[str]] = {}
     for name, revision, digest in groups:
-        if name in bases and (url, name, revision, digest) not in _PAIRS:
+        if name not in bases:
+            continue
+        found = _PAIRS.get((url, name, revision, digest))
+        if found is None:
             todo.setdefault(name, []).append(digest)
+        else:
+            pairs[(name, revision, digest)] = found
     for name, digests in todo.items():
         base, revision = bases[name]
         computed = _compute_pairs(conn, base, sorted(digests))
-        if len(_PAIRS) + len(computed) > PAIR_CACHE_MAX:
-            _PAIRS.clear()
+        _keep_pairs(url, name, revision, computed)
         for digest, found in computed.items():
-            _PAIRS[(url, name, revision, digest)] = found
+            pairs[(name, revision, digest)] = found
     tally = core_findings.FleetTally()
-    for (name, revision, digest), minions in sorted(groups.items()):
-        found = _PAIRS.get((url, name, revision, digest))
-        if name in bases and found is not None:
-            tally.add(name, minions, found)
+    for key, minions in sorted(groups.items()):
+        found = pairs.get(key)
+        if found is not None:
+            tally.add(key[0], minions, found)
     decoded: dict[str, dict] = {}
     for (name, _revision), members in facts_of.items():
         base = bases.get(name, (None,))[0]
@@ -408,6 +418,22 @@ def fleet_tally(conn: Connection, baseline: str | None = None) -> core_findings.
         _TALLIES.clear()
     _TALLIES[(url, baseline)] = (fingerprint, tally)
     return tally
+
+
+def _keep_pairs(url: str, name: str, revision: str, computed: Mapping[str, tuple]) -> None:
+    """Keep pair findings, within :data:`PAIR_CACHE_MAX` and :data:`PAIR_FINDINGS_MAX`."""
+    adding = sum(len(found) for found in computed.values())
+    if (
+        len(_PAIRS) + len(computed) > PAIR_CACHE_MAX
+        or _PAIR_FINDINGS[0] + adding > PAIR_FINDINGS_MAX
+    ):
+        _PAIRS.clear()
+        _PAIR_FINDINGS[0] = 0
+    if adding > PAIR_FINDINGS_MAX:
+        return  # more than may be kept at all: computed again next time
+    for digest, found in computed.items():
+        _PAIRS[(url, name, revision, digest)] = found
+    _PAIR_FINDINGS[0] += adding
 
 
 def _facts(facts_text: str | None, decoded: dict[str, dict]) -> dict:

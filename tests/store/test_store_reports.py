@@ -152,3 +152,18 @@ def test_the_fleet_page_reads_the_fleet_in_a_few_queries(engine):
     with statements(engine) as seen, engine.connect() as conn:
         reports.fleet_drift(conn, reports.FleetDriftQuery())
     assert len(seen) <= 4, len(seen)  # nodes, the baseline, the baselines' names
+
+
+def test_the_page_is_the_same_when_the_kept_findings_overflow(engine, fleet, monkeypatch):
+    other = core_baseline.from_inventory("c", store_drift.node_inventory(engine, "n5"))
+    store_drift.save_baseline(engine, other, "pin:n5")
+    store_drift.recompute(engine, {"n1": "c"})  # two baselines in the fleet
+    reports.clear_cache()
+    with engine.connect() as conn:
+        whole = reports.fleet_drift(conn, reports.FleetDriftQuery())
+    monkeypatch.setattr(reports, "PAIR_FINDINGS_MAX", 3)
+    for _ in range(2):
+        reports.clear_cache()
+        with engine.connect() as conn:
+            bounded = reports.fleet_drift(conn, reports.FleetDriftQuery())
+        assert bounded["rows"] == whole["rows"] and bounded["nodes"] == whole["nodes"] == 4
