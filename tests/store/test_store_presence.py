@@ -4,6 +4,7 @@ import datetime as dt
 
 from sqlalchemy import select, text
 
+from saltext_fleet.master import onboard as master_onboard
 from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store import gate as store_gate
 from saltext_fleet.store import ui as store_ui
@@ -115,3 +116,26 @@ def test_the_beacon_state_is_on_the_node_page(engine):
         store_gate.set_beacon(conn, "m1", 60, now=at(1))
         page = store_ui.node(conn, "m1")
         assert (page["beacon_interval"], page["beacon_at"]) == (60, at(1).isoformat())
+
+
+def test_a_lost_node_that_answers_a_ping_stays_online(engine, monkeypatch):
+    asked = []
+
+    def ping(opts, minion_ids, timeout):
+        asked.append(sorted(minion_ids))
+        return {"up"} & set(minion_ids)
+
+    monkeypatch.setattr(master_onboard, "ping", ping)
+    with engine.begin() as conn:
+        store_gate.set_status(conn, ["up", "down"], "online", now=at(0))
+    out = master_onboard.presence(engine, lost=["up", "down"], connected=set(), opts={})
+    assert asked == [["down", "up"]]
+    assert (out["online"], out["offline"]) == (1, 1)
+    with engine.connect() as conn:
+        up, down = store_ui.node(conn, "up"), store_ui.node(conn, "down")
+    assert (up["status"], up["status_reason"]) == ("online", "answered a presence check")
+    assert up["status_since"] == at(0).isoformat()
+    assert (down["status"], down["status_reason"]) == (
+        "offline",
+        "the master saw the minion disconnect",
+    )
