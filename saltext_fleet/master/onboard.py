@@ -1,10 +1,12 @@
 """Onboarding a node when it starts, and its online/offline status.
 
 ``salt/minion/<id>/start`` (the shipped ``onboard.sls``) -> :func:`onboard`: sync the
-extension's modules, schedule ``fleet.inventory`` and the highstate test run, take a first
-inventory, apply the node group's states, mark the node online. ``salt/presence/change`` (the
-master's ``presence_events``) -> :func:`presence`: nodes that stopped answering go offline,
-nodes that came back go online.
+extension's modules, schedule ``fleet.inventory`` and the highstate test run, turn on the
+``fleet_pkgset`` beacon, take a first inventory, apply the node group's states, mark the node
+online. ``salt/presence/change`` (the master's ``presence_events``) -> :func:`presence`, and
+the master's scheduled :func:`presence_check`: nodes that stopped answering go offline (after
+more than one missed check, :mod:`saltext_fleet.core.presence`), nodes that came back go
+online.
 
 Everything is sent through Salt's LocalClient by exact id (``tgt_type=list``); only the sync
 is waited for, briefly: the rest runs on the node as jobs of their own, so a slow node never
