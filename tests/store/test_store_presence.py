@@ -1,14 +1,19 @@
 """Node status on both backends: only minions are nodes, misses before offline, the beacon."""
 
 import datetime as dt
+import re
+import secrets
 
 from sqlalchemy import select, text
 
+from saltext_fleet.core import secrets as core_secrets
 from saltext_fleet.master import onboard as master_onboard
 from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store import gate as store_gate
 from saltext_fleet.store import ui as store_ui
+from saltext_fleet.store import users as store_users
 from saltext_fleet.store.models import Node
+from saltext_fleet.webui.app import WebContext, create_app
 from tests.store.test_store_batch import ret
 from tests.support.store import write
 
@@ -139,3 +144,40 @@ def test_a_lost_node_that_answers_a_ping_stays_online(engine, monkeypatch):
         "offline",
         "the master saw the minion disconnect",
     )
+
+
+def test_the_node_page_says_why_offline_and_whether_the_beacon_runs(engine, tmp_path):
+    ctx = WebContext(
+        engine=engine,
+        vault=core_secrets.Vault.open(str(tmp_path / "fleet.fernet")),
+        secret_key=secrets.token_bytes(32),
+        bcrypt_rounds=4,
+    )
+    app = create_app(ctx)
+    app.testing = True
+    with engine.begin() as conn:
+        store_users.create_user(conn, "victor", "viewer", "a long enough password", rounds=4)
+        store_gate.record_presence_check(conn, ["m1", "m2"], [], now=at(0))
+        store_gate.record_presence_check(conn, ["m1"], ["m2"], now=at(5))
+        store_gate.record_presence_check(conn, ["m1"], ["m2"], now=at(10))
+        store_gate.set_beacon(conn, "m1", 60, now=at(1))
+        store_gate.set_beacon(conn, "m2", 0, now=at(1))
+    client = app.test_client()
+    page = client.get("/login").get_data(as_text=True)
+    token = re.search(r'name="csrf_token" value="([^"]*)"', page).group(1)
+    resp = client.post(
+        "/login",
+        data={"username": "victor", "password": "a long enough password", "csrf_token": token},
+    )
+    assert resp.status_code == 302
+
+    def summary(minion_id):
+        page = client.get(f"/nodes/{minion_id}").get_data(as_text=True)
+        block = re.search(r'<dl class="facts-list" id="node-summary">(.*?)</dl>', page, re.S)
+        return re.sub(r"<[^>]+>", "", block.group(1))
+
+    m1, m2 = summary("m1"), summary("m2")
+    assert "2026-12-05 07:00:00 (answered a presence check)" in m1
+    assert "running, every 60 s" in m1
+    assert "2026-12-05 07:10:00 (missed 2 presence checks)" in m2
+    assert "not running" in m2
