@@ -1084,15 +1084,19 @@ def presence(new=None, lost=None, confirm=True):
 
     connected = master_onboard.connected_ids(__opts__) if _bool(confirm, "confirm") else None
     return master_onboard.presence(
-        _engine(), _as_list(new, "new"), _as_list(lost, "lost"), connected=connected
+        _engine(),
+        _as_list(new, "new"),
+        _as_list(lost, "lost"),
+        connected=connected,
+        opts=__opts__ if connected is not None else None,
     )
 
 
 def presence_check(timeout=10):
     """
     Ask every node whose key is accepted (``test.ping``, by id): those that answer within
-    ``timeout`` seconds are marked online, the others offline. The snippet schedules it on
-    the master every 5 minutes.
+    ``timeout`` seconds are marked online, the others offline after two misses in a row.
+    The snippet schedules it on the master every 5 minutes.
 
     CLI Example:
 
