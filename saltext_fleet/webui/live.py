@@ -292,7 +292,7 @@ class Hub:
 
     def run_listener(self, opts: dict) -> None:
         """The thread that listens to the master's event bus and pokes the looker."""
-        import salt.utils.event
+        import salt.utils.event  # heavy: only the engine's listener thread needs Salt
 
         backoff = 1.0
         while not self._stop.is_set():
