@@ -1,17 +1,27 @@
 """The small reads and writes the web UI's pages and API run besides :mod:`.ui`: Salt's jobs
 and their returns (paged, a large return read only as its length and first characters), a
-node's inventory snapshot and metadata, node groups.
+node's inventory snapshot and metadata, node groups; and what the live overview's hub looks
+at (nodes that moved, counts per status, the session versions of users with open sockets).
 
 Every function takes an open ``Connection``; the caller chooses the transaction.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
-from sqlalchemy import Connection, Row, Text, cast, func, select, update
+from sqlalchemy import Connection, Row, Text, cast, func, or_, select, update
 
-from saltext_fleet.store.models import InventorySnapshot, Job, Node, NodeGroup, Return
+from saltext_fleet.store.models import (
+    DriftCurrent,
+    InventorySnapshot,
+    Job,
+    Node,
+    NodeGroup,
+    Return,
+    UiUser,
+)
 
 _JOB_COLUMNS = (Job.jid, Job.fun, Job.tgt, Job.user, Job.started_at)
 _RETURN_COLUMNS = (Return.minion_id, Return.success, Return.stored_at, Return.authenticated)
@@ -132,3 +142,52 @@ def job_returns(conn: Connection, jid: str, limit: int) -> list[Row]:
         .order_by(Return.minion_id)
         .limit(limit)
     ).all()
+
+
+# -- the live overview -------------------------------------------------------------------------
+
+
+def changed_nodes(conn: Connection, since: dt.datetime, limit: int) -> list[dict[str, Any]]:
+    """Nodes whose status, last contact or drift moved at or after ``since``, by id: at most
+    ``limit + 1`` (one more than asked says there were more)."""
+    stmt = (
+        select(Node.minion_id, Node.status, Node.last_seen, DriftCurrent.score)
+        .select_from(Node)
+        .outerjoin(DriftCurrent, DriftCurrent.minion_id == Node.minion_id)
+        .where(
+            or_(
+                Node.last_seen >= since,
+                Node.status_at >= since,
+                DriftCurrent.computed_at >= since,
+            )
+        )
+        .order_by(Node.minion_id)
+        .limit(limit + 1)
+    )
+    return [
+        {
+            "type": "node",
+            "id": r.minion_id,
+            "status": r.status or "unknown",
+            "drift": r.score,
+            "last_seen": r.last_seen.isoformat() if r.last_seen else None,
+        }
+        for r in conn.execute(stmt)
+    ]
+
+
+def status_counts(conn: Connection) -> dict[str, int]:
+    """How many nodes are online, offline, unknown (no status yet counts as unknown)."""
+    counts = {"online": 0, "offline": 0, "unknown": 0}
+    for status, count in conn.execute(select(Node.status, func.count()).group_by(Node.status)):
+        key = status or "unknown"
+        counts[key] = counts.get(key, 0) + count
+    return counts
+
+
+def session_versions(conn: Connection, uids: list[int]) -> dict[int, int]:
+    """``{user id: session version}`` of those of ``uids`` that exist and are not disabled."""
+    rows = conn.execute(
+        select(UiUser.id, UiUser.session_version, UiUser.disabled).where(UiUser.id.in_(uids))
+    ).all()
+    return {row.id: row.session_version for row in rows if not row.disabled}
