@@ -22,6 +22,8 @@ from sqlalchemy import insert, select
 from saltext_fleet.core import webauth
 from saltext_fleet.store import users as store_users
 from saltext_fleet.store.models import AuditEvent, InventorySnapshot, Job, Node, Return
+from saltext_fleet.webui import live
+from saltext_fleet.webui.auth import parse_session_id, session_owner
 from tests.support.web import PASSWORD, csrf_of, form_token, make_app
 from tests.support.web import login as login_as
 
@@ -354,8 +356,6 @@ class FakeSocket:
     the session cookie it was opened with; ``close`` records the code."""
 
     def __init__(self, web, client):
-        from saltext_fleet.webui.auth import parse_session_id, session_owner
-
         self.flask_app = web
         self.cookie = client.get_cookie("fleet_session").value
         data = web.session_interface.get_signing_serializer(web).loads(self.cookie)
@@ -372,8 +372,6 @@ class FakeSocket:
 
 
 def test_the_hub_closes_the_sockets_of_ended_sessions(web, engine, monkeypatch):
-    from saltext_fleet.webui import live
-
     hub = live.Hub(engine, schedule=lambda fn: fn(), check_seconds=3600)
     with engine.begin() as conn:
         for name in ("dora", "rolf", "gone", "kept"):
