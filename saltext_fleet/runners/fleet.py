@@ -133,17 +133,32 @@ def _engine():
     return engine
 
 
+#: The outputters a person reads: ``salt-run`` with no ``--out`` (and the drift table asked for
+#: by name). Only with these does ``salt-run`` print progress events as they come; with any other
+#: (``--out=json``, ``--out=yaml``...) it prints the result alone, one document a script can parse.
+PROGRESS_PRINTED_WITH = (None, "", "fleet_drift")
+
+
 def _progress(message: str, done: int | None = None, total: int | None = None) -> None:
-    """A runner progress event (``salt/run/<jid>/progress``), shown by ``salt-run`` as it runs."""
+    """A runner progress event, ``salt/run/<jid>/progress``: always on the master's event bus
+    (the web UI and the tests follow it there), and printed by ``salt-run`` as it runs only for
+    a person (:data:`PROGRESS_PRINTED_WITH`), as a line ``... <message>``."""
     log.info("fleet: %s", message)
     jid_event = globals().get("__jid_event__")
     if jid_event is None:
         return
-    data = {"message": message}
+    # "outputter": how salt-run prints it (Salt's own runners name one in their progress events)
+    data = {"message": message, "outputter": "fleet_drift"}
     if total:
         data.update(done=done, total=total)
     try:
-        jid_event.fire_event(data, "progress")
+        if __opts__.get("output") in PROGRESS_PRINTED_WITH:
+            jid_event.fire_event(data, "progress")  # Salt's NamespacedEvent: fired and printed
+        else:
+            # The same event through the same bus connection, without the printing half of
+            # NamespacedEvent.fire_event: salt-run's machine output stays one document.
+            tag = salt.utils.event.tagify("progress", base=jid_event.base)
+            jid_event.event.fire_event(data, tag)
     except Exception:  # progress is a courtesy, never a failure
         log.debug("fleet: could not fire a progress event", exc_info=True)
 

@@ -20,9 +20,4 @@ def run(salt_run_cli, *args, timeout=120):
     """``salt-run`` a runner with ``--out=json`` (salt-factories' default); the answer."""
     ret = salt_run_cli.run(*args, _timeout=timeout)
     assert ret.returncode == 0, ret
-    data = ret.data
-    if isinstance(data, dict) and data.get("suffix") == "progress":
-        # salt-run prints the runner's progress events as they come; the JSON parser of
-        # salt-factories merges them into the result.
-        data = {k: v for k, v in data.items() if k not in ("suffix", "event")}
-    return data
+    return ret.data
