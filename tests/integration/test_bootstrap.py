@@ -87,7 +87,15 @@ def test_bootstrap_from_ssh_only_to_a_minion_that_answers(
                     bootstrap_progress(event_listener, salt_master, minion_id, start)
                 )
                 worker.join(5)
-            progress_seen.update(bootstrap_progress(event_listener, salt_master, minion_id, start))
+            # the last step's event may still be on its way to the listener
+            deadline = time.time() + 30
+            while time.time() < deadline:
+                progress_seen.update(
+                    bootstrap_progress(event_listener, salt_master, minion_id, start)
+                )
+                if any(": done in " in message for _, message in progress_seen):
+                    break
+                time.sleep(0.5)
         try:
             ret = first["ret"]
             if ret.returncode != 0:
