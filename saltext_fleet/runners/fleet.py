@@ -141,7 +141,7 @@ PROGRESS_PRINTED_WITH = (None, "", "fleet_drift")
 
 def _progress(message: str, done: int | None = None, total: int | None = None) -> None:
     """A runner progress event, ``salt/run/<jid>/progress``: always on the master's event bus
-    (the web UI and the tests follow it there), and printed by ``salt-run`` as it runs only for
+    (for whatever listens there: the tests, a reactor, salt-api's event stream), and printed by ``salt-run`` as it runs only for
     a person (:data:`PROGRESS_PRINTED_WITH`), as a line ``... <message>``."""
     log.info("fleet: %s", message)
     jid_event = globals().get("__jid_event__")
