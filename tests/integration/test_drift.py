@@ -5,6 +5,7 @@ shipped reactors, external pillar). These minions get virtualenvs of their own, 
 state test changes one of them.
 """
 
+import json
 import pathlib
 import subprocess
 import sys
@@ -120,12 +121,13 @@ def test_pinned_node_scores_zero_and_the_other_names_its_exact_differences(
     salt_run_cli, good_minion, other_minion, pinned, salt_master, event_listener
 ):
     start = time.time()
-    ret = salt_run_cli.run("fleet.drift", "fleet-drift-*", _timeout=120)
+    ret = salt_run_cli.run("fleet.drift", "fleet-drift-*", _timeout=120, merge_json_output=False)
     assert ret.returncode == 0, ret
-    # progress events, printed by salt-run as the runner goes
-    assert '"suffix": "progress"' in ret.stdout or '"suffix":"progress"' in ret.stdout
-    assert "computing drift of 2 nodes" in ret.stdout
-    drift = run(salt_run_cli, "fleet.drift", "fleet-drift-*")
+    drift = json.loads(ret.stdout)  # the result alone: the progress events are on the bus
+    progress = event_listener.wait_for_events(
+        [(salt_master.id, "salt/run/*/progress")], after_time=start, timeout=30
+    )
+    assert "computing drift of 2 nodes" in " ".join(e.data["message"] for e in progress.matches)
     assert set(drift) == {good_minion.id, other_minion.id}
     good, other = drift[good_minion.id], drift[other_minion.id]
     assert good["score"] == 0 and good["baseline"] == pinned
@@ -166,6 +168,7 @@ def test_the_default_output_is_a_table(salt_master, pinned, other_minion):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     text = proc.stdout
+    assert text.startswith("... computing drift of 2 nodes (of 2 targeted)\n"), text
     header = next(x for x in text.splitlines() if x.startswith("NODE"))
     assert header.split()[:3] == ["NODE", "BASELINE", "SCORE"]
     line = next(x for x in text.splitlines() if x.startswith(other_minion.id))
