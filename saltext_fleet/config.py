@@ -12,7 +12,7 @@ whose message names the option (``fleet:ui:port``) and says what was expected.
       ui: {host: 127.0.0.1, port: 8443, tls_cert: null, tls_key: null, live_poll_seconds: 10,
            header_timeout: 10, body_timeout: 30, max_connections_per_address: 64}
       gate: {mode: enrolment, ttl: 24h}                     # enrolment | manual; never auto-accept
-      onboard: {sync: true, inventory_minutes: 60, highstate_test_hours: 6}
+      onboard: {sync: true, inventory_minutes: 60, highstate_test_hours: 6, beacon_interval: 60}
       drift: {alert_score: 50, weights: {extra: 2, missing: 10}, history_days: 730}
       inventory: {pip: [/usr/bin/python3]}                  # minion side: interpreters to list
       grains: {keychains: [/Library/Keychains/System.keychain]}   # minion side (macOS)
@@ -88,6 +88,8 @@ class OnboardConfig:
     inventory_minutes: int = 60
     #: schedule ``state.apply test=True`` every N hours (0: do not schedule)
     highstate_test_hours: int = 6
+    #: turn on the fleet_pkgset beacon with this interval in seconds (0: leave beacons alone)
+    beacon_interval: int = 60
 
 
 @dataclasses.dataclass(frozen=True)
@@ -352,12 +354,21 @@ def _gate(raw: Any) -> GateConfig:
 
 def _onboard(raw: Any) -> OnboardConfig:
     section = _mapping(raw or {}, "fleet:onboard")
-    _known(section, "fleet:onboard", ("sync", "inventory_minutes", "highstate_test_hours"))
+    _known(
+        section,
+        "fleet:onboard",
+        ("sync", "inventory_minutes", "highstate_test_hours", "beacon_interval"),
+    )
     sync = section.get("sync", OnboardConfig.sync)
     if not isinstance(sync, bool):
         raise FleetConfigError("fleet:onboard:sync", f"{sync!r} is not true or false")
     out = {"sync": sync}
-    for name, limit in (("inventory_minutes", 10080), ("highstate_test_hours", 720)):
+    limits = (
+        ("inventory_minutes", 10080),
+        ("highstate_test_hours", 720),
+        ("beacon_interval", 86400),
+    )
+    for name, limit in limits:
         value = section.get(name, getattr(OnboardConfig, name))
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= limit:
             raise FleetConfigError(f"fleet:onboard:{name}", f"{value!r} is not 0 to {limit}")

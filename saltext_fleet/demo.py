@@ -338,6 +338,36 @@ class DemoFleet:
                 missing = ", ".join(sorted(set(self.minion_ids) - answering))
                 raise DemoError(f"minions not answering in time: {missing}")
 
+    def health(self) -> dict[str, Any]:
+        """What an operator sees in the store: the nodes (only minions), their status, the
+        failed jobs on each node's page and who is onboarded."""
+        from saltext_fleet import config
+        from saltext_fleet.store import engine as store_engine
+        from saltext_fleet.store import ui as store_ui
+
+        engine = store_engine.get_engine(config.load(self.master_opts()).db_url)
+        with engine.connect() as conn:
+            rows = store_ui.overview(conn, store_ui.OverviewQuery(per_page=500))["rows"]
+            failed = {
+                row["id"]: [
+                    job["fun"]
+                    for job in store_ui.recent_jobs(conn, row["id"], limit=100)
+                    if job["success"] is False
+                ]
+                for row in rows
+            }
+            onboarded = [
+                row["id"]
+                for row in rows
+                if (store_ui.node(conn, row["id"]) or {}).get("onboarded_at")
+            ]
+        return {
+            "nodes": sorted(row["id"] for row in rows),
+            "statuses": {row["id"]: row["status"] for row in rows},
+            "failed_jobs": {mid: funs for mid, funs in failed.items() if funs},
+            "onboarded": sorted(onboarded),
+        }
+
     def run(self, fun: str, arg: Iterable = (), timeout: int = 60) -> dict[str, Any]:
         return self.client().cmd(self.minion_ids, fun, list(arg), tgt_type="list", timeout=timeout)
 
@@ -415,6 +445,23 @@ def drift_summary(fleet: DemoFleet, say: Callable[[str], None], timeout: float =
     return {minion: r["score"] for minion, r in result.items()}
 
 
+def wait_onboarded(fleet: DemoFleet, look: Callable[[], dict], timeout: float = 60) -> dict:
+    """The store's view once the reactor has onboarded every minion (and the jobs it sent,
+    which run on the nodes, have returned)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        seen = look()
+        if set(seen["onboarded"]) >= set(fleet.minion_ids) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    # the onboarding's jobs return within seconds; give them the time, still looking
+    settle = time.monotonic() + 5
+    while time.monotonic() < settle:
+        time.sleep(1)
+        seen = look()
+    return seen
+
+
 def summarise(inventories: dict[str, Any], grains: dict[str, Any]) -> list[str]:
     """A short, readable fleet table: one row per minion, package counts per ecosystem."""
     ecosystems = sorted(
@@ -481,14 +528,25 @@ def run_demo(
             }
             elapsed = fleet.start(timeout=timeout)
             say(f"{count} minions answering after {elapsed:.1f} s")
+            # a node that answers is never shown offline: look whenever the demo does something
+            offline_seen: set[str] = set()
+
+            def look() -> dict[str, Any]:
+                seen = fleet.health()
+                offline_seen.update(m for m, st in seen["statuses"].items() if st == "offline")
+                return seen
+
+            look()
             inventories = fleet.run("fleet.inventory")
             grains = fleet.run("grains.item", ["fleet"])
             say("")
             for line in summarise(inventories, grains):
                 say(line)
             say("")
+            look()
             scores = drift_summary(fleet, say, timeout=timeout)
             say("")
+            health = wait_onboarded(fleet, look, timeout=timeout)
             password = fleet.create_admin()
             fleet.wait_for_ui(timeout=timeout)
             fleet.check_login("admin", password)
@@ -507,6 +565,10 @@ def run_demo(
                         "packages": counts,
                         "drift": scores,
                         "ui": fleet.ui_url,
+                        "nodes": health["nodes"],
+                        "onboarded": health["onboarded"],
+                        "failed_jobs": health["failed_jobs"],
+                        "offline_seen": sorted(offline_seen),
                     }
                 )
             )

@@ -1,10 +1,12 @@
 """Onboarding a node when it starts, and its online/offline status.
 
 ``salt/minion/<id>/start`` (the shipped ``onboard.sls``) -> :func:`onboard`: sync the
-extension's modules, schedule ``fleet.inventory`` and the highstate test run, take a first
-inventory, apply the node group's states, mark the node online. ``salt/presence/change`` (the
-master's ``presence_events``) -> :func:`presence`: nodes that stopped answering go offline,
-nodes that came back go online.
+extension's modules, schedule ``fleet.inventory`` and the highstate test run, turn on the
+``fleet_pkgset`` beacon, take a first inventory, apply the node group's states, mark the node
+online. ``salt/presence/change`` (the master's ``presence_events``) -> :func:`presence`, and
+the master's scheduled :func:`presence_check`: nodes that stopped answering go offline (after
+more than one missed check, :mod:`saltext_fleet.core.presence`), nodes that came back go
+online.
 
 Everything is sent through Salt's LocalClient by exact id (``tgt_type=list``); only the sync
 is waited for, briefly: the rest runs on the node as jobs of their own, so a slow node never
@@ -25,6 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from saltext_fleet import config
 from saltext_fleet.core import gate as core_gate
+from saltext_fleet.core import presence as core_presence
 from saltext_fleet.core.errors import FleetError
 from saltext_fleet.store import audit as store_audit
 from saltext_fleet.store import gate as store_gate
@@ -90,14 +93,21 @@ def onboard(
             ret = client.cmd([minion_id], "saltutil.sync_all", tgt_type="list", timeout=60)
             steps["sync"] = bool(ret.get(minion_id) is not None)
         jobs = schedule_jobs(cfg)
+        existing = _schedule_names(client, minion_id) if jobs else set()
         for name, job in jobs.items():
-            # schedule.add refuses a name that exists: replace it (the options may change)
-            client.cmd([minion_id], "schedule.delete", [name], tgt_type="list", timeout=30)
+            # schedule.add refuses a name that exists: replace it (the options may change);
+            # only an entry that is there is deleted (deleting another is a failed job)
+            if name in existing:
+                client.cmd([minion_id], "schedule.delete", [name], tgt_type="list", timeout=30)
             ret = client.cmd(
                 [minion_id], "schedule.add", [name], kwarg=job, tgt_type="list", timeout=30
             )
             answer = ret.get(minion_id)
             steps[f"schedule:{name}"] = bool(isinstance(answer, dict) and answer.get("result"))
+        beacon = None
+        if cfg.onboard.beacon_interval:
+            beacon = enable_beacon(client, minion_id, cfg.onboard.beacon_interval)
+            steps["beacon"] = beacon
         # a first inventory now, not in an hour
         steps["inventory"] = client.cmd_async([minion_id], "fleet.inventory", tgt_type="list")
         states = list((group or {}).get("states") or [])
@@ -106,7 +116,9 @@ def onboard(
                 [minion_id], "state.apply", [",".join(states)], tgt_type="list"
             )
     with engine.begin() as conn:
-        store_gate.set_status(conn, [minion_id], "online", onboarded=True)
+        store_gate.set_status(conn, [minion_id], "online", onboarded=True, reason="onboarded")
+        if beacon is not None:
+            store_gate.set_beacon(conn, minion_id, beacon)
         store_audit.append(
             conn,
             actor,
@@ -121,6 +133,87 @@ def onboard(
         )
     log.info("fleet: onboarded %s (group %s)", minion_id, group_name)
     return {"id": minion_id, "group": group_name, "steps": steps}
+
+
+def _schedule_names(client, minion_id: str) -> set[str]:
+    """The names of the node's schedule entries (``schedule.list``)."""
+    ret = client.cmd(
+        [minion_id], "schedule.list", kwarg={"return_yaml": False}, tgt_type="list", timeout=30
+    )
+    listed = ret.get(minion_id)
+    return set(listed) if isinstance(listed, dict) else set()
+
+
+#: The beacon onboarding turns on: inventory on package changes, not only on the schedule.
+PKGSET_BEACON = "fleet_pkgset"
+
+
+def beacon_interval(listed: Any, name: str = PKGSET_BEACON) -> int | None:
+    """The interval of beacon ``name`` in a ``beacons.list return_yaml=False`` answer: its
+    seconds (Salt's default 1 when not set), 0 when it is absent or disabled (itself or all
+    beacons), None when the answer is not a listing."""
+    if listed is None:
+        return 0  # Salt lists no beacons at all as None
+    if not isinstance(listed, dict):
+        return None
+    if listed.get("enabled") is False:
+        return 0
+    config = listed.get(name)
+    if not isinstance(config, list):
+        return 0
+    options: dict[str, Any] = {}
+    for item in config:
+        if isinstance(item, dict):
+            options.update(item)
+    if options.get("enabled") is False:
+        return 0
+    interval = options.get("interval", 1)
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)):
+        return 0
+    return int(interval)
+
+
+def beacon_config(current: Any, interval: int) -> list[dict[str, Any]]:
+    """The beacon's configuration with ``interval``, keeping the other options an admin set."""
+    kept = [
+        item
+        for item in (current if isinstance(current, list) else [])
+        if isinstance(item, dict) and "interval" not in item
+    ]
+    return [{"interval": interval}, *kept]
+
+
+def enable_beacon(client, minion_id: str, interval: int) -> int | None:
+    """Turn on the ``fleet_pkgset`` beacon on the node with ``interval`` (``beacons.add``, or
+    ``beacons.modify`` when its interval differs) and save the node's beacons to its config
+    (``beacons.save``: they survive a restart). Returns the interval ``beacons.list`` then
+    confirms (0: not running, None: the node did not say)."""
+
+    def listing():
+        ret = client.cmd(
+            [minion_id], "beacons.list", kwarg={"return_yaml": False}, tgt_type="list", timeout=30
+        )
+        return ret.get(minion_id, "no answer")
+
+    listed = listing()
+    now = beacon_interval(listed)
+    if now is None or now == interval:
+        return now
+    current = listed.get(PKGSET_BEACON) if isinstance(listed, dict) else None
+    fun = "beacons.modify" if isinstance(current, list) else "beacons.add"
+    ret = client.cmd(
+        [minion_id],
+        fun,
+        [PKGSET_BEACON, beacon_config(current, interval)],
+        tgt_type="list",
+        timeout=30,
+    )
+    answer = ret.get(minion_id)
+    if isinstance(answer, dict) and answer.get("result"):
+        client.cmd([minion_id], "beacons.save", tgt_type="list", timeout=30)
+    else:
+        log.warning("fleet: %s on %s: %s", fun, minion_id, str(answer)[:300])
+    return beacon_interval(listing())
 
 
 # -- salt/minion/<id>/start: a hint, confirmed by the node itself --------------------------------
@@ -269,12 +362,18 @@ def connected_ids(opts: dict) -> set[str]:
 
 
 def presence(
-    engine, new: Any = None, lost: Any = None, connected: set[str] | None = None
+    engine,
+    new: Any = None,
+    lost: Any = None,
+    connected: set[str] | None = None,
+    opts: dict | None = None,
 ) -> dict[str, Any]:
     """``salt/presence/change``: mark ``new`` nodes online and ``lost`` ones offline (invalid
     ids are skipped). With ``connected`` (the master's connected ids), the event is only a
     hint: a node is marked online only if it is connected, offline only if it is not, and
-    the other claims are logged and refused."""
+    the other claims are logged and refused. With ``opts``, a lost node is also asked
+    (``test.ping``, :data:`LOST_PING_SECONDS`): one that answers stays online (the master's
+    connected ids miss a node whose grains it has not cached yet, right after it started)."""
 
     def ids(value) -> list[str]:
         if not isinstance(value, (list, tuple)):
@@ -302,9 +401,16 @@ def presence(
             )
         # an id that is not connected and not a node: nothing to mark
         offline = [m for m in offline if m in known]
+    answered: list[str] = []
+    if opts is not None and offline:
+        answered = sorted(ping(opts, offline, LOST_PING_SECONDS))
+        offline = [m for m in offline if m not in answered]
     with engine.begin() as conn:
-        up = store_gate.set_status(conn, online, "online")
-        down = store_gate.set_status(conn, offline, "offline")
+        up = store_gate.set_status(conn, online, "online", reason=core_presence.REASON_CONNECTED)
+        down = store_gate.set_status(
+            conn, offline, "offline", reason=core_presence.REASON_DISCONNECTED
+        )
+        up += store_gate.set_status(conn, answered, "online", reason=core_presence.REASON_ANSWERED)
         if refused.get("new") or refused.get("lost"):
             store_audit.append(
                 conn,
@@ -323,23 +429,32 @@ def presence(
     return {"online": up, "offline": down, "refused": refused}
 
 
+#: Seconds a node the presence event says is lost has to answer a ping.
+LOST_PING_SECONDS = 5
+
+
+def ping(opts: dict, minion_ids: list[str], timeout: float) -> set[str]:
+    """The ids among ``minion_ids`` that answer ``test.ping`` within ``timeout`` seconds."""
+    # whole seconds: Salt's LocalClient takes any other timeout (a float) for its 120 s default
+    wait = max(1, math.ceil(timeout))
+    with _client(opts) as client:
+        answers = client.cmd(list(minion_ids), "test.ping", tgt_type="list", timeout=wait)
+    return {m for m in minion_ids if answers.get(m) is True}
+
+
 def presence_check(opts: dict, engine, timeout: float = 10) -> dict[str, Any]:
     """Ping every node whose key is accepted; those that answer are online, the others
-    offline. (Salt's ``presence_events`` tell nodes apart by address, which is not enough when
+    offline once they missed more than one check in a row (``missed_once``: one miss, the
+    status holds; see :mod:`saltext_fleet.core.presence`). (Salt's ``presence_events`` tell nodes apart by address, which is not enough when
     several share one, behind NAT or on one host; this asks each node by id.)"""
     from saltext_fleet.master import keys as master_keys
 
     states = master_keys.salt_states(master_keys.salt_key(opts))
     accepted = sorted(m for m, state in states.items() if state == "accepted")
     if not accepted:
-        return {"online": [], "offline": []}
-    # whole seconds: Salt's LocalClient takes any other timeout (a float) for its 120 s default
-    wait = max(1, math.ceil(timeout))
-    with _client(opts) as client:
-        answers = client.cmd(accepted, "test.ping", tgt_type="list", timeout=wait)
-    online = [m for m in accepted if answers.get(m) is True]
-    offline = [m for m in accepted if answers.get(m) is not True]
+        return {"online": [], "offline": [], "missed_once": []}
+    answering = ping(opts, accepted, timeout)
+    online = [m for m in accepted if m in answering]
+    missed = [m for m in accepted if m not in answering]
     with engine.begin() as conn:
-        store_gate.set_status(conn, online, "online")
-        store_gate.set_status(conn, offline, "offline")
-    return {"online": online, "offline": offline}
+        return store_gate.record_presence_check(conn, online, missed)

@@ -13,18 +13,36 @@ Reads the master's ``fleet:`` options (see the configuration docs):
 
 from __future__ import annotations
 
+import fnmatch
 import logging
 import os
+import re
 
+import salt.cache
+import salt.pillar
+import salt.utils.event
+import salt.utils.minions
+import salt.utils.user
+import salt.utils.yaml
 from salt.exceptions import SaltRunnerError
 
 from saltext_fleet import config
+from saltext_fleet.core import anchor as core_anchor
 from saltext_fleet.core import baseline as core_baseline
 from saltext_fleet.core import drift as core_drift
-from saltext_fleet.master import eventsig
+from saltext_fleet.core import gate as core_gate
+from saltext_fleet.core import secrets as core_secrets
+from saltext_fleet.core.text import terminal_safe
+from saltext_fleet.master import bootstrapper, eventsig
+from saltext_fleet.master import keys as master_keys
+from saltext_fleet.master import onboard as master_onboard
+from saltext_fleet.store import audit as store_audit
 from saltext_fleet.store import drift as store_drift
 from saltext_fleet.store import engine as store_engine
+from saltext_fleet.store import gate as store_gate
 from saltext_fleet.store import queries
+from saltext_fleet.store import secrets as store_secrets
+from saltext_fleet.store.batch import is_connection_error
 from saltext_fleet.store.spool import spool_status
 
 log = logging.getLogger(__name__)
@@ -83,8 +101,6 @@ def store_status():
 
 
 def _is_unreachable(exc: BaseException) -> bool:
-    from saltext_fleet.store.batch import is_connection_error
-
     return is_connection_error(exc)
 
 
@@ -110,8 +126,6 @@ TARGET_TYPES = (
 
 
 def _engine():
-    from saltext_fleet.store import audit as store_audit
-
     cfg = _cfg()
     engine = store_engine.get_engine(cfg.db_url)
     store_engine.ensure_schema(engine)
@@ -119,17 +133,32 @@ def _engine():
     return engine
 
 
+#: The outputters a person reads: ``salt-run`` with no ``--out`` (and the drift table asked for
+#: by name). Only with these does ``salt-run`` print progress events as they come; with any other
+#: (``--out=json``, ``--out=yaml``...) it prints the result alone, one document a script can parse.
+PROGRESS_PRINTED_WITH = (None, "", "fleet_drift")
+
+
 def _progress(message: str, done: int | None = None, total: int | None = None) -> None:
-    """A runner progress event (``salt/run/<jid>/progress``), shown by ``salt-run`` as it runs."""
+    """A runner progress event, ``salt/run/<jid>/progress``: always on the master's event bus
+    (for whatever listens there: the tests, a reactor, salt-api's event stream), and printed by ``salt-run`` as it runs only for
+    a person (:data:`PROGRESS_PRINTED_WITH`), as a line ``... <message>``."""
     log.info("fleet: %s", message)
     jid_event = globals().get("__jid_event__")
     if jid_event is None:
         return
-    data = {"message": message}
+    # "outputter": how salt-run prints it (Salt's own runners name one in their progress events)
+    data = {"message": message, "outputter": "fleet_drift"}
     if total:
         data.update(done=done, total=total)
     try:
-        jid_event.fire_event(data, "progress")
+        if __opts__.get("output") in PROGRESS_PRINTED_WITH:
+            jid_event.fire_event(data, "progress")  # Salt's NamespacedEvent: fired and printed
+        else:
+            # The same event through the same bus connection, without the printing half of
+            # NamespacedEvent.fire_event: salt-run's machine output stays one document.
+            tag = salt.utils.event.tagify("progress", base=jid_event.base)
+            jid_event.event.fire_event(data, tag)
     except Exception:  # progress is a courtesy, never a failure
         log.debug("fleet: could not fire a progress event", exc_info=True)
 
@@ -137,8 +166,6 @@ def _progress(message: str, done: int | None = None, total: int | None = None) -
 def _fire(tag: str, data: dict) -> bool:
     """Fire an event on the master bus; a bus that is down is logged, not raised (what fired
     it is already recorded in the store)."""
-    import salt.utils.event
-
     try:
         data = eventsig.sign(__opts__, tag, data)
     except (OSError, ValueError) as exc:
@@ -173,22 +200,16 @@ def _match(nodes: list[str], tgt, tgt_type: str) -> list[str]:
     matcher, which sees accepted minions only.
     """
     if tgt_type == "glob":
-        import fnmatch
-
         return [n for n in nodes if fnmatch.fnmatchcase(n, str(tgt))]
     if tgt_type == "list":
         wanted = set(_as_list(tgt, "tgt") or [])
         return [n for n in nodes if n in wanted]
     if tgt_type == "pcre":
-        import re
-
         try:
             pattern = re.compile(str(tgt))
         except re.error as exc:
             raise SaltRunnerError(f"tgt: {tgt!r} is not a regular expression: {exc}") from exc
         return [n for n in nodes if pattern.match(n)]
-    import salt.utils.minions
-
     found = salt.utils.minions.CkMinions(__opts__).check_minions(tgt, tgt_type)
     matched = set(found.get("minions", []) if isinstance(found, dict) else found)
     return [n for n in nodes if n in matched]
@@ -401,8 +422,6 @@ def _bool(value, what: str) -> bool:
 
 def _check_minion_id(minion) -> str:
     """The one minion id rule of the gate (``core.gate.check_minion_id``), as a runner error."""
-    from saltext_fleet.core import gate as core_gate
-
     try:
         return core_gate.check_minion_id(minion, "minion")
     except core_gate.GateError as exc:
@@ -512,8 +531,6 @@ def baseline_show(name, yaml=False):
     """
     found = _need_baseline(_engine(), name)
     if yaml:
-        import salt.utils.yaml
-
         return salt.utils.yaml.safe_dump(
             core_baseline.to_yaml_doc(found), default_flow_style=False, sort_keys=False
         )
@@ -653,8 +670,6 @@ def baseline_import(path=None, pillar=None, name=None):
 
 
 def _yaml_file(path):
-    import salt.utils.yaml
-
     if not isinstance(path, str) or not os.path.isabs(path):
         raise SaltRunnerError(f"fleet.baseline_import: {path!r} is not an absolute path")
     try:
@@ -667,12 +682,8 @@ def _yaml_file(path):
 
 
 def _pillar_baselines(minion):
-    import salt.pillar
-
     grains = {}
     try:
-        import salt.cache
-
         grains = salt.cache.factory(__opts__).fetch(f"minions/{minion}", "data").get("grains", {})
     except Exception:  # noqa: BLE001 - no cached grains: compile with none
         grains = {}
@@ -791,12 +802,8 @@ def _actor() -> str:
 
 def actor_for(user) -> str:
     """The audit actor for Salt's user ``user`` (see :func:`_actor`)."""
-    from saltext_fleet.core.text import terminal_safe
-
     if not isinstance(user, str) or not user.strip() or user == "UNKNOWN":
         try:
-            import salt.utils.user
-
             user = salt.utils.user.get_specific_user()
         except Exception:  # noqa: BLE001 - no passwd entry for this uid, say
             user = f"uid:{os.getuid()}"
@@ -811,14 +818,10 @@ def actor_for(user) -> str:
 
 
 def _audit(action: str, target: str, details: dict | None = None) -> None:
-    from saltext_fleet.store import audit as store_audit
-
     store_audit.record(_engine(), _actor(), action, target, details or {})
 
 
 def _keys_call(fun, *args, **kwargs):
-    from saltext_fleet.master import keys as master_keys
-
     try:
         return fun(*args, **kwargs)
     except master_keys.KeyActionError as exc:
@@ -838,8 +841,6 @@ def key_seen(minion, pub, autosign_grains=None):
 
         salt-run fleet.key_seen web-01 pub="$(cat web-01.pub)"
     """
-    from saltext_fleet.master import keys as master_keys
-
     return master_keys.handle_auth(__opts__, _engine(), minion, pub, autosign_grains, fire=_fire)
 
 
@@ -857,8 +858,6 @@ def keys(status=None):
 
         salt-run fleet.keys status=pending
     """
-    from saltext_fleet.master import keys as master_keys
-
     return _keys_call(master_keys.list_keys, __opts__, _engine(), status)
 
 
@@ -878,8 +877,6 @@ def keys_accept(minion, fingerprint=None, include_rejected=False):
         salt-run fleet.keys_accept web-01
         salt-run fleet.keys_accept web-01 fingerprint=3c:a1:...
     """
-    from saltext_fleet.master import keys as master_keys
-
     return _keys_call(
         master_keys.accept,
         __opts__,
@@ -902,8 +899,6 @@ def keys_reject(minion, include_accepted=False):
 
         salt-run fleet.keys_reject stranger-01
     """
-    from saltext_fleet.master import keys as master_keys
-
     return _keys_call(
         master_keys.reject,
         __opts__,
@@ -924,8 +919,6 @@ def keys_delete(minion):
 
         salt-run fleet.keys_delete retired-01
     """
-    from saltext_fleet.master import keys as master_keys
-
     return _keys_call(master_keys.delete, __opts__, _engine(), minion, _actor())
 
 
@@ -950,8 +943,6 @@ def enrol(minion, ttl=None, group=None, fingerprint=None):
 
         salt-run fleet.enrol mini-07 ttl=2h group=builders
     """
-    from saltext_fleet.master import keys as master_keys
-
     return _keys_call(
         master_keys.enrol,
         __opts__,
@@ -975,8 +966,6 @@ def enrolments(minion=None):
 
         salt-run fleet.enrolments
     """
-    from saltext_fleet.store import gate as store_gate
-
     if minion is not None:
         minion = _check_minion_id(minion)
     engine = _engine()
@@ -997,8 +986,6 @@ def audit(limit=50, target=None, action=None, before=None):
         salt-run fleet.audit limit=20
         salt-run fleet.audit target=web-01
     """
-    from saltext_fleet.store import audit as store_audit
-
     try:
         limit = int(limit)
         before = int(before) if before is not None else None
@@ -1019,8 +1006,6 @@ def audit_verify():
 
         salt-run fleet.audit_verify
     """
-    from saltext_fleet.store import audit as store_audit
-
     return store_audit.verify(_engine())
 
 
@@ -1037,9 +1022,6 @@ def onboard(minion):
 
         salt-run fleet.onboard mini-07
     """
-    from saltext_fleet.master import keys as master_keys
-    from saltext_fleet.master import onboard as master_onboard
-
     minion = _check_minion_id(minion)
     state = master_keys.salt_states(master_keys.salt_key(__opts__)).get(minion)
     if state != "accepted":
@@ -1062,8 +1044,6 @@ def node_started(minion, sender=None):
 
         salt-run fleet.node_started mini-07 sender=mini-07
     """
-    from saltext_fleet.master import onboard as master_onboard
-
     return master_onboard.node_started(__opts__, _engine(), minion, sender, _actor())
 
 
@@ -1080,19 +1060,21 @@ def presence(new=None, lost=None, confirm=True):
 
         salt-run fleet.presence lost='[web-01]' confirm=False
     """
-    from saltext_fleet.master import onboard as master_onboard
-
     connected = master_onboard.connected_ids(__opts__) if _bool(confirm, "confirm") else None
     return master_onboard.presence(
-        _engine(), _as_list(new, "new"), _as_list(lost, "lost"), connected=connected
+        _engine(),
+        _as_list(new, "new"),
+        _as_list(lost, "lost"),
+        connected=connected,
+        opts=__opts__ if connected is not None else None,
     )
 
 
 def presence_check(timeout=10):
     """
     Ask every node whose key is accepted (``test.ping``, by id): those that answer within
-    ``timeout`` seconds are marked online, the others offline. The snippet schedules it on
-    the master every 5 minutes.
+    ``timeout`` seconds are marked online, the others offline after two misses in a row.
+    The snippet schedules it on the master every 5 minutes.
 
     CLI Example:
 
@@ -1100,8 +1082,6 @@ def presence_check(timeout=10):
 
         salt-run fleet.presence_check timeout=5
     """
-    from saltext_fleet.master import onboard as master_onboard
-
     try:
         timeout = float(timeout)
     except (TypeError, ValueError) as exc:
@@ -1113,8 +1093,6 @@ def presence_check(timeout=10):
 
 
 def _vault():
-    from saltext_fleet.core import secrets as core_secrets
-
     try:
         return core_secrets.Vault.open(_cfg().key_file)
     except core_secrets.SecretsError as exc:
@@ -1153,9 +1131,6 @@ def group_set(
         salt-run fleet.group_set builders user=admin port=22 private_key_file=/root/.ssh/builders
         salt-run fleet.group_set builders states=xcode,ci-runner
     """
-    from saltext_fleet.core import gate as core_gate
-    from saltext_fleet.store import secrets as store_secrets
-
     try:
         core_gate.check_group(name, "name")
     except core_gate.GateError as exc:
@@ -1219,8 +1194,6 @@ def group_list():
 
         salt-run fleet.group_list
     """
-    from saltext_fleet.store import secrets as store_secrets
-
     with _engine().connect() as conn:
         return store_secrets.groups(conn)
 
@@ -1235,8 +1208,6 @@ def group_delete(name):
 
         salt-run fleet.group_delete old-lab
     """
-    from saltext_fleet.store import secrets as store_secrets
-
     with _engine().begin() as conn:
         gone = store_secrets.delete_group(conn, str(name))
     if not gone:
@@ -1256,9 +1227,6 @@ def secret_set(scope, owner, name, value=None, value_file=None):
 
         salt-run fleet.secret_set group builders signing_password value_file=/root/pw
     """
-    from saltext_fleet.core import gate as core_gate
-    from saltext_fleet.store import secrets as store_secrets
-
     if scope not in store_secrets.SCOPES:
         raise SaltRunnerError(f"scope: expected one of {', '.join(store_secrets.SCOPES)}")
     try:
@@ -1286,8 +1254,6 @@ def secret_delete(scope, owner, name=None):
 
         salt-run fleet.secret_delete node mini-07 api_token
     """
-    from saltext_fleet.store import secrets as store_secrets
-
     if scope not in store_secrets.SCOPES:
         raise SaltRunnerError(f"scope: expected one of {', '.join(store_secrets.SCOPES)}")
     with _engine().begin() as conn:
@@ -1308,9 +1274,6 @@ def rotate_key(retire=True):
 
         salt-run fleet.rotate_key
     """
-    from saltext_fleet.core import secrets as core_secrets
-    from saltext_fleet.store import secrets as store_secrets
-
     path = _cfg().key_file
     old = _vault()
     try:
@@ -1319,9 +1282,6 @@ def rotate_key(retire=True):
         raise SaltRunnerError(f"fleet:key_file: {exc}") from exc
     _progress(f"new key {vault.key_id} added; re-encrypting every secret")
     engine = _engine()
-    from saltext_fleet.core import anchor as core_anchor
-    from saltext_fleet.store import audit as store_audit
-
     try:
         store_audit.resign_anchor(engine)  # signed with the new key before the old one goes
     except (core_anchor.AnchorError, core_secrets.SecretsError) as exc:
@@ -1381,8 +1341,6 @@ def bootstrap(
 
         salt-run fleet.bootstrap host=10.0.4.17 id=mini-07 group=builders
     """
-    from saltext_fleet.master import bootstrapper
-
     try:
         timeout, wait = float(timeout), float(wait)
     except (TypeError, ValueError) as exc:
@@ -1419,8 +1377,6 @@ def bootstraps(id=None, limit=50):
 
         salt-run fleet.bootstraps id=mini-07
     """
-    from saltext_fleet.master import bootstrapper
-
     if id is not None:
         id = _check_minion_id(id)
     return bootstrapper.attempts(_engine(), id, int(limit))

@@ -24,7 +24,8 @@ inventory); if the database rejects that, each one is retried alone in its own s
 Who a record speaks for
 -----------------------
 Node data (inventory, facts, grains, pending states, ``last_seen``) is taken only from
-``return`` records, whose minion id is the one Salt authenticated (the job cache's
+``return`` records of minion jobs (a runner's or wheel's return carries the id of the master
+that ran it: only minions are nodes), whose minion id is the one Salt authenticated (the job cache's
 ``returner()`` load, which the master's ``_return`` hands over after checking the sender).
 Events are stored as events and nothing more: a minion may fire ``salt/job/<jid>/ret/<other>``
 itself, and an event in a minion's ``events`` batch reaches the bus exactly as the sender wrote
@@ -639,7 +640,7 @@ _INGESTED_FUNS = INVENTORY_FUNS + GRAINS_FUNS
 
 def _handle_returns(conn: Connection, group: list[dict], result: BatchResult) -> None:
     rows = _store_group(conn, group, "return", _RETURNS, _return_row, result)
-    _touch_nodes(conn, {row["minion_id"] for row in rows})
+    _touch_nodes(conn, {row["minion_id"] for row in rows if not is_master_job(row["fun"])})
     _ingest_many(
         conn,
         [
@@ -804,6 +805,16 @@ _HANDLERS = {
 
 
 # -- nodes and inventories --------------------------------------------------------------------
+
+
+#: Salt's name prefixes of jobs a master runs itself: their returns carry the master's id.
+MASTER_JOB_PREFIXES = ("runner.", "wheel.")
+
+
+def is_master_job(fun: str | None) -> bool:
+    """Whether a return is of a runner or wheel job (the master's, not a minion's): only
+    minions are nodes."""
+    return isinstance(fun, str) and fun.startswith(MASTER_JOB_PREFIXES)
 
 
 def _touch_nodes(conn: Connection, minion_ids: set[str]) -> None:

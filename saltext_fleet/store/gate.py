@@ -11,10 +11,11 @@ import datetime as dt
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, bindparam, case, select, update
 from sqlalchemy.engine import Connection
 
 from saltext_fleet.core import gate as core_gate
+from saltext_fleet.core import presence as core_presence
 from saltext_fleet.store.models import Enrolment, MinionKey, Node, iso, utcnow
 
 KEY_STATES = ("pending", "accepted", "rejected", "denied", "deleted")
@@ -334,15 +335,23 @@ def set_status(
     now: dt.datetime | None = None,
     node_group: str | None = None,
     onboarded: bool = False,
+    reason: str | None = None,
 ) -> int:
-    """Mark nodes online or offline (creating their row if the store has none yet)."""
+    """Mark nodes online or offline (creating their row if the store has none yet), saying
+    why (``reason``); ``status_since`` moves only when the status changes."""
     now = now or utcnow()
     ids = sorted(set(minion_ids))
     if not ids:
         return 0
-    values: dict[str, Any] = {"status": status, "status_at": now}
+    values: dict[str, Any] = {
+        "status": status,
+        "status_at": now,
+        "status_since": now,
+        "status_reason": (reason or "")[:255] or None,
+    }
     if status == "online":
         values["last_seen"] = now
+        values["presence_misses"] = 0
     if node_group is not None:
         values["node_group"] = node_group
     if onboarded:
@@ -352,11 +361,94 @@ def set_status(
         {"minion_id": m, "first_seen": now, "last_seen": now, "facts": {}, **values} for m in ids
     ]
     stmt = insert(Node.__table__)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["minion_id"], set_={k: stmt.excluded[k] for k in values}
+    table = Node.__table__
+    set_ = {k: stmt.excluded[k] for k in values}
+    set_["status_since"] = case(
+        (
+            and_(table.c.status == stmt.excluded.status, table.c.status_since.is_not(None)),
+            table.c.status_since,
+        ),
+        else_=stmt.excluded.status_since,
     )
+    stmt = stmt.on_conflict_do_update(index_elements=["minion_id"], set_=set_)
     conn.execute(stmt, rows)
     return len(ids)
+
+
+def record_presence_check(
+    conn: Connection,
+    answered: Iterable[str],
+    missed: Iterable[str],
+    now: dt.datetime | None = None,
+) -> dict[str, list[str]]:
+    """A presence check's outcome: nodes that answered are online; a node that did not is
+    offline only after more than one miss in a row (:mod:`saltext_fleet.core.presence`).
+    Returns the ids per status after the check (``online``, ``offline``, ``missed_once``:
+    missed but not offline yet)."""
+    now = now or utcnow()
+    answered = sorted(set(answered))
+    missed = sorted(set(missed) - set(answered))
+    set_status(conn, answered, "online", now=now, reason=core_presence.REASON_ANSWERED)
+    out: dict[str, list[str]] = {"online": list(answered), "offline": [], "missed_once": []}
+    if not missed:
+        return out
+    table = Node.__table__
+    known = {
+        row.minion_id: core_presence.Presence(
+            row.status, row.presence_misses or 0, row.status_since, row.status_reason
+        )
+        for row in conn.execute(
+            select(
+                table.c.minion_id,
+                table.c.status,
+                table.c.presence_misses,
+                table.c.status_since,
+                table.c.status_reason,
+            ).where(table.c.minion_id.in_(missed))
+        )
+    }
+    rows = []
+    for minion_id in missed:
+        after = known.get(minion_id, core_presence.Presence()).checked(False, now)
+        out["offline" if after.status == "offline" else "missed_once"].append(minion_id)
+        rows.append(
+            {
+                "status": after.status,
+                "status_at": now,
+                "status_since": after.since,
+                "status_reason": after.reason,
+                "presence_misses": after.misses,
+            }
+        )
+    pairs = list(zip(missed, rows, strict=True))
+    new = [
+        {"minion_id": m, "first_seen": now, "last_seen": now, "facts": {}, **r}
+        for m, r in pairs
+        if m not in known
+    ]
+    if new:
+        conn.execute(_insert(conn)(table).on_conflict_do_nothing(index_elements=["minion_id"]), new)
+    old = [{"p_" + k: v for k, v in r.items()} | {"p_m": m} for m, r in pairs if m in known]
+    if old:
+        conn.execute(
+            update(table)
+            .where(table.c.minion_id == bindparam("p_m"))
+            .values({k: bindparam("p_" + k) for k in rows[0]}),
+            old,
+        )
+    return out
+
+
+def set_beacon(
+    conn: Connection, minion_id: str, interval: int | None, now: dt.datetime | None = None
+) -> None:
+    """Record the ``fleet_pkgset`` beacon as onboarding found it on the node (its interval in
+    seconds, 0: not running, None: the node did not say)."""
+    conn.execute(
+        update(Node)
+        .where(Node.minion_id == minion_id)
+        .values(beacon_interval=interval, beacon_at=now or utcnow())
+    )
 
 
 def set_group(conn: Connection, minion_id: str, node_group: str, now: dt.datetime | None = None):

@@ -104,6 +104,15 @@ class Node(Base):
     #: online, offline (from presence and onboarding); None until known
     status: Mapped[str | None] = mapped_column(String(16))
     status_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: when ``status`` last changed, and why (e.g. "missed 2 presence checks")
+    status_since: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    status_reason: Mapped[str | None] = mapped_column(String(255))
+    #: presence checks missed in a row (a node goes offline after more than one)
+    presence_misses: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    #: the ``fleet_pkgset`` beacon as onboarding last found it in ``beacons.list``: its
+    #: interval in seconds, 0 when it is not running, None when never checked
+    beacon_interval: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    beacon_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     node_group: Mapped[str | None] = mapped_column(String(GROUP_NAME_LEN))
     onboarded_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     #: what operators say about the node in the UI: how much it matters (low, normal, high,

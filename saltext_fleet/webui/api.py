@@ -11,44 +11,18 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, abort, current_app, g, jsonify, request, url_for
-from sqlalchemy import select
 
 from saltext_fleet import __version__
 from saltext_fleet.core import webauth
 from saltext_fleet.store import audit as store_audit
 from saltext_fleet.store import queries as store_queries
 from saltext_fleet.store import ui as store_ui
-from saltext_fleet.store.models import Job, Return
-from saltext_fleet.webui.app import requires
-from saltext_fleet.webui.pages import (
-    KEY_DECISIONS,
-    _meta_values,
-    baseline_op,
-    overview_query,
-    run_group_action,
-    run_node_action,
-    save_node_meta,
-    start_bootstrap,
-    valid_group,
-    valid_minion,
-)
+from saltext_fleet.store import ui_queries
+from saltext_fleet.webui import ops
+from saltext_fleet.webui.base import actor, ctx, requires, salt
 from saltext_fleet.webui.salt import SaltError
 
 bp = Blueprint("api", __name__)
-
-
-def ctx():
-    return current_app.extensions["fleet"]
-
-
-def actor() -> str:
-    return f"ui:{g.user['username']}"
-
-
-def _salt():
-    if ctx().salt is None:
-        abort(502, description="this UI has no connection to a Salt master")
-    return ctx().salt
 
 
 def _body() -> dict[str, Any]:
@@ -63,6 +37,7 @@ def _body() -> dict[str, Any]:
 @bp.route("/me")
 @requires("view")
 def me():
+    """The user asking: name, role, permissions, second factor."""
     user = g.user
     return jsonify(
         {
@@ -77,7 +52,8 @@ def me():
 @bp.route("/nodes")
 @requires("view")
 def nodes():
-    query = overview_query()
+    """The fleet, filtered, sorted and paged as the overview is."""
+    query = ops.overview_query()
     with ctx().engine.connect() as conn:
         return jsonify(store_ui.overview(conn, query))
 
@@ -85,7 +61,8 @@ def nodes():
 @bp.route("/nodes/<minion_id>")
 @requires("view")
 def node(minion_id):
-    valid_minion(minion_id)
+    """One node."""
+    ops.valid_minion(minion_id)
     with ctx().engine.connect() as conn:
         found = store_ui.node(conn, minion_id)
     if found is None:
@@ -96,13 +73,14 @@ def node(minion_id):
 @bp.route("/nodes/<minion_id>", methods=["PATCH"])
 @requires("nodes.edit")
 def node_edit(minion_id):
-    valid_minion(minion_id)
+    """Change a node's criticality, audited flag or comment."""
+    ops.valid_minion(minion_id)
     body = _body()
     form = {k: ("yes" if v is True else "no" if v is False else v) for k, v in body.items()}
     unknown = set(form) - {"criticality", "audited", "comment"}
     if unknown:
         abort(400, description=f"unknown fields: {', '.join(sorted(unknown))}")
-    save_node_meta(minion_id, _meta_values(form))
+    ops.save_node_meta(minion_id, ops.meta_values(form))
     with ctx().engine.connect() as conn:
         return jsonify(store_ui.node(conn, minion_id))
 
@@ -110,7 +88,8 @@ def node_edit(minion_id):
 @bp.route("/nodes/<minion_id>/drift")
 @requires("view")
 def node_drift(minion_id):
-    valid_minion(minion_id)
+    """A node's drift history."""
+    ops.valid_minion(minion_id)
     with ctx().engine.connect() as conn:
         return jsonify(store_ui.drift_history(conn, minion_id))
 
@@ -118,8 +97,9 @@ def node_drift(minion_id):
 @bp.route("/nodes/<minion_id>/actions", methods=["POST"])
 @requires("actions.run")
 def node_action(minion_id):
-    valid_minion(minion_id)
-    jid, _label = run_node_action(minion_id, _body().get("action"))
+    """Run an allow-listed action on a node."""
+    ops.valid_minion(minion_id)
+    jid, _label = ops.run_node_action(minion_id, _body().get("action"))
     return jsonify({"jid": jid}), 202
 
 
@@ -127,17 +107,18 @@ def node_action(minion_id):
 @requires("actions.run")
 def group_action(group):
     """Run an action on every node of a node group."""
-    valid_group(group)
-    return jsonify(run_group_action(group, _body().get("action"))), 202
+    ops.valid_group(group)
+    return jsonify(ops.run_group_action(group, _body().get("action"))), 202
 
 
 @bp.route("/keys")
 @requires("view")
 def keys():
+    """Minion keys (``?status=`` for one state)."""
     status = request.args.get("status")
     kwarg = {"status": status} if status else {}
     try:
-        return jsonify(_salt().runner("fleet.keys", kwarg, user=actor()))
+        return jsonify(salt().runner("fleet.keys", kwarg, user=actor()))
     except SaltError as exc:
         abort(400, description=str(exc))
 
@@ -145,16 +126,12 @@ def keys():
 @bp.route("/keys/<minion_id>/<decision>", methods=["POST"])
 @requires("keys.decide")
 def key_decide(minion_id, decision):
-    valid_minion(minion_id)
-    funs = KEY_DECISIONS
-    if decision not in funs:
-        abort(404, description=f"decision: one of {', '.join(funs)}")
-    body = _body()
-    kwarg: dict[str, Any] = {"minion": minion_id}
-    if body.get("fingerprint") and decision != "delete":
-        kwarg["fingerprint"] = str(body["fingerprint"])
+    """Accept, reject or delete a minion's key."""
+    ops.valid_minion(minion_id)
+    if decision not in ops.KEY_DECISIONS:
+        abort(404, description=f"decision: one of {', '.join(ops.KEY_DECISIONS)}")
     try:
-        return jsonify(_salt().runner(funs[decision], kwarg, user=actor()))
+        return jsonify(ops.decide_key(minion_id, decision, _body().get("fingerprint")))
     except SaltError as exc:
         abort(409, description=str(exc))
 
@@ -162,10 +139,11 @@ def key_decide(minion_id, decision):
 @bp.route("/enrolments", methods=["POST"])
 @requires("enrol")
 def enrol():
+    """Create an enrolment: minion, ttl, group, fingerprint."""
     body = _body()
     kwarg = {k: body[k] for k in ("minion", "ttl", "group", "fingerprint") if body.get(k)}
     try:
-        return jsonify(_salt().runner("fleet.enrol", kwarg, user=actor())), 201
+        return jsonify(salt().runner("fleet.enrol", kwarg, user=actor())), 201
     except SaltError as exc:
         abort(400, description=str(exc))
 
@@ -174,21 +152,18 @@ def enrol():
 @requires("view")
 def bootstraps():
     """Bootstrap attempts, newest first (``?id=`` for one node)."""
-    from saltext_fleet.master import bootstrapper
-
     minion_id = request.args.get("id")
     if minion_id is not None:
-        valid_minion(minion_id)
-    listed = bootstrapper.attempts(ctx().engine, minion_id, 50)
-    failure = ctx().bootstrap_failures.get(minion_id) if minion_id else None
-    return jsonify({"attempts": listed, "failure": failure})
+        ops.valid_minion(minion_id)
+    listed = ops.bootstrap_attempts(minion_id, 50)
+    return jsonify({"attempts": listed, "failure": ops.bootstrap_failure(minion_id)})
 
 
 @bp.route("/bootstraps", methods=["POST"])
 @requires("bootstrap")
 def bootstrap_start():
     """Start ``fleet.bootstrap``: host, id, group (port, user, python, prefix, service)."""
-    minion_id = start_bootstrap(_body())
+    minion_id = ops.start_bootstrap(_body())
     return jsonify({"id": minion_id, "progress": f"/api/v1/bootstraps?id={minion_id}"}), 202
 
 
@@ -196,29 +171,26 @@ def bootstrap_start():
 @requires("view")
 def baselines():
     """Every baseline (fleet.baseline_list)."""
-    return jsonify(_salt().runner("fleet.baseline_list", user=actor()))
+    return jsonify(salt().runner("fleet.baseline_list", user=actor()))
 
 
 @bp.route("/baselines/<op>", methods=["POST"])
 @requires("baselines.edit")
 def baseline_edit(op):
     """Pin, edit (set), assign, unassign or delete a baseline through its runner."""
-    return jsonify(baseline_op(op, _body()))
+    return jsonify(ops.baseline_op(op, _body()))
 
 
 @bp.route("/jobs")
 @requires("jobs.view")
 def jobs():
+    """Salt's jobs, newest first (``?limit=``, at most 500)."""
     try:
         limit = min(500, max(1, int(request.args.get("limit", "50"))))
     except ValueError:
         abort(400, description="limit: a whole number")
     with ctx().engine.connect() as conn:
-        rows = conn.execute(
-            select(Job.jid, Job.fun, Job.tgt, Job.user, Job.started_at)
-            .order_by(Job.started_at.desc(), Job.jid.desc())
-            .limit(limit)
-        ).all()
+        rows = ui_queries.jobs_page(conn, limit)
     return jsonify(
         [
             {
@@ -237,8 +209,7 @@ def jobs():
 @requires("jobs.returns")
 def job(jid):
     """A job's load and its returns (auditor and up: returns hold command output)."""
-    if not jid.isdigit() or len(jid) > 64:
-        abort(404, description="no such job")
+    ops.valid_jid(jid)
     try:
         limit = min(1000, max(1, int(request.args.get("limit", "100"))))
     except ValueError:
@@ -246,18 +217,7 @@ def job(jid):
     engine = ctx().engine
     load = store_queries.get_load(engine, jid)
     with engine.connect() as conn:
-        rows = conn.execute(
-            select(
-                Return.minion_id,
-                Return.success,
-                Return.ret.label("ret"),
-                Return.stored_at,
-                Return.authenticated,
-            )
-            .where(Return.jid == jid)
-            .order_by(Return.minion_id)
-            .limit(limit)
-        ).all()
+        rows = ui_queries.job_returns(conn, jid, limit)
     if not load and not rows:
         abort(404, description=f"no job {jid}")
     return jsonify(
@@ -282,6 +242,7 @@ def job(jid):
 @bp.route("/audit")
 @requires("audit.view")
 def audit():
+    """The audit log, newest first (``?limit=``, ``?before=``, ``?target=``)."""
     try:
         limit = min(1000, max(1, int(request.args.get("limit", "100"))))
         before = int(request.args["before"]) if request.args.get("before") else None
@@ -297,12 +258,14 @@ def audit():
 @bp.route("/audit/verify")
 @requires("audit.view")
 def audit_verify():
+    """Check the audit chain."""
     return jsonify(store_audit.verify(ctx().engine))
 
 
 @bp.route("/openapi.json")
 @requires("view")
 def openapi():
+    """This API's OpenAPI description."""
     return jsonify(spec())
 
 

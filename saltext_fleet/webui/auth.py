@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 from flask import (
     Blueprint,
     abort,
-    current_app,
     flash,
     g,
     redirect,
@@ -32,17 +31,13 @@ from flask_login import UserMixin, current_user, login_user, logout_user
 from saltext_fleet.core import webauth
 from saltext_fleet.store import audit as store_audit
 from saltext_fleet.store import users as store_users
-from saltext_fleet.webui.app import too_many
+from saltext_fleet.webui.base import client_address, ctx, too_many
 
 bp = Blueprint("auth", __name__)
 
 #: Endpoints any logged-in user may use without a further permission.
 SELF_SERVICE = frozenset()
 PENDING_SECONDS = 300
-
-
-def ctx():
-    return current_app.extensions["fleet"]
 
 
 def audit(action: str, target: str, details: dict | None = None, actor: str | None = None):
@@ -124,7 +119,7 @@ def csrf_for_session(c) -> str:
 
 
 def _client_key() -> str:
-    return f"ip:{request.remote_addr or 'unknown'}"
+    return f"ip:{client_address()}"
 
 
 def _new_sid() -> str:

@@ -47,7 +47,7 @@ def make_checker(
     opts: dict, backend: str, roles: dict[str, str]
 ) -> Callable[[str, str], str | None]:
     """``check(username, password) -> role or None``."""
-    import salt.auth
+    import salt.auth  # heavy (Salt's loader): only when eauth is configured
 
     if backend == "pam" and not opts.get("auth.pam.python"):
         opts = dict(opts)

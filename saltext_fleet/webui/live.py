@@ -30,10 +30,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import func, or_, select
-
 from saltext_fleet.core import webauth
-from saltext_fleet.store.models import DriftCurrent, Node, UiUser
+from saltext_fleet.store import ui_queries
 
 log = logging.getLogger(__name__)
 
@@ -57,42 +55,6 @@ SESSION_ENDED = 4401
 
 def interesting(tag: str) -> bool:
     return any(fnmatch.fnmatchcase(tag, pattern) for pattern in INTERESTING)
-
-
-def changed_nodes(conn, since: dt.datetime, limit: int = MAX_CHANGES) -> list[dict[str, Any]]:
-    """Nodes whose status, last contact or drift moved at or after ``since``."""
-    stmt = (
-        select(Node.minion_id, Node.status, Node.last_seen, DriftCurrent.score)
-        .select_from(Node)
-        .outerjoin(DriftCurrent, DriftCurrent.minion_id == Node.minion_id)
-        .where(
-            or_(
-                Node.last_seen >= since,
-                Node.status_at >= since,
-                DriftCurrent.computed_at >= since,
-            )
-        )
-        .order_by(Node.minion_id)
-        .limit(limit + 1)
-    )
-    return [
-        {
-            "type": "node",
-            "id": r.minion_id,
-            "status": r.status or "unknown",
-            "drift": r.score,
-            "last_seen": r.last_seen.isoformat() if r.last_seen else None,
-        }
-        for r in conn.execute(stmt)
-    ]
-
-
-def status_counts(conn) -> dict[str, int]:
-    counts = {"online": 0, "offline": 0, "unknown": 0}
-    for status, count in conn.execute(select(Node.status, func.count()).group_by(Node.status)):
-        key = status or "unknown"
-        counts[key] = counts.get(key, 0) + count
-    return counts
 
 
 class SocketSession:
@@ -203,12 +165,7 @@ class Hub:
             return 0
         uids = sorted({found.uid for found in sessions.values()})
         with self.engine.connect() as conn:
-            rows = conn.execute(
-                select(UiUser.id, UiUser.session_version, UiUser.disabled).where(
-                    UiUser.id.in_(uids)
-                )
-            ).all()
-        current = {row.id: row.session_version for row in rows if not row.disabled}
+            current = ui_queries.session_versions(conn, uids)
         now = time.time()
         ending = [
             socket
@@ -267,8 +224,8 @@ class Hub:
         now = dt.datetime.now(dt.timezone.utc)
         since = self._since - dt.timedelta(seconds=2)
         with self.engine.connect() as conn:
-            changes = changed_nodes(conn, since)
-            counts = status_counts(conn)
+            changes = ui_queries.changed_nodes(conn, since, MAX_CHANGES)
+            counts = ui_queries.status_counts(conn)
         self._since = now
         self.looks += 1
         messages = changes[:MAX_CHANGES]
@@ -292,7 +249,7 @@ class Hub:
 
     def run_listener(self, opts: dict) -> None:
         """The thread that listens to the master's event bus and pokes the looker."""
-        import salt.utils.event
+        import salt.utils.event  # heavy: only the engine's listener thread needs Salt
 
         backoff = 1.0
         while not self._stop.is_set():

@@ -30,7 +30,7 @@ class SaltGateway:
     def runner(self, fun: str, kwarg: dict | None = None, user: str = "ui:unknown") -> Any:
         """Run ``fleet.<fun>`` (or any runner) as ``user``; its answer, or :class:`SaltError`
         with the runner's message."""
-        import salt.runner
+        import salt.runner  # heavy (Salt's loader): imported at the first call, not with the app
 
         client = salt.runner.RunnerClient(self.opts)
         try:
@@ -61,7 +61,7 @@ class SaltGateway:
         kwarg: dict | None = None,
     ) -> str:
         """Publish ``fun`` to the listed minions without waiting; the job id."""
-        import salt.client
+        import salt.client  # heavy: imported at the first call, not with the app
 
         try:
             with salt.client.get_local_client(mopts=self.opts) as client:

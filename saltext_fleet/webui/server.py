@@ -28,10 +28,14 @@ from saltext_fleet import config
 from saltext_fleet.core import secrets as core_secrets
 from saltext_fleet.store import audit as store_audit
 from saltext_fleet.store import engine as store_engine
-from saltext_fleet.webui.app import WebContext, create_app, load_secret_key
+from saltext_fleet.webui.app import create_app
+from saltext_fleet.webui.auth import parse_session_id, session_owner
+from saltext_fleet.webui.base import WebContext
+from saltext_fleet.webui.eauth import make_checker
 from saltext_fleet.webui.guard import GuardedHTTPServer
 from saltext_fleet.webui.live import Hub
 from saltext_fleet.webui.salt import SaltGateway
+from saltext_fleet.webui.security import load_secret_key
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +62,6 @@ def session_user(flask_app, engine, cookie: str | None) -> dict[str, Any] | None
         )
     except Exception:  # noqa: BLE001 - bad signature, expired, garbage
         return None
-    from saltext_fleet.webui.auth import parse_session_id, session_owner
-
     # flask-login's key
     return session_owner(engine, *(parse_session_id(data.get("_user_id")) or (None, None)))
 
@@ -116,8 +118,6 @@ def build(opts: dict, loop: asyncio.AbstractEventLoop | None = None):
         config=cfg,
     )
     if cfg.ui.eauth:
-        from saltext_fleet.webui.eauth import make_checker
-
         ctx.eauth = make_checker(opts, cfg.ui.eauth, dict(cfg.ui.eauth_roles))
     ctx.live = Hub(
         engine,

@@ -47,6 +47,8 @@ def salt_master(salt_factories, tmp_path_factory):
     overrides.update({"interface": "127.0.0.1", "open_mode": False, "auto_accept": False})
     # A low alert threshold, so the drift tests see fleet/alert/drift both ways.
     overrides["fleet"]["drift"]["alert_score"] = 10
+    # Onboarding turns the package beacon on: every 2 s (in a minion's loop_interval units)
+    overrides["fleet"]["onboard"]["beacon_interval"] = 2
     # The engine serves the web UI: on a free port (the default, 8443, is one for all masters)
     # Its live overview looks at the store only when the event bus wakes it (no periodic
     # look), so the live-update test proves the bus path.

@@ -8,7 +8,7 @@ gate finds the enrolment the bootstrap created for exactly its key.
 
 from __future__ import annotations
 
-import re
+import json
 import stat
 import subprocess
 import threading
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.timeout(900)
 
 
 def test_bootstrap_from_ssh_only_to_a_minion_that_answers(
-    salt_master, salt_run_cli, tmp_path_factory
+    salt_master, salt_run_cli, tmp_path_factory, event_listener
 ):
     base = tmp_path_factory.mktemp("bootstrap")
     minion_id = random_string("fleet-boot-")
@@ -54,10 +54,13 @@ def test_bootstrap_from_ssh_only_to_a_minion_that_answers(
             "wait=120",
         ]
         start = time.time()
+        progress_seen = set()
         first = {}
         worker = threading.Thread(
             # a CLI object of its own: salt-factories' are not thread-safe
-            target=lambda: first.update(ret=salt_master.salt_run_cli().run(*args, _timeout=900))
+            target=lambda: first.update(
+                ret=salt_master.salt_run_cli().run(*args, _timeout=900, merge_json_output=False)
+            )
         )
         worker.start()
         try:
@@ -78,7 +81,21 @@ def test_bootstrap_from_ssh_only_to_a_minion_that_answers(
             second = salt_run_cli.run(*args, _timeout=120)
             assert "still bootstrapping" in second.stdout + second.stderr, second
         finally:
-            worker.join(900)
+            # the listener forgets events after two minutes: keep the progress as it comes
+            while worker.is_alive() and time.time() - start < 900:
+                progress_seen.update(
+                    bootstrap_progress(event_listener, salt_master, minion_id, start)
+                )
+                worker.join(5)
+            # the last step's event may still be on its way to the listener
+            deadline = time.time() + 30
+            while time.time() < deadline:
+                progress_seen.update(
+                    bootstrap_progress(event_listener, salt_master, minion_id, start)
+                )
+                if any(": done in " in message for _, message in progress_seen):
+                    break
+                time.sleep(0.5)
         try:
             ret = first["ret"]
             if ret.returncode != 0:
@@ -93,12 +110,12 @@ def test_bootstrap_from_ssh_only_to_a_minion_that_answers(
                     if log.is_file():
                         print("LOG", log, log.read_text()[-3000:])
             assert ret.returncode == 0, ret.stdout[-4000:]
-            data = {k: v for k, v in ret.data.items() if k not in ("suffix", "event")}
+            data = json.loads(ret.stdout)  # one document: the progress events are on the bus
             took = time.time() - start
             print(f"bootstrap: {took:.0f} s, steps {data['steps']}")
             assert data["ok"] is True and data["id"] == minion_id
-            # every step was a progress event, in order: salt-run printed them as they came
-            messages = re.findall(r'"message": "([^"]*)"', ret.stdout)
+            # every step was a progress event on the master's bus, in order
+            messages = [message for _, message in sorted(progress_seen)]
             wanted = [
                 "claiming",
                 "key pair",
@@ -135,6 +152,16 @@ def test_bootstrap_from_ssh_only_to_a_minion_that_answers(
         finally:
             kill_minion(prefix / "var" / "run" / "salt-minion.pid")
             salt_master.salt_key_cli().run("-d", minion_id, "-y")
+
+
+def bootstrap_progress(event_listener, salt_master, minion_id, since) -> set:
+    """``{(stamp, message)}`` of the bootstrap's progress events on the master's bus."""
+    events = event_listener.get_events([(salt_master.id, "salt/run/*/progress")], after_time=since)
+    return {
+        (e.stamp, e.data["message"])
+        for e in events
+        if e.data.get("message", "").startswith(f"{minion_id}: ")
+    }
 
 
 def _check_the_installed_node(salt_master, sshd, prefix: Path, minion_id: str) -> None:

@@ -5,6 +5,7 @@ shipped reactors, external pillar). These minions get virtualenvs of their own, 
 state test changes one of them.
 """
 
+import json
 import pathlib
 import subprocess
 import sys
@@ -12,7 +13,12 @@ import time
 
 import pytest
 from saltfactories.utils import random_string
+from sqlalchemy import select
 
+from saltext_fleet import config
+from saltext_fleet.store import engine as store_engine
+from saltext_fleet.store import ui as store_ui
+from saltext_fleet.store.models import Return
 from tests.support.harness import ACCEPTED_BY_HARNESS
 from tests.support.venvs import make_venv, make_wheel, pip_install
 from tests.support.waiting import run, wait_for
@@ -115,12 +121,13 @@ def test_pinned_node_scores_zero_and_the_other_names_its_exact_differences(
     salt_run_cli, good_minion, other_minion, pinned, salt_master, event_listener
 ):
     start = time.time()
-    ret = salt_run_cli.run("fleet.drift", "fleet-drift-*", _timeout=120)
+    ret = salt_run_cli.run("fleet.drift", "fleet-drift-*", _timeout=120, merge_json_output=False)
     assert ret.returncode == 0, ret
-    # progress events, printed by salt-run as the runner goes
-    assert '"suffix": "progress"' in ret.stdout or '"suffix":"progress"' in ret.stdout
-    assert "computing drift of 2 nodes" in ret.stdout
-    drift = run(salt_run_cli, "fleet.drift", "fleet-drift-*")
+    drift = json.loads(ret.stdout)  # the result alone: the progress events are on the bus
+    progress = event_listener.wait_for_events(
+        [(salt_master.id, "salt/run/*/progress")], after_time=start, timeout=30
+    )
+    assert "computing drift of 2 nodes" in " ".join(e.data["message"] for e in progress.matches)
     assert set(drift) == {good_minion.id, other_minion.id}
     good, other = drift[good_minion.id], drift[other_minion.id]
     assert good["score"] == 0 and good["baseline"] == pinned
@@ -161,6 +168,7 @@ def test_the_default_output_is_a_table(salt_master, pinned, other_minion):
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     text = proc.stdout
+    assert text.startswith("... computing drift of 2 nodes (of 2 targeted)\n"), text
     header = next(x for x in text.splitlines() if x.startswith("NODE"))
     assert header.split()[:3] == ["NODE", "BASELINE", "SCORE"]
     line = next(x for x in text.splitlines() if x.startswith(other_minion.id))
@@ -313,3 +321,70 @@ def test_a_package_name_with_escape_sequences_prints_inert(salt_master, salt_run
     assert "+pypi/evil" in line and "6.6.6" in line  # the finding is there...
     assert "\x1b" not in proc.stdout and "\x07" not in proc.stdout  # ...and inert
     assert "\r" not in proc.stdout
+
+
+def test_onboarding_turns_on_the_beacon_and_an_install_changes_drift(
+    salt_master, salt_cli, salt_run_cli, drift_venvs, pinned, tmp_path
+):
+    """A minion with no beacon in its config: onboarding turns ``fleet_pkgset`` on (with
+    ``fleet:onboard:beacon_interval``), without a failed job; a package installed into its
+    watched virtualenv then changes its drift with no manual step."""
+    python = make_venv(tmp_path / "watched")
+    pip_install(python, drift_venvs["wheels"] / "fleet_alpha-1.0.0-py3-none-any.whl")
+    minion_id = random_string("fleet-onboarded-")
+    ACCEPTED_BY_HARNESS.add(minion_id)
+    # no "beacons"; loop_interval 1: Salt counts beacon intervals in loop_interval units
+    factory = salt_master.salt_minion_daemon(
+        minion_id, overrides={"fleet": {"inventory": {"pip": [str(python)]}}, "loop_interval": 1}
+    )
+    with factory.started():
+        try:
+            wait_for(
+                f"{minion_id} to be onboarded",
+                lambda: any(
+                    e["action"] == "node.onboard"
+                    for e in run(salt_run_cli, "fleet.audit", f"target={minion_id}")
+                ),
+                timeout=120,
+            )
+            onboarded = [
+                e
+                for e in run(salt_run_cli, "fleet.audit", f"target={minion_id}")
+                if e["action"] == "node.onboard"
+            ][-1]
+            assert onboarded["details"]["steps"]["beacon"] == 2
+            listed = salt_cli.run("beacons.list", "return_yaml=False", minion_tgt=minion_id)
+            assert listed.data["fleet_pkgset"] == [{"interval": 2}], listed
+            saved = pathlib.Path(factory.config["conf_file"]).parent / "minion.d" / "beacons.conf"
+            assert "fleet_pkgset" in saved.read_text()
+            # no failed job from a normal onboarding (the schedule entries were not there)
+            store = store_engine.get_engine(config.load(salt_master.config).db_url)
+            with store.connect() as conn:
+                failed = conn.execute(
+                    select(Return.fun, Return.ret).where(
+                        Return.minion_id == minion_id, Return.success.is_(False)
+                    )
+                ).all()
+                assert not failed, failed
+                assert store_ui.node(conn, minion_id)["beacon_interval"] == 2
+            run(salt_run_cli, "fleet.baseline_assign", pinned, minion_id, "tgt_type=list")
+            before = run(salt_run_cli, "fleet.drift", minion_id)[minion_id]
+            assert before["extra"] == [] and before["score"] == 0
+            # the beacon's first run records the package set (and says so in its state file)
+            state = pathlib.Path(factory.config["cachedir"]) / "fleet" / "pkgset_beacon.json"
+            wait_for("the beacon's first run", state.exists, timeout=60)
+            pip_install(python, drift_venvs["wheels"] / "fleet_gamma-4.5.6-py3-none-any.whl")
+            # beacon -> reactor -> inventory -> returner -> fleet/inventory/changed -> drift
+            points = wait_for(
+                "a drift history point from the beacon's inventory",
+                lambda: [
+                    p
+                    for p in history(salt_run_cli, minion_id)
+                    if p["trigger"] == "inventory" and p["extra"] == 1
+                ],
+                timeout=120,
+            )
+            assert points[-1]["score"] == 2.0
+        finally:
+            ret = salt_master.salt_key_cli().run("-d", minion_id, "-y")
+            assert ret.returncode == 0, ret

@@ -98,4 +98,10 @@ def test_demo_reaches_three_minions_and_prints_package_counts(fresh_venv, tmp_pa
     # the engine served the web UI; the demo logged in with the admin password it printed
     assert re.search(r"Web UI: http://127\.0\.0\.1:\d+/  \(user: admin, password: \S+\)", out)
     assert figures["ui"].startswith("http://127.0.0.1:")
+    # only minions are nodes (not the master that ran the demo's runners), every one was
+    # onboarded without a failed job, and none that answered was ever shown offline
+    assert figures["nodes"] == ["demo-1", "demo-2", "demo-3"]
+    assert figures["onboarded"] == ["demo-1", "demo-2", "demo-3"]
+    assert figures["failed_jobs"] == {}
+    assert figures["offline_seen"] == []
     assert re.search(r"stopped every daemon", out)

@@ -4,32 +4,21 @@ on the pages and in the API. The app against a real store on both backends (no S
 these views only read the store)."""
 
 import re
-import secrets
 import uuid
 
 import pytest
 
-from saltext_fleet.core import secrets as core_secrets
 from saltext_fleet.core.redact import MASK
 from saltext_fleet.store import users as store_users
-from saltext_fleet.webui.app import WebContext, create_app
 from tests.support.store import write
+from tests.support.web import PASSWORD, account_csrf, login, make_app
 
-PASSWORD = "a long enough password"
 JID = "20261205120000000009"
 
 
 @pytest.fixture
 def app(engine, tmp_path):
-    ctx = WebContext(
-        engine=engine,
-        vault=core_secrets.Vault.open(str(tmp_path / "fleet.fernet")),
-        secret_key=secrets.token_bytes(32),
-        bcrypt_rounds=4,
-    )
-    flask_app = create_app(ctx)
-    flask_app.testing = True
-    return flask_app
+    return make_app(engine, tmp_path / "fleet.fernet")
 
 
 @pytest.fixture
@@ -66,14 +55,8 @@ def _people(engine) -> dict[str, str]:
 
 
 def _login(app, username):
-    client = app.test_client()
-    form = {"username": username, "password": PASSWORD}
-    found = re.search(r'name="csrf_token" value="([^"]+)"', client.get("/login").get_data(True))
-    if found:  # the login form carries a CSRF token when it has one
-        form["csrf_token"] = found.group(1)
-    resp = client.post("/login", data=form)
-    assert resp.status_code == 302, resp.data[:300]
-    assert client.get("/account").status_code == 200
+    client = login(app, username)
+    account_csrf(client)  # the session is alive
     return client
 
 

@@ -12,7 +12,6 @@ import base64
 import datetime as dt
 import json
 import re
-import secrets
 import threading
 import zlib
 
@@ -20,52 +19,26 @@ import pyotp
 import pytest
 from sqlalchemy import insert, select
 
-from saltext_fleet.core import secrets as core_secrets
 from saltext_fleet.core import webauth
 from saltext_fleet.store import users as store_users
 from saltext_fleet.store.models import AuditEvent, InventorySnapshot, Job, Node, Return
-from saltext_fleet.webui.app import WebContext, create_app
-
-PASSWORD = "a long enough password"
+from saltext_fleet.webui import live
+from saltext_fleet.webui.auth import parse_session_id, session_owner
+from tests.support.web import PASSWORD, csrf_of, form_token, make_app
+from tests.support.web import login as login_as
 
 
 @pytest.fixture
 def web(engine, tmp_path):
-    ctx = WebContext(
-        engine=engine,
-        vault=core_secrets.Vault.open(str(tmp_path / "fleet.fernet")),
-        secret_key=secrets.token_bytes(32),
-        bcrypt_rounds=4,
-    )
-    app = create_app(ctx)
-    app.testing = True
+    app = make_app(engine, tmp_path / "fleet.fernet")
     with engine.begin() as conn:
         for name, role in (("alice", "operator"), ("victor", "viewer")):
             store_users.create_user(conn, name, role, PASSWORD, rounds=4)
     return app
 
 
-def csrf_of(html: str) -> str:
-    found = re.search(r'name="csrf_token" value="([^"]*)"', html)
-    assert found, "no CSRF token field in the page"
-    return found.group(1)
-
-
-def form_token(client, path="/login") -> str:
-    token = csrf_of(client.get(path).get_data(as_text=True))
-    assert token, f"{path} gave an empty CSRF token"
-    return token
-
-
 def login(web, username="alice", address="127.0.0.1"):
-    client = web.test_client()
-    client.environ_base["REMOTE_ADDR"] = address
-    token = form_token(client)
-    resp = client.post(
-        "/login", data={"username": username, "password": PASSWORD, "csrf_token": token}
-    )
-    assert resp.status_code == 302, resp.data[:300]
-    return client
+    return login_as(web, username, address=address)
 
 
 def cookie_payload(client) -> bytes:
@@ -383,8 +356,6 @@ class FakeSocket:
     the session cookie it was opened with; ``close`` records the code."""
 
     def __init__(self, web, client):
-        from saltext_fleet.webui.auth import parse_session_id, session_owner
-
         self.flask_app = web
         self.cookie = client.get_cookie("fleet_session").value
         data = web.session_interface.get_signing_serializer(web).loads(self.cookie)
@@ -401,8 +372,6 @@ class FakeSocket:
 
 
 def test_the_hub_closes_the_sockets_of_ended_sessions(web, engine, monkeypatch):
-    from saltext_fleet.webui import live
-
     hub = live.Hub(engine, schedule=lambda fn: fn(), check_seconds=3600)
     with engine.begin() as conn:
         for name in ("dora", "rolf", "gone", "kept"):

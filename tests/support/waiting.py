@@ -17,12 +17,8 @@ def wait_for(what, check, timeout=90, interval=0.5):
 
 
 def run(salt_run_cli, *args, timeout=120):
-    """``salt-run`` a runner with ``--out=json`` (salt-factories' default); the answer."""
-    ret = salt_run_cli.run(*args, _timeout=timeout)
+    """``salt-run`` a runner with ``--out=json`` (salt-factories' default); the answer, which
+    is one JSON document (salt-factories would merge several into one: not here)."""
+    ret = salt_run_cli.run(*args, _timeout=timeout, merge_json_output=False)
     assert ret.returncode == 0, ret
-    data = ret.data
-    if isinstance(data, dict) and data.get("suffix") == "progress":
-        # salt-run prints the runner's progress events as they come; the JSON parser of
-        # salt-factories merges them into the result.
-        data = {k: v for k, v in data.items() if k not in ("suffix", "event")}
-    return data
+    return ret.data

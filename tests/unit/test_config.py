@@ -17,6 +17,7 @@ def test_defaults_without_a_fleet_section():
     assert (cfg.gate.mode, cfg.gate.ttl, cfg.gate.master) == ("enrolment", 86400, None)
     assert cfg.drift.alert_score == 50.0
     assert cfg.inventory.pip == ()
+    assert cfg.onboard.beacon_interval == 60
 
 
 def test_full_section_is_read():
@@ -81,6 +82,7 @@ def test_full_section_is_read():
         ({"gate": {"autosign": True}}, "fleet:gate:autosign", "unknown option"),
         ({"onboard": {"sync": "yes"}}, "fleet:onboard:sync", "true or false"),
         ({"onboard": {"inventory_minutes": -1}}, "fleet:onboard:inventory_minutes", "0 to"),
+        ({"onboard": {"beacon_interval": "1m"}}, "fleet:onboard:beacon_interval", "0 to"),
         ({"drift": {"alert_score": -1}}, "fleet:drift:alert_score", ">= 0"),
         ({"drift": {"alert_score": "high"}}, "fleet:drift:alert_score", "number"),
         ({"db_url": "mysql://x@y/z"}, "fleet:db_url", "scheme"),

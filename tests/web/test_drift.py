@@ -1,47 +1,20 @@
-"""The drift pages and their API through the Flask app, on SQLite and PostgreSQL: a node's
-findings with their rules, drift across the fleet, two nodes compared; who may see them and
-what a bad parameter gets."""
+"""The drift pages and their API: a node's findings with their rules, drift across the fleet,
+two nodes compared; what a bad parameter gets. (Who may see them: the route walk.)"""
 
 from __future__ import annotations
 
 import re
-import secrets
 
 import pytest
 
-from saltext_fleet.core import secrets as core_secrets
-from saltext_fleet.store import users as store_users
-from saltext_fleet.webui.app import WebContext, create_app
 from tests.support.driftfleet import make_fleet
 
-PASSWORD = "a long enough password"
-
 
 @pytest.fixture
-def web(engine, tmp_path):
+def viewer(engine, logged_in):
+    """A viewer's session on a store holding :mod:`tests.support.driftfleet`'s fleet."""
     make_fleet(engine)
-    ctx = WebContext(
-        engine=engine,
-        vault=core_secrets.Vault.open(str(tmp_path / "fleet.fernet")),
-        secret_key=secrets.token_bytes(32),
-        bcrypt_rounds=4,
-    )
-    app = create_app(ctx)
-    app.testing = True
-    with engine.begin() as conn:
-        store_users.create_user(conn, "victor", "viewer", PASSWORD, rounds=4)
-    return app
-
-
-@pytest.fixture
-def viewer(web):
-    client = web.test_client()
-    page = client.get("/login").get_data(as_text=True)
-    token = re.search(r'name="csrf_token" value="([^"]*)"', page).group(1)
-    resp = client.post(
-        "/login", data={"username": "victor", "password": PASSWORD, "csrf_token": token}
-    )
-    assert resp.status_code == 302
+    client, _csrf = logged_in("viewer")
     return client
 
 
@@ -144,11 +117,3 @@ def test_a_bad_parameter_is_named(viewer, path, code, words):
     resp = viewer.get(path)
     assert resp.status_code == code, resp.get_data(as_text=True)
     assert words in resp.get_json()["error"]["message"]
-
-
-def test_only_people_who_logged_in_see_drift(web):
-    client = web.test_client()
-    for path in ("/drift", "/compare?a=n1&b=n2", "/drift/packages/pypi/certifi"):
-        assert client.get(path).status_code == 302  # to the login form
-    for path in ("/api/v1/drift/packages", "/api/v1/compare?a=n1&b=n2"):
-        assert client.get(path).status_code == 401

@@ -1,0 +1,122 @@
+"""What every view of the web UI stands on: the app's :class:`WebContext`, the request's
+acting user and its way into Salt, and the permission a view needs (:func:`requires`).
+
+The bottom layer of ``webui/``: it imports nothing else from ``webui/``, so the security
+hooks, the login blueprint, the operations and the views all import it and none of them
+imports another in a circle (the way flaskr keeps ``login_required`` out of the factory).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from flask import abort, current_app, g, request
+from werkzeug.exceptions import TooManyRequests
+
+from saltext_fleet.core import webauth
+
+SESSION_HOURS = 12
+#: How long a TOTP secret shown for enrolment waits (server-side) for its first code.
+TOTP_ENROL_SECONDS = 900
+
+
+@dataclasses.dataclass
+class WebContext:
+    """What the app needs from outside."""
+
+    engine: Any  # SQLAlchemy engine of the store
+    vault: Any  # saltext_fleet.core.secrets.Vault
+    secret_key: bytes
+    salt: Any = None  # saltext_fleet.webui.salt.SaltGateway (None: actions unavailable)
+    tls: bool = False
+    config: Any = None  # saltext_fleet.config.FleetConfig
+    #: failed logins per user (5 in 15 minutes lock the user for 15 minutes) ...
+    throttle: webauth.Throttle = dataclasses.field(default_factory=webauth.Throttle)
+    #: ... and per client address (more allowed: many people may share one address)
+    address_throttle: webauth.Throttle = dataclasses.field(
+        default_factory=lambda: webauth.Throttle(max_failures=50)
+    )
+    bcrypt_rounds: int | None = None  # tests lower it
+    live: Any = None  # saltext_fleet.webui.live.Hub, when served by the engine
+    eauth: Callable | None = None  # (username, password) -> role or None (Salt's eauth)
+    #: bootstraps the UI started that failed before the store had a row for them
+    bootstrap_failures: dict = dataclasses.field(default_factory=dict)
+    #: login form posts per client address, counted before anything else (bcrypt included):
+    #: 20 at once, then one a second
+    login_rate: webauth.RateLimit = dataclasses.field(
+        default_factory=lambda: webauth.RateLimit(per_second=1.0, burst=20)
+    )
+    #: password checks (bcrypt, or Salt's eauth) running at once, whoever asks: the other
+    #: worker threads stay free for pages
+    password_checks: threading.BoundedSemaphore = dataclasses.field(
+        default_factory=lambda: threading.BoundedSemaphore(4)
+    )
+    #: ids of the sessions ended by a logout (their cookies open nothing any more)
+    ended_sessions: webauth.Expiring = dataclasses.field(
+        default_factory=lambda: webauth.Expiring(SESSION_HOURS * 3600)
+    )
+    #: TOTP secrets being enrolled: (user id, enrolment id) -> secret, kept here and never
+    #: in the session cookie (which is signed, not encrypted)
+    totp_enrolments: webauth.Expiring = dataclasses.field(
+        default_factory=lambda: webauth.Expiring(TOTP_ENROL_SECONDS, max_keys=10_000)
+    )
+
+
+def ctx() -> WebContext:
+    """The :class:`WebContext` of the app serving this request."""
+    return current_app.extensions["fleet"]
+
+
+def actor() -> str:
+    """The acting user as the audit chain and Salt's ``__user__`` name it: ``ui:<username>``."""
+    return f"ui:{g.user['username']}"
+
+
+def salt():
+    """The app's Salt gateway (:class:`saltext_fleet.webui.salt.SaltGateway`); 502 when this
+    UI has none."""
+    gateway = ctx().salt
+    if gateway is None:
+        abort(502, description="this UI has no connection to a Salt master")
+    return gateway
+
+
+def requires(permission: str):
+    """The permission a view needs (see :data:`saltext_fleet.core.webauth.PERMISSIONS`)."""
+    webauth.allowed("admin", permission)  # an unknown permission fails at import time
+
+    def decorate(view):
+        @functools.wraps(view)
+        def wrapped(*args, **kwargs):
+            user = g.get("user")
+            if user is None:
+                abort(401)
+            if not webauth.allowed(user["role"], permission):
+                abort(403, description=f"your role ({user['role']}) may not {permission}")
+            return view(*args, **kwargs)
+
+        wrapped.fleet_permission = permission
+        return wrapped
+
+    return decorate
+
+
+def is_api() -> bool:
+    """Whether this request is for the JSON API."""
+    return request.path.startswith("/api/")
+
+
+def too_many(seconds: float, message: str):
+    """A 429 whose ``Retry-After`` says when to come back (whole seconds, at least 1)."""
+    wait = max(1, math.ceil(seconds))
+    raise TooManyRequests(f"{message}: try again in {wait} s", retry_after=wait)
+
+
+def client_address() -> str:
+    """The client's address as the server saw it."""
+    return request.remote_addr or "unknown"
