@@ -57,8 +57,8 @@ def rule_text(rule: str, version: str | None = None, ecosystem: str | None = Non
     if rule == "ignore":
         return "ignored"
     if rule == "extras":
-        where = f" in {ecosystem}" if ecosystem else ""
-        return f"extras: true (only named packages{where})"
+        where = f"{ecosystem} packages" if ecosystem else "packages"
+        return f"extras: true (no {where} but those named)"
     if rule == "fact":
         return f"equals {version}"
     return rule
