@@ -25,6 +25,7 @@ import dataclasses
 import json
 import math
 import sys
+import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -65,6 +66,7 @@ _PAIRS: dict[tuple, tuple] = {}
 _PAIR_FINDINGS = [0]
 _COMPILED: dict[tuple, core_drift.CompiledBaseline] = {}
 _TALLIES: dict[tuple, tuple[int, core_findings.FleetTally]] = {}
+_COUNTING = threading.Lock()
 
 
 def clear_cache() -> None:
@@ -368,6 +370,16 @@ def fleet_tally(conn: Connection, baseline: str | None = None) -> core_findings.
     kept = _TALLIES.get((url, baseline))
     if kept is not None and kept[0] == fingerprint:
         return kept[1]
+    # one count at a time: a second page asked for meanwhile waits and takes this one's
+    with _COUNTING:
+        kept = _TALLIES.get((url, baseline))
+        if kept is not None and kept[0] == fingerprint:
+            return kept[1]
+        return _count(conn, url, baseline, nodes, fingerprint)
+
+
+def _count(conn: Connection, url: str, baseline: str | None, nodes, fingerprint: int):
+    """:func:`fleet_tally`'s work, kept under ``(url, baseline)`` with ``fingerprint``."""
     groups: dict[tuple[str, str, str], list[str]] = {}
     facts_of: dict[tuple[str, str], list[tuple[str, str | None]]] = {}
     for row in nodes:

@@ -238,4 +238,13 @@ def test_drift_findings_fleet_drift_and_two_nodes_compared_on_real_minions(
     assert int(page.locator('#compare-summary [data-field="same"]').inner_text()) > 10
     shot = screenshot(page, "compare-nodes")
     assert shot.stat().st_size > 10_000
+
+    # or ticked in the overview: the same comparison
+    page.goto(f"{ui['url']}/?q=fleet-minion-")
+    for minion in (one, two):
+        page.check(f'tr[data-node="{minion}"] input[name="node"]')
+    page.click("#compare-picked")
+    page.wait_for_selector("table#compare-rows")
+    assert page.locator("#compare-a").input_value() == one
+    assert page.locator('table#compare-rows tr[data-package="pypi:fleet-beta"]').count() == 1
     print(f"screenshots: {shot.parent}")
