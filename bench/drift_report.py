@@ -13,6 +13,9 @@ tenth of them drifting on each node), loaded through the real write path and sco
 - ``node``: one node's findings with their rules (:func:`~saltext_fleet.store.reports.
   node_findings`), and ``compare``: two nodes side by side.
 
+``--images N`` makes the nodes share N inventories instead (node ``i`` runs image
+``i % N``), as a fleet built from a few images does.
+
 Checked, not only timed: the top package's node count equals a count over the generated
 inventories. The process's peak memory after the cold page is reported too. The last line of
 the output is one JSON object with the figures.
@@ -38,7 +41,43 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 # after the path above: this file runs as a script from the checkout
-from bench.drift import BASELINE, DEFAULT_PG_URL, Fleet, Store, load
+from bench.drift import (
+    BASELINE,
+    DEFAULT_PG_URL,
+    Fleet,
+    Store,
+    inventory_doc,
+    inventory_record,
+    load,
+    new_jid,
+)
+
+
+class SharedFleet(Fleet):
+    """:class:`bench.drift.Fleet` whose nodes run one of ``images`` inventories (node ``i``
+    has image ``i % images``): a fleet built from a few images."""
+
+    def __init__(self, nodes: int, packages: int, seed: int, images: int):
+        super().__init__(images, packages, seed)
+        self.nodes = nodes
+        self.images = images
+
+    def node(self, i: int):
+        return super().node(i % self.images)
+
+
+def load_shared(engine, fleet: SharedFleet) -> None:
+    from saltext_fleet.store.batch import write_batch
+
+    docs = [inventory_doc(*fleet.node(i)[1:]) for i in range(fleet.images)]
+    jid = new_jid()
+    for start in range(0, fleet.nodes, 500):
+        records = [
+            inventory_record(fleet.minion(i), jid, docs[i % fleet.images])
+            for i in range(start, min(fleet.nodes, start + 500))
+        ]
+        with engine.begin() as conn:
+            write_batch(conn, records)
 
 
 def peak_mb() -> float:
@@ -57,7 +96,10 @@ def run_backend(backend: str, args, fleet: Fleet, root: str) -> dict:
         engine = store_engine.get_engine(store.url)
         store_engine.ensure_schema(engine)
         print(f"{backend}: loading {fleet.nodes} nodes", flush=True)
-        load(engine, fleet, 500)
+        if isinstance(fleet, SharedFleet):
+            load_shared(engine, fleet)
+        else:
+            load(engine, fleet, 500)
         pinned = fleet.minion(next(i for i in range(fleet.nodes) if fleet.node(i)[0] == 2))
         spec = core_baseline.from_inventory(BASELINE, store_drift.node_inventory(engine, pinned))
         store_drift.save_baseline(engine, spec, f"pin:{pinned}")
@@ -127,10 +169,16 @@ def main() -> None:
     parser.add_argument("--packages", type=int, default=1000)
     parser.add_argument("--requests", type=int, default=20)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--images", type=int, default=0, help="nodes share this many inventories (0: none)"
+    )
     parser.add_argument("--backend", default="postgresql,sqlite")
     parser.add_argument("--pg-url", default=os.environ.get("FLEET_BENCH_PG_URL", DEFAULT_PG_URL))
     args = parser.parse_args()
-    fleet = Fleet(args.nodes, args.packages, args.seed)
+    if args.images:
+        fleet = SharedFleet(args.nodes, args.packages, args.seed, args.images)
+    else:
+        fleet = Fleet(args.nodes, args.packages, args.seed)
     results = []
     for backend in args.backend.split(","):
         root = tempfile.mkdtemp(prefix="fleet-bench-report-")
