@@ -117,3 +117,12 @@ def test_a_bad_parameter_is_named(viewer, path, code, words):
     resp = viewer.get(path)
     assert resp.status_code == code, resp.get_data(as_text=True)
     assert words in resp.get_json()["error"]["message"]
+
+
+def test_an_empty_fleet_says_so(engine, logged_in):
+    client, _csrf = logged_in("viewer")
+    page = text(client.get("/drift"))
+    assert "No package drifts." in page and "no drifting packages" in page
+    assert "0 of 0 scored nodes" in page
+    assert client.get("/api/v1/drift/packages").get_json()["total"] == 0
+    assert text(client.get("/drift/packages/pypi/requests")).count("drifts on no scored node") == 1
