@@ -28,7 +28,10 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
+from saltext_fleet.core.drift import weights_from
 from saltext_fleet.core.errors import FleetError
+from saltext_fleet.core.gate import GateError, parse_ttl
+from saltext_fleet.core.webauth import ROLES
 
 GATE_MODES = ("manual", "enrolment")
 #: The named commands operators may run on a node or a group from the web UI.
@@ -99,8 +102,6 @@ class DriftConfig:
     history_days: int = 730
 
     def weight_map(self) -> dict[str, float]:
-        from saltext_fleet.core.drift import weights_from
-
         return weights_from(dict(self.weights))
 
 
@@ -300,8 +301,6 @@ def _ui(raw: Any) -> UIConfig:
 
 
 def _ui_eauth(raw: Any) -> tuple[str | None, tuple]:
-    from saltext_fleet.core.webauth import ROLES
-
     if raw is None:
         return None, ()
     section = _mapping(raw, "fleet:ui:eauth")
@@ -337,8 +336,6 @@ def _gate(raw: Any) -> GateConfig:
         )
     ttl = GateConfig.ttl
     if section.get("ttl") is not None:
-        from saltext_fleet.core.gate import GateError, parse_ttl
-
         try:
             ttl = int(parse_ttl(section["ttl"], "fleet:gate:ttl").total_seconds())
         except GateError as exc:
@@ -366,8 +363,6 @@ def _onboard(raw: Any) -> OnboardConfig:
 
 
 def _drift(raw: Any) -> DriftConfig:
-    from saltext_fleet.core.drift import weights_from
-
     section = _mapping(raw or {}, "fleet:drift")
     _known(section, "fleet:drift", ("alert_score", "weights", "history_days"))
     score = section.get("alert_score", DriftConfig.alert_score)

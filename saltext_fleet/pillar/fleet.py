@@ -14,7 +14,10 @@ A node matched by no assignment gets no ``fleet:baseline`` key.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
+
+import salt.utils.minions
 
 from saltext_fleet import config
 from saltext_fleet.store import drift as store_drift
@@ -51,13 +54,9 @@ def ext_pillar(minion_id, pillar, *args, **kwargs):
 
 def _matches(minion_id: str, target: str, tgt_type: str) -> bool:
     if tgt_type == "glob":
-        import fnmatch
-
         return fnmatch.fnmatchcase(minion_id, target)
     if tgt_type == "list":
         return minion_id in [t.strip() for t in target.split(",")]
-    import salt.utils.minions
-
     try:
         found = salt.utils.minions.CkMinions(__opts__).check_minions(target, tgt_type)
     except Exception:  # noqa: BLE001 - a bad stored target must not break every pillar

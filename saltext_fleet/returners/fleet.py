@@ -58,6 +58,7 @@ import threading
 import time
 import uuid
 
+import salt.utils.event
 import salt.utils.jid
 import salt.utils.job
 
@@ -162,8 +163,6 @@ def _announce(tag: str, data: dict) -> None:
     """Fire ``tag`` (``fleet/inventory/changed``, ``fleet/states/ran``) on the master bus,
     signed by this master (the reactors act only on signed ones: minions can fire these tags
     too)."""
-    import salt.utils.event
-
     data = _signed(tag, data)
 
     conn = getattr(_bus, "conn", None)
