@@ -25,8 +25,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import stat
 from collections.abc import Mapping
 from typing import Any
+
+import yaml
 
 from saltext_fleet.core.drift import weights_from
 from saltext_fleet.core.errors import FleetError
@@ -190,6 +193,50 @@ class FleetConfig:
             if isinstance(value, str) and value in self.actions:
                 return dict(self.actions[value])
         return {}
+
+
+class ConfigFileError(FleetError, ValueError):
+    """A configuration file that cannot be used: missing, not a file, unreadable, not YAML.
+    ``path`` is the file, and the message starts with it."""
+
+    def __init__(self, path: str, message: str):
+        self.path = path
+        super().__init__(f"{path}: {message}")
+
+
+def check_config_file(path: str) -> None:
+    """Raise :class:`ConfigFileError` unless ``path`` is a readable file of YAML whose top
+    level is a mapping of options (or empty): the shape of a Salt configuration file."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError as exc:
+        raise ConfigFileError(path, "no such file") from exc
+    except OSError as exc:
+        raise ConfigFileError(path, f"cannot be read: {exc.strerror or exc}") from exc
+    if stat.S_ISDIR(mode):
+        raise ConfigFileError(path, "is a directory, not a configuration file")
+    if not stat.S_ISREG(mode):
+        raise ConfigFileError(path, "is not a regular file")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            content = fh.read()
+    except UnicodeDecodeError as exc:
+        raise ConfigFileError(path, f"is not UTF-8 text (byte {exc.start})") from exc
+    except OSError as exc:
+        raise ConfigFileError(path, f"cannot be read: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(content)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigFileError(path, f"is not valid YAML{where}: {problem}") from exc
+    if data is not None and not isinstance(data, Mapping):
+        raise ConfigFileError(
+            path,
+            f"is not a configuration file: its top level is a {type(data).__name__}, "
+            "not a mapping of options",
+        )
 
 
 def default_db_url(opts: Mapping[str, Any]) -> str:
