@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import json
 import logging
 from collections.abc import Iterable
@@ -1045,25 +1046,44 @@ def ingest_grains(conn: Connection, minion_id: str, grains: Any) -> None:
 # -- quarantine -------------------------------------------------------------------------------
 
 
-def quarantine_record(conn: Connection, record: dict, kind: str, error: str) -> None:
+def quarantine_key(rid: Any, kind: str, payload: str) -> str:
+    """The quarantine's key for a record: its rid, or for a record without a usable one
+    (missing, not a string, too long: the payload keeps it) ``sha224:<hex>`` of its kind and
+    quarantined payload, which for a corrupt spool frame holds its spool position."""
+    if isinstance(rid, str) and rid and len(rid) <= RID_LEN:
+        return rid
+    return "sha224:" + hashlib.sha224(f"{kind}\0{payload}".encode()).hexdigest()
+
+
+def quarantine_record(conn: Connection, record: dict, kind: str, error: str) -> bool:
+    """Keep a record the database refused, with the error. One row per record: a record
+    quarantined again (a batch replayed after a crash before the spool's checkpoint) is left
+    as it is, and False is returned."""
     if isinstance(record, dict) and not record.get("redacted"):
         record = redact_record(dict(record))  # the quarantine keeps no more than the tables
     error = redact_text(error)
+    kind = kind[:32]
     payload, size = quarantine_payload(record)
-    rid = record.get("rid") if isinstance(record, dict) else None
-    if not isinstance(rid, str) or len(rid) > RID_LEN:
-        rid = None  # the payload keeps it
-    log.warning("saltext-fleet: quarantined a %s record (%s): %s", kind, rid, error[:300])
-    conn.execute(
-        Quarantine.__table__.insert().values(
+    rid = quarantine_key(record.get("rid") if isinstance(record, dict) else None, kind, payload)
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stored = conn.execute(
+        dialect_insert(Quarantine.__table__)
+        .values(
             rid=rid,
-            kind=kind[:32],
+            kind=kind,
             error=error[:4000],
             payload=payload,
             payload_bytes=size,
             stored_at=utcnow(),
         )
-    )
+        .on_conflict_do_nothing(index_elements=["rid"])
+        .returning(Quarantine.id)
+    ).first()
+    if stored is not None:
+        log.warning("saltext-fleet: quarantined a %s record (%s): %s", kind, rid, error[:300])
+    else:
+        log.info("saltext-fleet: the %s record %s is in the quarantine already", kind, rid)
+    return stored is not None
 
 
 def describe_db_error(exc: SQLAlchemyError) -> str:
