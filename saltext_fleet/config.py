@@ -1,8 +1,11 @@
 """One typed, validated view of the ``fleet:`` options.
 
-Every Salt adapter reads its settings through :func:`load` (cached by the adapter in
-``__context__``); nobody else digs into raw opts. A bad value raises :class:`FleetConfigError`,
-whose message names the option (``fleet:ui:port``) and says what was expected.
+Every Salt adapter reads its settings through :func:`cached`, which parses them with
+:func:`load` once per process and keeps them in the adapter's ``__context__`` (parsed again when
+the ``fleet`` section changes); nobody else digs into raw opts. Functions outside the adapters
+(``master/``, the web UI) get ``opts`` and call :func:`load`: a parse takes some 15 µs. A bad
+value raises :class:`FleetConfigError`, whose message names the option (``fleet:ui:port``) and
+says what was expected.
 
 .. code-block:: yaml
 
@@ -23,10 +26,11 @@ whose message names the option (``fleet:ui:port``) and says what was expected.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
 import stat
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import yaml
@@ -286,6 +290,42 @@ def load(opts: Mapping[str, Any]) -> FleetConfig:
         grains=_grains(section.get("grains")),
         actions=_actions(section.get("actions")),
     )
+
+
+#: Where :func:`cached` keeps the parsed options in an adapter's ``__context__``.
+CONTEXT_KEY = "saltext_fleet.config"
+
+
+def _source(opts: Mapping[str, Any]) -> tuple:
+    """What :func:`load` reads from ``opts``: the ``fleet`` section and the defaults' roots."""
+    return (opts.get("fleet"), opts.get("cachedir"), opts.get("pki_dir"))
+
+
+def cached(opts: Mapping[str, Any], context: MutableMapping[str, Any] | None) -> FleetConfig:
+    """:func:`load` ``opts``, once: the result is kept in ``context`` (a Salt adapter's
+    ``__context__``, which lives as long as its loader) and handed out again while the
+    ``fleet`` section of ``opts`` (and the ``cachedir`` and ``pki_dir`` its defaults come
+    from) stays equal to what was parsed. A bad section is not kept: it raises every time.
+    Without a ``context`` (a module loaded outside Salt's loader), it is parsed each call.
+
+    .. code-block:: python
+
+        def _cfg():
+            return config.cached(__opts__, __context__)
+    """
+    if context is None:
+        return load(opts)
+    source = _source(opts)
+    try:
+        held = context.get(CONTEXT_KEY)
+    except AttributeError:  # Salt's __context__ used outside its loader (another thread)
+        return load(opts)
+    if held is not None and held[0] == source:
+        return held[1]
+    parsed = load(opts)
+    # a copy: a section changed in place must not look like the one that was parsed
+    context[CONTEXT_KEY] = (copy.deepcopy(source), parsed)
+    return parsed
 
 
 def _ui(raw: Any) -> UIConfig:

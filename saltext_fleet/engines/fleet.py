@@ -43,7 +43,7 @@ def start(**kwargs):
     while True:
         began = time.monotonic()
         try:
-            config.load(opts)
+            config.cached(opts, __context__)  # a bad option stops here, named
             asyncio.run(server.serve(opts))
             return
         except config.FleetConfigError as exc:

@@ -30,14 +30,19 @@ __virtualname__ = "fleet"
 
 def __virtual__():
     try:
-        config.load(__opts__)
+        _cfg()
     except config.FleetConfigError as exc:
         return False, f"the fleet external pillar cannot load: {exc}"
     return __virtualname__
 
 
+def _cfg() -> config.FleetConfig:
+    """The ``fleet:`` options, parsed once per loader (:func:`saltext_fleet.config.cached`)."""
+    return config.cached(__opts__, __context__)
+
+
 def ext_pillar(minion_id, pillar, *args, **kwargs):
-    engine = store_engine.get_engine(config.load(__opts__).db_url)
+    engine = store_engine.get_engine(_cfg().db_url)
     store_engine.ensure_schema(engine)
     name = None
     for entry in store_drift.assignments(engine):  # lowest priority first: later ones win

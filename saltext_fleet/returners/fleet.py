@@ -81,7 +81,7 @@ MINION_FLUSH_SECONDS = 5.0
 
 def __virtual__():
     try:
-        config.load(__opts__)
+        _cfg()
     except config.FleetConfigError as exc:
         return False, f"the fleet returner cannot load: {exc}"
     return __virtualname__
@@ -91,7 +91,8 @@ def __virtual__():
 
 
 def _cfg() -> config.FleetConfig:
-    return config.load(__opts__)
+    """The ``fleet:`` options, parsed once per loader (:func:`saltext_fleet.config.cached`)."""
+    return config.cached(__opts__, __context__)
 
 
 def _engine():
