@@ -1,34 +1,82 @@
 """The ``saltext-fleet`` command: master config snippet, config check, the store's schema, the
-web UI's users, and the demo fleet."""
+web UI's users, and the demo fleet.
+
+A master configuration file a command reads (``-c``, ``config --check``) must be there and be
+readable YAML: otherwise the command names the file and what is wrong with it, exits 2 and does
+nothing else (Salt's own reader would fall back to its defaults, and so to another database).
+"""
 
 from __future__ import annotations
 
 import argparse
+import getpass
+import logging
+import os
+import secrets
 import sys
 
-from saltext_fleet import __version__
+from saltext_fleet import __version__, config, snippet
+
+# The store (SQLAlchemy and Alembic, 0.4 s to import) and Salt (0.2 s) are imported inside the
+# commands that use them, so that `saltext-fleet --help`, `config` and `demo` start at once
+# (0.05 s to import this module).
+
+#: The master configuration read when ``-c`` is not given (Salt's own default and variable).
+DEFAULT_MASTER_CONFIG = "/etc/salt/master"
+MASTER_CONFIG_VARIABLE = "SALT_MASTER_CONFIG"
+
+
+def default_master_config() -> str:
+    return os.environ.get(MASTER_CONFIG_VARIABLE) or DEFAULT_MASTER_CONFIG
+
+
+class _Collect(logging.Handler):
+    """The messages Salt's config reader logs before it gives up (it exits instead of raising)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def read_master_config(path: str) -> dict:
+    """The master's opts from ``path``, read the way ``salt-master`` reads it (the files of
+    ``master.d`` and ``include`` too). :class:`~saltext_fleet.config.ConfigFileError` when the
+    file, or one it pulls in, is missing, unreadable or not valid YAML."""
+    config.check_config_file(path)
+    import salt.config  # Salt: see the imports
+    import salt.exceptions
+
+    collect = _Collect()
+    logger = logging.getLogger("salt.config")
+    logger.addHandler(collect)
+    try:
+        opts = salt.config.master_config(path, exit_on_config_errors=True)
+    except (SystemExit, salt.exceptions.SaltException) as exc:
+        detail = collect.messages[-1] if collect.messages else str(exc) or type(exc).__name__
+        detail = " ".join(detail.split())  # Salt's YAML errors span lines
+        raise config.ConfigFileError(path, f"Salt cannot read it: {detail}") from exc
+    finally:
+        logger.removeHandler(collect)
+    read = opts.get("conf_file")
+    if read and os.path.realpath(read) != os.path.realpath(path):
+        raise config.ConfigFileError(
+            path, f"Salt read {read} instead (${MASTER_CONFIG_VARIABLE}); give that file with -c"
+        )
+    return opts
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from saltext_fleet import config, snippet
-
     if args.check:
-        import os
-
-        import salt.config
-
-        if not os.path.isfile(args.check):
-            print(f"{args.check}: no such master config file", file=sys.stderr)
-            return 2
         try:
-            opts = salt.config.master_config(args.check)
-            cfg = config.load(opts)
+            cfg = config.load(read_master_config(args.check))
+        except config.ConfigFileError as exc:
+            print(f"saltext-fleet config: {exc}", file=sys.stderr)
+            return 2
         except config.FleetConfigError as exc:
             print(f"{args.check}: {exc}", file=sys.stderr)
-            return 2
-        # Salt exits (SystemExit) on a YAML error after logging it; report it our way too.
-        except (Exception, SystemExit) as exc:  # noqa: BLE001 - any broken file is reported
-            print(f"{args.check}: cannot read the master config: {exc}", file=sys.stderr)
             return 2
         print(f"{args.check}: the fleet options are valid (database: {cfg.db_url.split('://')[0]})")
         return 0
@@ -41,6 +89,7 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    # Imported here: the demo loads Salt's clients, which no other command needs.
     from saltext_fleet import demo
 
     if args.minions < 1 or args.minions > 20:
@@ -49,20 +98,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return demo.run_demo(count=args.minions, root=args.root, once=args.once, timeout=args.timeout)
 
 
-def _db_url_from(args: argparse.Namespace) -> str:
-    from saltext_fleet import config
-
-    if args.db_url:
-        return args.db_url
-    import salt.config
-
-    opts = salt.config.master_config(args.master_config)
-    return config.load(opts).db_url
+def db_url_of(args: argparse.Namespace) -> str:
+    """``--db-url``, else ``fleet:db_url`` of the master config (``-c``, or the default one).
+    A master config given with ``-c`` is read (and must be usable) even with ``--db-url``."""
+    path = args.master_config or (None if args.db_url else default_master_config())
+    cfg = config.load(read_master_config(path)) if path else None
+    return args.db_url or cfg.db_url
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from saltext_fleet import config
-    from saltext_fleet.store import engine as store_engine
+    from saltext_fleet.store import engine as store_engine  # the store: see the imports
 
     if args.action == "minion-role":
         return cmd_minion_role(args)
@@ -70,7 +115,7 @@ def cmd_db(args: argparse.Namespace) -> int:
         print(f"saltext-fleet db {args.action}: takes no name", file=sys.stderr)
         return 2
     try:
-        engine = store_engine.get_engine(_db_url_from(args))
+        engine = store_engine.get_engine(db_url_of(args))
         before = store_engine.current_revision(engine)
         if args.action == "upgrade":
             after = store_engine.upgrade(engine)
@@ -79,7 +124,7 @@ def cmd_db(args: argparse.Namespace) -> int:
             head = store_engine.head_revision()
             state = "up to date" if before == head else f"behind (newest is {head})"
             print(f"schema of {engine.url.render_as_string()}: {before or 'empty'}, {state}")
-    except (config.FleetConfigError, store_engine.StoreError) as exc:
+    except (config.ConfigFileError, config.FleetConfigError, store_engine.StoreError) as exc:
         print(f"saltext-fleet db: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - unreachable database, permissions, ...
@@ -93,12 +138,10 @@ def cmd_db(args: argparse.Namespace) -> int:
 def cmd_minion_role(args: argparse.Namespace) -> int:
     """Create or update a PostgreSQL role that may only append returns and events, and print
     the minion config that uses it (see :mod:`saltext_fleet.store.minion`)."""
-    import secrets
-
+    # the store: see the imports
     from sqlalchemy import text
     from sqlalchemy.engine import make_url
 
-    from saltext_fleet import config
     from saltext_fleet.store import engine as store_engine
     from saltext_fleet.store import minion as minion_store
 
@@ -114,7 +157,7 @@ def cmd_minion_role(args: argparse.Namespace) -> int:
         if args.password_file:
             with open(args.password_file, encoding="utf-8") as fh:
                 password = fh.readline().rstrip("\r\n")
-        engine = store_engine.get_engine(_db_url_from(args))
+        engine = store_engine.get_engine(db_url_of(args))
         if engine.dialect.name != "postgresql":
             raise minion_store.MinionRoleError(
                 "minion roles need the store on PostgreSQL; this store is SQLite, which "
@@ -130,7 +173,12 @@ def cmd_minion_role(args: argparse.Namespace) -> int:
             password = secrets.token_urlsafe(24)
         with engine.begin() as conn:
             done = minion_store.create_minion_role(conn, args.name, password)
-    except (OSError, config.FleetConfigError, store_engine.StoreError) as exc:
+    except (
+        OSError,
+        config.ConfigFileError,
+        config.FleetConfigError,
+        store_engine.StoreError,
+    ) as exc:
         print(f"{what}: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - unreachable database, permissions, ...
@@ -167,31 +215,34 @@ def cmd_minion_role(args: argparse.Namespace) -> int:
     return 0
 
 
-def _master_opts(args: argparse.Namespace) -> dict:
-    import salt.config
-
-    return salt.config.master_config(args.master_config)
+def user_config_of(args: argparse.Namespace) -> config.FleetConfig | None:
+    """The fleet options for ``saltext-fleet user``: of ``-c``, else of the default master
+    config. With ``--db-url`` the default file may be missing (Salt's defaults then give the
+    key file that anchors the audit chain) and a bad ``fleet:`` option is passed over (None)."""
+    path = args.master_config or default_master_config()
+    if not args.master_config and args.db_url and not os.path.lexists(path):
+        opts: dict = {}
+    else:
+        opts = read_master_config(path)
+    try:
+        return config.load(opts)
+    except config.FleetConfigError:
+        if not args.db_url:
+            raise
+        return None
 
 
 def cmd_user(args: argparse.Namespace) -> int:
     """Users of the web UI: add, list, set a role or password, reset the second factor,
     disable, enable, delete. Works on the store of the master config given (``-c``)."""
-    import getpass
-    import os
-
-    from saltext_fleet import config
+    # the store: see the imports
     from saltext_fleet.store import audit as store_audit
     from saltext_fleet.store import engine as store_engine
     from saltext_fleet.store import users as store_users
 
     actor = f"cli:{os.environ.get('SUDO_USER') or getpass.getuser()}"
     try:
-        try:
-            cfg = config.load(_master_opts(args))
-        except config.FleetConfigError:
-            if not args.db_url:
-                raise
-            cfg = None
+        cfg = user_config_of(args)
         db_url = args.db_url or cfg.db_url
         engine = store_engine.get_engine(db_url)
         store_engine.ensure_schema(engine)
@@ -237,7 +288,8 @@ def cmd_user(args: argparse.Namespace) -> int:
                     raise store_users.UserError(f"no user {name!r}")
                 details = {}
             store_audit.append(conn, actor, f"user.{args.action}", name, details)
-    except (ValueError, config.FleetConfigError) as exc:  # WebAuthError, UserError included
+    # WebAuthError, UserError and ConfigFileError are ValueErrors
+    except (ValueError, config.FleetConfigError) as exc:
         field = getattr(exc, "field", None)
         where = f"{field}: " if field and not str(exc).startswith(field) else ""
         print(f"saltext-fleet user {args.action}: {where}{exc}", file=sys.stderr)
@@ -250,8 +302,6 @@ def cmd_user(args: argparse.Namespace) -> int:
 
 
 def _new_password(args: argparse.Namespace, username: str) -> str:
-    import getpass
-
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:
@@ -292,7 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p_db.add_argument("--db-url", help="database URL (default: fleet:db_url of the master config)")
     p_db.add_argument(
-        "-c", "--master-config", default="/etc/salt/master", help="master config file to read"
+        "-c",
+        "--master-config",
+        help=f"master config file to read (default: ${MASTER_CONFIG_VARIABLE} or "
+        f"{DEFAULT_MASTER_CONFIG}; not read for --db-url unless given)",
     )
     p_db.set_defaults(func=cmd_db)
 
@@ -329,7 +382,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--db-url", help="database URL (default: fleet:db_url of the master config)"
     )
     p_user.add_argument(
-        "-c", "--master-config", default="/etc/salt/master", help="master config file to read"
+        "-c",
+        "--master-config",
+        help=f"master config file to read (default: ${MASTER_CONFIG_VARIABLE} or "
+        f"{DEFAULT_MASTER_CONFIG})",
     )
     p_user.set_defaults(func=cmd_user)
     return parser

@@ -1,8 +1,11 @@
 """One typed, validated view of the ``fleet:`` options.
 
-Every Salt adapter reads its settings through :func:`load` (cached by the adapter in
-``__context__``); nobody else digs into raw opts. A bad value raises :class:`FleetConfigError`,
-whose message names the option (``fleet:ui:port``) and says what was expected.
+Every Salt adapter reads its settings through :func:`cached`, which parses them with
+:func:`load` once per process and keeps them in the adapter's ``__context__`` (parsed again when
+the ``fleet`` section changes); nobody else digs into raw opts. Functions outside the adapters
+(``master/``, the web UI) get ``opts`` and call :func:`load`: a parse takes some 15 µs. A bad
+value raises :class:`FleetConfigError`, whose message names the option (``fleet:ui:port``) and
+says what was expected.
 
 .. code-block:: yaml
 
@@ -23,12 +26,19 @@ whose message names the option (``fleet:ui:port``) and says what was expected.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import os
-from collections.abc import Mapping
+import stat
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
+import yaml
+
+from saltext_fleet.core.drift import weights_from
 from saltext_fleet.core.errors import FleetError
+from saltext_fleet.core.gate import GateError, parse_ttl
+from saltext_fleet.core.webauth import ROLES
 
 GATE_MODES = ("manual", "enrolment")
 #: The named commands operators may run on a node or a group from the web UI.
@@ -101,8 +111,6 @@ class DriftConfig:
     history_days: int = 730
 
     def weight_map(self) -> dict[str, float]:
-        from saltext_fleet.core.drift import weights_from
-
         return weights_from(dict(self.weights))
 
 
@@ -193,6 +201,50 @@ class FleetConfig:
         return {}
 
 
+class ConfigFileError(FleetError, ValueError):
+    """A configuration file that cannot be used: missing, not a file, unreadable, not YAML.
+    ``path`` is the file, and the message starts with it."""
+
+    def __init__(self, path: str, message: str):
+        self.path = path
+        super().__init__(f"{path}: {message}")
+
+
+def check_config_file(path: str) -> None:
+    """Raise :class:`ConfigFileError` unless ``path`` is a readable file of YAML whose top
+    level is a mapping of options (or empty): the shape of a Salt configuration file."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError as exc:
+        raise ConfigFileError(path, "no such file") from exc
+    except OSError as exc:
+        raise ConfigFileError(path, f"cannot be read: {exc.strerror or exc}") from exc
+    if stat.S_ISDIR(mode):
+        raise ConfigFileError(path, "is a directory, not a configuration file")
+    if not stat.S_ISREG(mode):
+        raise ConfigFileError(path, "is not a regular file")
+    try:
+        with open(path, encoding="utf-8") as fh:
+            content = fh.read()
+    except UnicodeDecodeError as exc:
+        raise ConfigFileError(path, f"is not UTF-8 text (byte {exc.start})") from exc
+    except OSError as exc:
+        raise ConfigFileError(path, f"cannot be read: {exc.strerror or exc}") from exc
+    try:
+        data = yaml.safe_load(content)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigFileError(path, f"is not valid YAML{where}: {problem}") from exc
+    if data is not None and not isinstance(data, Mapping):
+        raise ConfigFileError(
+            path,
+            f"is not a configuration file: its top level is a {type(data).__name__}, "
+            "not a mapping of options",
+        )
+
+
 def default_db_url(opts: Mapping[str, Any]) -> str:
     """The embedded default: a SQLite file under the master's cachedir."""
     cachedir = opts.get("cachedir") or "/var/cache/salt/master"
@@ -240,6 +292,42 @@ def load(opts: Mapping[str, Any]) -> FleetConfig:
         grains=_grains(section.get("grains")),
         actions=_actions(section.get("actions")),
     )
+
+
+#: Where :func:`cached` keeps the parsed options in an adapter's ``__context__``.
+CONTEXT_KEY = "saltext_fleet.config"
+
+
+def _source(opts: Mapping[str, Any]) -> tuple:
+    """What :func:`load` reads from ``opts``: the ``fleet`` section and the defaults' roots."""
+    return (opts.get("fleet"), opts.get("cachedir"), opts.get("pki_dir"))
+
+
+def cached(opts: Mapping[str, Any], context: MutableMapping[str, Any] | None) -> FleetConfig:
+    """:func:`load` ``opts``, once: the result is kept in ``context`` (a Salt adapter's
+    ``__context__``, which lives as long as its loader) and handed out again while the
+    ``fleet`` section of ``opts`` (and the ``cachedir`` and ``pki_dir`` its defaults come
+    from) stays equal to what was parsed. A bad section is not kept: it raises every time.
+    Without a ``context`` (a module loaded outside Salt's loader), it is parsed each call.
+
+    .. code-block:: python
+
+        def _cfg():
+            return config.cached(__opts__, __context__)
+    """
+    if context is None:
+        return load(opts)
+    source = _source(opts)
+    try:
+        held = context.get(CONTEXT_KEY)
+    except AttributeError:  # Salt's __context__ used outside its loader (another thread)
+        return load(opts)
+    if held is not None and held[0] == source:
+        return held[1]
+    parsed = load(opts)
+    # a copy: a section changed in place must not look like the one that was parsed
+    context[CONTEXT_KEY] = (copy.deepcopy(source), parsed)
+    return parsed
 
 
 def _ui(raw: Any) -> UIConfig:
@@ -302,8 +390,6 @@ def _ui(raw: Any) -> UIConfig:
 
 
 def _ui_eauth(raw: Any) -> tuple[str | None, tuple]:
-    from saltext_fleet.core.webauth import ROLES
-
     if raw is None:
         return None, ()
     section = _mapping(raw, "fleet:ui:eauth")
@@ -339,8 +425,6 @@ def _gate(raw: Any) -> GateConfig:
         )
     ttl = GateConfig.ttl
     if section.get("ttl") is not None:
-        from saltext_fleet.core.gate import GateError, parse_ttl
-
         try:
             ttl = int(parse_ttl(section["ttl"], "fleet:gate:ttl").total_seconds())
         except GateError as exc:
@@ -377,8 +461,6 @@ def _onboard(raw: Any) -> OnboardConfig:
 
 
 def _drift(raw: Any) -> DriftConfig:
-    from saltext_fleet.core.drift import weights_from
-
     section = _mapping(raw or {}, "fleet:drift")
     _known(section, "fleet:drift", ("alert_score", "weights", "history_days"))
     score = section.get("alert_score", DriftConfig.alert_score)

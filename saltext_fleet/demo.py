@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import http.cookiejar
 import json
 import os
+import re
+import secrets
 import shutil
 import signal
 import socket
@@ -22,14 +25,25 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TextIO
 
+import salt.client
+import salt.config
+import salt.key
+import salt.runner
 import yaml
 
-from saltext_fleet import snippet
+from saltext_fleet import config, snippet
 from saltext_fleet.core.errors import FleetError
+from saltext_fleet.output.fleet_drift import render
+from saltext_fleet.store import engine as store_engine
+from saltext_fleet.store import users as store_users
+from saltext_fleet.store import writer as store_writer
 
 
 class DemoError(FleetError, RuntimeError):
@@ -141,12 +155,6 @@ class DemoFleet:
 
     def create_admin(self) -> str:
         """An ``admin`` user of the web UI with a new random password (returned)."""
-        import secrets
-
-        from saltext_fleet import config
-        from saltext_fleet.store import engine as store_engine
-        from saltext_fleet.store import users as store_users
-
         password = secrets.token_urlsafe(12)
         engine = store_engine.get_engine(config.load(self.master_config()).db_url)
         store_engine.ensure_schema(engine)
@@ -159,9 +167,6 @@ class DemoFleet:
 
     def wait_for_ui(self, timeout: float = 60) -> float:
         """Seconds until the engine answers on the UI's port (DemoError after ``timeout``)."""
-        import urllib.error
-        import urllib.request
-
         started = time.monotonic()
         while time.monotonic() - started < timeout:
             try:
@@ -176,15 +181,9 @@ class DemoFleet:
 
     def check_login(self, username: str, password: str) -> None:
         """Log in to the UI as a browser would (DemoError when the overview does not open)."""
-        import http.cookiejar
-        import urllib.parse
-        import urllib.request
-
         opener = urllib.request.build_opener(
             urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
         )
-        import re
-
         try:
             # the form first: its CSRF token is bound to the session cookie it sets
             with opener.open(self.ui_url + "login", timeout=30) as resp:
@@ -248,8 +247,6 @@ class DemoFleet:
         """Stop every daemon this demo started (TERM, then KILL after a grace period)."""
         # The runners this process ran wrote to the job cache through a writer of its own:
         # flush it while the store is still there.
-        from saltext_fleet.store import writer as store_writer
-
         store_writer.close_all(10)
         if self._client is not None:
             self._client.destroy()
@@ -298,13 +295,9 @@ class DemoFleet:
     # -- keys and answers ----------------------------------------------------------------------
 
     def master_opts(self) -> dict[str, Any]:
-        import salt.config
-
         return salt.config.master_config(str(self.master_conf_dir / "master"))
 
     def _accept_keys(self, deadline: float) -> None:
-        import salt.key
-
         with salt.key.get_key(self.master_opts()) as keys:
             waiting = set(self.minion_ids)
             while waiting:
@@ -321,8 +314,6 @@ class DemoFleet:
 
     def client(self):
         if self._client is None:
-            import salt.client
-
             self._client = salt.client.LocalClient(mopts=self.master_opts())
         return self._client
 
@@ -384,8 +375,6 @@ DEMO_VENV_OF = {1: "good", 2: "other"}  # other minions: "good"
 
 def make_demo_venv(path: Path, packages: dict[str, str]) -> str:
     """A real virtualenv (no pip) holding ``packages`` as installed distributions."""
-    import subprocess
-
     subprocess.run(
         [sys.executable, "-m", "venv", "--without-pip", str(path)], check=True, capture_output=True
     )
@@ -406,10 +395,6 @@ def make_demo_venv(path: Path, packages: dict[str, str]) -> str:
 
 def drift_summary(fleet: DemoFleet, say: Callable[[str], None], timeout: float = 60) -> dict:
     """Pin a baseline from demo-1, assign it to every minion, and show the drift table."""
-    import salt.runner
-
-    from saltext_fleet.output.fleet_drift import render
-
     opts = fleet.master_opts()
     opts["quiet"] = True
     with salt.runner.RunnerClient(opts) as runner:

@@ -140,7 +140,7 @@ def advance(
     retired key) is replaced, with a warning in the log."""
     record = sign(vault, last_id, last_hash)
     directory = os.path.dirname(path)
-    with core_secrets._locked_dir(directory):  # the rotation's own lock
+    with core_secrets.locked_dir(directory):  # the rotation's own lock
         try:
             current = read(path, vault)
         except AnchorError as exc:
@@ -194,4 +194,4 @@ def _replace(path: str, data: bytes, key_file: str) -> None:
         except FileNotFoundError:
             pass
         raise
-    core_secrets._fsync_dir(head)
+    core_secrets.fsync_dir(head)

@@ -564,7 +564,9 @@ class CompiledBaseline:
 
 
 def _numpy():
-    import numpy  # a dependency; imported where the fleet-wide path needs it
+    # Heavy (0.15 s to import): only the fleet-wide recompute needs it, and minions import this
+    # module for the fleet.baseline state.
+    import numpy
 
     return numpy
 

@@ -484,7 +484,7 @@ def _create_exclusive(path: str, data: bytes, link: bool = True) -> None:
         finally:
             _unlink_quietly(temp)
         if link:
-            _fsync_dir(os.path.dirname(path))
+            fsync_dir(os.path.dirname(path))
             return
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     try:
@@ -501,7 +501,7 @@ def _create_exclusive(path: str, data: bytes, link: bool = True) -> None:
         _unlink_quietly(path)  # an empty key file would stop every later start
         raise SecretsError(f"{path}: cannot write the key file: {exc.strerror}") from exc
     os.close(fd)
-    _fsync_dir(os.path.dirname(path))
+    fsync_dir(os.path.dirname(path))
 
 
 def _replace(path: str, data: bytes, owner: os.stat_result) -> None:
@@ -511,10 +511,11 @@ def _replace(path: str, data: bytes, owner: os.stat_result) -> None:
     except OSError as exc:
         _unlink_quietly(temp)
         raise SecretsError(f"{path}: cannot replace the key file: {exc.strerror}") from exc
-    _fsync_dir(os.path.dirname(path))
+    fsync_dir(os.path.dirname(path))
 
 
-def _fsync_dir(directory: str) -> None:
+def fsync_dir(directory: str) -> None:
+    """Make a rename or a new file in ``directory`` durable (where the file system can)."""
     with contextlib.suppress(OSError):  # some file systems cannot fsync a directory
         fd = os.open(directory, os.O_RDONLY)
         try:
@@ -529,7 +530,7 @@ def _unlink_quietly(path: str) -> None:
 
 
 @contextlib.contextmanager
-def _locked_dir(directory: str) -> Iterator[None]:
+def locked_dir(directory: str) -> Iterator[None]:
     """An exclusive flock on the key file's directory: one read-modify-write at a time.
 
     The lock is on the directory because the key file itself is replaced (a new inode) by
@@ -548,7 +549,7 @@ def _rewrite(path: str | os.PathLike, change) -> Vault:
     target = os.path.realpath(path)  # rewrite what a symlink points at; the link stays
     if not os.path.exists(target):
         Vault.open(path, create=False)  # the precise error: no file, dangling link
-    with _locked_dir(os.path.dirname(target)):
+    with locked_dir(os.path.dirname(target)):
         current = Vault.open(path, create=False)
         keys = change(list(current._keys))
         if keys == list(current._keys):

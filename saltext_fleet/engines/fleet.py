@@ -24,6 +24,7 @@ import logging
 import time
 
 from saltext_fleet import config
+from saltext_fleet.webui import server
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +38,12 @@ def __virtual__():
 
 
 def start(**kwargs):
-    from saltext_fleet.webui import server
-
     opts = __opts__  # injected by Salt's loader
     pause = RESTART_MIN
     while True:
         began = time.monotonic()
         try:
-            config.load(opts)
+            config.cached(opts, __context__)  # a bad option stops here, named
             asyncio.run(server.serve(opts))
             return
         except config.FleetConfigError as exc:

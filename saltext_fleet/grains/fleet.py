@@ -85,7 +85,7 @@ import glob
 import logging
 import os
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 
 import salt.utils.platform
 
@@ -324,10 +324,16 @@ def _opts() -> Mapping:
     return opts if opts is not None and hasattr(opts, "get") else {}
 
 
+def _context() -> MutableMapping | None:
+    # __context__ as Salt's loader injects it; None loaded as a plain module
+    context = globals().get("__context__")
+    return context if context is not None and hasattr(context, "get") else None
+
+
 def _configured_keychains(problems: list) -> list[str]:
     """``fleet:grains:keychains`` through :mod:`saltext_fleet.config`; bad config is an error."""
     try:
-        return list(config.load(_opts()).grains.keychains)
+        return list(config.cached(_opts(), _context()).grains.keychains)
     except config.FleetConfigError as exc:
         note(problems, f"{exc}; searching the default keychains")
         return []

@@ -50,6 +50,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import psutil
+import yaml
+
 from saltext_fleet.core import gate as core_gate
 from saltext_fleet.master import wheelhouse
 
@@ -306,8 +309,6 @@ def _prepare(
     if isinstance(extra, list | tuple):
         ssh_options.extend(str(o) for o in extra if "ProxyCommand" not in str(o))
 
-    import yaml
-
     roster = os.path.join(tmp, "roster")
     _write_private(
         roster, "#!yaml\n" + yaml.safe_dump({minion_id: target}, default_flow_style=False)
@@ -463,10 +464,8 @@ def _read_lines(stream, lines: queue.Queue) -> None:
 def _kill_tree(proc: subprocess.Popen) -> None:
     """The child and everything it started (ssh runs in a pty session of its own)."""
     try:
-        import psutil
-
         procs = psutil.Process(proc.pid).children(recursive=True)
-    except Exception:  # noqa: BLE001 - psutil missing or the child already gone
+    except psutil.Error:  # the child is already gone
         procs = []
     for sig_target in [proc.pid] + [p.pid for p in procs]:
         try:
@@ -659,6 +658,9 @@ def _child_main() -> int:
         proto.flush()
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
+    # Imported only here, in the child, after stdout went to the log: what Salt prints while it
+    # loads must not reach the protocol, and the runner that imports this module never needs
+    # salt-ssh (0.3 s to import).
     import salt.client.ssh.client
     import salt.utils.jid
 
@@ -686,8 +688,6 @@ def _child_main() -> int:
         return 0
     set_path = thin_path(found)
     if set_path:
-        import yaml
-
         with open(payload["roster_file"], encoding="utf-8") as fh:
             roster = yaml.safe_load(fh.read().split("\n", 1)[1])
         roster[mid]["set_path"] = set_path

@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import salt.crypt
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
@@ -136,8 +137,6 @@ def _finish(engine, row_id: int, ok: bool, error: str | None = None) -> None:
 def _key_pair() -> tuple[str, str]:
     """A minion key pair as Salt makes them (``salt.crypt.gen_keys``): PEM private key, PEM
     public key."""
-    import salt.crypt
-
     pem, pub = salt.crypt.gen_keys(2048)
     return (
         pem.decode() if isinstance(pem, bytes) else pem,

@@ -13,6 +13,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
+import salt.key
 import yaml
 
 from saltext_fleet import config
@@ -45,8 +46,6 @@ class KeyActionError(FleetError, ValueError):
 
 
 def salt_key(opts: dict):
-    import salt.key
-
     return salt.key.Key(opts)
 
 

@@ -21,6 +21,8 @@ import math
 import time
 from typing import Any
 
+import salt.client
+import salt.utils.minions
 from salt.exceptions import SaltException
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
@@ -29,6 +31,7 @@ from saltext_fleet import config
 from saltext_fleet.core import gate as core_gate
 from saltext_fleet.core import presence as core_presence
 from saltext_fleet.core.errors import FleetError
+from saltext_fleet.master import keys as master_keys
 from saltext_fleet.store import audit as store_audit
 from saltext_fleet.store import gate as store_gate
 from saltext_fleet.store import secrets as store_secrets
@@ -41,8 +44,6 @@ HIGHSTATE_TEST_JOB = "fleet_highstate_test"
 
 
 def _client(opts):
-    import salt.client
-
     return salt.client.get_local_client(mopts=opts)
 
 
@@ -286,8 +287,6 @@ def _refuse(engine, minion_id: str, sender: Any, reason: str) -> dict[str, Any]:
 
 
 def _confirm_start(opts: dict, engine, minion_id: str, timeout: float) -> float:
-    from saltext_fleet.master import keys as master_keys
-
     state = master_keys.salt_states(master_keys.salt_key(opts)).get(minion_id)
     if state != "accepted":
         raise OnboardRefused(f"{minion_id} has no accepted key ({state or 'none'})")
@@ -356,8 +355,6 @@ def _last_onboarding(engine, minion_id: str) -> tuple[float | None, dt.datetime 
 
 def connected_ids(opts: dict) -> set[str]:
     """The ids Salt's master sees connected (``CkMinions.connected_ids``)."""
-    import salt.utils.minions
-
     return set(salt.utils.minions.CkMinions(opts).connected_ids())
 
 
@@ -447,8 +444,6 @@ def presence_check(opts: dict, engine, timeout: float = 10) -> dict[str, Any]:
     offline once they missed more than one check in a row (``missed_once``: one miss, the
     status holds; see :mod:`saltext_fleet.core.presence`). (Salt's ``presence_events`` tell nodes apart by address, which is not enough when
     several share one, behind NAT or on one host; this asks each node by id.)"""
-    from saltext_fleet.master import keys as master_keys
-
     states = master_keys.salt_states(master_keys.salt_key(opts))
     accepted = sorted(m for m, state in states.items() if state == "accepted")
     if not accepted:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import base64
 import csv
 import hashlib
+import importlib.util
 import io
 import json
 import logging
@@ -362,8 +363,6 @@ def _editable_entries(dist):
 
 def _editable_sources(dist) -> list[tuple[str, str]]:
     """``[(top-level name, path)]`` of an editable distribution's source packages/modules."""
-    import importlib.util
-
     tops = (dist.read_text("top_level.txt") or "").split()
     if not tops:
         tops = [canonicalize_name(dist.metadata["Name"]).replace("-", "_")]

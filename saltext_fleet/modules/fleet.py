@@ -39,6 +39,7 @@ from __future__ import annotations
 import logging
 import os
 
+import psutil
 import salt.utils.path
 
 from saltext_fleet.core import inventory as core
@@ -164,8 +165,6 @@ def started() -> dict:
 
         salt '*' fleet.started
     """
-    import psutil
-
     proc = psutil.Process()
     if __opts__.get("multiprocessing", True):
         # the job runs in a process of its own, forked by the minion's process

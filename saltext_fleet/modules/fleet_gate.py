@@ -31,9 +31,16 @@ import queue
 import threading
 import time
 
+import salt.client
+import salt.runner
+import salt.utils.event
+
 from saltext_fleet import config
 from saltext_fleet.core import gate as core_gate
 from saltext_fleet.master import eventsig
+from saltext_fleet.master import keys as master_keys
+from saltext_fleet.store import audit as store_audit
+from saltext_fleet.store import engine as store_engine
 
 log = logging.getLogger(__name__)
 
@@ -95,9 +102,6 @@ def _drain(handed: queue.Queue) -> list:
 
 def _store(opts: dict, held: dict):
     """The store's engine for a recorder thread (made once, schema checked, anchor set)."""
-    from saltext_fleet.store import audit as store_audit
-    from saltext_fleet.store import engine as store_engine
-
     if "engine" not in held:
         cfg = config.load(opts)
         engine = store_engine.get_engine(cfg.db_url)
@@ -111,8 +115,6 @@ def _key_change_recorder(opts: dict, changes: queue.Queue) -> None:
     """Record the key changes handed over (``salt/key``), once a second, until the process
     ends. A batch that cannot be written is logged and dropped: the key store still holds
     the truth, and the keys page shows it."""
-    from saltext_fleet.master import keys as master_keys
-
     held: dict = {}
     while True:
         batch = _drain(changes)
@@ -127,8 +129,6 @@ def _key_change_recorder(opts: dict, changes: queue.Queue) -> None:
 
 def _recorder(opts: dict, pending: queue.Queue) -> None:
     """Write the keys handed over, once a second, until the process ends."""
-    from saltext_fleet.master import keys as master_keys
-
     held: dict = {}
     fire = _firer(opts)
     while True:
@@ -151,8 +151,6 @@ def _firer(opts: dict):
     bus: list = []
 
     def fire(tag: str, data: dict) -> None:
-        import salt.utils.event
-
         for attempt in range(2):
             try:
                 if not bus:
@@ -281,8 +279,6 @@ def _trailing(opts: dict) -> None:
 def _run_due(opts: dict, limits: dict) -> None:
     pkgset = limits["pkgset"].due()
     if pkgset:
-        import salt.client
-
         with salt.client.get_local_client(mopts=opts) as client:
             for minion_id in pkgset:
                 client.cmd_async([minion_id], "fleet.inventory", tgt_type="list")
@@ -290,8 +286,6 @@ def _run_due(opts: dict, limits: dict) -> None:
     presence = limits["presence"].due()
     if not onboard and not presence:
         return
-    import salt.runner
-
     runner = salt.runner.RunnerClient(opts)
     # the reactor's own work: audited as "reactor", like the SLS's runner calls
     reactor = {"user": "Reactor"}

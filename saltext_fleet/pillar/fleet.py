@@ -14,7 +14,10 @@ A node matched by no assignment gets no ``fleet:baseline`` key.
 
 from __future__ import annotations
 
+import fnmatch
 import logging
+
+import salt.utils.minions
 
 from saltext_fleet import config
 from saltext_fleet.store import drift as store_drift
@@ -27,14 +30,19 @@ __virtualname__ = "fleet"
 
 def __virtual__():
     try:
-        config.load(__opts__)
+        _cfg()
     except config.FleetConfigError as exc:
         return False, f"the fleet external pillar cannot load: {exc}"
     return __virtualname__
 
 
+def _cfg() -> config.FleetConfig:
+    """The ``fleet:`` options, parsed once per loader (:func:`saltext_fleet.config.cached`)."""
+    return config.cached(__opts__, __context__)
+
+
 def ext_pillar(minion_id, pillar, *args, **kwargs):
-    engine = store_engine.get_engine(config.load(__opts__).db_url)
+    engine = store_engine.get_engine(_cfg().db_url)
     store_engine.ensure_schema(engine)
     name = None
     for entry in store_drift.assignments(engine):  # lowest priority first: later ones win
@@ -51,13 +59,9 @@ def ext_pillar(minion_id, pillar, *args, **kwargs):
 
 def _matches(minion_id: str, target: str, tgt_type: str) -> bool:
     if tgt_type == "glob":
-        import fnmatch
-
         return fnmatch.fnmatchcase(minion_id, target)
     if tgt_type == "list":
         return minion_id in [t.strip() for t in target.split(",")]
-    import salt.utils.minions
-
     try:
         found = salt.utils.minions.CkMinions(__opts__).check_minions(target, tgt_type)
     except Exception:  # noqa: BLE001 - a bad stored target must not break every pillar

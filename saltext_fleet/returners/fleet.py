@@ -58,6 +58,7 @@ import threading
 import time
 import uuid
 
+import salt.utils.event
 import salt.utils.jid
 import salt.utils.job
 
@@ -80,7 +81,7 @@ MINION_FLUSH_SECONDS = 5.0
 
 def __virtual__():
     try:
-        config.load(__opts__)
+        _cfg()
     except config.FleetConfigError as exc:
         return False, f"the fleet returner cannot load: {exc}"
     return __virtualname__
@@ -90,7 +91,8 @@ def __virtual__():
 
 
 def _cfg() -> config.FleetConfig:
-    return config.load(__opts__)
+    """The ``fleet:`` options, parsed once per loader (:func:`saltext_fleet.config.cached`)."""
+    return config.cached(__opts__, __context__)
 
 
 def _engine():
@@ -162,8 +164,6 @@ def _announce(tag: str, data: dict) -> None:
     """Fire ``tag`` (``fleet/inventory/changed``, ``fleet/states/ran``) on the master bus,
     signed by this master (the reactors act only on signed ones: minions can fire these tags
     too)."""
-    import salt.utils.event
-
     data = _signed(tag, data)
 
     conn = getattr(_bus, "conn", None)

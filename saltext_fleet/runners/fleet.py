@@ -52,14 +52,15 @@ __virtualname__ = "fleet"
 
 def __virtual__():
     try:
-        config.load(__opts__)
+        _cfg()
     except config.FleetConfigError as exc:
         return False, f"the fleet runners cannot load: {exc}"
     return __virtualname__
 
 
 def _cfg() -> config.FleetConfig:
-    return config.load(__opts__)
+    """The ``fleet:`` options, parsed once per loader (see :func:`saltext_fleet.config.cached`)."""
+    return config.cached(__opts__, __context__)
 
 
 def store_status():

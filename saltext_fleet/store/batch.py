@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import json
 import logging
 from collections.abc import Iterable
@@ -122,7 +123,7 @@ def is_transient(exc: BaseException) -> bool:
     return False
 
 
-def _retry_batch(exc: BaseException) -> bool:
+def must_retry_batch(exc: BaseException) -> bool:
     """Errors that must leave the whole batch in the spool (retried), never quarantined."""
     return is_connection_error(exc) or is_transient(exc)
 
@@ -274,7 +275,8 @@ def _redacted(data: Any, record: dict) -> Any:
     return data if record.get("redacted") else redact(data)
 
 
-def _return_row(record: dict, now: dt.datetime) -> dict:
+def return_row(record: dict, now: dt.datetime) -> dict:
+    """The ``returns`` row of a ``return`` record (:class:`RecordRejected` if it has none)."""
     ret = record.get("ret")
     if not isinstance(ret, dict):
         raise RecordRejected(f"a return must be a mapping, got {type(ret).__name__}")
@@ -306,7 +308,8 @@ def _return_row(record: dict, now: dt.datetime) -> dict:
     }
 
 
-def _event_row(record: dict, now: dt.datetime) -> dict:
+def event_row(record: dict, now: dt.datetime) -> dict:
+    """The ``events`` row of an ``event`` record (:class:`RecordRejected` if it has none)."""
     tag = record.get("tag")
     if not isinstance(tag, str) or not tag:
         raise RecordRejected(f"an event needs a tag string, got {tag!r:.80}")
@@ -329,7 +332,7 @@ def _check_size(value: Any) -> None:
     _check_length(json.dumps(value, default=repr))
 
 
-class _Table:
+class TableSpec:
     """How rows of one kind (returns, events) are written: columns, JSON columns, COPY."""
 
     def __init__(self, model, columns: dict[str, str], json_columns: dict[str, str]):
@@ -377,7 +380,7 @@ class _Table:
         return row["suspicious"]
 
 
-_RETURNS = _Table(
+RETURNS_TABLE = TableSpec(
     Return,
     {
         "rid": "varchar",
@@ -393,7 +396,7 @@ _RETURNS = _Table(
     },
     {"return": "ret_json", "full_ret": "full_json"},
 )
-_EVENTS = _Table(
+EVENTS_TABLE = TableSpec(
     Event,
     {
         "rid": "varchar",
@@ -412,6 +415,8 @@ class _JsonText(str):
 
 def _jsonb_text_dumper():
     """psycopg binary dumper that sends JSON *text* as jsonb (format version 1 + UTF-8)."""
+    # psycopg is the PostgreSQL driver: imported when a batch first goes to PostgreSQL (as
+    # SQLAlchemy does), so a store on SQLite never loads it.
     import psycopg
     from psycopg.adapt import Dumper
     from psycopg.pq import Format
@@ -445,7 +450,7 @@ def write_batch(conn: Connection, records: Iterable[dict]) -> BatchResult:
     by_kind: dict[str, list[dict]] = {}
     for record in records:
         if not isinstance(record, dict) or record.get("__corrupt__"):
-            _quarantine(
+            quarantine_record(
                 conn,
                 record if isinstance(record, dict) else {"record": record},
                 "spool",
@@ -464,14 +469,14 @@ def write_batch(conn: Connection, records: Iterable[dict]) -> BatchResult:
         handler = _HANDLERS.get(kind)
         if handler is None:
             for record in group:
-                _quarantine(conn, record, kind, f"unknown record kind {kind!r}")
+                quarantine_record(conn, record, kind, f"unknown record kind {kind!r}")
                 result.quarantined += 1
             continue
         handler(conn, group, result)
     return result
 
 
-def _insert_ignoring_duplicates(conn: Connection, spec: _Table, rows: list[dict]) -> None:
+def _insert_ignoring_duplicates(conn: Connection, spec: TableSpec, rows: list[dict]) -> None:
     if not rows:
         return
     stmt = spec.insert_statement(conn.dialect.name)
@@ -485,12 +490,12 @@ def _rows_or_quarantine(conn, group, kind, build, result) -> list[tuple[dict, di
         try:
             pairs.append((record, build(record, now)))
         except (RecordRejected, KeyError, TypeError, ValueError) as exc:
-            _quarantine(conn, record, kind, f"{type(exc).__name__}: {exc}")
+            quarantine_record(conn, record, kind, f"{type(exc).__name__}: {exc}")
             result.quarantined += 1
     return pairs
 
 
-def _store_group(conn: Connection, group: list[dict], kind: str, spec: _Table, build, result):
+def _store_group(conn: Connection, group: list[dict], kind: str, spec: TableSpec, build, result):
     """Build and store the rows of ``group``; returns the stored rows (replays included).
 
     Records that cannot be built are quarantined; rows the database refuses are isolated and
@@ -533,18 +538,18 @@ def _store_group(conn: Connection, group: list[dict], kind: str, spec: _Table, b
             _copy_rows(conn, spec, rows)
         copied = True
     except SQLAlchemyError as exc:
-        if _retry_batch(exc):
+        if must_retry_batch(exc):
             raise
         log.warning(
             "saltext-fleet: COPY of a %s batch of %d failed (%s); inserting instead",
             kind,
             len(group),
-            _db_error(exc),
+            describe_db_error(exc),
         )
     for _ in rows:  # build what an interrupted COPY left unbuilt
         pass
     for record, exc in rejected:
-        _quarantine(conn, record, kind, f"{type(exc).__name__}: {exc}")
+        quarantine_record(conn, record, kind, f"{type(exc).__name__}: {exc}")
         result.quarantined += 1
     if not copied:
         return _store_isolating(conn, spec, kind, built, result)
@@ -557,9 +562,9 @@ def _store_group(conn: Connection, group: list[dict], kind: str, spec: _Table, b
 _JSONB_DUMPER = None
 
 
-def _copy_rows(conn: Connection, spec: _Table, rows: Iterable[dict]) -> None:
+def _copy_rows(conn: Connection, spec: TableSpec, rows: Iterable[dict]) -> None:
     """COPY ``rows`` into the table (PostgreSQL; the caller holds a savepoint)."""
-    import psycopg
+    import psycopg  # the PostgreSQL driver, only where the store is on PostgreSQL
 
     global _JSONB_DUMPER
     if _JSONB_DUMPER is None:
@@ -595,11 +600,11 @@ def _copy_rows(conn: Connection, spec: _Table, rows: Iterable[dict]) -> None:
 
 #: What inserting a row raises when the row (not the connection) is the problem. Drivers raise
 #: UnicodeEncodeError themselves (a lone surrogate), and SQLAlchemy passes it on unwrapped.
-_ROW_ERRORS = (SQLAlchemyError, UnicodeError)
+ROW_ERRORS = (SQLAlchemyError, UnicodeError)
 
 
 def _store_isolating(
-    conn: Connection, spec: _Table, kind: str, pairs, result: BatchResult
+    conn: Connection, spec: TableSpec, kind: str, pairs, result: BatchResult
 ) -> list[dict]:
     """Insert all rows; if the database rejects the batch, isolate the bad rows."""
     if not pairs:
@@ -611,8 +616,8 @@ def _store_isolating(
                 _insert_ignoring_duplicates(conn, spec, rows)
             result.stored += len(rows)
             return rows
-        except _ROW_ERRORS as exc:
-            if _retry_batch(exc):
+        except ROW_ERRORS as exc:
+            if must_retry_batch(exc):
                 raise
             log.warning(
                 "saltext-fleet: a %s batch of %d was rejected (%s); isolating",
@@ -627,10 +632,10 @@ def _store_isolating(
                 _insert_ignoring_duplicates(conn, spec, [row])
             stored.append(row)
             result.stored += 1
-        except _ROW_ERRORS as exc:
-            if _retry_batch(exc):
+        except ROW_ERRORS as exc:
+            if must_retry_batch(exc):
                 raise
-            _quarantine(conn, record, kind, _db_error(exc))
+            quarantine_record(conn, record, kind, describe_db_error(exc))
             result.quarantined += 1
     return stored
 
@@ -639,7 +644,7 @@ _INGESTED_FUNS = INVENTORY_FUNS + GRAINS_FUNS
 
 
 def _handle_returns(conn: Connection, group: list[dict], result: BatchResult) -> None:
-    rows = _store_group(conn, group, "return", _RETURNS, _return_row, result)
+    rows = _store_group(conn, group, "return", RETURNS_TABLE, return_row, result)
     _touch_nodes(conn, {row["minion_id"] for row in rows if not is_master_job(row["fun"])})
     _ingest_many(
         conn,
@@ -679,9 +684,9 @@ def _ingest_state_tests(conn: Connection, items: list[tuple], result: BatchResul
                 conn, [{"m": m, "n": n, "at": now} for m, (n, _) in sorted(latest.items())]
             )
     except SQLAlchemyError as exc:
-        if _retry_batch(exc):
+        if must_retry_batch(exc):
             raise
-        log.warning("saltext-fleet: pending states not recorded: %s", _db_error(exc))
+        log.warning("saltext-fleet: pending states not recorded: %s", describe_db_error(exc))
         return
     result.states_run.extend((m, n, test) for m, (n, test) in sorted(latest.items()))
 
@@ -689,7 +694,7 @@ def _ingest_state_tests(conn: Connection, items: list[tuple], result: BatchResul
 def _handle_events(conn: Connection, group: list[dict], result: BatchResult) -> None:
     # Stored as events only: nothing in an event says who sent it (module docstring), so no
     # node data is ever taken from one, job return events included.
-    _store_group(conn, group, "event", _EVENTS, _event_row, result)
+    _store_group(conn, group, "event", EVENTS_TABLE, event_row, result)
 
 
 def _by_jid(group: list[dict]) -> list[dict]:
@@ -709,13 +714,13 @@ def _handle_loads(conn: Connection, group: list[dict], result: BatchResult) -> N
                 _upsert_job(conn, jid, load, publish, record.get("minions"))
             result.stored += 1
         except (RecordRejected, SQLAlchemyError, TypeError, ValueError) as exc:
-            if isinstance(exc, SQLAlchemyError) and _retry_batch(exc):
+            if isinstance(exc, SQLAlchemyError) and must_retry_batch(exc):
                 raise
-            _quarantine(
+            quarantine_record(
                 conn,
                 record,
                 "load",
-                _db_error(exc) if isinstance(exc, SQLAlchemyError) else str(exc),
+                describe_db_error(exc) if isinstance(exc, SQLAlchemyError) else str(exc),
             )
             result.quarantined += 1
 
@@ -771,9 +776,9 @@ def _handle_minions(conn: Connection, group: list[dict], result: BatchResult) ->
                 _upsert_job_minions(conn, jid, minions)
             result.stored += 1
         except (RecordRejected, SQLAlchemyError) as exc:
-            if isinstance(exc, SQLAlchemyError) and _retry_batch(exc):
+            if isinstance(exc, SQLAlchemyError) and must_retry_batch(exc):
                 raise
-            _quarantine(conn, record, "minions", str(exc))
+            quarantine_record(conn, record, "minions", str(exc))
             result.quarantined += 1
 
 
@@ -787,7 +792,7 @@ def _handle_endtimes(conn: Connection, group: list[dict], result: BatchResult) -
     for record in _by_jid(group):
         jid, endtime = str(record.get("jid", "")), record.get("endtime")
         if not jid or not isinstance(endtime, str):
-            _quarantine(conn, record, "endtime", "an endtime needs a jid and a time string")
+            quarantine_record(conn, record, "endtime", "an endtime needs a jid and a time string")
             result.quarantined += 1
             continue
         conn.execute(update(Job).where(Job.jid == jid).values(endtime=endtime[:64]))
@@ -861,12 +866,12 @@ def _ingest_many(conn: Connection, items: list[tuple], result: BatchResult) -> N
         with conn.begin_nested():
             changes = _ingest_inventories(conn, [(m, parsed) for m, parsed, _, _ in inventories])
     except SQLAlchemyError as exc:
-        if _retry_batch(exc):
+        if must_retry_batch(exc):
             raise
         log.warning(
             "saltext-fleet: ingesting %d inventories together failed (%s); one by one",
             len(inventories),
-            _db_error(exc),
+            describe_db_error(exc),
         )
         for minion_id, _parsed, value, rid in inventories:
             _ingest(conn, minion_id, INVENTORY_FUNS[0], value, True, result, rid)
@@ -989,10 +994,10 @@ def _ingest(conn, minion_id, fun, ret, success, result: BatchResult, rid) -> Non
             else:
                 ingest_grains(conn, minion_id, ret)
     except SQLAlchemyError as exc:
-        if _retry_batch(exc):
+        if must_retry_batch(exc):
             raise
-        _quarantine(
-            conn, {"rid": rid, "minion_id": minion_id, "fun": fun}, "ingest", _db_error(exc)
+        quarantine_record(
+            conn, {"rid": rid, "minion_id": minion_id, "fun": fun}, "ingest", describe_db_error(exc)
         )
         result.quarantined += 1
     except RecordRejected as exc:
@@ -1052,28 +1057,48 @@ def ingest_grains(conn: Connection, minion_id: str, grains: Any) -> None:
 # -- quarantine -------------------------------------------------------------------------------
 
 
-def _quarantine(conn: Connection, record: dict, kind: str, error: str) -> None:
+def quarantine_key(rid: Any, kind: str, payload: str) -> str:
+    """The quarantine's key for a record: its rid, or for a record without a usable one
+    (missing, not a string, too long: the payload keeps it) ``sha224:<hex>`` of its kind and
+    quarantined payload, which for a corrupt spool frame holds its spool position."""
+    if isinstance(rid, str) and rid and len(rid) <= RID_LEN:
+        return rid
+    return "sha224:" + hashlib.sha224(f"{kind}\0{payload}".encode()).hexdigest()
+
+
+def quarantine_record(conn: Connection, record: dict, kind: str, error: str) -> bool:
+    """Keep a record the database refused, with the error. One row per record: a record
+    quarantined again (a batch replayed after a crash before the spool's checkpoint) is left
+    as it is, and False is returned."""
     if isinstance(record, dict) and not record.get("redacted"):
         record = redact_record(dict(record))  # the quarantine keeps no more than the tables
     error = redact_text(error)
+    kind = kind[:32]
     payload, size = quarantine_payload(record)
-    rid = record.get("rid") if isinstance(record, dict) else None
-    if not isinstance(rid, str) or len(rid) > RID_LEN:
-        rid = None  # the payload keeps it
-    log.warning("saltext-fleet: quarantined a %s record (%s): %s", kind, rid, error[:300])
-    conn.execute(
-        Quarantine.__table__.insert().values(
+    rid = quarantine_key(record.get("rid") if isinstance(record, dict) else None, kind, payload)
+    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    stored = conn.execute(
+        dialect_insert(Quarantine.__table__)
+        .values(
             rid=rid,
-            kind=kind[:32],
+            kind=kind,
             error=error[:4000],
             payload=payload,
             payload_bytes=size,
             stored_at=utcnow(),
         )
-    )
+        .on_conflict_do_nothing(index_elements=["rid"])
+        .returning(Quarantine.id)
+    ).first()
+    if stored is not None:
+        log.warning("saltext-fleet: quarantined a %s record (%s): %s", kind, rid, error[:300])
+    else:
+        log.info("saltext-fleet: the %s record %s is in the quarantine already", kind, rid)
+    return stored is not None
 
 
-def _db_error(exc: SQLAlchemyError) -> str:
+def describe_db_error(exc: SQLAlchemyError) -> str:
+    """The driver's error in one line: its class and the first line of its message."""
     orig = getattr(exc, "orig", None)
     return f"{type(orig or exc).__name__}: {str(orig or exc).splitlines()[0][:500]}"
 

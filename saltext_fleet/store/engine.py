@@ -10,6 +10,7 @@ do not race.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import sqlite3
@@ -17,6 +18,10 @@ import threading
 import time
 from pathlib import Path
 
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 
@@ -111,9 +116,7 @@ def dispose_all() -> None:
         _schema_ready.clear()
 
 
-def alembic_config(engine: Engine):
-    from alembic.config import Config
-
+def alembic_config(engine: Engine) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
@@ -121,17 +124,12 @@ def alembic_config(engine: Engine):
 
 
 def head_revision() -> str:
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
-
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
     return ScriptDirectory.from_config(cfg).get_current_head()
 
 
 def current_revision(engine: Engine) -> str | None:
-    from alembic.runtime.migration import MigrationContext
-
     with engine.connect() as conn:
         return MigrationContext.configure(conn).get_current_revision()
 
@@ -153,8 +151,6 @@ def _sqlite_wal(cur, wait: float = 30.0) -> None:
 
 def upgrade(engine: Engine, revision: str = "head") -> str | None:
     """Run the Alembic migrations up to ``revision``; returns the revision reached."""
-    from alembic import command
-
     cfg = alembic_config(engine)
     with _upgrade_lock(engine) as conn:
         cfg.attributes["connection"] = conn
@@ -193,8 +189,6 @@ def _upgrade_lock(engine: Engine):
             if not path or path == ":memory:":
                 yield conn
                 return
-            import fcntl
-
             with open(f"{path}.upgrade-lock", "a", encoding="utf-8") as lock:
                 os.chmod(lock.name, 0o600)
                 fcntl.flock(lock, fcntl.LOCK_EX)

@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import and_, bindparam, case, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from saltext_fleet.core import gate as core_gate
@@ -22,11 +23,7 @@ KEY_STATES = ("pending", "accepted", "rejected", "denied", "deleted")
 
 
 def _insert(conn: Connection):
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
 def key_seen(

@@ -30,7 +30,7 @@ from collections.abc import Iterable
 
 from sqlalchemy import Text, bindparam, cast, text
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from saltext_fleet.store import batch as batch_mod
@@ -214,7 +214,7 @@ def _append_sequences(conn: Connection) -> list[str]:
 def _missing_columns(conn: Connection) -> list[str]:
     """Columns the minion path writes that the store's tables lack (schema too old/new)."""
     missing = []
-    for spec in (MINION_RETURNS, batch_mod._EVENTS):
+    for spec in (MINION_RETURNS, batch_mod.EVENTS_TABLE):
         have = set(
             conn.execute(
                 text(
@@ -232,8 +232,6 @@ def _missing_columns(conn: Connection) -> list[str]:
 
 def sqlite_refusal(db_url: str) -> str | None:
     """Why the minion returner refuses ``db_url`` without connecting (SQLite), or None."""
-    from sqlalchemy.engine import make_url
-
     try:
         parsed = make_url(db_url)
     except Exception:  # noqa: BLE001 - normalise_url reports bad URLs later, with the option
@@ -323,24 +321,26 @@ def _insert_statement(spec):
 
 #: The returns a minion writes: every column but ``authenticated``, which the minion role may
 #: not write (its default, false, marks the row as the minion's own claim).
-MINION_RETURNS = batch_mod._Table(
-    batch_mod._RETURNS.model,
+MINION_RETURNS = batch_mod.TableSpec(
+    batch_mod.RETURNS_TABLE.model,
     {
         c: t
-        for c, t in zip(batch_mod._RETURNS.columns, batch_mod._RETURNS.pg_types, strict=True)
+        for c, t in zip(
+            batch_mod.RETURNS_TABLE.columns, batch_mod.RETURNS_TABLE.pg_types, strict=True
+        )
         if c != "authenticated"
     },
-    batch_mod._RETURNS.json_columns,
+    batch_mod.RETURNS_TABLE.json_columns,
 )
 #: The columns of each append table that the minion role may insert into.
 APPEND_COLUMNS = {
     "returns": MINION_RETURNS.columns,
-    "events": batch_mod._EVENTS.columns,
+    "events": batch_mod.EVENTS_TABLE.columns,
 }
 
 _KINDS = {
-    "return": (MINION_RETURNS, batch_mod._return_row),
-    "event": (batch_mod._EVENTS, batch_mod._event_row),
+    "return": (MINION_RETURNS, batch_mod.return_row),
+    "event": (batch_mod.EVENTS_TABLE, batch_mod.event_row),
 }
 
 
@@ -359,14 +359,14 @@ def write_minion_batch(conn: Connection, records: Iterable[dict]) -> batch_mod.B
     for record in records:
         kind = record.get("kind") if isinstance(record, dict) else None
         if kind not in _KINDS:
-            _drop(record, str(kind), "the minion returner writes only returns and events")
+            drop_record(record, str(kind), "the minion returner writes only returns and events")
             result.quarantined += 1
             continue
         spec, build = _KINDS[kind]
         try:
             by_kind.setdefault(kind, []).append((record, build(record, now)))
         except (batch_mod.RecordRejected, KeyError, TypeError, ValueError) as exc:
-            _drop(record, kind, f"{type(exc).__name__}: {exc}")
+            drop_record(record, kind, f"{type(exc).__name__}: {exc}")
             result.quarantined += 1
     for kind in sorted(by_kind):
         spec, _ = _KINDS[kind]
@@ -377,8 +377,8 @@ def write_minion_batch(conn: Connection, records: Iterable[dict]) -> batch_mod.B
                 conn.execute(stmt, [spec.params(row) for _, row in pairs])
             result.stored += len(pairs)
             continue
-        except batch_mod._ROW_ERRORS as exc:
-            if isinstance(exc, SQLAlchemyError) and batch_mod._retry_batch(exc):
+        except batch_mod.ROW_ERRORS as exc:
+            if isinstance(exc, SQLAlchemyError) and batch_mod.must_retry_batch(exc):
                 raise
             if _denied(exc):
                 raise _refused(exc) from exc
@@ -387,15 +387,17 @@ def write_minion_batch(conn: Connection, records: Iterable[dict]) -> batch_mod.B
                 with conn.begin_nested():
                     conn.execute(stmt, [spec.params(row)])
                 result.stored += 1
-            except batch_mod._ROW_ERRORS as exc:
-                if isinstance(exc, SQLAlchemyError) and batch_mod._retry_batch(exc):
+            except batch_mod.ROW_ERRORS as exc:
+                if isinstance(exc, SQLAlchemyError) and batch_mod.must_retry_batch(exc):
                     raise
                 if _denied(exc):
                     raise _refused(exc) from exc
-                _drop(
+                drop_record(
                     record,
                     kind,
-                    batch_mod._db_error(exc) if isinstance(exc, SQLAlchemyError) else str(exc),
+                    batch_mod.describe_db_error(exc)
+                    if isinstance(exc, SQLAlchemyError)
+                    else str(exc),
                 )
                 result.quarantined += 1
     return result
@@ -408,12 +410,13 @@ def _denied(exc: BaseException) -> bool:
 
 def _refused(exc: BaseException) -> MinionRoleError:
     return MinionRoleError(
-        f"the minion role may not append here ({batch_mod._db_error(exc)}): run "
+        f"the minion role may not append here ({batch_mod.describe_db_error(exc)}): run "
         "saltext-fleet db minion-role NAME on the master again"
     )
 
 
-def _drop(record, kind: str, error: str) -> None:
+def drop_record(record, kind: str, error: str) -> None:
+    """Log a record the minion returner cannot store (its role may not write the quarantine)."""
     rid = record.get("rid") if isinstance(record, dict) else None
     log.warning(
         "saltext-fleet: a %s record (%s) was not stored by the minion returner: %s",

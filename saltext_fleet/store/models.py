@@ -221,6 +221,9 @@ class Quarantine(Base):
     __tablename__ = "quarantine"
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    #: The record's id; for a record without a usable one, ``sha224:<hex>`` of its kind and
+    #: payload (a corrupt spool frame's payload holds where it was in the spool). Unique: a
+    #: record replayed after a crash is not quarantined twice.
     rid: Mapped[str | None] = mapped_column(String(RID_LEN))
     kind: Mapped[str] = mapped_column(String(32))
     error: Mapped[str] = mapped_column(Text)
@@ -229,7 +232,10 @@ class Quarantine(Base):
     payload_bytes: Mapped[int] = mapped_column(BigInteger)
     stored_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
-    __table_args__ = (Index("ix_quarantine_stored", "stored_at"),)
+    __table_args__ = (
+        Index("ix_quarantine_stored", "stored_at"),
+        Index("uq_quarantine_rid", "rid", unique=True),
+    )
 
 
 BASELINE_NAME_LEN = 128

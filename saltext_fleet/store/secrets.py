@@ -12,6 +12,7 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import delete, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from saltext_fleet.core import secrets as core_secrets
@@ -26,11 +27,7 @@ CREDENTIAL_NAME = "ssh_credential"
 
 
 def _insert(conn: Connection):
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert
+    return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
 def put_secret(

@@ -409,13 +409,13 @@ class Writer:
                 ):
                     raise
                 if self.minion:  # the minion role may not write the quarantine
-                    minion_store._drop(
+                    minion_store.drop_record(
                         record, str(record.get("kind")), f"{type(exc).__name__}: {exc}"
                     )
                     total.quarantined += 1
                     continue
                 with engine.begin() as conn:
-                    batch_mod._quarantine(
+                    batch_mod.quarantine_record(
                         conn,
                         record,
                         str(record.get("kind", "unknown"))[:32],

@@ -101,7 +101,21 @@ def test_demo_reaches_three_minions_and_prints_package_counts(fresh_venv, tmp_pa
     # only minions are nodes (not the master that ran the demo's runners), every one was
     # onboarded without a failed job, and none that answered was ever shown offline
     assert figures["nodes"] == ["demo-1", "demo-2", "demo-3"]
-    assert figures["onboarded"] == ["demo-1", "demo-2", "demo-3"]
+    assert figures["onboarded"] == ["demo-1", "demo-2", "demo-3"], _onboarding_log(root)
     assert figures["failed_jobs"] == {}
     assert figures["offline_seen"] == []
     assert re.search(r"stopped every daemon", out)
+
+
+def _onboarding_log(root: pathlib.Path) -> str:
+    """What the demo's master logged about starts and onboarding (to explain a failure)."""
+    log = root / "master-root" / "log" / "master"
+    if not log.exists():
+        return f"{log} does not exist"
+    words = ("onboard", "fleet.started", "start event", "refus", "not confirmed", "Traceback")
+    lines = [
+        line
+        for line in log.read_text(errors="replace").splitlines()
+        if any(w in line for w in words)
+    ]
+    return "\n".join(lines)[-4000:]

@@ -199,7 +199,7 @@ def test_a_duplicate_that_races_in_makes_copy_fall_back_and_stays_once(
     write(pg_engine, [records[3]])
     # Another writer stored that rid between the look-up and the COPY: the look-up saw nothing.
     monkeypatch.setattr(
-        batch._RETURNS,
+        batch.RETURNS_TABLE,
         "existing_sql",
         text("SELECT rid FROM returns WHERE false AND rid = ANY(:rids)"),
     )

@@ -1,8 +1,13 @@
-"""``saltext-fleet config``: the snippet is valid, complete for what ships, and checked."""
+"""``saltext-fleet``: the config snippet is valid, complete for what ships, and checked; a
+master config that cannot be used stops every command that reads one."""
 
+import io
+
+import pytest
 import yaml
 
 from saltext_fleet import cli, config, demo, snippet
+from saltext_fleet.store import engine as store_engine
 
 
 def test_config_prints_yaml_that_validates(capsys):
@@ -60,11 +65,142 @@ def test_demo_summary_counts_packages_per_ecosystem():
 
 def test_check_refuses_a_missing_or_broken_file(tmp_path, capsys):
     assert cli.main(["config", "--check", str(tmp_path / "nope")]) == 2
-    assert "no such master config file" in capsys.readouterr().err
+    assert f"{tmp_path / 'nope'}: no such file" in capsys.readouterr().err
     conf = tmp_path / "master"
     conf.write_text("fleet: [unclosed\n")
     assert cli.main(["config", "--check", str(conf)]) == 2
-    assert "cannot read the master config" in capsys.readouterr().err
+    assert f"{conf}: is not valid YAML at line 2" in capsys.readouterr().err
+
+
+# -- a master config that cannot be used: every command that reads one ------------------------
+
+
+def _missing(tmp_path):
+    return tmp_path / "nope" / "master", "no such file"
+
+
+def _directory(tmp_path):
+    (tmp_path / "etc").mkdir()
+    return tmp_path / "etc", "is a directory"
+
+
+def _bad_yaml(tmp_path):
+    path = tmp_path / "master"
+    path.write_text(f"root_dir: {tmp_path}\nfleet: {{db_url: [unclosed\n")
+    return path, "is not valid YAML at line 3"
+
+
+def _not_a_mapping(tmp_path):
+    path = tmp_path / "master"
+    path.write_text("- fleet\n- db_url\n")
+    return path, "its top level is a list"
+
+
+def _not_text(tmp_path):
+    path = tmp_path / "master"
+    path.write_bytes(b"fleet: \xff\xfe\n")
+    return path, "is not UTF-8 text"
+
+
+def _bad_include(tmp_path):
+    path = tmp_path / "master"
+    path.write_text(f"root_dir: {tmp_path}\n")
+    (tmp_path / "master.d").mkdir()
+    (tmp_path / "master.d" / "fleet.conf").write_text("fleet: [unclosed\n")
+    return path, "master.d/fleet.conf"
+
+
+BAD_FILES = {
+    "missing": _missing,
+    "directory": _directory,
+    "bad-yaml": _bad_yaml,
+    "not-a-mapping": _not_a_mapping,
+    "not-text": _not_text,
+    "bad-include": _bad_include,
+}
+
+#: Every command that reads a master config, with ``{conf}`` where the file goes.
+COMMANDS = {
+    "config --check": ["config", "--check", "{conf}"],
+    "db status": ["db", "status", "-c", "{conf}"],
+    "db upgrade": ["db", "upgrade", "-c", "{conf}"],
+    "db upgrade --db-url": ["db", "upgrade", "--db-url", "{url}", "-c", "{conf}"],
+    "db minion-role": ["db", "minion-role", "fleet_m", "-c", "{conf}"],
+    "user add": ["user", "add", "alice", "--password-stdin", "-c", "{conf}"],
+    "user add --db-url": [
+        "user",
+        "add",
+        "alice",
+        "--password-stdin",
+        "--db-url",
+        "{url}",
+        "-c",
+        "{conf}",
+    ],
+    "user list": ["user", "list", "-c", "{conf}"],
+    "user role": ["user", "role", "alice", "--role", "admin", "-c", "{conf}"],
+    "user password": ["user", "password", "alice", "--password-stdin", "-c", "{conf}"],
+    "user reset-totp": ["user", "reset-totp", "alice", "-c", "{conf}"],
+    "user disable": ["user", "disable", "alice", "-c", "{conf}"],
+    "user enable": ["user", "enable", "alice", "-c", "{conf}"],
+    "user delete": ["user", "delete", "alice", "-c", "{conf}"],
+}
+
+
+@pytest.fixture
+def no_database(monkeypatch):
+    """Fail the test if a command reaches for a database."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a database was opened despite the bad master config")
+
+    monkeypatch.setattr(store_engine, "get_engine", refuse)
+    monkeypatch.setattr("sys.stdin", io.StringIO("a fine long password\n"))
+
+
+@pytest.mark.parametrize("bad", BAD_FILES)
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_master_config_that_cannot_be_used_is_named_and_nothing_happens(
+    tmp_path, capsys, no_database, command, bad
+):
+    conf, reason = BAD_FILES[bad](tmp_path)
+    url = f"sqlite:///{tmp_path / 'fleet.db'}"
+    argv = [a.format(conf=conf, url=url) for a in COMMANDS[command]]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{conf}: " in err and reason in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "fleet.db").exists()
+
+
+@pytest.mark.parametrize("command", ["db status", "db upgrade", "user list"])
+def test_the_default_master_config_missing_is_named(tmp_path, capsys, monkeypatch, command):
+    """Without -c and --db-url, the default file (here from $SALT_MASTER_CONFIG) is needed."""
+    conf = tmp_path / "master"
+    monkeypatch.setenv("SALT_MASTER_CONFIG", str(conf))
+    monkeypatch.setattr(store_engine, "get_engine", None)
+    assert cli.main(command.split()) == 2
+    assert f"{conf}: no such file" in capsys.readouterr().err
+
+
+def test_with_a_db_url_the_default_master_config_may_be_missing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("SALT_MASTER_CONFIG", str(tmp_path / "master"))
+    url = f"sqlite:///{tmp_path / 'fleet.db'}"
+    assert cli.main(["db", "upgrade", "--db-url", url]) == 0
+    assert cli.main(["user", "list", "--db-url", url]) == 0
+    assert "no such file" not in capsys.readouterr().err
+
+
+def test_a_good_master_config_is_read_by_every_command(tmp_path, capsys, monkeypatch):
+    conf = tmp_path / "master"
+    db = tmp_path / "fleet.db"
+    conf.write_text(f"root_dir: {tmp_path}\nfleet:\n  db_url: sqlite:///{db}\n")
+    monkeypatch.setattr("sys.stdin", io.StringIO("a fine long password\n"))
+    assert cli.main(["config", "--check", str(conf)]) == 0
+    assert cli.main(["db", "upgrade", "-c", str(conf)]) == 0
+    assert cli.main(["user", "add", "alice", "--password-stdin", "-c", str(conf)]) == 0
+    assert cli.main(["user", "list", "-c", str(conf)]) == 0
+    assert capsys.readouterr().out.count("alice") == 2 and db.exists()
 
 
 def test_user_add_list_role_and_bad_input(tmp_path, capsys, monkeypatch):

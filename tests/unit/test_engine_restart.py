@@ -33,6 +33,7 @@ def test_a_crash_is_logged_and_the_server_comes_back(monkeypatch):
     monkeypatch.setattr(server, "serve", serve)
     monkeypatch.setattr(engine.time, "sleep", pauses.append)
     monkeypatch.setattr(engine, "__opts__", {"cachedir": "/tmp"}, raising=False)
+    monkeypatch.setattr(engine, "__context__", {}, raising=False)
     with logged() as records:
         engine.start()
     assert len(calls) == 3  # crashed twice, then served until it was stopped
@@ -59,6 +60,7 @@ def test_a_configuration_error_is_named_and_retried_slowly(monkeypatch):
     monkeypatch.setattr(
         engine, "__opts__", {"cachedir": "/tmp", "fleet": {"ui": {"port": 0}}}, raising=False
     )
+    monkeypatch.setattr(engine, "__context__", {}, raising=False)
     with logged() as records:
         engine.start()
     assert any("fleet:ui:port" in r.getMessage() for r in records)

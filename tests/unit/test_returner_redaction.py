@@ -21,6 +21,7 @@ def opts(tmp_path, monkeypatch):
         opts = {"cachedir": str(tmp_path / role), "__role": role, "id": f"{role}-1"}
         opts["fleet"] = {"db_url": UNREACHABLE}
         monkeypatch.setattr(returner_mod, "__opts__", opts, raising=False)
+        monkeypatch.setattr(returner_mod, "__context__", {}, raising=False)
         return opts
 
     monkeypatch.setattr(returner_mod, "MINION_FLUSH_SECONDS", 0.2)
