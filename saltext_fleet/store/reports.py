@@ -22,7 +22,6 @@ runner's and the reactor's business.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import sys
 import threading
@@ -35,6 +34,7 @@ from saltext_fleet.core import baseline as core_baseline
 from saltext_fleet.core import compare as core_compare
 from saltext_fleet.core import drift as core_drift
 from saltext_fleet.core import findings as core_findings
+from saltext_fleet.store.drift.common import facts_of
 from saltext_fleet.store.models import (
     Baseline,
     DriftCurrent,
@@ -44,7 +44,7 @@ from saltext_fleet.store.models import (
     SnapshotKeys,
     iso,
 )
-from saltext_fleet.store.ui import PER_PAGE_MAX, QueryError
+from saltext_fleet.store.ui import QueryError, parse_paging
 
 #: Rows per IN (...) list.
 CHUNK = 1000
@@ -232,7 +232,7 @@ class FleetDriftQuery:
                     "sort", f"{sort!r} is not one of {', '.join(core_findings.TALLY_SORTS)}"
                 )
             query.sort = sort
-        query.page, query.per_page = _paging(arg, query.per_page)
+        query.page, query.per_page = parse_paging(arg, 1, query.per_page)
         return query
 
     def args(self, **changes) -> dict[str, str]:
@@ -248,22 +248,6 @@ class FleetDriftQuery:
         }
         values.update({k: (None if v is None else str(v)) for k, v in changes.items()})
         return {k: v for k, v in values.items() if v not in (None, "")}
-
-
-def _paging(arg, per_page: int) -> tuple[int, int]:
-    values = {"page": 1, "per_page": per_page}
-    for name, low, high in (("page", 1, 1_000_000), ("per_page", 1, PER_PAGE_MAX)):
-        raw = arg(name, 16)
-        if raw is None:
-            continue
-        try:
-            value = int(raw)
-        except ValueError as exc:
-            raise QueryError(name, f"{raw!r} is not a whole number") from exc
-        if not low <= value <= high:
-            raise QueryError(name, f"{value} is not between {low} and {high}")
-        values[name] = value
-    return values["page"], values["per_page"]
 
 
 def _scored_nodes(conn: Connection, baseline: str | None):
@@ -381,12 +365,12 @@ def fleet_tally(conn: Connection, baseline: str | None = None) -> core_findings.
 def _count(conn: Connection, url: str, baseline: str | None, nodes, fingerprint: int):
     """:func:`fleet_tally`'s work, kept under ``(url, baseline)`` with ``fingerprint``."""
     groups: dict[tuple[str, str, str], list[str]] = {}
-    facts_of: dict[tuple[str, str], list[tuple[str, str | None]]] = {}
+    facts_wanted: dict[tuple[str, str], list[tuple[str, str | None]]] = {}
     for row in nodes:
         groups.setdefault((row.baseline, row.revision, row.inventory_digest), []).append(
             row.minion_id
         )
-        facts_of.setdefault((row.baseline, row.revision), []).append(
+        facts_wanted.setdefault((row.baseline, row.revision), []).append(
             (row.minion_id, row.facts_text)
         )
     bases: dict[str, tuple[core_drift.CompiledBaseline, str]] = {}
@@ -419,12 +403,12 @@ def _count(conn: Connection, url: str, baseline: str | None, nodes, fingerprint:
         if found is not None:
             tally.add(key[0], minions, found)
     decoded: dict[str, dict] = {}
-    for (name, _revision), members in facts_of.items():
+    for (name, _revision), members in facts_wanted.items():
         base = bases.get(name, (None,))[0]
         if base is None or not base.facts:
             continue
         for minion, facts_text in members:
-            node = core_drift.NodeInput(facts=_facts(facts_text, decoded), facts_key=facts_text)
+            node = core_drift.NodeInput(facts=facts_of(facts_text, decoded), facts_key=facts_text)
             tally.add_facts(name, minion, base.node_facts(node))
     if len(_TALLIES) >= TALLIES_KEPT:
         _TALLIES.clear()
@@ -446,19 +430,6 @@ def _keep_pairs(url: str, name: str, revision: str, computed: Mapping[str, tuple
     for digest, found in computed.items():
         _PAIRS[(url, name, revision, digest)] = found
     _PAIR_FINDINGS[0] += adding
-
-
-def _facts(facts_text: str | None, decoded: dict[str, dict]) -> dict:
-    if not facts_text:
-        return {}
-    found = decoded.get(facts_text)
-    if found is None:
-        try:
-            found = json.loads(facts_text)
-        except ValueError:
-            found = {}
-        decoded[facts_text] = found if isinstance(found, dict) else {}
-    return decoded[facts_text]
 
 
 def fleet_drift(conn: Connection, query: FleetDriftQuery) -> dict[str, Any]:

@@ -124,17 +124,7 @@ class OverviewQuery:
         if sort not in SORTS:
             raise QueryError("sort", f"{sort!r} is not one of {', '.join(SORTS)}")
         query.sort = sort
-        for name, low, high in (("page", 1, 1_000_000), ("per_page", 1, PER_PAGE_MAX)):
-            raw = text(name, 16)
-            if raw is None:
-                continue
-            try:
-                value = int(raw)
-            except ValueError as exc:
-                raise QueryError(name, f"{raw!r} is not a whole number") from exc
-            if not low <= value <= high:
-                raise QueryError(name, f"{value} is not between {low} and {high}")
-            setattr(query, name, value)
+        query.page, query.per_page = parse_paging(text, query.page, query.per_page)
         return query
 
     def args(self, **changes) -> dict[str, str]:
@@ -381,3 +371,21 @@ def timeline(conn: Connection, minion_id: str, limit: int = 50) -> list[dict[str
 def _like(text: str) -> str:
     """``text`` for a LIKE pattern, its wildcards escaped (with backslash)."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def parse_paging(arg, page: int, per_page: int) -> tuple[int, int]:
+    """``page`` and ``per_page`` from a request's arguments (``arg(name, max_length)``, None when
+    absent), each a whole number in its range, else :class:`QueryError` naming it."""
+    values = {"page": page, "per_page": per_page}
+    for name, low, high in (("page", 1, 1_000_000), ("per_page", 1, PER_PAGE_MAX)):
+        raw = arg(name, 16)
+        if raw is None:
+            continue
+        try:
+            value = int(raw)
+        except ValueError as exc:
+            raise QueryError(name, f"{raw!r} is not a whole number") from exc
+        if not low <= value <= high:
+            raise QueryError(name, f"{value} is not between {low} and {high}")
+        values[name] = value
+    return values["page"], values["per_page"]

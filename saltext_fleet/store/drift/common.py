@@ -7,6 +7,7 @@ into them, the dialect's ``INSERT`` (for ``ON CONFLICT``), and times read back a
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -46,3 +47,19 @@ def rows_by_minion(conn: Connection, stmt, minion_column, minions: list[str]) ->
 def aware(at: dt.datetime) -> dt.datetime:
     """``at`` with a time zone: a naive time (SQLite keeps none) is UTC."""
     return at if at.tzinfo else at.replace(tzinfo=dt.timezone.utc)
+
+
+def facts_of(facts_text: str | None, decoded: dict[str, dict]) -> dict[str, Any]:
+    """Facts from their stored JSON text, decoded once per distinct text."""
+    if not facts_text:
+        return {}
+    found = decoded.get(facts_text)
+    if found is None:
+        try:
+            found = json.loads(facts_text)
+        except ValueError:
+            found = {}
+        if not isinstance(found, dict):
+            found = {}
+        decoded[facts_text] = found
+    return found

@@ -23,7 +23,6 @@ function.)
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from types import SimpleNamespace
 from typing import Any
@@ -33,7 +32,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from saltext_fleet.core import drift as core_drift
 from saltext_fleet.store.drift.baselines import compiled, weights_digest
-from saltext_fleet.store.drift.common import rows_by_minion
+from saltext_fleet.store.drift.common import facts_of, rows_by_minion
 from saltext_fleet.store.drift.pkgkeys import (
     clean_packages,
     index_snapshots,
@@ -63,22 +62,6 @@ def _node_rows(conn: Connection, minions: list[str]) -> dict[str, Any]:
         Node.pending_states,
     )
     return rows_by_minion(conn, stmt, Node.minion_id, minions)
-
-
-def _facts_of(facts_text: str | None, decoded: dict[str, dict]) -> dict[str, Any]:
-    """Facts from their stored JSON text, decoded once per distinct text."""
-    if not facts_text:
-        return {}
-    found = decoded.get(facts_text)
-    if found is None:
-        try:
-            found = json.loads(facts_text)
-        except ValueError:
-            found = {}
-        if not isinstance(found, dict):
-            found = {}
-        decoded[facts_text] = found
-    return found
 
 
 def recompute(
@@ -181,7 +164,7 @@ def recompute(
         name = assignment[minion]
         base, revision = bases[name]
         node = core_drift.NodeInput(
-            facts=_facts_of(row.facts_text, decoded),
+            facts=facts_of(row.facts_text, decoded),
             pending_states=row.pending_states,
             facts_key=row.facts_text,
         )
