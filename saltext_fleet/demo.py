@@ -42,6 +42,7 @@ from saltext_fleet import config, snippet
 from saltext_fleet.core.errors import FleetError
 from saltext_fleet.output.fleet_drift import render
 from saltext_fleet.store import engine as store_engine
+from saltext_fleet.store import ui as store_ui
 from saltext_fleet.store import users as store_users
 from saltext_fleet.store import writer as store_writer
 
@@ -332,9 +333,6 @@ class DemoFleet:
     def health(self) -> dict[str, Any]:
         """What an operator sees in the store: the nodes (only minions), their status, the
         failed jobs on each node's page and who is onboarded."""
-        from saltext_fleet import config
-        from saltext_fleet.store import engine as store_engine
-        from saltext_fleet.store import ui as store_ui
 
         engine = store_engine.get_engine(config.load(self.master_opts()).db_url)
         with engine.connect() as conn:
