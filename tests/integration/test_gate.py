@@ -71,6 +71,13 @@ class Stranger:
 
         marker = f"--config-dir={self.factory.config_dir}"
         procs = [p for p in psutil.process_iter(["cmdline"]) if marker in (p.info["cmdline"] or [])]
+        # and their children: a job or process-manager child started with another command
+        # line would otherwise live on and answer the next ping
+        for proc in list(procs):
+            try:
+                procs.extend(c for c in proc.children(recursive=True) if c not in procs)
+            except psutil.Error:
+                pass
         for proc in procs:
             try:
                 proc.kill()
