@@ -1,7 +1,7 @@
 """nodes: presence misses and why a node is offline, the fleet_pkgset beacon; no master rows
 
 Revision ID: 0007
-Revises: 0005
+Revises: 0006
 Create Date: 2026-12-05 07:00:00
 
 A node goes offline after it missed more than one presence check: ``presence_misses`` counts
