@@ -44,7 +44,7 @@ from saltext_fleet.store.models import (
     SnapshotKeys,
     iso,
 )
-from saltext_fleet.store.ui import QueryError, parse_paging
+from saltext_fleet.store.ui import QueryError, arg_reader, parse_paging
 
 #: Rows per IN (...) list.
 CHUNK = 1000
@@ -208,13 +208,7 @@ class FleetDriftQuery:
 
     @classmethod
     def from_args(cls, args: Mapping[str, Any]) -> FleetDriftQuery:
-        def arg(name: str, limit: int = 255) -> str | None:
-            value = args.get(name)
-            if value is None or value == "":
-                return None
-            if not isinstance(value, str) or len(value) > limit:
-                raise QueryError(name, f"at most {limit} characters")
-            return value
+        arg = arg_reader(args)
 
         query = cls(q=arg("q"), ecosystem=arg("ecosystem", 32), baseline=arg("baseline", 128))
         kind = arg("kind", 16)

@@ -11,6 +11,7 @@ the API was given never becomes SQL text.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,13 +91,7 @@ class OverviewQuery:
     def from_args(cls, args) -> OverviewQuery:
         """From a mapping of strings (a query string); :class:`QueryError` names the bad one."""
 
-        def text(name: str, limit: int = 255) -> str | None:
-            value = args.get(name)
-            if value is None or value == "":
-                return None
-            if not isinstance(value, str) or len(value) > limit:
-                raise QueryError(name, f"at most {limit} characters")
-            return value
+        text = arg_reader(args)
 
         query = cls(q=text("q"), os=text("os"), group=text("group"))
         status = text("status")
@@ -371,6 +366,21 @@ def timeline(conn: Connection, minion_id: str, limit: int = 50) -> list[dict[str
 def _like(text: str) -> str:
     """``text`` for a LIKE pattern, its wildcards escaped (with backslash)."""
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def arg_reader(args: Mapping[str, Any]) -> Callable[..., str | None]:
+    """``arg(name, limit=255)`` over a request's arguments: the string, None when absent or
+    empty, else :class:`QueryError` naming it (not a string, or longer than ``limit``)."""
+
+    def arg(name: str, limit: int = 255) -> str | None:
+        value = args.get(name)
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str) or len(value) > limit:
+            raise QueryError(name, f"at most {limit} characters")
+        return value
+
+    return arg
 
 
 def parse_paging(arg, page: int, per_page: int) -> tuple[int, int]:
