@@ -16,20 +16,8 @@ from saltext_fleet.store.models import (
     PackageKey,
     SnapshotKeys,
 )
+from tests.support.driftfleet import inventory
 from tests.support.store import count
-
-
-def inventory(pypi, deb=None, osrelease="12"):
-    from saltext_fleet.core.inventory import inventory_digest
-
-    packages = {"pypi": dict(pypi), "deb": dict(deb or {"libc6": "2.36-9", "bash": "5.2-2"})}
-    facts = {"os": "Debian", "osrelease": osrelease}
-    return {
-        "packages": packages,
-        "sources": {},
-        "facts": facts,
-        "digest": inventory_digest(packages, {}, facts),
-    }
 
 
 def store_inventory(engine, minion, inv, jid="20261128120000000000"):

@@ -19,8 +19,9 @@ GOOD = {"requests": "2.31.0", "urllib3": "2.0.7", "certifi": "2024.2.2"}
 BAD = {"requests": "3.0.1", "urllib3": "2.0.7", "rich": "13.0"}
 
 
-def inventory(pypi, osrelease="12"):
-    packages = {"pypi": dict(pypi), "deb": {"libc6": "2.36-9", "bash": "5.2-2"}}
+def inventory(pypi, deb=None, osrelease="12"):
+    """An inventory as a minion reports it: these pypi packages, a few deb ones."""
+    packages = {"pypi": dict(pypi), "deb": dict(deb or {"libc6": "2.36-9", "bash": "5.2-2"})}
     facts = {"os": "Debian", "osrelease": osrelease}
     return {
         "packages": packages,
