@@ -191,10 +191,14 @@ def enable_beacon(client, minion_id: str, interval: int) -> int | None:
     confirms (0: not running, None: the node did not say)."""
 
     def listing():
-        ret = client.cmd(
-            [minion_id], "beacons.list", kwarg={"return_yaml": False}, tgt_type="list", timeout=30
-        )
-        return ret.get(minion_id, "no answer")
+        # from the job cache: what the store records must be the node's own answer
+        try:
+            answer = cached_answer(
+                client, minion_id, "beacons.list", 30, {"return_yaml": False}, none_is_answer=True
+            )
+        except OnboardRefused:
+            return "no answer"
+        return "no answer" if answer is NO_ANSWER else answer
 
     listed = listing()
     now = beacon_interval(listed)
@@ -309,23 +313,45 @@ def _iso(at: float) -> str:
     return dt.datetime.fromtimestamp(at, dt.timezone.utc).isoformat(timespec="seconds")
 
 
+#: :func:`cached_answer` found no answer within its timeout.
+NO_ANSWER = object()
+
+
+def cached_answer(
+    client,
+    minion_id: str,
+    fun: str,
+    timeout: float,
+    kwarg: dict | None = None,
+    none_is_answer: bool = False,
+) -> Any:
+    """The node's own answer to a ``fun`` job, read from the master's job cache, where Salt
+    files a return under the minion id it authenticated (an answer on the event bus could be a
+    forged ``salt/job/<jid>/ret/<id>`` event of another minion). :data:`NO_ANSWER` when none
+    came within ``timeout`` seconds; a ``None`` return counts only with ``none_is_answer``
+    (``beacons.list`` answers None for "no beacons"). :class:`OnboardRefused` when the job
+    could not be published."""
+    jid = client.cmd_async([minion_id], fun, kwarg=kwarg or {}, tgt_type="list")
+    if not jid:
+        raise OnboardRefused(f"could not ask {minion_id} for {fun} (no job published)")
+    deadline = time.monotonic() + timeout
+    while True:
+        record = client.get_cache_returns(jid).get(minion_id)
+        if isinstance(record, dict) and (
+            record.get("ret") is not None or (none_is_answer and "ret" in record)
+        ):
+            return record.get("ret")
+        if time.monotonic() >= deadline:
+            return NO_ANSWER
+        time.sleep(0.5)
+
+
 def _ask_started(opts: dict, minion_id: str, timeout: float) -> float:
-    """The node's own answer to ``fleet.started``, read from the master's job cache (an
-    answer on the event bus could be a forged ``salt/job/<jid>/ret/<id>`` event)."""
+    """The node's own answer to ``fleet.started`` (:func:`cached_answer`)."""
     with _client(opts) as client:
-        jid = client.cmd_async([minion_id], "fleet.started", tgt_type="list")
-        if not jid:
-            raise OnboardRefused(f"could not ask {minion_id} when it started (no job published)")
-        deadline = time.monotonic() + timeout
-        while True:
-            answer = (client.get_cache_returns(jid).get(minion_id) or {}).get("ret")
-            if answer is not None:
-                break
-            if time.monotonic() >= deadline:
-                raise OnboardRefused(
-                    f"{minion_id} did not say when it started within {timeout:g} s"
-                )
-            time.sleep(0.5)
+        answer = cached_answer(client, minion_id, "fleet.started", timeout)
+    if answer is NO_ANSWER:
+        raise OnboardRefused(f"{minion_id} did not say when it started within {timeout:g} s")
     started = answer.get("started") if isinstance(answer, dict) else None
     if isinstance(started, bool) or not isinstance(started, (int, float)):
         raise OnboardRefused(f"{minion_id} answered fleet.started with {str(answer)[:200]!r}")

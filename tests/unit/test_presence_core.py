@@ -9,7 +9,7 @@ from saltext_fleet.core.presence import (
     Presence,
     describe,
 )
-from saltext_fleet.master.onboard import beacon_config, beacon_interval
+from saltext_fleet.master.onboard import beacon_config, beacon_interval, enable_beacon
 
 T0 = dt.datetime(2026, 12, 5, 7, 0, tzinfo=dt.timezone.utc)
 
@@ -59,3 +59,47 @@ def test_beacon_listing_and_config():
         {"full_every": 10},
     ]
     assert beacon_config(None, 30) == [{"interval": 30}]
+
+
+class SplitAnswersClient:
+    """A stand-in for Salt's LocalClient with its two ways to an answer: ``cmd`` returns what
+    came over the event bus (where another minion can fire ``salt/job/<jid>/ret/<id>``), and
+    ``get_cache_returns`` what the master's job cache filed under the authenticated id. Here
+    the bus carries a forged listing: the beacon already running at the wanted interval."""
+
+    def __init__(self, forged):
+        self.beacons = None  # the node's own truth: no beacons (Salt lists that as None)
+        self.forged = forged
+        self.jobs = {}
+        self.calls = []
+
+    def cmd(self, tgt, fun, arg=(), tgt_type="glob", timeout=None, kwarg=None):
+        self.calls.append(fun)
+        if fun == "beacons.list":
+            return {tgt[0]: self.forged}
+        if fun in ("beacons.add", "beacons.modify"):
+            self.beacons = {arg[0]: arg[1]}
+        return {tgt[0]: {"result": True}}
+
+    def cmd_async(self, tgt, fun, arg=(), tgt_type="glob", kwarg=None):
+        self.calls.append(fun)
+        jid = f"2026120508000000{len(self.jobs):04d}"
+        self.jobs[jid] = (tgt[0], fun)
+        return jid
+
+    def get_cache_returns(self, jid):
+        minion, fun = self.jobs[jid]
+        assert fun == "beacons.list"
+        return {minion: {"ret": self.beacons}}
+
+
+def test_onboarding_believes_the_nodes_own_beacon_listing_not_a_forged_one():
+    client = SplitAnswersClient(forged={"fleet_pkgset": [{"interval": 60}]})
+    assert enable_beacon(client, "x", 60) == 60
+    # the forged "already running" did not stop the beacon being added
+    assert "beacons.add" in client.calls and "beacons.save" in client.calls
+    assert client.beacons == {"fleet_pkgset": [{"interval": 60}]}
+    # and a forged listing after the add is not what is recorded either
+    client = SplitAnswersClient(forged={"fleet_pkgset": [{"interval": 60}]})
+    client.cmd = lambda *a, **k: {"x": {"result": False}}  # the add fails on the node
+    assert enable_beacon(client, "x", 60) == 0
