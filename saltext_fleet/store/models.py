@@ -27,6 +27,13 @@ Tables:
 ``bootstraps``            SSH bootstraps: one row per attempt, its steps and outcome
 ``audit_events``          the audit chain: each event's SHA-256 covers the previous event's
 ``audit_head``            the chain's last hash (one row), so appends are serialised
+``advisories``            imported OSV advisories: id, modified, withdrawn, summary, severity, the
+                          parsed record
+``advisory_packages``     which (OSV ecosystem, package name) each advisory names
+``vuln_imports``          each advisory import: source, counts per ecosystem, rejected files
+``vuln_findings``         one row per (node, package, advisory) exposure: first seen, resolved
+``vuln_history``          each node's open findings over time, by severity (the node's chart)
+``vuln_triage``           operators' decisions on findings: scope, state, justification, expiry
 ``ui_users``              the web UI's users: bcrypt hash, role, TOTP on/off (its secret is in
                           ``secrets``), recovery code and API token hashes, session version
 """
@@ -50,6 +57,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -502,3 +510,149 @@ class UiUser(Base):
     locked_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_login_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# -- vulnerabilities (schema 0008) -------------------------------------------------------------
+
+ADVISORY_ID_LEN = 128
+ECOSYSTEM_LEN = 64
+
+
+class Advisory(Base):
+    """One OSV advisory as imported. ``record`` is the parsed record in OSV's own JSON shape
+    (what :func:`saltext_fleet.core.vulns.osv.parse` reads back); the other columns are what
+    pages and filters need without parsing it. A withdrawn advisory is kept and never
+    matches."""
+
+    __tablename__ = "advisories"
+
+    id: Mapped[str] = mapped_column(String(ADVISORY_ID_LEN), primary_key=True)
+    modified: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    published: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    withdrawn: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    summary: Mapped[str] = mapped_column(Text, default="", server_default="")
+    aliases: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    #: the highest CVSS base score of the record's vectors (None: no CVSS vector)
+    cvss_score: Mapped[float | None] = mapped_column(Float)
+    #: critical, high, medium, low, none (from ``cvss_score``) or unknown
+    severity: Mapped[str] = mapped_column(String(16), default="unknown", server_default="unknown")
+    record: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    #: the file (or archive member) it was last imported from
+    source: Mapped[str | None] = mapped_column(Text)
+    imported_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (Index("ix_advisories_severity", "severity"),)
+
+
+class AdvisoryPackage(Base):
+    """(OSV ecosystem, package name) pairs an advisory names, for matching by name. Names
+    are as :func:`saltext_fleet.core.vulns.osv.package_name` normalises them (PEP 503 for
+    PyPI)."""
+
+    __tablename__ = "advisory_packages"
+
+    advisory_id: Mapped[str] = mapped_column(
+        String(ADVISORY_ID_LEN), ForeignKey("advisories.id", ondelete="CASCADE"), primary_key=True
+    )
+    ecosystem: Mapped[str] = mapped_column(String(ECOSYSTEM_LEN), primary_key=True)
+    name: Mapped[str] = mapped_column(Text, primary_key=True)
+
+    __table_args__ = (Index("ix_advisory_packages_name", "ecosystem", "name"),)
+
+
+class VulnImport(Base):
+    """One ``fleet.cve_import`` run: what it read, counts per ecosystem (added, replaced,
+    unchanged, withdrawn), and the files it rejected with their errors."""
+
+    __tablename__ = "vuln_imports"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    source: Mapped[str] = mapped_column(Text)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    counts: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    rejected: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    actor: Mapped[str | None] = mapped_column(String(255))
+
+
+class VulnFinding(Base):
+    """A node's exposure to one advisory through one package. Open while ``resolved_at`` is
+    None (one open row per node, ecosystem, package and advisory); when the package is
+    upgraded past the fix, removed, or the advisory is withdrawn, ``resolved_at`` says when,
+    and a later exposure opens a new row: each node's exposure has a history."""
+
+    __tablename__ = "vuln_findings"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    minion_id: Mapped[str] = mapped_column(String(MINION_ID_LEN))
+    #: the inventory's ecosystem and package name (a binary package for deb/rpm)
+    ecosystem: Mapped[str] = mapped_column(String(ECOSYSTEM_LEN))
+    package: Mapped[str] = mapped_column(Text)
+    version: Mapped[str] = mapped_column(Text)
+    advisory_id: Mapped[str] = mapped_column(String(ADVISORY_ID_LEN))
+    #: the first fixed version after the installed one, when the advisory names one
+    fixed: Mapped[str | None] = mapped_column(Text)
+    severity: Mapped[str] = mapped_column(String(16), default="unknown", server_default="unknown")
+    cvss_score: Mapped[float | None] = mapped_column(Float)
+    first_seen: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_seen: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    resolved_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (
+        Index(
+            "ux_vuln_findings_open",
+            "minion_id",
+            "ecosystem",
+            "package",
+            "advisory_id",
+            unique=True,
+            postgresql_where=text("resolved_at IS NULL"),
+            sqlite_where=text("resolved_at IS NULL"),
+        ),
+        Index("ix_vuln_findings_advisory", "advisory_id", "resolved_at"),
+        Index("ix_vuln_findings_node", "minion_id", "resolved_at"),
+    )
+
+
+class VulnHistory(Base):
+    """A node's open findings at one time, by severity, untriaged only (the node's chart)."""
+
+    __tablename__ = "vuln_history"
+
+    minion_id: Mapped[str] = mapped_column(String(MINION_ID_LEN), primary_key=True)
+    computed_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), primary_key=True, default=utcnow
+    )
+    open: Mapped[int] = mapped_column(Integer, default=0)
+    critical: Mapped[int] = mapped_column(Integer, default=0)
+    high: Mapped[int] = mapped_column(Integer, default=0)
+    medium: Mapped[int] = mapped_column(Integer, default=0)
+    low: Mapped[int] = mapped_column(Integer, default=0)
+    unknown: Mapped[int] = mapped_column(Integer, default=0)
+    triaged: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class VulnTriage(Base):
+    """An operator's decision on an advisory for one node, a node group or the whole fleet
+    (``scope`` node | group | fleet, ``target`` the minion id or group name, None for the
+    fleet), optionally for one package only. ``state``: ``not_affected`` (with a CycloneDX
+    ``justification``), ``accepted`` (with ``expires_at``) or ``will_fix``. A decision ends
+    when it expires or is revoked; the rows stay (the audit chain has each change too)."""
+
+    __tablename__ = "vuln_triage"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    advisory_id: Mapped[str] = mapped_column(String(ADVISORY_ID_LEN))
+    scope: Mapped[str] = mapped_column(String(16))
+    target: Mapped[str | None] = mapped_column(String(MINION_ID_LEN))
+    package: Mapped[str | None] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(32))
+    justification: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(Text, default="", server_default="")
+    expires_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    decided_by: Mapped[str] = mapped_column(String(255))
+    decided_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_by: Mapped[str | None] = mapped_column(String(255))
+
+    __table_args__ = (Index("ix_vuln_triage_advisory", "advisory_id", "scope", "target"),)

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import salt.key
 import salt.runner
@@ -61,31 +62,56 @@ class Stranger:
             ],
             stdout=subprocess.DEVNULL,
             stderr=open(Path(self.factory.config_dir) / "stderr.log", "ab"),
+            # its own process group: kill() finds every process it forked, however retitled
+            start_new_session=True,
         )
         return self
 
-    def kill(self):
-        """Kill the minion (all its processes) at once, and leave its key where it is. (A
-        minion waiting for its key takes half a minute to honour SIGTERM.)"""
-        import psutil
-
+    def processes(self):
+        """Every live process of this minion: its process group, processes whose command
+        line names its config dir, and their children."""
         marker = f"--config-dir={self.factory.config_dir}"
-        procs = [p for p in psutil.process_iter(["cmdline"]) if marker in (p.info["cmdline"] or [])]
-        # and their children: a job or process-manager child started with another command
-        # line would otherwise live on and answer the next ping
+        group = self.proc.pid if self.proc is not None else None
+        procs = []
+        for proc in psutil.process_iter(["cmdline", "status"]):
+            if proc.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            try:
+                in_group = group is not None and os.getpgid(proc.pid) == group
+            except OSError:
+                in_group = False
+            if in_group or marker in " ".join(proc.info["cmdline"] or []):
+                procs.append(proc)
         for proc in list(procs):
             try:
                 procs.extend(c for c in proc.children(recursive=True) if c not in procs)
             except psutil.Error:
                 pass
-        for proc in procs:
-            try:
-                proc.kill()
-            except psutil.Error:
-                pass
-        psutil.wait_procs(procs, timeout=15)
+        return procs
+
+    def kill(self):
+        """Kill the minion (all its processes) at once, and leave its key where it is. (A
+        minion waiting for its key takes half a minute to honour SIGTERM.) Returns once none
+        of its processes is left (a zombie answers nothing)."""
+        deadline = time.monotonic() + 30
+        while procs := self.processes():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{self.id}: processes outlived SIGKILL: {procs}")
+            for proc in procs:
+                try:
+                    proc.kill()
+                except psutil.Error:
+                    pass
+            time.sleep(0.2)
         if self.proc is not None:
             self.proc.wait(15)
+
+    def log_tail(self, lines=40):
+        """The end of the minion's own log, for an assertion's message."""
+        log = Path(self.factory.config["log_file"])
+        if not log.is_file():
+            return f"(no log at {log})"
+        return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self):
         self.kill()
@@ -242,13 +268,18 @@ def test_an_unknown_minion_stays_pending_while_other_reactions_run(
     # a node that stops answering is marked offline
     stranger.kill()
     began = time.monotonic()
+    assert not stranger.processes()
     checked = run(salt_run_cli, "fleet.presence_check", "timeout=3")
     # its timeout is honoured (3 s, and Salt's find_job round), not Salt's default of 120 s
     assert time.monotonic() - began < 60
     # one missed check is not enough (unless the master saw it disconnect); two are
-    assert stranger.id in checked["offline"] + checked["missed_once"]
+    assert stranger.id in checked["offline"] + checked["missed_once"], (
+        checked,
+        stranger.processes(),
+        stranger.log_tail(),
+    )
     checked = run(salt_run_cli, "fleet.presence_check", "timeout=3")
-    assert stranger.id in checked["offline"]
+    assert stranger.id in checked["offline"], (checked, stranger.processes())
     with store.connect() as conn:
         assert store_gate.node_status(conn, stranger.id)["status"] == "offline"
 
