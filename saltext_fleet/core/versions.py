@@ -54,6 +54,14 @@ everything else (``apk``, ``pacman``, ``brew``, ``brew-cask``, ``nix``, ``pkg``,
     ``1.0 < 1.0.0``, as in dpkg and rpm. This is close to, but not exactly, what ``apk`` and
     ``pacman`` (an ``rpmvercmp`` variant) do.
 
+Keys and raw comparators
+------------------------
+:func:`order_key` gives each order as a plain tuple key (computed once per version, then
+compared as often as needed) and :func:`comparator` the raw two-version comparator; both take
+one clean version (no ``","`` splitting, no stripping) and agree with :func:`compare` on it.
+``tests/unit/test_version_differential.py`` checks the keys against packaging, python-debian
+(and dpkg), and univers' rpm and SemVer orders.
+
 Several installed versions
 --------------------------
 The inventory joins the versions of a package installed more than once with ``","``

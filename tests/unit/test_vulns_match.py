@@ -342,6 +342,19 @@ def test_index_withdrawn_names_and_fixed():
         index.match("PyPI", "demo", "1.2")[0].fixed = "x"
 
 
+def test_ubuntu_lts_suffix():
+    lts = model.Affected(
+        ecosystem="Ubuntu:22.04:LTS", name="openssl", versions=frozenset({"3.0.2-0ubuntu1"})
+    )
+    pro = model.Affected(
+        ecosystem="Ubuntu:Pro:22.04:LTS", name="openssl", versions=frozenset({"3.0.2-0ubuntu1"})
+    )
+    index = match.Index([_advisory("U-1", lts), _advisory("U-2", pro)])
+    assert index.match("Ubuntu:22.04", "openssl", "3.0.2-0ubuntu1") == [match.Hit("U-1", None)]
+    assert index.match("Ubuntu:22.04:LTS", "openssl", "3.0.2-0ubuntu1") == [match.Hit("U-1", None)]
+    assert ("Ubuntu:Pro:22.04", "openssl") in index
+
+
 # --- malformed files -------------------------------------------------------------------------
 
 MALFORMED = {

@@ -75,6 +75,15 @@ def range_order(osv_ecosystem: str, range_type: str) -> str | None:
     return None
 
 
+def index_ecosystem(osv_ecosystem: str) -> str:
+    """The ecosystem an advisory is filed and looked up under: as given, except that
+    Ubuntu's ``:LTS`` suffix is dropped (records say ``Ubuntu:22.04:LTS``, a node's facts give
+    ``Ubuntu:22.04``). ``Ubuntu:Pro:...`` (fixes shipped only to Ubuntu Pro) stays apart."""
+    if osv_ecosystem.startswith("Ubuntu:") and osv_ecosystem.endswith(":LTS"):
+        return osv_ecosystem[: -len(":LTS")]
+    return osv_ecosystem
+
+
 def _canonical(order: str | None, version: str) -> str:
     """How a ``versions`` entry and a queried version are compared: PEP 440 normalised for
     PyPI, as they are for everything else."""
@@ -234,7 +243,8 @@ class Index:
                 continue
             count += 1
             for affected in advisory.affected:
-                key = (affected.ecosystem, package_name(affected.ecosystem, affected.name))
+                ecosystem = index_ecosystem(affected.ecosystem)
+                key = (ecosystem, package_name(ecosystem, affected.name))
                 table.setdefault(key, {}).setdefault(advisory.id, []).append(_compile(affected))
         self._table = {
             key: tuple((ident, tuple(entries)) for ident, entries in by_id.items())
@@ -250,14 +260,17 @@ class Index:
         """Whether ``(osv_ecosystem, name)`` has advisories at all."""
         if not (isinstance(key, tuple) and len(key) == 2):
             return False
-        return (key[0], package_name(key[0], key[1])) in self._table
+        ecosystem = index_ecosystem(key[0])
+        return (ecosystem, package_name(ecosystem, key[1])) in self._table
 
     def match(self, osv_ecosystem: str, name: str, version: str) -> list[Hit]:
         """The advisories affecting ``name`` at ``version`` in ``osv_ecosystem`` (``"PyPI"``,
         ``"Debian:12"``; for Debian, Ubuntu and Alpine ``name`` is the SOURCE package and
-        ``version`` its version), one :class:`Hit` per advisory, in the order they were given.
+        ``version`` its version; see :func:`index_ecosystem`), one :class:`Hit` per
+        advisory, in the order they were given.
         ``version`` is one version; split the inventory's ``","``-joined values first."""
-        candidates = self._table.get((osv_ecosystem, package_name(osv_ecosystem, name)))
+        ecosystem = index_ecosystem(osv_ecosystem)
+        candidates = self._table.get((ecosystem, package_name(ecosystem, name)))
         if not candidates:
             return []
         query = _Query(version)
