@@ -113,6 +113,8 @@ _LEADING_RELEASE = re.compile(r"[0-9]+(?:\.[0-9]+)*")
 _DIGIT_CHARS = frozenset("0123456789")
 _ASCII_ALNUM = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _ASCII_LETTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+#: ASCII letters in code point order (dpkg compares letters by their code).
+_ASCII_ORDER = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
 #: Generic pre-release markers and their order; ``a``/``b`` need a digit right after them.
 _MARKERS = {"dev": 0, "alpha": 1, "a": 1, "beta": 2, "b": 2, "pre": 3, "rc": 4}
@@ -502,7 +504,26 @@ def comparator(ecosystem: Any) -> Comparator:
 # Order keys: the same orders as plain tuples, computed once per version
 # --------------------------------------------------------------------------------------------
 
-_DEB_FILLER = ((0,), (0, ""))
+# Keys are strings where they can be (compared in C): each part is self-delimiting, so two
+# keys that agree up to a part compare the next part at the same position.
+#
+# dpkg non-digit run: "~" -> \x01, end of run -> \x02, letters -> \x03.., every other ASCII
+# char -> 61 + its code, a non-ASCII char -> two chars (189 + plane, code within the plane).
+# A number: its length in two chars, then its digits without leading zeros.
+_DEB_TABLE = str.maketrans(
+    {
+        chr(code): (
+            "\x01"
+            if chr(code) == "~"
+            else chr(3 + _ASCII_ORDER.index(chr(code)))
+            if chr(code) in _ASCII_LETTERS
+            else chr(61 + code)
+        )
+        for code in range(128)
+    }
+)
+_DEB_END_RUN = "\x02"
+_DEB_FILLER = _DEB_END_RUN + "\x00\x00"
 
 
 def _num_key(digits: str) -> tuple[int, str]:
@@ -510,21 +531,37 @@ def _num_key(digits: str) -> tuple[int, str]:
     return len(stripped), stripped
 
 
-def _deb_runs_key(text: str) -> tuple:
-    """``verrevcmp`` as a key: each run is (non-digit char orders ending in 0, number); the
-    0 ends a run as dpkg's "end of string" does (``~`` is -1, every other char is > 0). The
-    trailing runs that equal dpkg's filler for a missing run are dropped (but never the first
-    run, the only one whose non-digit part can be empty) and one filler ends the key. A
-    longer version then compares its next run against that filler, as dpkg does, and that
-    run's non-empty non-digit part decides at once."""
+def _num_text(digits: str) -> str:
+    stripped = digits.lstrip("0")
+    return chr(len(stripped) >> 16) + chr(len(stripped) & 0xFFFF) + stripped
+
+
+def _deb_chars(chars: str) -> str:
+    if chars.isascii():
+        return chars.translate(_DEB_TABLE)
+    return "".join(
+        char.translate(_DEB_TABLE)
+        if char.isascii()
+        else chr(189 + (ord(char) >> 16)) + chr(ord(char) & 0xFFFF)
+        for char in chars
+    )
+
+
+def _deb_runs_key(text: str) -> str:
+    """``verrevcmp`` as a string key: each run is its non-digit chars (in dpkg's order, ended
+    by a char that sorts as dpkg's "end of string": above ``~``, below everything else), then
+    its number. The trailing runs that equal dpkg's filler for a missing run are dropped (but
+    never the first run, the only one whose non-digit part can be empty) and one filler ends
+    the key. A longer version then compares its next run against that filler, as dpkg does,
+    and that run's non-empty non-digit part decides at once."""
     runs = [
-        ((*(_deb_order(char) for char in chars), 0), _num_key(digits))
+        _deb_chars(chars) + _DEB_END_RUN + _num_text(digits)
         for chars, digits in _DEB_RUNS.findall(text)
     ]
     while len(runs) > 1 and runs[-1] == _DEB_FILLER:
         runs.pop()
     runs.append(_DEB_FILLER)
-    return tuple(runs)
+    return "".join(runs)
 
 
 def _deb_key(version: str) -> tuple:
@@ -532,11 +569,12 @@ def _deb_key(version: str) -> tuple:
     return _num_key(epoch), _deb_runs_key(upstream), _deb_runs_key(revision)
 
 
-# rpmvercmp tokens: "~" < end < "^" < letters < number.
-_RPM_TILDE, _RPM_END, _RPM_CARET, _RPM_ALPHA, _RPM_NUM = range(5)
+# rpmvercmp tokens: "~" < end < "^" < letters < number; a letter run is its letters (which
+# sort above every token mark), a number its length in two chars and its digits.
+_RPM_TILDE, _RPM_END, _RPM_CARET, _RPM_ALPHA, _RPM_NUM = "\x01", "\x02", "\x03", "\x04", "\x05"
 
 
-def _rpm_tokens(text: str) -> tuple[tuple[int, int, str], ...]:
+def _rpm_tokens(text: str) -> str:
     tokens = []
     pos = 0
     while True:
@@ -545,21 +583,21 @@ def _rpm_tokens(text: str) -> tuple[tuple[int, int, str], ...]:
             break
         char = text[pos]
         if char == "~":
-            tokens.append((_RPM_TILDE, 0, ""))
+            tokens.append(_RPM_TILDE)
             pos += 1
         elif char == "^":
-            tokens.append((_RPM_CARET, 0, ""))
+            tokens.append(_RPM_CARET)
             pos += 1
         elif char in _DIGIT_CHARS:
             segment = _DIGITS_OPT.match(text, pos).group()
-            tokens.append((_RPM_NUM, *_num_key(segment)))
+            tokens.append(_RPM_NUM + _num_text(segment))
             pos += len(segment)
         else:
             segment = _LETTERS_OPT.match(text, pos).group()
-            tokens.append((_RPM_ALPHA, 0, segment))
+            tokens.append(_RPM_ALPHA + segment)
             pos += len(segment)
-    tokens.append((_RPM_END, 0, ""))
-    return tuple(tokens)
+    tokens.append(_RPM_END)
+    return "".join(tokens)
 
 
 def _rpm_key(version: str) -> tuple:
