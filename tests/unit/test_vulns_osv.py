@@ -78,6 +78,8 @@ def test_json_and_sniffing():
         (b"a: [\n", "broken.yaml", "not valid YAML"),
         (b"a: 1\n---\nb: 2\n", "two.yaml", "not valid YAML"),
         (b"[" * 100000 + b"]" * 100000, "deep.json", "nested too deeply"),
+        (b'{"a": 1' + b"0" * 5000 + b"}", "bigint.json", "not valid JSON"),
+        (b"a: &x [1, 2]\nb: [*x, *x, *x]\n", "bomb.yaml", "YAML aliases are not allowed"),
     ],
 )
 def test_load_document_errors_name_the_origin(data, origin, words):

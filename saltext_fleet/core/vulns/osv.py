@@ -94,8 +94,8 @@ def load_document(data: bytes, origin: str) -> Mapping:
     """The mapping one OSV file holds: JSON, or YAML read with a loader that keeps every
     scalar a string. JSON when ``origin`` ends in ``.json``, YAML when it ends in ``.yaml`` or
     ``.yml``, else JSON when the text starts with ``{`` or ``[``. Raises :class:`OsvError`
-    when the data is larger than :data:`MAX_DOCUMENT_BYTES`, not UTF-8, not well-formed, or
-    not a mapping."""
+    when the data is larger than :data:`MAX_DOCUMENT_BYTES`, not UTF-8, not well-formed, not
+    a mapping, or YAML that uses aliases."""
     origin = str(origin)
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise OsvError(origin, "$", f"expected bytes, got {type(data).__name__}")
@@ -107,23 +107,36 @@ def load_document(data: bytes, origin: str) -> Mapping:
         text = bytes(data).decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise OsvError(origin, "$", f"not UTF-8 (byte {exc.start})") from exc
+    as_json = _looks_like_json(text, origin)
     try:
-        if _looks_like_json(text, origin):
+        if as_json:
             doc = json.loads(text)
         else:
+            aliased = ("*" in text or "&" in text) and _has_alias(text)
             # A base loader resolves no tags: it builds only dicts, lists and strings.
-            doc = yaml.load(text, Loader=_YAML_LOADER)
+            doc = None if aliased else yaml.load(text, Loader=_YAML_LOADER)
     except json.JSONDecodeError as exc:
         raise OsvError(
             origin, "$", f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from exc
+    except ValueError as exc:  # an integer beyond Python's int() digit limit
+        raise OsvError(origin, "$", f"not valid JSON: {_one_line(exc)}") from exc
     except yaml.YAMLError as exc:
         raise OsvError(origin, "$", f"not valid YAML: {_one_line(exc)}") from exc
     except RecursionError as exc:
         raise OsvError(origin, "$", "nested too deeply") from exc
+    if not as_json and aliased:
+        raise OsvError(origin, "$", "YAML aliases are not allowed in an OSV record")
     if not isinstance(doc, Mapping):
         raise OsvError(origin, "$", f"expected an object, got {_kind(doc)}")
     return doc
+
+
+def _has_alias(text: str) -> bool:
+    """Whether a YAML text uses an alias (``*name``): a few bytes of aliases can make a
+    document that takes very long to check, and OSV records never need them."""
+    events = yaml.parse(text, Loader=_YAML_LOADER)
+    return any(isinstance(event, yaml.AliasEvent) for event in events)
 
 
 def _one_line(exc: Exception) -> str:
