@@ -77,6 +77,8 @@ def is_document(name: str) -> bool:
 
 
 def _mib(size: int) -> str:
+    if size < 1024 * 1024:
+        return f"{size:,} bytes"
     return f"{size / (1024 * 1024):.0f} MiB"
 
 

@@ -167,8 +167,8 @@ class _Importer:
         try:
             doc = osv.load_document(data, origin)
             advisory = osv.parse(doc, origin)
-            if len(advisory.id) > ADVISORY_ID_LEN:
-                raise osv.OsvError(f"{origin}: id is longer than {ADVISORY_ID_LEN} characters")
+            if len(advisory.id) > ADVISORY_ID_LEN:  # osv.MAX_ID_CHARS keeps it shorter today
+                raise osv.OsvError(origin, "$.id", f"longer than {ADVISORY_ID_LEN} characters")
         except FleetError as exc:
             self.reject(origin, str(exc), _sniff_ecosystems(doc))
             return
@@ -227,18 +227,23 @@ class _Importer:
             self.reported = self.done
             self.progress(self.done, max(self.estimate, self.done))
 
+    @staticmethod
+    def _replace(conn: Connection, replaced: list) -> None:
+        """Newer records over stored ones: their packages are written again after this."""
+        ids = [row["id"] for row in replaced]
+        conn.execute(delete(AdvisoryPackage).where(AdvisoryPackage.advisory_id.in_(ids)))
+        for row in replaced:
+            values = {k: v for k, v in row.items() if k != "id"}
+            conn.execute(
+                update(Advisory)
+                .where(Advisory.id == row["id"], Advisory.modified < row["modified"])
+                .values(**values)
+            )
+
     def _write(self, conn: Connection, added: list, replaced: list, packages: list) -> None:
         insert = _insert(conn)
         if replaced:
-            ids = [row["id"] for row in replaced]
-            conn.execute(delete(AdvisoryPackage).where(AdvisoryPackage.advisory_id.in_(ids)))
-            for row in replaced:
-                values = {k: v for k, v in row.items() if k != "id"}
-                conn.execute(
-                    update(Advisory)
-                    .where(Advisory.id == row["id"], Advisory.modified < row["modified"])
-                    .values(**values)
-                )
+            self._replace(conn, replaced)
         if added:
             # ON CONFLICT: another import may have stored the id since the read above; the
             # newer record wins there too
@@ -332,7 +337,7 @@ def import_history(conn: Connection, limit: int = 20) -> list[dict[str, Any]]:
     "finished_at" (None: it did not finish), "counts", "rejected", "actor"}``."""
     rows = conn.execute(
         select(VulnImport).order_by(VulnImport.id.desc()).limit(max(1, min(int(limit), 1000)))
-    ).scalars()
+    ).all()
     return [
         {
             "id": row.id,
@@ -352,7 +357,7 @@ def advisory(conn: Connection, advisory_id: str) -> dict[str, Any] | None:
     OSV ``record``; None when there is none with that id."""
     if not isinstance(advisory_id, str) or not advisory_id:
         return None
-    row = conn.execute(select(Advisory).where(Advisory.id == advisory_id)).scalar_one_or_none()
+    row = conn.execute(select(Advisory).where(Advisory.id == advisory_id)).first()
     if row is None:
         return None
     packages = conn.execute(

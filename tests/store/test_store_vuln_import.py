@@ -1,0 +1,301 @@
+"""The OSV advisory import (``store/vulns/advisories.py``) on SQLite and PostgreSQL: the real
+PyPI advisories of ../shared/data/osv-pypi as a folder and as an OSV ``all.zip``, idempotency,
+newer/older ``modified``, withdrawn records, and malformed files among good ones."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import time
+import zipfile
+
+import pytest
+from sqlalchemy import func, select
+
+from saltext_fleet.core.vulns import osv, sources
+from saltext_fleet.store import engine as store_engine
+from saltext_fleet.store import vulns as store_vulns
+from saltext_fleet.store.models import Advisory, AdvisoryPackage, VulnImport
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+# ../shared next to the repository (a git worktree one level deeper has it at ../../shared).
+SHARED_OSV = next(
+    (
+        path
+        for path in (
+            base / "shared/data/osv-pypi/vulns" for base in (REPO.parent, REPO.parent.parent)
+        )
+        if path.is_dir()
+    ),
+    REPO.parent / "shared/data/osv-pypi/vulns",
+)
+needs_shared = pytest.mark.skipif(
+    not SHARED_OSV.is_dir(), reason="../shared/data/osv-pypi is not here"
+)
+
+#: What the real data set holds: 2661 records, 10 of them withdrawn, one non-record file.
+REAL_RECORDS = 2661
+REAL_WITHDRAWN = 10
+
+
+@pytest.fixture(scope="module")
+def real_zip(tmp_path_factory):
+    """The real records as OSV publishes an ecosystem: ``all.zip`` of top-level
+    ``<ID>.json`` members (each YAML record converted to JSON as it is)."""
+    path = tmp_path_factory.mktemp("osv") / "all.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for record in sorted(SHARED_OSV.rglob("*.yaml")):
+            doc = osv.load_document(record.read_bytes(), str(record))
+            archive.writestr(f"{record.stem}.json", json.dumps(doc))
+    return str(path)
+
+
+def _another_engine(engine, request, tmp_path):
+    """A second fresh database on the same backend as ``engine``."""
+    if engine.dialect.name == "sqlite":
+        url = f"sqlite:///{tmp_path / 'second.db'}"
+    else:
+        url = request.getfixturevalue("pg_url_factory")()
+    other = store_engine.get_engine(url)
+    store_engine.ensure_schema(other)
+    return other
+
+
+def _snapshot(engine) -> list:
+    with engine.connect() as conn:
+        return [
+            tuple(row)
+            for row in conn.execute(
+                select(
+                    Advisory.id, Advisory.modified, Advisory.imported_at, Advisory.source
+                ).order_by(Advisory.id)
+            )
+        ] + [
+            tuple(row)
+            for row in conn.execute(
+                select(
+                    AdvisoryPackage.advisory_id, AdvisoryPackage.ecosystem, AdvisoryPackage.name
+                ).order_by(AdvisoryPackage.advisory_id, AdvisoryPackage.name)
+            )
+        ]
+
+
+def _totals(**counts) -> dict:
+    return {key: counts.get(key, 0) for key in store_vulns.advisories.OUTCOMES}
+
+
+@needs_shared
+def test_the_real_pypi_folder_and_a_zip_of_it_import_alike_and_again_change_nothing(
+    engine, request, tmp_path, real_zip
+):
+    started = time.monotonic()
+    folder = store_vulns.import_advisories(
+        engine, sources.open_source(str(SHARED_OSV)), actor="user:test"
+    )
+    folder_s = time.monotonic() - started
+    expected = _totals(added=REAL_RECORDS - REAL_WITHDRAWN, withdrawn=REAL_WITHDRAWN)
+    assert folder["counts"] == {"by_ecosystem": {"PyPI": expected}, "total": expected}
+    assert (folder["rejected"], folder["skipped"]) == ([], 1)  # .id-allocator: not a record
+
+    with engine.connect() as conn:
+        stored = conn.execute(select(func.count()).select_from(Advisory)).scalar_one()
+        withdrawn = conn.execute(
+            select(func.count()).select_from(Advisory).where(Advisory.withdrawn.is_not(None))
+        ).scalar_one()
+        assert (stored, withdrawn) == (REAL_RECORDS, REAL_WITHDRAWN)
+        aiohttp = store_vulns.advisory(conn, "PYSEC-2024-24")
+        assert aiohttp["aliases"] == ["CVE-2024-23334", "GHSA-5h86-8mv2-jq9f"]
+        assert (aiohttp["cvss_score"], aiohttp["severity"]) == (7.5, "high")
+        assert aiohttp["packages"] == [["PyPI", "aiohttp"]]
+        assert aiohttp["source"] == "vulns/aiohttp/PYSEC-2024-24.yaml"
+        assert store_vulns.advisory(conn, "PYSEC-2021-76")["severity"] == "unknown"  # no CVSS
+        (run,) = store_vulns.import_history(conn, 5)
+        assert run["id"] == folder["import_id"] and run["actor"] == "user:test"
+        assert run["counts"]["total"] == expected and run["counts"]["skipped"] == 1
+        assert run["finished_at"] is not None and run["rejected"] == []
+
+    # the same records as OSV's all.zip, into a fresh database: the same counts
+    other = _another_engine(engine, request, tmp_path)
+    started = time.monotonic()
+    zipped = store_vulns.import_advisories(other, sources.open_source(real_zip))
+    zip_s = time.monotonic() - started
+    assert zipped["counts"] == folder["counts"] and zipped["rejected"] == []
+    assert zipped["skipped"] == 0
+
+    # the zip into the first database: every record unchanged, nothing rewritten
+    before = _snapshot(engine)
+    again = store_vulns.import_advisories(engine, sources.open_source(real_zip))
+    assert again["counts"]["total"] == _totals(unchanged=REAL_RECORDS)
+    assert _snapshot(engine) == before
+    with engine.connect() as conn:
+        assert [r["id"] for r in store_vulns.import_history(conn, 5)] == [
+            again["import_id"],
+            folder["import_id"],
+        ]
+    print(f"{engine.dialect.name}: folder {folder_s:.2f} s, zip {zip_s:.2f} s")
+
+
+def _record(ident="TEST-1", modified="2024-01-01T00:00:00Z", packages=("foo",), **extra):
+    record = {
+        "schema_version": "1.6.0",
+        "id": ident,
+        "modified": modified,
+        "summary": f"{ident} at {modified}",
+        "affected": [
+            {
+                "package": {"ecosystem": "PyPI", "name": name},
+                "ranges": [
+                    {"type": "ECOSYSTEM", "events": [{"introduced": "0"}, {"fixed": "2.0"}]}
+                ],
+            }
+            for name in packages
+        ],
+    }
+    record.update(extra)
+    return record
+
+
+def _write(folder: pathlib.Path, name: str, content) -> None:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(content if isinstance(content, bytes) else json.dumps(content).encode())
+
+
+def _import(engine, path, **kwargs):
+    return store_vulns.import_advisories(engine, sources.open_source(str(path)), **kwargs)
+
+
+def _stored(engine, ident):
+    with engine.connect() as conn:
+        return store_vulns.advisory(conn, ident)
+
+
+def test_a_newer_record_replaces_and_rewrites_its_packages_an_older_one_does_not(engine, tmp_path):
+    _write(tmp_path, "v1/TEST-1.json", _record(packages=("Foo_Bar", "baz")))
+    assert _import(engine, tmp_path / "v1")["counts"]["total"] == _totals(added=1)
+    assert _stored(engine, "TEST-1")["packages"] == [["PyPI", "baz"], ["PyPI", "foo-bar"]]
+
+    newer = _record(modified="2024-06-01T12:00:00.5Z", packages=("qux",))
+    newer["severity"] = [
+        {"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}
+    ]
+    _write(tmp_path, "v2/TEST-1.json", newer)
+    result = _import(engine, tmp_path / "v2")
+    assert result["counts"]["by_ecosystem"]["PyPI"] == _totals(replaced=1)
+    stored = _stored(engine, "TEST-1")
+    assert stored["packages"] == [["PyPI", "qux"]]
+    assert stored["modified"] == "2024-06-01T12:00:00.500000+00:00"
+    assert (stored["summary"], stored["severity"], stored["cvss_score"]) == (
+        "TEST-1 at 2024-06-01T12:00:00.5Z",
+        "critical",
+        9.8,
+    )
+    assert stored["source"] == "v2/TEST-1.json"
+    with engine.connect() as conn:
+        assert store_vulns.advisories_for(conn, [("PyPI", "foo-bar")]) == []
+        (found,) = store_vulns.advisories_for(conn, [("PyPI", "qux"), ("PyPI", "nothing")])
+        assert found.id == "TEST-1" and [a.name for a in found.affected] == ["qux"]
+        assert store_vulns.all_advisory_names(conn) == {("PyPI", "qux")}
+
+    # older, and equal with other content: the stored record stays
+    _write(tmp_path, "v0/TEST-1.json", _record(modified="2023-01-01T00:00:00Z", packages=("old",)))
+    _write(
+        tmp_path, "same/TEST-1.json", _record(modified="2024-06-01T12:00:00.5Z", packages=("x",))
+    )
+    for folder in ("v0", "same"):
+        result = _import(engine, tmp_path / folder)
+        assert result["counts"]["total"] == _totals(unchanged=1), folder
+        assert _stored(engine, "TEST-1") == stored
+
+
+def test_withdrawn_records_are_kept_flagged_and_never_offered_for_matching(engine, tmp_path):
+    _write(tmp_path, "a/LIVE-1.json", _record("LIVE-1", packages=("shared",)))
+    _write(
+        tmp_path,
+        "a/GONE-1.json",
+        _record("GONE-1", packages=("shared", "only-gone"), withdrawn="2024-02-01T00:00:00Z"),
+    )
+    result = _import(engine, tmp_path / "a")
+    assert result["counts"]["total"] == _totals(added=1, withdrawn=1)
+    gone = _stored(engine, "GONE-1")
+    assert gone["withdrawn"] == "2024-02-01T00:00:00+00:00"
+    assert gone["packages"] == [["PyPI", "only-gone"], ["PyPI", "shared"]]
+    with engine.connect() as conn:
+        assert [a.id for a in store_vulns.advisories_for(conn, [("PyPI", "shared")])] == ["LIVE-1"]
+        assert [
+            a.id
+            for a in store_vulns.advisories_for(conn, [("PyPI", "shared")], include_withdrawn=True)
+        ] == ["GONE-1", "LIVE-1"]
+        assert store_vulns.all_advisory_names(conn) == {("PyPI", "shared")}
+    # withdrawing a live record later is a replacement that counts as withdrawn
+    _write(
+        tmp_path,
+        "b/LIVE-1.json",
+        _record("LIVE-1", "2024-03-01T00:00:00Z", withdrawn="2024-03-01T00:00:00Z"),
+    )
+    assert _import(engine, tmp_path / "b")["counts"]["total"] == _totals(withdrawn=1)
+    with engine.connect() as conn:
+        assert store_vulns.advisories_for(conn, [("PyPI", "foo"), ("PyPI", "shared")]) == []
+
+
+def test_malformed_files_among_good_ones_are_named_and_the_good_ones_imported(engine, tmp_path):
+    root = tmp_path / "vulns"
+    _write(root, "good/GOOD-1.json", _record("GOOD-1"))
+    _write(root, "good/GOOD-2.yaml", b"id: GOOD-2\nmodified: '2024-01-01T00:00:00Z'\naffected:\n"
+           b"- package: {ecosystem: PyPI, name: good}\n  versions: ['1.10']\n")  # fmt: skip
+    _write(root, "bad/BAD-JSON.json", b'{"id": "BAD-JSON", "modified": ')
+    _write(root, "bad/BAD-YAML.yaml", b"id: BAD-YAML\naffected: [unclosed\n")
+    no_modified = _record("NO-MODIFIED")
+    del no_modified["modified"]
+    _write(root, "bad/NO-MODIFIED.json", no_modified)
+    deep = _record("DEEP-TYPE")
+    deep["affected"][0]["ranges"][0]["events"][1] = {"fixed": ["2.0"]}
+    _write(root, "bad/DEEP-TYPE.json", deep)
+    os.mkfifo(root / "bad" / "FIFO.json")
+
+    result = _import(engine, root, batch=1)
+    rejected = {item["origin"]: item["error"] for item in result["rejected"]}
+    assert sorted(rejected) == [
+        "vulns/bad/BAD-JSON.json",
+        "vulns/bad/BAD-YAML.yaml",
+        "vulns/bad/DEEP-TYPE.json",
+        "vulns/bad/FIFO.json",
+        "vulns/bad/NO-MODIFIED.json",
+    ]
+    for origin, error in rejected.items():
+        assert error.startswith(origin + ": "), error
+    assert "not valid JSON" in rejected["vulns/bad/BAD-JSON.json"]
+    assert "not valid YAML" in rejected["vulns/bad/BAD-YAML.yaml"]
+    assert "$.modified" in rejected["vulns/bad/NO-MODIFIED.json"]
+    assert "$.affected[0].ranges[0].events[1]" in rejected["vulns/bad/DEEP-TYPE.json"]
+    assert "not a regular file" in rejected["vulns/bad/FIFO.json"]
+    assert result["rejected_count"] == 5
+    assert result["counts"]["total"] == _totals(added=2, rejected=5)
+    # a record that says its ecosystem counts its rejection there
+    assert result["counts"]["by_ecosystem"] == {
+        "PyPI": _totals(added=2, rejected=2),
+        "unknown": _totals(rejected=3),
+    }
+    assert _stored(engine, "GOOD-2")["record"]["affected"][0]["versions"] == ["1.10"]
+    assert _stored(engine, "GOOD-1") is not None
+    with engine.connect() as conn:
+        row = conn.execute(select(VulnImport).where(VulnImport.id == result["import_id"])).one()
+        assert row.rejected == result["rejected"]
+        assert row.counts["total"] == result["counts"]["total"]
+
+
+def test_batches_report_progress_and_a_bad_batch_is_refused(engine, tmp_path):
+    for index in range(5):
+        _write(tmp_path, f"v/T-{index}.json", _record(f"T-{index}"))
+    _write(tmp_path, "v/T-0-again.json", _record("T-0", "2025-01-01T00:00:00Z", packages=("new",)))
+    calls = []
+    result = _import(engine, tmp_path / "v", batch=2, progress=lambda *args: calls.append(args))
+    # T-0 twice (T-0-again.json is read first): the newer one is stored, the older counts as
+    # unchanged without waiting for a write
+    assert calls == [(3, 6), (5, 6), (6, 6)]
+    assert result["counts"]["total"] == _totals(added=5, unchanged=1)
+    assert _stored(engine, "T-0")["packages"] == [["PyPI", "new"]]
+    for bad in (0, -1, "10", True, store_vulns.advisories.MAX_BATCH + 1):
+        with pytest.raises(store_vulns.AdvisoryImportError, match="batch must be"):
+            _import(engine, tmp_path / "v", batch=bad)
