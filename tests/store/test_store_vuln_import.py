@@ -11,9 +11,13 @@ import time
 import zipfile
 
 import pytest
+import salt.utils.event
+from salt.exceptions import SaltRunnerError
 from sqlalchemy import func, select
 
 from saltext_fleet.core.vulns import osv, sources
+from saltext_fleet.output import fleet_drift as drift_output
+from saltext_fleet.runners import fleet as fleet_runner
 from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store import vulns as store_vulns
 from saltext_fleet.store.models import Advisory, AdvisoryPackage, VulnImport
@@ -299,3 +303,80 @@ def test_batches_report_progress_and_a_bad_batch_is_refused(engine, tmp_path):
     for bad in (0, -1, "10", True, store_vulns.advisories.MAX_BATCH + 1):
         with pytest.raises(store_vulns.AdvisoryImportError, match="batch must be"):
             _import(engine, tmp_path / "v", batch=bad)
+
+
+# -- the runner, without daemons ------------------------------------------------------------
+
+
+class _Bus:
+    def __init__(self):
+        self.fired = []
+
+    def fire_event(self, data, tag):
+        self.fired.append((tag, data))
+        return True
+
+
+class _JidEvent(salt.utils.event.NamespacedEvent):
+    """Salt's own NamespacedEvent (what salt-run injects), on a bus that records, printing
+    through the outputter each event names, as salt-run does."""
+
+    def __init__(self):
+        self.printed = []
+        super().__init__(_Bus(), "salt/run/20261205090000000001", print_func=self._print)
+
+    def _print(self, suffix, data):
+        self.printed.append(drift_output.render({"suffix": suffix, "event": data}))
+
+
+def test_the_runner_imports_prints_a_bar_per_batch_and_names_rejected_files(monkeypatch, tmp_path):
+    db = tmp_path / "fleet.db"
+    opts = {
+        "fleet": {"db_url": f"sqlite:///{db}", "key_file": str(tmp_path / "fleet.fernet")},
+        "cachedir": str(tmp_path),
+        "pki_dir": str(tmp_path / "pki"),
+        "sock_dir": str(tmp_path / "sock"),
+        "output": None,
+    }
+    event = _JidEvent()
+    for name, value in (("__opts__", opts), ("__context__", {}), ("__jid_event__", event)):
+        monkeypatch.setattr(fleet_runner, name, value, raising=False)
+    monkeypatch.setitem(fleet_runner.__dict__, "__user__", "alice")
+    after = []
+    monkeypatch.setattr(fleet_runner, "_after_import", lambda engine, result: after.append(result))
+    for index in range(5):
+        _write(tmp_path, f"osv/pkg/T-{index}.json", _record(f"T-{index}"))
+    _write(tmp_path, "osv/pkg/BROKEN.json", b"{")
+
+    result = fleet_runner.cve_import(str(tmp_path / "osv"), batch="2")
+    assert result["counts"]["by_ecosystem"] == {
+        "PyPI": _totals(added=5),
+        "unknown": _totals(rejected=1),
+    }
+    assert [r["origin"] for r in result["rejected"]] == ["osv/pkg/BROKEN.json"]
+    assert "not valid JSON" in result["rejected"][0]["error"]
+    assert after == [result]  # the findings recompute's call site ran once
+    assert event.printed == [
+        f"... [....................]   0% 0/6  importing about 6 OSV records from {tmp_path / 'osv'}",
+        # BROKEN.json comes first: the first batch of 2 records is written after 3 files
+        "... [##########..........]  50% 3/6  imported 3 of about 6",
+        "... [################....]  83% 5/6  imported 5 of about 6",
+        "... [####################] 100% 6/6  imported 6 of about 6",
+        "... 5 added, 0 replaced, 0 unchanged, 0 withdrawn, 1 rejected in "
+        + event.printed[-1].rsplit(" in ", 1)[1],
+    ]
+    engine = store_engine.get_engine(f"sqlite:///{db}")
+    with engine.connect() as conn:
+        (run,) = store_vulns.import_history(conn, 1)
+    assert run["actor"] == "user:alice" and run["rejected"] == result["rejected"]
+
+    for bad, words in (
+        (str(tmp_path / "nowhere"), "no such file or folder"),
+        (str(db), "not a zip archive, a folder or a .json/.yaml/.yml file"),
+    ):
+        with pytest.raises(SaltRunnerError, match="fleet.cve_import: .*" + words):
+            fleet_runner.cve_import(bad)
+    with pytest.raises(SaltRunnerError, match="batch must be"):
+        fleet_runner.cve_import(str(tmp_path / "osv"), batch=0)
+    with pytest.raises(SaltRunnerError, match="is not a number"):
+        fleet_runner.cve_import(str(tmp_path / "osv"), batch="lots")
