@@ -289,6 +289,49 @@ def test_malformed_files_among_good_ones_are_named_and_the_good_ones_imported(en
         assert row.counts["total"] == result["counts"]["total"]
 
 
+def test_text_no_column_can_hold_is_rejected_by_name_not_with_its_batch(
+    engine, tmp_path, monkeypatch
+):
+    root = tmp_path / "vulns"
+    _write(root, "GOOD-1.json", _record("GOOD-1"))
+    _write(root, "NUL-1.json", _record("NUL-1", summary="a\u0000b"))
+    # a lone surrogate, as JSON's escapes can write it
+    _write(
+        root, "SURROGATE-1.json", json.dumps(_record("SURROGATE-1", aliases=["\ud800"])).encode()
+    )
+    long_eco = _record("LONG-ECO-1")
+    long_eco["affected"][0]["package"]["ecosystem"] = "E" * 100
+    _write(root, "LONG-ECO-1.json", long_eco)
+    _write(root, "evil\x1b]0;title\x07.json", b"{")
+    _write(root, "GOOD-2.json", _record("GOOD-2"))
+
+    result = _import(engine, root)
+    rejected = {item["origin"]: item["error"] for item in result["rejected"]}
+    assert "$.summary" in rejected["vulns/NUL-1.json"]
+    assert "$.aliases[0]" in rejected["vulns/SURROGATE-1.json"]
+    assert "lone UTF-16 surrogate" in rejected["vulns/SURROGATE-1.json"]
+    assert "$.affected[0].package.ecosystem: longer than 64" in rejected["vulns/LONG-ECO-1.json"]
+    assert "vulns/evil.json" in rejected  # the escape sequence is gone from what people read
+    assert result["counts"]["total"] == _totals(added=2, rejected=4)
+
+    if engine.dialect.name != "postgresql":
+        return
+    # PostgreSQL holds an ecosystem of at most 64 characters: should a record slip past the
+    # checks, its batch is written again one record at a time and only that one is rejected
+    monkeypatch.setattr(store_vulns.advisories, "_check_storable", lambda *args: None)
+    _write(tmp_path, "more/GOOD-3.json", _record("GOOD-3"))
+    long_eco["id"] = "LONG-ECO-2"
+    _write(tmp_path, "more/LONG-ECO-2.json", long_eco)
+    _write(tmp_path, "more/GOOD-4.json", _record("GOOD-4"))
+    result = _import(engine, tmp_path / "more")
+    (item,) = result["rejected"]
+    assert item["origin"] == "more/LONG-ECO-2.json"
+    assert item["error"].startswith("more/LONG-ECO-2.json: the database refused it: value too long")
+    assert result["counts"]["total"] == _totals(added=2, rejected=1)
+    assert _stored(engine, "GOOD-3") and _stored(engine, "GOOD-4")
+    assert _stored(engine, "LONG-ECO-2") is None
+
+
 def test_batches_report_progress_and_a_bad_batch_is_refused(engine, tmp_path):
     for index in range(5):
         _write(tmp_path, f"v/T-{index}.json", _record(f"T-{index}"))

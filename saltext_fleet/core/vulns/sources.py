@@ -44,6 +44,7 @@ from collections.abc import Iterator
 from typing import NamedTuple
 
 from saltext_fleet.core.errors import FleetError
+from saltext_fleet.core.text import terminal_safe
 
 #: File name endings of OSV documents.
 SUFFIXES = (".json", ".yaml", ".yml")
@@ -74,6 +75,16 @@ class Entry(NamedTuple):
 def is_document(name: str) -> bool:
     """Whether a file or member name is an OSV document's (by its ending, any case)."""
     return name.lower().endswith(SUFFIXES)
+
+
+#: Longest origin kept (a path inside an archive or a folder).
+MAX_ORIGIN_CHARS = 1000
+
+
+def printable(name: str) -> str:
+    """``name`` as an origin people read and every column can hold: UTF-8 (undecodable file
+    name bytes become ``?``), inert in a terminal, at most :data:`MAX_ORIGIN_CHARS`."""
+    return terminal_safe(name.encode("utf-8", "replace").decode("utf-8"), MAX_ORIGIN_CHARS)
 
 
 def _mib(size: int) -> str:
@@ -108,7 +119,7 @@ class Source:
         self.max_total_bytes = max_total_bytes
         #: files (or members) that are not documents, counted by the last iteration
         self.skipped = 0
-        self._label = os.path.basename(os.path.normpath(path)) or path
+        self._label = printable(os.path.basename(os.path.normpath(path)) or path)
 
     def __repr__(self) -> str:
         return f"Source({self.path!r}, {self.kind!r})"
@@ -143,7 +154,8 @@ class Source:
     def _open_zip(self) -> zipfile.ZipFile:
         try:
             archive = zipfile.ZipFile(self.path)
-        except (OSError, zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
+        # ValueError: a member name that is not the UTF-8 its flag says
+        except (OSError, ValueError, zipfile.BadZipFile, zipfile.LargeZipFile) as exc:
             raise SourceError(f"{self.path}: cannot open the zip archive: {exc}") from exc
         infos = archive.infolist()
         if len(infos) > self.max_entries:
@@ -166,7 +178,7 @@ class Source:
             for info in archive.infolist():
                 if info.is_dir():
                     continue
-                origin = f"{self._label}/{info.filename}"
+                origin = printable(f"{self._label}/{info.filename}")
                 if not is_document(info.filename):
                     self.skipped += 1
                     continue
@@ -199,7 +211,7 @@ class Source:
             dirnames.sort()
             for name in sorted(filenames):
                 full = os.path.join(dirpath, name)
-                origin = os.path.join(self._label, os.path.relpath(full, self.path))
+                origin = printable(os.path.join(self._label, os.path.relpath(full, self.path)))
                 if not is_document(name):
                     self.skipped += 1
                     continue

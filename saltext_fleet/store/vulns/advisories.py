@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -30,11 +31,20 @@ from typing import Any
 from sqlalchemy import delete, insert, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import StatementError
 
 from saltext_fleet.core.errors import FleetError
+from saltext_fleet.core.text import terminal_safe
 from saltext_fleet.core.vulns import model, osv, severity
 from saltext_fleet.core.vulns.sources import Source
-from saltext_fleet.store.models import ADVISORY_ID_LEN, Advisory, AdvisoryPackage, VulnImport
+from saltext_fleet.store.batch import is_connection_error
+from saltext_fleet.store.models import (
+    ADVISORY_ID_LEN,
+    ECOSYSTEM_LEN,
+    Advisory,
+    AdvisoryPackage,
+    VulnImport,
+)
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +94,11 @@ class _Counts:
         }
 
 
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return (str(orig).splitlines() or [type(orig).__name__])[0][:300]
+
+
 def _aware(at: dt.datetime | None) -> dt.datetime | None:
     """``at`` with a time zone: a naive time (SQLite keeps none) is UTC."""
     if at is None:
@@ -108,7 +123,7 @@ def _sniff_ecosystems(doc: Any) -> set[str]:
         for entry in affected[:100]:
             package = entry.get("package") if isinstance(entry, Mapping) else None
             eco = package.get("ecosystem") if isinstance(package, Mapping) else None
-            if isinstance(eco, str) and eco and len(eco) <= 64:
+            if isinstance(eco, str) and eco and len(eco) <= ECOSYSTEM_LEN:
                 found.add(model.base_ecosystem(eco))
     return found
 
@@ -121,10 +136,56 @@ def _packages(advisory: model.Advisory) -> set[tuple[str, str]]:
     }
 
 
-def _row(advisory: model.Advisory, origin: str, now: dt.datetime) -> dict[str, Any]:
+#: Text no column can hold: NUL (PostgreSQL's text and JSONB refuse it) and lone surrogates
+#: (not UTF-8; JSON's ``"\\ud800"`` escapes make them).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _unstorable(value: Any, path: str = "$") -> str | None:
+    """The JSON path of the first string in ``value`` no database column can hold."""
+    if isinstance(value, str):
+        return path if _UNSTORABLE.search(value) else None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            found = _unstorable(key, path) or _unstorable(item, f"{path}.{key}")
+            if found:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _unstorable(item, f"{path}[{index}]")
+            if found:
+                return found
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class _Parsed:
+    advisory: model.Advisory
+    origin: str
+    record: dict[str, Any]
+
+
+def _check_storable(advisory: model.Advisory, origin: str, record: dict) -> None:
+    """Refuse, as this record's error, what the columns cannot hold."""
+    if len(advisory.id) > ADVISORY_ID_LEN:  # osv.MAX_ID_CHARS keeps it shorter today
+        raise osv.OsvError(origin, "$.id", f"longer than {ADVISORY_ID_LEN} characters")
+    for index, affected in enumerate(advisory.affected):
+        if len(affected.ecosystem) > ECOSYSTEM_LEN:
+            raise osv.OsvError(
+                origin,
+                f"$.affected[{index}].package.ecosystem",
+                f"longer than {ECOSYSTEM_LEN} characters",
+            )
+    bad = _unstorable(record)
+    if bad:
+        raise osv.OsvError(origin, bad, "holds a NUL character or a lone UTF-16 surrogate")
+
+
+def _row(parsed: _Parsed, now: dt.datetime) -> dict[str, Any]:
+    advisory = parsed.advisory
     assessed = severity.of_advisory(advisory)
     for note in assessed.notes:
-        log.info("fleet: %s (%s): %s", advisory.id, origin, note)
+        log.info("fleet: %s (%s): %s", advisory.id, parsed.origin, terminal_safe(note))
     return {
         "id": advisory.id,
         "modified": advisory.modified,
@@ -134,8 +195,8 @@ def _row(advisory: model.Advisory, origin: str, now: dt.datetime) -> dict[str, A
         "aliases": list(advisory.aliases),
         "cvss_score": assessed.score,
         "severity": assessed.severity,
-        "record": osv.to_record(advisory),
-        "source": origin,
+        "record": parsed.record,
+        "source": parsed.origin,
         "imported_at": now,
     }
 
@@ -151,24 +212,25 @@ class _Importer:
         self.rejected_count = 0
         self.done = 0
         self.reported = 0
-        #: id -> (advisory, origin) waiting for the next write
-        self.pending: dict[str, tuple[model.Advisory, str]] = {}
+        #: id -> the parsed record waiting for the next write
+        self.pending: dict[str, _Parsed] = {}
 
     def reject(self, origin: str, error: str, ecosystems: Iterable[str] = ()) -> None:
+        error = terminal_safe(error, MAX_ERROR_CHARS)
         self.counts.add(ecosystems, "rejected")
         self.rejected_count += 1
         self.done += 1
         if len(self.rejected) < MAX_REJECTED_KEPT:
-            self.rejected.append({"origin": origin, "error": error[:MAX_ERROR_CHARS]})
-        log.warning("fleet: OSV import rejected %s: %s", origin, error[:MAX_ERROR_CHARS])
+            self.rejected.append({"origin": origin, "error": error})
+        log.warning("fleet: OSV import rejected %s: %s", origin, error)
 
     def take(self, origin: str, data: bytes) -> None:
         doc = None
         try:
             doc = osv.load_document(data, origin)
             advisory = osv.parse(doc, origin)
-            if len(advisory.id) > ADVISORY_ID_LEN:  # osv.MAX_ID_CHARS keeps it shorter today
-                raise osv.OsvError(origin, "$.id", f"longer than {ADVISORY_ID_LEN} characters")
+            record = osv.to_record(advisory)
+            _check_storable(advisory, origin, record)
         except FleetError as exc:
             self.reject(origin, str(exc), _sniff_ecosystems(doc))
             return
@@ -176,24 +238,59 @@ class _Importer:
             log.exception("fleet: the OSV parser failed on %s", origin)
             self.reject(origin, f"{origin}: cannot parse: {type(exc).__name__}: {exc}")
             return
+        parsed = _Parsed(advisory, origin, record)
         earlier = self.pending.get(advisory.id)
         if earlier is not None:
             # the same id twice in one source: the newer stays, the other changes nothing
-            if advisory.modified > earlier[0].modified:
-                self.pending[advisory.id] = (advisory, origin)
-                advisory = earlier[0]
-            self.counts.add(_ecosystems(advisory), "unchanged")
+            if advisory.modified > earlier.advisory.modified:
+                self.pending[advisory.id], parsed = parsed, earlier
+            self.counts.add(_ecosystems(parsed.advisory), "unchanged")
             self.done += 1
             return
-        self.pending[advisory.id] = (advisory, origin)
+        self.pending[advisory.id] = parsed
         if len(self.pending) >= self.batch:
             self.flush()
 
     def flush(self) -> None:
+        """Write the pending records in one transaction. Should the database refuse the
+        batch (a value some column cannot hold that the checks above missed), each record is
+        written in a transaction of its own, and the ones it refuses are rejected by name; an
+        unreachable database stops the import."""
         if not self.pending:
             return
         pending, self.pending = self.pending, {}
+        try:
+            outcomes = self._write_batch(pending)
+        except StatementError as exc:
+            if is_connection_error(exc):
+                raise
+            log.warning(
+                "fleet: the database refused a batch of %d OSV records (%s); writing them"
+                " one by one",
+                len(pending),
+                _first_line(exc),
+            )
+            outcomes = []
+            for adv_id, parsed in pending.items():
+                try:
+                    outcomes.extend(self._write_batch({adv_id: parsed}))
+                except StatementError as one:
+                    if is_connection_error(one):
+                        raise
+                    self.reject(
+                        parsed.origin,
+                        f"{parsed.origin}: the database refused it: {_first_line(one)}",
+                        _ecosystems(parsed.advisory),
+                    )
+        for ecosystems, outcome in outcomes:
+            self.counts.add(ecosystems, outcome)
+            self.done += 1
+        self.report()
+
+    def _write_batch(self, pending: Mapping[str, _Parsed]) -> list[tuple[set[str], str]]:
+        """Write ``pending`` in one transaction; what each record counts as."""
         now = dt.datetime.now(dt.timezone.utc)
+        outcomes: list[tuple[set[str], str]] = []
         with self.engine.begin() as conn:
             stored = {
                 row.id: _aware(row.modified)
@@ -204,23 +301,23 @@ class _Importer:
             added: list[dict] = []
             replaced: list[dict] = []
             packages: list[dict] = []
-            for adv_id, (advisory, origin) in pending.items():
+            for adv_id, parsed in pending.items():
+                advisory = parsed.advisory
                 old = stored.get(adv_id)
                 if old is not None and advisory.modified <= old:
-                    self.counts.add(_ecosystems(advisory), "unchanged")
+                    outcomes.append((_ecosystems(advisory), "unchanged"))
                     continue
-                (added if old is None else replaced).append(_row(advisory, origin, now))
+                (added if old is None else replaced).append(_row(parsed, now))
                 packages.extend(
                     {"advisory_id": adv_id, "ecosystem": eco, "name": name}
                     for eco, name in sorted(_packages(advisory))
                 )
                 outcome = "added" if old is None else "replaced"
-                self.counts.add(
-                    _ecosystems(advisory), "withdrawn" if advisory.withdrawn else outcome
+                outcomes.append(
+                    (_ecosystems(advisory), "withdrawn" if advisory.withdrawn else outcome)
                 )
             self._write(conn, added, replaced, packages)
-        self.done += len(pending)
-        self.report()
+        return outcomes
 
     def report(self) -> None:
         if self.progress is not None and self.done != self.reported:
