@@ -63,6 +63,9 @@ MAX_ERROR_CHARS = 1000
 #: (ecosystem, name) pairs per ``IN (...)`` list.
 PAIRS_CHUNK = 500
 
+#: Ids per ``IN (...)`` list (SQLite allows 32,766 bound values per statement).
+IN_CHUNK = 2000
+
 #: What a document can count as.
 OUTCOMES = ("added", "replaced", "unchanged", "withdrawn", "rejected")
 
@@ -92,6 +95,11 @@ class _Counts:
             "by_ecosystem": {eco: dict(row) for eco, row in sorted(self.by_ecosystem.items())},
             "total": dict(self.total),
         }
+
+
+def _chunks(items: list, size: int = IN_CHUNK) -> Iterable[list]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _first_line(exc: BaseException) -> str:
@@ -294,8 +302,9 @@ class _Importer:
         with self.engine.begin() as conn:
             stored = {
                 row.id: _aware(row.modified)
+                for chunk in _chunks(list(pending))
                 for row in conn.execute(
-                    select(Advisory.id, Advisory.modified).where(Advisory.id.in_(list(pending)))
+                    select(Advisory.id, Advisory.modified).where(Advisory.id.in_(chunk))
                 )
             }
             added: list[dict] = []
@@ -325,38 +334,38 @@ class _Importer:
             self.progress(self.done, max(self.estimate, self.done))
 
     @staticmethod
-    def _replace(conn: Connection, replaced: list) -> None:
-        """Newer records over stored ones: their packages are written again after this."""
-        ids = [row["id"] for row in replaced]
-        conn.execute(delete(AdvisoryPackage).where(AdvisoryPackage.advisory_id.in_(ids)))
+    def _write(conn: Connection, added: list, replaced: list, packages: list) -> None:
+        """Write the added and replaced rows, then the packages of those actually written:
+        another import may have stored a newer copy of a record since it was read (the newer
+        one stays, with its packages)."""
+        written: set[str] = set()
         for row in replaced:
             values = {k: v for k, v in row.items() if k != "id"}
-            conn.execute(
+            done = conn.execute(
                 update(Advisory)
                 .where(Advisory.id == row["id"], Advisory.modified < row["modified"])
                 .values(**values)
-            )
-
-    def _write(self, conn: Connection, added: list, replaced: list, packages: list) -> None:
+                .returning(Advisory.id)
+            ).first()
+            if done is not None:
+                written.add(row["id"])
         insert = _insert(conn)
-        if replaced:
-            self._replace(conn, replaced)
         if added:
-            # ON CONFLICT: another import may have stored the id since the read above; the
-            # newer record wins there too
             stmt = insert(Advisory)
             excluded = stmt.excluded
             stmt = stmt.on_conflict_do_update(
                 index_elements=[Advisory.id],
                 set_={col: getattr(excluded, col) for col in added[0] if col != "id"},
                 where=Advisory.modified < excluded.modified,
-            )
-            conn.execute(stmt, added)
-        if packages:
-            conn.execute(
-                _insert(conn)(AdvisoryPackage).on_conflict_do_nothing(),
-                packages,
-            )
+            ).returning(Advisory.id)
+            written.update(conn.execute(stmt, added).scalars())
+        if not written:
+            return
+        for chunk in _chunks(sorted(written)):
+            conn.execute(delete(AdvisoryPackage).where(AdvisoryPackage.advisory_id.in_(chunk)))
+        rows = [row for row in packages if row["advisory_id"] in written]
+        if rows:
+            conn.execute(insert(AdvisoryPackage).on_conflict_do_nothing(), rows)
 
 
 def import_advisories(
