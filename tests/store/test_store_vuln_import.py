@@ -13,7 +13,7 @@ import zipfile
 import pytest
 import salt.utils.event
 from salt.exceptions import SaltRunnerError
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from saltext_fleet.core.vulns import osv, sources
 from saltext_fleet.output import fleet_drift as drift_output
@@ -330,6 +330,35 @@ def test_text_no_column_can_hold_is_rejected_by_name_not_with_its_batch(
     assert result["counts"]["total"] == _totals(added=2, rejected=1)
     assert _stored(engine, "GOOD-3") and _stored(engine, "GOOD-4")
     assert _stored(engine, "LONG-ECO-2") is None
+
+
+def test_a_newer_copy_another_import_stores_meanwhile_keeps_its_packages(engine, tmp_path):
+    """Two imports at once (PostgreSQL; SQLite has one writer): the one that read no stored
+    copy loses to the newer record the other committed since, packages included."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("SQLite serialises writers: no import writes between another's read and write")
+    _write(
+        tmp_path, "old/RACE-1.json", _record("RACE-1", "2024-01-01T00:00:00Z", packages=("old",))
+    )
+    _write(
+        tmp_path, "new/RACE-1.json", _record("RACE-1", "2025-01-01T00:00:00Z", packages=("new",))
+    )
+    raced = []
+
+    def after_read(conn, cursor, statement, parameters, context, executemany):
+        if not raced and statement.lstrip().startswith("SELECT advisories.id, advisories.modified"):
+            raced.append(statement)
+            # the other import, on a connection of its own: it commits before this one writes
+            _import(engine, tmp_path / "new")
+
+    event.listen(engine, "after_cursor_execute", after_read)
+    try:
+        _import(engine, tmp_path / "old")
+    finally:
+        event.remove(engine, "after_cursor_execute", after_read)
+    assert raced
+    stored = _stored(engine, "RACE-1")
+    assert stored["modified"].startswith("2025-01-01") and stored["packages"] == [["PyPI", "new"]]
 
 
 def test_batches_report_progress_and_a_bad_batch_is_refused(engine, tmp_path):
