@@ -152,6 +152,25 @@ def test_an_unreadable_file_is_an_error_of_its_own(tmp_path):
     )
 
 
+def test_a_sub_folder_that_cannot_be_listed_is_an_error_of_its_own(tmp_path, monkeypatch):
+    root = tmp_path / "vulns"
+    _tree(root, {"a/A.json": _doc("A"), "locked/B.json": _doc("B"), "z/Z.json": _doc("Z")})
+    scandir = os.scandir
+
+    def denied(path="."):  # root can read anything: a permission error as a non-root sees it
+        if os.fspath(path).endswith("locked"):
+            raise PermissionError(13, "Permission denied", os.fspath(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", denied)
+    entries = list(sources.open_source(str(root)))
+    assert [(e.origin, e.error) for e in entries] == [
+        ("vulns/a/A.json", None),
+        ("vulns/locked", "cannot read the folder: Permission denied"),
+        ("vulns/z/Z.json", None),
+    ]
+
+
 def test_a_single_file(tmp_path):
     path = tmp_path / "PYSEC-1.yaml"
     path.write_bytes(b"id: PYSEC-1\n")

@@ -207,7 +207,10 @@ class Source:
 
     def _folder_entries(self) -> Iterator[Entry]:
         root = os.path.realpath(self.path)
-        for dirpath, dirnames, filenames in os.walk(self.path, onerror=None):
+        unreadable: list[OSError] = []
+        for dirpath, dirnames, filenames in os.walk(self.path, onerror=unreadable.append):
+            while unreadable:  # a sub-folder os.walk could not list: its own error
+                yield self._unreadable(unreadable.pop(0))
             dirnames.sort()
             for name in sorted(filenames):
                 full = os.path.join(dirpath, name)
@@ -224,6 +227,13 @@ class Source:
                         )
                         continue
                 yield self._read_file(full, origin)
+        for exc in unreadable:
+            yield self._unreadable(exc)
+
+    def _unreadable(self, exc: OSError) -> Entry:
+        where = os.path.relpath(str(exc.filename or self.path), self.path)
+        origin = printable(os.path.normpath(os.path.join(self._label, where)))
+        return Entry(origin, error=f"cannot read the folder: {exc.strerror or exc}")
 
     def _read_file(self, path: str, origin: str) -> Entry:
         try:
