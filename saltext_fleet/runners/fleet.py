@@ -1336,9 +1336,9 @@ def cve_import(path, batch=store_vulns.BATCH):
     if isinstance(batch, bool):
         raise SaltRunnerError(f"fleet.cve_import: batch={batch!r} is not a number")
     try:
-        batch = int(batch)
-    except (TypeError, ValueError) as exc:
-        raise SaltRunnerError(f"fleet.cve_import: batch={batch!r} is not a number") from exc
+        batch = store_vulns.check_batch(int(batch))
+    except (TypeError, ValueError) as exc:  # AdvisoryImportError is a ValueError too
+        raise SaltRunnerError(f"fleet.cve_import: batch={batch!r}: {exc}") from exc
     if not isinstance(path, str) or not path.strip():
         raise SaltRunnerError("fleet.cve_import: give the path of an OSV zip, folder or file")
     path = os.path.abspath(os.path.expanduser(path))
@@ -1357,8 +1357,13 @@ def cve_import(path, batch=store_vulns.BATCH):
         result = store_vulns.import_advisories(
             engine, source, actor=_actor(), batch=batch, progress=progress, estimate=about
         )
-    except store_vulns.AdvisoryImportError as exc:
-        raise SaltRunnerError(f"fleet.cve_import: {exc}") from exc
+    except Exception as exc:
+        if not _is_unreachable(exc):
+            raise
+        raise SaltRunnerError(
+            f"fleet.cve_import: the store became unreachable; what was imported so far is"
+            f" kept, run the import again to finish it ({str(exc).splitlines()[0][:300]})"
+        ) from exc
     total = result["counts"]["total"]
     _audit("cve.import", path, {"import_id": result["import_id"], "total": total})
     _progress(

@@ -450,5 +450,7 @@ def test_the_runner_imports_prints_a_bar_per_batch_and_names_rejected_files(monk
             fleet_runner.cve_import(bad)
     with pytest.raises(SaltRunnerError, match="batch must be"):
         fleet_runner.cve_import(str(tmp_path / "osv"), batch=0)
-    with pytest.raises(SaltRunnerError, match="is not a number"):
+    with pytest.raises(SaltRunnerError, match="batch='lots': invalid literal"):
         fleet_runner.cve_import(str(tmp_path / "osv"), batch="lots")
+    with engine.connect() as conn:  # refused before anything was read or recorded
+        assert len(store_vulns.import_history(conn, 10)) == 1

@@ -368,6 +368,14 @@ class _Importer:
             conn.execute(insert(AdvisoryPackage).on_conflict_do_nothing(), rows)
 
 
+def check_batch(batch: Any) -> int:
+    """``batch`` when it is a batch size :func:`import_advisories` takes, else an
+    :class:`AdvisoryImportError` saying what is."""
+    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH:
+        raise AdvisoryImportError(f"batch must be a whole number from 1 to {MAX_BATCH}: {batch!r}")
+    return batch
+
+
 def import_advisories(
     engine: Engine,
     source: Source,
@@ -380,9 +388,11 @@ def import_advisories(
     """Import the OSV documents of ``source`` (see the module doc); ``progress(done, about)``
     is called after each batch. Returns ``{"import_id", "source", "counts": {"by_ecosystem":
     {eco: {added, replaced, unchanged, withdrawn, rejected}}, "total": {...}}, "rejected":
-    [{"origin", "error"}], "rejected_count", "skipped", "seconds"}``."""
-    if isinstance(batch, bool) or not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH:
-        raise AdvisoryImportError(f"batch must be a whole number from 1 to {MAX_BATCH}: {batch!r}")
+    [{"origin", "error"}], "rejected_count", "skipped", "seconds"}``.
+
+    A database that becomes unreachable stops the import (its ``vuln_imports`` row keeps no
+    ``finished_at``); what was committed stays, and importing again goes on from there."""
+    check_batch(batch)
     started = time.monotonic()
     with engine.begin() as conn:
         import_id = conn.execute(
