@@ -1379,8 +1379,10 @@ def _after_import(engine, result: dict) -> None:
     """What follows an import that changed advisories: the fleet-wide recompute of findings.
 
     TODO(issue 13, findings): call the fleet-wide findings recompute of
-    ``store/vulns/findings.py`` (helper "findings" writes it) here, when anything was added,
-    replaced or withdrawn (``result["counts"]["total"]``), and report its progress."""
+    ``store/vulns/findings.py`` (helper "findings" writes it; ``recompute(engine)`` on its
+    branch i13-findings) here, when anything was added, replaced or withdrawn
+    (``result["counts"]["total"]``; imported_at changes only on the rows written), and report
+    its progress."""
     return None
 
 
