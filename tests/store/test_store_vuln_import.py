@@ -332,11 +332,18 @@ def test_text_no_column_can_hold_is_rejected_by_name_not_with_its_batch(
     assert _stored(engine, "LONG-ECO-2") is None
 
 
-def test_a_newer_copy_another_import_stores_meanwhile_keeps_its_packages(engine, tmp_path):
-    """Two imports at once (PostgreSQL; SQLite has one writer): the one that read no stored
-    copy loses to the newer record the other committed since, packages included."""
-    if engine.dialect.name != "postgresql":
-        pytest.skip("SQLite serialises writers: no import writes between another's read and write")
+@pytest.fixture
+def pg_engine(pg_url_factory):
+    eng = store_engine.get_engine(pg_url_factory())
+    store_engine.ensure_schema(eng)
+    return eng
+
+
+def test_a_newer_copy_another_import_stores_meanwhile_keeps_its_packages(pg_engine, tmp_path):
+    """Two imports at once (PostgreSQL only: SQLite serialises writers, so no import writes
+    between another's read and write): the one that read no stored copy loses to the newer
+    record the other committed since, packages included."""
+    engine = pg_engine
     _write(
         tmp_path, "old/RACE-1.json", _record("RACE-1", "2024-01-01T00:00:00Z", packages=("old",))
     )
