@@ -6,9 +6,11 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from salt.exceptions import SaltRunnerError
 from sqlalchemy import select
 
 from saltext_fleet.core.vulns import triage as core_triage
+from saltext_fleet.runners import fleet as fleet_runner
 from saltext_fleet.store import audit as store_audit
 from saltext_fleet.store.models import VulnFinding, VulnTriage
 from saltext_fleet.store.vulns import triage as store_triage
@@ -256,3 +258,39 @@ def test_vex_entries_for_a_nodes_triaged_findings(fleet):
     assert {e["id"]: e["purls"] for e in custom} == {
         "GHSA-crit-0001": ["x:requests"],
     }
+
+
+def test_the_triage_runners(fleet, monkeypatch):
+    monkeypatch.setattr(fleet_runner, "_engine", lambda: fleet)
+    monkeypatch.setitem(fleet_runner.__dict__, "__user__", "carol")
+    made = fleet_runner.cve_triage(
+        "GHSA-crit-0001",
+        "not_affected",
+        node="web1",
+        justification="code_not_reachable",
+        detail="CLI only",
+    )
+    assert made["decided_by"] == "user:carol" and made["target"] == "web1"
+    future = (dt.datetime.now(dt.timezone.utc) + 40 * DAY).date().isoformat()
+    accepted = fleet_runner.cve_triage("DSA-5000-1", "accepted", group="db", expires=future)
+    assert accepted["expires_at"].startswith(future)
+    assert {d["id"] for d in fleet_runner.cve_triage_list()} == {made["id"], accepted["id"]}
+    listed = fleet_runner.cve_triage_list(advisory="DSA-5000-1")
+    assert [d["id"] for d in listed] == [accepted["id"]]
+    assert fleet_runner.cve_triage_revoke(str(made["id"]))["revoked_by"] == "user:carol"
+    assert [d["id"] for d in fleet_runner.cve_triage_list()] == [accepted["id"]]
+    assert len(fleet_runner.cve_triage_list(all="True")) == 2
+    actions = [e["action"] for e in store_audit.events(fleet, action=None)]
+    assert actions == ["vuln.triage.revoke", "vuln.triage", "vuln.triage"]
+    for call, words in [
+        (lambda: fleet_runner.cve_triage("DSA-5000-1", "accepted", fleet=True), "expiry"),
+        (lambda: fleet_runner.cve_triage("DSA-5000-1", "will_fix"), "exactly one of"),
+        (lambda: fleet_runner.cve_triage("DSA-5000-1", "will_fix", node="a b"), "node:"),
+        (lambda: fleet_runner.cve_triage("NOPE-1", "will_fix", fleet=True), "no advisory"),
+        (lambda: fleet_runner.cve_triage_revoke(made["id"]), "already revoked"),
+        (lambda: fleet_runner.cve_triage_revoke("x"), "not a decision"),
+        (lambda: fleet_runner.cve_triage_list(advisory="a b"), "not an advisory id"),
+    ]:
+        with pytest.raises(SaltRunnerError, match=words) as err:
+            call()
+        assert str(err.value).startswith("fleet.cve_triage")

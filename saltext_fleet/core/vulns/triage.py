@@ -282,12 +282,12 @@ def parse_expiry(value: Any, now: dt.datetime, field: str = "expires") -> dt.dat
                 at = dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc)
             else:
                 at = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-                if at.tzinfo is None:
-                    raise TriageError(field, f"{text[:40]!r} has no time zone (add Z or +00:00)")
         except ValueError as exc:
             raise TriageError(
                 field, f"{text[:40]!r} is not a date (YYYY-MM-DD) or an ISO time"
             ) from exc
+        if at.tzinfo is None:
+            raise TriageError(field, f"{text[:40]!r} has no time zone (add Z or +00:00)")
     else:
         raise TriageError(field, f"a date (YYYY-MM-DD), not {type(value).__name__}")
     at = at.astimezone(dt.timezone.utc)
