@@ -7,8 +7,9 @@ ends when it expires or is revoked.
 
 Reading: which decision applies to a finding is decided in SQL, with the rules of
 :func:`saltext_fleet.core.vulns.triage.applying` (live; node > group > fleet; one package >
-any package; the newest of equals): a correlated sub-select per open finding, over
-``ix_vuln_triage_advisory``. The views (:func:`findings_page`, :func:`by_advisory`,
+any package; the newest of equals): the live decisions are joined to the findings on the
+advisory and ranked per finding with ``row_number()`` (:func:`best_decisions`), set-based,
+not a sub-select per finding. The views (:func:`findings_page`, :func:`by_advisory`,
 :func:`by_node`, :func:`summary`) filter, group, count and page in SQL: nothing loads the
 fleet's findings into Python. Findings here are the open ones (``resolved_at IS NULL``);
 an open finding with an applying decision is *triaged*, else *open*.
@@ -248,29 +249,48 @@ def _live(t, now: dt.datetime) -> list:
     return [t.revoked_at.is_(None), or_(t.expires_at.is_(None), t.expires_at > now)]
 
 
-def applying_id(now: dt.datetime):
-    """The id of the decision that applies to the ``VulnFinding`` row of the enclosing query
-    (which joins ``Node`` for its group), or NULL: a correlated scalar sub-select."""
-    t = aliased(VulnTriage)
+def best_decisions(now: dt.datetime, where: list):
+    """``(finding id, decision id)`` of the open findings matching ``where`` (over
+    ``VulnFinding`` joined with ``Node``) that a live decision covers, the applying one for
+    each: the candidates are joined on the advisory (few decisions, many findings: a hash
+    join) and ranked with a window function, as a sub-query with columns ``fid``, ``tid``
+    and ``tstate`` (the decision's state)."""
+    t = aliased(VulnTriage, name="cand_t")
     specificity = case((t.scope == "node", 6), (t.scope == "group", 4), else_=2) + case(
         (t.package.is_not(None), 1), else_=0
     )
-    return (
-        select(t.id)
-        .where(
-            t.advisory_id == VulnFinding.advisory_id,
-            *_live(t, utc(now)),
-            or_(t.package.is_(None), t.package == VulnFinding.package),
-            or_(
-                t.scope == "fleet",
-                and_(t.scope == "node", t.target == VulnFinding.minion_id),
-                and_(t.scope == "group", t.target == Node.node_group),
+    ranked = (
+        select(
+            VulnFinding.id.label("fid"),
+            t.id.label("tid"),
+            t.state.label("tstate"),
+            func.row_number()
+            .over(
+                partition_by=VulnFinding.id,
+                order_by=(specificity.desc(), t.decided_at.desc(), t.id.desc()),
+            )
+            .label("rn"),
+        )
+        .select_from(VulnFinding)
+        .outerjoin(Node, Node.minion_id == VulnFinding.minion_id)
+        .join(
+            t,
+            and_(
+                t.advisory_id == VulnFinding.advisory_id,
+                *_live(t, utc(now)),
+                or_(t.package.is_(None), t.package == VulnFinding.package),
+                or_(
+                    t.scope == "fleet",
+                    and_(t.scope == "node", t.target == VulnFinding.minion_id),
+                    and_(t.scope == "group", t.target == Node.node_group),
+                ),
             ),
         )
-        .order_by(specificity.desc(), t.decided_at.desc(), t.id.desc())
-        .limit(1)
-        .correlate(VulnFinding, Node)
-        .scalar_subquery()
+        .where(*where)
+        .subquery("ranked")
+    )
+    return (
+        select(ranked.c.fid, ranked.c.tid, ranked.c.tstate).where(ranked.c.rn == 1).subquery("best")
     )
 
 
@@ -352,7 +372,10 @@ def _like(text: str) -> str:
 
 def _open_findings(query: FindingsQuery, now: dt.datetime, triage_filter: bool = True):
     """The open findings the query selects, each with its group and applying decision's id
-    (``triage_id``), as a sub-query."""
+    and state (``triage_id``, ``triage_state``), as a sub-query, and the conditions of the
+    query's triage filter over it. (Advisories and decisions are joined to a page's rows
+    only: the planner cannot tell how many findings are untriaged, and a join over all of
+    them on a wrong guess is a nested loop over the fleet.)"""
     where = [VulnFinding.resolved_at.is_(None)]
     if query.severity:
         where.append(_severity_rank(VulnFinding.severity) >= SEVERITY_RANK[query.severity])
@@ -372,6 +395,7 @@ def _open_findings(query: FindingsQuery, now: dt.datetime, triage_filter: bool =
                 VulnFinding.advisory_id.like(pattern, escape="\\"),
             )
         )
+    best = best_decisions(now, where)
     inner = (
         select(
             VulnFinding.id,
@@ -386,22 +410,23 @@ def _open_findings(query: FindingsQuery, now: dt.datetime, triage_filter: bool =
             VulnFinding.first_seen,
             VulnFinding.last_seen,
             Node.node_group.label("grp"),
-            applying_id(now).label("triage_id"),
+            best.c.tid.label("triage_id"),
+            best.c.tstate.label("triage_state"),
         )
         .select_from(VulnFinding)
         .outerjoin(Node, Node.minion_id == VulnFinding.minion_id)
+        .outerjoin(best, best.c.fid == VulnFinding.id)
         .where(*where)
         .subquery("f")
     )
-    t = aliased(VulnTriage, name="t")
     conditions = []
     if triage_filter and query.triage == "open":
         conditions.append(inner.c.triage_id.is_(None))
     elif triage_filter and query.triage == "triaged":
         conditions.append(inner.c.triage_id.is_not(None))
     elif triage_filter and query.triage:
-        conditions.append(t.state == query.triage)
-    return inner, t, conditions
+        conditions.append(inner.c.triage_state == query.triage)
+    return inner, conditions
 
 
 def _page_of(total: int, query: FindingsQuery) -> dict[str, Any]:
@@ -463,30 +488,33 @@ def findings_page(conn: Connection, query: FindingsQuery, now: dt.datetime) -> d
     """One page of open findings, worst first, each with its advisory's summary and aliases
     and the decision that applies (``triage``, None when open): ``{"rows", "total", "page",
     "pages", "per_page"}``."""
-    inner, t, conditions = _open_findings(query, now)
-    base = (
-        select(
-            inner,
-            Advisory.summary,
-            Advisory.aliases,
-            *_triage_cols(t),
+    inner, conditions = _open_findings(query, now)
+
+    def order(c):
+        return (
+            _severity_rank(c.severity).desc(),
+            c.cvss_score.desc().nulls_last(),
+            c.advisory_id,
+            c.minion_id,
+            c.package,
+            c.id,
         )
-        .select_from(inner)
-        .outerjoin(t, t.id == inner.c.triage_id)
-        .outerjoin(Advisory, Advisory.id == inner.c.advisory_id)
+
+    shown = (
+        select(inner)
         .where(and_(True, *conditions))
-    )
-    stmt = (
-        base.order_by(
-            _severity_rank(inner.c.severity).desc(),
-            inner.c.cvss_score.desc().nulls_last(),
-            inner.c.advisory_id,
-            inner.c.minion_id,
-            inner.c.package,
-            inner.c.id,
-        )
+        .order_by(*order(inner.c))
         .limit(query.per_page)
         .offset((query.page - 1) * query.per_page)
+        .subquery("shown")
+    )
+    t = aliased(VulnTriage, name="t")
+    stmt = (
+        select(shown, Advisory.summary, Advisory.aliases, *_triage_cols(t))
+        .select_from(shown)
+        .outerjoin(t, t.id == shown.c.triage_id)
+        .outerjoin(Advisory, Advisory.id == shown.c.advisory_id)
+        .order_by(*order(shown.c))
     )
     rows = [
         {
@@ -509,10 +537,7 @@ def findings_page(conn: Connection, query: FindingsQuery, now: dt.datetime) -> d
         for r in conn.execute(stmt)
     ]
     total = conn.execute(
-        select(func.count())
-        .select_from(inner)
-        .outerjoin(t, t.id == inner.c.triage_id)
-        .where(and_(True, *conditions))
+        select(func.count()).select_from(inner).where(and_(True, *conditions))
     ).scalar_one()
     return {"rows": rows, **_page_of(total, query)}
 
@@ -525,7 +550,7 @@ def by_advisory(conn: Connection, query: FindingsQuery, now: dt.datetime) -> dic
     """One page of advisories with open findings, worst first: ``{"rows": [{"advisory",
     "summary", "aliases", "severity", "cvss", "findings", "nodes", "open", "triaged",
     "packages"}], "total", ...}``; ``open`` counts the untriaged findings."""
-    inner, t, conditions = _open_findings(query, now)
+    inner, conditions = _open_findings(query, now)
     rank = func.max(_severity_rank(inner.c.severity))
     open_count = _open_sum(inner)
     grouped = (
@@ -540,23 +565,26 @@ def by_advisory(conn: Connection, query: FindingsQuery, now: dt.datetime) -> dic
             func.min(inner.c.package).label("package"),
         )
         .select_from(inner)
-        .outerjoin(t, t.id == inner.c.triage_id)
         .where(and_(True, *conditions))
         .group_by(inner.c.advisory_id)
         .subquery("g")
     )
-    stmt = (
-        select(grouped, Advisory.summary, Advisory.aliases, Advisory.severity)
-        .select_from(grouped)
-        .outerjoin(Advisory, Advisory.id == grouped.c.advisory_id)
-        .order_by(
-            grouped.c.rank.desc(),
-            grouped.c.cvss.desc().nulls_last(),
-            grouped.c.open.desc(),
-            grouped.c.advisory_id,
-        )
+
+    def order(c):
+        return (c.rank.desc(), c.cvss.desc().nulls_last(), c.open.desc(), c.advisory_id)
+
+    shown = (
+        select(grouped)
+        .order_by(*order(grouped.c))
         .limit(query.per_page)
         .offset((query.page - 1) * query.per_page)
+        .subquery("shown")
+    )
+    stmt = (
+        select(shown, Advisory.summary, Advisory.aliases, Advisory.severity)
+        .select_from(shown)
+        .outerjoin(Advisory, Advisory.id == shown.c.advisory_id)
+        .order_by(*order(shown.c))
     )
     by_rank = {rank: name for name, rank in SEVERITY_RANK.items()}
     rows = [
@@ -583,7 +611,7 @@ def by_node(conn: Connection, query: FindingsQuery, now: dt.datetime) -> dict[st
     """One page of nodes with open findings, most critical open first: ``{"rows":
     [{"minion", "group", "findings", "open", "triaged", "critical", "high", "medium",
     "low", "other"}], "total", ...}`` (severity counts are of the untriaged findings)."""
-    inner, t, conditions = _open_findings(query, now)
+    inner, conditions = _open_findings(query, now)
     severity = {
         name: _open_sum(inner, inner.c.severity == name).label(name)
         for name in ("critical", "high", "medium", "low")
@@ -597,7 +625,6 @@ def by_node(conn: Connection, query: FindingsQuery, now: dt.datetime) -> dict[st
             *severity.values(),
         )
         .select_from(inner)
-        .outerjoin(t, t.id == inner.c.triage_id)
         .where(and_(True, *conditions))
         .group_by(inner.c.minion_id)
         .subquery("g")
@@ -636,7 +663,7 @@ def summary(conn: Connection, query: FindingsQuery, now: dt.datetime) -> dict[st
     """Counts over the query's filters (its triage filter aside): ``{"open", "triaged",
     "nodes", "advisories", "open_by_severity": {severity: n}, "triaged_by_state": {state:
     n}}``; ``open`` excludes triaged findings."""
-    inner, t, _conditions = _open_findings(query, now, triage_filter=False)
+    inner, _conditions = _open_findings(query, now, triage_filter=False)
     out: dict[str, Any] = {
         "open": 0,
         "triaged": 0,
@@ -644,10 +671,9 @@ def summary(conn: Connection, query: FindingsQuery, now: dt.datetime) -> dict[st
         "triaged_by_state": {name: 0 for name in core_triage.STATES},
     }
     stmt = (
-        select(inner.c.severity, t.state, func.count())
+        select(inner.c.severity, inner.c.triage_state, func.count())
         .select_from(inner)
-        .outerjoin(t, t.id == inner.c.triage_id)
-        .group_by(inner.c.severity, t.state)
+        .group_by(inner.c.severity, inner.c.triage_state)
     )
     for severity, state, count in conn.execute(stmt):
         if state is None:
@@ -802,18 +828,15 @@ def applying(
     out: dict[int, dict[str, Any]] = {}
     t = aliased(VulnTriage, name="t")
     for start in range(0, len(ids), 1000):
-        inner = (
-            select(VulnFinding.id, VulnFinding.advisory_id, applying_id(now).label("triage_id"))
-            .select_from(VulnFinding)
-            .outerjoin(Node, Node.minion_id == VulnFinding.minion_id)
-            .where(VulnFinding.id.in_(ids[start : start + 1000]))
-            .where(VulnFinding.resolved_at.is_(None))
-            .subquery("f")
-        )
+        where = [
+            VulnFinding.id.in_(ids[start : start + 1000]),
+            VulnFinding.resolved_at.is_(None),
+        ]
+        best = best_decisions(now, where)
         stmt = (
-            select(inner.c.id, inner.c.advisory_id, *_triage_cols(t))
-            .select_from(inner)
-            .join(t, t.id == inner.c.triage_id)
+            select(best.c.fid.label("id"), t.advisory_id, *_triage_cols(t))
+            .select_from(best)
+            .join(t, t.id == best.c.tid)
         )
         for row in conn.execute(stmt):
             out[row.id] = _triage_of(row)
