@@ -6,6 +6,22 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from cyclonedx.model.bom import Bom
+from cyclonedx.model.component import Component
+from cyclonedx.model.impact_analysis import (
+    ImpactAnalysisJustification,
+    ImpactAnalysisResponse,
+    ImpactAnalysisState,
+)
+from cyclonedx.model.vulnerability import (
+    BomTarget,
+    Vulnerability,
+    VulnerabilityAnalysis,
+)
+from cyclonedx.output.json import JsonV1Dot6
+from cyclonedx.schema import SchemaVersion
+from cyclonedx.validation.json import JsonStrictValidator
+from packageurl import PackageURL
 from salt.exceptions import SaltRunnerError
 from sqlalchemy import select
 
@@ -294,3 +310,48 @@ def test_the_triage_runners(fleet, monkeypatch):
         with pytest.raises(SaltRunnerError, match=words) as err:
             call()
         assert str(err.value).startswith("fleet.cve_triage")
+
+
+def _bom_with(entries) -> str:
+    """A CycloneDX 1.6 JSON SBOM of the entries' components with the entries as VEX, built
+    the plain way with cyclonedx-python-lib (the SBOM module builds the real one)."""
+    bom = Bom()
+    refs = {}
+    for entry in entries:
+        for purl in entry["purls"]:
+            if purl not in refs:
+                parsed = PackageURL.from_string(purl)
+                component = Component(
+                    name=parsed.name, version=parsed.version, purl=parsed, bom_ref=purl
+                )
+                bom.components.add(component)
+                refs[purl] = component
+    for number, entry in enumerate(entries):
+        bom.vulnerabilities.add(
+            Vulnerability(
+                bom_ref=f"vex-{number}",
+                id=entry["id"],
+                analysis=VulnerabilityAnalysis(
+                    state=ImpactAnalysisState(entry["state"]),
+                    justification=entry["justification"]
+                    and ImpactAnalysisJustification(entry["justification"]),
+                    responses=[ImpactAnalysisResponse(r) for r in entry["response"]],
+                    detail=entry["detail"] or None,
+                ),
+                affects=[BomTarget(ref=refs[p].bom_ref.value) for p in entry["purls"]],
+            )
+        )
+    return JsonV1Dot6(bom).output_as_string()
+
+
+def test_the_vex_entries_make_a_valid_cyclonedx_1_6_document(fleet):
+    decide(fleet, "GHSA-crit-0001", "not_affected", "fleet", justification="code_not_present")
+    decide(fleet, "DSA-5000-1", "accepted", "node", "db1", expires="2027-01-01")
+    decide(fleet, "PYSEC-2024-2", "will_fix", "group", "db", detail="next window")
+    with fleet.connect() as conn:
+        entries = store_triage.vex_for_node(conn, "db1", NOW)
+    assert len(entries) == 3
+    document = _bom_with(entries)
+    assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(document) is None
+    assert '"justification": "code_not_present"' in document
+    assert '"response": ["will_not_fix"]' in document

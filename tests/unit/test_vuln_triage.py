@@ -6,6 +6,11 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from cyclonedx.model.impact_analysis import (
+    ImpactAnalysisJustification,
+    ImpactAnalysisResponse,
+    ImpactAnalysisState,
+)
 
 from saltext_fleet.core.errors import FleetError
 from saltext_fleet.core.vulns import triage
@@ -202,3 +207,9 @@ def test_a_decision_described_for_people():
         "not_affected (code_not_present) for group builders, package requests, until 2027-01-01"
     )
     assert triage.describe(check()) == "will_fix for the fleet"
+
+
+def test_the_names_are_cyclonedx_python_libs():
+    assert set(triage.JUSTIFICATIONS) == {j.value for j in ImpactAnalysisJustification}
+    assert set(triage.VEX_STATES) == {s.value for s in ImpactAnalysisState}
+    assert set(triage.VEX_RESPONSES) == {r.value for r in ImpactAnalysisResponse}

@@ -22,7 +22,7 @@ package; between equals the newest wins. A finding with an applying decision is 
 it stays visible but raises no alert and does not count in the open total.
 
 VEX (:func:`vex_analysis`). CycloneDX 1.6's ``impactAnalysisState`` is one of
-``resolved``, ``resolved_with_pertinent_fix``, ``exploitable``, ``in_triage``,
+``resolved``, ``resolved_with_pedigree``, ``exploitable``, ``in_triage``,
 ``false_positive``, ``not_affected``; ``response`` a list of ``can_not_fix``,
 ``will_not_fix``, ``update``, ``rollback``, ``workaround_available``:
 
@@ -71,7 +71,7 @@ SCOPES = ("node", "group", "fleet")
 #: CycloneDX 1.6 ``impactAnalysisState`` and ``impactAnalysisResponse``.
 VEX_STATES = (
     "resolved",
-    "resolved_with_pertinent_fix",
+    "resolved_with_pedigree",
     "exploitable",
     "in_triage",
     "false_positive",
