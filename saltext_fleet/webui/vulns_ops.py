@@ -131,7 +131,7 @@ def node_page(minion_id: str) -> dict[str, Any]:
             "summary": store_triage.summary(conn, query, at),
             "findings": store_triage.findings_page(conn, query, at),
             "history": store_triage.history(conn, minion_id),
-            "decisions": store_triage.decisions(conn, at, scope="node", target=minion_id),
+            "decisions": store_triage.decisions_for_node(conn, at, minion_id, node["group"]),
             "advisories": store_triage.advisory_count(conn),
             "import_hint": IMPORT_HINT,
             "sbom_url": f"{request.script_root}/api/v1/nodes/{minion_id}/sbom",

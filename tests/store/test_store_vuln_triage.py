@@ -355,3 +355,17 @@ def test_the_vex_entries_make_a_valid_cyclonedx_1_6_document(fleet):
     assert JsonStrictValidator(SchemaVersion.V1_6).validate_str(document) is None
     assert '"justification": "code_not_present"' in document
     assert '"response": ["will_not_fix"]' in document
+
+
+def test_the_decisions_about_a_node(fleet):
+    own = decide(fleet, "PYSEC-2024-2", "will_fix", "node", "web1")
+    group = decide(fleet, "GHSA-crit-0001", "will_fix", "group", "web")
+    everywhere = decide(fleet, "GHSA-crit-0001", "will_fix", "fleet")
+    decide(fleet, "DSA-5000-1", "will_fix", "fleet")  # web1 has no DSA-5000-1 finding
+    decide(fleet, "GHSA-crit-0001", "will_fix", "group", "db")
+    decide(fleet, "GHSA-crit-0001", "will_fix", "node", "web2")
+    with fleet.connect() as conn:
+        found = store_triage.decisions_for_node(conn, NOW, "web1", "web")
+        lone = store_triage.decisions_for_node(conn, NOW, "lone", None)
+    assert [d["id"] for d in found] == [everywhere["id"], group["id"], own["id"]]
+    assert lone == []

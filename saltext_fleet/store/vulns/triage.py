@@ -242,6 +242,30 @@ def decisions(
     return [as_dict(decision_of(row), now) for row in conn.execute(stmt)]
 
 
+def decisions_for_node(
+    conn: Connection, now: dt.datetime, minion_id: str, group: str | None, limit: int = 200
+) -> list[dict[str, Any]]:
+    """The decisions that concern a node, newest first, ended ones too: its own, its
+    group's, and the fleet's about advisories it has open findings of."""
+    now = utc(now)
+    its_advisories = select(VulnFinding.advisory_id).where(
+        VulnFinding.minion_id == minion_id, VulnFinding.resolved_at.is_(None)
+    )
+    scopes = [
+        and_(VulnTriage.scope == "node", VulnTriage.target == minion_id),
+        and_(VulnTriage.scope == "fleet", VulnTriage.advisory_id.in_(its_advisories)),
+    ]
+    if group:
+        scopes.append(and_(VulnTriage.scope == "group", VulnTriage.target == group))
+    stmt = (
+        select(VulnTriage)
+        .where(or_(*scopes))
+        .order_by(VulnTriage.id.desc())
+        .limit(max(1, min(limit, 10_000)))
+    )
+    return [as_dict(decision_of(row), now) for row in conn.execute(stmt)]
+
+
 # -- which decision applies, in SQL ------------------------------------------------------------
 
 
