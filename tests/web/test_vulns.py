@@ -287,3 +287,32 @@ def test_with_no_advisories_the_pages_say_how_to_import_them(engine, logged_in):
     assert "No advisories imported yet" in text(client.get("/nodes/web1/vulns"))
     assert "No advisories imported yet" in text(client.get("/nodes/web1"))
     assert client.get("/api/v1/vulns/findings").get_json()["advisories"] == 0
+
+
+def test_an_api_token_triages_without_a_csrf_token_and_a_viewers_cannot(app, fleet, logged_in):
+    tokens = {}
+    for role in ("viewer", "operator"):
+        client, csrf = logged_in(role)
+        page = client.post("/account/token", data={"csrf_token": csrf})
+        tokens[role] = re.search(
+            r'id="api-token"[^>]*>([^<]+)<', page.get_data(as_text=True)
+        ).group(1)
+    api = app.test_client()
+    body = {"advisory": "DSA-5000-1", "state": "will_fix", "group": "db"}
+    refused = api.post(
+        "/api/v1/vulns/triage",
+        json=body,
+        headers={"Authorization": f"Bearer {tokens['viewer']}"},
+    )
+    assert refused.status_code == 403
+    made = api.post(
+        "/api/v1/vulns/triage",
+        json=body,
+        headers={"Authorization": f"Bearer {tokens['operator']}"},
+    )
+    assert made.status_code == 201 and made.get_json()["decided_by"] == "ui:operator"
+    listed = api.get(
+        "/api/v1/vulns/findings?triage=will_fix",
+        headers={"Authorization": f"Bearer {tokens['viewer']}"},
+    ).get_json()
+    assert [(r["minion"], r["package"]) for r in listed["rows"]] == [("db1", "libssl3")]
