@@ -227,8 +227,10 @@ def revoke(triage_id: str) -> dict[str, Any]:
     try:
         with ctx().engine.begin() as conn:
             return store_triage.revoke(conn, number, actor(), now())
+    except store_triage.AlreadyRevoked as exc:
+        abort(409, description=str(exc))
     except core_triage.TriageError as exc:
-        abort(409 if "already" in str(exc) else 404, description=str(exc))
+        abort(404, description=str(exc))
 
 
 def decisions() -> list[dict[str, Any]]:

@@ -61,6 +61,10 @@ def _aware(at: dt.datetime | None) -> dt.datetime | None:
 # -- decisions ---------------------------------------------------------------------------------
 
 
+class AlreadyRevoked(core_triage.TriageError):
+    """The decision to revoke has ended already (a conflict, not bad input)."""
+
+
 def decision_of(row: Any) -> core_triage.Decision:
     """A ``vuln_triage`` row as a :class:`~saltext_fleet.core.vulns.triage.Decision`."""
     return core_triage.Decision(
@@ -198,16 +202,18 @@ def revoke(conn: Connection, triage_id: Any, actor: str, now: dt.datetime) -> di
     if found is None:
         raise core_triage.TriageError("id", f"no triage decision {triage_id}")
     if found.revoked_at is not None:
-        raise core_triage.TriageError(
+        raise AlreadyRevoked(
             "id",
             f"decision {triage_id} was already revoked by {found.revoked_by} at "
             f"{iso(found.revoked_at)}",
         )
-    conn.execute(
+    changed = conn.execute(
         VulnTriage.__table__.update()
         .where(VulnTriage.id == triage_id, VulnTriage.revoked_at.is_(None))
         .values(revoked_at=now, revoked_by=actor[:255])
-    )
+    ).rowcount
+    if changed != 1:  # revoked meanwhile by someone else
+        raise AlreadyRevoked("id", f"decision {triage_id} was revoked meanwhile")
     store_audit.append(
         conn,
         actor,
