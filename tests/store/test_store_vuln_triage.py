@@ -75,7 +75,7 @@ def test_a_decision_is_stored_and_audited_and_revoked(fleet):
     assert made["vex"] == {
         "state": "not_affected",
         "justification": "code_not_reachable",
-        "response": [],
+        "responses": [],
         "detail": "we never call the leaking function",
     }
     events = store_audit.events(fleet, target="GHSA-crit-0001")
@@ -260,16 +260,16 @@ def test_vex_entries_for_a_nodes_triaged_findings(fleet):
     for entry in entries:
         assert set(entry) >= {"id", "aliases", "state", "justification", "detail", "purls"}
         assert entry["state"] in core_triage.VEX_STATES
-        assert set(entry["response"]) <= set(core_triage.VEX_RESPONSES)
+        assert set(entry["responses"]) <= set(core_triage.VEX_RESPONSES)
     crit = by_id["GHSA-crit-0001"]
     assert (crit["state"], crit["justification"]) == ("not_affected", "code_not_present")
     assert crit["purls"] == ["pkg:pypi/requests@2.0.0"] and crit["aliases"] == ["CVE-2026-0001"]
     assert by_id["DSA-5000-1"]["purls"] == ["pkg:deb/debian/libssl3@3.0.11-1~deb12u1"]
-    assert (by_id["DSA-5000-1"]["state"], by_id["DSA-5000-1"]["response"]) == (
+    assert (by_id["DSA-5000-1"]["state"], by_id["DSA-5000-1"]["responses"]) == (
         "exploitable",
         ["will_not_fix"],
     )
-    assert by_id["PYSEC-2024-2"]["response"] == ["update"]
+    assert by_id["PYSEC-2024-2"]["responses"] == ["update"]
     assert by_id["PYSEC-2024-2"]["detail"] == "next window"
     assert {e["id"]: e["purls"] for e in custom} == {
         "GHSA-crit-0001": ["x:requests"],
@@ -335,7 +335,7 @@ def _bom_with(entries) -> str:
                     state=ImpactAnalysisState(entry["state"]),
                     justification=entry["justification"]
                     and ImpactAnalysisJustification(entry["justification"]),
-                    responses=[ImpactAnalysisResponse(r) for r in entry["response"]],
+                    responses=[ImpactAnalysisResponse(r) for r in entry["responses"]],
                     detail=entry["detail"] or None,
                 ),
                 affects=[BomTarget(ref=refs[p].bom_ref.value) for p in entry["purls"]],

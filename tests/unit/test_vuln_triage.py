@@ -182,13 +182,13 @@ def test_vex_analysis_uses_cyclonedx_1_6_names():
     assert not_affected == {
         "state": "not_affected",
         "justification": "protected_at_perimeter",
-        "response": [],
+        "responses": [],
         "detail": "WAF rule 12",
     }
     accepted = triage.vex_analysis(check("accepted", expires="2027-01-01"))
-    assert (accepted["state"], accepted["response"]) == ("exploitable", ["will_not_fix"])
+    assert (accepted["state"], accepted["responses"]) == ("exploitable", ["will_not_fix"])
     will_fix = triage.vex_analysis(check("will_fix"))
-    assert (will_fix["state"], will_fix["response"]) == ("exploitable", ["update"])
+    assert (will_fix["state"], will_fix["responses"]) == ("exploitable", ["update"])
     assert triage.vex_analysis(None)["state"] == "in_triage"
     for state, response in triage.VEX_OF.values():
         assert state in triage.VEX_STATES and set(response) <= set(triage.VEX_RESPONSES)

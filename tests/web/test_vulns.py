@@ -204,7 +204,7 @@ def test_an_accepted_risk_past_its_expiry_shows_the_finding_as_open_again(fleet,
     assert decision["vex"] == {
         "state": "exploitable",
         "justification": None,
-        "response": ["will_not_fix"],
+        "responses": ["will_not_fix"],
         "detail": "isolated host",
     }
     key = "db1:deb:libssl3:DSA-5000-1"
@@ -237,7 +237,7 @@ def test_the_triage_api(fleet, operator):
         json={"advisory": "PYSEC-2024-2", "state": "will_fix", "fleet": True, "package": "urllib3"},
         headers=headers,
     ).get_json()
-    assert made["scope"] == "fleet" and made["vex"]["response"] == ["update"]
+    assert made["scope"] == "fleet" and made["vex"]["responses"] == ["update"]
     listed = client.get("/api/v1/vulns/triage?advisory=PYSEC-2024-2").get_json()
     assert [d["id"] for d in listed] == [made["id"]]
     nodes = client.get("/api/v1/vulns/nodes?triage=will_fix").get_json()

@@ -370,19 +370,19 @@ def check(
 
 def vex_analysis(decision: Decision | None) -> dict[str, Any]:
     """The CycloneDX analysis of a finding under ``decision`` (None: untriaged):
-    ``{"state", "justification", "response", "detail"}``."""
+    ``{"state", "justification", "responses", "detail"}``."""
     if decision is None:
         return {
             "state": UNTRIAGED_VEX_STATE,
             "justification": None,
-            "response": [],
+            "responses": [],
             "detail": "",
         }
     state, response = VEX_OF[decision.state]
     return {
         "state": state,
         "justification": decision.justification if decision.state == "not_affected" else None,
-        "response": list(response),
+        "responses": list(response),
         "detail": decision.detail or "",
     }
 

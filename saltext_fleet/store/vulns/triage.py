@@ -908,7 +908,7 @@ def vex_for_node(
     purl_of: Callable[[str, str, str], str | None] | None = None,
 ) -> list[dict[str, Any]]:
     """The VEX entries of a node's triaged open findings, for its SBOM: one per advisory and
-    analysis, ``{"id", "aliases", "state", "justification", "response", "detail", "purls",
+    analysis, ``{"id", "aliases", "state", "justification", "responses", "detail", "purls",
     "packages", "decision"}`` (``state``, ``justification``, ``response`` as CycloneDX 1.6
     names them, see :mod:`saltext_fleet.core.vulns.triage`; ``purls`` the affected
     components, by ``purl_of(ecosystem, name, version)`` or :func:`simple_purl`; ``packages``
