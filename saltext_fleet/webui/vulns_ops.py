@@ -139,11 +139,10 @@ def node_page(minion_id: str) -> dict[str, Any]:
 
 
 def node_summary(conn: Connection, minion_id: str) -> dict[str, Any]:
-    """The node page's vulnerabilities section, on its connection: open and triaged counts,
-    where the node's tab and SBOM are."""
+    """The node page's vulnerabilities section, on its connection: open and triaged counts
+    (the node's tab has the rest)."""
     return {
         "summary": store_triage.summary(conn, store_triage.FindingsQuery(node=minion_id), now()),
-        "sbom_url": f"{request.script_root}/api/v1/nodes/{minion_id}/sbom",
         "advisories": store_triage.advisory_count(conn),
     }
 
