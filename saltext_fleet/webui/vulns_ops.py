@@ -256,5 +256,5 @@ def form_choices() -> dict[str, Any]:
         "justifications": core_triage.JUSTIFICATIONS,
         "severities": store_triage.SEVERITIES,
         "triage_filters": store_triage.TRIAGE_FILTERS,
-        "today": now().date().isoformat(),
+        "tomorrow": (now() + dt.timedelta(days=1)).date().isoformat(),
     }
