@@ -400,12 +400,8 @@ def _like(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-def _open_findings(query: FindingsQuery, now: dt.datetime, triage_filter: bool = True):
-    """The open findings the query selects, each with its group and applying decision's id
-    and state (``triage_id``, ``triage_state``), as a sub-query, and the conditions of the
-    query's triage filter over it. (Advisories and decisions are joined to a page's rows
-    only: the planner cannot tell how many findings are untriaged, and a join over all of
-    them on a wrong guess is a nested loop over the fleet.)"""
+def _where(query: FindingsQuery) -> list:
+    """The query's filters over open ``VulnFinding`` rows (joined with ``Node``)."""
     where = [VulnFinding.resolved_at.is_(None)]
     if query.severity:
         where.append(_severity_rank(VulnFinding.severity) >= SEVERITY_RANK[query.severity])
@@ -425,6 +421,16 @@ def _open_findings(query: FindingsQuery, now: dt.datetime, triage_filter: bool =
                 VulnFinding.advisory_id.like(pattern, escape="\\"),
             )
         )
+    return where
+
+
+def _open_findings(query: FindingsQuery, now: dt.datetime, triage_filter: bool = True):
+    """The open findings the query selects, each with its group and applying decision's id
+    and state (``triage_id``, ``triage_state``), as a sub-query, and the conditions of the
+    query's triage filter over it. (Advisories and decisions are joined to a page's rows
+    only: the planner cannot tell how many findings are untriaged, and a join over all of
+    them on a wrong guess is a nested loop over the fleet.)"""
+    where = _where(query)
     best = best_decisions(now, where)
     inner = (
         select(
@@ -713,10 +719,15 @@ def summary(conn: Connection, query: FindingsQuery, now: dt.datetime) -> dict[st
         else:
             out["triaged"] += count
             out["triaged_by_state"][state] = out["triaged_by_state"].get(state, 0) + count
+    # which nodes and advisories: no decision needed
     out["nodes"], out["advisories"] = conn.execute(
         select(
-            func.count(distinct(inner.c.minion_id)), func.count(distinct(inner.c.advisory_id))
-        ).select_from(inner)
+            func.count(distinct(VulnFinding.minion_id)),
+            func.count(distinct(VulnFinding.advisory_id)),
+        )
+        .select_from(VulnFinding)
+        .outerjoin(Node, Node.minion_id == VulnFinding.minion_id)
+        .where(*_where(query))
     ).one()
     return out
 
