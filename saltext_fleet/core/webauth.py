@@ -85,6 +85,7 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "actions.run": _OPERATORS,  # refresh inventory, apply states, named commands
     "nodes.edit": _OPERATORS,  # criticality, audited flag, comment
     "baselines.edit": _OPERATORS,
+    "vulns.triage": _OPERATORS,  # decide and revoke triage of vulnerability findings
     "users.manage": frozenset({"admin"}),
 }
 

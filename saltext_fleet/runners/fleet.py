@@ -13,6 +13,7 @@ Reads the master's ``fleet:`` options (see the configuration docs):
 
 from __future__ import annotations
 
+import datetime
 import fnmatch
 import logging
 import os
@@ -34,6 +35,7 @@ from saltext_fleet.core import gate as core_gate
 from saltext_fleet.core import secrets as core_secrets
 from saltext_fleet.core.text import terminal_safe
 from saltext_fleet.core.vulns import sources as vuln_sources
+from saltext_fleet.core.vulns import triage as core_triage
 from saltext_fleet.master import bootstrapper, eventsig
 from saltext_fleet.master import keys as master_keys
 from saltext_fleet.master import onboard as master_onboard
@@ -46,6 +48,7 @@ from saltext_fleet.store import secrets as store_secrets
 from saltext_fleet.store import vulns as store_vulns
 from saltext_fleet.store.batch import is_connection_error
 from saltext_fleet.store.spool import spool_status
+from saltext_fleet.store.vulns import triage as store_triage
 
 log = logging.getLogger(__name__)
 
@@ -1468,3 +1471,120 @@ def bootstraps(id=None, limit=50):
     if id is not None:
         id = _check_minion_id(id)
     return bootstrapper.attempts(_engine(), id, int(limit))
+
+
+# -- vulnerability triage ------------------------------------------------------------------------
+
+
+def _now():
+    return store_triage.utc(datetime.datetime.now(datetime.timezone.utc))
+
+
+def _triage_call(name: str, fun, *args):
+    try:
+        return fun(*args)
+    except core_triage.TriageError as exc:
+        raise SaltRunnerError(f"fleet.{name}: {exc}") from exc
+
+
+def cve_triage(
+    advisory,
+    state,
+    node=None,
+    group=None,
+    fleet=False,
+    package=None,
+    justification=None,
+    expires=None,
+    detail="",
+):
+    """
+    Record an operator's decision about an advisory: for one node (``node=<minion id>``), a
+    node group (``group=<name>``) or the whole fleet (``fleet=True``), for every package the
+    advisory hits there or only ``package=<name>``. Audited (``vuln.triage``). A triaged
+    finding stays visible but raises no alert and does not count as open.
+
+    state
+        ``not_affected`` (needs ``justification``: code_not_present, code_not_reachable,
+        requires_configuration, requires_dependency, requires_environment,
+        protected_by_compiler, protected_at_runtime, protected_at_perimeter,
+        protected_by_mitigating_control), ``accepted`` (needs ``expires``) or ``will_fix``.
+    expires
+        ``YYYY-MM-DD``: the decision holds until that day begins (UTC); in the future.
+    detail
+        Free text: why.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.cve_triage GHSA-9wx4-h78v-vm56 not_affected node=web-01 \\
+            justification=code_not_reachable detail="the CLI only, never a server"
+        salt-run fleet.cve_triage PYSEC-2024-2 accepted group=builders expires=2027-03-31
+        salt-run fleet.cve_triage DSA-5000-1 will_fix fleet=True
+    """
+
+    def make():
+        now = _now()
+        scope, target = core_triage.scope_of(node=node, group=group, fleet=fleet)
+        decision = core_triage.check(
+            str(advisory),
+            state,
+            scope,
+            target,
+            now=now,
+            package=None if package is None else str(package),
+            justification=justification,
+            detail="" if detail is None else str(detail),
+            expires=None if expires is None else str(expires),
+        )
+        with _engine().begin() as conn:
+            return store_triage.decide(conn, decision, _actor(), now)
+
+    return _triage_call("cve_triage", make)
+
+
+def cve_triage_revoke(id):
+    """
+    End a triage decision now (audited, ``vuln.triage.revoke``): its findings count as open
+    again unless another decision covers them.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.cve_triage_revoke 12
+    """
+
+    def make():
+        with _engine().begin() as conn:
+            return store_triage.revoke(conn, id, _actor(), _now())
+
+    return _triage_call("cve_triage_revoke", make)
+
+
+def cve_triage_list(advisory=None, all=False, limit=500):
+    """
+    Triage decisions, newest first: the live ones, or with ``all=True`` the expired and
+    revoked ones too; ``advisory=<id>`` for one advisory's.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.cve_triage_list
+        salt-run fleet.cve_triage_list advisory=GHSA-9wx4-h78v-vm56 all=True
+    """
+
+    def make():
+        wanted = None if advisory is None else core_triage.check_advisory_id(str(advisory))
+        try:
+            most = int(limit)
+        except (TypeError, ValueError) as exc:
+            raise core_triage.TriageError("limit", "a whole number") from exc
+        with _engine().connect() as conn:
+            return store_triage.decisions(
+                conn, _now(), advisory_id=wanted, live_only=not _bool(all, "all"), limit=most
+            )
+
+    return _triage_call("cve_triage_list", make)

@@ -20,7 +20,7 @@ from saltext_fleet.store import secrets as store_secrets
 from saltext_fleet.store import ui as store_ui
 from saltext_fleet.store import ui_queries
 from saltext_fleet.store import users as store_users
-from saltext_fleet.webui import charts, drift_ops, ops
+from saltext_fleet.webui import charts, drift_ops, ops, vulns_ops
 from saltext_fleet.webui.base import actor, ctx, requires, salt
 from saltext_fleet.webui.salt import SaltError
 
@@ -65,6 +65,7 @@ def node(minion_id):
             conn, found.get("inventory_digest"), request.args.get("eco"), ops.page_arg("inv_page")
         )
         findings = drift_ops.findings_of(conn, minion_id)
+        vulns = vulns_ops.node_summary(conn, minion_id)
     threshold = getattr(getattr(ctx().config, "drift", None), "alert_score", None)
     return render_template(
         "node.html",
@@ -75,6 +76,7 @@ def node(minion_id):
         timeline=timeline,
         inventory=inventory,
         findings=findings,
+        vulns=vulns,
         actions=ops.node_actions(found.get("facts")),
         criticalities=store_ui.CRITICALITIES,
     )

@@ -26,6 +26,7 @@ OPERATOR_PERMISSIONS = [
     "actions.run",
     "nodes.edit",
     "baselines.edit",
+    "vulns.triage",
 ]
 
 
@@ -53,6 +54,7 @@ def test_permission_table_is_complete():
         "actions.run",
         "nodes.edit",
         "baselines.edit",
+        "vulns.triage",
         "users.manage",
         "jobs.view",
         "jobs.returns",

@@ -1,4 +1,5 @@
-"""Vulnerabilities in the store: OSV advisories and their imports.
+"""Vulnerabilities in the store: OSV advisories and their imports, triage decisions and the
+views of findings the pages read (the pure rules are :mod:`saltext_fleet.core.vulns`).
 
 What a caller needs is re-exported here (``from saltext_fleet.store import vulns as
 store_vulns; store_vulns.import_advisories(...)``):
@@ -7,6 +8,8 @@ store_vulns; store_vulns.import_advisories(...)``):
   counts per ecosystem, rejected files named) and the reads of advisories for matching and
   for the pages (``advisory``, ``advisories_for``, ``all_advisory_names``,
   ``import_history``).
+- :mod:`~saltext_fleet.store.vulns.triage`: operators' decisions (audited) and the views of
+  findings with the decision that applies to each (imported as a module of its own).
 """
 
 from __future__ import annotations
