@@ -545,6 +545,24 @@ def test_build_inventory_keeps_sources_of_installed_packages_only():
     assert doc["sources"]["rpm"] == {"glibc": {"name": "glibc", "version": "2.34-1"}}
 
 
+def test_build_inventory_keeps_each_binarys_architecture():
+    """The SBOM's purls need it: dpkg's ``all`` is not the node's architecture."""
+    packages = {"deb": {"tzdata": "2024a", "bash": "5.2", "odd": "1"}}
+    sources = {
+        "deb": {
+            "tzdata": {"name": "tzdata", "version": "2024a", "arch": "all"},
+            "bash": {"name": "bash", "version": "5.2"},  # older minions send no arch
+            "odd": {"name": "odd", "version": "1", "arch": {"x": 1}},  # hostile: dropped
+        }
+    }
+    problems = []
+    doc = inv.build_inventory(packages, sources, {}, errors=problems)
+    assert doc["sources"]["deb"]["tzdata"]["arch"] == "all"
+    assert "arch" not in doc["sources"]["deb"]["bash"]
+    assert doc["sources"]["deb"]["odd"] == {"name": "odd", "version": "1"}
+    assert any("architecture" in e for e in doc["errors"])
+
+
 def test_build_inventory_hostile():
     packages = {
         "deb": {"bash": "5.2", "bad": {"x": 1}},
