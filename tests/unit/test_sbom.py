@@ -15,10 +15,12 @@ import zipfile
 
 import pytest
 from packageurl import PackageURL
+from salt.exceptions import CommandExecutionError
 
 from saltext_fleet import __version__
 from saltext_fleet.core import inventory as core_inventory
 from saltext_fleet.core import sbom
+from saltext_fleet.modules import fleet as fleet_module
 
 DEBIAN = {"os": "Debian", "os_family": "Debian", "osrelease": "12", "osarch": "amd64"}
 
@@ -472,3 +474,24 @@ def test_the_xml_parses_and_names_the_namespace():
     text = sbom.serialize(sbom.build_bom("n1", inventory({"pypi": {"six": "1"}})), "cyclonedx-xml")
     root = ET.parse(io.StringIO(text)).getroot()
     assert root.tag == "{http://cyclonedx.org/schema/bom/1.6}bom"
+
+
+# --- the execution module ---------------------------------------------------------------------
+
+
+def test_execution_module_builds_the_document_from_the_live_inventory(monkeypatch):
+    """``fleet.sbom`` on a minion: its own inventory, its id, its ``fleet`` grain."""
+    doc = inventory({"deb": {"bash": "5.2"}})
+    monkeypatch.setattr(fleet_module, "inventory", lambda: doc)
+    monkeypatch.setattr(fleet_module, "__opts__", {"id": "mini-07"}, raising=False)
+    monkeypatch.setattr(
+        fleet_module, "__grains__", {"fleet": {"hardware_model": "Macmini9,1"}}, raising=False
+    )
+    data = fleet_module.sbom(validate=True)
+    assert data["metadata"]["component"]["name"] == "mini-07"
+    assert {p["value"] for p in data["metadata"]["component"]["properties"]} >= {"Macmini9,1"}
+    assert [c["bom-ref"] for c in data["components"]] == ["deb:bash@5.2"]
+    xml = fleet_module.sbom(format="cyclonedx-xml", validate="True")
+    assert xml.startswith("<?xml") and "mini-07" in xml
+    with pytest.raises(CommandExecutionError, match="format 'spdx' is not one of"):
+        fleet_module.sbom(format="spdx")
