@@ -340,6 +340,11 @@ def package_components(
         for name in sorted(k for k in table if isinstance(k, str) and k):
             versions = _versions(table[name])
             source = _mapping(eco_sources.get(name))
+            sep = {"deb": ":", "rpm": "."}.get(ecosystem)
+            if sep and f"{name}{sep}{source.get('arch')}" in table:
+                # installed for two architectures: Salt names the foreign one name:arch and
+                # this one plainly, while the plain source entry may be the foreign row's
+                source = {k: v for k, v in source.items() if k != "arch"}
             for version in versions:
                 component = _package(ecosystem, name, version, facts, source, len(versions))
                 ref = _text(f"{ref_prefix}{ecosystem}:{name}@{version}")

@@ -173,6 +173,19 @@ def test_purl_of_every_ecosystem(eco, name, version, facts, source, expected):
     PackageURL.from_string(purl)  # and it parses
 
 
+def test_a_package_installed_for_two_architectures():
+    """Salt names the foreign one ``libc6:i386`` and the native one ``libc6``; the parser's
+    plain ``libc6`` entry is whichever row dpkg listed first."""
+    out = "libc6\ti386\tglibc\t2.36-9\nlibc6\tamd64\tglibc\t2.36-9\n"
+    sources = {"deb": core_inventory.parse_deb_sources(out)}
+    doc = inventory({"deb": {"libc6": "2.36-9", "libc6:i386": "2.36-9"}}, sources)
+    purls = sorted(c.purl.to_string() for c in sbom.build_bom("n1", doc).components)
+    assert purls == [
+        "pkg:deb/debian/libc6@2.36-9?arch=amd64&distro=debian-12",
+        "pkg:deb/debian/libc6@2.36-9?arch=i386&distro=debian-12",
+    ]
+
+
 def test_npm_scope_is_the_namespace():
     parsed = PackageURL.from_string(sbom.package_purl("npm", "@types/node", "20.1.0"))
     assert (parsed.namespace, parsed.name, parsed.version) == ("@types", "node", "20.1.0")
