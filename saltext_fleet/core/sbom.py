@@ -356,6 +356,16 @@ def package_components(
     return out
 
 
+def purls_of(inventory: Mapping) -> dict[tuple[str, str, str], str]:
+    """``{(ecosystem, name, version): purl}`` of every installed package version, the purls
+    the node's SBOM has: what a VEX entry's ``purls`` should name (findings are per
+    ecosystem, name and version)."""
+    return {
+        (ecosystem, name, version): component.purl.to_string()
+        for component, ecosystem, name, version in package_components(inventory)
+    }
+
+
 def _package(
     ecosystem: str, name: str, version: str, facts: Mapping, source: Mapping, count: int
 ) -> Component:

@@ -356,7 +356,10 @@ def test_not_affected_decision_is_a_vex_entry_that_validates():
         {"pypi": {"jinja2": "3.1.2", "six": "1.16.0"}, "deb": {"bash": "5.2"}},
         {"deb": {"bash": {"name": "bash", "version": "5.2", "arch": "amd64"}}},
     )
-    bash = sbom.package_purl("deb", "bash", "5.2", doc["facts"], doc["sources"]["deb"]["bash"])
+    bash = sbom.purls_of(doc)[("deb", "bash", "5.2")]
+    assert bash == sbom.package_purl(
+        "deb", "bash", "5.2", doc["facts"], doc["sources"]["deb"]["bash"]
+    )
     vex = [
         {
             "id": "GHSA-h5c8-rqwp-cp95",
