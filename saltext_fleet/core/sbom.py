@@ -662,14 +662,15 @@ def validate(text: str, fmt: str = "cyclonedx-json") -> None:
     read offline); :class:`SbomValidationError` naming the first error."""
     check_format(fmt)
     # Imported here: jsonschema's format checkers compile their grammars when imported
-    # (about a second), which every runner, web worker and minion loading this module
+    # (one to three seconds), which every runner, web worker and minion loading this module
     # would pay for a check only the tests and ``validate=True`` ask for.
-    from cyclonedx.validation.json import JsonStrictValidator
-    from cyclonedx.validation.xml import XmlValidator
-
     if fmt == "cyclonedx-json":
+        from cyclonedx.validation.json import JsonStrictValidator
+
         validator = JsonStrictValidator(SchemaVersion.V1_6)
     else:
+        from cyclonedx.validation.xml import XmlValidator
+
         validator = XmlValidator(SchemaVersion.V1_6)
     error = validator.validate_str(text)
     if error is not None:
