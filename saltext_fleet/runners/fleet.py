@@ -817,6 +817,17 @@ def _sbom_nodes(engine, tgt, tgt_type) -> list[str]:
     return nodes
 
 
+def _fleet_grain(minion: str) -> dict:
+    """``{"fleet": ...}`` from Salt's own minion data cache (the grains the minion sent with
+    its last pillar request), for a node the store has no ``grains.item(s)`` return of."""
+    try:
+        _id, grains, _pillar = salt.utils.minions.get_minion_data(minion, __opts__)
+    except Exception:  # noqa: BLE001 - no cache, no cached data: the document goes without
+        return {}
+    fleet = grains.get("fleet") if isinstance(grains, dict) else None
+    return {"fleet": fleet} if isinstance(fleet, dict) else {}
+
+
 def _sbom_document(text: str, fmt: str):
     """What ``salt-run`` shows of one document: JSON parsed (any outputter prints it), XML
     as its text."""
@@ -828,7 +839,8 @@ def sbom(tgt, format="cyclonedx-json", out=None, merged=True, tgt_type="glob", v
     CycloneDX 1.6 SBOMs of the targeted nodes, from their inventories in the store: the node
     (id, OS, hardware from its ``fleet`` grain) as the document's subject and one component
     with a purl per installed package version. See the SBOM docs for the purls of each
-    ecosystem.
+    ecosystem. The grain is the one the store has from the node's last ``grains.item(s)``
+    return, else the one in Salt's minion data cache.
 
     tgt
         Which nodes: ``glob``, ``list`` and ``pcre`` match node ids in the store, other
@@ -880,7 +892,7 @@ def sbom(tgt, format="cyclonedx-json", out=None, merged=True, tgt_type="glob", v
         for done, (minion, inventory, grains) in enumerate(
             store_sbom.node_inputs(engine, nodes), start=1
         ):
-            bom = core_sbom.build_bom(minion, inventory, grains)
+            bom = core_sbom.build_bom(minion, inventory, grains or _fleet_grain(minion))
             components += len(bom.components)
             text = core_sbom.serialize(bom, fmt)
             if validate:

@@ -91,8 +91,16 @@ def test_one_node_gives_its_document_from_the_stored_inventory(fleet, run):
     assert isinstance(xml, str) and xml.startswith("<?xml")
 
 
-def test_several_nodes_give_a_mapping_and_progress(fleet, run):
+def test_several_nodes_give_a_mapping_and_progress(fleet, run, monkeypatch):
+    # web-2's fleet grain is not in the store: Salt's minion data cache has it
+    def get_minion_data(minion, opts):
+        grains = {"fleet": {"hardware_model": "from the cache"}} if minion == "web-2" else None
+        return minion, grains, None
+
+    monkeypatch.setattr(fleet_runner.salt.utils.minions, "get_minion_data", get_minion_data)
     docs = run("web-*")
+    props = {p["name"]: p["value"] for p in docs["web-2"]["metadata"]["component"]["properties"]}
+    assert props["saltext-fleet:hardware:hardware_model"] == "from the cache"
     assert sorted(docs) == ["web-1", "web-2"]
     assert docs["web-2"]["metadata"]["component"]["name"] == "web-2"
     assert run.events[0]["message"] == "building the SBOMs of 2 nodes"
