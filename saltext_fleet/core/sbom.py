@@ -321,7 +321,7 @@ def _versions(value: Any) -> list[str]:
     if not isinstance(value, str):
         return []
     parts = [v.strip() for v in value.split(",") if v.strip()]
-    return parts or [""]
+    return list(dict.fromkeys(parts)) or [""]
 
 
 def package_components(
@@ -334,6 +334,7 @@ def package_components(
     sources = _mapping(inventory.get("sources"))
     facts = _mapping(inventory.get("facts"))
     out = []
+    used: set[str] = set()
     for ecosystem in sorted(k for k in packages if isinstance(k, str)):
         table = _mapping(packages[ecosystem])
         eco_sources = _mapping(sources.get(ecosystem))
@@ -347,7 +348,10 @@ def package_components(
                 source = {k: v for k, v in source.items() if k != "arch"}
             for version in versions:
                 component = _package(ecosystem, name, version, facts, source, len(versions))
-                ref = _text(f"{ref_prefix}{ecosystem}:{name}@{version}")
+                ref = base = _text(f"{ref_prefix}{ecosystem}:{name}@{version}")
+                while ref in used:  # names that differ only in characters XML cannot hold
+                    ref = f"{base}#{len(used)}"
+                used.add(ref)
                 component.bom_ref.value = ref
                 if component.pedigree is not None:
                     for ancestor in component.pedigree.ancestors:

@@ -308,6 +308,21 @@ def test_hostile_names_and_versions_still_give_a_valid_document(fmt):
     assert nix == set(HOSTILE)
 
 
+@pytest.mark.parametrize("fmt", sbom.FORMATS)
+def test_refs_stay_unique_when_xml_merges_two_names(fmt):
+    """Two names that differ only in control characters are one name in XML; a repeated
+    version in a stored inventory is one component."""
+    doc = {
+        "packages": {"nix": {"a\x01": "1", "a\x02": "1", "b": "2,2"}},
+        "sources": {},
+        "facts": {},
+    }
+    bom = sbom.build_bom("n1", doc)
+    refs = [c.bom_ref.value for c in bom.components]
+    assert len(refs) == len(set(refs)) == 3
+    valid(bom, fmt)
+
+
 def test_empty_inventory_is_a_valid_document():
     bom = sbom.build_bom("empty", inventory({}))
     assert len(bom.components) == 0
