@@ -7,7 +7,8 @@ content-addressed document::
 
     {
         "packages": {ecosystem: {name: version}},
-        "sources": {"deb" | "rpm": {binary: {"name": source, "version": source_version}}},
+        "sources": {"deb" | "rpm": {binary: {"name": source, "version": source_version,
+                                              "arch": the binary's architecture}}},
         "facts": {"os": ..., "os_family": ..., ..., "pip_python": {interpreter: "3.11.2"}},
         "digest": sha256 hex of the canonical JSON of packages + sources + facts,
         "errors": ["what could not be read, and why", ...],
@@ -377,7 +378,9 @@ def _field(value: str) -> str | None:
 
 
 def _key_by_arch(rows: list, separator: str) -> dict:
-    """``{binary: source}`` from ``(binary, arch, source)`` rows.
+    """``{binary: source}`` from ``(binary, arch, source)`` rows; ``source`` gets ``"arch"``,
+    the binary's own architecture (``amd64``, ``all``, ``x86_64``, ``noarch``...), when the
+    row names one.
 
     A binary installed for two architectures also gets ``<binary><sep><arch>`` keys, the names
     Salt uses for such packages (``libc6:i386`` on Debian, ``glibc.i686`` on RPM systems).
@@ -387,6 +390,8 @@ def _key_by_arch(rows: list, separator: str) -> dict:
         arches.setdefault(name, set()).add(arch)
     result: dict[str, dict] = {}
     for name, arch, source in rows:
+        if arch:
+            source = {**source, "arch": arch}
         result.setdefault(name, source)
         if len(arches[name]) > 1 and arch:
             result[f"{name}{separator}{arch}"] = source
@@ -397,8 +402,9 @@ def parse_deb_sources(output, problems: list | None = None) -> dict:
     """Source packages from ``dpkg-query -W -f`` output (see :data:`DEB_SOURCES_CMD`).
 
     Each line is ``package<TAB>architecture<TAB>source package<TAB>source version``. Returns
-    ``{binary: {"name": source, "version": source_version}}``; dpkg fills an empty source name
-    with the binary's own name, and so does this parser.
+    ``{binary: {"name": source, "version": source_version, "arch": architecture}}`` (``arch``
+    left out when the column is empty); dpkg fills an empty source name with the binary's own
+    name, and so does this parser.
     """
     what = "dpkg-query source packages"
     text = as_text(output, what, problems)
@@ -424,7 +430,7 @@ def parse_rpm_sources(output, problems: list | None = None) -> dict:
     """Source packages from ``rpm -qa --qf`` output (see :data:`RPM_SOURCES_CMD`).
 
     Each line is ``name<TAB>arch<TAB>source rpm file name``; ``bash-5.1.8-6.el9.src.rpm``
-    becomes ``{"name": "bash", "version": "5.1.8-6.el9"}``. Packages without a source RPM
+    becomes ``{"name": "bash", "version": "5.1.8-6.el9", "arch": <the binary's arch>}``. Packages without a source RPM
     (``(none)``, e.g. ``gpg-pubkey``) are not built from source and are skipped silently.
     """
     what = "rpm source packages"
@@ -809,6 +815,9 @@ def _clean_sources(raw, packages: dict, problems: list | None) -> dict:
                 report.add(f"{binary[:80]!r}: source name or version missing")
                 continue
             clean[binary] = {"name": name, "version": version}
+            arch = report.scalar(src.get("arch"), f"{binary[:80]!r} architecture")
+            if arch:
+                clean[binary]["arch"] = arch
         report.close()
         sources[eco] = dict(sorted(clean.items()))
     return dict(sorted(sources.items()))

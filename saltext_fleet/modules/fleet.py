@@ -11,6 +11,10 @@ Functions
     Packages per ecosystem, distro source packages, a few facts and a content digest. The
     normalising logic (ecosystem names, parsers, digest) lives in
     :mod:`saltext_fleet.core.inventory`; its docstring describes the returned document.
+``fleet.sbom``
+    This node's CycloneDX 1.6 SBOM, built from ``fleet.inventory`` run now (the master's
+    ``salt-run fleet.sbom`` builds the same document from the stored inventory); see
+    :mod:`saltext_fleet.core.sbom`.
 ``fleet.started``
     When this minion's process started (the master confirms a start event with it).
 ``fleet.stamp_paths``
@@ -40,9 +44,13 @@ import logging
 import os
 
 import psutil
+import salt.utils.data
+import salt.utils.json
 import salt.utils.path
+from salt.exceptions import CommandExecutionError
 
 from saltext_fleet.core import inventory as core
+from saltext_fleet.core import sbom as core_sbom
 from saltext_fleet.core.text import note, short
 
 log = logging.getLogger(__name__)
@@ -80,7 +88,8 @@ def inventory() -> dict:
     The document (see :mod:`saltext_fleet.core.inventory`)::
 
         packages: {ecosystem: {name: version}}      # deb/rpm/brew/brew-cask/..., pypi, nix
-        sources:  {deb|rpm: {binary: {name: source package, version: source version}}}
+        sources:  {deb|rpm: {binary: {name: source package, version: source version,
+                                      arch: the binary's architecture}}}
         facts:    {os, os_family, osrelease, osarch, kernelrelease, saltversion, xcode (macOS),
                    pip_python: {interpreter: python version}}
         digest:   sha256 of packages + sources + facts (errors excluded)
@@ -109,6 +118,38 @@ def inventory() -> dict:
         _merge(packages, {"nix": nix})
     facts = _facts(pythons, problems)
     return core.build_inventory(packages, sources, facts, errors=problems)
+
+
+def sbom(format="cyclonedx-json", validate=False):
+    """
+    Return this node's CycloneDX 1.6 SBOM, built from its live inventory (``fleet.inventory``
+    run now): the node (minion id, OS, hardware from the ``fleet`` grain) as the document's
+    subject, and one component with a purl per installed package version. The master's
+    ``salt-run fleet.sbom`` gives the same document from the inventory it stored.
+
+    format
+        ``cyclonedx-json`` (default; returned as data) or ``cyclonedx-xml`` (returned as
+        text).
+    validate
+        Check the document against the CycloneDX 1.6 schema first (default ``False``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt web-01 fleet.sbom --out=json > web-01.cdx.json
+        salt-call fleet.sbom format=cyclonedx-xml
+    """
+    try:
+        fmt = core_sbom.check_format(format)
+        grains = {"fleet": __grains__.get("fleet")}
+        bom = core_sbom.build_bom(__opts__["id"], inventory(), grains)
+        text = core_sbom.serialize(bom, fmt)
+        if salt.utils.data.is_true(validate):
+            core_sbom.validate(text, fmt)
+    except core_sbom.SbomError as exc:
+        raise CommandExecutionError(f"fleet.sbom: {exc}") from exc
+    return salt.utils.json.loads(text) if fmt == "cyclonedx-json" else text
 
 
 def stamp_paths() -> list:

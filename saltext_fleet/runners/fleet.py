@@ -22,6 +22,7 @@ import re
 import salt.cache
 import salt.pillar
 import salt.utils.event
+import salt.utils.json
 import salt.utils.minions
 import salt.utils.user
 import salt.utils.yaml
@@ -32,6 +33,7 @@ from saltext_fleet.core import anchor as core_anchor
 from saltext_fleet.core import baseline as core_baseline
 from saltext_fleet.core import drift as core_drift
 from saltext_fleet.core import gate as core_gate
+from saltext_fleet.core import sbom as core_sbom
 from saltext_fleet.core import secrets as core_secrets
 from saltext_fleet.core.text import terminal_safe
 from saltext_fleet.core.vulns import sources as vuln_sources
@@ -44,6 +46,7 @@ from saltext_fleet.store import drift as store_drift
 from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store import gate as store_gate
 from saltext_fleet.store import queries
+from saltext_fleet.store import sbom as store_sbom
 from saltext_fleet.store import secrets as store_secrets
 from saltext_fleet.store import vulns as store_vulns
 from saltext_fleet.store.batch import is_connection_error
@@ -797,6 +800,143 @@ def nodes(tgt="*", tgt_type="glob"):
     rows = store_drift.node_rows(engine)
     wanted = set(_match([r["minion_id"] for r in rows], tgt, tgt_type))
     return [r for r in rows if r["minion_id"] in wanted]
+
+
+# -- SBOM ------------------------------------------------------------------------------------
+
+
+def _sbom_nodes(engine, tgt, tgt_type) -> list[str]:
+    """The targeted nodes that have an inventory; an error naming what matched nothing."""
+    known = store_sbom.known_nodes(engine)
+    with_inventory = sorted(m for m, has in known.items() if has)
+    nodes = _match(with_inventory, tgt, tgt_type)
+    wanted = []
+    if tgt_type == "list":
+        wanted = _as_list(tgt, "tgt") or []
+    elif tgt_type == "glob" and isinstance(tgt, str) and not set(tgt) & set("*?[]"):
+        wanted = [tgt]
+    for minion in wanted:
+        if minion not in known:
+            raise SaltRunnerError(f"fleet.sbom: no node {minion[:80]!r} in the store")
+        if not known[minion]:
+            raise SaltRunnerError(f"fleet.sbom: node {minion!r} has reported no inventory yet")
+    if not nodes:
+        raise SaltRunnerError(
+            f"fleet.sbom: no node with an inventory matches {str(tgt)[:80]!r} ({tgt_type})"
+        )
+    return nodes
+
+
+def _fleet_grain(minion: str) -> dict:
+    """``{"fleet": ...}`` from Salt's own minion data cache (the grains the minion sent with
+    its last pillar request), for a node the store has no ``grains.item(s)`` return of."""
+    try:
+        _id, grains, _pillar = salt.utils.minions.get_minion_data(minion, __opts__)
+    except Exception:  # noqa: BLE001 - no cache, no cached data: the document goes without
+        return {}
+    fleet = grains.get("fleet") if isinstance(grains, dict) else None
+    return {"fleet": fleet} if isinstance(fleet, dict) else {}
+
+
+def _sbom_document(text: str, fmt: str):
+    """What ``salt-run`` shows of one document: JSON parsed (any outputter prints it), XML
+    as its text."""
+    return salt.utils.json.loads(text) if fmt == "cyclonedx-json" else text
+
+
+def sbom(tgt, format="cyclonedx-json", out=None, merged=True, tgt_type="glob", validate=False):
+    """
+    CycloneDX 1.6 SBOMs of the targeted nodes, from their inventories in the store: the node
+    (id, OS, hardware from its ``fleet`` grain) as the document's subject and one component
+    with a purl per installed package version. See the SBOM docs for the purls of each
+    ecosystem. The grain is the one the store has from the node's last ``grains.item(s)``
+    return, else the one in Salt's minion data cache.
+
+    tgt
+        Which nodes: ``glob``, ``list`` and ``pcre`` match node ids in the store, other
+        target types use Salt's matcher. Naming one node (or a list) that the store does not
+        have, or that has reported no inventory, is an error naming it.
+    format
+        ``cyclonedx-json`` (default) or ``cyclonedx-xml``.
+    out
+        Write files instead of returning the documents: an absolute path of a folder
+        (created when missing), or of a ``.tar.gz``/``.tgz``/``.zip`` archive. Each node's
+        document goes to ``nodes/<minion id>.cdx.json`` (``.cdx.xml``), the merged document
+        to ``merged.cdx.json``. Returns the path, the files and the counts.
+    merged
+        With ``out``: also write one document holding every node (default ``True``);
+        ``False`` for very large fleets.
+    validate
+        Check every document against the CycloneDX 1.6 schema before returning or writing
+        it (default ``False``: the documents are valid by construction, and checking a large
+        one as JSON takes seconds).
+
+    Without ``out``, one node gives its document (JSON as data, XML as text), several give
+    ``{minion: document}``. Progress events report every node written.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.sbom web-01 --out=json > web-01.cdx.json
+        salt-run fleet.sbom web-01 format=cyclonedx-xml
+        salt-run fleet.sbom '*' out=/srv/sbom/fleet.tar.gz
+        salt-run fleet.sbom 'mac-*' out=/srv/sbom/macs merged=False
+    """
+    try:
+        fmt = core_sbom.check_format(format)
+    except core_sbom.SbomError as exc:
+        raise SaltRunnerError(f"fleet.sbom: {exc}") from exc
+    merged = _bool(merged, "merged")
+    validate = _bool(validate, "validate")
+    engine = _engine()
+    nodes = _sbom_nodes(engine, tgt, tgt_type)
+    total = len(nodes)
+    step = max(1, total // 20)
+    _progress(f"building the SBOMs of {total} nodes", 0, total)
+    docs: dict[str, str] = {}
+    files: list[tuple[str, bytes]] = []
+    fleet_input = []
+    components = 0
+    try:
+        for done, (minion, inventory, grains) in enumerate(
+            store_sbom.node_inputs(engine, nodes), start=1
+        ):
+            bom = core_sbom.build_bom(minion, inventory, grains or _fleet_grain(minion))
+            components += len(bom.components)
+            text = core_sbom.serialize(bom, fmt)
+            if validate:
+                core_sbom.validate(text, fmt)
+            if out is None:
+                docs[minion] = text
+            else:
+                files.append((f"nodes/{core_sbom.file_name(minion, fmt)}", text.encode("utf-8")))
+                if merged:
+                    fleet_input.append((minion, inventory, grains))
+            if done % step == 0 or done == total:
+                _progress(f"SBOM of {done} of {total} nodes built", done, total)
+        if out is None:
+            if len(docs) == 1:
+                return _sbom_document(next(iter(docs.values())), fmt)
+            return {minion: _sbom_document(text, fmt) for minion, text in docs.items()}
+        if merged:
+            text = core_sbom.serialize(core_sbom.build_fleet_bom(fleet_input), fmt)
+            if validate:
+                core_sbom.validate(text, fmt)
+            files.append((f"merged{core_sbom.EXTENSIONS[fmt]}", text.encode("utf-8")))
+        path = core_sbom.write_bundle(out, files)
+    except core_sbom.SbomError as exc:
+        raise SaltRunnerError(f"fleet.sbom: {exc}") from exc
+    except OSError as exc:
+        raise SaltRunnerError(f"fleet.sbom: cannot write {out}: {exc}") from exc
+    _progress(f"{len(files)} SBOM files written to {path}", total, total)
+    return {
+        "path": path,
+        "format": fmt,
+        "nodes": total,
+        "components": components,
+        "files": [name for name, _ in files],
+    }
 
 
 # -- the key gate, enrolment, the audit chain ---------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, current_app, g, jsonify, request, url_for
+from flask import Blueprint, Response, abort, current_app, g, jsonify, request, url_for
 
 from saltext_fleet import __version__
 from saltext_fleet.core import webauth
@@ -18,7 +18,7 @@ from saltext_fleet.store import audit as store_audit
 from saltext_fleet.store import queries as store_queries
 from saltext_fleet.store import ui as store_ui
 from saltext_fleet.store import ui_queries
-from saltext_fleet.webui import ops
+from saltext_fleet.webui import ops, sbom_ops
 from saltext_fleet.webui.base import actor, ctx, requires, salt
 from saltext_fleet.webui.salt import SaltError
 
@@ -92,6 +92,20 @@ def node_drift(minion_id):
     ops.valid_minion(minion_id)
     with ctx().engine.connect() as conn:
         return jsonify(store_ui.drift_history(conn, minion_id))
+
+
+@bp.route("/nodes/<minion_id>/sbom")
+@requires("view")
+def node_sbom(minion_id):
+    """A node's CycloneDX 1.6 SBOM from its stored inventory (``?format=cyclonedx-xml``)."""
+    ops.valid_minion(minion_id)
+    fmt = sbom_ops.requested_format()
+    text, media_type, filename = sbom_ops.node_document(minion_id, fmt)
+    return Response(
+        text,
+        mimetype=media_type,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
 
 
 @bp.route("/nodes/<minion_id>/actions", methods=["POST"])

@@ -132,7 +132,7 @@ def dpkg_installed() -> dict:
 def dpkg_sources() -> dict:
     out = subprocess.run(core.DEB_SOURCES_CMD, check=True, capture_output=True).stdout.decode()
     return {
-        cols[0]: {"name": cols[2] or cols[0], "version": cols[3]}
+        cols[0]: {"name": cols[2] or cols[0], "version": cols[3], "arch": cols[1]}
         for cols in (line.split("\t") for line in out.splitlines())
     }
 
@@ -256,7 +256,7 @@ def test_hostile_pkg_list_and_commands(loaders, fleet):
     assert deb["multi"] == "1.0,2.0"
     assert len(deb["huge"]) == 512
     assert "nested" not in deb
-    assert doc["sources"]["deb"] == {"good": {"name": "goodsrc", "version": "1.0"}}
+    assert doc["sources"]["deb"] == {"good": {"name": "goodsrc", "version": "1.0", "arch": "all"}}
     assert "pypi" not in doc["packages"]
     errors = "\n".join(doc["errors"])
     assert "nested" in errors

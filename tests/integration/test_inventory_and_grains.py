@@ -3,9 +3,16 @@
 import pathlib
 import subprocess
 import time
+import xml.etree.ElementTree as ET
 
 import pytest
+from packageurl import PackageURL
+from sqlalchemy import select
 
+from saltext_fleet import config
+from saltext_fleet.core import sbom as core_sbom
+from saltext_fleet.store import engine as store_engine
+from saltext_fleet.store.models import InventorySnapshot, Node
 from tests.support.venvs import make_wheel, pip_install
 
 pytestmark = pytest.mark.integration
@@ -96,12 +103,6 @@ def test_inventory_return_is_stored_and_announced(
     salt_master, salt_minion, salt_cli, venvs, event_listener
 ):
     """The master's job cache (the fleet returner) ingests the inventory and says it changed."""
-    from sqlalchemy import select
-
-    from saltext_fleet import config
-    from saltext_fleet.store import engine as store_engine
-    from saltext_fleet.store.models import InventorySnapshot, Node
-
     pip_install(venvs["one"], make_wheel(venvs["wheels"], "fleet-delta", "0.0.1"))
     start = time.time()
     ret = salt_cli.run("fleet.inventory", minion_tgt=salt_minion.id, _timeout=120)
@@ -123,3 +124,98 @@ def test_inventory_return_is_stored_and_announced(
         ).scalar()
     assert node == digest
     assert snapshot["pypi"]["fleet-delta"] == "0.0.1"
+
+
+def dpkg_rows():
+    """``(package, version, architecture, source package)`` of every package the inventory
+    lists: dpkg-query's own view, with Salt's aptpkg rule for which states count (want
+    install/hold and a state containing "installed", or purge pending on an installed one)."""
+    fmt = "${Status}\t${Package}\t${Version}\t${Architecture}\t${source:Package}\n"
+    out = subprocess.run(
+        ["dpkg-query", "-W", "-f", fmt], check=True, capture_output=True, text=True
+    ).stdout
+    rows = []
+    for line in out.splitlines():
+        status, name, version, arch, source = line.split("\t")
+        want, _flag, state = status.split(" ")
+        if (want in ("install", "hold") and "installed" in state) or (
+            want == "purge" and state == "installed"
+        ):
+            rows.append((name, version, arch, source or name))
+    return sorted(rows)
+
+
+CDX = {"c": "http://cyclonedx.org/schema/bom/1.6"}
+
+
+def _properties(element):
+    return {p.get("name"): p.text for p in element.findall("c:properties/c:property", CDX)}
+
+
+def test_sbom_of_a_real_minion_validates_and_matches_dpkg(
+    salt_master, salt_minion, salt_cli, salt_run_cli
+):
+    """salt-run fleet.sbom from what the job cache stored of a real minion's inventory (and its
+    ``fleet`` grain from Salt's minion data cache): valid CycloneDX 1.6, and its deb components are dpkg-query's packages one
+    for one (name, version, architecture, source package)."""
+    engine = store_engine.get_engine(config.load(salt_master.config).db_url)
+
+    def stored():
+        with engine.connect() as conn:
+            return conn.execute(
+                select(Node.inventory_digest, Node.grains).where(Node.minion_id == salt_minion.id)
+            ).first()
+
+    # The inventory the job cache stored from this minion's real fleet.inventory run (the
+    # tests above ran one; run it here when this test runs on its own). dpkg's packages do
+    # not change while the tests run, so any stored one is this machine's.
+    node = stored()
+    if node is None or node.inventory_digest is None:
+        ret = salt_cli.run("fleet.inventory", minion_tgt=salt_minion.id, _timeout=120)
+        assert ret.returncode == 0, ret
+    deadline = time.time() + 60
+    while True:  # the returner stores in batches: wait for the inventory
+        node = stored()
+        if node and node.inventory_digest:
+            break
+        assert time.time() < deadline, f"no inventory of {salt_minion.id} stored"
+        time.sleep(0.2)
+    # No test here stores a grains.item(s) return: the fleet grain comes from Salt's minion
+    # data cache
+
+    # XML: checking it against the schema takes milliseconds, the JSON form seconds (the
+    # JSON schema's uniqueItems compares every pair of components); the JSON form of the
+    # same document is checked in tests/store/test_store_sbom.py and tests/unit/test_sbom.py.
+    ret = salt_run_cli.run("fleet.sbom", salt_minion.id, "format=cyclonedx-xml", _timeout=120)
+    assert ret.returncode == 0, ret
+    # salt-run --out=json printed one JSON string; salt-factories hands it back decoded
+    assert ret.data is None and ret.stdout.startswith("<?xml"), ret
+    core_sbom.validate(ret.stdout, "cyclonedx-xml")
+    root = ET.fromstring(ret.stdout)
+    node = root.find("c:metadata/c:component", CDX)
+    assert (node.findtext("c:name", namespaces=CDX), node.get("type")) == (
+        salt_minion.id,
+        "device",
+    )
+    props = _properties(node)
+    assert props["saltext-fleet:os_family"] == "Debian"
+    assert int(props["saltext-fleet:hardware:cpu_cores"]) >= 1
+    # the digest of a stored inventory (a beacon-driven run may have stored a newer one)
+    assert len(props["saltext-fleet:inventory-digest"]) == 64
+
+    ours, purls = [], set()
+    for component in root.findall("c:components/c:component", CDX):
+        purls.add(component.findtext("c:purl", namespaces=CDX))
+        purl = PackageURL.from_string(component.findtext("c:purl", namespaces=CDX))
+        if purl.type != "deb":
+            continue
+        assert purl.namespace == "debian" and purl.qualifiers["distro"].startswith("debian-")
+        assert (purl.name, purl.version) == (
+            component.findtext("c:name", namespaces=CDX),
+            component.findtext("c:version", namespaces=CDX),
+        )
+        source = _properties(component)["saltext-fleet:source-package"]
+        ours.append((purl.name, purl.version, purl.qualifiers["arch"], source))
+    assert sorted(ours) == dpkg_rows()
+    # the minion's own venv is there too, as PyPI components
+    assert "pkg:pypi/fleet-alpha@1.0.0" in purls

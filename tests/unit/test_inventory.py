@@ -155,12 +155,17 @@ def test_parse_deb_sources():
     problems = []
     result = inv.parse_deb_sources(DEB_OUTPUT, problems)
     assert problems == []
-    assert result["adduser"] == {"name": "adduser", "version": "3.134"}
-    assert result["amqp-tools"] == {"name": "librabbitmq", "version": "0.11.0-1+deb12u3"}
+    assert result["adduser"] == {"name": "adduser", "version": "3.134", "arch": "all"}
+    assert result["amqp-tools"] == {
+        "name": "librabbitmq",
+        "version": "0.11.0-1+deb12u3",
+        "arch": "amd64",
+    }
     assert result["libpython3.11-minimal"]["name"] == "python3.11"
     # multiarch: the plain name and Salt's "name:arch" names
     assert result["libc6"]["name"] == "glibc"
-    assert result["libc6:i386"] == result["libc6:amd64"] == result["libc6"]
+    assert result["libc6:i386"]["arch"] == "i386" and result["libc6:amd64"]["arch"] == "amd64"
+    assert {result["libc6:i386"]["name"], result["libc6"]["name"]} == {"glibc"}
 
 
 def test_parse_deb_sources_from_this_host():
@@ -187,9 +192,9 @@ def test_parse_deb_sources_hostile():
         b"old\tall\told (1.2-3)\t1.2-3\n" + b"long\tall\t" + b"y" * 5000 + b"\t1\n"
     )
     result = inv.parse_deb_sources(text, problems)
-    assert result["good"] == {"name": "goodsrc", "version": "1.0-1"}
-    assert result["emptysrc"] == {"name": "emptysrc", "version": "2.0"}
-    assert result["old"] == {"name": "old", "version": "1.2-3"}
+    assert result["good"] == {"name": "goodsrc", "version": "1.0-1", "arch": "amd64"}
+    assert result["emptysrc"] == {"name": "emptysrc", "version": "2.0", "arch": "all"}
+    assert result["old"] == {"name": "old", "version": "1.2-3", "arch": "all"}
     assert "latin1\ufffd" in result
     assert "missing" not in result and "nover" not in result and "long" not in result
     assert problems_mention(problems, "line 2", "columns")
@@ -210,7 +215,7 @@ def test_parse_deb_sources_huge_output():
     problems = []
     text = "ok\tall\tok\t1\n" + BIG
     result = inv.parse_deb_sources(text, problems)
-    assert result == {"ok": {"name": "ok", "version": "1"}}
+    assert result == {"ok": {"name": "ok", "version": "1", "arch": "all"}}
     assert problems_mention(problems, "truncated")
 
 
@@ -218,10 +223,15 @@ def test_parse_rpm_sources():
     problems = []
     result = inv.parse_rpm_sources(RPM_OUTPUT, problems)
     assert problems == []
-    assert result["bash"] == {"name": "bash", "version": "5.1.8-9.el9"}
-    assert result["python3-pip-wheel"] == {"name": "python-pip", "version": "21.2.3-8.el9"}
-    assert result["glibc"] == result["glibc.i686"] == result["glibc.x86_64"]
-    assert result["some-firmware"] == {"name": "some-firmware", "version": "20240101-1.el9"}
+    assert result["bash"] == {"name": "bash", "version": "5.1.8-9.el9", "arch": "x86_64"}
+    assert result["python3-pip-wheel"] == {
+        "name": "python-pip",
+        "version": "21.2.3-8.el9",
+        "arch": "noarch",
+    }
+    assert result["glibc.i686"]["arch"] == "i686" and result["glibc.x86_64"]["arch"] == "x86_64"
+    assert result["glibc"]["name"] == result["glibc.i686"]["name"] == "glibc"
+    assert result["some-firmware"]["version"] == "20240101-1.el9"
     assert "gpg-pubkey" not in result
 
 
@@ -234,7 +244,7 @@ def test_parse_rpm_sources_hostile():
         "\tx86_64\tnoname-1-1.src.rpm\n"
     )
     result = inv.parse_rpm_sources(text, problems)
-    assert result == {"ok": {"name": "ok", "version": "1.0-1"}}
+    assert result == {"ok": {"name": "ok", "version": "1.0-1", "arch": "x86_64"}}
     assert problems_mention(problems, "line 2", "columns")
     assert problems_mention(problems, "line 3", "not-a-source-file")
     assert problems_mention(problems, "line 4", "empty")
@@ -533,6 +543,24 @@ def test_build_inventory_keeps_sources_of_installed_packages_only():
     doc = inv.build_inventory(packages, sources, {})
     assert doc["sources"]["deb"] == {"bash": {"name": "bash", "version": "5.2"}}
     assert doc["sources"]["rpm"] == {"glibc": {"name": "glibc", "version": "2.34-1"}}
+
+
+def test_build_inventory_keeps_each_binarys_architecture():
+    """The SBOM's purls need it: dpkg's ``all`` is not the node's architecture."""
+    packages = {"deb": {"tzdata": "2024a", "bash": "5.2", "odd": "1"}}
+    sources = {
+        "deb": {
+            "tzdata": {"name": "tzdata", "version": "2024a", "arch": "all"},
+            "bash": {"name": "bash", "version": "5.2"},  # older minions send no arch
+            "odd": {"name": "odd", "version": "1", "arch": {"x": 1}},  # hostile: dropped
+        }
+    }
+    problems = []
+    doc = inv.build_inventory(packages, sources, {}, errors=problems)
+    assert doc["sources"]["deb"]["tzdata"]["arch"] == "all"
+    assert "arch" not in doc["sources"]["deb"]["bash"]
+    assert doc["sources"]["deb"]["odd"] == {"name": "odd", "version": "1"}
+    assert any("architecture" in e for e in doc["errors"])
 
 
 def test_build_inventory_hostile():

@@ -61,6 +61,8 @@ ROUTE_ROLES = {
     ("/api/v1/nodes/<minion_id>", "GET"): "viewer",
     ("/api/v1/nodes/<minion_id>", "PATCH"): "operator",
     ("/api/v1/nodes/<minion_id>/drift", "GET"): "viewer",
+    # a node's SBOM: its inventory as a CycloneDX document, readable like the inventory
+    ("/api/v1/nodes/<minion_id>/sbom", "GET"): "viewer",
     ("/api/v1/nodes/<minion_id>/drift/findings", "GET"): "viewer",
     ("/api/v1/drift/packages", "GET"): "viewer",
     ("/api/v1/drift/packages/<ecosystem>/<path:name>", "GET"): "viewer",

@@ -1,0 +1,183 @@
+"""``salt-run fleet.sbom`` over a real store (SQLite and PostgreSQL): the stored inventory and
+``fleet`` grain of each targeted node, one document or a mapping, files in a folder or an
+archive with the merged document, progress events, and clear errors for unknown nodes."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+import zipfile
+
+import pytest
+from salt.exceptions import SaltRunnerError
+from sqlalchemy import insert
+
+from saltext_fleet.core import inventory as core_inventory
+from saltext_fleet.core import sbom as core_sbom
+from saltext_fleet.runners import fleet as fleet_runner
+from saltext_fleet.store import sbom as store_sbom
+from saltext_fleet.store.batch import ingest_grains, ingest_inventory
+from saltext_fleet.store.models import Node
+
+FACTS = {"os": "Debian", "os_family": "Debian", "osrelease": "12", "osarch": "amd64"}
+
+
+def _node(engine, minion, packages=None, grains=None):
+    with engine.begin() as conn:
+        conn.execute(insert(Node).values(minion_id=minion, facts={}))
+        if packages is not None:
+            sources = {
+                "deb": {
+                    name: {"name": name + "-src", "version": "1", "arch": "all"}
+                    for name in packages.get("deb", {})
+                }
+            }
+            doc = core_inventory.build_inventory(packages, sources, FACTS)
+            ingest_inventory(conn, minion, doc)
+        if grains is not None:
+            ingest_grains(conn, minion, grains)
+
+
+class Progress:
+    def __init__(self):
+        self.events = []
+
+    def fire_event(self, data, tag):
+        self.events.append(data)
+
+
+@pytest.fixture
+def run(engine, monkeypatch):
+    """``run(**kwargs)``: the runner over this store; its progress events in ``run.events``."""
+    progress = Progress()
+    monkeypatch.setattr(fleet_runner, "__opts__", {"output": None}, raising=False)
+    monkeypatch.setattr(fleet_runner, "__jid_event__", progress, raising=False)
+    monkeypatch.setattr(fleet_runner, "_engine", lambda: engine)
+
+    def call(*args, **kwargs):
+        return fleet_runner.sbom(*args, **kwargs)
+
+    call.events = progress.events
+    return call
+
+
+@pytest.fixture
+def fleet(engine):
+    _node(
+        engine,
+        "web-1",
+        {"deb": {"bash": "5.2", "tzdata": "2024a"}, "pypi": {"six": "1.16.0"}},
+        {"fleet": {"hardware_model": "PowerEdge R650", "cpu_cores": 32}, "os": "Debian"},
+    )
+    _node(engine, "web-2", {"deb": {"bash": "5.2"}})
+    _node(engine, "fresh")  # known, no inventory yet
+    return engine
+
+
+def test_one_node_gives_its_document_from_the_stored_inventory(fleet, run):
+    doc = run("web-1", validate=True)
+    assert doc["specVersion"] == "1.6"
+    node = doc["metadata"]["component"]
+    assert node["name"] == "web-1"
+    props = {p["name"]: p["value"] for p in node["properties"]}
+    assert props["saltext-fleet:hardware:hardware_model"] == "PowerEdge R650"
+    purls = sorted(c["purl"] for c in doc["components"])
+    assert purls == [
+        "pkg:deb/debian/bash@5.2?arch=all&distro=debian-12",
+        "pkg:deb/debian/tzdata@2024a?arch=all&distro=debian-12",
+        "pkg:pypi/six@1.16.0",
+    ]
+    xml = run("web-1", format="cyclonedx-xml", validate=True)
+    assert isinstance(xml, str) and xml.startswith("<?xml")
+
+
+def test_several_nodes_give_a_mapping_and_progress(fleet, run, monkeypatch):
+    # web-2's fleet grain is not in the store: Salt's minion data cache has it
+    def get_minion_data(minion, opts):
+        grains = {"fleet": {"hardware_model": "from the cache"}} if minion == "web-2" else None
+        return minion, grains, None
+
+    monkeypatch.setattr(fleet_runner.salt.utils.minions, "get_minion_data", get_minion_data)
+    docs = run("web-*")
+    props = {p["name"]: p["value"] for p in docs["web-2"]["metadata"]["component"]["properties"]}
+    assert props["saltext-fleet:hardware:hardware_model"] == "from the cache"
+    assert sorted(docs) == ["web-1", "web-2"]
+    assert docs["web-2"]["metadata"]["component"]["name"] == "web-2"
+    assert run.events[0]["message"] == "building the SBOMs of 2 nodes"
+    assert run.events[-1] == {
+        "message": "SBOM of 2 of 2 nodes built",
+        "outputter": "fleet_drift",
+        "done": 2,
+        "total": 2,
+    }
+
+
+#: What the runner says when a target names no node it can export.
+UNKNOWN = [
+    ("nobody", "glob", "no node 'nobody' in the store"),
+    ("fresh", "glob", "node 'fresh' has reported no inventory yet"),
+    ("web-1,ghost", "list", "no node 'ghost' in the store"),
+    ("db-*", "glob", "no node with an inventory matches 'db-*'"),
+    ("../../etc/passwd", "glob", "no node '../../etc/passwd' in the store"),
+]
+
+
+def test_unknown_nodes_and_bad_options_are_named(fleet, run):
+    for tgt, tgt_type, words in UNKNOWN:
+        with pytest.raises(SaltRunnerError) as err:
+            run(tgt, tgt_type=tgt_type)
+        assert words in str(err.value)
+    with pytest.raises(SaltRunnerError, match="format 'spdx' is not one of"):
+        run("web-1", format="spdx")
+    with pytest.raises(SaltRunnerError, match="not an absolute path"):
+        run("web-1", out="relative/dir")
+    with pytest.raises(SaltRunnerError, match="merged='maybe' is not true or false"):
+        run("web-1", out="/tmp/x", merged="maybe")
+
+
+def test_export_to_an_archive_with_the_merged_document(fleet, run, tmp_path):
+    out = str(tmp_path / "fleet.tar.gz")
+    result = run("*", out=out)
+    assert result == {
+        "path": out,
+        "format": "cyclonedx-json",
+        "nodes": 2,
+        "components": 4,
+        "files": ["nodes/web-1.cdx.json", "nodes/web-2.cdx.json", "merged.cdx.json"],
+    }
+    with tarfile.open(out) as archive:
+        merged = archive.extractfile("merged.cdx.json").read().decode()
+        one = archive.extractfile("nodes/web-1.cdx.json").read().decode()
+    core_sbom.validate(merged, "cyclonedx-json")
+    core_sbom.validate(one, "cyclonedx-json")
+    assert sorted(c["name"] for c in json.loads(merged)["components"]) == ["web-1", "web-2"]
+    assert run.events[-1]["message"] == f"3 SBOM files written to {out}"
+
+
+def test_export_to_a_zip_and_a_folder(fleet, run, tmp_path):
+    out = str(tmp_path / "x.zip")
+    run("web-2", out=out, format="cyclonedx-xml", merged=False)
+    with zipfile.ZipFile(out) as archive:
+        assert archive.namelist() == ["nodes/web-2.cdx.xml"]
+        core_sbom.validate(archive.read("nodes/web-2.cdx.xml").decode(), "cyclonedx-xml")
+    folder = tmp_path / "sboms"
+    result = run("web-1,web-2", tgt_type="list", out=str(folder))
+    assert sorted(p.name for p in (folder / "nodes").iterdir()) == [
+        "web-1.cdx.json",
+        "web-2.cdx.json",
+    ]
+    assert (folder / "merged.cdx.json").exists() and result["nodes"] == 2
+
+
+def test_store_reads_what_the_sbom_is_built_from(fleet):
+    with fleet.connect() as conn:
+        known, inventory, grains = store_sbom.node_input(conn, "web-1")
+        assert known and inventory["sources"]["deb"]["bash"]["arch"] == "all"
+        assert grains == {"fleet": {"hardware_model": "PowerEdge R650", "cpu_cores": 32}}
+        assert store_sbom.node_input(conn, "fresh") == (True, None, {})
+        assert store_sbom.node_input(conn, "nobody") == (False, None, {})
+    assert store_sbom.known_nodes(fleet) == {"web-1": True, "web-2": True, "fresh": False}
+    assert [m for m, *_ in store_sbom.node_inputs(fleet, ["web-2", "fresh", "web-1"])] == [
+        "web-2",
+        "web-1",
+    ]
