@@ -844,7 +844,15 @@ def _sbom_document(text: str, fmt: str):
     return salt.utils.json.loads(text) if fmt == "cyclonedx-json" else text
 
 
-def sbom(tgt, format="cyclonedx-json", out=None, merged=True, tgt_type="glob", validate=False):
+def sbom(
+    tgt,
+    format="cyclonedx-json",
+    out=None,
+    merged=True,
+    tgt_type="glob",
+    validate=False,
+    vex=False,
+):
     """
     CycloneDX 1.6 SBOMs of the targeted nodes, from their inventories in the store: the node
     (id, OS, hardware from its ``fleet`` grain) as the document's subject and one component
@@ -866,6 +874,10 @@ def sbom(tgt, format="cyclonedx-json", out=None, merged=True, tgt_type="glob", v
     merged
         With ``out``: also write one document holding every node (default ``True``);
         ``False`` for very large fleets.
+    vex
+        Include each node's triage decisions (``fleet.cve_triage``) as CycloneDX VEX: one
+        ``vulnerabilities`` entry per triaged advisory with its analysis (state,
+        justification, response, detail) and the components it affects (default ``False``).
     validate
         Check every document against the CycloneDX 1.6 schema before returning or writing
         it (default ``False``: the documents are valid by construction, and checking a large
@@ -880,6 +892,7 @@ def sbom(tgt, format="cyclonedx-json", out=None, merged=True, tgt_type="glob", v
 
         salt-run fleet.sbom web-01 --out=json > web-01.cdx.json
         salt-run fleet.sbom web-01 format=cyclonedx-xml
+        salt-run fleet.sbom web-01 vex=True
         salt-run fleet.sbom '*' out=/srv/sbom/fleet.tar.gz
         salt-run fleet.sbom 'mac-*' out=/srv/sbom/macs merged=False
     """
@@ -889,6 +902,7 @@ def sbom(tgt, format="cyclonedx-json", out=None, merged=True, tgt_type="glob", v
         raise SaltRunnerError(f"fleet.sbom: {exc}") from exc
     merged = _bool(merged, "merged")
     validate = _bool(validate, "validate")
+    vex = _bool(vex, "vex")
     engine = _engine()
     nodes = _sbom_nodes(engine, tgt, tgt_type)
     total = len(nodes)
@@ -902,7 +916,13 @@ def sbom(tgt, format="cyclonedx-json", out=None, merged=True, tgt_type="glob", v
         for done, (minion, inventory, grains) in enumerate(
             store_sbom.node_inputs(engine, nodes), start=1
         ):
-            bom = core_sbom.build_bom(minion, inventory, grains or _fleet_grain(minion))
+            entries = None
+            if vex:
+                with engine.connect() as conn:
+                    entries = store_sbom.node_vex(conn, minion, inventory)
+            bom = core_sbom.build_bom(
+                minion, inventory, grains or _fleet_grain(minion), vex=entries
+            )
             components += len(bom.components)
             text = core_sbom.serialize(bom, fmt)
             if validate:

@@ -11,7 +11,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 
-from saltext_fleet.store.models import InventorySnapshot, Node
+from saltext_fleet.core import sbom as core_sbom
+from saltext_fleet.store.models import InventorySnapshot, Node, utcnow
+from saltext_fleet.store.vulns import triage as store_triage
 
 #: Nodes read per query by :func:`node_inputs`.
 CHUNK = 200
@@ -77,3 +79,17 @@ def known_nodes(engine: Engine) -> dict[str, bool]:
     with engine.connect() as conn:
         rows = conn.execute(select(Node.minion_id, Node.inventory_digest)).all()
     return {minion: digest is not None for minion, digest in rows}
+
+
+def node_vex(conn: Connection, minion_id: str, inventory: dict[str, Any]) -> list[dict[str, Any]]:
+    """The VEX entries of the node's triaged open findings (operators' decisions, see
+    :func:`saltext_fleet.store.vulns.triage.vex_for_node`), pointing at the components by the
+    purls its SBOM gives them."""
+    facts = inventory.get("facts") or {}
+    sources = inventory.get("sources") or {}
+
+    def purl_of(ecosystem: str, name: str, version: str) -> str:
+        source = (sources.get(ecosystem) or {}).get(name)
+        return core_sbom.package_purl(ecosystem, name, version, facts, source)
+
+    return store_triage.vex_for_node(conn, minion_id, utcnow(), purl_of=purl_of)

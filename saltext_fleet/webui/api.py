@@ -100,7 +100,9 @@ def node_sbom(minion_id):
     """A node's CycloneDX 1.6 SBOM from its stored inventory (``?format=cyclonedx-xml``)."""
     ops.valid_minion(minion_id)
     fmt = sbom_ops.requested_format()
-    text, media_type, filename = sbom_ops.node_document(minion_id, fmt)
+    text, media_type, filename = sbom_ops.node_document(
+        minion_id, fmt, vex=sbom_ops.requested_vex()
+    )
     return Response(
         text,
         mimetype=media_type,

@@ -22,16 +22,27 @@ def requested_format() -> str:
         abort(400, description=str(exc))
 
 
-def node_document(minion_id: str, fmt: str) -> tuple[str, str, str]:
-    """``(document, media type, file name)`` of a node's SBOM in ``fmt``."""
+def requested_vex() -> bool:
+    """``?vex=1``: include the node's triage decisions as CycloneDX VEX."""
+    value = (request.args.get("vex") or "0").strip().lower()
+    if value not in ("0", "1", "true", "false", "yes", "no"):
+        abort(400, description=f"vex: expected 1 or 0, got {value[:40]!r}")
+    return value in ("1", "true", "yes")
+
+
+def node_document(minion_id: str, fmt: str, vex: bool = False) -> tuple[str, str, str]:
+    """``(document, media type, file name)`` of a node's SBOM in ``fmt``, with the node's
+    triage decisions as VEX when ``vex``."""
     with ctx().engine.connect() as conn:
         known, inventory, grains = store_sbom.node_input(conn, minion_id)
+        entries = store_sbom.node_vex(conn, minion_id, inventory) if vex and inventory else None
     if not known:
         abort(404, description=f"no node {minion_id!r}")
     if inventory is None:
         abort(409, description=f"node {minion_id!r} has reported no inventory yet")
     try:
-        text = core_sbom.serialize(core_sbom.build_bom(minion_id, inventory, grains), fmt)
+        bom = core_sbom.build_bom(minion_id, inventory, grains, vex=entries)
+        text = core_sbom.serialize(bom, fmt)
     except core_sbom.SbomError as exc:
         abort(500, description=f"the SBOM of {minion_id!r} could not be built: {exc}")
     return text, core_sbom.MEDIA_TYPES[fmt], core_sbom.file_name(minion_id, fmt)

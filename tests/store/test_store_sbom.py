@@ -4,6 +4,7 @@ archive with the merged document, progress events, and clear errors for unknown 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import tarfile
 import zipfile
@@ -14,10 +15,12 @@ from sqlalchemy import insert
 
 from saltext_fleet.core import inventory as core_inventory
 from saltext_fleet.core import sbom as core_sbom
+from saltext_fleet.core.vulns import triage as core_triage
 from saltext_fleet.runners import fleet as fleet_runner
 from saltext_fleet.store import sbom as store_sbom
 from saltext_fleet.store.batch import ingest_grains, ingest_inventory
-from saltext_fleet.store.models import Node
+from saltext_fleet.store.models import Advisory, Node, VulnFinding
+from saltext_fleet.store.vulns import triage as store_triage
 
 FACTS = {"os": "Debian", "os_family": "Debian", "osrelease": "12", "osarch": "amd64"}
 
@@ -181,3 +184,53 @@ def test_store_reads_what_the_sbom_is_built_from(fleet):
         "web-2",
         "web-1",
     ]
+
+
+def test_vex_carries_the_nodes_triage_decisions(fleet, run):
+    """``vex=True``: web-1's not_affected decision on six is a VEX entry of its SBOM (and of
+    no other node's), pointing at the six component; the document validates."""
+    now = dt.datetime.now(dt.timezone.utc)
+    with fleet.begin() as conn:
+        conn.execute(
+            insert(Advisory).values(
+                id="PYSEC-2099-1",
+                modified=now,
+                summary="six does something bad",
+                aliases=["CVE-2099-0001"],
+                severity="high",
+                record={"id": "PYSEC-2099-1", "modified": "2099-01-01T00:00:00Z"},
+            )
+        )
+        for minion in ("web-1", "web-2"):
+            conn.execute(
+                insert(VulnFinding).values(
+                    minion_id=minion,
+                    ecosystem="pypi",
+                    package="six",
+                    version="1.16.0",
+                    advisory_id="PYSEC-2099-1",
+                    first_seen=now,
+                    last_seen=now,
+                )
+            )
+        decision = core_triage.Decision(
+            advisory_id="PYSEC-2099-1",
+            state="not_affected",
+            scope="node",
+            target="web-1",
+            justification="code_not_present",
+            detail="the vulnerable module is not shipped",
+        )
+        store_triage.decide(conn, decision, "user:alice", now)
+    assert "vulnerabilities" not in run("web-1")
+    doc = run("web-1", vex=True, validate=True)
+    (vuln,) = doc["vulnerabilities"]
+    assert vuln["id"] == "PYSEC-2099-1"
+    assert vuln["analysis"]["state"] == "not_affected"
+    assert vuln["analysis"]["justification"] == "code_not_present"
+    six = next(c for c in doc["components"] if c["name"] == "six")
+    assert [a["ref"] for a in vuln["affects"]] == [six["bom-ref"]]
+    # web-2 has the same finding, untriaged: nothing to say about it in VEX
+    assert "vulnerabilities" not in run("web-2", vex=True)
+    xml = run("web-1", vex=True, format="cyclonedx-xml", validate=True)
+    assert "<vulnerabilities>" in xml and "code_not_present" in xml

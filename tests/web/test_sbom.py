@@ -10,6 +10,7 @@ from saltext_fleet.core import inventory as core_inventory
 from saltext_fleet.core import sbom as core_sbom
 from saltext_fleet.store.batch import ingest_grains, ingest_inventory
 from saltext_fleet.store.models import Node
+from tests.support.vulnfleet import make_vuln_fleet
 
 FACTS = {"os": "Debian", "osrelease": "12", "osarch": "amd64"}
 
@@ -68,3 +69,47 @@ def test_the_node_page_links_the_downloads(engine, logged_in):
     assert 'href="/api/v1/nodes/web-1/sbom?format=cyclonedx-xml"' in page
     # a node with no inventory has nothing to download
     assert "/sbom" not in client.get("/nodes/fresh").get_data(as_text=True)
+
+
+def test_a_not_affected_decision_is_a_vex_entry_in_the_nodes_sbom(engine, logged_in):
+    """An operator's not_affected decision shows in the node's SBOM (``?vex=1``) as a
+    CycloneDX VEX entry that validates, pointing at the component the finding is about."""
+    make_vuln_fleet(engine)
+    with engine.begin() as conn:
+        ingest_inventory(
+            conn,
+            "db1",
+            core_inventory.build_inventory(
+                {"deb": {"libssl3": "3.0.11-1~deb12u1"}, "pypi": {"requests": "2.0.0"}},
+                {"deb": {"libssl3": {"name": "openssl", "version": "3.0.11-1~deb12u1"}}},
+                FACTS,
+            ),
+        )
+    client, csrf = logged_in("operator")
+    made = client.post(
+        "/api/v1/vulns/triage",
+        json={
+            "advisory": "GHSA-crit-0001",
+            "state": "not_affected",
+            "justification": "code_not_reachable",
+            "node": "db1",
+            "detail": "no outbound HTTP from this host",
+        },
+        headers={"X-CSRF-Token": csrf},
+    )
+    assert made.status_code == 201, made.get_json()
+    plain = json.loads(client.get("/api/v1/nodes/db1/sbom").get_data(as_text=True))
+    assert "vulnerabilities" not in plain
+    for fmt in ("cyclonedx-json", "cyclonedx-xml"):
+        resp = client.get(f"/api/v1/nodes/db1/sbom?vex=1&format={fmt}")
+        assert resp.status_code == 200
+        core_sbom.validate(resp.get_data(as_text=True), fmt)
+    data = json.loads(client.get("/api/v1/nodes/db1/sbom?vex=1").get_data(as_text=True))
+    (vuln,) = data["vulnerabilities"]
+    assert vuln["id"] == "GHSA-crit-0001"
+    assert vuln["analysis"]["state"] == "not_affected"
+    assert vuln["analysis"]["justification"] == "code_not_reachable"
+    assert vuln["analysis"]["detail"] == "no outbound HTTP from this host"
+    requests = next(c for c in data["components"] if c["name"] == "requests")
+    assert [a["ref"] for a in vuln["affects"]] == [requests["bom-ref"]]
+    assert client.get("/api/v1/nodes/db1/sbom?vex=maybe").status_code == 400
