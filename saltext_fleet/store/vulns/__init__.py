@@ -1,0 +1,1 @@
+"""Vulnerabilities in the store: imported advisories, findings with their history, triage."""

@@ -1,0 +1,1403 @@
+"""Vulnerability findings: every node's installed packages matched against the advisories.
+
+A finding is one node's exposure to one advisory through one package (``vuln_findings``):
+opened when a recompute first sees it (``first_seen``), kept while it holds, resolved
+(``resolved_at``) when the package is upgraded past the fix, removed, or the advisory is
+withdrawn or no longer names that version. A later exposure opens a new row, so each node's
+exposure has a history. :func:`recompute` does the whole fleet (after an import),
+:func:`recompute_node` one node (after its inventory changed: the reactor).
+
+Match keys
+----------
+What is matched is not the inventory's ``(ecosystem, name, version)`` but what OSV names:
+
+* ``pypi`` and ``npm`` packages are matched as ``PyPI`` / ``npm`` packages under their own name
+  (PEP 503 normalised for PyPI) and version;
+* ``deb``, ``apk`` and ``rpm`` packages are matched in the OSV ecosystem of the node's release
+  (``Debian:12``, ``Ubuntu:22.04``, ``Alpine:v3.19``, ``Rocky Linux:9``, ``AlmaLinux:9``;
+  :func:`match_ecosystem`) as the SOURCE package the inventory's ``sources`` map names, at
+  the source version (Debian, Ubuntu and Alpine advisories name source packages); a binary
+  without a ``sources`` entry is matched under its own name (without ``:arch``) and version;
+* every other ecosystem (Homebrew, Nix, macOS applications, pacman...) and a distribution
+  whose release the node's facts do not tell are "not covered": counted per node and
+  ecosystem (:func:`not_covered`), never matched, never reported as clean.
+
+Each installed version is one 64-bit *match key* (BLAKE2b of the six strings, ``vuln_keys``
+is the dictionary); each inventory snapshot's keys are kept packed (``vuln_snapshot_index``,
+written the first time a recompute sees the snapshot). Matching is done once per unique key,
+never per node: the verdict of every key whose (OSV ecosystem, name) some advisory names is
+cached in ``vuln_key_hits`` (advisory ids and fixed versions); keys whose name no advisory
+names have no verdict to cache. A recompute first brings the cache up to date with the
+advisories imported since the last one (``advisories.imported_at`` > ``vuln_match_state``,
+with :data:`IMPORT_SLACK` of overlap for imports still committing): the keys of every name a
+changed advisory names, and every cached key whose verdict names a changed advisory, are
+matched again with a :class:`~saltext_fleet.core.vulns.match.Index` built only from the
+advisories naming those names.
+
+The fleet-wide recompute then never decodes an inventory: the snapshots' keys are looked up
+in the sorted array of keys that have a verdict (numpy), each snapshot gets a fingerprint of
+its verdicts (advisory, fixed version, severity, score), and only nodes whose fingerprint
+changed since their last recompute are compared with their open findings and written.
+
+Writing, set-based
+------------------
+New findings go in by ``COPY`` on PostgreSQL (``executemany`` on SQLite), changed ones
+(version, fixed version, severity) by id, resolved ones with one ``UPDATE .. WHERE id =
+ANY(..)``. ``last_seen`` is the last recompute that wrote the row (opened or changed it); when
+a node's findings were last confirmed is its ``vuln_node_state.computed_at``.
+
+History
+-------
+A ``vuln_history`` point (open untriaged findings by severity, and triaged ones) is written
+for a node whenever its counts differ from its previous point, by either recompute: the chart
+shows every change and nothing in between.
+
+Alerts and triage
+-----------------
+:func:`alerts` picks, from the findings a recompute opened, those at or above a severity
+(``fleet:vulns:alert_severity``) that no live triage decision covers (:func:`live_triage`: not
+revoked, not expired, for the advisory and the node, its group or the fleet, and the package
+if the decision names one). The runner fires ``fleet/alert/cve`` for them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+from sqlalchemy import bindparam, delete, func, insert, select, text, update
+from sqlalchemy.engine import Connection, Engine
+
+from saltext_fleet.core.errors import FleetError
+from saltext_fleet.core.vulns import match as core_match
+from saltext_fleet.core.vulns import model, osv
+from saltext_fleet.store.drift.common import aware, dialect_insert, in_chunks
+from saltext_fleet.store.models import (
+    Advisory,
+    AdvisoryPackage,
+    InventorySnapshot,
+    Node,
+    VulnFinding,
+    VulnHistory,
+    VulnKey,
+    VulnKeyHits,
+    VulnMatchState,
+    VulnNodeState,
+    VulnSnapshotIndex,
+    VulnTriage,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+#: Severity buckets, most severe first (``unknown``: the advisory has no CVSS vector).
+SEVERITIES = ("critical", "high", "medium", "low", "none", "unknown")
+#: Rank of each bucket for "at or above": unknown ranks lowest.
+SEVERITY_RANK = {name: len(SEVERITIES) - i for i, name in enumerate(SEVERITIES)}
+SEVERITY_RANK["unknown"] = 0
+
+#: Inventory ecosystems whose packages are matched through the ``sources`` map.
+SOURCE_MAPPED = ("deb", "apk", "rpm")
+
+#: Advisories imported up to this long before the last recompute are looked at again (an
+#: import still committing when a recompute read the changes).
+IMPORT_SLACK = dt.timedelta(minutes=10)
+
+#: The ``os`` grain of RPM distributions OSV publishes advisories for, and their OSV name.
+RPM_DISTROS = {"Rocky": "Rocky Linux", "AlmaLinux": "AlmaLinux"}
+
+_MAJOR = re.compile(r"\d+")
+
+
+class FindingsError(FleetError, ValueError):
+    """A findings request that cannot be served."""
+
+
+# -- match keys -------------------------------------------------------------------------------
+
+
+def match_ecosystem(inventory_ecosystem: str, facts: Mapping | None) -> str | None:
+    """:func:`saltext_fleet.core.vulns.model.osv_ecosystem`, plus RPM distributions OSV
+    covers (``rpm`` on Rocky 9 -> ``Rocky Linux:9``, on AlmaLinux 9 -> ``AlmaLinux:9``)."""
+    facts = facts if isinstance(facts, Mapping) else {}
+    found = model.osv_ecosystem(inventory_ecosystem, facts)
+    if found is None and inventory_ecosystem == "rpm":
+        distro = RPM_DISTROS.get(str(facts.get("os") or ""))
+        major = _MAJOR.match(str(facts.get("osrelease") or ""))
+        if distro and major:
+            return f"{distro}:{major.group(0)}"
+    return found
+
+
+def match_key(
+    ecosystem: str, package: str, version: str, osv_eco: str, name: str, osv_version: str
+) -> int:
+    """The signed 64-bit match key of one installed version as it is matched."""
+    data = "\0".join((ecosystem, package, version, osv_eco, name, osv_version))
+    raw = hashlib.blake2b(data.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(raw, "little", signed=True)
+
+
+KeyInfo = tuple[str, str, str, str, str, str]
+
+
+def snapshot_keys(
+    packages: Any, sources: Any, facts: Any
+) -> tuple[dict[int, KeyInfo], dict[str, int]]:
+    """``({key: (ecosystem, package, version, osv_ecosystem, name, osv_version)},
+    {not covered ecosystem: packages})`` of one inventory (stored data: any shape)."""
+    keys: dict[int, KeyInfo] = {}
+    uncovered: dict[str, int] = {}
+    if not isinstance(packages, Mapping):
+        return keys, uncovered
+    sources = sources if isinstance(sources, Mapping) else {}
+    for eco, pkgs in packages.items():
+        if not isinstance(eco, str) or not isinstance(pkgs, Mapping) or not pkgs:
+            continue
+        target = match_ecosystem(eco, facts)
+        if target is None:
+            uncovered[eco] = len(pkgs)
+            continue
+        table = sources.get(eco) if eco in SOURCE_MAPPED else None
+        table = table if isinstance(table, Mapping) else {}
+        for package, versions in pkgs.items():
+            if not isinstance(package, str) or not isinstance(versions, str) or not versions:
+                continue
+            source = table.get(package)
+            for version in versions.split(","):
+                if not version:
+                    continue
+                if eco in SOURCE_MAPPED:
+                    if (
+                        isinstance(source, Mapping)
+                        and isinstance(source.get("name"), str)
+                        and source["name"]
+                    ):
+                        name = source["name"]
+                        src_version = source.get("version")
+                        osv_version = (
+                            src_version if isinstance(src_version, str) and src_version else version
+                        )
+                    else:
+                        name, osv_version = package.split(":", 1)[0], version
+                else:
+                    name, osv_version = osv.package_name(target, package), version
+                info = (eco, package, version, target, name, osv_version)
+                keys[match_key(*info)] = info
+    return keys, uncovered
+
+
+def pack(keys: Iterable[int]) -> bytes:
+    """Keys as sorted little-endian signed 64-bit integers."""
+    return np.array(sorted(keys), dtype="<i8").tobytes()
+
+
+def unpack(blob: bytes | None) -> np.ndarray:
+    return np.frombuffer(blob or b"", dtype="<i8").astype(np.int64, copy=False)
+
+
+def _is_pg(conn: Connection) -> bool:
+    return conn.dialect.name == "postgresql"
+
+
+def add_keys(conn: Connection, infos: Mapping[int, KeyInfo]) -> None:
+    """Add ``vuln_keys`` rows, skipping known keys."""
+    keys = sorted(infos)
+    if not keys:
+        return
+    if _is_pg(conn):
+        for chunk in in_chunks(keys, 20_000):
+            cols = list(zip(*(infos[k] for k in chunk), strict=True))
+            conn.execute(
+                text(
+                    "INSERT INTO vuln_keys (key, ecosystem, package, version, osv_ecosystem, "
+                    "name, osv_version) SELECT * FROM unnest(CAST(:k AS bigint[]), "
+                    "CAST(:e AS text[]), CAST(:p AS text[]), CAST(:v AS text[]), "
+                    "CAST(:oe AS text[]), CAST(:n AS text[]), CAST(:ov AS text[])) "
+                    "ON CONFLICT (key) DO NOTHING"
+                ),
+                {
+                    "k": chunk,
+                    "e": list(cols[0]),
+                    "p": list(cols[1]),
+                    "v": list(cols[2]),
+                    "oe": list(cols[3]),
+                    "n": list(cols[4]),
+                    "ov": list(cols[5]),
+                },
+            )
+        return
+    conn.execute(
+        text(
+            "INSERT OR IGNORE INTO vuln_keys (key, ecosystem, package, version, osv_ecosystem, "
+            "name, osv_version) VALUES (:k, :e, :p, :v, :oe, :n, :ov)"
+        ),
+        [
+            dict(zip(("k", "e", "p", "v", "oe", "n", "ov"), (k, *infos[k]), strict=True))
+            for k in keys
+        ],
+    )
+
+
+def index_snapshots(conn: Connection, digests: Iterable[str]) -> int:
+    """Write the ``vuln_snapshot_index`` of the given snapshots that have none; how many."""
+    wanted = sorted(set(digests))
+    have: set[str] = set()
+    if len(wanted) > 2000:
+        have = set(conn.execute(select(VulnSnapshotIndex.digest)).scalars())
+    else:
+        for chunk in in_chunks(wanted):
+            have.update(
+                conn.execute(
+                    select(VulnSnapshotIndex.digest).where(VulnSnapshotIndex.digest.in_(chunk))
+                ).scalars()
+            )
+    todo = [d for d in wanted if d not in have]
+    for chunk in in_chunks(todo, 200):
+        rows = conn.execute(
+            select(
+                InventorySnapshot.digest,
+                InventorySnapshot.packages,
+                InventorySnapshot.sources,
+                InventorySnapshot.facts,
+            ).where(InventorySnapshot.digest.in_(chunk))
+        ).all()
+        infos: dict[int, KeyInfo] = {}
+        index_rows = []
+        for digest, packages, sources, facts in rows:
+            keys, uncovered = snapshot_keys(packages, sources, facts)
+            infos.update(keys)
+            index_rows.append({"digest": digest, "keys": pack(keys), "not_covered": uncovered})
+        _add_new_keys(conn, infos)
+        if index_rows:
+            conn.execute(
+                dialect_insert(conn)(VulnSnapshotIndex.__table__).on_conflict_do_nothing(
+                    index_elements=["digest"]
+                ),
+                index_rows,
+            )
+    return len(todo)
+
+
+def _add_new_keys(conn: Connection, infos: Mapping[int, KeyInfo]) -> None:
+    """:func:`add_keys` for the keys of ``infos`` the dictionary does not have yet."""
+    known = _known_keys(conn, list(infos))
+    add_keys(conn, {k: v for k, v in infos.items() if k not in known})
+
+
+def _known_keys(conn: Connection, keys: list[int]) -> set[int]:
+    out: set[int] = set()
+    for chunk in in_chunks(keys, 50_000 if _is_pg(conn) else 5000):
+        if _is_pg(conn):
+            rows = conn.execute(
+                text("SELECT key FROM vuln_keys WHERE key = ANY(CAST(:k AS bigint[]))"),
+                {"k": chunk},
+            )
+        else:
+            rows = conn.execute(select(VulnKey.key).where(VulnKey.key.in_(chunk)))
+        out.update(rows.scalars())
+    return out
+
+
+# -- verdicts ---------------------------------------------------------------------------------
+
+
+def _advisories_naming(conn: Connection, names: set[tuple[str, str]]) -> list[model.Advisory]:
+    """The parsed advisories that name any of ``(osv_ecosystem, name)``; a stored record
+    that does not parse is logged and left out."""
+    if not names:
+        return []
+    ids: set[str] = set()
+    pairs = sorted(names)
+    if _is_pg(conn):
+        for chunk in in_chunks(pairs, 20_000):
+            ids.update(
+                conn.execute(
+                    text(
+                        "SELECT DISTINCT p.advisory_id FROM advisory_packages p JOIN "
+                        "unnest(CAST(:e AS text[]), CAST(:n AS text[])) AS w(e, n) "
+                        "ON p.ecosystem = w.e AND p.name = w.n"
+                    ),
+                    {"e": [e for e, _ in chunk], "n": [n for _, n in chunk]},
+                ).scalars()
+            )
+    else:
+        by_eco: dict[str, list[str]] = defaultdict(list)
+        for eco, name in pairs:
+            by_eco[eco].append(name)
+        for eco, eco_names in by_eco.items():
+            for chunk in in_chunks(eco_names, 500):
+                ids.update(
+                    conn.execute(
+                        select(AdvisoryPackage.advisory_id).where(
+                            AdvisoryPackage.ecosystem == eco, AdvisoryPackage.name.in_(chunk)
+                        )
+                    ).scalars()
+                )
+    out = []
+    for chunk in in_chunks(sorted(ids), 1000):
+        for ident, record in conn.execute(
+            select(Advisory.id, Advisory.record).where(Advisory.id.in_(chunk))
+        ):
+            try:
+                out.append(osv.parse(record, f"advisories:{ident}"))
+            except osv.OsvError as exc:
+                log.error("fleet: stored advisory %s skipped: %s", ident, exc)
+    return out
+
+
+def _named(conn: Connection, pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of ``(osv_ecosystem, name)`` some advisory names."""
+    out: set[tuple[str, str]] = set()
+    if not pairs:
+        return out
+    ordered = sorted(pairs)
+    if _is_pg(conn):
+        rows = conn.execute(
+            text(
+                "SELECT DISTINCT w.e, w.n FROM unnest(CAST(:e AS text[]), CAST(:n AS text[])) "
+                "AS w(e, n) WHERE EXISTS (SELECT 1 FROM advisory_packages p "
+                "WHERE p.ecosystem = w.e AND p.name = w.n)"
+            ),
+            {"e": [e for e, _ in ordered], "n": [n for _, n in ordered]},
+        )
+        out.update((e, n) for e, n in rows)
+        return out
+    by_eco: dict[str, list[str]] = defaultdict(list)
+    for eco, name in ordered:
+        by_eco[eco].append(name)
+    for eco, eco_names in by_eco.items():
+        for chunk in in_chunks(eco_names, 500):
+            rows = conn.execute(
+                select(AdvisoryPackage.ecosystem, AdvisoryPackage.name)
+                .where(AdvisoryPackage.ecosystem == eco, AdvisoryPackage.name.in_(chunk))
+                .distinct()
+            )
+            out.update((e, n) for e, n in rows)
+    return out
+
+
+def match_keys(
+    conn: Connection, infos: Mapping[int, KeyInfo]
+) -> tuple[dict[int, list[list[Any]]], int]:
+    """Match keys: ``({key: [[advisory_id, fixed], ...]}, unique triples matched)``. Each
+    unique (OSV ecosystem, name, version) is matched once, with an index of the advisories
+    naming those names only."""
+    names = {(info[3], info[4]) for info in infos.values()}
+    index = core_match.Index(_advisories_naming(conn, names))
+    verdicts: dict[tuple[str, str, str], list[list[Any]]] = {}
+    out = {}
+    for key, info in infos.items():
+        triple = (info[3], info[4], info[5])
+        hits = verdicts.get(triple)
+        if hits is None:
+            hits = verdicts[triple] = sorted(
+                [hit.advisory_id, hit.fixed] for hit in index.match(*triple)
+            )
+        out[key] = hits
+    return out, len(verdicts)
+
+
+def _store_hits(conn: Connection, hits: Mapping[int, list[list[Any]]], now: dt.datetime) -> None:
+    if not hits:
+        return
+    keys = sorted(hits)
+    if _is_pg(conn):
+        for chunk in in_chunks(keys, 20_000):
+            conn.execute(
+                text(
+                    "INSERT INTO vuln_key_hits (key, hits, matched_at) SELECT k, h, :at FROM "
+                    "unnest(CAST(:k AS bigint[]), CAST(:h AS jsonb[])) AS w(k, h) "
+                    "ON CONFLICT (key) DO UPDATE SET hits = EXCLUDED.hits, "
+                    "matched_at = EXCLUDED.matched_at"
+                ),
+                {"k": chunk, "h": [_json(hits[k]) for k in chunk], "at": now},
+            )
+        return
+    ins = dialect_insert(conn)(VulnKeyHits.__table__)
+    conn.execute(
+        ins.on_conflict_do_update(
+            index_elements=["key"],
+            set_={"hits": ins.excluded.hits, "matched_at": ins.excluded.matched_at},
+        ),
+        [{"key": k, "hits": hits[k], "matched_at": now} for k in keys],
+    )
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def _seen_at(conn: Connection) -> dt.datetime | None:
+    found = conn.execute(
+        select(VulnMatchState.advisories_seen_at).where(VulnMatchState.id == 1)
+    ).scalar()
+    return aware(found) if found is not None else None
+
+
+def _set_seen_at(conn: Connection, at: dt.datetime) -> None:
+    conn.execute(
+        dialect_insert(conn)(VulnMatchState.__table__).on_conflict_do_update(
+            index_elements=["id"], set_={"advisories_seen_at": at}
+        ),
+        [{"id": 1, "advisories_seen_at": at}],
+    )
+
+
+def _changed_since(conn: Connection, since: dt.datetime | None):
+    """``(advisory ids, their (ecosystem, name) pairs)`` imported since ``since`` (less the
+    slack); None when every verdict must be recomputed (no recompute yet)."""
+    if since is None:
+        return None
+    ids = set(
+        conn.execute(
+            select(Advisory.id).where(Advisory.imported_at > since - IMPORT_SLACK)
+        ).scalars()
+    )
+    names: set[tuple[str, str]] = set()
+    for chunk in in_chunks(sorted(ids)):
+        names.update(
+            (e, n)
+            for e, n in conn.execute(
+                select(AdvisoryPackage.ecosystem, AdvisoryPackage.name).where(
+                    AdvisoryPackage.advisory_id.in_(chunk)
+                )
+            )
+        )
+    return ids, names
+
+
+def refresh_verdicts(conn: Connection, now: dt.datetime) -> dict[str, Any]:
+    """Bring ``vuln_key_hits`` up to date with the advisories (see the module docstring);
+    returns ``{"keys": keys with a verdict, "matched": keys matched now, "unique": unique
+    (ecosystem, name, version) matched now}``."""
+    since = _seen_at(conn)
+    changed = _changed_since(conn, since)
+    candidates = {
+        row[0]: tuple(row[1:])
+        for row in conn.execute(
+            text(
+                "SELECT k.key, k.ecosystem, k.package, k.version, k.osv_ecosystem, k.name, "
+                "k.osv_version FROM vuln_keys k WHERE EXISTS (SELECT 1 FROM advisory_packages p "
+                "WHERE p.ecosystem = k.osv_ecosystem AND p.name = k.name)"
+            )
+        )
+    }
+    cached = dict(conn.execute(select(VulnKeyHits.key, VulnKeyHits.hits)).all())
+    if changed is None:
+        stale = set(candidates)
+    else:
+        ids, names = changed
+        stale = {k for k in candidates if k not in cached}
+        if ids:
+            stale.update(k for k, info in candidates.items() if (info[3], info[4]) in names)
+            stale.update(
+                k
+                for k, hits in cached.items()
+                if k in candidates and any(h[0] in ids for h in hits)
+            )
+    gone = [k for k in cached if k not in candidates]
+    for chunk in in_chunks(gone, 20_000):
+        conn.execute(delete(VulnKeyHits).where(VulnKeyHits.key.in_(chunk)))
+    hits, unique = match_keys(conn, {k: candidates[k] for k in stale})
+    _store_hits(conn, hits, now)
+    _set_seen_at(conn, now)
+    return {"keys": len(candidates), "matched": len(hits), "unique": unique}
+
+
+# -- triage -----------------------------------------------------------------------------------
+
+
+def live_triage(
+    conn: Connection, now: dt.datetime, advisory_ids: Iterable[str] | None = None
+) -> dict[str, list[tuple[str, str | None, str | None]]]:
+    """Live triage decisions (not revoked, not expired) ``{advisory_id: [(scope, target,
+    package)]}``, of ``advisory_ids`` only if given. (The minimal form the findings need;
+    :mod:`saltext_fleet.core.vulns.triage` has the whole logic.)"""
+    stmt = select(
+        VulnTriage.advisory_id, VulnTriage.scope, VulnTriage.target, VulnTriage.package
+    ).where(
+        VulnTriage.revoked_at.is_(None),
+        (VulnTriage.expires_at.is_(None)) | (VulnTriage.expires_at > now),
+    )
+    out: dict[str, list] = defaultdict(list)
+    if advisory_ids is None:
+        rows = conn.execute(stmt).all()
+    else:
+        rows = []
+        for chunk in in_chunks(sorted(set(advisory_ids))):
+            rows.extend(conn.execute(stmt.where(VulnTriage.advisory_id.in_(chunk))).all())
+    for advisory, scope, target, package in rows:
+        out[advisory].append((scope, target, package))
+    return dict(out)
+
+
+def is_triaged(
+    live: Mapping[str, list], advisory_id: str, package: str, minion: str, group: str | None
+) -> bool:
+    """Whether a live decision covers this advisory on this node (its group, the fleet)."""
+    for scope, target, pkg in live.get(advisory_id, ()):
+        if pkg and pkg != package:
+            continue
+        if scope == "fleet":
+            return True
+        if scope == "node" and target == minion:
+            return True
+        if scope == "group" and group is not None and target == group:
+            return True
+    return False
+
+
+def at_or_above(severity: str, threshold: str) -> bool:
+    return SEVERITY_RANK.get(severity, 0) >= SEVERITY_RANK.get(threshold, 0)
+
+
+def alerts(
+    conn: Connection,
+    opened: Mapping[str, list[dict[str, Any]]],
+    threshold: str | None,
+    now: dt.datetime | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """The findings of ``opened`` (``{minion: [finding]}``, as a recompute returns them) at
+    or above ``threshold`` (a severity, ``any`` for every one, None or ``off`` for none)
+    that no live triage decision covers: ``{minion: [finding]}``."""
+    if not threshold or threshold == "off":
+        return {}
+    now = now or utcnow()
+    wanted = {
+        m: [f for f in found if threshold == "any" or at_or_above(f["severity"], threshold)]
+        for m, found in opened.items()
+    }
+    wanted = {m: f for m, f in wanted.items() if f}
+    if not wanted:
+        return {}
+    live = live_triage(conn, now, {f["advisory_id"] for found in wanted.values() for f in found})
+    groups = _groups(conn, list(wanted))
+    out = {}
+    for minion, found in wanted.items():
+        kept = [
+            f
+            for f in found
+            if not is_triaged(live, f["advisory_id"], f["package"], minion, groups.get(minion))
+        ]
+        if kept:
+            out[minion] = kept
+    return out
+
+
+def _groups(conn: Connection, minions: list[str]) -> dict[str, str | None]:
+    out = {}
+    for chunk in in_chunks(sorted(minions)):
+        out.update(
+            conn.execute(
+                select(Node.minion_id, Node.node_group).where(Node.minion_id.in_(chunk))
+            ).all()
+        )
+    return out
+
+
+# -- findings of nodes ------------------------------------------------------------------------
+
+#: The identity of an open finding: (ecosystem, package, advisory_id).
+Ident = tuple[str, str, str]
+
+
+def _desired(
+    keys: Iterable[int],
+    infos: Mapping[int, KeyInfo],
+    hits: Mapping[int, list],
+    meta: Mapping[str, tuple[str, float | None]],
+) -> dict[Ident, dict[str, Any]]:
+    """The findings a node should have open: ``{(ecosystem, package, advisory): row}``
+    (several installed versions of a package that an advisory affects make one row)."""
+    out: dict[Ident, dict[str, Any]] = {}
+    for key in keys:
+        found = hits.get(key)
+        if not found:
+            continue
+        eco, package, version = infos[key][:3]
+        for advisory_id, fixed in found:
+            ident = (eco, package, advisory_id)
+            row = out.get(ident)
+            if row is None:
+                severity, score = meta.get(advisory_id, ("unknown", None))
+                out[ident] = {
+                    "ecosystem": eco,
+                    "package": package,
+                    "advisory_id": advisory_id,
+                    "version": version,
+                    "fixed": fixed,
+                    "severity": severity,
+                    "cvss_score": score,
+                }
+            else:
+                versions = sorted(set(row["version"].split(",")) | {version})
+                row["version"] = ",".join(versions)
+                if row["fixed"] is None:
+                    row["fixed"] = fixed
+    return out
+
+
+def _advisory_meta(conn: Connection, ids: Iterable[str]) -> dict[str, tuple[str, float | None]]:
+    out = {}
+    for chunk in in_chunks(sorted(set(ids)), 5000):
+        for ident, severity, score in conn.execute(
+            select(Advisory.id, Advisory.severity, Advisory.cvss_score).where(
+                Advisory.id.in_(chunk)
+            )
+        ):
+            out[ident] = (severity or "unknown", score)
+    return out
+
+
+_COMPARED = ("version", "fixed", "severity", "cvss_score")
+
+
+def _open_rows(conn: Connection, minions: list[str], everyone: bool) -> dict[str, dict]:
+    """``{minion: {ident: (id, version, fixed, severity, cvss_score)}}`` of open findings."""
+    stmt = select(
+        VulnFinding.id,
+        VulnFinding.minion_id,
+        VulnFinding.ecosystem,
+        VulnFinding.package,
+        VulnFinding.advisory_id,
+        VulnFinding.version,
+        VulnFinding.fixed,
+        VulnFinding.severity,
+        VulnFinding.cvss_score,
+    ).where(VulnFinding.resolved_at.is_(None))
+    out: dict[str, dict] = defaultdict(dict)
+    wanted = set(minions)
+    if everyone:
+        rows = conn.execute(stmt)
+    else:
+        rows = []
+        for chunk in in_chunks(sorted(wanted)):
+            rows.extend(conn.execute(stmt.where(VulnFinding.minion_id.in_(chunk))))
+    for fid, minion, eco, package, advisory, version, fixed, severity, score in rows:
+        if minion in wanted:
+            out[minion][(eco, package, advisory)] = (fid, version, fixed, severity, score)
+    return out
+
+
+def _write(
+    conn: Connection,
+    desired: Mapping[str, Mapping[Ident, dict[str, Any]]],
+    now: dt.datetime,
+) -> dict[str, Any]:
+    """Open, update and resolve the findings of the nodes of ``desired`` (every one of their
+    open findings not in it is resolved). Returns ``{"opened": {minion: [row]}, "kept",
+    "changed", "resolved"}``."""
+    minions = sorted(desired)
+    current = _open_rows(conn, minions, everyone=len(minions) > 2000)
+    new_rows, changes, resolved = [], [], []
+    opened: dict[str, list] = {}
+    kept = 0
+    for minion in minions:
+        want = desired[minion]
+        have = current.get(minion, {})
+        for ident, row in want.items():
+            old = have.get(ident)
+            if old is None:
+                new_rows.append((minion, row))
+                opened.setdefault(minion, []).append(dict(row))
+                continue
+            kept += 1
+            if tuple(old[1:]) != tuple(row[k] for k in _COMPARED):
+                changes.append({"fid": old[0], **{k: row[k] for k in _COMPARED}, "at": now})
+        resolved.extend(old[0] for ident, old in have.items() if ident not in want)
+    _insert_findings(conn, new_rows, now)
+    if changes:
+        conn.execute(
+            update(VulnFinding)
+            .where(VulnFinding.id == bindparam("fid"))
+            .values(
+                version=bindparam("version"),
+                fixed=bindparam("fixed"),
+                severity=bindparam("severity"),
+                cvss_score=bindparam("cvss_score"),
+                last_seen=bindparam("at"),
+            ),
+            changes,
+        )
+    if resolved:
+        if _is_pg(conn):
+            conn.execute(
+                text(
+                    "UPDATE vuln_findings SET resolved_at = :at "
+                    "WHERE id = ANY(CAST(:ids AS bigint[]))"
+                ),
+                {"at": now, "ids": resolved},
+            )
+        else:
+            for chunk in in_chunks(resolved, 5000):
+                conn.execute(
+                    update(VulnFinding).where(VulnFinding.id.in_(chunk)).values(resolved_at=now)
+                )
+    return {"opened": opened, "kept": kept, "changed": len(changes), "resolved": len(resolved)}
+
+
+_FINDING_COLUMNS = (
+    "minion_id",
+    "ecosystem",
+    "package",
+    "version",
+    "advisory_id",
+    "fixed",
+    "severity",
+    "cvss_score",
+    "first_seen",
+    "last_seen",
+)
+
+
+def _insert_findings(conn: Connection, rows: list[tuple[str, dict]], now: dt.datetime) -> None:
+    if not rows:
+        return
+    if _is_pg(conn) and len(rows) > 50:
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur:
+            with cur.copy(f"COPY vuln_findings ({', '.join(_FINDING_COLUMNS)}) FROM STDIN") as cp:
+                for minion, row in rows:
+                    cp.write_row(
+                        (
+                            minion,
+                            row["ecosystem"],
+                            row["package"],
+                            row["version"],
+                            row["advisory_id"],
+                            row["fixed"],
+                            row["severity"],
+                            row["cvss_score"],
+                            now,
+                            now,
+                        )
+                    )
+        return
+    conn.execute(
+        insert(VulnFinding),
+        [
+            {
+                "minion_id": minion,
+                **{k: row[k] for k in _COMPARED},
+                "ecosystem": row["ecosystem"],
+                "package": row["package"],
+                "advisory_id": row["advisory_id"],
+                "first_seen": now,
+                "last_seen": now,
+            }
+            for minion, row in rows
+        ],
+    )
+
+
+def _counts(
+    desired: Mapping[Ident, dict[str, Any]],
+    live: Mapping[str, list],
+    minion: str,
+    group: str | None,
+) -> dict[str, int]:
+    counts = dict.fromkeys(("open", "critical", "high", "medium", "low", "unknown", "triaged"), 0)
+    for (_, package, advisory), row in desired.items():
+        if is_triaged(live, advisory, package, minion, group):
+            counts["triaged"] += 1
+            continue
+        counts["open"] += 1
+        bucket = row["severity"] if row["severity"] in counts else "unknown"
+        if row["severity"] == "none":
+            bucket = "low"
+        counts[bucket] += 1
+    return counts
+
+
+def _record_states(
+    conn: Connection,
+    states: list[dict[str, Any]],
+    previous: Mapping[str, Any],
+    now: dt.datetime,
+) -> int:
+    """Upsert ``vuln_node_state`` rows; a history point where the counts changed."""
+    if not states:
+        return 0
+    points = []
+    for state in states:
+        old = previous.get(state["minion_id"])
+        if old is None or (old.counts or None) != state["counts"]:
+            points.append({"minion_id": state["minion_id"], "computed_at": now, **state["counts"]})
+    ins = dialect_insert(conn)(VulnNodeState.__table__)
+    conn.execute(
+        ins.on_conflict_do_update(
+            index_elements=["minion_id"],
+            set_={
+                c: getattr(ins.excluded, c)
+                for c in ("inventory_digest", "fingerprint", "computed_at", "not_covered", "counts")
+            },
+        ),
+        states,
+    )
+    if points:
+        conn.execute(insert(VulnHistory), points)
+    return len(points)
+
+
+def _previous_states(conn: Connection, minions: list[str] | None) -> dict[str, Any]:
+    stmt = select(
+        VulnNodeState.minion_id,
+        VulnNodeState.inventory_digest,
+        VulnNodeState.fingerprint,
+        VulnNodeState.counts,
+    )
+    if minions is None:
+        return {row.minion_id: row for row in conn.execute(stmt)}
+    out = {}
+    for chunk in in_chunks(sorted(minions)):
+        out.update(
+            {
+                row.minion_id: row
+                for row in conn.execute(stmt.where(VulnNodeState.minion_id.in_(chunk)))
+            }
+        )
+    return out
+
+
+def _mix(keys: np.ndarray, digests: np.ndarray) -> np.ndarray:
+    """Per key a 64-bit value of the key and its verdict's digest (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        mixed = keys.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+        return mixed ^ digests.astype(np.uint64)
+
+
+def _verdict_digest(hits: list, meta: Mapping[str, tuple[str, float | None]]) -> int:
+    body = repr([(a, f, *meta.get(a, ("unknown", None))) for a, f in hits])
+    return int.from_bytes(hashlib.blake2b(body.encode(), digest_size=8).digest(), "little")
+
+
+def _signed(value: int) -> int:
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+# -- recompute --------------------------------------------------------------------------------
+
+
+def recompute(engine: Engine, now: dt.datetime | None = None) -> dict[str, Any]:
+    """Recompute every node's findings (after an import; ``salt-run fleet.cve
+    recompute=True``). Returns ``{"nodes", "changed", "opened": {minion: [finding]},
+    "kept", "updated", "resolved", "history", "not_covered": {minion: {eco: packages}},
+    "verdicts": {...}, "indexed"}``."""
+    now = now or utcnow()
+    with engine.begin() as conn:
+        nodes = conn.execute(
+            select(Node.minion_id, Node.inventory_digest, Node.node_group).where(
+                Node.inventory_digest.is_not(None)
+            )
+        ).all()
+        digests = sorted({row.inventory_digest for row in nodes})
+        indexed = index_snapshots(conn, digests)
+        verdicts = refresh_verdicts(conn, now)
+    with engine.begin() as conn:
+        hit_keys, hit_info, hits, meta = _hitting(conn)
+        blobs = _snapshot_rows(conn, digests)
+        previous = _previous_states(conn, None)
+        # per snapshot: a fingerprint of its verdicts, and its keys that have hits
+        segments = [unpack(blobs.get(d, (b"", {}))[0]) for d in digests]
+        fingerprints, hit_lists = _fingerprints(segments, hit_keys, hits, meta)
+        by_digest = {
+            d: (fingerprints[i], hit_lists[i], blobs.get(d, (b"", {}))[1])
+            for i, d in enumerate(digests)
+        }
+        desired, states, previous_of = {}, [], {}
+        not_covered = {}
+        changed_nodes = []
+        for row in nodes:
+            fp, keys, uncovered = by_digest[row.inventory_digest]
+            not_covered[row.minion_id] = uncovered
+            old = previous.get(row.minion_id)
+            if (
+                old is not None
+                and old.fingerprint == fp
+                and old.inventory_digest == row.inventory_digest
+            ):
+                continue
+            changed_nodes.append(row)
+            if old is not None and old.fingerprint == fp:
+                # same verdicts, another snapshot: only the state moves
+                states.append(
+                    {
+                        "minion_id": row.minion_id,
+                        "inventory_digest": row.inventory_digest,
+                        "fingerprint": fp,
+                        "computed_at": now,
+                        "not_covered": uncovered,
+                        "counts": old.counts,
+                    }
+                )
+                previous_of[row.minion_id] = old
+                continue
+            desired[row.minion_id] = _desired(keys, hit_info, hits, meta)
+        written = _write(conn, desired, now)
+        live = live_triage(
+            conn, now, {i[2] for want in desired.values() for i in want} if desired else ()
+        )
+        groups = {row.minion_id: row.node_group for row in nodes}
+        by_minion = {row.minion_id: row for row in changed_nodes}
+        for minion, want in desired.items():
+            row = by_minion[minion]
+            fp = by_digest[row.inventory_digest][0]
+            states.append(
+                {
+                    "minion_id": minion,
+                    "inventory_digest": row.inventory_digest,
+                    "fingerprint": fp,
+                    "computed_at": now,
+                    "not_covered": by_digest[row.inventory_digest][2],
+                    "counts": _counts(want, live, minion, groups.get(minion)),
+                }
+            )
+            if minion in previous:
+                previous_of[minion] = previous[minion]
+        points = _record_states(conn, states, previous_of, now)
+    return {
+        "nodes": len(nodes),
+        "changed": len(desired),
+        "opened": written["opened"],
+        "kept": written["kept"],
+        "updated": written["changed"],
+        "resolved": written["resolved"],
+        "history": points,
+        "not_covered": {m: u for m, u in not_covered.items() if u},
+        "verdicts": verdicts,
+        "indexed": indexed,
+        "computed_at": now.isoformat(),
+    }
+
+
+def _hitting(conn: Connection):
+    """Every key with a verdict naming an advisory: ``(sorted keys array, {key: info},
+    {key: hits}, {advisory: (severity, score)})``."""
+    hits = {}
+    for key, found in conn.execute(select(VulnKeyHits.key, VulnKeyHits.hits)):
+        if found:
+            hits[key] = found
+    infos: dict[int, KeyInfo] = {}
+    keys = sorted(hits)
+    for chunk in in_chunks(keys, 50_000 if _is_pg(conn) else 5000):
+        if _is_pg(conn):
+            rows = conn.execute(
+                text(
+                    "SELECT key, ecosystem, package, version, osv_ecosystem, name, osv_version "
+                    "FROM vuln_keys WHERE key = ANY(CAST(:k AS bigint[]))"
+                ),
+                {"k": chunk},
+            )
+        else:
+            rows = conn.execute(
+                select(
+                    VulnKey.key,
+                    VulnKey.ecosystem,
+                    VulnKey.package,
+                    VulnKey.version,
+                    VulnKey.osv_ecosystem,
+                    VulnKey.name,
+                    VulnKey.osv_version,
+                ).where(VulnKey.key.in_(chunk))
+            )
+        for row in rows:
+            infos[row[0]] = tuple(row[1:])
+    meta = _advisory_meta(conn, {h[0] for found in hits.values() for h in found})
+    return np.array(keys, dtype=np.int64), infos, hits, meta
+
+
+def _snapshot_rows(conn: Connection, digests: list[str]) -> dict[str, tuple[bytes, dict]]:
+    out: dict[str, tuple[bytes, dict]] = {}
+    if _is_pg(conn):
+        raw = conn.connection.driver_connection
+        for chunk in in_chunks(digests, 5000):
+            with raw.cursor(binary=True) as cur:
+                cur.execute(
+                    "SELECT digest, keys, not_covered FROM vuln_snapshot_index "
+                    "WHERE digest = ANY(%s)",
+                    [chunk],
+                )
+                for digest, blob, uncovered in cur:
+                    out[digest] = (bytes(blob or b""), uncovered or {})
+        return out
+    for chunk in in_chunks(digests, 5000):
+        for digest, blob, uncovered in conn.execute(
+            select(
+                VulnSnapshotIndex.digest, VulnSnapshotIndex.keys, VulnSnapshotIndex.not_covered
+            ).where(VulnSnapshotIndex.digest.in_(chunk))
+        ):
+            out[digest] = (blob or b"", uncovered or {})
+    return out
+
+
+def _fingerprints(
+    segments: list[np.ndarray],
+    hit_keys: np.ndarray,
+    hits: Mapping[int, list],
+    meta: Mapping[str, tuple[str, float | None]],
+) -> tuple[list[int], list[list[int]]]:
+    """Per snapshot (its keys): the fingerprint of its verdicts and its keys with hits."""
+    count = len(segments)
+    if not count:
+        return [], []
+    lengths = np.fromiter((len(s) for s in segments), dtype=np.int64, count=count)
+    every = np.concatenate(segments) if lengths.sum() else np.zeros(0, dtype=np.int64)
+    if len(hit_keys) == 0 or len(every) == 0:
+        return [0] * count, [[] for _ in range(count)]
+    mixed = _mix(
+        hit_keys,
+        np.fromiter(
+            (_verdict_digest(hits[int(k)], meta) for k in hit_keys),
+            dtype=np.uint64,
+            count=len(hit_keys),
+        ),
+    )
+    pos = np.searchsorted(hit_keys, every)
+    pos[pos == len(hit_keys)] = 0
+    found = hit_keys[pos] == every
+    values = np.where(found, mixed[pos], np.uint64(0))
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    sums = np.zeros(count, dtype=np.uint64)
+    nonempty = lengths > 0
+    if nonempty.any():
+        with np.errstate(over="ignore"):
+            sums[nonempty] = np.add.reduceat(values, starts[nonempty])
+    where = np.flatnonzero(found)
+    seg_of = np.searchsorted(starts, where, side="right") - 1
+    lists: list[list[int]] = [[] for _ in range(count)]
+    for seg, key in zip(seg_of.tolist(), every[where].tolist(), strict=True):
+        lists[seg].append(key)
+    return [_signed(int(s)) for s in sums], lists
+
+
+# -- one node ---------------------------------------------------------------------------------
+
+
+def recompute_node(engine: Engine, minion: str, now: dt.datetime | None = None) -> dict | None:
+    """Recompute one node's findings from its stored inventory (the reactor, after its
+    inventory changed). Returns ``{"minion", "opened": [finding], "kept", "updated",
+    "resolved", "not_covered", "counts"}``, or None when the node has no inventory."""
+    now = now or utcnow()
+    with engine.begin() as conn:
+        row = conn.execute(
+            select(Node.inventory_digest, Node.node_group).where(Node.minion_id == minion)
+        ).first()
+        if row is None or row.inventory_digest is None:
+            return None
+        digest = row.inventory_digest
+        index = conn.execute(
+            select(VulnSnapshotIndex.keys, VulnSnapshotIndex.not_covered).where(
+                VulnSnapshotIndex.digest == digest
+            )
+        ).first()
+        if index is None:
+            snap = conn.execute(
+                select(
+                    InventorySnapshot.packages, InventorySnapshot.sources, InventorySnapshot.facts
+                ).where(InventorySnapshot.digest == digest)
+            ).first()
+            if snap is None:
+                return None
+            infos, uncovered = snapshot_keys(snap.packages, snap.sources, snap.facts)
+            _add_new_keys(conn, infos)
+            conn.execute(
+                dialect_insert(conn)(VulnSnapshotIndex.__table__).on_conflict_do_nothing(
+                    index_elements=["digest"]
+                ),
+                [{"digest": digest, "keys": pack(infos), "not_covered": uncovered}],
+            )
+        else:
+            uncovered = index.not_covered or {}
+            infos = _key_infos(conn, unpack(index.keys).tolist())
+        hits = _node_hits(conn, infos, now)
+        meta = _advisory_meta(conn, {h[0] for found in hits.values() for h in found})
+        want = _desired(infos, infos, hits, meta)
+        written = _write(conn, {minion: want}, now)
+        live = live_triage(conn, now, {ident[2] for ident in want})
+        counts = _counts(want, live, minion, row.node_group)
+        previous = _previous_states(conn, [minion])
+        hit_keys = np.array(sorted(k for k in infos if hits.get(k)), dtype=np.int64)
+        fps, _ = _fingerprints([np.array(sorted(infos), dtype=np.int64)], hit_keys, hits, meta)
+        _record_states(
+            conn,
+            [
+                {
+                    "minion_id": minion,
+                    "inventory_digest": digest,
+                    "fingerprint": fps[0],
+                    "computed_at": now,
+                    "not_covered": uncovered,
+                    "counts": counts,
+                }
+            ],
+            previous,
+            now,
+        )
+    return {
+        "minion": minion,
+        "opened": written["opened"].get(minion, []),
+        "kept": written["kept"],
+        "updated": written["changed"],
+        "resolved": written["resolved"],
+        "not_covered": uncovered,
+        "counts": counts,
+        "computed_at": now.isoformat(),
+    }
+
+
+def _key_infos(conn: Connection, keys: list[int]) -> dict[int, KeyInfo]:
+    out: dict[int, KeyInfo] = {}
+    if _is_pg(conn):
+        rows = conn.execute(
+            text(
+                "SELECT key, ecosystem, package, version, osv_ecosystem, name, osv_version "
+                "FROM vuln_keys WHERE key = ANY(CAST(:k AS bigint[]))"
+            ),
+            {"k": keys},
+        )
+    else:
+        rows = []
+        for chunk in in_chunks(keys, 5000):
+            rows.extend(
+                conn.execute(
+                    select(
+                        VulnKey.key,
+                        VulnKey.ecosystem,
+                        VulnKey.package,
+                        VulnKey.version,
+                        VulnKey.osv_ecosystem,
+                        VulnKey.name,
+                        VulnKey.osv_version,
+                    ).where(VulnKey.key.in_(chunk))
+                )
+            )
+    for row in rows:
+        out[row[0]] = tuple(row[1:])
+    return out
+
+
+def _node_hits(conn: Connection, infos: Mapping[int, KeyInfo], now: dt.datetime) -> dict:
+    """The verdicts of one node's keys: cached ones, and the keys whose name an advisory
+    names matched now (and cached). Every candidate key is matched again when advisories
+    were imported since the last fleet-wide recompute."""
+    keys = list(infos)
+    cached: dict[int, list] = {}
+    for chunk in in_chunks(keys, 50_000 if _is_pg(conn) else 5000):
+        if _is_pg(conn):
+            rows = conn.execute(
+                text("SELECT key, hits FROM vuln_key_hits WHERE key = ANY(CAST(:k AS bigint[]))"),
+                {"k": chunk},
+            )
+        else:
+            rows = conn.execute(
+                select(VulnKeyHits.key, VulnKeyHits.hits).where(VulnKeyHits.key.in_(chunk))
+            )
+        cached.update(rows.all())
+    since = _seen_at(conn)
+    newest = conn.execute(select(func.max(Advisory.imported_at))).scalar()
+    fresh = since is not None and (newest is None or aware(newest) <= since)
+    todo = {k: v for k, v in infos.items() if not fresh or k not in cached}
+    if todo:
+        named = _named(conn, {(v[3], v[4]) for v in todo.values()})
+        todo = {k: v for k, v in todo.items() if (v[3], v[4]) in named}
+    if todo:
+        matched, _ = match_keys(conn, todo)
+        _store_hits(conn, matched, now)
+        cached.update(matched)
+    return cached
+
+
+# -- reads ------------------------------------------------------------------------------------
+
+
+def _vector(record: Any) -> str | None:
+    """The record's CVSS vector (v4 before v3 before v2), record-level or per package."""
+    if not isinstance(record, Mapping):
+        return None
+    entries = list(record.get("severity") or [])
+    for affected in record.get("affected") or []:
+        if isinstance(affected, Mapping):
+            entries.extend(affected.get("severity") or [])
+    for kind in ("CVSS_V4", "CVSS_V3", "CVSS_V2"):
+        for entry in entries:
+            if isinstance(entry, Mapping) and entry.get("type") == kind:
+                score = entry.get("score")
+                if isinstance(score, str):
+                    return score
+    return None
+
+
+def node_findings(
+    engine: Engine,
+    minions: Iterable[str] | None = None,
+    severity: str | None = None,
+    advisory: str | None = None,
+    resolved: bool = False,
+    now: dt.datetime | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """``{minion: [finding]}``: open findings (and resolved ones with ``resolved``) of
+    ``minions`` (None: every node), at or above ``severity``, of one ``advisory`` (its id or
+    an alias); ``triaged`` as of ``now``. Each finding: ``advisory_id``, ``aliases``, ``summary``, ``severity``,
+    ``cvss_score``, ``cvss_vector``, ``ecosystem``, ``package``, ``version``, ``fixed``,
+    ``first_seen``, ``last_seen``, ``resolved_at``, ``triaged``; most severe first."""
+    stmt = select(
+        VulnFinding.minion_id,
+        VulnFinding.ecosystem,
+        VulnFinding.package,
+        VulnFinding.version,
+        VulnFinding.advisory_id,
+        VulnFinding.fixed,
+        VulnFinding.severity,
+        VulnFinding.cvss_score,
+        VulnFinding.first_seen,
+        VulnFinding.last_seen,
+        VulnFinding.resolved_at,
+    )
+    if not resolved:
+        stmt = stmt.where(VulnFinding.resolved_at.is_(None))
+    if severity is not None:
+        if severity not in SEVERITY_RANK:
+            raise FindingsError(f"severity={severity!r} is not one of {', '.join(SEVERITIES)}")
+        stmt = stmt.where(
+            VulnFinding.severity.in_([s for s in SEVERITIES if at_or_above(s, severity)])
+        )
+    now = now or utcnow()
+    with engine.connect() as conn:
+        if advisory is not None:
+            ids = _advisory_ids(conn, str(advisory))
+            if not ids:
+                return {}
+            stmt = stmt.where(VulnFinding.advisory_id.in_(sorted(ids)))
+        rows = []
+        if minions is None:
+            rows = conn.execute(stmt).all()
+        else:
+            for chunk in in_chunks(sorted(set(minions))):
+                rows.extend(conn.execute(stmt.where(VulnFinding.minion_id.in_(chunk))).all())
+        ids = sorted({r.advisory_id for r in rows})
+        info = {}
+        for chunk in in_chunks(ids, 2000):
+            for ident, aliases, summary, record in conn.execute(
+                select(Advisory.id, Advisory.aliases, Advisory.summary, Advisory.record).where(
+                    Advisory.id.in_(chunk)
+                )
+            ):
+                info[ident] = (list(aliases or []), summary or "", _vector(record))
+        live = live_triage(conn, now, ids)
+        groups = _groups(conn, sorted({r.minion_id for r in rows}))
+    out: dict[str, list] = defaultdict(list)
+    for r in rows:
+        aliases, summary, vector = info.get(r.advisory_id, ([], "", None))
+        out[r.minion_id].append(
+            {
+                "advisory_id": r.advisory_id,
+                "aliases": aliases,
+                "summary": summary,
+                "severity": r.severity,
+                "cvss_score": r.cvss_score,
+                "cvss_vector": vector,
+                "ecosystem": r.ecosystem,
+                "package": r.package,
+                "version": r.version,
+                "fixed": r.fixed,
+                "first_seen": _iso(r.first_seen),
+                "last_seen": _iso(r.last_seen),
+                "resolved_at": _iso(r.resolved_at),
+                "triaged": is_triaged(
+                    live, r.advisory_id, r.package, r.minion_id, groups.get(r.minion_id)
+                ),
+            }
+        )
+    for found in out.values():
+        found.sort(
+            key=lambda f: (
+                f["resolved_at"] is not None,
+                -SEVERITY_RANK.get(f["severity"], 0),
+                -(f["cvss_score"] or 0),
+                f["advisory_id"],
+                f["package"],
+                f["first_seen"] or "",
+            )
+        )
+    return dict(out)
+
+
+def _advisory_ids(conn: Connection, wanted: str) -> set[str]:
+    """The advisory ``wanted`` names: its id, or every advisory with it as an alias."""
+    ids = set(conn.execute(select(Advisory.id).where(Advisory.id == wanted)).scalars())
+    if ids:
+        return ids
+    if _is_pg(conn):
+        rows = conn.execute(
+            text("SELECT id FROM advisories WHERE aliases @> CAST(:a AS jsonb)"),
+            {"a": json.dumps([wanted])},
+        )
+    else:
+        rows = conn.execute(
+            text("SELECT a.id FROM advisories a, json_each(a.aliases) j WHERE j.value = :a"),
+            {"a": wanted},
+        )
+    ids.update(rows.scalars())
+    ids.update(
+        conn.execute(
+            select(VulnFinding.advisory_id).where(VulnFinding.advisory_id == wanted).limit(1)
+        ).scalars()
+    )
+    return ids
+
+
+def node_states(engine: Engine, minions: Iterable[str] | None = None) -> dict[str, dict]:
+    """``{minion: {"computed_at", "not_covered", "counts", "inventory_digest"}}`` of the
+    nodes' last recompute."""
+    stmt = select(
+        VulnNodeState.minion_id,
+        VulnNodeState.computed_at,
+        VulnNodeState.not_covered,
+        VulnNodeState.counts,
+        VulnNodeState.inventory_digest,
+    )
+    out = {}
+    with engine.connect() as conn:
+        if minions is None:
+            rows = conn.execute(stmt).all()
+        else:
+            rows = []
+            for chunk in in_chunks(sorted(set(minions))):
+                rows.extend(conn.execute(stmt.where(VulnNodeState.minion_id.in_(chunk))).all())
+    for row in rows:
+        out[row.minion_id] = {
+            "computed_at": _iso(row.computed_at),
+            "not_covered": dict(row.not_covered or {}),
+            "counts": dict(row.counts or {}),
+            "inventory_digest": row.inventory_digest,
+        }
+    return out
+
+
+def history(engine: Engine, minion: str, days: float | None = None) -> list[dict[str, Any]]:
+    """A node's ``vuln_history`` points, oldest first."""
+    counted = ("open", "critical", "high", "medium", "low", "unknown", "triaged")
+    stmt = (
+        select(VulnHistory.computed_at, *(getattr(VulnHistory, k) for k in counted))
+        .where(VulnHistory.minion_id == minion)
+        .order_by(VulnHistory.computed_at)
+    )
+    if days is not None:
+        stmt = stmt.where(VulnHistory.computed_at >= utcnow() - dt.timedelta(days=days))
+    with engine.connect() as conn:
+        rows = conn.execute(stmt).all()
+    return [
+        {"computed_at": _iso(row[0]), **dict(zip(counted, row[1:], strict=True))} for row in rows
+    ]
+
+
+def _iso(at: dt.datetime | None) -> str | None:
+    return None if at is None else aware(at).isoformat()
