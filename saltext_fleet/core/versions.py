@@ -482,6 +482,119 @@ def compare(ecosystem: Any, a: Any, b: Any) -> int:
     return _sign(cmp(_highest(cmp, a), _highest(cmp, b)))
 
 
+def comparator(ecosystem: Any) -> Comparator:
+    """The order of one ``ecosystem`` as a function of two single versions (``str``), giving a
+    negative number, zero or a positive number. Unlike :func:`compare` it neither splits
+    ``","``-joined values nor strips or converts its arguments: for callers that compare many
+    clean version strings (vulnerability matching)."""
+    return _comparator(_ecosystem(ecosystem))
+
+
+# --------------------------------------------------------------------------------------------
+# Order keys: the same orders as plain tuples, computed once per version
+# --------------------------------------------------------------------------------------------
+
+_DEB_FILLER = ((0,), (0, ""))
+
+
+def _num_key(digits: str) -> tuple[int, str]:
+    stripped = digits.lstrip("0")
+    return len(stripped), stripped
+
+
+def _deb_runs_key(text: str) -> tuple:
+    """``verrevcmp`` as a key: each run is (non-digit char orders ending in 0, number); the
+    0 ends a run as dpkg's "end of string" does (``~`` is -1, every other char is > 0). The
+    trailing runs that equal dpkg's filler for a missing run are dropped (but never the first
+    run, the only one whose non-digit part can be empty) and one filler ends the key. A
+    longer version then compares its next run against that filler, as dpkg does, and that
+    run's non-empty non-digit part decides at once."""
+    runs = [
+        ((*(_deb_order(char) for char in chars), 0), _num_key(digits))
+        for chars, digits in _DEB_RUNS.findall(text)
+    ]
+    while len(runs) > 1 and runs[-1] == _DEB_FILLER:
+        runs.pop()
+    runs.append(_DEB_FILLER)
+    return tuple(runs)
+
+
+def _deb_key(version: str) -> tuple:
+    epoch, upstream, revision = _parse_deb(version)
+    return _num_key(epoch), _deb_runs_key(upstream), _deb_runs_key(revision)
+
+
+# rpmvercmp tokens: "~" < end < "^" < letters < number.
+_RPM_TILDE, _RPM_END, _RPM_CARET, _RPM_ALPHA, _RPM_NUM = range(5)
+
+
+def _rpm_tokens(text: str) -> tuple[tuple[int, int, str], ...]:
+    tokens = []
+    pos = 0
+    while True:
+        pos = _rpm_skip(text, pos)
+        if pos >= len(text):
+            break
+        char = text[pos]
+        if char == "~":
+            tokens.append((_RPM_TILDE, 0, ""))
+            pos += 1
+        elif char == "^":
+            tokens.append((_RPM_CARET, 0, ""))
+            pos += 1
+        elif char in _DIGIT_CHARS:
+            segment = _DIGITS_OPT.match(text, pos).group()
+            tokens.append((_RPM_NUM, *_num_key(segment)))
+            pos += len(segment)
+        else:
+            segment = _LETTERS_OPT.match(text, pos).group()
+            tokens.append((_RPM_ALPHA, 0, segment))
+            pos += len(segment)
+    tokens.append((_RPM_END, 0, ""))
+    return tuple(tokens)
+
+
+def _rpm_key(version: str) -> tuple:
+    epoch, rpm_version, release = _parse_rpm(version)
+    return _num_key(epoch), _rpm_tokens(rpm_version), _rpm_tokens(release)
+
+
+def _npm_key(version: str) -> tuple:
+    core, prerelease = _split_semver(version)
+    if prerelease is None:
+        return _generic_key(core), (1,)
+    identifiers = tuple(
+        (0, *_num_key(item)) if _DIGITS.fullmatch(item) else (1, 0, item)
+        for item in prerelease.split(".")
+    )
+    return _generic_key(core), (0, identifiers)
+
+
+def _pypi_key(version: str) -> tuple:
+    parsed = _pep440(version)
+    rank = _pypi_rank(version, parsed)
+    if rank == 1:
+        return (1, parsed)
+    return (rank, _generic_key(version)) if rank else (0,)
+
+
+_KEYS: dict[str, Callable[[str], Any]] = {
+    "deb": _deb_key,
+    "rpm": _rpm_key,
+    "pypi": _pypi_key,
+    "npm": _npm_key,
+}
+
+
+def order_key(ecosystem: Any) -> Callable[[str], Any]:
+    """A function from one version (``str``) to a key whose natural order is
+    :func:`comparator`'s order for ``ecosystem``: ``key(a) < key(b)`` exactly when
+    ``comparator(ecosystem)(a, b) < 0``, and equal keys for equal versions. Compute a key once
+    and compare it many times (vulnerability matching). Like :func:`comparator` it takes one
+    clean version; keys of different ecosystems must not be compared with each other."""
+    return _KEYS.get(_ecosystem(ecosystem), _generic_key)
+
+
 class SortKey:
     """A version wrapped for ``sorted(key=...)``, ordered as :func:`compare` orders it.
 
