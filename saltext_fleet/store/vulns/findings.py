@@ -28,8 +28,8 @@ written the first time a recompute sees the snapshot). Matching is done once per
 never per node: the verdict of every key whose (OSV ecosystem, name) some advisory names is
 cached in ``vuln_key_hits`` (advisory ids and fixed versions); keys whose name no advisory
 names have no verdict to cache. A recompute first brings the cache up to date with the
-advisories imported since the last one (``advisories.imported_at`` > ``vuln_match_state``,
-with :data:`IMPORT_SLACK` of overlap for imports still committing): the keys of every name a
+advisories imported since the last one (``advisories.imported_at`` later than the newest
+``imported_at`` the last one saw, kept in ``vuln_match_state``): the keys of every name a
 changed advisory names, and every cached key whose verdict names a changed advisory, are
 matched again with a :class:`~saltext_fleet.core.vulns.match.Index` built only from the
 advisories naming those names.
@@ -105,10 +105,6 @@ SEVERITY_RANK["unknown"] = 0
 
 #: Inventory ecosystems whose packages are matched through the ``sources`` map.
 SOURCE_MAPPED = ("deb", "apk", "rpm")
-
-#: Advisories imported up to this long before the last recompute are looked at again (an
-#: import still committing when a recompute read the changes).
-IMPORT_SLACK = dt.timedelta(minutes=10)
 
 #: The ``os`` grain of RPM distributions OSV publishes advisories for, and their OSV name.
 RPM_DISTROS = {"Rocky": "Rocky Linux", "AlmaLinux": "AlmaLinux"}
@@ -342,15 +338,75 @@ def _advisories_naming(conn: Connection, names: set[tuple[str, str]]) -> list[mo
                     ).scalars()
                 )
     out = []
-    for chunk in in_chunks(sorted(ids), 1000):
-        for ident, record in conn.execute(
-            select(Advisory.id, Advisory.record).where(Advisory.id.in_(chunk))
-        ):
-            try:
-                out.append(osv.parse(record, f"advisories:{ident}"))
-            except osv.OsvError as exc:
-                log.error("fleet: stored advisory %s skipped: %s", ident, exc)
+    for chunk in in_chunks(sorted(ids), 5000):
+        if _is_pg(conn):
+            rows = conn.execute(
+                text(
+                    "SELECT id, modified, withdrawn, record FROM advisories "
+                    "WHERE id = ANY(CAST(:ids AS text[]))"
+                ),
+                {"ids": chunk},
+            )
+        else:
+            rows = conn.execute(
+                select(Advisory.id, Advisory.modified, Advisory.withdrawn, Advisory.record).where(
+                    Advisory.id.in_(chunk)
+                )
+            )
+        for ident, modified, withdrawn, record in rows:
+            found = stored_advisory(ident, modified, withdrawn, record)
+            if found is not None:
+                out.append(found)
     return out
+
+
+def stored_advisory(ident: str, modified, withdrawn, record: Any) -> model.Advisory | None:
+    """What matching needs of a stored advisory (its id, times and ``affected``), read
+    straight from the record :func:`~saltext_fleet.core.vulns.osv.to_record` wrote (parsing
+    every record again with :func:`~saltext_fleet.core.vulns.osv.parse` costs ten times as
+    much); a record of another shape goes through ``parse``, and one that does not parse is
+    logged and left out (None)."""
+    try:
+        affected = tuple(
+            model.Affected(
+                ecosystem=entry["package"]["ecosystem"],
+                name=entry["package"]["name"],
+                versions=frozenset(entry.get("versions") or ()),
+                ranges=tuple(
+                    model.Range(
+                        type=rng["type"],
+                        events=tuple(next(iter(event.items())) for event in rng["events"]),
+                    )
+                    for rng in entry.get("ranges") or ()
+                ),
+            )
+            for entry in record["affected"]
+        )
+        if not all(
+            isinstance(a.ecosystem, str)
+            and isinstance(a.name, str)
+            and all(isinstance(v, str) for v in a.versions)
+            and all(
+                isinstance(r.type, str)
+                and all(k in model.EVENT_KINDS and isinstance(v, str) for k, v in r.events)
+                for r in a.ranges
+            )
+            for a in affected
+        ):
+            raise TypeError("not a record to_record wrote")
+        return model.Advisory(
+            id=ident,
+            modified=aware(modified),
+            withdrawn=aware(withdrawn) if withdrawn is not None else None,
+            affected=affected,
+        )
+    except (KeyError, TypeError, AttributeError, StopIteration):
+        pass
+    try:
+        return osv.parse(record, f"advisories:{ident}")
+    except osv.OsvError as exc:
+        log.error("fleet: stored advisory %s skipped: %s", ident, exc)
+        return None
 
 
 def _named(conn: Connection, pairs: set[tuple[str, str]]) -> set[tuple[str, str]]:
@@ -452,15 +508,14 @@ def _set_seen_at(conn: Connection, at: dt.datetime) -> None:
 
 
 def _changed_since(conn: Connection, since: dt.datetime | None):
-    """``(advisory ids, their (ecosystem, name) pairs)`` imported since ``since`` (less the
-    slack); None when every verdict must be recomputed (no recompute yet)."""
+    """``(advisory ids, their (ecosystem, name) pairs, the newest imported_at)`` of the
+    advisories imported after ``since``; None when every verdict must be recomputed (no
+    recompute yet)."""
+    newest = conn.execute(select(func.max(Advisory.imported_at))).scalar()
+    newest = aware(newest) if newest is not None else since
     if since is None:
-        return None
-    ids = set(
-        conn.execute(
-            select(Advisory.id).where(Advisory.imported_at > since - IMPORT_SLACK)
-        ).scalars()
-    )
+        return None, newest
+    ids = set(conn.execute(select(Advisory.id).where(Advisory.imported_at > since)).scalars())
     names: set[tuple[str, str]] = set()
     for chunk in in_chunks(sorted(ids)):
         names.update(
@@ -471,7 +526,7 @@ def _changed_since(conn: Connection, since: dt.datetime | None):
                 )
             )
         )
-    return ids, names
+    return (ids, names), newest
 
 
 def refresh_verdicts(conn: Connection, now: dt.datetime) -> dict[str, Any]:
@@ -479,7 +534,7 @@ def refresh_verdicts(conn: Connection, now: dt.datetime) -> dict[str, Any]:
     returns ``{"keys": keys with a verdict, "matched": keys matched now, "unique": unique
     (ecosystem, name, version) matched now}``."""
     since = _seen_at(conn)
-    changed = _changed_since(conn, since)
+    changed, newest = _changed_since(conn, since)
     candidates = {
         row[0]: tuple(row[1:])
         for row in conn.execute(
@@ -508,7 +563,8 @@ def refresh_verdicts(conn: Connection, now: dt.datetime) -> dict[str, Any]:
         conn.execute(delete(VulnKeyHits).where(VulnKeyHits.key.in_(chunk)))
     hits, unique = match_keys(conn, {k: candidates[k] for k in stale})
     _store_hits(conn, hits, now)
-    _set_seen_at(conn, now)
+    if newest is not None:
+        _set_seen_at(conn, newest)
     return {"keys": len(candidates), "matched": len(hits), "unique": unique}
 
 
@@ -530,6 +586,15 @@ def live_triage(
     out: dict[str, list] = defaultdict(list)
     if advisory_ids is None:
         rows = conn.execute(stmt).all()
+    elif _is_pg(conn):
+        rows = conn.execute(
+            text(
+                "SELECT advisory_id, scope, target, package FROM vuln_triage "
+                "WHERE revoked_at IS NULL AND (expires_at IS NULL OR expires_at > :now) "
+                "AND advisory_id = ANY(CAST(:ids AS text[]))"
+            ),
+            {"now": now, "ids": sorted(set(advisory_ids))},
+        ).all()
     else:
         rows = []
         for chunk in in_chunks(sorted(set(advisory_ids))):
@@ -647,6 +712,15 @@ def _desired(
 
 def _advisory_meta(conn: Connection, ids: Iterable[str]) -> dict[str, tuple[str, float | None]]:
     out = {}
+    if _is_pg(conn):
+        rows = conn.execute(
+            text(
+                "SELECT id, severity, cvss_score FROM advisories "
+                "WHERE id = ANY(CAST(:ids AS text[]))"
+            ),
+            {"ids": sorted(set(ids))},
+        )
+        return {ident: (severity or "unknown", score) for ident, severity, score in rows}
     for chunk in in_chunks(sorted(set(ids)), 5000):
         for ident, severity, score in conn.execute(
             select(Advisory.id, Advisory.severity, Advisory.cvss_score).where(
@@ -1088,17 +1162,19 @@ def recompute_node(engine: Engine, minion: str, now: dt.datetime | None = None) 
     now = now or utcnow()
     with engine.begin() as conn:
         row = conn.execute(
-            select(Node.inventory_digest, Node.node_group).where(Node.minion_id == minion)
+            select(
+                Node.inventory_digest,
+                Node.node_group,
+                VulnSnapshotIndex.keys,
+                VulnSnapshotIndex.not_covered,
+            )
+            .outerjoin(VulnSnapshotIndex, VulnSnapshotIndex.digest == Node.inventory_digest)
+            .where(Node.minion_id == minion)
         ).first()
         if row is None or row.inventory_digest is None:
             return None
         digest = row.inventory_digest
-        index = conn.execute(
-            select(VulnSnapshotIndex.keys, VulnSnapshotIndex.not_covered).where(
-                VulnSnapshotIndex.digest == digest
-            )
-        ).first()
-        if index is None:
+        if row.keys is None:
             snap = conn.execute(
                 select(
                     InventorySnapshot.packages, InventorySnapshot.sources, InventorySnapshot.facts
@@ -1107,7 +1183,8 @@ def recompute_node(engine: Engine, minion: str, now: dt.datetime | None = None) 
             if snap is None:
                 return None
             infos, uncovered = snapshot_keys(snap.packages, snap.sources, snap.facts)
-            _add_new_keys(conn, infos)
+            known, _, cached = _lookup(conn, list(infos), with_info=False)
+            add_keys(conn, {k: v for k, v in infos.items() if k not in known})
             conn.execute(
                 dialect_insert(conn)(VulnSnapshotIndex.__table__).on_conflict_do_nothing(
                     index_elements=["digest"]
@@ -1115,9 +1192,9 @@ def recompute_node(engine: Engine, minion: str, now: dt.datetime | None = None) 
                 [{"digest": digest, "keys": pack(infos), "not_covered": uncovered}],
             )
         else:
-            uncovered = index.not_covered or {}
-            infos = _key_infos(conn, unpack(index.keys).tolist())
-        hits = _node_hits(conn, infos, now)
+            uncovered = row.not_covered or {}
+            _, infos, cached = _lookup(conn, unpack(row.keys).tolist(), with_info=True)
+        hits = _node_hits(conn, infos, cached, now)
         meta = _advisory_meta(conn, {h[0] for found in hits.values() for h in found})
         want = _desired(infos, infos, hits, meta)
         written = _write(conn, {minion: want}, now)
@@ -1184,26 +1261,65 @@ def _key_infos(conn: Connection, keys: list[int]) -> dict[int, KeyInfo]:
     return out
 
 
-def _node_hits(conn: Connection, infos: Mapping[int, KeyInfo], now: dt.datetime) -> dict:
-    """The verdicts of one node's keys: cached ones, and the keys whose name an advisory
+def _lookup(
+    conn: Connection, keys: list[int], with_info: bool
+) -> tuple[set[int], dict[int, KeyInfo], dict[int, list]]:
+    """``(keys the dictionary has, {key: info} if ``with_info``, {key: cached hits})``, in
+    one round trip on PostgreSQL."""
+    known: set[int] = set()
+    infos: dict[int, KeyInfo] = {}
+    cached: dict[int, list] = {}
+    if _is_pg(conn):
+        columns = ", v.ecosystem, v.package, v.version, v.osv_ecosystem, v.name, v.osv_version"
+        rows = conn.execute(
+            text(
+                "SELECT w.k, v.key IS NOT NULL, h.hits"
+                + (columns if with_info else "")
+                + " FROM unnest(CAST(:k AS bigint[])) AS w(k) "
+                "LEFT JOIN vuln_keys v ON v.key = w.k LEFT JOIN vuln_key_hits h ON h.key = w.k"
+            ),
+            {"k": keys},
+        )
+        for row in rows:
+            if row[1]:
+                known.add(row[0])
+                if with_info:
+                    infos[row[0]] = tuple(row[3:])
+            if row[2] is not None:
+                cached[row[0]] = row[2]
+        return known, infos, cached
+    if with_info:
+        infos = _key_infos(conn, keys)
+        known = set(infos)
+    else:
+        known = _known_keys(conn, keys)
+    for chunk in in_chunks(keys, 5000):
+        cached.update(
+            conn.execute(
+                select(VulnKeyHits.key, VulnKeyHits.hits).where(VulnKeyHits.key.in_(chunk))
+            ).all()
+        )
+    return known, infos, cached
+
+
+_FRESHNESS = text(
+    "SELECT (SELECT advisories_seen_at FROM vuln_match_state WHERE id = 1), "
+    "(SELECT max(imported_at) FROM advisories)"
+)
+
+
+def _node_hits(
+    conn: Connection, infos: Mapping[int, KeyInfo], cached: dict[int, list], now: dt.datetime
+) -> dict:
+    """The verdicts of one node's keys: ``cached`` ones, and the keys whose name an advisory
     names matched now (and cached). Every candidate key is matched again when advisories
     were imported since the last fleet-wide recompute."""
-    keys = list(infos)
-    cached: dict[int, list] = {}
-    for chunk in in_chunks(keys, 50_000 if _is_pg(conn) else 5000):
-        if _is_pg(conn):
-            rows = conn.execute(
-                text("SELECT key, hits FROM vuln_key_hits WHERE key = ANY(CAST(:k AS bigint[]))"),
-                {"k": chunk},
-            )
-        else:
-            rows = conn.execute(
-                select(VulnKeyHits.key, VulnKeyHits.hits).where(VulnKeyHits.key.in_(chunk))
-            )
-        cached.update(rows.all())
-    since = _seen_at(conn)
-    newest = conn.execute(select(func.max(Advisory.imported_at))).scalar()
-    fresh = since is not None and (newest is None or aware(newest) <= since)
+    if _is_pg(conn):
+        since, newest = conn.execute(_FRESHNESS).first()
+    else:
+        since = _seen_at(conn)
+        newest = conn.execute(select(func.max(Advisory.imported_at))).scalar()
+    fresh = since is not None and (newest is None or aware(newest) <= aware(since))
     todo = {k: v for k, v in infos.items() if not fresh or k not in cached}
     if todo:
         named = _named(conn, {(v[3], v[4]) for v in todo.values()})
