@@ -191,7 +191,9 @@ UNIVERSE = {("ubuntu", "deb"): "ubuntu"}
 class Universe:
     """Every package name per ecosystem, with its newest version; binaries per source."""
 
-    def __init__(self, rng: random.Random, real_pypi: list[str], size: int):
+    def __init__(
+        self, rng: random.Random, real_pypi: list[str], size: int, patched: dict | None = None
+    ):
         self.names: dict[str, list[str]] = {}
         self.newest: dict[tuple[str, str], V] = {}
         self.binaries: dict[tuple[str, str], list[str]] = {}  # (eco, source) -> binaries
@@ -216,6 +218,9 @@ class Universe:
                 if eco == "npm" and rng.random() < 0.03:
                     style = 1
                 self.newest[(eco, name)] = V(eco, nums, rng.randint(1, 9), style)
+                if eco == "pypi" and name in (patched or {}):
+                    # a real package: the newest release is past every real fix
+                    self.newest[(eco, name)] = V(eco, patched[name])
                 if eco == "deb":
                     u = self.newest[(eco, name)]
                     self.newest[("ubuntu", name)] = V("ubuntu", u.nums, u.rev, min(u.style, 1))
@@ -362,9 +367,11 @@ GENERATED = (
 
 
 def generate_advisories(
-    rng: random.Random, universe: Universe, count: int, serial: int = 0
+    rng: random.Random, universe: Universe, count: int, serial: int = 0, exposure: float = 1.0
 ) -> list[dict]:
-    """``count`` advisories; ids numbered from ``serial``."""
+    """``count`` advisories; ids numbered from ``serial``. ``exposure`` scales the share of
+    advisories that affect a version the fleet runs (1.0: 1.3 %, the rest were fixed long
+    before the versions installed)."""
     out = []
     for osv_eco, ueco, share, prefix in GENERATED:
         names = universe.names["deb" if ueco == "ubuntu" else ueco]
@@ -379,7 +386,7 @@ def generate_advisories(
         for name in rng.choices(names, cum_weights=cum, k=n):
             serial += 1
             newest = universe.newest[(ueco, name)]
-            r = rng.random()
+            r = rng.random() / exposure
             events: list[dict] = []
             versions_list: list[str] = []
             if r < 0.001:  # not fixed yet: every version
@@ -440,6 +447,28 @@ def real_pypi(path: str) -> list[dict]:
         with open(file, "rb") as fh:
             docs.append(osv.load_document(fh.read(), file))
     return docs
+
+
+def patched_versions(docs: list[dict]) -> dict[str, tuple[int, int, int]]:
+    """Per real PyPI package, a release after every fixed version its advisories name (so
+    the newest cohort is patched and older ones are not, as in a real fleet)."""
+    out: dict[str, tuple[int, int, int]] = {}
+    for doc in docs:
+        for affected in doc.get("affected", []):
+            name = osv.package_name("PyPI", affected.get("package", {}).get("name", ""))
+            for rng_ in affected.get("ranges", []):
+                for event in rng_.get("events", []):
+                    fixed = event.get("fixed") or event.get("last_affected")
+                    if not fixed:
+                        continue
+                    parts = fixed.split(".")[:3]
+                    if not all(p.isdigit() for p in parts):
+                        continue
+                    nums = tuple(int(p) for p in parts) + (0,) * (3 - len(parts))
+                    bumped = (nums[0], nums[1], nums[2] + 1)
+                    if bumped > out.get(name, (0, 0, 0)):
+                        out[name] = bumped
+    return out
 
 
 # -- import (a minimal bulk insert: the importer is not in this branch) -----------------------
@@ -718,10 +747,16 @@ def run(args) -> dict:
             if isinstance(a.get("package"), dict) and a["package"].get("ecosystem") == "PyPI"
         }
     )
-    universe = Universe(rng, real_names, args.universe)
-    generated = generate_advisories(rng, universe, max(0, args.advisories - len(real)))
+    universe = Universe(rng, real_names, args.universe, patched_versions(real))
+    generated = generate_advisories(
+        rng, universe, max(0, args.advisories - len(real)), exposure=args.exposure
+    )
     extra = generate_advisories(
-        random.Random(args.seed + 1), universe, args.advisories // 100, serial=10 * args.advisories
+        random.Random(args.seed + 1),
+        universe,
+        args.advisories // 100,
+        serial=10 * args.advisories,
+        exposure=args.exposure * 5,
     )
     docs = real + generated
     print(f"advisories: {len(real)} real (osv-pypi), {len(generated)} generated", flush=True)
@@ -850,6 +885,12 @@ def main(argv=None) -> int:
     parser.add_argument("--packages", type=int, default=1000)
     parser.add_argument("--advisories", type=int, default=100_000)
     parser.add_argument("--universe", type=int, default=8000, help="names per ecosystem")
+    parser.add_argument(
+        "--exposure",
+        type=float,
+        default=0.2,
+        help="scales how many advisories affect installed versions (findings per node)",
+    )
     parser.add_argument("--changes", type=int, default=30)
     parser.add_argument("--sample", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=200)

@@ -260,7 +260,9 @@ def test_alerts_only_for_new_findings_at_or_above_the_threshold_and_not_triaged(
     }
     assert sorted(f["advisory_id"] for f in medium["web-1"]) == ["CRIT-1", "GHSA-t2", "PYSEC-T-1"]
     # the triaged finding stays visible, flagged, and counts as triaged, not open
-    shown = {f["advisory_id"]: f["triaged"] for f in findings.node_findings(engine, now=T0)["web-1"]}
+    shown = {
+        f["advisory_id"]: f["triaged"] for f in findings.node_findings(engine, now=T0)["web-1"]
+    }
     assert shown == {"CRIT-1": False, "CRIT-2": True, "PYSEC-T-1": False, "GHSA-t2": False}
     last = findings.history(engine, "web-1")[-1]
     assert (last["open"], last["critical"], last["triaged"]) == (3, 1, 1)
