@@ -1112,6 +1112,37 @@ def _snapshot_rows(conn: Connection, digests: list[str]) -> dict[str, tuple[byte
     return out
 
 
+def _locate(keys: np.ndarray, every: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each of ``every``: whether it is one of ``keys`` (unique) and its index there.
+
+    A table indexed by the keys' low bits (BLAKE2b digests: uniform), at most 1/8 full: one
+    array look-up per key, some ten times faster than a binary search over 10 million keys;
+    the few keys that share a slot are looked up by binary search, among the few of
+    ``every`` that land in such a slot."""
+    bits = max(10, int(np.ceil(np.log2(len(keys) * 8))))
+    mask = np.int64((1 << bits) - 1)
+    slots = keys & mask
+    index = np.full(1 << bits, -1, dtype=np.int64)
+    index[slots] = np.arange(len(keys), dtype=np.int64)
+    shared = index[slots] != np.arange(len(keys))  # a later key took the slot
+    at = every & mask
+    pos = index[at]
+    found = (pos >= 0) & (keys[np.maximum(pos, 0)] == every)
+    if shared.any():
+        flagged = np.zeros(1 << bits, dtype=bool)
+        flagged[slots[shared]] = True
+        odd = np.flatnonzero(flagged[at] & ~found)
+        if len(odd):
+            order = np.argsort(keys)
+            ordered = keys[order]
+            where = np.searchsorted(ordered, every[odd])
+            where[where == len(ordered)] = 0
+            hit = ordered[where] == every[odd]
+            found[odd[hit]] = True
+            pos[odd[hit]] = order[where[hit]]
+    return found, np.maximum(pos, 0)
+
+
 def _fingerprints(
     segments: list[np.ndarray],
     hit_keys: np.ndarray,
@@ -1134,9 +1165,7 @@ def _fingerprints(
             count=len(hit_keys),
         ),
     )
-    pos = np.searchsorted(hit_keys, every)
-    pos[pos == len(hit_keys)] = 0
-    found = hit_keys[pos] == every
+    found, pos = _locate(hit_keys, every)
     values = np.where(found, mixed[pos], np.uint64(0))
     starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
     sums = np.zeros(count, dtype=np.uint64)
