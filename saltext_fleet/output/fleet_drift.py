@@ -1,5 +1,7 @@
 """
-The table ``salt-run fleet.drift`` prints by default (``--out=json`` gives the data).
+The table ``salt-run fleet.drift`` prints by default (``--out=json`` gives the data), and the
+progress lines of every ``fleet`` runner (with a bar when the event asks for one: ``bar`` true,
+and ``done`` and ``total`` counts, as ``fleet.cve_import`` sends).
 
 One line per node, highest score first, with the counts and the first findings::
 
@@ -45,11 +47,31 @@ def _score(value) -> str:
         return terminal_safe(value, 16)
 
 
+#: Width of the progress bar, in cells.
+BAR_CELLS = 20
+
+
+def progress_bar(done, total) -> str:
+    """``[##########..........]  52% 1,400/2,661``, or "" when ``done``/``total`` are not
+    counts. salt-run prints each progress event on a line of its own (its outputters cannot
+    redraw a line), so a long run prints one such bar per event."""
+    if isinstance(done, bool) or isinstance(total, bool):
+        return ""
+    if not isinstance(done, int) or not isinstance(total, int) or total <= 0 or done < 0:
+        return ""
+    done = min(done, total)
+    filled = done * BAR_CELLS // total
+    percent = done * 100 // total
+    return f"[{'#' * filled}{'.' * (BAR_CELLS - filled)}] {percent:3d}% {done:,}/{total:,}"
+
+
 def render(data) -> str:
     """The table, as text (pure: used by the outputter and the tests)."""
     if isinstance(data, dict) and data.get("suffix") == "progress":  # salt-run progress events
         event = data.get("event") if isinstance(data.get("event"), dict) else {}
-        return f"... {terminal_safe(event.get('message', ''))}"
+        bar = progress_bar(event.get("done"), event.get("total")) if event.get("bar") else ""
+        message = terminal_safe(event.get("message", ""))
+        return f"... {bar}  {message}" if bar else f"... {message}"
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
         # not a drift result (an error message, say): as it is, but inert in a terminal
         return "\n".join(terminal_safe(line) for line in str(data).splitlines())

@@ -33,6 +33,7 @@ from saltext_fleet.core import drift as core_drift
 from saltext_fleet.core import gate as core_gate
 from saltext_fleet.core import secrets as core_secrets
 from saltext_fleet.core.text import terminal_safe
+from saltext_fleet.core.vulns import sources as vuln_sources
 from saltext_fleet.master import bootstrapper, eventsig
 from saltext_fleet.master import keys as master_keys
 from saltext_fleet.master import onboard as master_onboard
@@ -42,6 +43,7 @@ from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store import gate as store_gate
 from saltext_fleet.store import queries
 from saltext_fleet.store import secrets as store_secrets
+from saltext_fleet.store import vulns as store_vulns
 from saltext_fleet.store.batch import is_connection_error
 from saltext_fleet.store.spool import spool_status
 from saltext_fleet.store.vulns import findings as store_findings
@@ -141,10 +143,13 @@ def _engine():
 PROGRESS_PRINTED_WITH = (None, "", "fleet_drift")
 
 
-def _progress(message: str, done: int | None = None, total: int | None = None) -> None:
+def _progress(
+    message: str, done: int | None = None, total: int | None = None, bar: bool = False
+) -> None:
     """A runner progress event, ``salt/run/<jid>/progress``: always on the master's event bus
     (for whatever listens there: the tests, a reactor, salt-api's event stream), and printed by ``salt-run`` as it runs only for
-    a person (:data:`PROGRESS_PRINTED_WITH`), as a line ``... <message>``."""
+    a person (:data:`PROGRESS_PRINTED_WITH`), as a line ``... <message>`` (with ``bar``, the
+    line starts with a text progress bar of ``done`` out of ``total``)."""
     log.info("fleet: %s", message)
     jid_event = globals().get("__jid_event__")
     if jid_event is None:
@@ -153,6 +158,8 @@ def _progress(message: str, done: int | None = None, total: int | None = None) -
     data = {"message": message, "outputter": "fleet_drift"}
     if total:
         data.update(done=done, total=total)
+        if bar:
+            data["bar"] = True
     try:
         if __opts__.get("output") in PROGRESS_PRINTED_WITH:
             jid_event.fire_event(data, "progress")  # Salt's NamespacedEvent: fired and printed
@@ -1298,6 +1305,86 @@ def rotate_key(retire=True):
     result = {"key_id": vault.key_id, "reencrypted": done["reencrypted"], "retired": retired}
     _audit("secrets.rotate", "vault", result)
     return result
+
+
+# -- vulnerabilities: the advisory import -------------------------------------------------------
+
+
+def cve_import(path, batch=store_vulns.BATCH):
+    """
+    Import OSV advisories offline from ``path``: an ecosystem's ``all.zip`` as the OSV project
+    publishes it (``https://osv-vulnerabilities.storage.googleapis.com/<ECOSYSTEM>/all.zip``),
+    a folder of OSV JSON or YAML records (walked recursively, as in the advisory databases
+    that publish OSV), or one record file.
+
+    ``batch`` records are written per transaction (default 1000). A record whose ``modified``
+    is newer than the stored one replaces it; the same or older leaves it unchanged, so
+    importing the same data again changes nothing. Withdrawn records are kept and never
+    match. A malformed file is rejected with an error naming it, and the rest is imported.
+    Progress is printed as the import runs (and sent as runner progress events); then the
+    fleet's findings are recomputed.
+
+    Returns the counts per OSV ecosystem (added, replaced, unchanged, withdrawn, rejected),
+    their total, and the rejected files with their errors.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.cve_import /srv/osv/PyPI-all.zip
+        salt-run fleet.cve_import /srv/advisory-database/vulns batch=5000
+    """
+    if isinstance(batch, bool):
+        raise SaltRunnerError(f"fleet.cve_import: batch={batch!r} is not a number")
+    try:
+        batch = store_vulns.check_batch(int(batch))
+    except (TypeError, ValueError) as exc:  # AdvisoryImportError is a ValueError too
+        raise SaltRunnerError(f"fleet.cve_import: batch={batch!r}: {exc}") from exc
+    if not isinstance(path, str) or not path.strip():
+        raise SaltRunnerError("fleet.cve_import: give the path of an OSV zip, folder or file")
+    path = os.path.abspath(os.path.expanduser(path))
+    try:
+        source = vuln_sources.open_source(path)
+    except vuln_sources.SourceError as exc:
+        raise SaltRunnerError(f"fleet.cve_import: {exc}") from exc
+    engine = _engine()
+    about = source.estimate()
+    _progress(f"importing about {about:,} OSV records from {path}", 0, about or None, bar=True)
+
+    def progress(done: int, total: int) -> None:
+        _progress(f"imported {done:,} of about {total:,}", done, total, bar=True)
+
+    try:
+        result = store_vulns.import_advisories(
+            engine, source, actor=_actor(), batch=batch, progress=progress, estimate=about
+        )
+    except Exception as exc:
+        if not _is_unreachable(exc):
+            raise
+        raise SaltRunnerError(
+            f"fleet.cve_import: the store became unreachable; what was imported so far is"
+            f" kept, run the import again to finish it ({str(exc).splitlines()[0][:300]})"
+        ) from exc
+    total = result["counts"]["total"]
+    _audit("cve.import", path, {"import_id": result["import_id"], "total": total})
+    _progress(
+        f"{total['added']:,} added, {total['replaced']:,} replaced, "
+        f"{total['unchanged']:,} unchanged, {total['withdrawn']:,} withdrawn, "
+        f"{total['rejected']:,} rejected in {result['seconds']:.1f} s"
+    )
+    _after_import(engine, result)
+    return result
+
+
+def _after_import(engine, result: dict) -> None:
+    """What follows an import that changed advisories (anything added, replaced or
+    withdrawn: ``imported_at`` changes only on the rows written): the fleet-wide recompute of
+    findings, with its alerts (:func:`_recompute_fleet`); its summary goes into the result as
+    ``"findings"``."""
+    total = result["counts"]["total"]
+    if not (total.get("added") or total.get("replaced") or total.get("withdrawn")):
+        return
+    result["findings"] = _recompute_fleet(engine)
 
 
 # -- bootstrap ----------------------------------------------------------------------------------

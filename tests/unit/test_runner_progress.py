@@ -4,6 +4,7 @@ person (``salt-run`` with its default outputter)."""
 import pytest
 import salt.utils.event
 
+from saltext_fleet.output import fleet_drift as drift_output
 from saltext_fleet.runners import fleet as fleet_runner
 
 
@@ -62,3 +63,21 @@ def test_no_jid_event_no_progress_and_no_error(monkeypatch):
     """Called from Python with no Salt runner around it (the web UI's own calls, the tests)."""
     monkeypatch.delattr(fleet_runner, "__jid_event__", raising=False)
     fleet_runner._progress("nothing to see")
+
+
+def test_a_bar_only_when_the_event_asks_for_one(monkeypatch, jid_event):
+    """``fleet.cve_import`` asks for a text bar (salt-run prints each event on its own line:
+    no outputter can redraw one); drift's lines stay as they were."""
+    monkeypatch.setattr(fleet_runner, "__opts__", {"output": None}, raising=False)
+    fleet_runner._progress("imported 1,400 of about 2,661", 1400, 2661, bar=True)
+    fleet_runner._progress("computing drift of 2 nodes", 0, 2)
+    (_, with_bar), (_, without) = jid_event.printed
+    assert with_bar["bar"] is True and "bar" not in without
+    render = drift_output.render
+    assert render({"suffix": "progress", "event": with_bar}) == (
+        "... [##########..........]  52% 1,400/2,661  imported 1,400 of about 2,661"
+    )
+    assert render({"suffix": "progress", "event": without}) == "... computing drift of 2 nodes"
+    for done, total in ((None, 5), (3, 0), ("3", 5), (True, 5), (-1, 5)):
+        assert drift_output.progress_bar(done, total) == ""
+    assert drift_output.progress_bar(9, 5) == "[####################] 100% 5/5"
