@@ -53,10 +53,13 @@ import glob
 import json
 import os
 import random
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 import uuid
+import zipfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -67,8 +70,9 @@ from sqlalchemy.engine import make_url
 
 from saltext_fleet.core import versions
 from saltext_fleet.core.inventory import inventory_digest
-from saltext_fleet.core.vulns import model, osv
+from saltext_fleet.core.vulns import model, osv, sources
 from saltext_fleet.store import engine as store_engine
+from saltext_fleet.store import vulns as store_vulns
 from saltext_fleet.store.batch import write_batch
 from saltext_fleet.store.models import VulnFinding
 from saltext_fleet.store.vulns import findings
@@ -548,6 +552,24 @@ def import_advisories(engine, docs: list[dict], at: dt.datetime) -> tuple[list, 
     return parsed, time.perf_counter() - t0
 
 
+def import_with_fleet(engine, docs: list[dict], folder: str, name: str) -> tuple[list, float]:
+    """Import ``docs`` with ``fleet.cve_import``'s importer from an ``all.zip`` of JSON
+    records (written outside the clock); ``(parsed advisories for the reference, seconds)``."""
+    path = os.path.join(folder, f"{name}.zip")
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        for doc in docs:
+            archive.writestr(f"{doc['id']}.json", json.dumps(doc))
+    t0 = time.perf_counter()
+    result = store_vulns.import_advisories(engine, sources.open_source(path))
+    seconds = time.perf_counter() - t0
+    total = result["counts"]["total"]
+    if result["rejected_count"] or sum(total[k] for k in ("added", "replaced", "withdrawn")) != len(
+        docs
+    ):
+        raise CheckFailed(f"the import wrote {total} of {len(docs)}: {result['rejected'][:3]}")
+    return [osv.parse(doc, doc["id"]) for doc in docs], seconds
+
+
 # -- the reference matcher: linear, straight from the OSV spec ---------------------------------
 
 
@@ -772,7 +794,12 @@ def run(args) -> dict:
     try:
         store_engine.ensure_schema(engine)
         t_import = dt.datetime(2026, 12, 5, 9, 0, tzinfo=dt.timezone.utc)
-        parsed, import_s = import_advisories(engine, docs, t_import)
+        folder = tempfile.mkdtemp(prefix="fleet-bench-cve-")
+        if args.importer == "fleet":
+            parsed, import_s = import_with_fleet(engine, docs, folder, "all")
+        else:
+            parsed, import_s = import_advisories(engine, docs, t_import)
+        out["importer"] = args.importer
         out["advisories"] = len(docs)
         out["import_s"] = round(import_s, 2)
         out["import_per_s"] = round(len(docs) / import_s)
@@ -854,7 +881,10 @@ def run(args) -> dict:
         checked_nodes += check_nodes(engine, fleet, ref, sorted(bumps), "after a change", bumps)
 
         # 1 % more advisories imported, the fleet recomputed
-        parsed2, _ = import_advisories(engine, extra, t_import + dt.timedelta(hours=1))
+        if args.importer == "fleet":
+            parsed2, _ = import_with_fleet(engine, extra, folder, "more")
+        else:
+            parsed2, _ = import_advisories(engine, extra, t_import + dt.timedelta(hours=1))
         t0 = time.perf_counter()
         after = findings.recompute(engine, now=t_import + dt.timedelta(hours=1, minutes=1))
         out["after_import_s"] = round(time.perf_counter() - t0, 3)
@@ -869,6 +899,7 @@ def run(args) -> dict:
         out["checked_nodes"] = checked_nodes
         out["ok"] = True
     finally:
+        shutil.rmtree(folder, ignore_errors=True)
         store_engine.dispose_all()
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
@@ -890,6 +921,12 @@ def main(argv=None) -> int:
         type=float,
         default=0.2,
         help="scales how many advisories affect installed versions (findings per node)",
+    )
+    parser.add_argument(
+        "--importer",
+        choices=("fleet", "copy"),
+        default="fleet",
+        help="fleet: fleet.cve_import's importer from an all.zip; copy: a bare COPY",
     )
     parser.add_argument("--changes", type=int, default=30)
     parser.add_argument("--sample", type=int, default=2000)

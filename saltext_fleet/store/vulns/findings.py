@@ -63,12 +63,15 @@ if the decision names one). The runner fires ``fleet/alert/cve`` for them.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
 import re
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -112,6 +115,11 @@ RPM_DISTROS = {"Rocky": "Rocky Linux", "AlmaLinux": "AlmaLinux"}
 _MAJOR = re.compile(r"\d+")
 
 
+#: How long the parts of the last recompute in this process took (for ``bench/cve.py`` and
+#: the runners' log).
+TIMINGS: dict[str, float] = {}
+
+
 class FindingsError(FleetError, ValueError):
     """A findings request that cannot be served."""
 
@@ -132,10 +140,12 @@ def match_ecosystem(inventory_ecosystem: str, facts: Mapping | None) -> str | No
     return found
 
 
+@functools.lru_cache(maxsize=100_000)
 def match_key(
     ecosystem: str, package: str, version: str, osv_eco: str, name: str, osv_version: str
 ) -> int:
-    """The signed 64-bit match key of one installed version as it is matched."""
+    """The signed 64-bit match key of one installed version as it is matched (kept for the
+    process's most recent 100,000: nodes share most of their packages)."""
     data = "\0".join((ecosystem, package, version, osv_eco, name, osv_version))
     raw = hashlib.blake2b(data.encode("utf-8", "surrogatepass"), digest_size=8).digest()
     return int.from_bytes(raw, "little", signed=True)
@@ -184,10 +194,13 @@ def snapshot_keys(
                     else:
                         name, osv_version = package.split(":", 1)[0], version
                 else:
-                    name, osv_version = osv.package_name(target, package), version
+                    name, osv_version = _package_name(target, package), version
                 info = (eco, package, version, target, name, osv_version)
                 keys[match_key(*info)] = info
     return keys, uncovered
+
+
+_package_name = functools.lru_cache(maxsize=100_000)(osv.package_name)
 
 
 def pack(keys: Iterable[int]) -> bytes:
@@ -305,10 +318,12 @@ def _known_keys(conn: Connection, keys: list[int]) -> set[int]:
 # -- verdicts ---------------------------------------------------------------------------------
 
 
-def _advisories_naming(conn: Connection, names: set[tuple[str, str]]) -> list[model.Advisory]:
-    """The parsed advisories that name any of ``(osv_ecosystem, name)``; a stored record
-    that does not parse is logged and left out."""
-    if not names:
+def _advisories_naming(
+    conn: Connection, names: set[tuple[str, str]], only: set[str] | None = None
+) -> list[model.Advisory]:
+    """The parsed advisories that name any of ``(osv_ecosystem, name)`` (of ``only`` these
+    ids if given); a stored record that does not parse is logged and left out."""
+    if not names or only is not None and not only:
         return []
     ids: set[str] = set()
     pairs = sorted(names)
@@ -337,13 +352,17 @@ def _advisories_naming(conn: Connection, names: set[tuple[str, str]]) -> list[mo
                         )
                     ).scalars()
                 )
+    if only is not None:
+        ids &= only
     out = []
+    odd = []
     for chunk in in_chunks(sorted(ids), 5000):
         if _is_pg(conn):
+            # only the part matching reads: the records' other fields are most of their size
             rows = conn.execute(
                 text(
-                    "SELECT id, modified, withdrawn, record FROM advisories "
-                    "WHERE id = ANY(CAST(:ids AS text[]))"
+                    "SELECT id, modified, withdrawn, json_build_object('affected', "
+                    "record->'affected') FROM advisories WHERE id = ANY(CAST(:ids AS text[]))"
                 ),
                 {"ids": chunk},
             )
@@ -354,18 +373,28 @@ def _advisories_naming(conn: Connection, names: set[tuple[str, str]]) -> list[mo
                 )
             )
         for ident, modified, withdrawn, record in rows:
-            found = stored_advisory(ident, modified, withdrawn, record)
-            if found is not None:
+            found = _fast_advisory(ident, modified, withdrawn, record)
+            if found is None:
+                odd.append(ident)
+            else:
                 out.append(found)
+    for ident in odd:  # not the shape to_record writes: the whole record, parsed
+        row = conn.execute(
+            select(Advisory.modified, Advisory.withdrawn, Advisory.record).where(
+                Advisory.id == ident
+            )
+        ).first()
+        found = stored_advisory(ident, *row) if row is not None else None
+        if found is not None:
+            out.append(found)
     return out
 
 
-def stored_advisory(ident: str, modified, withdrawn, record: Any) -> model.Advisory | None:
+def _fast_advisory(ident: str, modified, withdrawn, record: Any) -> model.Advisory | None:
     """What matching needs of a stored advisory (its id, times and ``affected``), read
     straight from the record :func:`~saltext_fleet.core.vulns.osv.to_record` wrote (parsing
     every record again with :func:`~saltext_fleet.core.vulns.osv.parse` costs ten times as
-    much); a record of another shape goes through ``parse``, and one that does not parse is
-    logged and left out (None)."""
+    much); None when the record is not of that shape."""
     try:
         affected = tuple(
             model.Affected(
@@ -393,7 +422,7 @@ def stored_advisory(ident: str, modified, withdrawn, record: Any) -> model.Advis
             )
             for a in affected
         ):
-            raise TypeError("not a record to_record wrote")
+            return None
         return model.Advisory(
             id=ident,
             modified=aware(modified),
@@ -401,7 +430,16 @@ def stored_advisory(ident: str, modified, withdrawn, record: Any) -> model.Advis
             affected=affected,
         )
     except (KeyError, TypeError, AttributeError, StopIteration):
-        pass
+        return None
+
+
+def stored_advisory(ident: str, modified, withdrawn, record: Any) -> model.Advisory | None:
+    """A stored advisory for matching: :func:`_fast_advisory`, else the record parsed with
+    :func:`~saltext_fleet.core.vulns.osv.parse`; one that does not parse is logged and left
+    out (None)."""
+    found = _fast_advisory(ident, modified, withdrawn, record)
+    if found is not None:
+        return found
     try:
         return osv.parse(record, f"advisories:{ident}")
     except osv.OsvError as exc:
@@ -441,13 +479,21 @@ def _named(conn: Connection, pairs: set[tuple[str, str]]) -> set[tuple[str, str]
 
 
 def match_keys(
-    conn: Connection, infos: Mapping[int, KeyInfo]
+    conn: Connection, infos: Mapping[int, KeyInfo], only: set[str] | None = None
 ) -> tuple[dict[int, list[list[Any]]], int]:
     """Match keys: ``({key: [[advisory_id, fixed], ...]}, unique triples matched)``. Each
     unique (OSV ecosystem, name, version) is matched once, with an index of the advisories
-    naming those names only."""
+    naming those names only (and of ``only`` these advisories, if given)."""
+    if not infos:
+        return {}, 0
     names = {(info[3], info[4]) for info in infos.values()}
-    index = core_match.Index(_advisories_naming(conn, names))
+    started = time.perf_counter()
+    advisories = _advisories_naming(conn, names, only)
+    loaded = time.perf_counter()
+    index = core_match.Index(advisories)
+    TIMINGS["advisories_read_s"] = round(loaded - started, 3)
+    TIMINGS["index_built_s"] = round(time.perf_counter() - loaded, 3)
+    TIMINGS["advisories"] = len(advisories)
     verdicts: dict[tuple[str, str, str], list[list[Any]]] = {}
     out = {}
     for key, info in infos.items():
@@ -546,22 +592,32 @@ def refresh_verdicts(conn: Connection, now: dt.datetime) -> dict[str, Any]:
         )
     }
     cached = dict(conn.execute(select(VulnKeyHits.key, VulnKeyHits.hits)).all())
+    # keys never matched: against every advisory naming them; keys matched before whose name
+    # a changed advisory names, or whose verdict names one: against the changed ones only
+    # (an advisory's verdict does not depend on the others), the rest of the verdict kept
+    partial: set[int] = set()
+    ids: set[str] = set()
     if changed is None:
-        stale = set(candidates)
+        full = set(candidates)
     else:
         ids, names = changed
-        stale = {k for k in candidates if k not in cached}
+        full = {k for k in candidates if k not in cached}
         if ids:
-            stale.update(k for k, info in candidates.items() if (info[3], info[4]) in names)
-            stale.update(
+            partial = {
                 k
-                for k, hits in cached.items()
-                if k in candidates and any(h[0] in ids for h in hits)
-            )
+                for k, info in candidates.items()
+                if k in cached
+                and ((info[3], info[4]) in names or any(h[0] in ids for h in cached[k]))
+            }
     gone = [k for k in cached if k not in candidates]
     for chunk in in_chunks(gone, 20_000):
         conn.execute(delete(VulnKeyHits).where(VulnKeyHits.key.in_(chunk)))
-    hits, unique = match_keys(conn, {k: candidates[k] for k in stale})
+    hits, unique = match_keys(conn, {k: candidates[k] for k in full})
+    again, unique_again = match_keys(conn, {k: candidates[k] for k in partial}, only=ids)
+    for key in partial:
+        kept = [h for h in cached[key] if h[0] not in ids]
+        hits[key] = sorted(kept + again.get(key, []))
+    unique += unique_again
     _store_hits(conn, hits, now)
     if newest is not None:
         _set_seen_at(conn, newest)
@@ -781,7 +837,7 @@ def _write(
             old = have.get(ident)
             if old is None:
                 new_rows.append((minion, row))
-                opened.setdefault(minion, []).append(dict(row))
+                opened.setdefault(minion, []).append(row)
                 continue
             kept += 1
             if tuple(old[1:]) != tuple(row[k] for k in _COMPARED):
@@ -832,13 +888,30 @@ _FINDING_COLUMNS = (
 )
 
 
+_FINDING_TYPES = (
+    "varchar",
+    "varchar",
+    "text",
+    "text",
+    "varchar",
+    "text",
+    "varchar",
+    "float8",
+    "timestamptz",
+    "timestamptz",
+)
+
+
 def _insert_findings(conn: Connection, rows: list[tuple[str, dict]], now: dt.datetime) -> None:
     if not rows:
         return
     if _is_pg(conn) and len(rows) > 50:
         raw = conn.connection.driver_connection
         with raw.cursor() as cur:
-            with cur.copy(f"COPY vuln_findings ({', '.join(_FINDING_COLUMNS)}) FROM STDIN") as cp:
+            with cur.copy(
+                f"COPY vuln_findings ({', '.join(_FINDING_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+            ) as cp:
+                cp.set_types(_FINDING_TYPES)
                 for minion, row in rows:
                     cp.write_row(
                         (
@@ -966,6 +1039,15 @@ def recompute(engine: Engine, now: dt.datetime | None = None) -> dict[str, Any]:
     "kept", "updated", "resolved", "history", "not_covered": {minion: {eco: packages}},
     "verdicts": {...}, "indexed"}``."""
     now = now or utcnow()
+    TIMINGS.clear()
+    started = last = time.perf_counter()
+
+    def lap(what: str) -> None:
+        nonlocal last
+        at = time.perf_counter()
+        TIMINGS[what] = round(at - last, 3)
+        last = at
+
     with engine.begin() as conn:
         nodes = conn.execute(
             select(Node.minion_id, Node.inventory_digest, Node.node_group).where(
@@ -974,14 +1056,19 @@ def recompute(engine: Engine, now: dt.datetime | None = None) -> dict[str, Any]:
         ).all()
         digests = sorted({row.inventory_digest for row in nodes})
         indexed = index_snapshots(conn, digests)
+        lap("nodes_s")
         verdicts = refresh_verdicts(conn, now)
+        lap("verdicts_s")
     with engine.begin() as conn:
         hit_keys, hit_info, hits, meta = _hitting(conn)
+        lap("hits_read_s")
         blobs = _snapshot_rows(conn, digests)
         previous = _previous_states(conn, None)
+        lap("snapshots_read_s")
         # per snapshot: a fingerprint of its verdicts, and its keys that have hits
         segments = [unpack(blobs.get(d, (b"", {}))[0]) for d in digests]
         fingerprints, hit_lists = _fingerprints(segments, hit_keys, hits, meta)
+        lap("fingerprints_s")
         by_digest = {
             d: (fingerprints[i], hit_lists[i], blobs.get(d, (b"", {}))[1])
             for i, d in enumerate(digests)
@@ -1015,7 +1102,9 @@ def recompute(engine: Engine, now: dt.datetime | None = None) -> dict[str, Any]:
                 previous_of[row.minion_id] = old
                 continue
             desired[row.minion_id] = _desired(keys, hit_info, hits, meta)
+        lap("derived_s")
         written = _write(conn, desired, now)
+        lap("written_s")
         live = live_triage(
             conn, now, {i[2] for want in desired.values() for i in want} if desired else ()
         )
@@ -1037,6 +1126,8 @@ def recompute(engine: Engine, now: dt.datetime | None = None) -> dict[str, Any]:
             if minion in previous:
                 previous_of[minion] = previous[minion]
         points = _record_states(conn, states, previous_of, now)
+    lap("states_s")
+    TIMINGS["total_s"] = round(time.perf_counter() - started, 3)
     return {
         "nodes": len(nodes),
         "changed": len(desired),
@@ -1048,6 +1139,7 @@ def recompute(engine: Engine, now: dt.datetime | None = None) -> dict[str, Any]:
         "not_covered": {m: u for m, u in not_covered.items() if u},
         "verdicts": verdicts,
         "indexed": indexed,
+        "timings": dict(TIMINGS),
         "computed_at": now.isoformat(),
     }
 
@@ -1190,28 +1282,16 @@ def recompute_node(engine: Engine, minion: str, now: dt.datetime | None = None) 
     "resolved", "not_covered", "counts"}``, or None when the node has no inventory."""
     now = now or utcnow()
     with engine.begin() as conn:
-        row = conn.execute(
-            select(
-                Node.inventory_digest,
-                Node.node_group,
-                VulnSnapshotIndex.keys,
-                VulnSnapshotIndex.not_covered,
-            )
-            .outerjoin(VulnSnapshotIndex, VulnSnapshotIndex.digest == Node.inventory_digest)
-            .where(Node.minion_id == minion)
-        ).first()
+        # one round trip: the node, its snapshot's match keys (or, when it has none yet, its
+        # packages), its previous state, and whether advisories changed since the verdicts
+        row = conn.execute(_NODE_QUERY, {"m": minion}).first()
         if row is None or row.inventory_digest is None:
             return None
         digest = row.inventory_digest
         if row.keys is None:
-            snap = conn.execute(
-                select(
-                    InventorySnapshot.packages, InventorySnapshot.sources, InventorySnapshot.facts
-                ).where(InventorySnapshot.digest == digest)
-            ).first()
-            if snap is None:
+            if row.packages is None:
                 return None
-            infos, uncovered = snapshot_keys(snap.packages, snap.sources, snap.facts)
+            infos, uncovered = snapshot_keys(row.packages, row.sources, row.facts)
             known, _, cached = _lookup(conn, list(infos), with_info=False)
             add_keys(conn, {k: v for k, v in infos.items() if k not in known})
             conn.execute(
@@ -1223,13 +1303,17 @@ def recompute_node(engine: Engine, minion: str, now: dt.datetime | None = None) 
         else:
             uncovered = row.not_covered or {}
             _, infos, cached = _lookup(conn, unpack(row.keys).tolist(), with_info=True)
-        hits = _node_hits(conn, infos, cached, now)
+        since, newest = row.seen_at, row.newest
+        fresh = since is not None and (newest is None or aware(newest) <= aware(since))
+        hits = _node_hits(conn, infos, cached, fresh, now)
         meta = _advisory_meta(conn, {h[0] for found in hits.values() for h in found})
         want = _desired(infos, infos, hits, meta)
         written = _write(conn, {minion: want}, now)
         live = live_triage(conn, now, {ident[2] for ident in want})
         counts = _counts(want, live, minion, row.node_group)
-        previous = _previous_states(conn, [minion])
+        previous = {}
+        if row.state_minion is not None:
+            previous[minion] = SimpleNamespace(counts=row.state_counts)
         hit_keys = np.array(sorted(k for k in infos if hits.get(k)), dtype=np.int64)
         fps, _ = _fingerprints([np.array(sorted(infos), dtype=np.int64)], hit_keys, hits, meta)
         _record_states(
@@ -1299,23 +1383,24 @@ def _lookup(
     infos: dict[int, KeyInfo] = {}
     cached: dict[int, list] = {}
     if _is_pg(conn):
-        columns = ", v.ecosystem, v.package, v.version, v.osv_ecosystem, v.name, v.osv_version"
-        rows = conn.execute(
-            text(
-                "SELECT w.k, v.key IS NOT NULL, h.hits"
-                + (columns if with_info else "")
-                + " FROM unnest(CAST(:k AS bigint[])) AS w(k) "
-                "LEFT JOIN vuln_keys v ON v.key = w.k LEFT JOIN vuln_key_hits h ON h.key = w.k"
-            ),
-            {"k": keys},
-        )
-        for row in rows:
-            if row[1]:
+        # "= ANY(array)": index look-ups (a join with unnest() is planned as a scan of the
+        # whole dictionary); psycopg's own cursor, and the common empty verdict not decoded
+        columns = "key, ecosystem, package, version, osv_ecosystem, name, osv_version"
+        with conn.connection.driver_connection.cursor() as cur:
+            wanted = ", k.".join(columns.split(", ")[1:]) if with_info else ""
+            cur.execute(
+                "SELECT k.key, h.key IS NOT NULL, NULLIF(h.hits, '[]'::jsonb)"
+                + (f", k.{wanted}" if wanted else "")
+                + " FROM vuln_keys k LEFT JOIN vuln_key_hits h ON h.key = k.key "
+                "WHERE k.key = ANY(%s)",
+                [keys],
+            )
+            for row in cur:
                 known.add(row[0])
+                if row[1]:
+                    cached[row[0]] = row[2] or []
                 if with_info:
                     infos[row[0]] = tuple(row[3:])
-            if row[2] is not None:
-                cached[row[0]] = row[2]
         return known, infos, cached
     if with_info:
         infos = _key_infos(conn, keys)
@@ -1331,24 +1416,40 @@ def _lookup(
     return known, infos, cached
 
 
-_FRESHNESS = text(
-    "SELECT (SELECT advisories_seen_at FROM vuln_match_state WHERE id = 1), "
-    "(SELECT max(imported_at) FROM advisories)"
+_NODE_QUERY = (
+    select(
+        Node.inventory_digest,
+        Node.node_group,
+        VulnSnapshotIndex.keys,
+        VulnSnapshotIndex.not_covered,
+        InventorySnapshot.packages,
+        InventorySnapshot.sources,
+        InventorySnapshot.facts,
+        VulnNodeState.minion_id.label("state_minion"),
+        VulnNodeState.counts.label("state_counts"),
+        select(VulnMatchState.advisories_seen_at)
+        .where(VulnMatchState.id == 1)
+        .scalar_subquery()
+        .label("seen_at"),
+        select(func.max(Advisory.imported_at)).scalar_subquery().label("newest"),
+    )
+    .outerjoin(VulnSnapshotIndex, VulnSnapshotIndex.digest == Node.inventory_digest)
+    .outerjoin(InventorySnapshot, InventorySnapshot.digest == Node.inventory_digest)
+    .outerjoin(VulnNodeState, VulnNodeState.minion_id == Node.minion_id)
+    .where(Node.minion_id == bindparam("m"))
 )
 
 
 def _node_hits(
-    conn: Connection, infos: Mapping[int, KeyInfo], cached: dict[int, list], now: dt.datetime
+    conn: Connection,
+    infos: Mapping[int, KeyInfo],
+    cached: dict[int, list],
+    fresh: bool,
+    now: dt.datetime,
 ) -> dict:
     """The verdicts of one node's keys: ``cached`` ones, and the keys whose name an advisory
     names matched now (and cached). Every candidate key is matched again when advisories
-    were imported since the last fleet-wide recompute."""
-    if _is_pg(conn):
-        since, newest = conn.execute(_FRESHNESS).first()
-    else:
-        since = _seen_at(conn)
-        newest = conn.execute(select(func.max(Advisory.imported_at))).scalar()
-    fresh = since is not None and (newest is None or aware(newest) <= aware(since))
+    were imported since the last fleet-wide recompute (not ``fresh``)."""
     todo = {k: v for k, v in infos.items() if not fresh or k not in cached}
     if todo:
         named = _named(conn, {(v[3], v[4]) for v in todo.values()})
