@@ -833,6 +833,7 @@ def run(args) -> dict:
         out["keys_matched"] = first["verdicts"]["matched"]
         out["unique_matched"] = first["verdicts"]["unique"]
         out["not_covered_nodes"] = len(first["not_covered"])
+        out["match_parts_s"] = first["timings"]
         print(f"fleet-wide match: {out['match_s']} s, {opened} findings opened", flush=True)
 
         t0 = time.perf_counter()
@@ -890,6 +891,7 @@ def run(args) -> dict:
         out["after_import_s"] = round(time.perf_counter() - t0, 3)
         out["after_import_opened"] = sum(len(v) for v in after["opened"].values())
         out["after_import_changed_nodes"] = after["changed"]
+        out["after_import_parts_s"] = after["timings"]
         ref = Reference(parsed + parsed2)
         rest = [
             i for i in random.Random(args.seed + 5).sample(range(args.nodes), 10) if i not in bumps
