@@ -77,6 +77,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import bindparam, delete, func, insert, select, text, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import aliased
 
 from saltext_fleet.core.errors import FleetError
 from saltext_fleet.core.vulns import match as core_match
@@ -1288,12 +1289,22 @@ def recompute_node(engine: Engine, minion: str, now: dt.datetime | None = None) 
         if row is None or row.inventory_digest is None:
             return None
         digest = row.inventory_digest
+        since, newest = row.seen_at, row.newest
+        fresh = since is not None and (newest is None or aware(newest) <= aware(since))
+        new_keys = None  # keys that may be new to the dictionary (None: any of them)
         if row.keys is None:
             if row.packages is None:
                 return None
             infos, uncovered = snapshot_keys(row.packages, row.sources, row.facts)
-            known, _, cached = _lookup(conn, list(infos), with_info=False)
-            add_keys(conn, {k: v for k, v in infos.items() if k not in known})
+            if row.prev_keys is not None:
+                # the keys the node's previous snapshot did not have: only these can be new
+                # to the dictionary (inserted, known ones skipped by the primary key)
+                new_keys = set(infos).difference(unpack(row.prev_keys).tolist())
+                add_keys(conn, {k: infos[k] for k in new_keys})
+                cached = _cached_hits(conn, list(infos))
+            else:
+                known, _, cached = _lookup(conn, list(infos), with_info=False)
+                add_keys(conn, {k: v for k, v in infos.items() if k not in known})
             conn.execute(
                 dialect_insert(conn)(VulnSnapshotIndex.__table__).on_conflict_do_nothing(
                     index_elements=["digest"]
@@ -1303,9 +1314,7 @@ def recompute_node(engine: Engine, minion: str, now: dt.datetime | None = None) 
         else:
             uncovered = row.not_covered or {}
             _, infos, cached = _lookup(conn, unpack(row.keys).tolist(), with_info=True)
-        since, newest = row.seen_at, row.newest
-        fresh = since is not None and (newest is None or aware(newest) <= aware(since))
-        hits = _node_hits(conn, infos, cached, fresh, now)
+        hits = _node_hits(conn, infos, cached, fresh, now, new_keys)
         meta = _advisory_meta(conn, {h[0] for found in hits.values() for h in found})
         want = _desired(infos, infos, hits, meta)
         written = _write(conn, {minion: want}, now)
@@ -1416,6 +1425,9 @@ def _lookup(
     return known, infos, cached
 
 
+#: The snapshot index of a node's previous recompute.
+_PREVIOUS = aliased(VulnSnapshotIndex)
+
 _NODE_QUERY = (
     select(
         Node.inventory_digest,
@@ -1427,6 +1439,7 @@ _NODE_QUERY = (
         InventorySnapshot.facts,
         VulnNodeState.minion_id.label("state_minion"),
         VulnNodeState.counts.label("state_counts"),
+        _PREVIOUS.keys.label("prev_keys"),
         select(VulnMatchState.advisories_seen_at)
         .where(VulnMatchState.id == 1)
         .scalar_subquery()
@@ -1436,6 +1449,7 @@ _NODE_QUERY = (
     .outerjoin(VulnSnapshotIndex, VulnSnapshotIndex.digest == Node.inventory_digest)
     .outerjoin(InventorySnapshot, InventorySnapshot.digest == Node.inventory_digest)
     .outerjoin(VulnNodeState, VulnNodeState.minion_id == Node.minion_id)
+    .outerjoin(_PREVIOUS, _PREVIOUS.digest == VulnNodeState.inventory_digest)
     .where(Node.minion_id == bindparam("m"))
 )
 
@@ -1446,11 +1460,24 @@ def _node_hits(
     cached: dict[int, list],
     fresh: bool,
     now: dt.datetime,
+    new_keys: set[int] | None = None,
 ) -> dict:
     """The verdicts of one node's keys: ``cached`` ones, and the keys whose name an advisory
-    names matched now (and cached). Every candidate key is matched again when advisories
-    were imported since the last fleet-wide recompute (not ``fresh``)."""
-    todo = {k: v for k, v in infos.items() if not fresh or k not in cached}
+    names matched now (and cached).
+
+    When no advisory was imported since the last fleet-wide recompute (``fresh``), every key
+    of the dictionary whose name an advisory names has a cached verdict (that recompute, or a
+    one-node recompute since, matched it): only keys without one that are new to the
+    dictionary (within ``new_keys`` if given) are looked at. Otherwise every key without a
+    cached verdict is, and every one with an advisory's name is matched again."""
+    if fresh:
+        todo = {
+            k: v
+            for k, v in infos.items()
+            if k not in cached and (new_keys is None or k in new_keys)
+        }
+    else:
+        todo = dict(infos)
     if todo:
         named = _named(conn, {(v[3], v[4]) for v in todo.values()})
         todo = {k: v for k, v in todo.items() if (v[3], v[4]) in named}
@@ -1459,6 +1486,25 @@ def _node_hits(
         _store_hits(conn, matched, now)
         cached.update(matched)
     return cached
+
+
+def _cached_hits(conn: Connection, keys: list[int]) -> dict[int, list]:
+    """``{key: hits}`` of the keys with a cached verdict."""
+    if _is_pg(conn):
+        with conn.connection.driver_connection.cursor() as cur:
+            cur.execute(
+                "SELECT key, NULLIF(hits, '[]'::jsonb) FROM vuln_key_hits WHERE key = ANY(%s)",
+                [keys],
+            )
+            return {key: found or [] for key, found in cur}
+    out: dict[int, list] = {}
+    for chunk in in_chunks(keys, 5000):
+        out.update(
+            conn.execute(
+                select(VulnKeyHits.key, VulnKeyHits.hits).where(VulnKeyHits.key.in_(chunk))
+            ).all()
+        )
+    return out
 
 
 # -- reads ------------------------------------------------------------------------------------
