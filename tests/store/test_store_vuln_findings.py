@@ -294,3 +294,31 @@ def test_group_triage_hides_from_alerts(engine, threshold):
         assert findings.alerts(conn, {"web-1": result["opened"]}, threshold, T0) == {}
     with engine.connect() as conn:
         assert conn.execute(select(VulnHistory.triaged)).scalars().all() == [1]
+
+
+def test_one_node_sees_advisories_imported_since_the_fleet_recompute(engine):
+    put_advisories(engine, PYPI_ADVISORIES, SEVERITY, SCORE)
+    store_inventory(engine, "web-1", inventory({"pypi": {"jinja2": "3.1.2", "six": "1.16.0"}}))
+    assert findings.recompute(engine, now=T0)["opened"] == {}
+    # an advisory for a package the node already had, imported after that recompute; the
+    # node's next inventory change (another package) still finds it
+    put_advisories(
+        engine,
+        [record("GHSA-jj", "PyPI", "jinja2", [("introduced", "0"), ("fixed", "3.1.3")])],
+        at=T0 + H,
+    )
+    store_inventory(engine, "web-1", inventory({"pypi": {"jinja2": "3.1.2", "six": "1.17.0"}}), "2")
+    node = findings.recompute_node(engine, "web-1", now=T0 + 2 * H)
+    assert [f["advisory_id"] for f in node["opened"]] == ["GHSA-jj"]
+    # after the fleet-wide recompute, a package new to the node (and to the fleet) is
+    # matched when it appears
+    assert findings.recompute(engine, now=T0 + 3 * H)["changed"] == 0
+    store_inventory(
+        engine,
+        "web-1",
+        inventory({"pypi": {"jinja2": "3.1.2", "six": "1.17.0", "requests": "2.0.0"}}),
+        "3",
+    )
+    node = findings.recompute_node(engine, "web-1", now=T0 + 4 * H)
+    assert [f["advisory_id"] for f in node["opened"]] == ["PYSEC-T-1"]
+    assert findings.recompute(engine, now=T0 + 5 * H)["changed"] == 0
