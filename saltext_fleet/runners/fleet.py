@@ -1474,9 +1474,6 @@ def bootstraps(id=None, limit=50):
 # -- vulnerabilities: findings ----------------------------------------------------------------
 
 CVE_ALERT_TAG = "fleet/alert/cve"
-#: A master-signed event with this tag (fired when an advisory import ends) makes the
-#: shipped reactor recompute the findings of the whole fleet (``fleet.cve_recompute``).
-CVE_IMPORTED_TAG = "fleet/cve/imported"
 #: Findings listed in one ``fleet/alert/cve`` event (``count`` has them all).
 CVE_ALERT_LISTED = 100
 _ALERT_FIELDS = (
@@ -1650,14 +1647,11 @@ def cve_node(minion, event=None):
     }
 
 
-def cve_recompute(event=None):
+def cve_recompute():
     """
-    Recompute the findings of the whole fleet (after an advisory import) and fire
-    ``fleet/alert/cve`` for new findings. The shipped reactor runs it on a master-signed
-    ``fleet/cve/imported`` event.
-
-    event
-        The reactor passes the event it reacts to: it must be signed by this master.
+    Recompute the findings of the whole fleet and fire ``fleet/alert/cve`` for new findings
+    at or above ``fleet:vulns:alert_severity``; returns a summary (nodes, opened, resolved,
+    alerts...). ``fleet.cve_import`` does this itself after an import that changed anything.
 
     CLI Example:
 
@@ -1665,14 +1659,6 @@ def cve_recompute(event=None):
 
         salt-run fleet.cve_recompute
     """
-    if event is not None:
-        if not isinstance(event, dict):
-            return {"refused": "the event is not a mapping"}
-        try:
-            eventsig.check(__opts__, event.get("tag"), event.get("data"))
-        except (OSError, ValueError) as exc:
-            log.warning("fleet: findings not recomputed: %s", exc)
-            return {"refused": str(exc)}
     return _recompute_fleet(_engine())
 
 
