@@ -17,6 +17,7 @@ says what was expected.
       gate: {mode: enrolment, ttl: 24h}                     # enrolment | manual; never auto-accept
       onboard: {sync: true, inventory_minutes: 60, highstate_test_hours: 6, beacon_interval: 60}
       drift: {alert_score: 50, weights: {extra: 2, missing: 10}, history_days: 730}
+      vulns: {alert_severity: high}                         # fleet/alert/cve for new findings
       inventory: {pip: [/usr/bin/python3]}                  # minion side: interpreters to list
       grains: {keychains: [/Library/Keychains/System.keychain]}   # minion side (macOS)
       actions:                                              # named commands per OS (the UI's)
@@ -114,6 +115,17 @@ class DriftConfig:
         return weights_from(dict(self.weights))
 
 
+#: ``fleet:vulns:alert_severity`` values: a severity (that one and above), ``any`` (every new
+#: finding, unknown severity included) or ``off``.
+ALERT_SEVERITIES = ("critical", "high", "medium", "low", "any", "off")
+
+
+@dataclasses.dataclass(frozen=True)
+class VulnsConfig:
+    #: new findings at or above this severity fire ``fleet/alert/cve``
+    alert_severity: str = "high"
+
+
 @dataclasses.dataclass(frozen=True)
 class InventoryConfig:
     pip: tuple[str, ...] = ()
@@ -168,6 +180,7 @@ class FleetConfig:
     gate: GateConfig = GateConfig()
     onboard: OnboardConfig = OnboardConfig()
     drift: DriftConfig = DriftConfig()
+    vulns: VulnsConfig = VulnsConfig()
     inventory: InventoryConfig = InventoryConfig()
     grains: GrainsConfig = GrainsConfig()
     actions: Mapping[str, Mapping[str, Command]] = dataclasses.field(
@@ -265,7 +278,18 @@ def load(opts: Mapping[str, Any]) -> FleetConfig:
     _known(
         section,
         "fleet",
-        ("db_url", "key_file", "ui", "gate", "onboard", "drift", "inventory", "grains", "actions"),
+        (
+            "db_url",
+            "key_file",
+            "ui",
+            "gate",
+            "onboard",
+            "drift",
+            "vulns",
+            "inventory",
+            "grains",
+            "actions",
+        ),
     )
 
     db_url = _string(section.get("db_url"), "fleet:db_url") or default_db_url(opts)
@@ -288,6 +312,7 @@ def load(opts: Mapping[str, Any]) -> FleetConfig:
         gate=_gate(section.get("gate")),
         onboard=_onboard(section.get("onboard")),
         drift=_drift(section.get("drift")),
+        vulns=_vulns(section.get("vulns")),
         inventory=_inventory(section.get("inventory")),
         grains=_grains(section.get("grains")),
         actions=_actions(section.get("actions")),
@@ -481,6 +506,20 @@ def _drift(raw: Any) -> DriftConfig:
         weights=tuple(sorted((k, float(v)) for k, v in weights.items())),
         history_days=days,
     )
+
+
+def _vulns(raw: Any) -> VulnsConfig:
+    section = _mapping(raw or {}, "fleet:vulns")
+    _known(section, "fleet:vulns", ("alert_severity",))
+    severity = section.get("alert_severity", VulnsConfig.alert_severity)
+    if severity is False:  # YAML's bare ``off``
+        severity = "off"
+    if not isinstance(severity, str) or severity.lower() not in ALERT_SEVERITIES:
+        raise FleetConfigError(
+            "fleet:vulns:alert_severity",
+            f"{severity!r} is not one of {', '.join(ALERT_SEVERITIES)}",
+        )
+    return VulnsConfig(alert_severity=severity.lower())
 
 
 def _inventory(raw: Any) -> InventoryConfig:

@@ -9,6 +9,8 @@
   ``fleet/states/ran`` (a ``state.apply`` return, e.g. a scheduled ``test=True`` run) ->
   ``drift.sls``: recompute
   that node's drift (``fleet.drift_node``).
+- ``fleet/inventory/changed`` also -> ``vulns.sls``: recompute that node's vulnerability
+  findings (``fleet.cve_node``).
 - ``salt/auth`` (a minion presented a key that is not accepted) -> ``keys.sls``: the key gate
   (``fleet.key_seen``: record the key, accept it only with a live enrolment).
 - ``salt/key`` (Salt accepted, rejected, denied or deleted a key: ``salt-key``, the wheel)
@@ -19,7 +21,7 @@
 
 REACTORS: dict[str, list[str]] = {
     "fleet/pkgset/changed": ["inventory.sls"],
-    "fleet/inventory/changed": ["drift.sls"],
+    "fleet/inventory/changed": ["drift.sls", "vulns.sls"],
     "fleet/states/ran": ["drift.sls"],
     "salt/auth": ["keys.sls"],
     "salt/key": ["key_change.sls"],

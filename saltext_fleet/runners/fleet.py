@@ -51,6 +51,7 @@ from saltext_fleet.store import secrets as store_secrets
 from saltext_fleet.store import vulns as store_vulns
 from saltext_fleet.store.batch import is_connection_error
 from saltext_fleet.store.spool import spool_status
+from saltext_fleet.store.vulns import findings as store_findings
 from saltext_fleet.store.vulns import triage as store_triage
 
 log = logging.getLogger(__name__)
@@ -1539,14 +1540,14 @@ def cve_import(path, batch=store_vulns.BATCH):
 
 
 def _after_import(engine, result: dict) -> None:
-    """What follows an import that changed advisories: the fleet-wide recompute of findings.
-
-    TODO(issue 13, findings): call the fleet-wide findings recompute of
-    ``store/vulns/findings.py`` (helper "findings" writes it; ``recompute(engine)`` on its
-    branch i13-findings) here, when anything was added, replaced or withdrawn
-    (``result["counts"]["total"]``; imported_at changes only on the rows written), and report
-    its progress."""
-    return None
+    """What follows an import that changed advisories (anything added, replaced or
+    withdrawn: ``imported_at`` changes only on the rows written): the fleet-wide recompute of
+    findings, with its alerts (:func:`_recompute_fleet`); its summary goes into the result as
+    ``"findings"``."""
+    total = result["counts"]["total"]
+    if not (total.get("added") or total.get("replaced") or total.get("withdrawn")):
+        return
+    result["findings"] = _recompute_fleet(engine)
 
 
 # -- bootstrap ----------------------------------------------------------------------------------
@@ -1748,3 +1749,224 @@ def cve_triage_list(advisory=None, all=False, limit=500):
             )
 
     return _triage_call("cve_triage_list", make)
+
+
+# -- vulnerabilities: findings ----------------------------------------------------------------
+
+CVE_ALERT_TAG = "fleet/alert/cve"
+#: Findings listed in one ``fleet/alert/cve`` event (``count`` has them all).
+CVE_ALERT_LISTED = 100
+_ALERT_FIELDS = (
+    "advisory_id",
+    "ecosystem",
+    "package",
+    "version",
+    "fixed",
+    "severity",
+    "cvss_score",
+)
+
+
+def _cve_alerts(engine, opened: dict, threshold: str) -> int:
+    """Fire ``fleet/alert/cve`` once per node with new findings at or above ``threshold``
+    that no live triage decision covers; returns how many nodes."""
+    if not opened:
+        return 0
+    with engine.connect() as conn:
+        picked = store_findings.alerts(conn, opened, threshold)
+    for minion, found in sorted(picked.items()):
+        _fire(
+            CVE_ALERT_TAG,
+            {
+                "id": minion,
+                "alert_severity": threshold,
+                "count": len(found),
+                "findings": [{k: f[k] for k in _ALERT_FIELDS} for f in found[:CVE_ALERT_LISTED]],
+            },
+        )
+    return len(picked)
+
+
+def _severity_arg(severity):
+    if severity is None or severity == "":
+        return None
+    value = str(severity).lower()
+    if value not in store_findings.SEVERITIES:
+        raise SaltRunnerError(
+            f"severity={severity!r} is not one of {', '.join(store_findings.SEVERITIES)}"
+        )
+    return value
+
+
+def _recompute_fleet(engine) -> dict:
+    cfg = _cfg()
+    _progress("matching the fleet's packages against the advisories")
+    result = store_findings.recompute(engine)
+    alerts = _cve_alerts(engine, result["opened"], cfg.vulns.alert_severity)
+    opened = sum(len(found) for found in result["opened"].values())
+    summary = {
+        "nodes": result["nodes"],
+        "changed": result["changed"],
+        "opened": opened,
+        "updated": result["updated"],
+        "resolved": result["resolved"],
+        "alerts": alerts,
+        "not_covered": len(result["not_covered"]),
+        "matched_keys": result["verdicts"]["matched"],
+        "computed_at": result["computed_at"],
+    }
+    _progress(
+        f"findings of {result['nodes']} nodes recomputed: {opened} opened, "
+        f"{result['resolved']} resolved, {alerts} nodes alerted"
+    )
+    return summary
+
+
+def cve(tgt="*", tgt_type="glob", severity=None, id=None, recompute=False, resolved=False):
+    """
+    Vulnerability findings per node: open findings (advisory id, aliases, summary, severity,
+    CVSS score and vector, package, version, fixed version, first seen, triaged or not) and the
+    ecosystems OSV does not cover on the node (Homebrew, Nix, macOS applications, a distro
+    release the facts do not tell): those are "not covered", never clean.
+
+    tgt, tgt_type
+        Which nodes (Salt targeting, as ``fleet.drift``).
+    severity
+        Only findings at or above this severity (``critical``, ``high``, ``medium``, ``low``,
+        ``none``, ``unknown``).
+    id
+        Only findings of this advisory (its id, or an alias such as a CVE id).
+    recompute
+        First recompute the findings of the whole fleet (what the reactor does after an
+        import), firing ``fleet/alert/cve`` for new findings at or above
+        ``fleet:vulns:alert_severity``.
+    resolved
+        Include resolved findings (with ``resolved_at``).
+
+    Returns ``{minion: {"open", "triaged", "findings": [...], "not_covered": {ecosystem:
+    packages}, "computed_at"}}`` (with ``recompute``, ``"_recompute"`` has its summary).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.cve
+        salt-run fleet.cve 'web-*' severity=high
+        salt-run fleet.cve id=CVE-2024-35195 --out=json
+        salt-run fleet.cve recompute=True
+    """
+    severity = _severity_arg(severity)
+    engine = _engine()
+    summary = None
+    if _bool(recompute, "recompute"):
+        summary = _recompute_fleet(engine)
+    nodes = _match(store_drift.node_ids(engine), tgt, tgt_type)
+    try:
+        found = store_findings.node_findings(
+            engine, nodes, severity, id, _bool(resolved, "resolved")
+        )
+    except store_findings.FindingsError as exc:
+        raise SaltRunnerError(f"fleet.cve: {exc}") from exc
+    states = store_findings.node_states(engine, nodes)
+    out = {}
+    for minion in nodes:
+        mine = found.get(minion, [])
+        live = [f for f in mine if f["resolved_at"] is None]
+        state = states.get(minion, {})
+        if (severity or id) and not mine:
+            continue
+        out[minion] = {
+            "open": sum(1 for f in live if not f["triaged"]),
+            "triaged": sum(1 for f in live if f["triaged"]),
+            "findings": mine,
+            "not_covered": state.get("not_covered", {}),
+            "computed_at": state.get("computed_at"),
+        }
+    if summary is not None:
+        out["_recompute"] = summary
+    return out
+
+
+def cve_node(minion, event=None):
+    """
+    Recompute one node's findings from its stored inventory and fire ``fleet/alert/cve`` for
+    its new findings at or above ``fleet:vulns:alert_severity`` not covered by a live triage
+    decision. This is what the shipped reactor runs on ``fleet/inventory/changed``.
+
+    event
+        The reactor passes the event it reacts to: it must be signed by this master and be
+        about ``minion`` (minions can fire that tag too); otherwise nothing is recomputed.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.cve_node web-01
+    """
+    minion = _check_minion_id(minion)
+    if event is not None:
+        refused = _unsigned(event, minion)
+        if refused:
+            log.warning("fleet: findings of %r not recomputed: %s", minion, refused)
+            return {"refused": refused}
+    cfg = _cfg()
+    engine = _engine()
+    result = store_findings.recompute_node(engine, minion)
+    if result is None:
+        return {}
+    alerts = _cve_alerts(engine, {minion: result["opened"]}, cfg.vulns.alert_severity)
+    return {
+        minion: {
+            "opened": len(result["opened"]),
+            "resolved": result["resolved"],
+            "counts": result["counts"],
+            "not_covered": result["not_covered"],
+            "alerted": bool(alerts),
+            "computed_at": result["computed_at"],
+        }
+    }
+
+
+def cve_recompute():
+    """
+    Recompute the findings of the whole fleet and fire ``fleet/alert/cve`` for new findings
+    at or above ``fleet:vulns:alert_severity``; returns a summary (nodes, opened, resolved,
+    alerts...). ``fleet.cve_import`` does this itself after an import that changed anything.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.cve_recompute
+    """
+    return _recompute_fleet(_engine())
+
+
+def cve_history(minion, days=None):
+    """
+    A node's exposure over time: ``{"points": [{"computed_at", "open", "critical", "high",
+    "medium", "low", "unknown", "triaged"}], "findings": [...]}`` with every finding, open
+    and resolved (``first_seen``, ``resolved_at``).
+
+    days
+        Only the points of the last N days.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.cve_history web-01 days=30
+    """
+    minion = _check_minion_id(minion)
+    if days is not None:
+        try:
+            days = float(days)
+        except (TypeError, ValueError) as exc:
+            raise SaltRunnerError(f"fleet.cve_history: days={days!r} is not a number") from exc
+        if days <= 0:
+            raise SaltRunnerError("fleet.cve_history: days must be > 0")
+    engine = _engine()
+    return {
+        "points": store_findings.history(engine, minion, days),
+        "findings": store_findings.node_findings(engine, [minion], resolved=True).get(minion, []),
+    }

@@ -34,6 +34,13 @@ Tables:
 ``vuln_findings``         one row per (node, package, advisory) exposure: first seen, resolved
 ``vuln_history``          each node's open findings over time, by severity (the node's chart)
 ``vuln_triage``           operators' decisions on findings: scope, state, justification, expiry
+``vuln_keys``             (schema 0009) the dictionary of match keys: inventory ecosystem, package,
+                          version -> the OSV ecosystem, name and version they are matched as
+``vuln_snapshot_index``   each inventory snapshot's match keys (packed) and uncovered ecosystems
+``vuln_key_hits``         the cached verdict (advisory ids, fixed versions) of every match key
+                          whose name some advisory names
+``vuln_node_state``       each node's last findings recompute: fingerprint, not-covered ecosystems
+``vuln_match_state``      one row: up to when the advisories' changes are reflected in the verdicts
 ``ui_users``              the web UI's users: bcrypt hash, role, TOTP on/off (its secret is in
                           ``secrets``), recovery code and API token hashes, session version
 """
@@ -541,7 +548,10 @@ class Advisory(Base):
     source: Mapped[str | None] = mapped_column(Text)
     imported_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
-    __table_args__ = (Index("ix_advisories_severity", "severity"),)
+    __table_args__ = (
+        Index("ix_advisories_severity", "severity"),
+        Index("ix_advisories_imported_at", "imported_at"),
+    )
 
 
 class AdvisoryPackage(Base):
@@ -656,3 +666,74 @@ class VulnTriage(Base):
     revoked_by: Mapped[str | None] = mapped_column(String(255))
 
     __table_args__ = (Index("ix_vuln_triage_advisory", "advisory_id", "scope", "target"),)
+
+
+# -- vulnerability matching state (schema 0009) -------------------------------------------------
+
+
+class VulnKey(Base):
+    """A match key: one installed package version (inventory ``ecosystem``, ``package``,
+    ``version``) as it is matched (``osv_ecosystem``, ``name``, ``osv_version``: for deb and
+    apk the source package, from the inventory's ``sources``). See
+    :mod:`saltext_fleet.store.vulns.findings`."""
+
+    __tablename__ = "vuln_keys"
+
+    key: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    ecosystem: Mapped[str] = mapped_column(String(ECOSYSTEM_LEN))
+    package: Mapped[str] = mapped_column(Text)
+    version: Mapped[str] = mapped_column(Text)
+    osv_ecosystem: Mapped[str] = mapped_column(String(ECOSYSTEM_LEN))
+    name: Mapped[str] = mapped_column(Text)
+    osv_version: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_vuln_keys_name", "osv_ecosystem", "name"),)
+
+
+class VulnSnapshotIndex(Base):
+    """A snapshot's match keys (sorted signed 64-bit, little endian) and the inventory
+    ecosystems of it OSV does not cover (``{ecosystem: packages}``)."""
+
+    __tablename__ = "vuln_snapshot_index"
+
+    digest: Mapped[str] = mapped_column(
+        String(DIGEST_LEN),
+        ForeignKey("inventory_snapshots.digest", ondelete="CASCADE"),
+        primary_key=True,
+    )
+    keys: Mapped[bytes] = mapped_column(LargeBinary)
+    not_covered: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+class VulnKeyHits(Base):
+    """The verdict for one match key whose name an advisory names: ``hits`` is
+    ``[[advisory_id, fixed or None], ...]`` (empty: not affected)."""
+
+    __tablename__ = "vuln_key_hits"
+
+    key: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    hits: Mapped[list[Any]] = mapped_column(JSONType, default=list)
+    matched_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class VulnNodeState(Base):
+    """A node's last findings recompute: the snapshot, a fingerprint of its verdicts (a node
+    whose fingerprint is unchanged is not rewritten), its not-covered ecosystems and counts."""
+
+    __tablename__ = "vuln_node_state"
+
+    minion_id: Mapped[str] = mapped_column(String(MINION_ID_LEN), primary_key=True)
+    inventory_digest: Mapped[str | None] = mapped_column(String(DIGEST_LEN))
+    fingerprint: Mapped[int | None] = mapped_column(BigInteger)
+    computed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    not_covered: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    counts: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+
+
+class VulnMatchState(Base):
+    """One row (id 1): the ``imported_at`` up to which advisory changes are in the verdicts."""
+
+    __tablename__ = "vuln_match_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    advisories_seen_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))

@@ -14,6 +14,7 @@ from saltext_fleet.core import sbom as core_sbom
 from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store.models import InventorySnapshot, Node
 from tests.support.venvs import make_wheel, pip_install
+from tests.support.waiting import run, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -219,3 +220,63 @@ def test_sbom_of_a_real_minion_validates_and_matches_dpkg(
     assert sorted(ours) == dpkg_rows()
     # the minion's own venv is there too, as PyPI components
     assert "pkg:pypi/fleet-alpha@1.0.0" in purls
+
+
+def test_a_vulnerable_pip_package_is_found_and_resolved_with_its_time(
+    salt_master, salt_minion, salt_cli, salt_run_cli, venvs, event_listener, tmp_path
+):
+    """idna 3.6 in the virtualenv the minion inventories, its real advisory (PYSEC-2024-60,
+    fixed in 3.7) imported: the reactor opens the finding (runner, signed fleet/alert/cve);
+    the upgrade resolves it, with its time."""
+    wheels = tmp_path / "wheels"
+    for version in ("3.6", "3.7"):
+        got = subprocess.run(
+            [str(venvs["one"]), "-m", "pip", "download", "--no-deps", "-q", "-d", str(wheels)]
+            + [f"idna=={version}"],
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        if got.returncode != 0:
+            pytest.skip(f"pip download of idna {version} failed here: {got.stderr[-300:]}")
+    advisory = pathlib.Path(__file__).parents[1] / "fixtures" / "osv" / "pypi" / "idna"
+    imported = run(salt_run_cli, "fleet.cve_import", str(advisory))
+    assert imported["counts"]["total"]["added"] + imported["counts"]["total"]["unchanged"] == 1
+
+    def finding():
+        mine = run(salt_run_cli, "fleet.cve", salt_minion.id).get(salt_minion.id) or {}
+        return [f for f in mine.get("findings", []) if f["package"] == "idna"]
+
+    pip_install(venvs["one"], wheels / "idna-3.6-py3-none-any.whl")
+    start = time.time()
+    # the inventory (also what the beacon would ask for) -> the returner stores it and fires
+    # fleet/inventory/changed -> vulns.sls -> fleet.cve_node
+    assert salt_cli.run("fleet.inventory", minion_tgt=salt_minion.id, _timeout=120).returncode == 0
+    opened = wait_for("the idna finding", finding, timeout=120)
+    (found,) = opened
+    assert (found["advisory_id"], found["version"], found["fixed"]) == (
+        "PYSEC-2024-60",
+        "3.6",
+        "3.7",
+    )
+    assert found["aliases"] == ["CVE-2024-3651"] and found["resolved_at"] is None
+    events = event_listener.wait_for_events(
+        [(salt_master.id, "fleet/alert/cve")], after_time=start, timeout=60
+    )
+    alerts = [e.data for e in events.matches if e.data.get("id") == salt_minion.id]
+    assert alerts and alerts[-1]["findings"][0]["advisory_id"] == "PYSEC-2024-60"
+    assert alerts[-1]["sig"]  # signed by the master, as its other fleet/... events
+
+    pip_install(venvs["one"], wheels / "idna-3.7-py3-none-any.whl")
+    assert salt_cli.run("fleet.inventory", minion_tgt=salt_minion.id, _timeout=120).returncode == 0
+
+    def resolved():
+        return [
+            f
+            for f in run(salt_run_cli, "fleet.cve_history", salt_minion.id)["findings"]
+            if f["package"] == "idna" and f["resolved_at"] is not None
+        ]
+
+    (done,) = wait_for("the idna finding resolved", resolved, timeout=120)
+    assert done["first_seen"] == found["first_seen"] and done["resolved_at"] > found["first_seen"]
+    assert finding() == []

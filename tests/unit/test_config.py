@@ -193,3 +193,31 @@ def test_bad_ui_eauth_names_the_option(eauth, option):
     with pytest.raises(config.FleetConfigError) as exc:
         config.load({"fleet": {"ui": {"eauth": eauth}}})
     assert exc.value.option == option
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (None, "high"),
+        ("critical", "critical"),
+        ("Medium", "medium"),
+        ("any", "any"),
+        (False, "off"),
+    ],
+)
+def test_vulns_alert_severity(value, expected):
+    section = {} if value is None else {"vulns": {"alert_severity": value}}
+    cfg = config.load({"fleet": section, "cachedir": "/tmp/c", "pki_dir": "/tmp/p"})
+    assert cfg.vulns.alert_severity == expected
+
+
+@pytest.mark.parametrize("value", ["severe", 7, ["high"], ""])
+def test_bad_vulns_alert_severity_names_the_option(value):
+    with pytest.raises(
+        config.FleetConfigError, match="fleet:vulns:alert_severity: .* is not one of"
+    ):
+        config.load(
+            {"fleet": {"vulns": {"alert_severity": value}}, "cachedir": "/c", "pki_dir": "/p"}
+        )
+    with pytest.raises(config.FleetConfigError, match="fleet:vulns"):
+        config.load({"fleet": {"vulns": {"alert": "high"}}, "cachedir": "/c", "pki_dir": "/p"})
