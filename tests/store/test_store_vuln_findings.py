@@ -322,3 +322,19 @@ def test_one_node_sees_advisories_imported_since_the_fleet_recompute(engine):
     node = findings.recompute_node(engine, "web-1", now=T0 + 4 * H)
     assert [f["advisory_id"] for f in node["opened"]] == ["PYSEC-T-1"]
     assert findings.recompute(engine, now=T0 + 5 * H)["changed"] == 0
+
+
+def test_many_nodes_at_once(engine):
+    """More nodes than the one-statement paths take (states, history, COPY of findings)."""
+    put_advisories(engine, PYPI_ADVISORIES, SEVERITY, SCORE)
+    for i in range(104):
+        version = "2.30.0" if i % 2 else "2.31.0"
+        store_inventory(
+            engine, f"n{i:03d}", inventory({"pypi": {"requests": version, f"own{i}": "1.0"}})
+        )
+    result = findings.recompute(engine, now=T0)
+    assert len(result["opened"]) == 52 and result["history"] == 104
+    assert len(rows(engine)) == 52
+    assert findings.history(engine, "n001")[-1]["open"] == 1
+    assert findings.node_states(engine, ["n000"])["n000"]["counts"]["open"] == 0
+    assert findings.recompute(engine, now=T0 + H)["changed"] == 0

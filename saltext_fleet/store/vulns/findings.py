@@ -979,6 +979,9 @@ def _record_states(
         old = previous.get(state["minion_id"])
         if old is None or (old.counts or None) != state["counts"]:
             points.append({"minion_id": state["minion_id"], "computed_at": now, **state["counts"]})
+    if _is_pg(conn) and len(states) > 50:
+        _record_states_pg(conn, states, points)
+        return len(points)
     ins = dialect_insert(conn)(VulnNodeState.__table__)
     conn.execute(
         ins.on_conflict_do_update(
@@ -993,6 +996,47 @@ def _record_states(
     if points:
         conn.execute(insert(VulnHistory), points)
     return len(points)
+
+
+_COUNTED = ("open", "critical", "high", "medium", "low", "unknown", "triaged")
+
+
+def _record_states_pg(conn: Connection, states: list[dict], points: list[dict]) -> None:
+    """:func:`_record_states` for many nodes on PostgreSQL: arrays, two statements."""
+    conn.execute(
+        text(
+            "INSERT INTO vuln_node_state (minion_id, inventory_digest, fingerprint, "
+            "computed_at, not_covered, counts) SELECT * FROM unnest(CAST(:m AS text[]), "
+            "CAST(:d AS text[]), CAST(:f AS bigint[]), CAST(:at AS timestamptz[]), "
+            "CAST(:nc AS jsonb[]), CAST(:c AS jsonb[])) ON CONFLICT (minion_id) DO UPDATE SET "
+            "inventory_digest = EXCLUDED.inventory_digest, fingerprint = EXCLUDED.fingerprint, "
+            "computed_at = EXCLUDED.computed_at, not_covered = EXCLUDED.not_covered, "
+            "counts = EXCLUDED.counts"
+        ),
+        {
+            "m": [st["minion_id"] for st in states],
+            "d": [st["inventory_digest"] for st in states],
+            "f": [st["fingerprint"] for st in states],
+            "at": [st["computed_at"] for st in states],
+            "nc": [_json(st["not_covered"]) for st in states],
+            "c": [_json(st["counts"]) for st in states],
+        },
+    )
+    if points:
+        conn.execute(
+            text(
+                "INSERT INTO vuln_history (minion_id, computed_at, "
+                + ", ".join(_COUNTED)
+                + ") SELECT * FROM unnest(CAST(:m AS text[]), CAST(:at AS timestamptz[]), "
+                + ", ".join(f"CAST(:{k} AS integer[])" for k in _COUNTED)
+                + ")"
+            ),
+            {
+                "m": [p["minion_id"] for p in points],
+                "at": [p["computed_at"] for p in points],
+                **{k: [p[k] for p in points] for k in _COUNTED},
+            },
+        )
 
 
 def _previous_states(conn: Connection, minions: list[str] | None) -> dict[str, Any]:
