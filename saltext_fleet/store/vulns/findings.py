@@ -35,9 +35,14 @@ matched again with a :class:`~saltext_fleet.core.vulns.match.Index` built only f
 advisories naming those names.
 
 The fleet-wide recompute then never decodes an inventory: the snapshots' keys are looked up
-in the sorted array of keys that have a verdict (numpy), each snapshot gets a fingerprint of
-its verdicts (advisory, fixed version, severity, score), and only nodes whose fingerprint
-changed since their last recompute are compared with their open findings and written.
+among the keys that have a verdict (numpy), each snapshot gets a fingerprint of its verdicts
+(advisory, fixed version, severity, score), and only nodes whose fingerprint changed since
+their last recompute are compared with their open findings and written. A node whose
+inventory is the same as last time is compared only for its packages whose verdict this
+recompute changed (its open findings of those packages read by (node, ecosystem, package)),
+and its counts are its previous ones adjusted by what opened, changed and resolved (triage
+decisions taken meanwhile are counted at the node's next full recompute, e.g. its next
+inventory change).
 
 Writing, set-based
 ------------------
