@@ -1547,7 +1547,15 @@ def _after_import(engine, result: dict) -> None:
     total = result["counts"]["total"]
     if not (total.get("added") or total.get("replaced") or total.get("withdrawn")):
         return
-    result["findings"] = _recompute_fleet(engine)
+    try:
+        result["findings"] = _recompute_fleet(engine)
+    except Exception as exc:  # the import is committed: say what failed, keep its result
+        log.error("fleet: findings not recomputed after the import", exc_info=True)
+        result["findings"] = {
+            "error": f"findings not recomputed ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:300] if str(exc) else ''}); run salt-run "
+            "fleet.cve_recompute"
+        }
 
 
 # -- bootstrap ----------------------------------------------------------------------------------

@@ -322,3 +322,52 @@ def test_one_node_sees_advisories_imported_since_the_fleet_recompute(engine):
     node = findings.recompute_node(engine, "web-1", now=T0 + 4 * H)
     assert [f["advisory_id"] for f in node["opened"]] == ["PYSEC-T-1"]
     assert findings.recompute(engine, now=T0 + 5 * H)["changed"] == 0
+
+
+def test_many_nodes_at_once(engine):
+    """More nodes than the one-statement paths take (states, history, COPY of findings)."""
+    put_advisories(engine, PYPI_ADVISORIES, SEVERITY, SCORE)
+    for i in range(104):
+        version = "2.30.0" if i % 2 else "2.31.0"
+        store_inventory(
+            engine, f"n{i:03d}", inventory({"pypi": {"requests": version, f"own{i}": "1.0"}})
+        )
+    result = findings.recompute(engine, now=T0)
+    assert len(result["opened"]) == 52 and result["history"] == 104
+    assert len(rows(engine)) == 52
+    assert findings.history(engine, "n001")[-1]["open"] == 1
+    assert findings.node_states(engine, ["n000"])["n000"]["counts"]["open"] == 0
+    assert findings.recompute(engine, now=T0 + H)["changed"] == 0
+
+
+def test_after_an_import_only_the_packages_it_touches_are_rewritten(engine):
+    put_advisories(engine, PYPI_ADVISORIES, SEVERITY, SCORE)
+    pypi = {"requests": "2.30.0", "urllib3": "1.26.5", "jinja2": "3.1.2", "six": "1.16.0"}
+    store_inventory(engine, "web-1", inventory({"pypi": pypi}))
+    store_inventory(engine, "web-2", inventory({"pypi": {"six": "1.16.0"}}))
+    findings.recompute(engine, now=T0)
+    assert findings.history(engine, "web-1")[-1]["open"] == 2
+    put_advisories(
+        engine,
+        [
+            record("GHSA-jj", "PyPI", "jinja2", [("introduced", "0"), ("fixed", "3.1.3")]),
+            # requests' advisory again, now high and fixed later: kept, updated in place
+            record("PYSEC-T-1", "PyPI", "requests", [("introduced", "0"), ("fixed", "2.32.0")]),
+        ],
+        {"GHSA-jj": "critical", "PYSEC-T-1": "critical"},
+        {"GHSA-jj": 9.8, "PYSEC-T-1": 9.1},
+        at=T0 + H,
+    )
+    after = findings.recompute(engine, now=T0 + 2 * H)
+    assert after["changed"] == 1 and after["updated"] == 1 and after["resolved"] == 0
+    assert [f["advisory_id"] for f in after["opened"]["web-1"]] == ["GHSA-jj"]
+    shown = {f["advisory_id"]: f for f in findings.node_findings(engine, ["web-1"])["web-1"]}
+    assert shown["PYSEC-T-1"]["fixed"] == "2.32.0" and shown["PYSEC-T-1"]["severity"] == "critical"
+    assert shown["PYSEC-T-1"]["first_seen"] == T0.isoformat()
+    assert shown["GHSA-t2"]["first_seen"] == T0.isoformat()  # untouched
+    last = findings.history(engine, "web-1")[-1]
+    assert (last["open"], last["critical"], last["medium"], last["high"]) == (3, 2, 1, 0)
+    # the same counts as a node recompute from scratch gives
+    assert findings.recompute_node(engine, "web-1", now=T0 + 3 * H)["counts"] == {
+        k: last[k] for k in ("open", "critical", "high", "medium", "low", "unknown", "triaged")
+    }

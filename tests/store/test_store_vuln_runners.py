@@ -3,6 +3,7 @@ and PostgreSQL: what they show, the fleet/alert/cve events they fire, and that o
 this master signed about the node itself make them recompute anything."""
 
 import contextlib
+import json
 
 import pytest
 import salt.config
@@ -148,3 +149,18 @@ def test_only_the_masters_own_event_about_the_node_recomputes_it(runners, fired)
     assert after["web-2"]["open"] == 2
     assert [d["id"] for _, d in fired] == ["web-2"]
     assert runners["fleet.cve_recompute"]()["nodes"] == 2
+
+
+def test_an_import_recomputes_the_fleet(runners, fired, tmp_path):
+    runners["fleet.cve"](recompute=True)
+    fired.clear()
+    folder = tmp_path / "osv"
+    folder.mkdir()
+    doc = record("GHSA-new", "PyPI", "requests", [("introduced", "0"), ("fixed", "2.32.0")])
+    doc["severity"] = [{"type": "CVSS_V3", "score": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:H/A:H"}]
+    (folder / "GHSA-new.json").write_text(json.dumps(doc))
+    result = runners["fleet.cve_import"](str(folder))
+    assert result["findings"]["opened"] == 2 and result["findings"]["alerts"] == 2
+    assert sorted(d["id"] for _, d in fired) == ["web-1", "web-2"]
+    # the same data again changes nothing: no recompute
+    assert "findings" not in runners["fleet.cve_import"](str(folder))

@@ -35,9 +35,14 @@ matched again with a :class:`~saltext_fleet.core.vulns.match.Index` built only f
 advisories naming those names.
 
 The fleet-wide recompute then never decodes an inventory: the snapshots' keys are looked up
-in the sorted array of keys that have a verdict (numpy), each snapshot gets a fingerprint of
-its verdicts (advisory, fixed version, severity, score), and only nodes whose fingerprint
-changed since their last recompute are compared with their open findings and written.
+among the keys that have a verdict (numpy), each snapshot gets a fingerprint of its verdicts
+(advisory, fixed version, severity, score), and only nodes whose fingerprint changed since
+their last recompute are compared with their open findings and written. A node whose
+inventory is the same as last time is compared only for its packages whose verdict this
+recompute changed (its open findings of those packages read by (node, ecosystem, package)),
+and its counts are its previous ones adjusted by what opened, changed and resolved (triage
+decisions taken meanwhile are counted at the node's next full recompute, e.g. its next
+inventory change).
 
 Writing, set-based
 ------------------
@@ -579,7 +584,8 @@ def _changed_since(conn: Connection, since: dt.datetime | None):
 def refresh_verdicts(conn: Connection, now: dt.datetime) -> dict[str, Any]:
     """Bring ``vuln_key_hits`` up to date with the advisories (see the module docstring);
     returns ``{"keys": keys with a verdict, "matched": keys matched now, "unique": unique
-    (ecosystem, name, version) matched now}``."""
+    (ecosystem, name, version) matched now, "touched": the keys whose verdict changed, or
+    may have (an advisory in it was imported again: its severity), None for every key}``."""
     since = _seen_at(conn)
     changed, newest = _changed_since(conn, since)
     candidates = {
@@ -620,9 +626,24 @@ def refresh_verdicts(conn: Connection, now: dt.datetime) -> dict[str, Any]:
         hits[key] = sorted(kept + again.get(key, []))
     unique += unique_again
     _store_hits(conn, hits, now)
+    # the keys whose verdict (or an advisory in it: its severity) may have changed
+    touched: set[int] | None = None
+    if changed is not None:
+        touched = {k for k in gone if cached[k]}
+        touched.update(k for k in full if hits[k])
+        touched.update(
+            k
+            for k in partial
+            if hits[k] != cached[k] or any(h[0] in ids for h in (*hits[k], *cached[k]))
+        )
     if newest is not None:
         _set_seen_at(conn, newest)
-    return {"keys": len(candidates), "matched": len(hits), "unique": unique}
+    return {
+        "keys": len(candidates),
+        "matched": len(hits),
+        "unique": unique,
+        "touched": touched,
+    }
 
 
 # -- triage -----------------------------------------------------------------------------------
@@ -818,32 +839,104 @@ def _open_rows(conn: Connection, minions: list[str], everyone: bool) -> dict[str
     return out
 
 
+def _scoped_rows(conn: Connection, scopes: Mapping[str, set[tuple[str, str]]]) -> dict:
+    """:func:`_open_rows` of the ``(ecosystem, package)`` pairs of each node's scope only."""
+    if not scopes:
+        return {}
+    triples = sorted((m, e, p) for m, pairs in scopes.items() for e, p in pairs)
+    out: dict[str, dict] = defaultdict(dict)
+    if _is_pg(conn):
+        for chunk in in_chunks(triples, 50_000):
+            rows = conn.execute(
+                text(
+                    "SELECT f.id, f.minion_id, f.ecosystem, f.package, f.advisory_id, f.version, "
+                    "f.fixed, f.severity, f.cvss_score FROM vuln_findings f JOIN unnest("
+                    "CAST(:m AS text[]), CAST(:e AS text[]), CAST(:p AS text[])) AS w(m, e, p) "
+                    "ON f.minion_id = w.m AND f.ecosystem = w.e AND f.package = w.p "
+                    "WHERE f.resolved_at IS NULL"
+                ),
+                {
+                    "m": [t[0] for t in chunk],
+                    "e": [t[1] for t in chunk],
+                    "p": [t[2] for t in chunk],
+                },
+            )
+            for fid, minion, eco, package, advisory, version, fixed, severity, score in rows:
+                out[minion][(eco, package, advisory)] = (fid, version, fixed, severity, score)
+        return dict(out)
+    every = _open_rows(conn, sorted(scopes), everyone=len(scopes) > 2000)
+    for minion, rows in every.items():
+        pairs = scopes[minion]
+        out[minion] = {i: v for i, v in rows.items() if (i[0], i[1]) in pairs}
+    return dict(out)
+
+
+def _adjusted(
+    counts: Mapping[str, int],
+    log_: list[tuple[int, str, str, str]],
+    live: Mapping[str, list],
+    minion: str,
+    group: str | None,
+) -> dict[str, int]:
+    """``counts`` (:func:`_counts`) after the changes of ``log_`` (from :func:`_write`)."""
+    out = {k: int(counts.get(k) or 0) for k in _COUNTED}
+    for sign, severity, advisory, package in log_:
+        if is_triaged(live, advisory, package, minion, group):
+            out["triaged"] += sign
+            continue
+        out["open"] += sign
+        bucket = severity if severity in out else "unknown"
+        if severity == "none":
+            bucket = "low"
+        out[bucket] += sign
+    return out
+
+
 def _write(
     conn: Connection,
     desired: Mapping[str, Mapping[Ident, dict[str, Any]]],
     now: dt.datetime,
+    scopes: Mapping[str, set[tuple[str, str]]] | None = None,
 ) -> dict[str, Any]:
-    """Open, update and resolve the findings of the nodes of ``desired`` (every one of their
-    open findings not in it is resolved). Returns ``{"opened": {minion: [row]}, "kept",
-    "changed", "resolved"}``."""
+    """Open, update and resolve the findings of the nodes of ``desired``: every one of their
+    open findings not in it is resolved, or, for a node of ``scopes``, every one of its open
+    findings of the ``(ecosystem, package)`` pairs its scope names (``desired`` has the
+    node's findings of those packages only). Returns ``{"opened": {minion: [row]}, "kept",
+    "changed", "resolved", "log": {minion: [(sign, severity, advisory_id, package)]}}``
+    (``log``: what left and joined the open findings of a scoped node, for its counts)."""
+    scopes = scopes or {}
     minions = sorted(desired)
-    current = _open_rows(conn, minions, everyone=len(minions) > 2000)
+    whole = [m for m in minions if m not in scopes]
+    current = _open_rows(conn, whole, everyone=len(whole) > 2000)
+    current.update(_scoped_rows(conn, {m: scopes[m] for m in minions if m in scopes}))
     new_rows, changes, resolved = [], [], []
     opened: dict[str, list] = {}
+    log_: dict[str, list] = {}
     kept = 0
     for minion in minions:
         want = desired[minion]
         have = current.get(minion, {})
+        scoped = minion in scopes
         for ident, row in want.items():
             old = have.get(ident)
             if old is None:
                 new_rows.append((minion, row))
                 opened.setdefault(minion, []).append(row)
+                if scoped:
+                    log_.setdefault(minion, []).append((1, row["severity"], ident[2], ident[1]))
                 continue
             kept += 1
             if tuple(old[1:]) != tuple(row[k] for k in _COMPARED):
                 changes.append({"fid": old[0], **{k: row[k] for k in _COMPARED}, "at": now})
-        resolved.extend(old[0] for ident, old in have.items() if ident not in want)
+                if scoped:
+                    log_.setdefault(minion, []).extend(
+                        [(-1, old[3], ident[2], ident[1]), (1, row["severity"], ident[2], ident[1])]
+                    )
+        for ident, old in have.items():
+            if ident not in want:
+                resolved.append(old[0])
+                if scoped:
+                    log_.setdefault(minion, []).append((-1, old[3], ident[2], ident[1]))
     _insert_findings(conn, new_rows, now)
     if changes:
         conn.execute(
@@ -872,7 +965,13 @@ def _write(
                 conn.execute(
                     update(VulnFinding).where(VulnFinding.id.in_(chunk)).values(resolved_at=now)
                 )
-    return {"opened": opened, "kept": kept, "changed": len(changes), "resolved": len(resolved)}
+    return {
+        "opened": opened,
+        "kept": kept,
+        "changed": len(changes),
+        "resolved": len(resolved),
+        "log": log_,
+    }
 
 
 _FINDING_COLUMNS = (
@@ -979,6 +1078,9 @@ def _record_states(
         old = previous.get(state["minion_id"])
         if old is None or (old.counts or None) != state["counts"]:
             points.append({"minion_id": state["minion_id"], "computed_at": now, **state["counts"]})
+    if _is_pg(conn) and len(states) > 50:
+        _record_states_pg(conn, states, points)
+        return len(points)
     ins = dialect_insert(conn)(VulnNodeState.__table__)
     conn.execute(
         ins.on_conflict_do_update(
@@ -993,6 +1095,47 @@ def _record_states(
     if points:
         conn.execute(insert(VulnHistory), points)
     return len(points)
+
+
+_COUNTED = ("open", "critical", "high", "medium", "low", "unknown", "triaged")
+
+
+def _record_states_pg(conn: Connection, states: list[dict], points: list[dict]) -> None:
+    """:func:`_record_states` for many nodes on PostgreSQL: arrays, two statements."""
+    conn.execute(
+        text(
+            "INSERT INTO vuln_node_state (minion_id, inventory_digest, fingerprint, "
+            "computed_at, not_covered, counts) SELECT * FROM unnest(CAST(:m AS text[]), "
+            "CAST(:d AS text[]), CAST(:f AS bigint[]), CAST(:at AS timestamptz[]), "
+            "CAST(:nc AS jsonb[]), CAST(:c AS jsonb[])) ON CONFLICT (minion_id) DO UPDATE SET "
+            "inventory_digest = EXCLUDED.inventory_digest, fingerprint = EXCLUDED.fingerprint, "
+            "computed_at = EXCLUDED.computed_at, not_covered = EXCLUDED.not_covered, "
+            "counts = EXCLUDED.counts"
+        ),
+        {
+            "m": [st["minion_id"] for st in states],
+            "d": [st["inventory_digest"] for st in states],
+            "f": [st["fingerprint"] for st in states],
+            "at": [st["computed_at"] for st in states],
+            "nc": [_json(st["not_covered"]) for st in states],
+            "c": [_json(st["counts"]) for st in states],
+        },
+    )
+    if points:
+        conn.execute(
+            text(
+                "INSERT INTO vuln_history (minion_id, computed_at, "
+                + ", ".join(_COUNTED)
+                + ") SELECT * FROM unnest(CAST(:m AS text[]), CAST(:at AS timestamptz[]), "
+                + ", ".join(f"CAST(:{k} AS integer[])" for k in _COUNTED)
+                + ")"
+            ),
+            {
+                "m": [p["minion_id"] for p in points],
+                "at": [p["computed_at"] for p in points],
+                **{k: [p[k] for p in points] for k in _COUNTED},
+            },
+        )
 
 
 def _previous_states(conn: Connection, minions: list[str] | None) -> dict[str, Any]:
@@ -1059,6 +1202,7 @@ def recompute(engine: Engine, now: dt.datetime | None = None) -> dict[str, Any]:
         indexed = index_snapshots(conn, digests)
         lap("nodes_s")
         verdicts = refresh_verdicts(conn, now)
+        touched = verdicts.pop("touched")
         lap("verdicts_s")
     with engine.begin() as conn:
         hit_keys, hit_info, hits, meta = _hitting(conn)
@@ -1074,6 +1218,16 @@ def recompute(engine: Engine, now: dt.datetime | None = None) -> dict[str, Any]:
             d: (fingerprints[i], hit_lists[i], blobs.get(d, (b"", {}))[1])
             for i, d in enumerate(digests)
         }
+        # A node whose inventory did not change and whose verdicts did: only its packages
+        # with a changed verdict are compared and written (its scope)
+        scoped_of: dict[str, list[int]] = {}
+        if touched:
+            position = {d: i for i, d in enumerate(digests)}
+            members = _members(segments, np.array(sorted(touched), dtype=np.int64))
+            scoped_of = {d: members[position[d]] for d in digests if members[position[d]]}
+            missing = [k for k in touched if k not in hit_info]
+            touched_info = {**_key_infos(conn, missing), **hit_info} if missing else hit_info
+        scopes: dict[str, set[tuple[str, str]]] = {}
         desired, states, previous_of = {}, [], {}
         not_covered = {}
         changed_nodes = []
@@ -1102,13 +1256,26 @@ def recompute(engine: Engine, now: dt.datetime | None = None) -> dict[str, Any]:
                 )
                 previous_of[row.minion_id] = old
                 continue
+            if (
+                touched is not None
+                and old is not None
+                and old.inventory_digest == row.inventory_digest
+                and old.counts
+                and scoped_of.get(row.inventory_digest)
+            ):
+                pairs = {touched_info[k][:2] for k in scoped_of[row.inventory_digest]}
+                scopes[row.minion_id] = pairs
+                desired[row.minion_id] = _desired(
+                    [k for k in keys if hit_info[k][:2] in pairs], hit_info, hits, meta
+                )
+                continue
             desired[row.minion_id] = _desired(keys, hit_info, hits, meta)
         lap("derived_s")
-        written = _write(conn, desired, now)
+        written = _write(conn, desired, now, scopes)
         lap("written_s")
-        live = live_triage(
-            conn, now, {i[2] for want in desired.values() for i in want} if desired else ()
-        )
+        involved = {i[2] for want in desired.values() for i in want}
+        involved.update(e[2] for found in written["log"].values() for e in found)
+        live = live_triage(conn, now, involved)
         groups = {row.minion_id: row.node_group for row in nodes}
         by_minion = {row.minion_id: row for row in changed_nodes}
         for minion, want in desired.items():
@@ -1121,7 +1288,17 @@ def recompute(engine: Engine, now: dt.datetime | None = None) -> dict[str, Any]:
                     "fingerprint": fp,
                     "computed_at": now,
                     "not_covered": by_digest[row.inventory_digest][2],
-                    "counts": _counts(want, live, minion, groups.get(minion)),
+                    "counts": (
+                        _adjusted(
+                            previous[minion].counts,
+                            written["log"].get(minion, []),
+                            live,
+                            minion,
+                            groups.get(minion),
+                        )
+                        if minion in scopes
+                        else _counts(want, live, minion, groups.get(minion))
+                    ),
                 }
             )
             if minion in previous:
@@ -1234,6 +1411,24 @@ def _locate(keys: np.ndarray, every: np.ndarray) -> tuple[np.ndarray, np.ndarray
             found[odd[hit]] = True
             pos[odd[hit]] = order[where[hit]]
     return found, np.maximum(pos, 0)
+
+
+def _members(segments: list[np.ndarray], keys: np.ndarray) -> list[list[int]]:
+    """Per segment, its members of ``keys``."""
+    out: list[list[int]] = [[] for _ in segments]
+    if not len(keys) or not segments:
+        return out
+    lengths = np.fromiter((len(seg) for seg in segments), dtype=np.int64, count=len(segments))
+    if not lengths.sum():
+        return out
+    every = np.concatenate(segments)
+    found, _ = _locate(keys, every)
+    where = np.flatnonzero(found)
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
+    seg_of = np.searchsorted(starts, where, side="right") - 1
+    for seg, key in zip(seg_of.tolist(), every[where].tolist(), strict=True):
+        out[seg].append(key)
+    return out
 
 
 def _fingerprints(
