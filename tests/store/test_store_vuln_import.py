@@ -21,22 +21,7 @@ from saltext_fleet.runners import fleet as fleet_runner
 from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store import vulns as store_vulns
 from saltext_fleet.store.models import Advisory, AdvisoryPackage, VulnImport
-
-REPO = pathlib.Path(__file__).resolve().parents[2]
-# ../shared next to the repository (a git worktree one level deeper has it at ../../shared).
-SHARED_OSV = next(
-    (
-        path
-        for path in (
-            base / "shared/data/osv-pypi/vulns" for base in (REPO.parent, REPO.parent.parent)
-        )
-        if path.is_dir()
-    ),
-    REPO.parent / "shared/data/osv-pypi/vulns",
-)
-needs_shared = pytest.mark.skipif(
-    not SHARED_OSV.is_dir(), reason="../shared/data/osv-pypi is not here"
-)
+from tests.support.osvdata import SHARED_OSV, needs_shared
 
 #: What the real data set holds: 2661 records, 10 of them withdrawn, one non-record file.
 REAL_RECORDS = 2661

@@ -43,7 +43,6 @@ number of pairs per ecosystem is printed and must not fall below a floor.
 
 import functools
 import itertools
-import pathlib
 import random
 import re
 import shutil
@@ -57,19 +56,8 @@ from univers.versions import RpmVersion, SemverVersion
 
 from saltext_fleet.core import versions
 from saltext_fleet.core.vulns import osv
+from tests.support.osvdata import FIXTURES, SHARED_OSV
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-FIXTURES = REPO / "tests" / "fixtures" / "osv"
-SHARED_OSV = next(
-    (
-        path
-        for path in (
-            base / "shared/data/osv-pypi/vulns" for base in (REPO.parent, REPO.parent.parent)
-        )
-        if path.is_dir()
-    ),
-    REPO.parent / "shared/data/osv-pypi/vulns",
-)
 HAVE_DPKG = shutil.which("dpkg-query") is not None
 
 #: Floors for the number of pairs compared (the real figures are far higher; a test must fail

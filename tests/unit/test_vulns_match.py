@@ -6,7 +6,6 @@ port of the schema's pseudo-code over every real PyPI record.
 import dataclasses
 import datetime as dt
 import functools
-import pathlib
 import re
 import time
 
@@ -15,19 +14,8 @@ from packaging.utils import canonicalize_version
 
 from saltext_fleet.core import versions
 from saltext_fleet.core.vulns import match, model, osv
+from tests.support.osvdata import FIXTURES, SHARED_OSV
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-FIXTURES = REPO / "tests" / "fixtures" / "osv"
-SHARED_OSV = next(
-    (
-        path
-        for path in (
-            base / "shared/data/osv-pypi/vulns" for base in (REPO.parent, REPO.parent.parent)
-        )
-        if path.is_dir()
-    ),
-    REPO.parent / "shared/data/osv-pypi/vulns",
-)
 GIT_COMMIT = re.compile(r"[0-9a-f]{40}")
 QUERIES_PER_PACKAGE = 12
 NOW = dt.datetime(2026, 12, 1, tzinfo=dt.UTC)

@@ -8,26 +8,12 @@ them lives in tests/fixtures/osv/pypi so the rest of the tests do not depend on 
 
 import datetime as dt
 import json
-import pathlib
 
 import pytest
 
 from saltext_fleet.core.errors import FleetError
 from saltext_fleet.core.vulns import model, osv
-
-REPO = pathlib.Path(__file__).resolve().parents[2]
-# ../shared next to the repository (a git worktree one level deeper has it at ../../shared).
-SHARED_OSV = next(
-    (
-        path
-        for path in (
-            base / "shared/data/osv-pypi/vulns" for base in (REPO.parent, REPO.parent.parent)
-        )
-        if path.is_dir()
-    ),
-    REPO.parent / "shared/data/osv-pypi/vulns",
-)
-FIXTURES = pathlib.Path(__file__).resolve().parents[1] / "fixtures" / "osv"
+from tests.support.osvdata import FIXTURES, SHARED_OSV
 
 
 def _record(**changes):
