@@ -32,6 +32,7 @@ from tests.support.waiting import wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 SALT_RUN = pathlib.Path(sys.executable).with_name("salt-run")
+IDNA_ADVISORY = pathlib.Path(__file__).parents[1] / "fixtures" / "osv" / "pypi" / "idna"
 
 
 def salt_run(salt_master, *args, out="json"):
@@ -96,6 +97,8 @@ def test_every_runner_prints_one_json_document(salt_master, node, event_listener
             ("audit", ["limit=5"], True),
             ("node_started", [node, f"sender={stranger}"], True),  # refused: not its sender
             ("onboard", [node], False),  # no accepted key
+            ("cve_import", [str(IDNA_ADVISORY)], True),  # one real advisory (PYSEC-2024-60)
+            ("sbom", [node], True),
         ],
         [
             ("baseline_list", [], True),
@@ -107,9 +110,16 @@ def test_every_runner_prints_one_json_document(salt_master, node, event_listener
             ("enrol", [stranger, "ttl=60"], True),
             ("group_list", [], True),
             ("secret_set", ["group", group, "token", "value=not-a-real-token"], True),
+            ("cve_recompute", [], True),
+            ("cve_triage_list", [], True),
+            ("cve_triage_revoke", ["999999999"], False),  # no such decision
         ],
         [
             ("drift", [node], True),
+            ("cve", [node], True),
+            ("cve_node", [node], True),
+            ("cve_history", [node], True),
+            ("cve_triage", ["PYSEC-2024-60", "will_fix", f"node={stranger}"], False),  # no node
             ("enrolments", [stranger], True),
             ("keys_accept", [stranger], False),  # no pending key
             ("keys_reject", [stranger], False),
@@ -176,6 +186,9 @@ def test_every_runner_prints_one_json_document(salt_master, node, event_listener
     assert set(out["rotate_key"]) == {"key_id", "reencrypted", "retired"}
     assert "127.0.0.1" in out["bootstrap"], out["bootstrap"]
     assert out["audit_verify"]["ok"] is True
+    assert out["sbom"]["specVersion"] == "1.6"
+    assert out["sbom"]["metadata"]["component"]["name"] == node
+    assert set(out["cve_import"]["counts"]["total"]) >= {"added", "unchanged"}
     # ...and the progress events went to the bus all the same
     wanted = (
         "computing drift of 1 nodes (of 1 targeted)",
