@@ -105,6 +105,16 @@ class Stranger:
             time.sleep(0.2)
         if self.proc is not None:
             self.proc.wait(15)
+        # A killed minion leaves its pidfile and Salt's "process responsibility" file behind,
+        # naming a process that may linger as a zombie until something reaps it: the next
+        # start would take it for "an instance is already running" and exit. Nothing of this
+        # minion runs any more, so both are stale.
+        pidfile = self.factory.config.get("pidfile")
+        if pidfile:
+            # relative to the minion's root_dir, as Salt reads it
+            path = Path(self.factory.config["root_dir"], pidfile)
+            path.unlink(missing_ok=True)
+            path.with_name(f"process_responsibility_{path.name}").unlink(missing_ok=True)
 
     def log_tail(self, lines=40):
         """The end of the minion's own log, for an assertion's message."""
