@@ -5,7 +5,7 @@ does not cover, alerts only for new findings at or above the threshold and not t
 import datetime as dt
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
 from saltext_fleet.store.models import VulnFinding, VulnHistory, VulnTriage
@@ -371,3 +371,51 @@ def test_after_an_import_only_the_packages_it_touches_are_rewritten(engine):
     assert findings.recompute_node(engine, "web-1", now=T0 + 3 * H)["counts"] == {
         k: last[k] for k in ("open", "critical", "high", "medium", "low", "unknown", "triaged")
     }
+
+
+def _index_definitions(engine):
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as conn:
+        return sorted(
+            conn.execute(
+                text("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'vuln_findings'")
+            ).all()
+        )
+
+
+def test_first_write_into_an_empty_table_builds_the_indexes_after(engine, monkeypatch):
+    """The first recompute (no finding stored yet) writes its rows before the secondary
+    indexes (on PostgreSQL): same rows, the same indexes afterwards, still enforced."""
+    monkeypatch.setattr(findings, "REBUILD_INDEXES_ROWS", 1)
+    before = _index_definitions(engine)
+    put_advisories(engine, PYPI_ADVISORIES, SEVERITY, SCORE)
+    for i in range(104):
+        version = "2.30.0" if i % 2 else "2.31.0"
+        store_inventory(engine, f"n{i:03d}", inventory({"pypi": {"requests": version}}))
+    result = findings.recompute(engine, now=T0)
+    assert len(result["opened"]) == 52 and len(rows(engine)) == 52
+    assert _index_definitions(engine) == before
+    if before is not None:
+        assert findings.TIMINGS["findings_indexes_s"] >= 0
+        assert any("ux_vuln_findings_open" in name for name, _ in before)
+    # not empty any more: the next write goes row by row into the kept indexes
+    store_inventory(engine, "n000", inventory({"pypi": {"requests": "2.30.0"}}))
+    assert [
+        f["advisory_id"] for f in findings.recompute_node(engine, "n000", now=T0 + H)["opened"]
+    ] == ["PYSEC-T-1"]
+    assert len(rows(engine)) == 53
+    with pytest.raises(Exception, match="ux_vuln_findings_open|UNIQUE"):
+        with engine.begin() as conn:
+            conn.execute(
+                VulnFinding.__table__.insert(),
+                [
+                    {
+                        "minion_id": "n000",
+                        "ecosystem": "pypi",
+                        "package": "requests",
+                        "version": "2.30.0",
+                        "advisory_id": "PYSEC-T-1",
+                    }
+                ],
+            )
