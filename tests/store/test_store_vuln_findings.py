@@ -5,10 +5,10 @@ does not cover, alerts only for new findings at or above the threshold and not t
 import datetime as dt
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
-from saltext_fleet.store.models import VulnFinding, VulnHistory, VulnTriage
+from saltext_fleet.store.models import Advisory, VulnFinding, VulnHistory, VulnTriage
 from saltext_fleet.store.vulns import findings
 from tests.support.vulns import T0, inventory, put_advisories, record, store_inventory
 
@@ -419,3 +419,25 @@ def test_first_write_into_an_empty_table_builds_the_indexes_after(engine, monkey
                     }
                 ],
             )
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"events": [{}]},  # an empty event
+        {"events": [{"introduced": 0}]},  # not a string
+        {"events": "0"},  # not a list of events
+    ],
+)
+def test_a_stored_record_that_does_not_parse_is_left_out(engine, broken, caplog):
+    put_advisories(engine, PYPI_ADVISORIES, SEVERITY, SCORE)
+    bad = record("PYSEC-T-1", "PyPI", "requests")
+    bad["affected"][0]["ranges"] = [{"type": "ECOSYSTEM", **broken}]
+    with engine.begin() as conn:
+        conn.execute(update(Advisory).where(Advisory.id == "PYSEC-T-1").values(record=bad))
+    store_inventory(
+        engine, "web-1", inventory({"pypi": {"requests": "2.30.0", "urllib3": "1.26.5"}})
+    )
+    result = findings.recompute(engine, now=T0)
+    assert [f["advisory_id"] for f in result["opened"]["web-1"]] == ["GHSA-t2"]
+    assert "PYSEC-T-1 skipped" in caplog.text
