@@ -3,6 +3,7 @@ their times, one node after an inventory change, deb through the source map, eco
 does not cover, alerts only for new findings at or above the threshold and not triaged."""
 
 import datetime as dt
+import gc
 
 import pytest
 from sqlalchemy import select, text, update
@@ -441,3 +442,25 @@ def test_a_stored_record_that_does_not_parse_is_left_out(engine, broken, caplog)
     result = findings.recompute(engine, now=T0)
     assert [f["advisory_id"] for f in result["opened"]["web-1"]] == ["GHSA-t2"]
     assert "PYSEC-T-1 skipped" in caplog.text
+
+
+def test_the_recompute_leaves_the_garbage_collector_as_it_was(engine, monkeypatch):
+    put_advisories(engine, PYPI_ADVISORIES, SEVERITY, SCORE)
+    store_inventory(engine, "web-1", inventory({"pypi": {"requests": "2.30.0"}}))
+    assert gc.isenabled()
+    findings.recompute(engine, now=T0)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        findings.recompute(engine, now=T0 + H)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(findings, "refresh_verdicts", broken)
+    with pytest.raises(RuntimeError, match="boom"):
+        findings.recompute(engine, now=T0 + 2 * H)
+    assert gc.isenabled()

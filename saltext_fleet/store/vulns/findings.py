@@ -67,8 +67,10 @@ if the decision names one). The runner fires ``fleet/alert/cve`` for them.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
+import gc
 import hashlib
 import json
 import logging
@@ -1283,11 +1285,31 @@ def _signed(value: int) -> int:
 # -- recompute --------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _no_cyclic_gc():
+    """Python's cyclic garbage collector paused: a fleet-wide recompute makes millions of
+    small, acyclic objects (rows, keys, parsed advisories; freed by reference counting), and
+    the collector's passes over them cost a fifth of its time (about 2 s of 10 here). The
+    collector is process-wide: it runs again, as before, when the recompute ends."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 def recompute(engine: Engine, now: dt.datetime | None = None) -> dict[str, Any]:
     """Recompute every node's findings (after an import; ``salt-run fleet.cve
     recompute=True``). Returns ``{"nodes", "changed", "opened": {minion: [finding]},
     "kept", "updated", "resolved", "history", "not_covered": {minion: {eco: packages}},
     "verdicts": {...}, "indexed"}``."""
+    with _no_cyclic_gc():
+        return _recompute(engine, now)
+
+
+def _recompute(engine: Engine, now: dt.datetime | None) -> dict[str, Any]:
     now = now or utcnow()
     TIMINGS.clear()
     started = last = time.perf_counter()
