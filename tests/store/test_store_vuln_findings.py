@@ -3,12 +3,13 @@ their times, one node after an inventory change, deb through the source map, eco
 does not cover, alerts only for new findings at or above the threshold and not triaged."""
 
 import datetime as dt
+import gc
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
-from saltext_fleet.store.models import VulnFinding, VulnHistory, VulnTriage
+from saltext_fleet.store.models import Advisory, VulnFinding, VulnHistory, VulnTriage
 from saltext_fleet.store.vulns import findings
 from tests.support.vulns import T0, inventory, put_advisories, record, store_inventory
 
@@ -371,3 +372,95 @@ def test_after_an_import_only_the_packages_it_touches_are_rewritten(engine):
     assert findings.recompute_node(engine, "web-1", now=T0 + 3 * H)["counts"] == {
         k: last[k] for k in ("open", "critical", "high", "medium", "low", "unknown", "triaged")
     }
+
+
+def _index_definitions(engine):
+    if engine.dialect.name != "postgresql":
+        return None
+    with engine.connect() as conn:
+        return sorted(
+            conn.execute(
+                text("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'vuln_findings'")
+            ).all()
+        )
+
+
+def test_first_write_into_an_empty_table_builds_the_indexes_after(engine, monkeypatch):
+    """The first recompute (no finding stored yet) writes its rows before the secondary
+    indexes (on PostgreSQL): same rows, the same indexes afterwards, still enforced."""
+    monkeypatch.setattr(findings, "REBUILD_INDEXES_ROWS", 1)
+    before = _index_definitions(engine)
+    put_advisories(engine, PYPI_ADVISORIES, SEVERITY, SCORE)
+    for i in range(104):
+        version = "2.30.0" if i % 2 else "2.31.0"
+        store_inventory(engine, f"n{i:03d}", inventory({"pypi": {"requests": version}}))
+    result = findings.recompute(engine, now=T0)
+    assert len(result["opened"]) == 52 and len(rows(engine)) == 52
+    assert _index_definitions(engine) == before
+    if before is not None:
+        assert findings.TIMINGS["findings_indexes_s"] >= 0
+        assert any("ux_vuln_findings_open" in name for name, _ in before)
+    # not empty any more: the next write goes row by row into the kept indexes
+    store_inventory(engine, "n000", inventory({"pypi": {"requests": "2.30.0"}}))
+    assert [
+        f["advisory_id"] for f in findings.recompute_node(engine, "n000", now=T0 + H)["opened"]
+    ] == ["PYSEC-T-1"]
+    assert len(rows(engine)) == 53
+    with pytest.raises(Exception, match="ux_vuln_findings_open|UNIQUE"):
+        with engine.begin() as conn:
+            conn.execute(
+                VulnFinding.__table__.insert(),
+                [
+                    {
+                        "minion_id": "n000",
+                        "ecosystem": "pypi",
+                        "package": "requests",
+                        "version": "2.30.0",
+                        "advisory_id": "PYSEC-T-1",
+                    }
+                ],
+            )
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"events": [{}]},  # an empty event
+        {"events": [{"introduced": 0}]},  # not a string
+        {"events": "0"},  # not a list of events
+    ],
+)
+def test_a_stored_record_that_does_not_parse_is_left_out(engine, broken, caplog):
+    put_advisories(engine, PYPI_ADVISORIES, SEVERITY, SCORE)
+    bad = record("PYSEC-T-1", "PyPI", "requests")
+    bad["affected"][0]["ranges"] = [{"type": "ECOSYSTEM", **broken}]
+    with engine.begin() as conn:
+        conn.execute(update(Advisory).where(Advisory.id == "PYSEC-T-1").values(record=bad))
+    store_inventory(
+        engine, "web-1", inventory({"pypi": {"requests": "2.30.0", "urllib3": "1.26.5"}})
+    )
+    result = findings.recompute(engine, now=T0)
+    assert [f["advisory_id"] for f in result["opened"]["web-1"]] == ["GHSA-t2"]
+    assert "PYSEC-T-1 skipped" in caplog.text
+
+
+def test_the_recompute_leaves_the_garbage_collector_as_it_was(engine, monkeypatch):
+    put_advisories(engine, PYPI_ADVISORIES, SEVERITY, SCORE)
+    store_inventory(engine, "web-1", inventory({"pypi": {"requests": "2.30.0"}}))
+    assert gc.isenabled()
+    findings.recompute(engine, now=T0)
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        findings.recompute(engine, now=T0 + H)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+    def broken(*_args, **_kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(findings, "refresh_verdicts", broken)
+    with pytest.raises(RuntimeError, match="boom"):
+        findings.recompute(engine, now=T0 + 2 * H)
+    assert gc.isenabled()

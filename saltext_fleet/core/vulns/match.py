@@ -86,9 +86,11 @@ def index_ecosystem(osv_ecosystem: str) -> str:
     return osv_ecosystem
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _canonical(order: str | None, version: str) -> str:
     """How a ``versions`` entry and a queried version are compared: PEP 440 normalised for
-    PyPI, as they are for everything else."""
+    PyPI, as they are for everything else (cached: advisories of one package list the same
+    versions)."""
     if order != "pypi" or len(version) > MAX_VERSION_CHARS:
         return version
     try:
@@ -158,15 +160,22 @@ def _event_key(order: str, value: str) -> object:
     return versions.order_key(order)(value)
 
 
+def _event_order(event: tuple[int, str, object]) -> tuple:
+    return (event[2] is not None, event[2] or (), event[0])
+
+
 def _compile_range(item: model.Range, order: str) -> _Range:
-    limits = [value for kind, value in item.events if kind == "limit"]
-    events = [
-        (index, kind, None if kind == _INTRODUCED and value == "0" else _event_key(order, value))
-        for index, (kind, value) in enumerate(item.events)
-        if kind != "limit"
-    ]
-    # Sorted by version, introduced "0" first, events of equal version in record order.
-    events.sort(key=lambda event: (event[2] is not None, event[2] or (), event[0]))
+    limits = []
+    events = []
+    for index, (kind, value) in enumerate(item.events):
+        if kind == "limit":
+            limits.append(value)
+        else:
+            key = None if kind == _INTRODUCED and value == "0" else _event_key(order, value)
+            events.append((index, kind, key))
+    if len(events) > 1:
+        # Sorted by version, introduced "0" first, events of equal version in record order.
+        events.sort(key=_event_order)
     unbounded = not limits or any("*" in limit for limit in limits)
     return _Range(
         order=order,
