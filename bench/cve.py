@@ -70,7 +70,7 @@ from sqlalchemy.engine import make_url
 
 from saltext_fleet.core import versions
 from saltext_fleet.core.inventory import inventory_digest
-from saltext_fleet.core.vulns import model, osv, sources
+from saltext_fleet.core.vulns import model, osv, severity, sources
 from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store import vulns as store_vulns
 from saltext_fleet.store.batch import write_batch
@@ -421,7 +421,8 @@ def generate_advisories(
                 affected["versions"] = versions_list
             year = 2015 + serial % 11
             cve = f"CVE-{year}-{100000 + serial}"
-            ident = f"{prefix}-{year}-{serial}" if prefix != "GHSA" else _ghsa(rng)
+            # serials above any real advisory's: a generated id never collides with a real one
+            ident = f"{prefix}-{year}-{900000 + serial}" if prefix != "GHSA" else _ghsa(rng)
             doc = {
                 "schema_version": "1.6.0",
                 "id": ident,
@@ -486,20 +487,6 @@ def _score(vector: str) -> float:
     return _SCORES[vector]
 
 
-def _bucket(score: float | None) -> str:
-    if score is None:
-        return "unknown"
-    if score >= 9.0:
-        return "critical"
-    if score >= 7.0:
-        return "high"
-    if score >= 4.0:
-        return "medium"
-    if score > 0.0:
-        return "low"
-    return "none"
-
-
 def import_advisories(engine, docs: list[dict], at: dt.datetime) -> tuple[list, float]:
     """Parse, score and COPY ``docs``; ``(parsed advisories, seconds)``."""
     t0 = time.perf_counter()
@@ -525,7 +512,7 @@ def import_advisories(engine, docs: list[dict], at: dt.datetime) -> tuple[list, 
                 adv.summary,
                 json.dumps(list(adv.aliases)),
                 score,
-                _bucket(score),
+                severity.bucket(score),
                 json.dumps(osv.to_record(adv)),
                 "bench",
                 at,
