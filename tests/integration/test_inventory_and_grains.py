@@ -276,7 +276,13 @@ def test_a_vulnerable_pip_package_is_found_and_resolved_with_its_time(
     page = client.get(f"/nodes/{salt_minion.id}/vulns")
     assert page.status_code == 200
     html = page.get_data(as_text=True)
-    assert "PYSEC-2024-60" in html and "CVE-2024-3651" in html and "idna" in html
+    assert f'data-finding="{salt_minion.id}:pypi:idna:PYSEC-2024-60"' in html
+    (row,) = [
+        r
+        for r in client.get(f"/api/v1/nodes/{salt_minion.id}/vulns").get_json()["findings"]["rows"]
+        if r["advisory"] == "PYSEC-2024-60"
+    ]
+    assert (row["package"], row["version"], row["aliases"]) == ("idna", "3.6", ["CVE-2024-3651"])
 
     pip_install(venvs["one"], wheels / "idna-3.7-py3-none-any.whl")
     assert salt_cli.run("fleet.inventory", minion_tgt=salt_minion.id, _timeout=120).returncode == 0
