@@ -367,11 +367,9 @@ def drift_node(minion, trigger="inventory", event=None):
         salt-run fleet.drift_node web-01
     """
     minion = _check_minion_id(minion)
-    if event is not None:
-        refused = _unsigned(event, minion)
-        if refused:
-            log.warning("fleet: drift of %r not recomputed: %s", minion, refused)
-            return {"refused": refused}
+    refused = _refused(event, minion, "drift")
+    if refused:
+        return refused
     cfg = _cfg()
     engine = _engine()
     assignment = _assignment([minion], None, engine)
@@ -386,6 +384,18 @@ def drift_node(minion, trigger="inventory", event=None):
         return {}
     _alerts({minion: result}, cfg.drift.alert_score)
     return {minion: {k: result.get(k) for k in _PUBLIC}}
+
+
+def _refused(event, minion: str, what: str) -> dict | None:
+    """``{"refused": why}`` (and a warning) when the reactor passed an ``event`` that this
+    master did not sign or that is not about ``minion``; None when there is nothing to refuse."""
+    if event is None:
+        return None
+    refused = _unsigned(event, minion)
+    if not refused:
+        return None
+    log.warning("fleet: %s of %r not recomputed: %s", what, minion, refused)
+    return {"refused": refused}
 
 
 def _unsigned(event, minion: str) -> str | None:
@@ -1912,11 +1922,9 @@ def cve_node(minion, event=None):
         salt-run fleet.cve_node web-01
     """
     minion = _check_minion_id(minion)
-    if event is not None:
-        refused = _unsigned(event, minion)
-        if refused:
-            log.warning("fleet: findings of %r not recomputed: %s", minion, refused)
-            return {"refused": refused}
+    refused = _refused(event, minion, "findings")
+    if refused:
+        return refused
     cfg = _cfg()
     engine = _engine()
     result = store_findings.recompute_node(engine, minion)
