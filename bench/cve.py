@@ -17,14 +17,17 @@ What goes in (everything generated from ``--seed``):
 
 Timed:
 
-* ``import_per_s``: advisories parsed (``core.vulns.osv.parse``), severity computed (the
-  ``cvss`` library) and written to ``advisories``/``advisory_packages`` per second. The
-  importer of ``fleet.cve_import`` (``store/vulns/advisories.py``) is not in this branch
-  yet, so the bench imports with its own minimal bulk insert (``COPY`` on PostgreSQL);
+* ``import_per_s``: advisories imported per second by ``fleet.cve_import``'s importer
+  (``store/vulns/advisories.py``) from an OSV ``all.zip``: parsed, severity computed (the
+  ``cvss`` library), written to ``advisories``/``advisory_packages`` (``--importer copy``:
+  a bare ``COPY`` instead, to compare);
 * ``match_s``: the first fleet-wide ``findings.recompute`` after the import: every unique
   match key whose name an advisory names matched once, every finding written. The
   snapshots' match keys are indexed before (``index_s``, not in the figure: the reactor
   indexes each snapshot when it arrives, ``findings.recompute_node``);
+* ``store_floor_s``: what PostgreSQL alone spends storing and indexing the findings the
+  first match wrote, with no client (:func:`store_floor`): the part of ``match_s`` no
+  client-side work can remove on this machine;
 * ``again_s``: the same with nothing changed; ``after_import_s``: after importing 1 % more
   advisories;
 * ``node_ms``: ``findings.recompute_node`` of one node whose inventory just changed (a
@@ -739,6 +742,43 @@ def inventory_record(minion, jid, packages, sources, facts) -> dict:
     return {"kind": "return", "rid": uuid.uuid4().hex, "ret": ret}
 
 
+def store_floor(url) -> dict:
+    """What PostgreSQL alone spends to store and index the findings the first match wrote,
+    with no client in the way (the floor under ``match_s``'s write): in one transaction,
+    rolled back, every row copied server-side (``INSERT .. SELECT``, WAL-logged like the
+    real write) into a new table shaped like ``vuln_findings``, then its primary key and
+    the same secondary indexes built, with the settings the recompute uses."""
+    dsn = url.set(drivername="postgresql").render_as_string(False)
+    with psycopg.connect(dsn) as conn:
+        conn.execute("SET LOCAL synchronous_commit = off")
+        conn.execute("SET LOCAL maintenance_work_mem = '256MB'")
+        conn.execute("CREATE TABLE fleet_bench_floor (LIKE vuln_findings INCLUDING DEFAULTS)")
+        t0 = time.perf_counter()
+        conn.execute("INSERT INTO fleet_bench_floor SELECT * FROM vuln_findings")
+        rows_s = time.perf_counter() - t0
+        definitions = [
+            row[0]
+            .replace(" ON public.vuln_findings ", " ON public.fleet_bench_floor ")
+            .replace("CREATE UNIQUE INDEX ", "CREATE UNIQUE INDEX floor_")
+            .replace("CREATE INDEX ", "CREATE INDEX floor_")
+            for row in conn.execute(
+                "SELECT pg_get_indexdef(indexrelid) FROM pg_index "
+                "WHERE indrelid = CAST('vuln_findings' AS regclass) AND NOT indisprimary"
+            )
+        ]
+        t0 = time.perf_counter()
+        conn.execute("ALTER TABLE fleet_bench_floor ADD PRIMARY KEY (id)")
+        for definition in definitions:
+            conn.execute(definition)
+        indexes_s = time.perf_counter() - t0
+        conn.rollback()
+    return {
+        "rows_s": round(rows_s, 3),
+        "indexes_s": round(indexes_s, 3),
+        "total_s": round(rows_s + indexes_s, 3),
+    }
+
+
 def percentile(values, pct):
     ordered = sorted(values)
     return ordered[max(0, min(len(ordered) - 1, round(len(ordered) * pct / 100) - 1))]
@@ -823,6 +863,9 @@ def run(args) -> dict:
         out["match_parts_s"] = first["timings"]
         print(f"fleet-wide match: {out['match_s']} s, {opened} findings opened", flush=True)
 
+        out["store_floor_s"] = store_floor(url)
+        print(f"storing them alone (PostgreSQL, no client): {out['store_floor_s']}", flush=True)
+
         t0 = time.perf_counter()
         again = findings.recompute(engine, now=t_import + dt.timedelta(minutes=2))
         out["again_s"] = round(time.perf_counter() - t0, 3)
@@ -890,8 +933,11 @@ def run(args) -> dict:
     finally:
         shutil.rmtree(folder, ignore_errors=True)
         store_engine.dispose_all()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        if args.keep_db:
+            print(f"kept database {db}", flush=True)
+        else:
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
     out["met_match"] = out["match_s"] <= TARGET_MATCH_S
     out["met_node"] = out["node_ms"] <= TARGET_NODE_MS
     out["cpus"] = os.cpu_count()
@@ -925,6 +971,11 @@ def main(argv=None) -> int:
     parser.add_argument("--osv-pypi", default=DEFAULT_OSV_PYPI)
     parser.add_argument("--quick", action="store_true", help="300 x 200, 20,000 advisories")
     parser.add_argument("--check-targets", action="store_true")
+    parser.add_argument(
+        "--keep-db",
+        action="store_true",
+        help="keep the bench database (its name is printed) to profile a recompute against",
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.nodes, args.packages, args.advisories = 300, 200, 20_000

@@ -400,6 +400,16 @@ def test_first_write_into_an_empty_table_builds_the_indexes_after(engine, monkey
     if before is not None:
         assert findings.TIMINGS["findings_indexes_s"] >= 0
         assert any("ux_vuln_findings_open" in name for name, _ in before)
+        with engine.connect() as conn:  # the primary key is a constraint again, not an index
+            assert (
+                conn.execute(
+                    text(
+                        "SELECT pg_get_constraintdef(oid) FROM pg_constraint "
+                        "WHERE conrelid = CAST('vuln_findings' AS regclass) AND contype = 'p'"
+                    )
+                ).scalar()
+                == "PRIMARY KEY (id)"
+            )
     # not empty any more: the next write goes row by row into the kept indexes
     store_inventory(engine, "n000", inventory({"pypi": {"requests": "2.30.0"}}))
     assert [

@@ -568,15 +568,15 @@ def _store_hits(conn: Connection, hits: Mapping[int, list[list[Any]]], now: dt.d
         return
     keys = sorted(hits)
     if _is_pg(conn):
-        for chunk in in_chunks(keys, 20_000):
+        for chunk in in_chunks(keys, 50_000):
             conn.execute(
                 text(
                     "INSERT INTO vuln_key_hits (key, hits, matched_at) SELECT k, h, :at FROM "
-                    "unnest(CAST(:k AS bigint[]), CAST(:h AS jsonb[])) AS w(k, h) "
+                    "jsonb_to_recordset(CAST(:rows AS jsonb)) AS w(k bigint, h jsonb) "
                     "ON CONFLICT (key) DO UPDATE SET hits = EXCLUDED.hits, "
                     "matched_at = EXCLUDED.matched_at"
                 ),
-                {"k": chunk, "h": [_json(hits[k]) for k in chunk], "at": now},
+                {"rows": _json([{"k": k, "h": hits[k]} for k in chunk]), "at": now},
             )
         return
     ins = dialect_insert(conn)(VulnKeyHits.__table__)
@@ -996,7 +996,7 @@ def _write(
                 if scoped:
                     log_.setdefault(minion, []).append((-1, old[3], ident[2], ident[1]))
     TIMINGS["findings_compared_s"] = round(time.perf_counter() - started, 3)
-    _insert_findings(conn, new_rows, now)
+    pending = _insert_findings(conn, new_rows, now)
     if changes:
         conn.execute(
             update(VulnFinding)
@@ -1030,6 +1030,7 @@ def _write(
         "changed": len(changes),
         "resolved": len(resolved),
         "log": log_,
+        "pending": pending,
     }
 
 
@@ -1068,31 +1069,46 @@ REBUILD_INDEXES_ROWS = 100_000
 
 def _empty_findings_indexes(conn: Connection) -> list[str] | None:
     """When ``vuln_findings`` has no row at all (the first recompute after the first import):
-    its secondary indexes dropped, in this transaction (DDL is transactional in PostgreSQL:
-    a failure restores them), and their definitions returned to be created again after the
-    rows are in; None (nothing dropped) when it has rows. Concurrent writers wait for the
-    table lock; the emptiness is checked again once it is held."""
+    its indexes and constraints dropped, in this transaction (DDL is transactional in
+    PostgreSQL: a failure restores them), and the statements that create them again
+    returned, to run after the rows are in (the primary key too: maintaining it row by row
+    costs as much as the copy itself); None (nothing dropped) when it has rows. Concurrent
+    writers wait for the table lock; the emptiness is checked again once it is held."""
     if conn.execute(text("SELECT EXISTS (SELECT 1 FROM vuln_findings)")).scalar():
         return None
     conn.execute(text("LOCK TABLE vuln_findings IN ACCESS EXCLUSIVE MODE"))
     if conn.execute(text("SELECT EXISTS (SELECT 1 FROM vuln_findings)")).scalar():
         return None
-    rows = conn.execute(
+    constraints = conn.execute(
+        text(
+            "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+            "WHERE conrelid = CAST('vuln_findings' AS regclass) AND contype IN ('p', 'u')"
+        )
+    ).all()
+    indexes = conn.execute(
         text(
             "SELECT i.relname, pg_get_indexdef(i.oid) FROM pg_index x "
             "JOIN pg_class i ON i.oid = x.indexrelid "
-            "WHERE x.indrelid = CAST('vuln_findings' AS regclass) AND NOT x.indisprimary "
+            "WHERE x.indrelid = CAST('vuln_findings' AS regclass) "
             "AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)"
         )
     ).all()
-    for name, _definition in rows:
+    for name, _definition in constraints:
+        conn.execute(text(f'ALTER TABLE vuln_findings DROP CONSTRAINT "{name}"'))
+    for name, _definition in indexes:
         conn.execute(text(f'DROP INDEX "{name}"'))
-    return [definition for _name, definition in rows]
+    return [
+        *(f'ALTER TABLE vuln_findings ADD CONSTRAINT "{n}" {d}' for n, d in constraints),
+        *(definition for _name, definition in indexes),
+    ]
 
 
-def _insert_findings(conn: Connection, rows: list[tuple[str, dict]], now: dt.datetime) -> None:
+def _insert_findings(conn: Connection, rows: list[tuple[str, dict]], now: dt.datetime) -> list[str]:
+    """Write new findings; returns the statements still to run on ``conn`` before the
+    transaction ends (the indexes and constraints of a table that was empty, which
+    :func:`_empty_findings_indexes` dropped), else ``[]``."""
     if not rows:
-        return
+        return []
     if _is_pg(conn) and len(rows) > 50:
         # Findings are derived data, recomputed from the inventories and advisories at any
         # time: not waiting for this transaction's WAL to reach the disk is safe (a crash can
@@ -1105,11 +1121,8 @@ def _insert_findings(conn: Connection, rows: list[tuple[str, dict]], now: dt.dat
         TIMINGS["findings_copy_s"] = round(copied - started, 3)
         if indexes:
             # sorting in memory, not in temporary files (about 100 bytes per finding)
-            conn.execute(text("SET LOCAL maintenance_work_mem = '256MB'"))
-            for definition in indexes:
-                conn.execute(text(definition))
-            TIMINGS["findings_indexes_s"] = round(time.perf_counter() - copied, 3)
-        return
+            return ["SET LOCAL maintenance_work_mem = '256MB'", *indexes]
+        return []
     conn.execute(
         insert(VulnFinding),
         [
@@ -1125,6 +1138,7 @@ def _insert_findings(conn: Connection, rows: list[tuple[str, dict]], now: dt.dat
             for minion, row in rows
         ],
     )
+    return []
 
 
 def _copy_findings(conn: Connection, rows: list[tuple[str, dict]], now: dt.datetime) -> None:
@@ -1209,24 +1223,33 @@ _COUNTED = ("open", "critical", "high", "medium", "low", "unknown", "triaged")
 
 
 def _record_states_pg(conn: Connection, states: list[dict], points: list[dict]) -> None:
-    """:func:`_record_states` for many nodes on PostgreSQL: arrays, two statements."""
+    """:func:`_record_states` for many nodes on PostgreSQL: two statements, each taking its
+    rows as one JSON document (``jsonb_to_recordset``: some twenty times faster to send than
+    arrays of 10,000 elements, which the driver dumps element by element)."""
     conn.execute(
         text(
             "INSERT INTO vuln_node_state (minion_id, inventory_digest, fingerprint, "
-            "computed_at, not_covered, counts) SELECT * FROM unnest(CAST(:m AS text[]), "
-            "CAST(:d AS text[]), CAST(:f AS bigint[]), CAST(:at AS timestamptz[]), "
-            "CAST(:nc AS jsonb[]), CAST(:c AS jsonb[])) ON CONFLICT (minion_id) DO UPDATE SET "
+            "computed_at, not_covered, counts) SELECT m, d, f, at, nc, c FROM "
+            "jsonb_to_recordset(CAST(:rows AS jsonb)) AS w(m text, d text, f bigint, "
+            "at timestamptz, nc jsonb, c jsonb) ON CONFLICT (minion_id) DO UPDATE SET "
             "inventory_digest = EXCLUDED.inventory_digest, fingerprint = EXCLUDED.fingerprint, "
             "computed_at = EXCLUDED.computed_at, not_covered = EXCLUDED.not_covered, "
             "counts = EXCLUDED.counts"
         ),
         {
-            "m": [st["minion_id"] for st in states],
-            "d": [st["inventory_digest"] for st in states],
-            "f": [st["fingerprint"] for st in states],
-            "at": [st["computed_at"] for st in states],
-            "nc": [_json(st["not_covered"]) for st in states],
-            "c": [_json(st["counts"]) for st in states],
+            "rows": _json(
+                [
+                    {
+                        "m": st["minion_id"],
+                        "d": st["inventory_digest"],
+                        "f": st["fingerprint"],
+                        "at": st["computed_at"].isoformat(),
+                        "nc": st["not_covered"],
+                        "c": st["counts"],
+                    }
+                    for st in states
+                ]
+            )
         },
     )
     if points:
@@ -1234,14 +1257,23 @@ def _record_states_pg(conn: Connection, states: list[dict], points: list[dict]) 
             text(
                 "INSERT INTO vuln_history (minion_id, computed_at, "
                 + ", ".join(_COUNTED)
-                + ") SELECT * FROM unnest(CAST(:m AS text[]), CAST(:at AS timestamptz[]), "
-                + ", ".join(f"CAST(:{k} AS integer[])" for k in _COUNTED)
+                + ") SELECT m, at, "
+                + ", ".join(_COUNTED)
+                + " FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS w(m text, at timestamptz, "
+                + ", ".join(f"{k} integer" for k in _COUNTED)
                 + ")"
             ),
             {
-                "m": [p["minion_id"] for p in points],
-                "at": [p["computed_at"] for p in points],
-                **{k: [p[k] for p in points] for k in _COUNTED},
+                "rows": _json(
+                    [
+                        {
+                            "m": p["minion_id"],
+                            "at": p["computed_at"].isoformat(),
+                            **{k: p[k] for k in _COUNTED},
+                        }
+                        for p in points
+                    ]
+                )
             },
         )
 
@@ -1404,6 +1436,10 @@ def _recompute(engine: Engine, now: dt.datetime | None) -> dict[str, Any]:
         involved = {i[2] for want in desired.values() for i in want}
         involved.update(e[2] for found in written["log"].values() for e in found)
         live = live_triage(conn, now, involved)
+        if written["pending"]:  # the indexes and constraints of a first write
+            for statement in written["pending"]:
+                conn.execute(text(statement))
+            lap("findings_indexes_s")
         groups = {row.minion_id: row.node_group for row in nodes}
         by_minion = {row.minion_id: row for row in changed_nodes}
         for minion, want in desired.items():
@@ -1641,6 +1677,8 @@ def recompute_node(engine: Engine, minion: str, now: dt.datetime | None = None) 
         meta = _advisory_meta(conn, {h[0] for found in hits.values() for h in found})
         want = _desired(infos, infos, hits, meta)
         written = _write(conn, {minion: want}, now)
+        for statement in written["pending"]:  # none: one node never rebuilds the indexes
+            conn.execute(text(statement))
         live = live_triage(conn, now, {ident[2] for ident in want})
         counts = _counts(want, live, minion, row.node_group)
         previous = {}
