@@ -707,10 +707,19 @@ def _yaml_file(path):
 
 
 def _pillar_baselines(minion):
+    # The grains the master cached from the minion itself (Salt 3008 keeps them in the
+    # ``grains`` bank, keyed by minion id; older masters under ``minions/<id>``), so that a
+    # pillar top file targeting by grain gives the node its own pillar.
     grains = {}
     try:
-        grains = salt.cache.factory(__opts__).fetch(f"minions/{minion}", "data").get("grains", {})
+        cache = salt.cache.factory(__opts__)
+        grains = cache.fetch("grains", minion) or {}
+        if not grains:
+            legacy = cache.fetch(f"minions/{minion}", "data")
+            grains = legacy.get("grains", {}) if isinstance(legacy, dict) else {}
     except Exception:  # noqa: BLE001 - no cached grains: compile with none
+        grains = {}
+    if not isinstance(grains, dict):
         grains = {}
     pillar = salt.pillar.get_pillar(__opts__, grains, minion, saltenv="base").compile_pillar()
     found = (pillar.get("fleet") or {}).get("baselines") if isinstance(pillar, dict) else None

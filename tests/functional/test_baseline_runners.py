@@ -4,6 +4,7 @@ and on real PostgreSQL. Drift with real daemons is in tests/integration/test_dri
 import os
 
 import pytest
+import salt.cache
 import salt.config
 import salt.loader
 import yaml
@@ -45,6 +46,16 @@ def runners(db_url, tmp_path):
             "nodegroups": {"builders": "L@web-1,web-2"},
         }
     )
+    # Pillar that gives baselines to builders only (targeted by a grain the master cached)
+    pillar = root / "pillar"
+    pillar.mkdir(parents=True)
+    (pillar / "top.sls").write_text("base:\n  'role:builder':\n    - match: grain\n    - fleet\n")
+    (pillar / "fleet.sls").write_text(
+        yaml.safe_dump(
+            {"fleet": {"baselines": {"builders": {"packages": {"pypi": {"rich": "13.0"}}}}}}
+        )
+    )
+    opts["pillar_roots"] = {"base": [str(pillar)]}
     # Accepted keys: Salt's matcher (node groups, compound targets) only sees those.
     accepted = root / "pki" / "minions"
     accepted.mkdir(parents=True)
@@ -141,6 +152,21 @@ def test_import_from_a_yaml_file_validates_everything_first(runners, tmp_path):
         runners["fleet.baseline_import"](str(tmp_path / "missing.yaml"))
     with pytest.raises(SaltRunnerError, match="absolute path"):
         runners["fleet.baseline_import"]("relative.yaml")
+
+
+def test_import_from_a_minions_pillar_compiled_with_its_cached_grains(runners):
+    """``pillar=<minion>`` compiles that minion's pillar on the master with the grains Salt
+    cached for it (the ``grains`` bank in Salt 3008): a top file targeting by grain gives the
+    builder its baselines and the other node none."""
+    cache = salt.cache.factory(runners.opts)
+    cache.store("grains", "web-1", {"id": "web-1", "role": "builder"})
+    cache.store("grains", "web-2", {"id": "web-2", "role": "web"})
+    assert runners["fleet.baseline_import"](pillar="web-1") == {"builders": "created"}
+    shown = runners["fleet.baseline_show"]("builders")
+    assert shown["source"] == "pillar:web-1"
+    assert shown["packages"]["pypi"]["rich"] == {"rule": "exact", "version": "13.0"}
+    with pytest.raises(SaltRunnerError, match="the pillar of web-2 has no fleet:baselines"):
+        runners["fleet.baseline_import"](pillar="web-2")
 
 
 def test_assignments_resolve_by_priority_and_node_group(runners):
