@@ -365,6 +365,14 @@ class KvmClient:
         status, _, data = self._request(method, path, params, body, headers)
         return envelope.decode(self.host, f"{method} {path}", status, data)
 
+    def call(self, method: str, path: str, params: Mapping[str, Any] | None = None) -> dict:
+        """Any kvmd JSON endpoint (``"POST", "/api/hid/set_params", {"jiggler": "1"}``): its
+        ``result``, or the :class:`~saltext_fleet.kvm.errors.KvmHttpError` kvmd's answer
+        describes. For what the methods below do not cover (GPIO, switch, Redfish...)."""
+        if not path.startswith("/api/"):
+            raise KvmError(self.host, f"call: {path!r} is not a kvmd API path (/api/...)")
+        return self._call(method.upper(), path, params)
+
     # ----- info --------------------------------------------------------------------------
 
     def info(self, fields: list[str] | None = None) -> dict:

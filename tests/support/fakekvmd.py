@@ -58,6 +58,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextvars
 import dataclasses
 import datetime
 import fractions
@@ -392,6 +393,9 @@ class SeenRequest:
     status: int | None = None
 
 
+# The record of the request being handled (the middleware and its handler share one task).
+_RECORD: contextvars.ContextVar[SeenRequest] = contextvars.ContextVar("fakekvmd_record")
+
 _NGINX_PAGES = {
     401: "<html>\r\n<head><title>401 Authorization Required</title></head>\r\n<body>\r\n"
     "<center><h1>401 Authorization Required</h1></center>\r\n<hr><center>nginx</center>\r\n"
@@ -430,6 +434,7 @@ class FakeKvmd:
         password: str = "admin",
         totp_secret: str | None = None,
         version: str = "4.197",
+        loop_version: bool = True,
         image_delay: float = 1.0,
         click_s: float = 1.1,
         long_click_s: float = 6.5,
@@ -440,6 +445,7 @@ class FakeKvmd:
         self.users = {user: password}
         self.totp_secret = totp_secret
         self.version = version
+        self.loop_version = loop_version  # False: kvmd before late 2024 sent an empty loop
         self.image_delay = image_delay
         self.click_s = click_s
         self.long_click_s = long_click_s
@@ -678,7 +684,7 @@ class FakeKvmd:
                 or request.headers.get("Authorization")
             ),
         )
-        request["record"] = record
+        _RECORD.set(record)
         with self._lock:
             self.requests.append(record)
         stall = self.stalls.get(request.path)
@@ -715,7 +721,7 @@ class FakeKvmd:
             raise ForbiddenError()
         token = secrets.token_hex(32)
         self.sessions[token] = user
-        request["record"].user, request["record"].auth = user, "login"
+        _RECORD.get().user, _RECORD.get().auth = user, "login"
         response = json_response()
         response.set_cookie("auth_token", token, httponly=True, samesite="Strict")
         return response
@@ -1213,16 +1219,13 @@ class FakeKvmd:
         valid_bool(request.query.get("stream", "1"))
         ws = web.WebSocketResponse(heartbeat=15.0)
         await ws.prepare(request)
+        _RECORD.get().status = 101  # switched protocols; the session goes on
         self._ws_sessions.add(ws)
         try:
             major, minor = self.version.split(".")
+            loop = {"version": {"major": int(major), "minor": int(minor)}}
             await ws.send_str(
-                json.dumps(
-                    {
-                        "event_type": "loop",
-                        "event": {"version": {"major": int(major), "minor": int(minor)}},
-                    }
-                )
+                json.dumps({"event_type": "loop", "event": loop if self.loop_version else {}})
             )
             await ws.send_str(json.dumps({"event_type": "hid", "event": self._hid()}))
             await ws.send_str(json.dumps({"event_type": "atx", "event": self._atx()}))
