@@ -134,6 +134,12 @@ def _bool(value: bool) -> str:
     return "1" if value else "0"
 
 
+def _atx_wait(timeout: float, wait: bool) -> float:
+    """With ``wait`` kvmd answers after the click: a long press holds 5.5 s + 1 s
+    (``plugins/atx/gpio.py``), so allow that on top of the usual timeout."""
+    return timeout + 6.5 if wait else timeout
+
+
 class _Connection(http.client.HTTPSConnection):
     """``HTTPSConnection`` whose socket comes from :func:`open_tls` (pin checked first)."""
 
@@ -151,6 +157,13 @@ class _Connection(http.client.HTTPSConnection):
 
     def connect(self) -> None:
         self.sock = open_tls(self.kvm_options, self.kvm_context)
+        self.sock.settimeout(self.timeout)
+
+    def set_timeout(self, seconds: float) -> None:
+        """The read/write timeout of this connection from now on (and after a reconnect)."""
+        self.timeout = seconds
+        if self.sock is not None:
+            self.sock.settimeout(seconds)
 
 
 class KvmClient:
@@ -254,15 +267,19 @@ class KvmClient:
         body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         upload: tuple[IO[bytes], int, Callable[[int], None] | None] | None = None,
+        timeout: float | None = None,
     ) -> tuple[int, http.client.HTTPMessage, bytes]:
         """One request on the keep-alive connection: ``(status, headers, body)``.
 
         Transport failures become :class:`KvmTimeoutError` / :class:`KvmConnectionError` /
         :class:`KvmProtocolError` naming the request. ``upload`` streams ``(file, size,
-        progress)`` as the body in chunks, never holding more than one chunk.
+        progress)`` as the body in chunks, never holding more than one chunk. ``timeout``
+        replaces ``options.timeout`` for this request only.
         """
         request = f"{method} {url.split('?')[0]}"
+        limit = self.options.timeout if timeout is None else timeout
         conn = self._connection()
+        conn.set_timeout(limit)
         try:
             if upload is None:
                 conn.request(method, url, body=body, headers=dict(headers or {}))
@@ -275,9 +292,7 @@ class KvmClient:
             raise
         except TimeoutError as exc:
             conn.close()
-            raise KvmTimeoutError(
-                self.host, f"{request}: no answer within {self.options.timeout:g} s"
-            ) from exc
+            raise KvmTimeoutError(self.host, f"{request}: no answer within {limit:g} s") from exc
         except http.client.HTTPException as exc:
             conn.close()
             if isinstance(exc, http.client.RemoteDisconnected):
@@ -286,6 +301,8 @@ class KvmClient:
         except OSError as exc:
             conn.close()
             raise KvmConnectionError(self.host, f"{request}: {exc}") from exc
+        finally:
+            conn.set_timeout(self.options.timeout)
         conn.last_used = time.monotonic()
         return response.status, response.headers, data
 
@@ -333,6 +350,7 @@ class KvmClient:
         body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
         upload: tuple[IO[bytes], int, Callable[[int], None] | None] | None = None,
+        timeout: float | None = None,
     ) -> tuple[int, http.client.HTTPMessage, bytes]:
         """An authenticated request; in session mode, one fresh login when kvmd has forgotten
         the token (it checks credentials before the handler runs, so nothing was done)."""
@@ -340,7 +358,7 @@ class KvmClient:
         start = upload[0].tell() if upload is not None and upload[0].seekable() else None
         for attempt in (1, 2):
             all_headers = {**self._auth_headers(), **(headers or {})}
-            status, got, data = self._exchange(method, url, body, all_headers, upload)
+            status, got, data = self._exchange(method, url, body, all_headers, upload, timeout)
             if (
                 status == 403
                 and attempt == 1
@@ -361,8 +379,9 @@ class KvmClient:
         params: Mapping[str, Any] | None = None,
         body: bytes | None = None,
         headers: Mapping[str, str] | None = None,
+        timeout: float | None = None,
     ) -> dict:
-        status, _, data = self._request(method, path, params, body, headers)
+        status, _, data = self._request(method, path, params, body, headers, timeout=timeout)
         return envelope.decode(self.host, f"{method} {path}", status, data)
 
     def call(self, method: str, path: str, params: Mapping[str, Any] | None = None) -> dict:
@@ -401,13 +420,23 @@ class KvmClient:
         """
         if action not in ATX_POWER_ACTIONS:
             raise KvmError(self.host, f"ATX power action {action!r}: one of {ATX_POWER_ACTIONS}")
-        self._call("POST", "/api/atx/power", {"action": action, "wait": _bool(wait)})
+        self._call(
+            "POST",
+            "/api/atx/power",
+            {"action": action, "wait": _bool(wait)},
+            timeout=_atx_wait(self.options.timeout, wait),
+        )
 
     def atx_click(self, button: str, wait: bool = False) -> None:
         """``POST /api/atx/click?button=power|power_long|reset``: press the button."""
         if button not in ATX_BUTTONS:
             raise KvmError(self.host, f"ATX button {button!r}: one of {ATX_BUTTONS}")
-        self._call("POST", "/api/atx/click", {"button": button, "wait": _bool(wait)})
+        self._call(
+            "POST",
+            "/api/atx/click",
+            {"button": button, "wait": _bool(wait)},
+            timeout=_atx_wait(self.options.timeout, wait),
+        )
 
     # ----- HID ---------------------------------------------------------------------------
 
@@ -445,18 +474,27 @@ class KvmClient:
         keymap: str | None = None,
         slow: bool = False,
         delay: float | None = None,
+        timeout: float | None = None,
     ) -> None:
         """``POST /api/hid/print``: type ``text`` (the request body) with ``keymap``.
 
-        kvmd types at most ``limit`` characters (its default 1024; 0 means all).
+        kvmd types at most ``limit`` characters (its default 1024; 0 means all) and answers
+        when it is done, so the wait allowed grows with the text: ``timeout`` defaults to
+        ``options.timeout`` plus two key events per character at the key delay (kvmd: 0.02 s
+        when ``slow``).
         """
         params = {"limit": limit, "keymap": keymap, "slow": _bool(slow), "delay": delay}
+        if timeout is None:
+            per_key = delay if delay is not None else (0.02 if slow else 0.0)
+            typed = len(text) if not limit else min(len(text), limit)
+            timeout = self.options.timeout + 2 * typed * per_key
         self._call(
             "POST",
             "/api/hid/print",
             params,
             body=text.encode("utf-8"),
             headers={"Content-Type": "text/plain; charset=utf-8"},
+            timeout=timeout,
         )
 
     # ----- MSD ---------------------------------------------------------------------------
@@ -518,9 +556,10 @@ class KvmClient:
             if image is not None and image.get("complete", True):
                 return image
             if time.monotonic() >= deadline:
+                where = "still incomplete in" if image is not None else "not in"
                 raise KvmTimeoutError(
                     self.host,
-                    f"image {name!r} not in the MSD storage {timeout:g} s after it was written",
+                    f"image {name!r} {where} the MSD storage {timeout:g} s after it was written",
                 )
             time.sleep(interval)
 

@@ -165,6 +165,16 @@ def test_hid_print(client, fake):
         client.print_text("hi", keymap="klingon")
 
 
+def test_slow_typing_gets_the_time_it_needs(fake):
+    """kvmd answers /hid/print when typing is done: the wait grows with the text."""
+    fake.stall("/api/hid/print", 0.6)
+    with KvmClient(options_for(fake, timeout=0.3)) as kvm:
+        kvm.print_text("y" * 20, slow=True)  # 0.3 s + 2 x 20 x 0.02 s
+        with pytest.raises(KvmError, match="POST /api/hid/print: no answer within 0.3 s"):
+            kvm.print_text("y" * 20, slow=True, timeout=0.3)
+    assert fake.printed[0]["text"] == "y" * 20
+
+
 # ----- MSD ---------------------------------------------------------------------------------
 
 
