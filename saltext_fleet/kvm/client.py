@@ -234,7 +234,11 @@ class KvmClient:
         self._token = token.value
 
     def logout(self) -> None:
-        """``POST /api/auth/logout``: end the kvmd session (kvmd ends all of this user's)."""
+        """``POST /api/auth/logout``: end the kvmd session.
+
+        kvmd ends every session of the user, not only this one (``AuthManager.logout``): a
+        browser logged in as the same user is logged out too. :meth:`close` does not log out.
+        """
         if self.options.auth == "session" and self._token:
             try:
                 self._call("POST", "/api/auth/logout")

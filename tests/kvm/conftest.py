@@ -4,7 +4,7 @@ loopback. No Salt daemon: these run without the daemon lock.
 One fake serves the whole run (its certificate and JPEG frames are made once); each test gets
 it reset to a powered-off host with a video signal and no images. Timing knobs are short so
 the whole folder stays in seconds: images appear 0.3 s after upload (kvmd: about 1 s), an ATX
-click keeps its region busy 0.3 s (kvmd: 1.1 s).
+click keeps its region busy 0.5 s (kvmd: 1.1 s).
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ def fake_server(certificate):
     with FakeKvmd(
         password=PASSWORD,
         image_delay=0.3,
-        click_s=0.3,
-        long_click_s=0.4,
+        click_s=0.5,
+        long_click_s=0.6,
         fps=30,
         certificate=certificate,
     ) as fake:

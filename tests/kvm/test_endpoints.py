@@ -91,7 +91,10 @@ def test_atx_power_clicks_only_when_needed_and_busy_is_409(client, fake):
     )
     # The reset button has a region of its own (plugins/atx/gpio.py).
     client.atx_click("reset")
-    time.sleep(0.5)
+    deadline = time.monotonic() + 5
+    while client.atx_state()["busy"]:
+        assert time.monotonic() < deadline, "the ATX clicks never ended"
+        time.sleep(0.05)
     assert client.atx_state()["leds"]["power"] is True
     client.atx_power("on")  # already on: no click
     client.atx_power("reset_hard", wait=True)  # answers when the click is over

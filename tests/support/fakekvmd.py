@@ -474,6 +474,9 @@ class FakeKvmd:
             self.hid_events.clear()
             self.printed.clear()
             self.atx_clicks.clear()
+        # Work started before a reset (an ATX press, an image about to appear) must not
+        # change the state the next test starts from.
+        self.generation = getattr(self, "generation", 0) + 1
         self.sessions: dict[str, str] = {}
         self.power_led = False
         self.hdd_led = False
@@ -850,16 +853,21 @@ class FakeKvmd:
             self.atx_clicks.append(button)
         await self._broadcast("atx", self._atx())
 
+        generation = self.generation
+
         async def press() -> None:
             try:
                 await asyncio.sleep(self.long_click_s if button == "power_long" else self.click_s)
+                if generation != self.generation:
+                    return
                 if button == "power":
                     self.power_led = not self.power_led
                 elif button == "power_long":
                     self.power_led = False
             finally:
-                self.atx_busy[region] = False
-                await self._broadcast("atx", self._atx())
+                if generation == self.generation:
+                    self.atx_busy[region] = False
+                    await self._broadcast("atx", self._atx())
 
         if wait:
             await press()
