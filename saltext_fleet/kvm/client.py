@@ -726,7 +726,7 @@ class KvmEvents:
         self.idle_timeout = idle_timeout
         self.version: tuple[int, int] | None = None
         try:
-            first = self.next_event(timeout=ws.sock.gettimeout())
+            first = self.next_event(timeout=ws.io_timeout)
         except KvmError:
             ws.close()
             raise
@@ -754,17 +754,19 @@ class KvmEvents:
 
     def next_event(self, timeout: float | None = None) -> KvmEvent | None:
         """The next JSON event, waiting at most ``timeout`` seconds (``idle_timeout`` when
-        None); ``None`` when kvmd closed the session. Binary messages (pong) are skipped."""
-        self._ws.sock.settimeout(self.idle_timeout if timeout is None else timeout)
+        None) however many heartbeat pings or binary messages (pong) arrive meanwhile;
+        ``None`` when kvmd closed the session. (kvmd pushes ``info`` at least every 5 s, so an
+        idle stream means a dead one.)"""
+        wait = self.idle_timeout if timeout is None else timeout
+        deadline = time.monotonic() + wait
         try:
             while True:
-                opcode, payload = self._ws.recv()
+                opcode, payload = self._ws.recv(timeout=max(0.0, deadline - time.monotonic()))
                 if opcode == OP_TEXT:
                     return parse_event(self.host, payload)
                 if opcode == OP_BINARY:
                     continue
         except TimeoutError as exc:
-            wait = self.idle_timeout if timeout is None else timeout
             raise KvmTimeoutError(self.host, f"/api/ws: no event within {wait:g} s") from exc
         except KvmWsClosedError:
             return None

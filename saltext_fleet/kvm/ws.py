@@ -17,6 +17,7 @@ import hashlib
 import os
 import socket
 import struct
+import time
 from collections.abc import Mapping
 
 from saltext_fleet.kvm import envelope
@@ -47,6 +48,9 @@ class WebSocket:
         self._buf = bytearray(buffered)
         self._fragments: list[bytes] = []
         self._fragment_op: int | None = None
+        self._deadline: float | None = None
+        # Reads wait as long as their caller allows; writes (frames, pongs) get this.
+        self.io_timeout = sock.gettimeout()
         self.closed = False
 
     # ----- opening -----------------------------------------------------------------------
@@ -138,6 +142,7 @@ class WebSocket:
         # Client frames are masked (RFC 6455 5.3); XOR through an int keeps this fast.
         key = int.from_bytes((mask * (length // 4 + 1))[:length], "big") if length else 0
         masked = (int.from_bytes(payload, "big") ^ key).to_bytes(length, "big") if length else b""
+        self.sock.settimeout(self.io_timeout)
         self.sock.sendall(bytes(header) + masked)
 
     def send_text(self, text: str) -> None:
@@ -153,6 +158,13 @@ class WebSocket:
 
     def _fill(self, size: int) -> None:
         while len(self._buf) < size:
+            if self._deadline is not None:
+                left = self._deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("websocket: deadline passed")
+                self.sock.settimeout(left)
+            else:
+                self.sock.settimeout(self.io_timeout)
             chunk = self.sock.recv(65536)
             if not chunk:
                 self.closed = True
@@ -185,13 +197,22 @@ class WebSocket:
         del self._buf[: offset + length]
         return bool(b0 & 0x80), b0 & 0x0F, payload
 
-    def recv(self) -> tuple[int, bytes]:
+    def recv(self, timeout: float | None = None) -> tuple[int, bytes]:
         """The next data message as ``(OP_TEXT or OP_BINARY, payload)``.
 
         Answers pings, skips pongs, raises :class:`~saltext_fleet.kvm.errors.KvmWsClosedError`
         on a close frame (after answering it) or a dropped connection, and ``TimeoutError``
-        when the socket's timeout passes with no complete message (the caller names it).
+        when ``timeout`` seconds pass without a data message (the caller names it): control
+        frames (a server's heartbeat pings) do not extend the wait. Without ``timeout`` the
+        socket's own timeout applies to each read.
         """
+        self._deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            return self._recv_message()
+        finally:
+            self._deadline = None
+
+    def _recv_message(self) -> tuple[int, bytes]:
         while True:
             fin, opcode, payload = self._read_frame()
             if opcode == OP_PING:

@@ -126,3 +126,16 @@ def test_older_kvmd_sends_an_empty_loop(certificate):
         with KvmClient(options_for(old, password="pw")) as kvm, kvm.events() as events:
             assert events.loop.event == {}
             assert events.version is None
+
+
+def test_protocol_pings_are_answered_while_waiting(certificate):
+    """kvmd's aiohttp server pings every ``heartbeat`` seconds and drops a client that does
+    not answer; the client answers while it waits for events."""
+    with FakeKvmd(password="pw", ws_heartbeat=0.2, certificate=certificate) as pinging:
+        with KvmClient(options_for(pinging, password="pw")) as kvm, kvm.events() as events:
+            events.wait_for("clients")
+            with pytest.raises(KvmTimeoutError):
+                events.next_event(timeout=1.0)  # five heartbeats go by, answered
+            events.press_key("KeyP")
+            assert _wait_events(pinging, 2)[0]["key"] == "KeyP"
+            assert pinging.connected_ws() == 1

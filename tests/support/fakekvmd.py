@@ -435,6 +435,7 @@ class FakeKvmd:
         totp_secret: str | None = None,
         version: str = "4.197",
         loop_version: bool = True,
+        ws_heartbeat: float = 15.0,
         image_delay: float = 1.0,
         click_s: float = 1.1,
         long_click_s: float = 6.5,
@@ -446,6 +447,7 @@ class FakeKvmd:
         self.totp_secret = totp_secret
         self.version = version
         self.loop_version = loop_version  # False: kvmd before late 2024 sent an empty loop
+        self.ws_heartbeat = ws_heartbeat  # kvmd: server.heartbeat, protocol pings
         self.image_delay = image_delay
         self.click_s = click_s
         self.long_click_s = long_click_s
@@ -1225,7 +1227,7 @@ class FakeKvmd:
 
     async def _ws(self, request: web.Request) -> web.WebSocketResponse:
         valid_bool(request.query.get("stream", "1"))
-        ws = web.WebSocketResponse(heartbeat=15.0)
+        ws = web.WebSocketResponse(heartbeat=self.ws_heartbeat)
         await ws.prepare(request)
         _RECORD.get().status = 101  # switched protocols; the session goes on
         self._ws_sessions.add(ws)
