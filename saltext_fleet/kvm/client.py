@@ -527,6 +527,10 @@ class KvmClient:
         if size is None:
             size = self._remaining_size(fileobj)
         params = {"image": name, "prefix": prefix, "remove_incomplete": _bool(remove_incomplete)}
+        if self.options.auth == "session":
+            # Renew a forgotten session now rather than have kvmd refuse the upload after
+            # its first chunks (and a file that cannot seek could not be sent again).
+            self.auth_check()
         status, _, data = self._request(
             "POST", "/api/msd/write", params, upload=(fileobj, size, progress)
         )
@@ -624,14 +628,19 @@ class KvmClient:
         request = "GET /streamer/stream"
         try:
             try:
-                conn.request(
-                    "GET", "/streamer/stream?extra_headers=1", headers=self._auth_headers()
-                )
-                response = conn.getresponse()
-                if response.status != 200:
-                    envelope.raise_for_status(
-                        self.host, request, response.status, response.read(4096)
+                for attempt in (1, 2):
+                    conn.request(
+                        "GET", "/streamer/stream?extra_headers=1", headers=self._auth_headers()
                     )
+                    response = conn.getresponse()
+                    if response.status == 200:
+                        break
+                    body = response.read(4096)
+                    if response.status == 403 and attempt == 1 and self.options.auth == "session":
+                        self._token = None  # nginx asked kvmd, which forgot the session
+                        conn.close()
+                        continue
+                    envelope.raise_for_status(self.host, request, response.status, body)
                 count = 0
                 while max_frames is None or count < max_frames:
                     frame = self._read_part(response, request)

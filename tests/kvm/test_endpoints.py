@@ -331,3 +331,23 @@ def test_mjpeg_stream_gives_real_jpeg_frames(client, fake):
     assert len({frame.data for frame in frames}) > 1  # frames change
     assert "x-timestamp" in frames[0].headers
     assert fake.seen("/streamer/stream")[0].params == {"extra_headers": "1"}
+
+
+def test_a_forgotten_session_is_renewed_for_upload_and_stream(client, fake):
+    client.atx_state()
+    fake.sessions.clear()
+    client.msd_write("s.img", io.BytesIO(b"z" * 1000))
+    fake.sessions.clear()
+    assert len(list(client.mjpeg_frames(max_frames=1))) == 1
+    assert [(r.path, r.status) for r in fake.requests] == [
+        ("/api/auth/login", 200),
+        ("/api/atx", 200),
+        ("/api/auth/check", 403),
+        ("/api/auth/login", 200),
+        ("/api/auth/check", 200),
+        ("/api/msd/write", 200),
+        ("/streamer/stream", 403),
+        ("/api/auth/login", 200),
+        ("/streamer/stream", 200),
+    ]
+    assert fake.uploads["s.img"]["written"] == 1000

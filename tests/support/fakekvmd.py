@@ -1191,6 +1191,7 @@ class FakeKvmd:
             },
         )
         await response.prepare(request)
+        _RECORD.get().status = 200  # the stream goes on until the client leaves
         await response.write(b"--boundarydonotcross\r\n")
         index = 0
         try:
