@@ -420,7 +420,7 @@ class KvmClient:
 
         kvmd only clicks when the power LED says it is needed (``on`` when off, the others
         when on); another click in progress answers 409 (:class:`KvmBusyError`). ``wait``
-        makes kvmd answer when the click is over.
+        makes kvmd answer when the click is over (``api/atx.py``, ``plugins/atx/gpio.py``).
         """
         if action not in ATX_POWER_ACTIONS:
             raise KvmError(self.host, f"ATX power action {action!r}: one of {ATX_POWER_ACTIONS}")
@@ -449,7 +449,8 @@ class KvmClient:
         return self._call("GET", "/api/hid")
 
     def send_key(self, key: str, state: bool | None = None, finish: bool = False) -> None:
-        """``POST /api/hid/events/send_key``: without ``state`` kvmd presses and releases."""
+        """``POST /api/hid/events/send_key``: without ``state`` kvmd presses and releases
+        (``api/hid.py``; a modifier stays pressed, ``plugins/hid/__init__.py``)."""
         params: dict[str, Any] = {"key": key}
         if state is not None:
             params.update(state=_bool(state), finish=_bool(finish))
@@ -602,7 +603,8 @@ class KvmClient:
         """``GET /api/streamer/snapshot``: a JPEG of the screen.
 
         Without a video signal kvmd answers 503 (:class:`KvmUnavailableError`) unless
-        ``allow_offline``, which returns uStreamer's "no signal" picture.
+        ``allow_offline``, which returns uStreamer's "no signal" picture (``api/streamer.py``,
+        ``Streamer.take_snapshot`` in ``apps/kvmd/streamer/__init__.py``).
         """
         params = {"allow_offline": _bool(allow_offline), "save": _bool(save)}
         status, headers, data = self._request("GET", "/api/streamer/snapshot", params)
@@ -686,7 +688,9 @@ class KvmClient:
         """Open ``/api/ws``: a :class:`KvmEvents` (iterate it; use it as a context manager).
 
         ``stream=False`` (kvmd's ``stream`` parameter) keeps this session from counting as a
-        video viewer, so opening it does not start uStreamer.
+        video viewer, so opening it does not start uStreamer (``__ws_handler`` and
+        ``__stream_controller`` in ``apps/kvmd/server.py``). kvmd checks credentials before
+        the upgrade: a refusal is the same :class:`KvmAuthError` as for any request.
         """
         path = "/api/ws?stream=" + _bool(stream)
         for attempt in (1, 2):
