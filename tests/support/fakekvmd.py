@@ -315,11 +315,21 @@ class Certificate:
     fingerprint: str  # SHA-256 of the DER, 64 lowercase hex digits
 
 
-def make_certificate(common_name: str = "pikvm") -> Certificate:
-    """A self-signed certificate for 127.0.0.1/localhost, like the one a PiKVM makes itself
-    (``kvmd-gencert``), valid from an hour ago for a year."""
+def make_certificate() -> Certificate:
+    """A self-signed certificate like the one a PiKVM makes for itself (``scripts/kvmd-gencert``:
+    ``openssl ecparam -name prime256v1`` and ``openssl req -x509 -sha256 -subj
+    "/C=US/O=PiKVM/OU=PiKVM/CN=localhost"``, which marks it CA:TRUE). Unlike the real one it
+    also names 127.0.0.1 and localhost as subject alternative names, so a test can verify it
+    as its own CA bundle; it is valid from an hour ago for a year."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "US"),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "PiKVM"),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "PiKVM"),
+            x509.NameAttribute(NameOID.COMMON_NAME, "localhost"),
+        ]
+    )
     now = datetime.datetime.now(datetime.timezone.utc)
     public = key.public_key()
     cert = (
