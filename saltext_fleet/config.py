@@ -18,6 +18,7 @@ says what was expected.
       onboard: {sync: true, inventory_minutes: 60, highstate_test_hours: 6, beacon_interval: 60}
       drift: {alert_score: 50, weights: {extra: 2, missing: 10}, history_days: 730}
       vulns: {alert_severity: high}                         # fleet/alert/cve for new findings
+      kvm: {poll_interval: 15, offline_after: 3, over_temp_c: 80}   # PiKVM polls and alerts
       inventory: {pip: [/usr/bin/python3]}                  # minion side: interpreters to list
       grains: {keychains: [/Library/Keychains/System.keychain]}   # minion side (macOS)
       actions:                                              # named commands per OS (the UI's)
@@ -127,6 +128,16 @@ class VulnsConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class KvmConfig:
+    #: seconds between two polls of every PiKVM device
+    poll_interval: float = 15.0
+    #: polls missed in a row before a device is offline (``fleet/alert/kvm``)
+    offline_after: int = 3
+    #: CPU temperature (°C) at which a device is over temperature (``fleet/alert/kvm``)
+    over_temp_c: float = 80.0
+
+
+@dataclasses.dataclass(frozen=True)
 class InventoryConfig:
     pip: tuple[str, ...] = ()
 
@@ -181,6 +192,7 @@ class FleetConfig:
     onboard: OnboardConfig = OnboardConfig()
     drift: DriftConfig = DriftConfig()
     vulns: VulnsConfig = VulnsConfig()
+    kvm: KvmConfig = KvmConfig()
     inventory: InventoryConfig = InventoryConfig()
     grains: GrainsConfig = GrainsConfig()
     actions: Mapping[str, Mapping[str, Command]] = dataclasses.field(
@@ -286,6 +298,7 @@ def load(opts: Mapping[str, Any]) -> FleetConfig:
             "onboard",
             "drift",
             "vulns",
+            "kvm",
             "inventory",
             "grains",
             "actions",
@@ -313,6 +326,7 @@ def load(opts: Mapping[str, Any]) -> FleetConfig:
         onboard=_onboard(section.get("onboard")),
         drift=_drift(section.get("drift")),
         vulns=_vulns(section.get("vulns")),
+        kvm=_kvm(section.get("kvm")),
         inventory=_inventory(section.get("inventory")),
         grains=_grains(section.get("grains")),
         actions=_actions(section.get("actions")),
@@ -520,6 +534,28 @@ def _vulns(raw: Any) -> VulnsConfig:
             f"{severity!r} is not one of {', '.join(ALERT_SEVERITIES)}",
         )
     return VulnsConfig(alert_severity=severity.lower())
+
+
+def _kvm(raw: Any) -> KvmConfig:
+    section = _mapping(raw or {}, "fleet:kvm")
+    _known(section, "fleet:kvm", ("poll_interval", "offline_after", "over_temp_c"))
+    out: dict[str, Any] = {}
+    for name, low, high, kind in (
+        ("poll_interval", 1, 86400, "seconds"),
+        ("offline_after", 1, 1000, "polls"),
+        ("over_temp_c", 20, 150, "degrees Celsius"),
+    ):
+        value = section.get(name, getattr(KvmConfig, name))
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not low <= value <= high
+        ):
+            raise FleetConfigError(f"fleet:kvm:{name}", f"{value!r} is not {low} to {high} {kind}")
+        if name == "offline_after" and not float(value).is_integer():
+            raise FleetConfigError(f"fleet:kvm:{name}", f"{value!r} is not a whole number of polls")
+        out[name] = int(value) if name == "offline_after" else float(value)
+    return KvmConfig(**out)
 
 
 def _inventory(raw: Any) -> InventoryConfig:

@@ -13,6 +13,10 @@ headers), ``body_timeout`` (30 s without progress in a body) and
 ``max_connections_per_address`` (64); TLS on the plain port, or plain HTTP on the TLS port,
 gets a clear 400 at once (:mod:`saltext_fleet.webui.guard`).
 
+The engine also polls the registered PiKVM devices every ``fleet:kvm:poll_interval`` seconds
+in a thread of its own (:mod:`saltext_fleet.master.kvmpoll`): their history and the
+``fleet/alert/kvm`` events.
+
 Create the first user with ``saltext-fleet user add alice --role admin``. The engine runs one
 asyncio loop (Tornado serving the Flask app through a thread pool, and native websockets). If
 it fails, the reason is logged and it starts again after a pause (1 s, doubling up to 60 s);
@@ -21,9 +25,11 @@ a configuration error is logged once a minute until it is fixed.
 
 import asyncio
 import logging
+import threading
 import time
 
 from saltext_fleet import config
+from saltext_fleet.master import kvmpoll
 from saltext_fleet.webui import server
 
 log = logging.getLogger(__name__)
@@ -39,6 +45,15 @@ def __virtual__():
 
 def start(**kwargs):
     opts = __opts__  # injected by Salt's loader
+    polling = kvmpoll.PollLoop(opts)
+    threading.Thread(target=polling.run, name="fleet-kvm-poll", daemon=True).start()
+    try:
+        _serve(opts)
+    finally:
+        polling.stop()
+
+
+def _serve(opts):
     pause = RESTART_MIN
     while True:
         began = time.monotonic()

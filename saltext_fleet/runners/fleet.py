@@ -38,13 +38,15 @@ from saltext_fleet.core import secrets as core_secrets
 from saltext_fleet.core.text import terminal_safe
 from saltext_fleet.core.vulns import sources as vuln_sources
 from saltext_fleet.core.vulns import triage as core_triage
-from saltext_fleet.master import bootstrapper, eventsig
+from saltext_fleet.kvm.poller import Poller
+from saltext_fleet.master import bootstrapper, eventsig, kvmpoll
 from saltext_fleet.master import keys as master_keys
 from saltext_fleet.master import onboard as master_onboard
 from saltext_fleet.store import audit as store_audit
 from saltext_fleet.store import drift as store_drift
 from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store import gate as store_gate
+from saltext_fleet.store import kvm as store_kvm
 from saltext_fleet.store import queries
 from saltext_fleet.store import sbom as store_sbom
 from saltext_fleet.store import secrets as store_secrets
@@ -1995,3 +1997,137 @@ def cve_history(minion, days=None):
         "points": store_findings.history(engine, minion, days),
         "findings": store_findings.node_findings(engine, [minion], resolved=True).get(minion, []),
     }
+
+
+# -- PiKVM devices --------------------------------------------------------------------------
+
+
+def kvm_add(
+    name,
+    host,
+    password=None,
+    password_file=None,
+    totp_secret_file=None,
+    node=None,
+    **options,
+):
+    """
+    Register a PiKVM device (or update one) under ``name``: its address and client options
+    (``port``, ``user``, ``auth``, ``verify``, ``fingerprint``, ``timeout``,
+    ``connect_timeout``: see the PiKVM docs page), the node it controls, and its password (and
+    TOTP secret when the device has two-factor login on), read from a file on the master so
+    they stay out of shell history. Credentials are stored encrypted by the master's vault and
+    never printed. Everything is validated before anything is stored.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.kvm_add pikvm-07 host=10.0.7.20 password_file=/root/pikvm-07.pw \\
+            fingerprint=AB:CD:... node=mini-07
+    """
+    if password is not None and password_file is not None:
+        raise SaltRunnerError("fleet.kvm_add: give password or password_file, not both")
+    if password_file is not None:
+        password = _read_secret_file(password_file, "password_file").strip()
+    raw = {k: v for k, v in options.items() if not k.startswith("__")}
+    raw.update(host=host, password=password)
+    if totp_secret_file is not None:
+        raw["totp_secret"] = _read_secret_file(totp_secret_file, "totp_secret_file").strip()
+    raw = {k: v for k, v in raw.items() if v is not None}
+    try:
+        with _engine().begin() as conn:
+            created = store_kvm.add_device(conn, _vault(), name, raw, node)
+            found = store_kvm.device(conn, name)
+    except store_kvm.KvmStoreError as exc:
+        raise SaltRunnerError(f"fleet.kvm_add: {exc}") from exc
+    _audit("kvm.add" if created else "kvm.update", name, {"host": found["host"], "node": node})
+    return {"created" if created else "updated": found}
+
+
+def kvm_list(node=None):
+    """
+    The registered PiKVM devices (without credentials): address, the node each controls, its
+    state (online, unreachable, offline) and last poll.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.kvm_list
+        salt-run fleet.kvm_list node=mini-07
+    """
+    with _engine().connect() as conn:
+        return {d["name"]: d for d in store_kvm.devices(conn, node=node)}
+
+
+def kvm_remove(name):
+    """
+    Forget a PiKVM device, its poll history and its stored credentials.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.kvm_remove pikvm-07
+    """
+    try:
+        with _engine().begin() as conn:
+            gone = store_kvm.remove_device(conn, name)
+    except store_kvm.KvmStoreError as exc:
+        raise SaltRunnerError(f"fleet.kvm_remove: {exc}") from exc
+    if not gone:
+        raise SaltRunnerError(f"fleet.kvm_remove: no KVM device named {name!r}")
+    _audit("kvm.remove", name)
+    return {"removed": name}
+
+
+def kvm_poll(name=None):
+    """
+    Poll every PiKVM device (or one) now: online, power LED, HID and mass storage, CPU
+    temperature, uptime. Each poll is stored (the device's history) and alerts fire as
+    ``fleet/alert/kvm`` events on the transitions: ``offline`` after
+    ``fleet:kvm:offline_after`` missed polls in a row, ``online`` when it is back,
+    ``over_temperature`` at ``fleet:kvm:over_temp_c``, ``temperature_ok`` 5 °C below.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.kvm_poll
+        salt-run fleet.kvm_poll pikvm-07
+    """
+    _engine()  # the store ready, its audit anchor in use
+    _progress("polling the KVM devices")
+    try:
+        with Poller() as poller:
+            return kvmpoll.poll_once(
+                __opts__, poller, kvmpoll.master_firer(__opts__), None if name is None else [name]
+            )
+    except store_kvm.KvmStoreError as exc:
+        raise SaltRunnerError(f"fleet.kvm_poll: {exc}") from exc
+    except core_secrets.SecretsError as exc:
+        raise SaltRunnerError(f"fleet:key_file: {exc}") from exc
+
+
+def kvm_history(name, hours=24):
+    """
+    A PiKVM device's polls of the last ``hours``, oldest first.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.kvm_history pikvm-07 hours=2
+    """
+    try:
+        hours = float(hours)
+    except (TypeError, ValueError):
+        raise SaltRunnerError(f"fleet.kvm_history: hours={hours!r} is not a number") from None
+    since = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(hours=hours)
+    try:
+        with _engine().connect() as conn:
+            store_kvm.device(conn, name)
+        return store_kvm.poll_history(_engine(), name, since=since)
+    except store_kvm.KvmStoreError as exc:
+        raise SaltRunnerError(f"fleet.kvm_history: {exc}") from exc

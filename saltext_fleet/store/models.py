@@ -41,6 +41,10 @@ Tables:
                           whose name some advisory names
 ``vuln_node_state``       each node's last findings recompute: fingerprint, not-covered ecosystems
 ``vuln_match_state``      one row: up to when the advisories' changes are reflected in the verdicts
+``kvm_devices``           (schema 0010) PiKVM devices: address and client options (credentials in
+                          ``secrets``, scope ``kvm``), the node each controls, poll status
+``kvm_polls``             every poll of every device: online, power LED, HID, MSD, temperature,
+                          uptime (the device's history chart)
 ``ui_users``              the web UI's users: bcrypt hash, role, TOTP on/off (its secret is in
                           ``secrets``), recovery code and API token hashes, session version
 """
@@ -737,3 +741,47 @@ class VulnMatchState(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
     advisories_seen_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+# -- KVM devices (schema 0010) ------------------------------------------------------------------
+
+
+class KvmDevice(Base):
+    """A PiKVM device: how to reach it (``options``: what
+    :func:`saltext_fleet.kvm.options.load_options` takes, without the password and TOTP
+    secret, which are in ``secrets`` under scope ``kvm``), the node it controls, and its
+    status after the last poll (:class:`saltext_fleet.kvm.health.Status` and poll)."""
+
+    __tablename__ = "kvm_devices"
+
+    name: Mapped[str] = mapped_column(String(MINION_ID_LEN), primary_key=True)
+    options: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    node: Mapped[str | None] = mapped_column(String(MINION_ID_LEN), index=True)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    status: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    last_poll: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    polled_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class KvmPoll(Base):
+    """One poll of one device (``online`` false: it did not answer, ``error`` says why)."""
+
+    __tablename__ = "kvm_polls"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    device: Mapped[str] = mapped_column(
+        String(MINION_ID_LEN), ForeignKey("kvm_devices.name", ondelete="CASCADE")
+    )
+    polled_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    online: Mapped[bool] = mapped_column(Boolean)
+    power: Mapped[bool | None] = mapped_column(Boolean)
+    hid_online: Mapped[bool | None] = mapped_column(Boolean)
+    msd_connected: Mapped[bool | None] = mapped_column(Boolean)
+    msd_image: Mapped[str | None] = mapped_column(Text)
+    temperature: Mapped[float | None] = mapped_column(Float)
+    uptime_s: Mapped[int | None] = mapped_column(BigInteger)
+    throttled: Mapped[bool | None] = mapped_column(Boolean)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_kvm_polls_device", "device", "polled_at"),)

@@ -21,6 +21,8 @@ from saltext_fleet.store.models import Node, NodeGroup, Secret, utcnow
 SCOPES = ("group", "node")
 #: Secrets of the web UI's users (their TOTP secret): not reachable through the runners.
 USER_SCOPE = "user"
+#: Credentials of PiKVM devices (password, TOTP secret): for the pollers and actions only.
+KVM_SCOPE = "kvm"
 CREDENTIAL_KINDS = ("password", "private_key")
 #: The secret names a group's SSH credential is stored under.
 CREDENTIAL_NAME = "ssh_credential"
@@ -40,7 +42,7 @@ def put_secret(
     now: dt.datetime | None = None,
 ) -> None:
     """Encrypt ``value`` and store it under ``(scope, owner, name)`` (replacing it)."""
-    if scope not in SCOPES and scope != USER_SCOPE:
+    if scope not in SCOPES and scope not in (USER_SCOPE, KVM_SCOPE):
         raise ValueError(f"scope: {scope!r} is not one of {', '.join(SCOPES)}")
     token = vault.encrypt(value)
     now = now or utcnow()

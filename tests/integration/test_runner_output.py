@@ -25,6 +25,7 @@ from saltext_fleet import config
 from saltext_fleet.core.inventory import build_inventory
 from saltext_fleet.runners import fleet as fleet_runner
 from saltext_fleet.store import engine as store_engine
+from tests.support.fakekvmd import FakeKvmd
 from tests.support.sshd import free_port
 from tests.support.store import write
 from tests.support.waiting import wait_for
@@ -32,6 +33,7 @@ from tests.support.waiting import wait_for
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 SALT_RUN = pathlib.Path(sys.executable).with_name("salt-run")
+KVM_PASSWORD = "out-kvm-pw-2207"
 IDNA_ADVISORY = pathlib.Path(__file__).parents[1] / "fixtures" / "osv" / "pypi" / "idna"
 
 
@@ -73,8 +75,17 @@ def progress_messages(event_listener, salt_master, since) -> list[str]:
     return [e.data["message"] for e in sorted(found, key=lambda e: e.stamp)]
 
 
-def test_every_runner_prints_one_json_document(salt_master, node, event_listener, tmp_path):
+@pytest.fixture(scope="module")
+def kvmd():
+    """A fake kvmd (real HTTPS on loopback) running hot: its first poll alerts."""
+    with FakeKvmd(password=KVM_PASSWORD) as fake:
+        fake.cpu_temp = 91.0
+        yield fake
+
+
+def test_every_runner_prints_one_json_document(salt_master, node, event_listener, tmp_path, kvmd):
     base, other, imported = (random_string(f"out-{n}-") for n in "abc")
+    device = random_string("out-kvm-").lower()
     group = random_string("out-grp-").lower()
     stranger = random_string("out-stranger-")
     yaml_file = tmp_path / "baseline.yaml"
@@ -99,6 +110,18 @@ def test_every_runner_prints_one_json_document(salt_master, node, event_listener
             ("onboard", [node], False),  # no accepted key
             ("cve_import", [str(IDNA_ADVISORY)], True),  # one real advisory (PYSEC-2024-60)
             ("sbom", [node], True),
+            (
+                "kvm_add",
+                [
+                    device,
+                    "host=127.0.0.1",
+                    f"port={kvmd.port}",
+                    f"password={KVM_PASSWORD}",
+                    f"fingerprint={kvmd.fingerprint}",
+                    f"node={node}",
+                ],
+                True,
+            ),
         ],
         [
             ("baseline_list", [], True),
@@ -113,6 +136,8 @@ def test_every_runner_prints_one_json_document(salt_master, node, event_listener
             ("cve_recompute", [], True),
             ("cve_triage_list", [], True),
             ("cve_triage_revoke", ["999999999"], False),  # no such decision
+            ("kvm_poll", [device], True),
+            ("kvm_list", [f"node={node}"], True),
         ],
         [
             ("drift", [node], True),
@@ -124,6 +149,7 @@ def test_every_runner_prints_one_json_document(salt_master, node, event_listener
             ("keys_accept", [stranger], False),  # no pending key
             ("keys_reject", [stranger], False),
             ("secret_delete", ["group", group, "token"], True),
+            ("kvm_history", [device], True),
             # a closed loopback port: the steps up to the SSH connection, then a clear failure
             (
                 "bootstrap",
@@ -145,6 +171,7 @@ def test_every_runner_prints_one_json_document(salt_master, node, event_listener
             ("rotate_key", [], True),
             ("bootstraps", [f"id={stranger}"], True),
             ("keys_delete", [stranger], True),
+            ("kvm_remove", [device], True),
         ],
         [
             ("baseline_unassign", [other], True),
@@ -189,6 +216,26 @@ def test_every_runner_prints_one_json_document(salt_master, node, event_listener
     assert out["sbom"]["specVersion"] == "1.6"
     assert out["sbom"]["metadata"]["component"]["name"] == node
     assert set(out["cve_import"]["counts"]["total"]) >= {"added", "unchanged"}
+    # (the package master's engine polls every 15 s too: whichever poll came first alerted)
+    assert out["kvm_poll"][device]["poll"]["temperature"] == 91.0
+    assert out["kvm_poll"][device]["alerts"] in ([], ["over_temperature"])
+    assert out["kvm_list"][device]["node"] == node and KVM_PASSWORD not in json.dumps(out)
+    assert {p["temperature"] for p in out["kvm_history"]} == {91.0}
+    # the alert went to the master's bus, signed by the master
+    alert = wait_for(
+        "the fleet/alert/kvm event",
+        lambda: [
+            e
+            for e in event_listener.get_events(
+                [(salt_master.id, "fleet/alert/kvm")], after_time=start
+            )
+            if e.data.get("id") == device
+        ],
+        timeout=30,
+    )[0]
+    assert alert.data["alert"] == "over_temperature" and alert.data["node"] == node
+    alerts = event_listener.get_events([(salt_master.id, "fleet/alert/kvm")], after_time=start)
+    assert len([e for e in alerts if e.data.get("id") == device]) == 1  # on the transition only
     # ...and the progress events went to the bus all the same
     wanted = (
         "computing drift of 1 nodes (of 1 targeted)",

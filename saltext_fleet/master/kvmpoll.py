@@ -1,0 +1,112 @@
+"""Polling the registered PiKVM devices on the master: one cycle (``salt-run fleet.kvm_poll``)
+or every ``fleet:kvm:poll_interval`` seconds (the ``fleet`` engine's poll loop).
+
+A cycle reads the registry (credentials decrypted by the master's vault), polls every device
+side by side (:class:`~saltext_fleet.kvm.poller.Poller`), stores each poll with the device's
+new status (:func:`saltext_fleet.store.kvm.record_polls`) and fires ``fleet/alert/kvm``,
+signed by the master (:mod:`saltext_fleet.master.eventsig`), for each alert the status change
+raised. The loop keeps its poller, so devices are polled on kept-open connections.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import salt.utils.event
+
+from saltext_fleet import config
+from saltext_fleet.core import secrets as core_secrets
+from saltext_fleet.kvm.poller import Poller
+from saltext_fleet.master import eventsig
+from saltext_fleet.store import engine as store_engine
+from saltext_fleet.store import kvm as store_kvm
+
+log = logging.getLogger(__name__)
+
+ALERT_TAG = "fleet/alert/kvm"
+
+Fire = Callable[[str, dict], Any]
+
+
+def poll_once(
+    opts: dict,
+    poller: Poller,
+    fire: Fire,
+    names: Iterable[str] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """One cycle over the devices ``names`` (every registered device if None): ``{device:
+    {"poll": {...}, "alerts": [...]}}``. Raises
+    :class:`~saltext_fleet.store.kvm.KvmStoreError` for an unknown device name."""
+    cfg = config.load(opts)
+    engine = store_engine.get_engine(cfg.db_url)
+    store_engine.ensure_schema(engine)
+    vault = core_secrets.Vault.open(cfg.key_file)
+    with engine.connect() as conn:
+        targets = store_kvm.device_options(conn, vault, names)
+        nodes = {d["name"]: d["node"] for d in store_kvm.devices(conn)}
+    polls = poller.poll(targets)
+    with engine.begin() as conn:
+        alerts = store_kvm.record_polls(
+            conn, polls, offline_after=cfg.kvm.offline_after, over_temp_c=cfg.kvm.over_temp_c
+        )
+    out = {}
+    for device, poll in sorted(polls.items()):
+        raised = alerts.get(device, [])
+        for alert in raised:
+            data = {"id": device, "alert": alert, "node": nodes.get(device), "poll": poll.as_dict()}
+            fire(ALERT_TAG, eventsig.sign(opts, ALERT_TAG, data))
+        out[device] = {"poll": poll.as_dict(), "alerts": raised}
+    return out
+
+
+def master_firer(opts: dict) -> Fire:
+    """``fire(tag, data)`` on the master's event bus (a connection per event: alerts are
+    rare); a bus that is down is logged, not raised (the poll is stored already)."""
+
+    def fire(tag: str, data: dict) -> bool:
+        try:
+            with salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=False) as bus:
+                if bus.fire_event(data, tag):
+                    return True
+        except Exception:  # the bus being down is logged below
+            log.debug("fleet: firing %s failed", tag, exc_info=True)
+        log.warning("fleet: could not fire %s for %s", tag, data.get("id"))
+        return False
+
+    return fire
+
+
+class PollLoop:
+    """Polls every registered device each ``fleet:kvm:poll_interval`` seconds until
+    :meth:`stop`; a failed cycle (the store down, a broken vault) is logged and the next one
+    runs on time. Run :meth:`run` in a thread."""
+
+    def __init__(self, opts: dict, fire: Fire | None = None) -> None:
+        self.opts = opts
+        self.fire = fire or master_firer(opts)
+        self.cycles = 0
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        with Poller() as poller:
+            while not self._stop.is_set():
+                began = time.monotonic()
+                try:
+                    interval = config.load(self.opts).kvm.poll_interval
+                except config.FleetConfigError as exc:
+                    log.error("fleet: KVM polling paused: %s", exc)
+                    interval = 60.0
+                else:
+                    try:
+                        poll_once(self.opts, poller, self.fire)
+                    except Exception:  # a cycle's failure must not end the loop (logged)
+                        log.exception("fleet: a KVM poll cycle failed")
+                    self.cycles += 1
+                self._stop.wait(max(0.0, interval - (time.monotonic() - began)))
+
+    def stop(self) -> None:
+        self._stop.set()
