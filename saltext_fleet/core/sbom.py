@@ -844,12 +844,14 @@ def _osv_url(ident: str) -> XsUri:
     return XsUri(f"https://osv.dev/vulnerability/{quote(ident, safe='')}")
 
 
-def _alias_source(alias: str) -> VulnerabilitySource | None:
+def _alias_source(alias: str) -> VulnerabilitySource:
+    """Where an alias comes from: CycloneDX 1.6 requires a source for every reference (an
+    alias such as ``PYSEC-...`` or ``DSA-...`` is looked up on OSV, which knows them)."""
     if alias.startswith("CVE-"):
         return VulnerabilitySource(name="NVD")
     if alias.startswith("GHSA-"):
         return VulnerabilitySource(name="GitHub")
-    return None
+    return VulnerabilitySource(name="OSV", url=_osv_url(alias))
 
 
 # --------------------------------------------------------------------------------------------
