@@ -62,7 +62,9 @@ def node_input(fleet: cve.Fleet, i: int) -> tuple[str, dict, dict, list | None]:
     if i % 3 == 0:
         # the purls the store gives triage decisions (store.sbom.node_vex)
         purls = sorted(
-            sbom.package_purl(eco, name, version, facts, sources.get(eco, {}).get(name))
+            sbom.package_purl(
+                eco, name, version, inventory["facts"], inventory["sources"].get(eco, {}).get(name)
+            )
             for eco, name, version, *_ in sbom.package_specs(inventory)
         )
         rng = random.Random(i)
