@@ -21,6 +21,7 @@ import pytest
 
 from saltext_fleet.core import inventory as core_inventory
 from saltext_fleet.core import sbom
+from saltext_fleet.modules import fleet as fleet_module
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TS = dt.datetime(2026, 3, 4, 5, 6, 7, tzinfo=dt.timezone.utc)
@@ -325,3 +326,18 @@ def test_a_full_cache_starts_again():
     same("n1", inv, cache=cache)
     assert len(cache) <= 3
     same("n1", inv, cache=cache)
+
+
+def test_the_execution_module_writes_the_librarys_whole_document(monkeypatch):
+    """``fleet.sbom`` on a minion: the same document the library writes of its inventory."""
+    inv = odd_inventory()
+    grains = {"fleet": {"hardware_model": "Macmini9,1"}}
+    monkeypatch.setattr(fleet_module, "inventory", lambda: inv)
+    monkeypatch.setattr(fleet_module, "__opts__", {"id": "mini-07"}, raising=False)
+    monkeypatch.setattr(fleet_module, "__grains__", grains, raising=False)
+    got = fleet_module.sbom()
+    want = json.loads(sbom.serialize(sbom.build_bom("mini-07", inv, grains)))
+    for doc in (got, want):
+        doc.pop("serialNumber")
+        doc["metadata"].pop("timestamp")
+    assert got == want
