@@ -88,6 +88,7 @@ import tarfile
 import tempfile
 import time
 import uuid
+import xml.etree.ElementTree as ET
 import zipfile
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -633,45 +634,86 @@ def _frozen(value: Any) -> Any:
         return None
 
 
-def component_order(data: Mapping) -> tuple:
+def component_order(component: Component) -> tuple:
     """The order cyclonedx-python-lib gives a document's components (its ``SortedSet`` of
-    :class:`~cyclonedx.model.component.Component`), from a component's JSON: the component's
-    comparison tuple starts with type, group, name, version and bom-ref, a missing value
-    after any other, and the bom-ref is unique in a document, so nothing after it counts."""
-    group, version = data.get("group"), data.get("version")
+    :class:`~cyclonedx.model.component.Component`): a component's comparison tuple starts
+    with type, group, name, version and bom-ref, a missing value after any other, and the
+    bom-ref is unique in a document, so nothing after it counts."""
+    group, version = component.group, component.version
     return (
-        data["type"],
+        str(component.type.value),
         group is None,
         group or "",
-        data["name"],
+        component.name,
         version is None,
         version or "",
-        data["bom-ref"],
+        component.bom_ref.value,
     )
 
 
+#: Namespace and declaration of the XML documents the library writes.
+_XMLNS = "http://cyclonedx.org/schema/bom/1.6"
+_XML_DECL = '<?xml version="1.0" ?>\n'
+
+
+def _xml_text(element: ET.Element) -> str:
+    """An element as the library's ``XmlV1Dot6`` writes its document (the same serializer
+    and options)."""
+    return ET.tostring(
+        element,
+        method="xml",
+        default_namespace=_XMLNS,
+        encoding="unicode",
+        xml_declaration=False,
+    )
+
+
+def _library_xml(bom: Bom) -> ET.Element | None:
+    """The library's XML of ``bom`` as a tree, None when writing that tree again would not
+    give the library's text back exactly (a carriage return in a text, which XML parsers
+    read as a newline): then no piece of it is used."""
+    text = XmlV1Dot6(bom).output_as_string()
+    root = ET.fromstring(text)
+    # the library's tree has its attributes in its namespace too (ElementTree writes them
+    # without a prefix); parsed, they have none, and must have it to be written the same way
+    for element in root.iter():
+        if element.attrib:
+            element.attrib = {
+                key if key.startswith("{") else f"{{{_XMLNS}}}{key}": value
+                for key, value in element.attrib.items()
+            }
+    return root if _XML_DECL + _xml_text(root) == text else None
+
+
 def _cache_components(
-    cache: ComponentCache, specs: list[tuple], keys: list, facts: Mapping
-) -> list[tuple[str, str, tuple]]:
-    """Build the components of ``specs`` with the library, write them with it (a
-    :class:`~cyclonedx.model.bom.Bom` per :data:`BATCH`), cache each one's JSON."""
+    cache: ComponentCache, specs: list[tuple], keys: list, facts: Mapping, fmt: str
+) -> list[tuple[str | None, str, tuple]]:
+    """Build the components of ``specs`` with the library, write them with it in ``fmt``
+    (a :class:`~cyclonedx.model.bom.Bom` per :data:`BATCH`), cache each one's text (None:
+    not usable as a piece, see :func:`_library_xml`)."""
     built = [package_component(spec, facts) for spec in specs]
-    entries: dict[str, tuple[str, str, tuple]] = {}
-    # presorted in the library's order, its SortedSet does one comparison per component
+    texts: dict[str, str | None] = {}
     for start in range(0, len(built), BATCH):
         batch = built[start : start + BATCH]
-        data = json.loads(JsonV1Dot6(Bom(components=batch)).output_as_string())
-        by_ref = {item["bom-ref"]: item for item in data.get("components", ())}
-        for component in batch:
-            item = by_ref[component.bom_ref.value]
-            entries[component.bom_ref.value] = (
-                json.dumps(item),
-                component.purl.to_string(),
-                component_order(item),
+        if fmt == "cyclonedx-json":
+            data = json.loads(JsonV1Dot6(Bom(components=batch)).output_as_string())
+            for item in data.get("components", ()):
+                texts[item["bom-ref"]] = json.dumps(item)
+            continue
+        root = _library_xml(Bom(components=batch))
+        for element in root.find(f"{{{_XMLNS}}}components") if root is not None else ():
+            # ElementTree declares the namespace on the element it starts from
+            head, text = f'<component xmlns="{_XMLNS}"', _xml_text(element)
+            texts[element.get(f"{{{_XMLNS}}}bom-ref")] = (
+                "<component" + text[len(head) :] if text.startswith(head) else None
             )
     out = []
-    for spec, key in zip(specs, keys, strict=True):
-        entry = entries[spec[5]]
+    for component, key in zip(built, keys, strict=True):
+        entry = (
+            texts.get(component.bom_ref.value),
+            component.purl.to_string(),
+            component_order(component),
+        )
         cache.put(key, entry)
         out.append(entry)
     return out
@@ -699,20 +741,16 @@ def node_document(
     :func:`serialize` writes of :func:`build_bom`'s document, what the runner, the web UI and
     the execution module give.
 
-    JSON is assembled from pieces cyclonedx-python-lib wrote: each package component comes
-    from ``cache`` (written by the library the first time it is seen, see
+    The document is assembled from pieces cyclonedx-python-lib wrote: each package component
+    comes from ``cache`` (written by the library the first time it is seen, see
     :class:`ComponentCache`), the rest (metadata, VEX, serial number) from the library's
     document of the node without its packages; the components and dependencies go in the
-    order the library sorts them. A document whose bom-refs are not unique (the library
-    would replace the duplicates with random ones) and XML are the library's whole
-    document."""
+    order the library sorts them, and the whole is written as the library writes it
+    (``json.dumps``; ElementTree's serializer for XML). A document whose bom-refs are not
+    unique (the library would replace the duplicates with random ones), or that has a piece
+    the library's XML cannot be split into exactly, is the library's whole document."""
     check_format(fmt)
     _check_node(minion_id, inventory)
-    if fmt != "cyclonedx-json":
-        bom = build_bom(minion_id, inventory, grains, vex, timestamp=timestamp)
-        if serial_number is not None:
-            bom.serial_number = serial_number
-        return serialize(bom, fmt), len(bom.components)
     cache = cache if cache is not None else ComponentCache()
     facts = _mapping(inventory.get("facts"))
     specs = package_specs(inventory)
@@ -723,13 +761,13 @@ def node_document(
         keys.append(
             None
             if source_key is None
-            else (ref, ecosystem, name, version, count == 1, source_key, facts_key)
+            else (fmt, ref, ecosystem, name, version, count == 1, source_key, facts_key)
         )
     entries = [cache.get(key) for key in keys]
     missing = [i for i, entry in enumerate(entries) if entry is None]
     if missing:
         made = _cache_components(
-            cache, [specs[i] for i in missing], [keys[i] for i in missing], facts
+            cache, [specs[i] for i in missing], [keys[i] for i in missing], facts, fmt
         )
         for i, entry in zip(missing, made, strict=True):
             entries[i] = entry
@@ -742,29 +780,68 @@ def node_document(
         for spec, entry in zip(specs, entries, strict=True):
             by_purl.setdefault(entry[1], []).append(spec[5])
         skeleton.vulnerabilities = _vex_entries(vex, by_purl)
+    _depends(skeleton, node, ())
     refs = [node.bom_ref.value, *(c.bom_ref.value for c in node.components)]
     refs += [spec[5] for spec in specs]
     refs += [v.bom_ref.value for v in skeleton.vulnerabilities]
-    if None in refs or len(set(refs)) != len(refs):
+    text = None
+    if not specs:
+        text = serialize(skeleton, fmt)  # the document of a node without packages
+    elif None not in refs and len(set(refs)) == len(refs):
+        entries.sort(key=lambda entry: entry[2])
+        package_refs = sorted(spec[5] for spec in specs)
+        pieces = [entry[0] for entry in entries]
+        if fmt == "cyclonedx-json":
+            text = _json_document(skeleton, package_refs, pieces)
+        elif None not in pieces:
+            text = _xml_document(skeleton, package_refs, pieces)
+    if text is None:
         bom = build_bom(minion_id, inventory, grains, vex, timestamp=skeleton.metadata.timestamp)
         bom.serial_number = skeleton.serial_number
         return serialize(bom, fmt), len(bom.components)
-    _depends(skeleton, node, ())
+    return text, len(specs)
+
+
+def _json_document(skeleton: Bom, package_refs: list[str], pieces: list[str]) -> str:
+    """The library writes ``json.dumps`` of its document: the same, pieces spliced in."""
+    node_ref = skeleton.metadata.component.bom_ref.value
     head = json.loads(JsonV1Dot6(skeleton).output_as_string())
-    if not specs:
-        return json.dumps(head), 0
-    # the library writes json.dumps of its document: the same, with the components spliced in
-    package_refs = sorted(spec[5] for spec in specs)
     dependencies = [{"ref": ref} for ref in package_refs]
-    dependencies.append({"dependsOn": package_refs, "ref": node.bom_ref.value})
+    dependencies.append({"dependsOn": package_refs, "ref": node_ref})
     dependencies.sort(key=lambda dep: dep["ref"])
-    entries.sort(key=lambda entry: entry[2])
-    parts = ['"components": [' + ", ".join(entry[0] for entry in entries) + "]"]
+    parts = ['"components": [' + ", ".join(pieces) + "]"]
     for key, value in head.items():
         if key == "dependencies":
             value = dependencies
         parts.append(f"{json.dumps(key)}: {json.dumps(value)}")
-    return "{" + ", ".join(parts) + "}", len(specs)
+    return "{" + ", ".join(parts) + "}"
+
+
+def _xml_document(skeleton: Bom, package_refs: list[str], pieces: list[str]) -> str | None:
+    """The library's XML of ``skeleton`` with the components after the metadata, the
+    dependencies of them all, written by the library's serializer; None when it cannot be
+    split exactly (see :func:`_library_xml`)."""
+    root = _library_xml(skeleton)
+    if root is None:
+        return None
+    ns = f"{{{_XMLNS}}}"
+    node_ref = skeleton.metadata.component.bom_ref.value
+    tags = [child.tag for child in root]
+    marker = uuid.uuid4().hex
+    components = ET.Element(f"{ns}components")
+    components.text = marker
+    root.insert(tags.index(f"{ns}metadata") + 1, components)
+    dependencies = root.find(f"{ns}dependencies")
+    dependencies.clear()
+    for ref in sorted([*package_refs, node_ref]):
+        entry = ET.SubElement(dependencies, f"{ns}dependency", {f"{ns}ref": ref})
+        if ref == node_ref:
+            for package_ref in package_refs:
+                ET.SubElement(entry, f"{ns}dependency", {f"{ns}ref": package_ref})
+    text = _XML_DECL + _xml_text(root)
+    if text.count(marker) != 1:
+        return None
+    return text.replace(marker, "".join(pieces))
 
 
 def _enum(kind, value: Any, what: str, ident: str):

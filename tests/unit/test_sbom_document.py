@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import uuid
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -23,6 +24,8 @@ from saltext_fleet.core import inventory as core_inventory
 from saltext_fleet.core import sbom
 from saltext_fleet.modules import fleet as fleet_module
 
+JSON, XML = sbom.FORMATS
+NS = "{http://cyclonedx.org/schema/bom/1.6}"
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 TS = dt.datetime(2026, 3, 4, 5, 6, 7, tzinfo=dt.timezone.utc)
 SERIAL = uuid.UUID("0f0f0f0f-1111-4222-8333-444455556666")
@@ -43,24 +46,32 @@ ODD = {
 }
 
 
-def library(minion, inv, grains=None, vex=None):
+def library(minion, inv, grains=None, vex=None, fmt=JSON):
     """The reference: cyclonedx-python-lib's whole document."""
     bom = sbom.build_bom(minion, inv, grains, vex, timestamp=TS, serial_number=SERIAL)
-    return sbom.serialize(bom)
+    return sbom.serialize(bom, fmt)
 
 
-def fast(minion, inv, grains=None, vex=None, cache=None):
+def fast(minion, inv, grains=None, vex=None, cache=None, fmt=JSON):
     text, count = sbom.node_document(
-        minion, inv, grains, vex, cache=cache, timestamp=TS, serial_number=SERIAL
+        minion, inv, grains, vex, fmt, cache=cache, timestamp=TS, serial_number=SERIAL
     )
-    assert count == len(json.loads(text).get("components", []))
+    if fmt == JSON:
+        assert count == len(json.loads(text).get("components", []))
+    else:
+        assert count == len(ET.fromstring(text).findall(f"{NS}components/{NS}component"))
     return text
 
 
-def same(minion, inv, grains=None, vex=None, cache=None):
-    """The fast document equals the library's (text and data); returns it parsed."""
-    want = library(minion, inv, grains, vex)
-    got = fast(minion, inv, grains, vex, cache)
+def same(minion, inv, grains=None, vex=None, cache=None, fmt=JSON):
+    """The fast document equals the library's (text, hence data); returns JSON parsed, XML
+    as text."""
+    want = library(minion, inv, grains, vex, fmt)
+    got = fast(minion, inv, grains, vex, cache, fmt)
+    if fmt == XML:
+        assert ET.canonicalize(got) == ET.canonicalize(want)
+        assert got == want
+        return got
     assert json.loads(got) == json.loads(want)
     assert got == want
     return json.loads(got)
@@ -174,6 +185,11 @@ def test_real_inventories_give_the_librarys_document_and_validate(fixtures_dir):
     assert cache.hits >= len(data["components"])  # the second document came from the cache
     nix = same("nixos-01", nix_inventory(fixtures_dir), cache=cache)
     sbom.validate(json.dumps(nix))
+    xml_cache = sbom.ComponentCache()
+    for _ in range(2):  # the second from the cache
+        xml = same("this-machine", machine, grains, vex, xml_cache, XML)
+    assert xml_cache.hits >= len(data["components"])
+    sbom.validate(xml, XML)
 
 
 # --- generated fleets ---------------------------------------------------------------------------
@@ -182,7 +198,7 @@ def test_real_inventories_give_the_librarys_document_and_validate(fixtures_dir):
 def test_a_generated_fleet_through_one_cache_gives_the_librarys_documents():
     cve = bench_cve()
     fleet = cve.Fleet(8, 250, 11, cve.Universe(random.Random(11), [], 2000, {}))
-    cache = sbom.ComponentCache()
+    cache, xml_cache = sbom.ComponentCache(), sbom.ComponentCache()
     for i in range(8):
         packages, sources, facts = fleet.node(i)
         inv = core_inventory.build_inventory(packages, sources, facts)
@@ -192,6 +208,8 @@ def test_a_generated_fleet_through_one_cache_gives_the_librarys_documents():
         assert len(data["components"]) == 250
         if i in (0, 7):
             sbom.validate(json.dumps(data))
+        if i in (0, 3, 4):
+            sbom.validate(same(fleet.minion(i), inv, grains, vex, xml_cache, XML), XML)
     # the nodes share most packages: most components were written once
     assert cache.hits > cache.misses
     assert len(cache) < 8 * 250
@@ -244,6 +262,13 @@ def test_odd_names_and_facts_give_the_librarys_document(facts):
     # components the cache gives
     other = dict(inv, facts={"os": "Fedora", "osrelease": "40", "osarch": "aarch64"})
     same("other", other, cache=cache)
+    for node, extra in (("odd node/ü@%+", vex), ("other", None)):
+        text = same(node, other if node == "other" else inv, None, extra, cache, XML)
+        sbom.validate(text, XML)
+    # a carriage return: a name's is a space in XML (CycloneDX names are normalised)
+    inv["packages"]["pypi"]["cr\rname"] = "1\r2"
+    for fmt in (JSON, XML):
+        same("odd node/ü@%+", inv, None, vex, cache, fmt)
 
 
 def test_the_cache_tells_apart_what_the_documents_tell_apart():
@@ -263,6 +288,7 @@ def test_the_cache_tells_apart_what_the_documents_tell_apart():
     ]
     for inv in variants * 2:
         same("n1", inv, cache=cache)
+        same("n1", inv, cache=cache, fmt=XML)
     assert cache.hits > 0
 
 
@@ -275,6 +301,9 @@ def test_duplicate_refs_are_the_librarys_own_document():
     refs = [data["metadata"]["component"]["bom-ref"]] + [c["bom-ref"] for c in data["components"]]
     assert count == 1 and len(set(refs)) == 2 and "node:x@1" in refs
     sbom.validate(text)
+    text, count = sbom.node_document("x@1", inv, fmt=XML)
+    assert count == 1
+    sbom.validate(text, XML)
 
 
 def test_the_component_order_is_the_librarys():
@@ -292,15 +321,18 @@ def test_the_component_order_is_the_librarys():
     }
     bom = sbom.build_bom("n1", inv)
     library_order = [c.bom_ref.value for c in bom.components]
-    data = json.loads(sbom.serialize(bom))
-    ours = [c["bom-ref"] for c in sorted(data["components"], key=sbom.component_order)]
+    shuffled = list(bom.components)
+    random.Random(5).shuffle(shuffled)
+    ours = [c.bom_ref.value for c in sorted(shuffled, key=sbom.component_order)]
     assert ours == library_order
-    assert data["components"][0]["type"] == "application"
+    assert bom.components[0].type.value == "application"
     same("n1", inv)
+    same("n1", inv, fmt=XML)
 
 
 def test_empty_and_bad_inventories():
     assert same("empty", {"packages": {}})["dependencies"] == [{"ref": "node:empty"}]
+    same("empty", {"packages": {}}, fmt=XML)
     for bad in (None, "x", ["a"]):
         with pytest.raises(sbom.SbomError, match="inventory of n1"):
             sbom.node_document("n1", bad)
@@ -310,14 +342,33 @@ def test_empty_and_bad_inventories():
         sbom.node_document("n1", odd_inventory(), fmt="spdx")
 
 
-def test_xml_is_the_librarys_whole_document():
+def test_json_and_xml_pieces_are_cached_apart(monkeypatch):
+    cache = sbom.ComponentCache()
     inv = odd_inventory()
-    text, count = sbom.node_document(
-        "n1", inv, fmt="cyclonedx-xml", timestamp=TS, serial_number=SERIAL
+    for fmt in (JSON, XML, JSON, XML):
+        same("n1", inv, cache=cache, fmt=fmt)
+    assert len(cache) == 2 * len(json.loads(library("n1", inv))["components"])
+    # both were assembled, not the library's whole document
+    wanted = {fmt: library("n1", inv, fmt=fmt) for fmt in (JSON, XML)}
+    whole = []
+    real_build_bom = sbom.build_bom
+    monkeypatch.setattr(
+        sbom, "build_bom", lambda *a, **k: whole.append(a) or real_build_bom(*a, **k)
     )
-    bom = sbom.build_bom("n1", inv, timestamp=TS, serial_number=SERIAL)
-    assert text == sbom.serialize(bom, "cyclonedx-xml")
-    assert count == len(bom.components)
+    for fmt in (JSON, XML):
+        assert fast("n1", inv, cache=cache, fmt=fmt) == wanted[fmt]
+    assert whole == []
+    # a carriage return in a VEX detail, which XML reads back as a newline: that XML is
+    # the library's whole document (a name's is a space: CycloneDX names are normalised)
+    vex = [
+        {"id": "X-1", "state": "not_affected", "detail": "a\rb", "purls": ["pkg:pypi/multi@1.0"]}
+    ]
+    for fmt in (JSON, XML):
+        want = library("n1", inv, vex=vex, fmt=fmt)
+        whole.clear()
+        assert fast("n1", inv, vex=vex, cache=cache, fmt=fmt) == want
+        assert len(whole) == (fmt == XML)
+    assert "<detail>a\rb</detail>" in want
 
 
 def test_a_full_cache_starts_again():
