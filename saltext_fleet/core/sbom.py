@@ -6,6 +6,10 @@
 puts many nodes into one document; :func:`serialize` writes either as CycloneDX JSON or XML
 and :func:`validate` checks a document against the CycloneDX 1.6 schema that
 cyclonedx-python-lib ships (offline), raising :class:`SbomValidationError` naming the error.
+:func:`node_document` writes the text ``serialize(build_bom(...))`` would, from components
+the library wrote once per :class:`ComponentCache` (nodes share most packages): what the
+runner, the web UI and the execution module give; ``build_bom`` + ``serialize`` stay the
+reference the tests compare it with.
 
 The document
 ------------
