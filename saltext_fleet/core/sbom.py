@@ -599,9 +599,10 @@ class ComponentCache:
     everything they are built from (ecosystem, name, version, bom-ref, source package, the
     number of installed versions, the :data:`COMPONENT_FACTS`), shared by the documents
     :func:`node_document` writes. Nodes share most packages: a fleet's export writes each
-    unique component once. Holds ``limit`` components at most (emptied when full)."""
+    unique component once. Holds ``limit`` components at most (emptied when full), about a
+    kilobyte each (a fleet of 10,000 nodes with 258,000 unique package versions: 250 MB)."""
 
-    def __init__(self, limit: int = 400_000):
+    def __init__(self, limit: int = 300_000):
         self.limit = limit
         self.hits = 0
         self.misses = 0
