@@ -6,6 +6,10 @@
 puts many nodes into one document; :func:`serialize` writes either as CycloneDX JSON or XML
 and :func:`validate` checks a document against the CycloneDX 1.6 schema that
 cyclonedx-python-lib ships (offline), raising :class:`SbomValidationError` naming the error.
+:func:`node_document` writes the text ``serialize(build_bom(...))`` would, from components
+the library wrote once per :class:`ComponentCache` (nodes share most packages): what the
+runner, the web UI and the execution module give; ``build_bom`` + ``serialize`` stay the
+reference the tests compare it with.
 
 The document
 ------------
@@ -81,12 +85,14 @@ import contextlib
 import datetime as dt
 import hashlib
 import io
+import json
 import os
 import re
 import tarfile
 import tempfile
 import time
 import uuid
+import xml.etree.ElementTree as ET
 import zipfile
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -94,7 +100,6 @@ from urllib.parse import quote
 
 from cyclonedx.model import Property, XsUri
 from cyclonedx.model.bom import Bom, BomMetaData
-from cyclonedx.model.bom_ref import BomRef
 from cyclonedx.model.component import Component, ComponentType, Pedigree
 from cyclonedx.model.dependency import Dependency
 from cyclonedx.model.impact_analysis import (
@@ -324,15 +329,14 @@ def _versions(value: Any) -> list[str]:
     return list(dict.fromkeys(parts)) or [""]
 
 
-def package_components(
-    inventory: Mapping, ref_prefix: str = ""
-) -> list[tuple[Component, str, str, str]]:
-    """``[(component, ecosystem, name, version)]``: one per installed package version, sorted
-    by ecosystem, name and version. ``ref_prefix`` goes in front of every bom-ref (a merged
+def package_specs(inventory: Mapping, ref_prefix: str = "") -> list[tuple]:
+    """``[(ecosystem, name, version, source, count, ref)]``: what each installed package
+    version's component is built from (see :func:`package_component`), sorted by ecosystem,
+    name and version; ``count`` is how many versions of the package are installed, ``ref``
+    its bom-ref, unique in the list. ``ref_prefix`` goes in front of every bom-ref (a merged
     fleet document names the node there)."""
     packages = _mapping(inventory.get("packages"))
     sources = _mapping(inventory.get("sources"))
-    facts = _mapping(inventory.get("facts"))
     out = []
     used: set[str] = set()
     for ecosystem in sorted(k for k in packages if isinstance(k, str)):
@@ -347,17 +351,36 @@ def package_components(
                 # this one plainly, while the plain source entry may be the foreign row's
                 source = {k: v for k, v in source.items() if k != "arch"}
             for version in versions:
-                component = _package(ecosystem, name, version, facts, source, len(versions))
                 ref = base = _text(f"{ref_prefix}{ecosystem}:{name}@{version}")
                 while ref in used:  # names that differ only in characters XML cannot hold
                     ref = f"{base}#{len(used)}"
                 used.add(ref)
-                component.bom_ref.value = ref
-                if component.pedigree is not None:
-                    for ancestor in component.pedigree.ancestors:
-                        ancestor.bom_ref.value = f"{ref}#source"
-                out.append((component, ecosystem, name, version))
+                out.append((ecosystem, name, version, source, len(versions), ref))
     return out
+
+
+def package_component(spec: tuple, facts: Mapping) -> Component:
+    """The component of one :func:`package_specs` entry of a node with ``facts``."""
+    ecosystem, name, version, source, count, ref = spec
+    component = _package(ecosystem, name, version, facts, source, count)
+    component.bom_ref.value = ref
+    if component.pedigree is not None:
+        for ancestor in component.pedigree.ancestors:
+            ancestor.bom_ref.value = f"{ref}#source"
+    return component
+
+
+def package_components(
+    inventory: Mapping, ref_prefix: str = ""
+) -> list[tuple[Component, str, str, str]]:
+    """``[(component, ecosystem, name, version)]``: one per installed package version, sorted
+    by ecosystem, name and version. ``ref_prefix`` goes in front of every bom-ref (a merged
+    fleet document names the node there)."""
+    facts = _mapping(inventory.get("facts"))
+    return [
+        (package_component(spec, facts), spec[0], spec[1], spec[2])
+        for spec in package_specs(inventory, ref_prefix)
+    ]
 
 
 def purls_of(inventory: Mapping) -> dict[tuple[str, str, str], str]:
@@ -503,10 +526,7 @@ def build_bom(
     """One node's CycloneDX 1.6 SBOM: the node as ``metadata.component``, one component per
     installed package version, and ``vex`` as ``vulnerabilities`` (see the module docstring).
     Raises :class:`SbomError` when the inventory is not a mapping or a VEX entry is bad."""
-    if not isinstance(minion_id, str) or not minion_id:
-        raise SbomError("minion_id: a non-empty string is needed")
-    if not isinstance(inventory, Mapping):
-        raise SbomError(f"inventory of {minion_id}: expected a mapping, got {type(inventory)}")
+    _check_node(minion_id, inventory)
     node = node_component(minion_id, inventory, grains)
     packages = package_components(inventory)
     bom = Bom(metadata=_metadata(node, timestamp))
@@ -559,6 +579,276 @@ def _depends(bom: Bom, target: Component, parts: Iterable[Component]) -> None:
     )
 
 
+# --------------------------------------------------------------------------------------------
+# Many documents: each component written once
+# --------------------------------------------------------------------------------------------
+
+#: The facts a package's component is built from (what :func:`package_purl` and
+#: :func:`source_purl` read): part of its :class:`ComponentCache` key.
+COMPONENT_FACTS = ("os", "os_family", "osrelease", "osarch")
+
+#: Components cyclonedx-python-lib writes per batch when filling a :class:`ComponentCache`:
+#: a batch's components are sorted from a set (n log n comparisons of tuples of the whole
+#: component) and ``Bom.validate`` looks up each one's dependency entry one by one (n²),
+#: while each batch costs a document's overhead; 10 was the fastest here (1, 4, 10, 25, 100).
+BATCH = 10
+
+
+class ComponentCache:
+    """Package components as cyclonedx-python-lib writes them in a document's JSON, keyed by
+    everything they are built from (ecosystem, name, version, bom-ref, source package, the
+    number of installed versions, the :data:`COMPONENT_FACTS`), shared by the documents
+    :func:`node_document` writes. Nodes share most packages: a fleet's export writes each
+    unique component once. Holds ``limit`` components at most (emptied when full), about a
+    kilobyte each (a fleet of 10,000 nodes with 258,000 unique package versions: 250 MB)."""
+
+    def __init__(self, limit: int = 300_000):
+        self.limit = limit
+        self.hits = 0
+        self.misses = 0
+        self._entries: dict[tuple, tuple[str, str, tuple]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: tuple | None) -> tuple[str, str, tuple] | None:
+        """``(JSON text, purl, sort key)`` of a component, None when not cached."""
+        entry = self._entries.get(key) if key is not None else None
+        if entry is None:
+            self.misses += 1
+        else:
+            self.hits += 1
+        return entry
+
+    def put(self, key: tuple | None, entry: tuple[str, str, tuple]) -> None:
+        if key is None:  # built from something that has no faithful key: never shared
+            return
+        if len(self._entries) >= self.limit:
+            self._entries.clear()
+        self._entries[key] = entry
+
+
+def _frozen(value: Any) -> Any:
+    """``value`` (JSON data) as a key that tells apart whatever the documents tell apart
+    (``1``, ``True`` and ``"1"`` are three keys); None when it is not JSON data."""
+    if type(value) is dict and all(type(k) is str and type(v) is str for k, v in value.items()):
+        return tuple(sorted(value.items()))  # a source package: the common case, and cheap
+    try:
+        return json.dumps(value, sort_keys=True, ensure_ascii=False)
+    except (TypeError, ValueError):
+        return None
+
+
+def component_order(component: Component) -> tuple:
+    """The order cyclonedx-python-lib gives a document's components (its ``SortedSet`` of
+    :class:`~cyclonedx.model.component.Component`): a component's comparison tuple starts
+    with type, group, name, version and bom-ref, a missing value after any other, and the
+    bom-ref is unique in a document, so nothing after it counts."""
+    group, version = component.group, component.version
+    return (
+        str(component.type.value),
+        group is None,
+        group or "",
+        component.name,
+        version is None,
+        version or "",
+        component.bom_ref.value,
+    )
+
+
+#: Namespace and declaration of the XML documents the library writes.
+_XMLNS = "http://cyclonedx.org/schema/bom/1.6"
+_XML_DECL = '<?xml version="1.0" ?>\n'
+
+
+def _xml_text(element: ET.Element) -> str:
+    """An element as the library's ``XmlV1Dot6`` writes its document (the same serializer
+    and options)."""
+    return ET.tostring(
+        element,
+        method="xml",
+        default_namespace=_XMLNS,
+        encoding="unicode",
+        xml_declaration=False,
+    )
+
+
+def _library_xml(bom: Bom) -> ET.Element | None:
+    """The library's XML of ``bom`` as a tree, None when writing that tree again would not
+    give the library's text back exactly (a carriage return in a text, which XML parsers
+    read as a newline): then no piece of it is used."""
+    text = XmlV1Dot6(bom).output_as_string()
+    root = ET.fromstring(text)
+    # the library's tree has its attributes in its namespace too (ElementTree writes them
+    # without a prefix); parsed, they have none, and must have it to be written the same way
+    for element in root.iter():
+        if element.attrib:
+            element.attrib = {
+                key if key.startswith("{") else f"{{{_XMLNS}}}{key}": value
+                for key, value in element.attrib.items()
+            }
+    return root if _XML_DECL + _xml_text(root) == text else None
+
+
+def _cache_components(
+    cache: ComponentCache, specs: list[tuple], keys: list, facts: Mapping, fmt: str
+) -> list[tuple[str | None, str, tuple]]:
+    """Build the components of ``specs`` with the library, write them with it in ``fmt``
+    (a :class:`~cyclonedx.model.bom.Bom` per :data:`BATCH`), cache each one's text (None:
+    not usable as a piece, see :func:`_library_xml`)."""
+    built = [package_component(spec, facts) for spec in specs]
+    texts: dict[str, str | None] = {}
+    for start in range(0, len(built), BATCH):
+        batch = built[start : start + BATCH]
+        if fmt == "cyclonedx-json":
+            data = json.loads(JsonV1Dot6(Bom(components=batch)).output_as_string())
+            for item in data.get("components", ()):
+                texts[item["bom-ref"]] = json.dumps(item)
+            continue
+        root = _library_xml(Bom(components=batch))
+        for element in root.find(f"{{{_XMLNS}}}components") if root is not None else ():
+            # ElementTree declares the namespace on the element it starts from
+            head, text = f'<component xmlns="{_XMLNS}"', _xml_text(element)
+            texts[element.get(f"{{{_XMLNS}}}bom-ref")] = (
+                "<component" + text[len(head) :] if text.startswith(head) else None
+            )
+    out = []
+    for component, key in zip(built, keys, strict=True):
+        entry = (
+            texts.get(component.bom_ref.value),
+            component.purl.to_string(),
+            component_order(component),
+        )
+        cache.put(key, entry)
+        out.append(entry)
+    return out
+
+
+def _check_node(minion_id: Any, inventory: Any) -> None:
+    if not isinstance(minion_id, str) or not minion_id:
+        raise SbomError("minion_id: a non-empty string is needed")
+    if not isinstance(inventory, Mapping):
+        raise SbomError(f"inventory of {minion_id}: expected a mapping, got {type(inventory)}")
+
+
+def node_document(
+    minion_id: str,
+    inventory: Mapping,
+    grains: Mapping | None = None,
+    vex: list[dict] | None = None,
+    fmt: str = "cyclonedx-json",
+    *,
+    cache: ComponentCache | None = None,
+    timestamp: dt.datetime | None = None,
+    serial_number: uuid.UUID | None = None,
+) -> tuple[str, int]:
+    """``(document, number of components)``: the node's SBOM in ``fmt``, the text
+    :func:`serialize` writes of :func:`build_bom`'s document, what the runner, the web UI and
+    the execution module give.
+
+    The document is assembled from pieces cyclonedx-python-lib wrote: each package component
+    comes from ``cache`` (written by the library the first time it is seen, see
+    :class:`ComponentCache`), the rest (metadata, VEX, serial number) from the library's
+    document of the node without its packages; the components and dependencies go in the
+    order the library sorts them, and the whole is written as the library writes it
+    (``json.dumps``; ElementTree's serializer for XML). A document whose bom-refs are not
+    unique (the library would replace the duplicates with random ones), or that has a piece
+    the library's XML cannot be split into exactly, is the library's whole document."""
+    check_format(fmt)
+    _check_node(minion_id, inventory)
+    cache = cache if cache is not None else ComponentCache()
+    facts = _mapping(inventory.get("facts"))
+    specs = package_specs(inventory)
+    facts_key = _frozen([facts.get(key) for key in COMPONENT_FACTS])
+    keys: list[tuple | None] = []
+    for ecosystem, name, version, source, count, ref in specs:
+        source_key = _frozen(source) if facts_key is not None else None
+        keys.append(
+            None
+            if source_key is None
+            else (fmt, ref, ecosystem, name, version, count == 1, source_key, facts_key)
+        )
+    entries = [cache.get(key) for key in keys]
+    missing = [i for i, entry in enumerate(entries) if entry is None]
+    if missing:
+        made = _cache_components(
+            cache, [specs[i] for i in missing], [keys[i] for i in missing], facts, fmt
+        )
+        for i, entry in zip(missing, made, strict=True):
+            entries[i] = entry
+    node = node_component(minion_id, inventory, grains)
+    skeleton = Bom(metadata=_metadata(node, timestamp))
+    if serial_number is not None:
+        skeleton.serial_number = serial_number
+    if vex:
+        by_purl: dict[str, list[str]] = {}
+        for spec, entry in zip(specs, entries, strict=True):
+            by_purl.setdefault(entry[1], []).append(spec[5])
+        skeleton.vulnerabilities = _vex_entries(vex, by_purl)
+    _depends(skeleton, node, ())
+    refs = [node.bom_ref.value, *(c.bom_ref.value for c in node.components)]
+    refs += [spec[5] for spec in specs]
+    refs += [v.bom_ref.value for v in skeleton.vulnerabilities]
+    text = None
+    if not specs:
+        text = serialize(skeleton, fmt)  # the document of a node without packages
+    elif None not in refs and len(set(refs)) == len(refs):
+        entries.sort(key=lambda entry: entry[2])
+        package_refs = sorted(spec[5] for spec in specs)
+        pieces = [entry[0] for entry in entries]
+        if fmt == "cyclonedx-json":
+            text = _json_document(skeleton, package_refs, pieces)
+        elif None not in pieces:
+            text = _xml_document(skeleton, package_refs, pieces)
+    if text is None:
+        bom = build_bom(minion_id, inventory, grains, vex, timestamp=skeleton.metadata.timestamp)
+        bom.serial_number = skeleton.serial_number
+        return serialize(bom, fmt), len(bom.components)
+    return text, len(specs)
+
+
+def _json_document(skeleton: Bom, package_refs: list[str], pieces: list[str]) -> str:
+    """The library writes ``json.dumps`` of its document: the same, pieces spliced in."""
+    node_ref = skeleton.metadata.component.bom_ref.value
+    head = json.loads(JsonV1Dot6(skeleton).output_as_string())
+    dependencies = [{"ref": ref} for ref in package_refs]
+    dependencies.append({"dependsOn": package_refs, "ref": node_ref})
+    dependencies.sort(key=lambda dep: dep["ref"])
+    parts = ['"components": [' + ", ".join(pieces) + "]"]
+    for key, value in head.items():
+        if key == "dependencies":
+            value = dependencies
+        parts.append(f"{json.dumps(key)}: {json.dumps(value)}")
+    return "{" + ", ".join(parts) + "}"
+
+
+def _xml_document(skeleton: Bom, package_refs: list[str], pieces: list[str]) -> str | None:
+    """The library's XML of ``skeleton`` with the components after the metadata, the
+    dependencies of them all, written by the library's serializer; None when it cannot be
+    split exactly (see :func:`_library_xml`)."""
+    root = _library_xml(skeleton)
+    if root is None:
+        return None
+    ns = f"{{{_XMLNS}}}"
+    node_ref = skeleton.metadata.component.bom_ref.value
+    tags = [child.tag for child in root]
+    marker = uuid.uuid4().hex
+    components = ET.Element(f"{ns}components")
+    components.text = marker
+    root.insert(tags.index(f"{ns}metadata") + 1, components)
+    dependencies = root.find(f"{ns}dependencies")
+    dependencies.clear()
+    for ref in sorted([*package_refs, node_ref]):
+        entry = ET.SubElement(dependencies, f"{ns}dependency", {f"{ns}ref": ref})
+        if ref == node_ref:
+            for package_ref in package_refs:
+                ET.SubElement(entry, f"{ns}dependency", {f"{ns}ref": package_ref})
+    text = _XML_DECL + _xml_text(root)
+    if text.count(marker) != 1:
+        return None
+    return text.replace(marker, "".join(pieces))
+
+
 def _enum(kind, value: Any, what: str, ident: str):
     try:
         return kind(value)
@@ -568,9 +858,14 @@ def _enum(kind, value: Any, what: str, ident: str):
 
 
 def _vulnerabilities(vex: list[dict], packages: list) -> list[Vulnerability]:
-    by_purl: dict[str, list[BomRef]] = {}
+    by_purl: dict[str, list[str]] = {}
     for component, *_ in packages:
-        by_purl.setdefault(component.purl.to_string(), []).append(component.bom_ref)
+        by_purl.setdefault(component.purl.to_string(), []).append(component.bom_ref.value)
+    return _vex_entries(vex, by_purl)
+
+
+def _vex_entries(vex: list[dict], by_purl: Mapping[str, list[str]]) -> list[Vulnerability]:
+    """The ``vulnerabilities`` of ``vex``; ``by_purl``: the bom-refs of each purl."""
     out = []
     for index, entry in enumerate(vex):
         if not isinstance(entry, Mapping) or not isinstance(entry.get("id"), str):
@@ -590,7 +885,7 @@ def _vulnerabilities(vex: list[dict], packages: list) -> list[Vulnerability]:
             ],
             detail=_text(entry["detail"]) if entry.get("detail") else None,
         )
-        refs: list[BomRef] = []
+        refs: list[str] = []
         for purl in entry.get("purls") or ():
             refs.extend(by_purl.get(_canonical_purl(purl, ident), ()))
         if not refs:
@@ -606,7 +901,7 @@ def _vulnerabilities(vex: list[dict], packages: list) -> list[Vulnerability]:
                     if isinstance(alias, str) and alias and alias != ident
                 ],
                 analysis=analysis,
-                affects=[BomTarget(ref=ref.value) for ref in dict.fromkeys(refs)],
+                affects=[BomTarget(ref=ref) for ref in dict.fromkeys(refs)],
             )
         )
     return out
@@ -633,12 +928,14 @@ def _osv_url(ident: str) -> XsUri:
     return XsUri(f"https://osv.dev/vulnerability/{quote(ident, safe='')}")
 
 
-def _alias_source(alias: str) -> VulnerabilitySource | None:
+def _alias_source(alias: str) -> VulnerabilitySource:
+    """Where an alias comes from: CycloneDX 1.6 requires a source for every reference (an
+    alias such as ``PYSEC-...`` or ``DSA-...`` is looked up on OSV, which knows them)."""
     if alias.startswith("CVE-"):
         return VulnerabilitySource(name="NVD")
     if alias.startswith("GHSA-"):
         return VulnerabilitySource(name="GitHub")
-    return None
+    return VulnerabilitySource(name="OSV", url=_osv_url(alias))
 
 
 # --------------------------------------------------------------------------------------------

@@ -143,8 +143,7 @@ def sbom(format="cyclonedx-json", validate=False):
     try:
         fmt = core_sbom.check_format(format)
         grains = {"fleet": __grains__.get("fleet")}
-        bom = core_sbom.build_bom(__opts__["id"], inventory(), grains)
-        text = core_sbom.serialize(bom, fmt)
+        text, _count = core_sbom.node_document(__opts__["id"], inventory(), grains, fmt=fmt)
         if salt.utils.data.is_true(validate):
             core_sbom.validate(text, fmt)
     except core_sbom.SbomError as exc:

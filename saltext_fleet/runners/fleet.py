@@ -934,6 +934,7 @@ def sbom(
     files: list[tuple[str, bytes]] = []
     fleet_input = []
     components = 0
+    cache = core_sbom.ComponentCache()  # each unique package version written once
     try:
         for done, (minion, inventory, grains) in enumerate(
             store_sbom.node_inputs(engine, nodes), start=1
@@ -942,11 +943,10 @@ def sbom(
             if vex:
                 with engine.connect() as conn:
                     entries = store_sbom.node_vex(conn, minion, inventory)
-            bom = core_sbom.build_bom(
-                minion, inventory, grains or _fleet_grain(minion), vex=entries
+            text, count = core_sbom.node_document(
+                minion, inventory, grains or _fleet_grain(minion), entries, fmt, cache=cache
             )
-            components += len(bom.components)
-            text = core_sbom.serialize(bom, fmt)
+            components += count
             if validate:
                 core_sbom.validate(text, fmt)
             if out is None:

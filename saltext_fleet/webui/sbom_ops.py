@@ -12,6 +12,10 @@ from saltext_fleet.core import sbom as core_sbom
 from saltext_fleet.store import sbom as store_sbom
 from saltext_fleet.webui.base import ctx
 
+#: Package components shared by this process's downloads (nodes share most packages): a
+#: few tens of megabytes at most.
+_CACHE = core_sbom.ComponentCache(limit=50_000)
+
 
 def requested_format() -> str:
     """The ``?format=`` of the request (default ``cyclonedx-json``); 400 naming a bad one."""
@@ -41,8 +45,9 @@ def node_document(minion_id: str, fmt: str, vex: bool = False) -> tuple[str, str
     if inventory is None:
         abort(409, description=f"node {minion_id!r} has reported no inventory yet")
     try:
-        bom = core_sbom.build_bom(minion_id, inventory, grains, vex=entries)
-        text = core_sbom.serialize(bom, fmt)
+        text, _count = core_sbom.node_document(
+            minion_id, inventory, grains, entries, fmt, cache=_CACHE
+        )
     except core_sbom.SbomError as exc:
         abort(500, description=f"the SBOM of {minion_id!r} could not be built: {exc}")
     return text, core_sbom.MEDIA_TYPES[fmt], core_sbom.file_name(minion_id, fmt)

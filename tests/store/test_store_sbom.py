@@ -234,3 +234,27 @@ def test_vex_carries_the_nodes_triage_decisions(fleet, run):
     assert "vulnerabilities" not in run("web-2", vex=True)
     xml = run("web-1", vex=True, format="cyclonedx-xml", validate=True)
     assert "<vulnerabilities>" in xml and "code_not_present" in xml
+
+
+def _unstamped(doc):
+    """A document without what every document has of its own: serial number and time."""
+    doc = dict(doc, metadata=dict(doc["metadata"]))
+    doc.pop("serialNumber")
+    doc["metadata"].pop("timestamp")
+    return doc
+
+
+def test_the_runner_exports_the_librarys_whole_documents(fleet, run, tmp_path):
+    """The runner's documents (returned and exported) are cyclonedx-python-lib's whole
+    document of the same stored inventory."""
+    docs = run("web-*")
+    out = run("web-*", out=str(tmp_path / "x"), merged=False)
+    assert out["components"] == 4
+    for minion in ("web-1", "web-2"):
+        with fleet.connect() as conn:
+            _known, inventory, grains = store_sbom.node_input(conn, minion)
+        reference = json.loads(
+            core_sbom.serialize(core_sbom.build_bom(minion, inventory, grains or None))
+        )
+        exported = json.loads((tmp_path / "x" / "nodes" / f"{minion}.cdx.json").read_text())
+        assert _unstamped(docs[minion]) == _unstamped(reference) == _unstamped(exported)

@@ -113,3 +113,23 @@ def test_a_not_affected_decision_is_a_vex_entry_in_the_nodes_sbom(engine, logged
     requests = next(c for c in data["components"] if c["name"] == "requests")
     assert [a["ref"] for a in vuln["affects"]] == [requests["bom-ref"]]
     assert client.get("/api/v1/nodes/db1/sbom?vex=maybe").status_code == 400
+
+
+def test_the_download_is_the_librarys_whole_document(engine, logged_in):
+    """The API's JSON (built through the web process's component cache, twice) is
+    cyclonedx-python-lib's whole document of the stored inventory, serial number and time
+    apart."""
+    packages = {"deb": {"bash": "5.2", "libc6": "2.36-9,2.37-1"}, "pypi": {"at@odd/ü": "1+x"}}
+    _node(engine, "web-1", packages)
+    _node(engine, "web-2", packages)
+    client, _csrf = logged_in("viewer")
+    inventory = core_inventory.build_inventory(packages, {}, FACTS)
+    for minion in ("web-1", "web-2"):
+        got = json.loads(client.get(f"/api/v1/nodes/{minion}/sbom").get_data(as_text=True))
+        bom = core_sbom.build_bom(minion, inventory, {"fleet": {"hardware_model": "R650"}})
+        want = json.loads(core_sbom.serialize(bom))
+        for doc in (got, want):
+            doc.pop("serialNumber")
+            doc["metadata"].pop("timestamp")
+        assert got == want
+        assert len(got["components"]) == 4
