@@ -222,3 +222,15 @@ def poll_history(
         }
         for row in reversed(rows)
     ]
+
+
+def state_counts(conn: Connection) -> dict[str, int]:
+    """How many devices are ``online``, ``unreachable``, ``offline`` and ``hot`` (the fleet
+    overview's KVM line); ``total`` all of them."""
+    out = {"total": 0, "online": 0, "unreachable": 0, "offline": 0, "hot": 0}
+    for (stored,) in conn.execute(select(KvmDevice.status)):
+        status = health.Status.from_dict(stored)
+        out["total"] += 1
+        out[status.state] += 1
+        out["hot"] += int(status.hot)
+    return out

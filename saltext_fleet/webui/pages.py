@@ -20,7 +20,7 @@ from saltext_fleet.store import secrets as store_secrets
 from saltext_fleet.store import ui as store_ui
 from saltext_fleet.store import ui_queries
 from saltext_fleet.store import users as store_users
-from saltext_fleet.webui import charts, drift_ops, ops, vulns_ops
+from saltext_fleet.webui import charts, drift_ops, kvm_ops, ops, vulns_ops
 from saltext_fleet.webui.base import actor, ctx, requires, salt
 from saltext_fleet.webui.salt import SaltError
 
@@ -66,6 +66,7 @@ def node(minion_id):
         )
         findings = drift_ops.findings_of(conn, minion_id)
         vulns = vulns_ops.node_summary(conn, minion_id)
+        kvm_devices = kvm_ops.node_devices(conn, minion_id)
     threshold = getattr(getattr(ctx().config, "drift", None), "alert_score", None)
     return render_template(
         "node.html",
@@ -77,6 +78,7 @@ def node(minion_id):
         inventory=inventory,
         findings=findings,
         vulns=vulns,
+        kvm_devices=kvm_devices,
         actions=ops.node_actions(found.get("facts")),
         criticalities=store_ui.CRITICALITIES,
     )

@@ -31,6 +31,9 @@ ROUTE_ROLES = {
     ("/vulns", "GET"): "viewer",
     ("/vulns/<advisory_id>", "GET"): "viewer",
     ("/nodes/<minion_id>/vulns", "GET"): "viewer",
+    # PiKVM devices: reading like the nodes (the registry is written by salt-run fleet.kvm_add)
+    ("/kvm", "GET"): "viewer",
+    ("/kvm/<name>", "GET"): "viewer",
     ("/vulns/<advisory_id>/triage", "POST"): "operator",
     ("/vulns/triage/<triage_id>/revoke", "POST"): "operator",
     ("/nodes/<minion_id>/action", "POST"): "operator",
@@ -73,6 +76,8 @@ ROUTE_ROLES = {
     ("/api/v1/vulns/advisories/<advisory_id>", "GET"): "viewer",
     ("/api/v1/nodes/<minion_id>/vulns", "GET"): "viewer",
     ("/api/v1/vulns/triage", "GET"): "viewer",
+    ("/api/v1/kvm/devices", "GET"): "viewer",
+    ("/api/v1/kvm/devices/<name>", "GET"): "viewer",
     ("/api/v1/vulns/triage", "POST"): "operator",
     ("/api/v1/vulns/triage/<triage_id>/revoke", "POST"): "operator",
     ("/api/v1/nodes/<minion_id>/actions", "POST"): "operator",
