@@ -45,6 +45,10 @@ fleet_test_echo:
 def salt_master(salt_factories, tmp_path_factory):
     overrides = snippet.master_snippet()
     overrides.update({"interface": "127.0.0.1", "open_mode": False, "auto_accept": False})
+    # A minion that has not answered when a command's timeout ends is asked whether it still
+    # runs the job (find_job), for gather_job_timeout seconds: Salt's 10 s would make every
+    # look for a node that is gone (fleet.presence_check) cost ten more seconds.
+    overrides["gather_job_timeout"] = 5
     # A low alert threshold, so the drift tests see fleet/alert/drift both ways.
     overrides["fleet"]["drift"]["alert_score"] = 10
     # Every new vulnerability finding alerts (the real advisory the findings test imports
