@@ -7,6 +7,7 @@ so the two minions really differ.
 """
 
 import pytest
+import salt.runner
 from saltfactories.utils import random_string
 
 from saltext_fleet import snippet
@@ -117,3 +118,11 @@ def salt_run_cli(salt_master):
 @pytest.fixture(scope="package")
 def salt_call_cli(salt_minion):
     return salt_minion.salt_call_cli()
+
+
+@pytest.fixture(scope="package")
+def runner(salt_master):
+    """The master's runners loaded in this process, for reading (``fleet.keys``,
+    ``fleet.audit``...) and polling with ``tests.support.waiting.ask``: the runners salt-run
+    loads, without its start-up per look. (What salt-run prints is test_runner_output's.)"""
+    return salt.runner.RunnerClient(salt_master.config.copy())

@@ -29,7 +29,7 @@ from saltext_fleet.core import gate as core_gate
 from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store import gate as store_gate
 from saltext_fleet.store.models import AuditEvent, MinionKey, Secret
-from tests.support.waiting import run, wait_for
+from tests.support.waiting import ask, run, wait_for
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -141,21 +141,6 @@ def strangers(salt_master):
     yield make
     for minion in started:
         minion.stop()
-
-
-@pytest.fixture(scope="module")
-def runner(salt_master):
-    """The master's runners loaded in this process, for reading (``fleet.keys``,
-    ``fleet.audit``...) and polling: the runners salt-run loads, without a ``salt-run``'s
-    second or two of start-up per look. (What salt-run prints is test_runner_output's.)"""
-    return salt.runner.RunnerClient(salt_master.config.copy())
-
-
-def ask(runner, fun, *args):
-    """A runner's answer, called in this process (``args`` as on salt-run's command line)."""
-    ret = runner.cmd(fun, list(args), print_event=False, full_return=True)
-    assert ret["success"] is True, (fun, args, ret)
-    return ret["return"]
 
 
 def key_entry(runner, minion_id):
