@@ -23,7 +23,7 @@ from saltext_fleet.store.models import Return
 from tests.support.daemons import start_all, stop_all
 from tests.support.harness import ACCEPTED_BY_HARNESS
 from tests.support.venvs import make_venv, make_wheel, pip_install
-from tests.support.waiting import run, wait_for
+from tests.support.waiting import ask, run, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -96,20 +96,20 @@ def pip_freeze(python):
     return dict(line.split("==", 1) for line in out.split())
 
 
-def history(salt_run_cli, minion):
-    return run(salt_run_cli, "fleet.drift_history", minion)
+def history(runner, minion):
+    return ask(runner, "fleet.drift_history", minion)
 
 
-def inventory_stored(salt_run_cli, minion, digest):
+def inventory_stored(runner, minion, digest):
     """True once the master's store holds ``digest`` as the node's inventory."""
     return any(
         row["minion_id"] == minion and row["digest"] == digest
-        for row in run(salt_run_cli, "fleet.nodes", f"tgt={minion}")
+        for row in ask(runner, "fleet.nodes", f"tgt={minion}")
     )
 
 
 @pytest.fixture(scope="module")
-def pinned(salt_master, salt_cli, salt_run_cli, good_minion, other_minion):
+def pinned(salt_master, salt_cli, salt_run_cli, runner, good_minion, other_minion):
     """Both inventories stored; baseline ``golden`` pinned from the good minion and assigned."""
     for minion in (good_minion, other_minion):
         ret = salt_cli.run("fleet.inventory", minion_tgt=minion.id, _timeout=120)
@@ -117,7 +117,7 @@ def pinned(salt_master, salt_cli, salt_run_cli, good_minion, other_minion):
         digest = ret.data["digest"]
         wait_for(
             f"the inventory of {minion.id}",
-            lambda m=minion.id, d=digest: inventory_stored(salt_run_cli, m, d),
+            lambda m=minion.id, d=digest: inventory_stored(runner, m, d),
         )
     name = random_string("golden-")
     pin = run(salt_run_cli, "fleet.baseline_pin", good_minion.id, f"name={name}")
@@ -187,9 +187,9 @@ def test_the_default_output_is_a_table(salt_master, pinned, other_minion):
 
 
 def test_an_install_adds_a_history_point_with_nobody_running_the_runner(
-    salt_run_cli, other_minion, drift_venvs, pinned
+    salt_run_cli, runner, other_minion, drift_venvs, pinned
 ):
-    before = history(salt_run_cli, other_minion.id)
+    before = history(runner, other_minion.id)
     assert before and before[-1]["extra"] == 1
     # The beacon records the package set on its first run (and says so in its state file);
     # wait for that run.
@@ -202,7 +202,7 @@ def test_an_install_adds_a_history_point_with_nobody_running_the_runner(
         "a drift history point from the reactor",
         lambda: [
             p
-            for p in history(salt_run_cli, other_minion.id)[len(before) :]
+            for p in history(runner, other_minion.id)[len(before) :]
             if p["trigger"] == "inventory"
         ],
         timeout=120,
@@ -261,7 +261,7 @@ def test_a_package_name_with_escape_sequences_prints_inert(salt_master, salt_run
 
 
 def test_onboarding_turns_on_the_beacon_and_an_install_changes_drift(
-    salt_master, salt_cli, salt_run_cli, drift_venvs, pinned, tmp_path
+    salt_master, salt_cli, salt_run_cli, runner, drift_venvs, pinned, tmp_path
 ):
     """A minion with no beacon in its config: onboarding turns ``fleet_pkgset`` on (with
     ``fleet:onboard:beacon_interval``), without a failed job; a package installed into its
@@ -280,13 +280,13 @@ def test_onboarding_turns_on_the_beacon_and_an_install_changes_drift(
                 f"{minion_id} to be onboarded",
                 lambda: any(
                     e["action"] == "node.onboard"
-                    for e in run(salt_run_cli, "fleet.audit", f"target={minion_id}")
+                    for e in ask(runner, "fleet.audit", f"target={minion_id}")
                 ),
                 timeout=120,
             )
             onboarded = [
                 e
-                for e in run(salt_run_cli, "fleet.audit", f"target={minion_id}")
+                for e in ask(runner, "fleet.audit", f"target={minion_id}")
                 if e["action"] == "node.onboard"
             ][-1]
             assert onboarded["details"]["steps"]["beacon"] == 2
@@ -316,7 +316,7 @@ def test_onboarding_turns_on_the_beacon_and_an_install_changes_drift(
                 "a drift history point from the beacon's inventory",
                 lambda: [
                     p
-                    for p in history(salt_run_cli, minion_id)
+                    for p in history(runner, minion_id)
                     if p["trigger"] == "inventory" and p["extra"] == 1
                 ],
                 timeout=120,
@@ -328,7 +328,7 @@ def test_onboarding_turns_on_the_beacon_and_an_install_changes_drift(
 
 
 def test_the_baseline_state_lists_changes_under_test_and_then_aligns_the_node(
-    salt_master, salt_run_cli, other_minion, drift_venvs, pinned
+    salt_master, salt_run_cli, runner, other_minion, drift_venvs, pinned
 ):
     sls = f"""
 bring-to-baseline:
@@ -360,11 +360,11 @@ bring-to-baseline:
     try:
         wait_for(
             "the node's drift to reach 0 after the state",
-            lambda: (h := history(salt_run_cli, other_minion.id)) and h[-1]["score"] == 0,
+            lambda: (h := history(runner, other_minion.id)) and h[-1]["score"] == 0,
             timeout=120,
         )
     finally:
-        print("history:", history(salt_run_cli, other_minion.id)[-3:])
+        print("history:", history(runner, other_minion.id)[-3:])
         print("nodes:", run(salt_run_cli, "fleet.nodes", other_minion.id))
     drift = run(salt_run_cli, "fleet.drift", other_minion.id)
     assert drift[other_minion.id]["score"] == 0
@@ -372,7 +372,7 @@ bring-to-baseline:
 
 
 def test_highstate_test_runs_count_as_pending_states(
-    salt_master, salt_cli, salt_run_cli, other_minion, pinned
+    salt_master, salt_cli, salt_run_cli, runner, other_minion, pinned
 ):
     """A ``state.apply test=True`` published by the master: its pending changes join the score."""
     sls = """
@@ -382,7 +382,7 @@ already-fine:
   test.succeed_without_changes: []
 """
     with salt_master.state_tree.base.temp_file("fleet_pending_test.sls", sls):
-        before = len(history(salt_run_cli, other_minion.id))
+        before = len(history(runner, other_minion.id))
         ret = salt_cli.run(
             "state.apply",
             "fleet_pending_test",
@@ -395,9 +395,7 @@ already-fine:
         points = wait_for(
             "a history point from the highstate test run",
             lambda: [
-                p
-                for p in history(salt_run_cli, other_minion.id)[before:]
-                if p["trigger"] == "states"
+                p for p in history(runner, other_minion.id)[before:] if p["trigger"] == "states"
             ],
         )
     assert points[-1]["pending_states"] == 1
