@@ -7,6 +7,7 @@ so the two minions really differ.
 """
 
 import pytest
+import salt.runner
 from saltfactories.utils import random_string
 
 from saltext_fleet import snippet
@@ -45,6 +46,10 @@ fleet_test_echo:
 def salt_master(salt_factories, tmp_path_factory):
     overrides = snippet.master_snippet()
     overrides.update({"interface": "127.0.0.1", "open_mode": False, "auto_accept": False})
+    # A minion that has not answered when a command's timeout ends is asked whether it still
+    # runs the job (find_job), for gather_job_timeout seconds: Salt's 10 s would make every
+    # look for a node that is gone (fleet.presence_check) cost ten more seconds.
+    overrides["gather_job_timeout"] = 5
     # A low alert threshold, so the drift tests see fleet/alert/drift both ways.
     overrides["fleet"]["drift"]["alert_score"] = 10
     # Every new vulnerability finding alerts (the real advisory the findings test imports
@@ -113,3 +118,11 @@ def salt_run_cli(salt_master):
 @pytest.fixture(scope="package")
 def salt_call_cli(salt_minion):
     return salt_minion.salt_call_cli()
+
+
+@pytest.fixture(scope="package")
+def runner(salt_master):
+    """The master's runners loaded in this process, for reading (``fleet.keys``,
+    ``fleet.audit``...) and polling with ``tests.support.waiting.ask``: the runners salt-run
+    loads, without its start-up per look. (What salt-run prints is test_runner_output's.)"""
+    return salt.runner.RunnerClient(salt_master.config.copy())

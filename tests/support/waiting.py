@@ -22,3 +22,12 @@ def run(salt_run_cli, *args, timeout=120):
     ret = salt_run_cli.run(*args, _timeout=timeout, merge_json_output=False)
     assert ret.returncode == 0, ret
     return ret.data
+
+
+def ask(runner, fun, *args):
+    """A runner's answer, called in this process through ``runner`` (Salt's RunnerClient,
+    the ``runner`` fixture), ``args`` as on salt-run's command line: for reading and polling,
+    without a ``salt-run``'s second or two of start-up per look."""
+    ret = runner.cmd(fun, list(args), print_event=False, full_return=True)
+    assert ret["success"] is True, (fun, args, ret)
+    return ret["return"]
