@@ -68,15 +68,18 @@ _POOL_CONTEXT = "pikvm.local_pool"
 KVMD_ETC = "/etc/kvmd"
 
 
+def _proxytype():
+    """The proxy's type on a proxy minion (or a deltaproxy's sub-proxy), else None."""
+    proxy = __opts__.get("proxy")
+    return proxy.get("proxytype") if isinstance(proxy, dict) else None
+
+
 def _is_pikvm_proxy():
-    return (
-        salt.utils.platform.is_proxy()
-        and ((__opts__.get("proxy") or {}).get("proxytype")) == "pikvm"
-    )
+    return _proxytype() == "pikvm"
 
 
 def __virtual__():
-    if salt.utils.platform.is_proxy():
+    if _proxytype() is not None or salt.utils.platform.is_proxy():
         if _is_pikvm_proxy():
             return __virtualname__
         return (False, "pikvm: this proxy minion is not of proxytype pikvm")
