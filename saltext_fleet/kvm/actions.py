@@ -404,7 +404,9 @@ def iso_mount(
     if not state.get("enabled"):
         raise KvmError(host, "iso_mount: mass storage (MSD) is disabled on this device")
     if state.get("busy"):
-        raise KvmBusyError(host, "iso_mount", 409, "MsdIsBusyError", "another MSD operation")
+        raise KvmBusyError(
+            host, "iso_mount", 409, "MsdIsBusyError", "an upload is in progress, try again later"
+        )
     exists = name in ((state.get("storage") or {}).get("images") or {})
     if exists and not overwrite:
         raise KvmArgumentError(

@@ -15,6 +15,7 @@ from saltext_fleet.kvm import actions
 from saltext_fleet.kvm.client import KvmClient
 from saltext_fleet.kvm.errors import (
     KvmArgumentError,
+    KvmBusyError,
     KvmConfigError,
     KvmError,
     KvmImageMismatchError,
@@ -357,3 +358,11 @@ def test_client_errors_name_the_device(fake):
     with KvmClient(options_for(fake, password="wrong")) as kvm, pytest.raises(KvmError) as err:
         actions.power(kvm, "on")
     assert str(err.value).startswith("kvm 127.0.0.1: POST /api/auth/login: HTTP 403")
+
+
+def test_iso_mount_during_another_upload_is_busy_and_sends_nothing(client, fake, iso):
+    path, good = iso
+    fake.uploading = {"name": "other.iso", "size": 10, "written": 1}
+    with pytest.raises(KvmBusyError, match="MsdIsBusyError: an upload is in progress"):
+        actions.iso_mount(client, "debian.iso", path, good)
+    assert _changes(fake) == []
