@@ -328,8 +328,11 @@ def power(kvm: KvmClient, action: Any, wait: bool = False) -> dict:
     """``on``/``off``/``off_hard``/``reset_hard``; the power LED before and after.
 
     kvmd clicks only when the LED calls for it (``on`` when off, the others when on), so
-    ``clicked`` says whether anything happened.
+    ``clicked`` says whether anything happened. ``True``/``False`` stand for ``on``/``off``:
+    Salt's command line reads an unquoted ``on`` or ``off`` as a YAML boolean.
     """
+    if isinstance(action, bool):
+        action = "on" if action else "off"
     action = check_choice(kvm.host, "power action", action, ATX_POWER_ACTIONS)
     before = _leds(kvm)["power"]
     needed = (not before) if action == "on" else bool(before)

@@ -225,6 +225,13 @@ def test_power_actions_reach_the_device_and_report_the_led(client, fake):
     assert fake.atx_clicks == ["power", "reset"]
 
 
+def test_power_takes_the_booleans_salt_makes_of_on_and_off(client, fake):
+    # `salt pikvm-1 pikvm.power on` arrives as True (YAML 1.1), `off` as False
+    assert actions.power(client, True, wait=True)["action"] == "on"
+    assert actions.power(client, False, wait=True)["action"] == "off"
+    assert [r.params["action"] for r in fake.seen("/api/atx/power")] == ["on", "off"]
+
+
 def test_click_presses_the_button(client, fake):
     assert actions.click(client, "power", wait=True)["leds"]["power"] is True
     assert fake.seen("/api/atx/click")[-1].params == {"button": "power", "wait": "1"}
