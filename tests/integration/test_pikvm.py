@@ -133,6 +133,14 @@ def test_proxy_minion_drives_the_fake_kvmd(salt_cli, pikvm_proxy, fake, tmp_path
     assert ret.data["images"]["debian.iso"] == {"size": len(ISO), "complete": True}
     assert ret.data["drive"]["image"] == "debian.iso" and ret.data["drive"]["connected"]
 
-    # every request came over one pinned, authenticated session
+    # an unquoted `off` reaches the module as YAML's False: still the power action "off"
+    ret = _salt(salt_cli, "pikvm.power", "off")
+    assert ret.returncode == 0, ret
+    assert ret.data["action"] == "off" and ret.data["clicked"] is True
+    assert [r.params["action"] for r in fake.seen("/api/atx/power")] == ["reset_hard", "off"]
+
+    # every request came over one pinned, authenticated session: the one the proxy opened at
+    # start, which each job (a forked process) reuses instead of logging in again
     assert all(r.user == "admin" for r in fake.requests if r.path != "/api/auth/login")
+    assert len(fake.seen("/api/auth/login")) == 1
     assert time.monotonic() - started < 60
