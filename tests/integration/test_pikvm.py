@@ -53,7 +53,8 @@ proxy:
     # proxy's start-up saltutil.sync_all uses its local fileserver. With the master's (Salt
     # 3008.4) that call never returns here: the master logs "Failed to authenticate message"
     # for the proxy's file-client request and the proxy waits forever, before any proxy
-    # module is loaded (a dummy proxy would hang the same way).
+    # module is loaded (py-spy: metaproxy/proxy.py post_master_init -> sync_all -> fileclient
+    # envs), so it does not depend on proxytype.
     factory = salt_master.salt_proxy_minion_daemon(
         PROXY_ID,
         overrides={
