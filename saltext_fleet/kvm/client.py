@@ -192,6 +192,16 @@ class KvmClient:
             self._conn.close()
             self._conn = None
 
+    def detach(self) -> None:
+        """Forget the keep-alive connection without closing it; keep the kvmd session.
+
+        For a copy of the client made by ``fork()``: the parent still uses that socket, so the
+        child must neither read from it nor shut it down, but it may reuse the session token
+        (kvmd keeps a session until it restarts, so logging in again in every child would
+        leave a session behind per job).
+        """
+        self._conn = None
+
     # ----- credentials -------------------------------------------------------------------
 
     def _password(self) -> str:

@@ -32,6 +32,26 @@ class KvmConfigError(KvmError, ValueError):
     """A client option is missing or malformed; the message names the option."""
 
 
+class KvmArgumentError(KvmError, ValueError):
+    """An action was asked with a bad argument (an unknown power action, a malformed image
+    name or sha256, a source that cannot be read); nothing was sent to the device."""
+
+
+class KvmImageMismatchError(KvmError):
+    """An image's SHA-256 is not the one the caller expected: it was refused before any byte
+    of it reached the device (``expected`` and ``actual`` are 64 lowercase hex digits)."""
+
+    def __init__(self, host: str, name: str, expected: str, actual: str) -> None:
+        self.name = name
+        self.expected = expected
+        self.actual = actual
+        super().__init__(
+            host,
+            f"image {name!r}: sha256 mismatch: expected {expected}, got {actual}; "
+            "refused, nothing was uploaded",
+        )
+
+
 class KvmConnectionError(KvmError, ConnectionError):
     """The device could not be reached (refused, unreachable, closed the connection)."""
 
