@@ -93,9 +93,10 @@ def pg_url_factory(pg_server_url):
 
     created = []
 
-    def make() -> str:
+    def make(template: str | None = None) -> str:
         name = f"fleet_test_{uuid.uuid4().hex[:12]}"
-        _pg_admin_execute(f'CREATE DATABASE "{name}"')
+        copy = f' TEMPLATE "{template}"' if template else ""
+        _pg_admin_execute(f'CREATE DATABASE "{name}"{copy}')
         created.append(name)
         url = make_url(pg_server_url).set(drivername="postgresql+psycopg", database=name)
         return url.render_as_string(hide_password=False)

@@ -4,6 +4,7 @@ import datetime as dt
 import re
 import secrets
 
+import pytest
 from sqlalchemy import select, text
 
 from saltext_fleet.core import secrets as core_secrets
@@ -16,6 +17,9 @@ from saltext_fleet.store.models import Node
 from saltext_fleet.webui.app import WebContext, create_app
 from tests.store.test_store_batch import ret
 from tests.support.store import write
+
+#: these tests migrate an empty database themselves
+pytestmark = pytest.mark.empty_db
 
 T0 = dt.datetime(2026, 12, 5, 7, 0, tzinfo=dt.timezone.utc)
 

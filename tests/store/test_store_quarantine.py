@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 
+import pytest
 from alembic import command
 from sqlalchemy import select
 
@@ -15,6 +16,9 @@ from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store.models import Quarantine, Return
 from saltext_fleet.store.spool import Spool
 from tests.support.store import count, write
+
+#: these tests migrate an empty database themselves
+pytestmark = pytest.mark.empty_db
 
 JID = "20261205070000123456"
 NOW = dt.datetime(2026, 12, 5, 7, tzinfo=dt.timezone.utc)

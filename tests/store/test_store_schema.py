@@ -1,11 +1,15 @@
 """The store schema: migrations run on SQLite and on real PostgreSQL and match the models."""
 
+import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
 from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store.models import Base
+
+#: these tests migrate an empty database themselves
+pytestmark = pytest.mark.empty_db
 
 TABLES = {
     "baselines",
