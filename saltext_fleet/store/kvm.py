@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -28,6 +29,8 @@ from saltext_fleet.kvm.options import KvmOptions, load_options
 from saltext_fleet.store import secrets as store_secrets
 from saltext_fleet.store.drift.common import aware, dialect_insert
 from saltext_fleet.store.models import KvmDevice, KvmPoll, utcnow
+
+log = logging.getLogger(__name__)
 
 #: The options that are secrets: kept in ``secrets``, never in ``kvm_devices.options``.
 SECRET_OPTIONS = ("password", "totp_secret")
@@ -147,8 +150,8 @@ def device_options(
     conn: Connection, vault: core_secrets.Vault, names: Iterable[str] | None = None
 ) -> dict[str, KvmOptions]:
     """``{name: KvmOptions}`` with the credentials decrypted, of ``names`` (every device if
-    None). A device whose stored options no longer load is left out with its error in
-    :class:`KvmStoreError` only when it was asked for by name."""
+    None). A device whose stored options no longer load raises :class:`KvmStoreError` when
+    it was asked for by name, and is left out with a warning in the log otherwise."""
     stmt = select(KvmDevice.name, KvmDevice.options)
     wanted = None if names is None else {check_name(n) for n in names}
     if wanted is not None:
@@ -165,6 +168,9 @@ def device_options(
         except KvmConfigError as exc:
             if wanted is not None:
                 raise KvmStoreError(f"device {name}: {exc}") from exc
+            log.warning(
+                "fleet: KVM device %s left out: its stored options do not load: %s", name, exc
+            )
     if wanted is not None and (missing := wanted - set(out)):
         raise KvmStoreError(f"no KVM device named {sorted(missing)[0]!r}")
     return out
