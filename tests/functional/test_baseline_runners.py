@@ -5,13 +5,13 @@ import os
 
 import pytest
 import salt.cache
-import salt.config
 import salt.loader
 import yaml
 from salt.exceptions import SaltRunnerError
 
 from saltext_fleet.core.inventory import inventory_digest
 from saltext_fleet.store import engine as store_engine
+from tests.support.runners import master_opts
 from tests.support.store import write
 
 PUBLIC_KEY = """-----BEGIN PUBLIC KEY-----
@@ -35,17 +35,8 @@ def _inventory(pypi):
 
 @pytest.fixture
 def runners(db_url, tmp_path):
-    opts = salt.config.master_config(None)
     root = tmp_path / "master"
-    opts.update(
-        {
-            "cachedir": str(root / "cache"),
-            "pki_dir": str(root / "pki"),
-            "sock_dir": str(root / "sock"),
-            "fleet": {"db_url": db_url},
-            "nodegroups": {"builders": "L@web-1,web-2"},
-        }
-    )
+    opts = master_opts(root, db_url, nodegroups={"builders": "L@web-1,web-2"})
     # Pillar that gives baselines to builders only (targeted by a grain the master cached)
     pillar = root / "pillar"
     pillar.mkdir(parents=True)
@@ -70,8 +61,7 @@ def runners(db_url, tmp_path):
         ret = {"id": minion, "jid": "20261128120000000000", "fun": "fleet.inventory"}
         ret.update(success=True, **{"return": _inventory(pypi)})
         write(engine, [{"kind": "return", "rid": f"inv-{minion}", "ret": ret}])
-    loaded = salt.loader.runner(opts)
-    return loaded
+    return salt.loader.runner(opts)
 
 
 def test_pin_show_set_diff_and_delete(runners):

@@ -6,13 +6,13 @@ checked in tests/integration/test_runner_output.py."""
 import threading
 
 import pytest
-import salt.config
 import salt.loader
 from salt.exceptions import SaltRunnerError
 
 from saltext_fleet.master import eventsig, kvmpoll
 from saltext_fleet.store import engine as store_engine
 from tests.support.fakekvmd import FakeKvmd
+from tests.support.runners import master_opts
 from tests.support.store import dump_tables
 from tests.support.waiting import wait_for
 
@@ -27,15 +27,8 @@ def fake():
 
 @pytest.fixture
 def runners(db_url, tmp_path):
-    opts = salt.config.master_config(None)
-    root = tmp_path / "master"
-    opts.update(
-        {
-            "cachedir": str(root / "cache"),
-            "pki_dir": str(root / "pki"),
-            "sock_dir": str(root / "sock"),
-            "fleet": {"db_url": db_url, "kvm": {"offline_after": 2, "over_temp_c": 70}},
-        }
+    opts = master_opts(
+        tmp_path / "master", db_url, {"kvm": {"offline_after": 2, "over_temp_c": 70}}
     )
     store_engine.ensure_schema(store_engine.get_engine(db_url))
     return salt.loader.runner(opts)

@@ -6,13 +6,13 @@ import contextlib
 import json
 
 import pytest
-import salt.config
 import salt.loader
 import salt.utils.event
 from salt.exceptions import SaltRunnerError
 
 from saltext_fleet.master import eventsig
 from saltext_fleet.store import engine as store_engine
+from tests.support.runners import master_opts
 from tests.support.vulns import inventory, put_advisories, record, store_inventory
 
 ADVISORIES = [
@@ -46,16 +46,7 @@ def fired(monkeypatch):
 
 @pytest.fixture
 def runners(db_url, tmp_path):
-    opts = salt.config.master_config(None)
-    root = tmp_path / "master"
-    opts.update(
-        {
-            "cachedir": str(root / "cache"),
-            "pki_dir": str(root / "pki"),
-            "sock_dir": str(root / "sock"),
-            "fleet": {"db_url": db_url, "vulns": {"alert_severity": "high"}},
-        }
-    )
+    opts = master_opts(tmp_path / "master", db_url, {"vulns": {"alert_severity": "high"}})
     engine = store_engine.get_engine(db_url)
     store_engine.ensure_schema(engine)
     put_advisories(engine, ADVISORIES, {"PYSEC-R-1": "medium", "PYSEC-R-2": "high"}, {})
