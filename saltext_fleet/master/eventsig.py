@@ -8,10 +8,15 @@ file. See :mod:`saltext_fleet.core.signing` for why and what is signed.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import threading
 
+import salt.utils.event
+
 from saltext_fleet.core import signing
+
+log = logging.getLogger(__name__)
 
 _CACHE: dict[str, bytes] = {}
 _LOCK = threading.Lock()
@@ -79,3 +84,20 @@ def sign(opts: dict, tag: str, data: dict) -> dict:
 def check(opts: dict, tag, data) -> None:
     """:class:`~saltext_fleet.core.signing.SignatureError` unless this master signed it."""
     signing.check(signing_key(opts), tag, data)
+
+
+def fire(opts: dict, tag: str, data: dict) -> bool:
+    """Sign ``data`` and fire it on the master's event bus (a connection per event); a bus
+    that is down is logged, not raised (what fired it is already recorded in the store)."""
+    try:
+        data = sign(opts, tag, data)
+    except (OSError, ValueError) as exc:
+        log.error("fleet: cannot sign %s (%s); the reactors will ignore it", tag, exc)
+    try:
+        with salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=False) as event:
+            if event.fire_event(data, tag):
+                return True
+    except Exception:
+        log.debug("fleet: firing %s failed", tag, exc_info=True)
+    log.warning("fleet: could not fire %s for %s (is the master running?)", tag, data.get("id"))
+    return False

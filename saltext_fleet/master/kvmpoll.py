@@ -13,10 +13,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
-
-import salt.utils.event
 
 from saltext_fleet import config
 from saltext_fleet.core import secrets as core_secrets
@@ -29,13 +27,10 @@ log = logging.getLogger(__name__)
 
 ALERT_TAG = "fleet/alert/kvm"
 
-Fire = Callable[[str, dict], Any]
-
 
 def poll_once(
     opts: dict,
     poller: Poller,
-    fire: Fire,
     names: Iterable[str] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """One cycle over the devices ``names`` (every registered device if None): ``{device:
@@ -58,26 +53,9 @@ def poll_once(
         raised = alerts.get(device, [])
         for alert in raised:
             data = {"id": device, "alert": alert, "node": nodes.get(device), "poll": poll.as_dict()}
-            fire(ALERT_TAG, eventsig.sign(opts, ALERT_TAG, data))
+            eventsig.fire(opts, ALERT_TAG, data)
         out[device] = {"poll": poll.as_dict(), "alerts": raised}
     return out
-
-
-def master_firer(opts: dict) -> Fire:
-    """``fire(tag, data)`` on the master's event bus (a connection per event: alerts are
-    rare); a bus that is down is logged, not raised (the poll is stored already)."""
-
-    def fire(tag: str, data: dict) -> bool:
-        try:
-            with salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=False) as bus:
-                if bus.fire_event(data, tag):
-                    return True
-        except Exception:  # the bus being down is logged below
-            log.debug("fleet: firing %s failed", tag, exc_info=True)
-        log.warning("fleet: could not fire %s for %s", tag, data.get("id"))
-        return False
-
-    return fire
 
 
 class PollLoop:
@@ -85,9 +63,8 @@ class PollLoop:
     :meth:`stop`; a failed cycle (the store down, a broken vault) is logged and the next one
     runs on time. Run :meth:`run` in a thread."""
 
-    def __init__(self, opts: dict, fire: Fire | None = None) -> None:
+    def __init__(self, opts: dict) -> None:
         self.opts = opts
-        self.fire = fire or master_firer(opts)
         self.cycles = 0
         self._stop = threading.Event()
 
@@ -102,7 +79,7 @@ class PollLoop:
                     interval = 60.0
                 else:
                     try:
-                        poll_once(self.opts, poller, self.fire)
+                        poll_once(self.opts, poller)
                     except Exception:  # a cycle's failure must not end the loop (logged)
                         log.exception("fleet: a KVM poll cycle failed")
                     self.cycles += 1

@@ -181,22 +181,8 @@ def _progress(
 
 
 def _fire(tag: str, data: dict) -> bool:
-    """Fire an event on the master bus; a bus that is down is logged, not raised (what fired
-    it is already recorded in the store)."""
-    try:
-        data = eventsig.sign(__opts__, tag, data)
-    except (OSError, ValueError) as exc:
-        log.error("fleet: cannot sign %s (%s); the reactors will ignore it", tag, exc)
-    try:
-        with salt.utils.event.get_master_event(
-            __opts__, __opts__["sock_dir"], listen=False
-        ) as event:
-            if event.fire_event(data, tag):
-                return True
-    except Exception:
-        log.debug("fleet: firing %s failed", tag, exc_info=True)
-    log.warning("fleet: could not fire %s for %s (is the master running?)", tag, data.get("id"))
-    return False
+    """Fire a ``fleet/...`` event, signed, on the master bus (:func:`eventsig.fire`)."""
+    return eventsig.fire(__opts__, tag, data)
 
 
 def _as_list(value, what: str) -> list[str] | None:
@@ -2101,9 +2087,7 @@ def kvm_poll(name=None):
     _progress("polling the KVM devices")
     try:
         with Poller() as poller:
-            return kvmpoll.poll_once(
-                __opts__, poller, kvmpoll.master_firer(__opts__), None if name is None else [name]
-            )
+            return kvmpoll.poll_once(__opts__, poller, None if name is None else [name])
     except store_kvm.KvmStoreError as exc:
         raise SaltRunnerError(f"fleet.kvm_poll: {exc}") from exc
     except core_secrets.SecretsError as exc:
