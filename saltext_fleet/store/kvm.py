@@ -230,13 +230,12 @@ def poll_history(
     ]
 
 
-def state_counts(conn: Connection) -> dict[str, int]:
-    """How many devices are ``online``, ``unreachable``, ``offline`` and ``hot`` (the fleet
-    overview's KVM line); ``total`` all of them."""
+def state_counts(listed: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """How many of the devices :func:`devices` listed are ``online``, ``unreachable``,
+    ``offline`` and ``hot`` (the KVM page's counts); ``total`` all of them."""
     out = {"total": 0, "online": 0, "unreachable": 0, "offline": 0, "hot": 0}
-    for (stored,) in conn.execute(select(KvmDevice.status)):
-        status = health.Status.from_dict(stored)
+    for found in listed:
         out["total"] += 1
-        out[status.state] += 1
-        out["hot"] += int(status.hot)
+        out[found["state"]] += 1
+        out["hot"] += int(found["status"]["hot"])
     return out

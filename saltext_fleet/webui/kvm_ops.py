@@ -41,11 +41,8 @@ def hours_arg() -> int:
 
 def devices_page() -> dict[str, Any]:
     with ctx().engine.connect() as conn:
-        return {
-            "devices": store_kvm.devices(conn),
-            "counts": store_kvm.state_counts(conn),
-            "add_hint": ADD_HINT,
-        }
+        listed = store_kvm.devices(conn)
+    return {"devices": listed, "counts": store_kvm.state_counts(listed), "add_hint": ADD_HINT}
 
 
 def device_page(name: str) -> dict[str, Any]:
