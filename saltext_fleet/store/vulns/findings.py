@@ -996,7 +996,7 @@ def _write(
                 if scoped:
                     log_.setdefault(minion, []).append((-1, old[3], ident[2], ident[1]))
     TIMINGS["findings_compared_s"] = round(time.perf_counter() - started, 3)
-    pending = _insert_findings(conn, new_rows, now)
+    _insert_findings(conn, new_rows, now)
     if changes:
         conn.execute(
             update(VulnFinding)
@@ -1030,7 +1030,6 @@ def _write(
         "changed": len(changes),
         "resolved": len(resolved),
         "log": log_,
-        "pending": pending,
     }
 
 
@@ -1103,12 +1102,9 @@ def _empty_findings_indexes(conn: Connection) -> list[str] | None:
     ]
 
 
-def _insert_findings(conn: Connection, rows: list[tuple[str, dict]], now: dt.datetime) -> list[str]:
-    """Write new findings; returns the statements still to run on ``conn`` before the
-    transaction ends (the indexes and constraints of a table that was empty, which
-    :func:`_empty_findings_indexes` dropped), else ``[]``."""
+def _insert_findings(conn: Connection, rows: list[tuple[str, dict]], now: dt.datetime) -> None:
     if not rows:
-        return []
+        return
     if _is_pg(conn) and len(rows) > 50:
         # Findings are derived data, recomputed from the inventories and advisories at any
         # time: not waiting for this transaction's WAL to reach the disk is safe (a crash can
@@ -1121,8 +1117,11 @@ def _insert_findings(conn: Connection, rows: list[tuple[str, dict]], now: dt.dat
         TIMINGS["findings_copy_s"] = round(copied - started, 3)
         if indexes:
             # sorting in memory, not in temporary files (about 100 bytes per finding)
-            return ["SET LOCAL maintenance_work_mem = '256MB'", *indexes]
-        return []
+            conn.execute(text("SET LOCAL maintenance_work_mem = '256MB'"))
+            for statement in indexes:
+                conn.execute(text(statement))
+            TIMINGS["findings_indexes_s"] = round(time.perf_counter() - copied, 3)
+        return
     conn.execute(
         insert(VulnFinding),
         [
@@ -1138,7 +1137,6 @@ def _insert_findings(conn: Connection, rows: list[tuple[str, dict]], now: dt.dat
             for minion, row in rows
         ],
     )
-    return []
 
 
 def _copy_findings(conn: Connection, rows: list[tuple[str, dict]], now: dt.datetime) -> None:
@@ -1436,10 +1434,6 @@ def _recompute(engine: Engine, now: dt.datetime | None) -> dict[str, Any]:
         involved = {i[2] for want in desired.values() for i in want}
         involved.update(e[2] for found in written["log"].values() for e in found)
         live = live_triage(conn, now, involved)
-        if written["pending"]:  # the indexes and constraints of a first write
-            for statement in written["pending"]:
-                conn.execute(text(statement))
-            lap("findings_indexes_s")
         groups = {row.minion_id: row.node_group for row in nodes}
         by_minion = {row.minion_id: row for row in changed_nodes}
         for minion, want in desired.items():
@@ -1677,8 +1671,6 @@ def recompute_node(engine: Engine, minion: str, now: dt.datetime | None = None) 
         meta = _advisory_meta(conn, {h[0] for found in hits.values() for h in found})
         want = _desired(infos, infos, hits, meta)
         written = _write(conn, {minion: want}, now)
-        for statement in written["pending"]:  # none: one node never rebuilds the indexes
-            conn.execute(text(statement))
         live = live_triage(conn, now, {ident[2] for ident in want})
         counts = _counts(want, live, minion, row.node_group)
         previous = {}
