@@ -55,6 +55,38 @@ def fixtures_dir():
     return FIXTURES
 
 
+# -- running on every core (pytest-xdist) ------------------------------------------------------
+#
+# A worker runs whole scopes, in collection order: tests/integration is one scope (its master
+# is package-scoped, started once) and goes first, since it is the longest; every other test
+# module is a scope of its own (functional modules start module-scoped daemons once). The
+# other workers share the rest meanwhile. (xdist's own ``loadgroup`` marks groups by editing
+# ``item._nodeid``, which pytest 9.2 no longer reads.)
+
+INTEGRATION = "tests/integration/"
+
+
+def _scope(nodeid: str) -> str:
+    path = nodeid.split("::", 1)[0]
+    return INTEGRATION if path.startswith(INTEGRATION) else path
+
+
+def pytest_collection_modifyitems(config, items):
+    # stable: the integration tests first, every other test in its collected order
+    items.sort(key=lambda item: _scope(item.nodeid) != INTEGRATION)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByDaemonScope(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _scope(nodeid)
+
+    return ByDaemonScope(config, log)
+
+
 def pytest_unconfigure(config):
     # salt-factories logs its manager's repr after pytest has closed the capture streams;
     # that is noise, not a failure.
