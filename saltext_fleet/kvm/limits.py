@@ -81,11 +81,14 @@ def refusal(
     holder: Mapping[str, Any],
     now: dt.datetime,
     interval: float | None = None,
+    asked: str | None = None,
 ) -> KvmRateLimitError:
-    """The error for ``action`` refused on ``device`` because ``holder`` (the slot's row:
-    ``actor``, ``action``, ``image``, ``started_at``, ``until``, ``done_bytes``,
-    ``total_bytes``) holds its slot at ``now``; ``interval`` is the power interval."""
+    """The error for ``action`` (worded ``asked``, e.g. ``power reset_hard``) refused on
+    ``device`` because ``holder`` (the slot's row: ``actor``, ``action``, ``image``,
+    ``started_at``, ``until``, ``done_bytes``, ``total_bytes``) holds its slot at ``now``;
+    ``interval`` is the power interval."""
     kind = slot_of(action)
+    action = asked or action
     who = holder.get("actor") or "someone"
     until = holder.get("until")
     started = holder.get("started_at")

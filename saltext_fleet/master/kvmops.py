@@ -96,7 +96,14 @@ class KvmActions:
         with self.engine.connect() as conn:
             return store_kvm.device_options(conn, self.vault, [device])[device]
 
-    def _take(self, device: str, action: str, details: dict[str, Any], **extra: Any) -> str:
+    def _take(
+        self,
+        device: str,
+        action: str,
+        details: dict[str, Any],
+        label: str | None = None,
+        **extra: Any,
+    ) -> str:
         kind = limits.slot_of(action)
         hold = (
             self.settings.power_interval if kind == limits.POWER else self.settings.iso_stale_after
@@ -110,6 +117,7 @@ class KvmActions:
                 hold,
                 now=self.clock(),
                 interval=self.settings.power_interval,
+                label=label,
                 **extra,
             )
         except KvmRateLimitError as exc:
@@ -145,7 +153,7 @@ class KvmActions:
         action = actions.check_choice(device, "power action", action, ATX_POWER_ACTIONS)
         options = self._options(device)
         details = {"action": action}
-        self._take(device, "power", details)
+        self._take(device, "power", details, label=f"power {action}")
 
         def work() -> dict:
             with self.client_factory(options) as kvm:
@@ -159,7 +167,7 @@ class KvmActions:
         button = actions.check_choice(device, "button", button, ATX_BUTTONS)
         options = self._options(device)
         details = {"button": button}
-        self._take(device, "click", details)
+        self._take(device, "click", details, label=f"click {button}")
 
         def work() -> dict:
             with self.client_factory(options) as kvm:
@@ -175,7 +183,8 @@ class KvmActions:
         :meth:`iso_mount`. A refusal is audited."""
         device = store_kvm.check_name(device)
         found = self.library_image(iso)
-        self._options(device)  # a device that is not registered: KvmStoreError
+        with self.engine.connect() as conn:
+            store_kvm.device(conn, device)  # not registered: KvmStoreError
         details = {"iso": found["name"], "sha256": found["sha256"]}
         return self._take(
             device, "iso_mount", details, image=found["name"], total_bytes=found["size"]

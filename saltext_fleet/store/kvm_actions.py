@@ -63,11 +63,14 @@ def take(
     image: str | None = None,
     total_bytes: int | None = None,
     interval: float | None = None,
+    label: str | None = None,
 ) -> str:
     """Take ``device``'s slot for ``action`` (its kind: :func:`limits.slot_of`) for
     ``hold_s`` seconds from ``now``, in a transaction of its own; the token that holds it.
-    Raises :class:`~saltext_fleet.kvm.errors.KvmRateLimitError` (saying who holds it and
-    when to retry; ``interval`` is the power interval it names) when it is not free."""
+    ``label`` is how the action is recorded and worded (``power reset_hard``; default
+    ``action``). Raises :class:`~saltext_fleet.kvm.errors.KvmRateLimitError` (saying who
+    holds it and when to retry; ``interval`` is the power interval it names) when it is not
+    free."""
     device = check_name(device)
     kind = limits.slot_of(action)
     now = now or utcnow()
@@ -85,7 +88,7 @@ def take(
             .values(
                 token=token,
                 actor=actor[:255],
-                action=action,
+                action=(label or action)[:64],
                 image=image,
                 started_at=now,
                 until=now + dt.timedelta(seconds=hold_s),
@@ -96,7 +99,7 @@ def take(
         if taken == 1:
             return token
         holder = conn.execute(select(KvmActionSlot.__table__).where(_slot_key(device, kind))).one()
-        raise limits.refusal(device, action, _slot_row(holder), now, interval)
+        raise limits.refusal(device, action, _slot_row(holder), now, interval, asked=label)
 
 
 def renew(
