@@ -2148,7 +2148,7 @@ def kvm_power(device, action, wait=False):
     .. code-block:: bash
 
         salt-run fleet.kvm_power pikvm-07 reset_hard
-        salt-run fleet.kvm_power pikvm-07 "'on'"
+        salt-run fleet.kvm_power pikvm-07 on
     """
     return _kvm_call("kvm_power", _kvm_actions().power, device, action, wait=_bool(wait, "wait"))
 
@@ -2225,7 +2225,7 @@ def iso_add(source, sha256, name=None, overwrite=False):
     .. code-block:: bash
 
         salt-run fleet.iso_add https://cdimage.debian.org/.../debian-12.8.0-amd64-netinst.iso \\
-            sha256=04396d12b0f377958a070c38a923c227832fa3b3e18ddc013936ecf492e9fbb3
+            sha256=<the 64 hex digits its SHA256SUMS gives>
     """
     return _kvm_call(
         "iso_add",
