@@ -130,7 +130,7 @@ class KvmActions:
         """``work()`` audited as ``kvm.<action>`` on ``device`` (ok, or failed with why)."""
         try:
             result = work()
-        except KvmError as exc:
+        except (KvmError, OSError) as exc:  # the device, or the image file on the master
             self._audit(f"kvm.{action}", device, {**details, "result": "failed", "error": str(exc)})
             raise KvmActionError(device, f"{action}: {exc}") from exc
         except Exception as exc:
@@ -287,7 +287,7 @@ class KvmActions:
             if done >= total or now - last["reported"] >= PROGRESS_EVERY:
                 last["reported"] = now
                 self.progress(
-                    f"uploading {name} to {device}: {done // 2**20} of {total // 2**20} MiB",
+                    f"uploading {name} to {device}: {_mib(done)} of {_mib(total)} MiB",
                     done,
                     total,
                 )
@@ -333,8 +333,8 @@ class KvmActions:
             now = time.monotonic()
             if now - last["at"] >= PROGRESS_EVERY or (total and done >= total):
                 last["at"] = now
-                of = f" of {total // 2**20}" if total else ""
-                self.progress(f"copying {name}: {done // 2**20}{of} MiB", done, total)
+                of = f" of {_mib(total)}" if total else ""
+                self.progress(f"copying {name} into the library: {_mib(done)}{of} MiB", done, total)
 
         details = {"source": _shown_source(source), "sha256": expected}
         try:
@@ -386,6 +386,10 @@ class KvmActions:
             }
             for row in rows
         }
+
+
+def _mib(size: int) -> str:
+    return f"{size / 2**20:.1f}"
 
 
 def _shown_source(source: str) -> str:

@@ -11,6 +11,7 @@ import threading
 
 import pytest
 import salt.loader
+import salt.utils.event
 from salt.exceptions import SaltRunnerError
 
 from saltext_fleet import config
@@ -254,3 +255,33 @@ def test_a_mount_reports_progress_and_keeps_its_hold_fresh(runners, fakes, image
         slot = store_actions.slots(conn, "pikvm-1")["media"]
     assert slot["done_bytes"] == len(IMAGE) and slot["actor"] == "ui:carol"
     assert fakes[0].drive["connected"]
+
+
+class Bus:
+    def __init__(self):
+        self.fired = []
+
+    def fire_event(self, data, tag):
+        self.fired.append((tag, data))
+        return True
+
+
+def test_adding_and_mounting_report_progress_events(runners, fakes, image, monkeypatch):
+    """``salt-run`` gives a runner ``__jid_event__``; the copy into the library and the
+    upload fire ``salt/run/<jid>/progress`` events on it (not printed with --out=json)."""
+    jid_event = salt.utils.event.NamespacedEvent(Bus(), "salt/run/20261205160000000001")
+    module_globals = runners["fleet.iso_add"].__globals__
+    monkeypatch.setitem(module_globals, "__jid_event__", jid_event)
+    monkeypatch.setitem(runners.opts, "output", "json")
+    runners["fleet.iso_add"](str(image), sha256=SHA)
+    runners["fleet.kvm_iso_mount"]("pikvm-2", "debian-netinst.iso")
+    fired = [
+        (tag, data["message"], data.get("done"), data.get("total"))
+        for tag, data in jid_event.event.fired
+    ]
+    assert {tag for tag, *_ in fired} == {"salt/run/20261205160000000001/progress"}
+    messages = [m for _, m, _, _ in fired]
+    assert "copying debian-netinst.iso into the library: 0.7 of 0.7 MiB" in messages
+    assert messages[-1] == "debian-netinst.iso mounted on pikvm-2"
+    assert any(m.startswith("uploading debian-netinst.iso to pikvm-2: ") for m in messages)
+    assert fired[-1][2:] == (len(IMAGE), len(IMAGE))

@@ -83,7 +83,7 @@ def runner_calls(salt, fun):
 
 
 def test_operators_see_the_controls_and_a_viewer_neither_sees_nor_may_use_them(
-    kvm_app, salt, logged_in
+    kvm_app, salt, logged_in, engine
 ):
     operator, _ = logged_in("operator")
     page = operator.get("/kvm/pikvm-web1").get_data(as_text=True)
@@ -102,8 +102,6 @@ def test_operators_see_the_controls_and_a_viewer_neither_sees_nor_may_use_them(
             resp = client.post(path, data={**form, "csrf_token": csrf})
             assert resp.status_code == 403, (role, path)
     assert salt.calls == [] and StubKvm.presses == []
-    with kvm_app.app_context():
-        engine = kvm_app.extensions["fleet"].engine
     with engine.connect() as conn:
         assert store_actions.slots(conn, "pikvm-web1") == {}
 
