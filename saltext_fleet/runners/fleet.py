@@ -2176,6 +2176,8 @@ def kvm_iso_mount(device, iso, cdrom=True, overwrite=True, hold=None):
     a flash drive) and connected to the server. An image of that name already on the device
     is replaced (``overwrite=False`` refuses instead). One ISO action per device at a time: a
     second mount or an eject while this runs is refused. Audited (``kvm.iso_mount``).
+    ``hold`` is for the web UI, which takes the device's ISO slot when the button is clicked
+    and passes its token here.
 
     CLI Example:
 
