@@ -18,7 +18,8 @@ says what was expected.
       onboard: {sync: true, inventory_minutes: 60, highstate_test_hours: 6, beacon_interval: 60}
       drift: {alert_score: 50, weights: {extra: 2, missing: 10}, history_days: 730}
       vulns: {alert_severity: high}                         # fleet/alert/cve for new findings
-      kvm: {poll_interval: 15, offline_after: 3, over_temp_c: 80}   # PiKVM polls and alerts
+      kvm: {poll_interval: 15, offline_after: 3, over_temp_c: 80,   # PiKVM polls and alerts
+            power_interval: 10, iso_stale_after: 300, iso_dir: null}  # actions, ISO library
       inventory: {pip: [/usr/bin/python3]}                  # minion side: interpreters to list
       grains: {keychains: [/Library/Keychains/System.keychain]}   # minion side (macOS)
       actions:                                              # named commands per OS (the UI's)
@@ -135,6 +136,13 @@ class KvmConfig:
     offline_after: int = 3
     #: CPU temperature (°C) at which a device is over temperature (``fleet/alert/kvm``)
     over_temp_c: float = 80.0
+    #: seconds from one power action (power, click) on a device to the next allowed there
+    power_interval: float = 10.0
+    #: seconds without progress after which an ISO action's hold on a device lapses (the
+    #: process running it died); one ISO mount or eject runs on a device at a time
+    iso_stale_after: float = 300.0
+    #: the master's ISO library (``fleet.iso_add``); default ``<cachedir>/fleet/iso``
+    iso_dir: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -326,7 +334,7 @@ def load(opts: Mapping[str, Any]) -> FleetConfig:
         onboard=_onboard(section.get("onboard")),
         drift=_drift(section.get("drift")),
         vulns=_vulns(section.get("vulns")),
-        kvm=_kvm(section.get("kvm")),
+        kvm=_kvm(section.get("kvm"), opts),
         inventory=_inventory(section.get("inventory")),
         grains=_grains(section.get("grains")),
         actions=_actions(section.get("actions")),
@@ -536,14 +544,36 @@ def _vulns(raw: Any) -> VulnsConfig:
     return VulnsConfig(alert_severity=severity.lower())
 
 
-def _kvm(raw: Any) -> KvmConfig:
+def default_iso_dir(opts: Mapping[str, Any]) -> str:
+    """The ISO library's default folder: ``fleet/iso`` under the master's cachedir."""
+    cachedir = opts.get("cachedir") or "/var/cache/salt/master"
+    return os.path.join(cachedir, "fleet", "iso")
+
+
+def _kvm(raw: Any, opts: Mapping[str, Any]) -> KvmConfig:
     section = _mapping(raw or {}, "fleet:kvm")
-    _known(section, "fleet:kvm", ("poll_interval", "offline_after", "over_temp_c"))
-    out: dict[str, Any] = {}
+    _known(
+        section,
+        "fleet:kvm",
+        (
+            "poll_interval",
+            "offline_after",
+            "over_temp_c",
+            "power_interval",
+            "iso_stale_after",
+            "iso_dir",
+        ),
+    )
+    iso_dir = _string(section.get("iso_dir"), "fleet:kvm:iso_dir") or default_iso_dir(opts)
+    if not os.path.isabs(iso_dir) or "\0" in iso_dir:
+        raise FleetConfigError("fleet:kvm:iso_dir", f"{iso_dir!r} must be an absolute path")
+    out: dict[str, Any] = {"iso_dir": iso_dir}
     for name, low, high, kind in (
         ("poll_interval", 1, 86400, "seconds"),
         ("offline_after", 1, 1000, "polls"),
         ("over_temp_c", 20, 150, "degrees Celsius"),
+        ("power_interval", 0, 3600, "seconds"),
+        ("iso_stale_after", 10, 86400, "seconds"),
     ):
         value = section.get(name, getattr(KvmConfig, name))
         if (

@@ -86,6 +86,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "nodes.edit": _OPERATORS,  # criticality, audited flag, comment
     "baselines.edit": _OPERATORS,
     "vulns.triage": _OPERATORS,  # decide and revoke triage of vulnerability findings
+    "kvm.power": _OPERATORS,  # a PiKVM's power buttons (on, off, reset)
+    "kvm.media": _OPERATORS,  # mount an ISO library image on a PiKVM, eject
     "users.manage": frozenset({"admin"}),
 }
 

@@ -389,6 +389,7 @@ def iso_mount(
     overwrite: bool = False,
     image_timeout: float = 30.0,
     download_timeout: float = 60.0,
+    progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Put the image ``source`` on the device as ``name`` and connect it to the server.
 
@@ -397,7 +398,8 @@ def iso_mount(
     mismatch: nothing has been sent); a connected drive disconnected; an old ``name`` removed
     (``overwrite``); the upload (``/api/msd/write``, verified while read); the wait until
     kvmd lists the image (about a second); ``set_params`` image + ``cdrom``;
-    ``set_connected``. Answers the drive's state afterwards.
+    ``set_connected``. Answers the drive's state afterwards. ``progress(bytes_sent, size)``
+    is called as the upload goes.
     """
     host = kvm.host
     name = check_image_name(host, name)
@@ -426,7 +428,9 @@ def iso_mount(
             kvm.msd_remove(name)
         with open(staged.path, "rb") as handle:
             reader = VerifyingReader(host, name, handle, staged.size, expected)
-            kvm.msd_write(name, reader, size=staged.size)
+            size = staged.size
+            sent = None if progress is None else (lambda done: progress(done, size))
+            kvm.msd_write(name, reader, size=size, progress=sent)
         kvm.wait_for_image(name, timeout=image_timeout)
         kvm.msd_set_params(image=name, cdrom=bool(cdrom))
         kvm.msd_set_connected(True)

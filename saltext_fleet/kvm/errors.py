@@ -52,6 +52,18 @@ class KvmImageMismatchError(KvmError):
         )
 
 
+class KvmRateLimitError(KvmError):
+    """A device's rate limit refused an action before anything was sent to it: a power action
+    within ``fleet:kvm:power_interval`` of the last one, or an ISO action while another runs.
+    ``kind`` is ``power`` or ``media``; ``retry_at`` (an aware datetime, or None while another
+    ISO action runs) says when to try again, and the message says it too."""
+
+    def __init__(self, host: str, what: str, kind: str, retry_at=None) -> None:
+        self.kind = kind
+        self.retry_at = retry_at
+        super().__init__(host, what)
+
+
 class KvmConnectionError(KvmError, ConnectionError):
     """The device could not be reached (refused, unreachable, closed the connection)."""
 

@@ -35,11 +35,12 @@ from saltext_fleet.core import drift as core_drift
 from saltext_fleet.core import gate as core_gate
 from saltext_fleet.core import sbom as core_sbom
 from saltext_fleet.core import secrets as core_secrets
+from saltext_fleet.core.errors import FleetError
 from saltext_fleet.core.text import terminal_safe
 from saltext_fleet.core.vulns import sources as vuln_sources
 from saltext_fleet.core.vulns import triage as core_triage
 from saltext_fleet.kvm.poller import Poller
-from saltext_fleet.master import bootstrapper, eventsig, kvmpoll
+from saltext_fleet.master import bootstrapper, eventsig, kvmops, kvmpoll
 from saltext_fleet.master import keys as master_keys
 from saltext_fleet.master import onboard as master_onboard
 from saltext_fleet.store import audit as store_audit
@@ -2115,3 +2116,152 @@ def kvm_history(name, hours=24):
         return store_kvm.poll_history(_engine(), name, since=since)
     except store_kvm.KvmStoreError as exc:
         raise SaltRunnerError(f"fleet.kvm_history: {exc}") from exc
+
+
+# -- PiKVM actions and the ISO library --------------------------------------------------------
+
+
+def _kvm_actions() -> kvmops.KvmActions:
+    return kvmops.KvmActions(
+        _engine(), _vault(), _cfg().kvm, _actor(), progress=lambda m, d, t: _progress(m, d, t, True)
+    )
+
+
+def _kvm_call(fun: str, call, *args, **kwargs):
+    """``call(*args, **kwargs)``, a refusal or failure as ``SaltRunnerError`` naming ``fun``."""
+    try:
+        return call(*args, **kwargs)
+    except FleetError as exc:
+        raise SaltRunnerError(f"fleet.{fun}: {exc}") from exc
+
+
+def kvm_power(device, action, wait=False):
+    """
+    Power a registered PiKVM's server ``on``, ``off`` (a soft click), ``off_hard`` or
+    ``reset_hard``, from the master with the device's stored credentials. kvmd clicks only
+    when the power LED calls for it (``clicked`` in the answer). One power action per device
+    every ``fleet:kvm:power_interval`` seconds (10 by default), whoever asks (the UI, another
+    ``salt-run``): a second one sooner is refused with when to retry. Audited (``kvm.power``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.kvm_power pikvm-07 reset_hard
+        salt-run fleet.kvm_power pikvm-07 on
+    """
+    return _kvm_call("kvm_power", _kvm_actions().power, device, action, wait=_bool(wait, "wait"))
+
+
+def kvm_click(device, button, wait=False):
+    """
+    Press a registered PiKVM's ATX button ``power``, ``power_long`` or ``reset`` whatever the
+    power LED says. A power action: the same rate limit as :func:`kvm_power`. Audited
+    (``kvm.click``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.kvm_click pikvm-07 power_long
+    """
+    return _kvm_call("kvm_click", _kvm_actions().click, device, button, wait=_bool(wait, "wait"))
+
+
+def kvm_iso_mount(device, iso, cdrom=True, overwrite=True, hold=None):
+    """
+    Mount an image of the master's ISO library (``fleet.iso_add``) on a registered PiKVM:
+    the file is hashed again against its SHA-256 (refused before a byte is sent if it
+    changed), uploaded (progress events as it goes), selected as a CD-ROM (``cdrom=False``:
+    a flash drive) and connected to the server. An image of that name already on the device
+    is replaced (``overwrite=False`` refuses instead). One ISO action per device at a time: a
+    second mount or an eject while this runs is refused. Audited (``kvm.iso_mount``).
+    ``hold`` is for the web UI, which takes the device's ISO slot when the button is clicked
+    and passes its token here.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.kvm_iso_mount pikvm-07 debian-12.8-netinst.iso
+    """
+    return _kvm_call(
+        "kvm_iso_mount",
+        _kvm_actions().iso_mount,
+        device,
+        iso,
+        cdrom=_bool(cdrom, "cdrom"),
+        overwrite=_bool(overwrite, "overwrite"),
+        hold=hold,
+    )
+
+
+def kvm_iso_eject(device, remove=False):
+    """
+    Disconnect a registered PiKVM's virtual drive from its server and unselect the image
+    (``remove=True``: delete the image from the device too). Refused while an ISO upload
+    runs on the device. Audited (``kvm.iso_eject``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.kvm_iso_eject pikvm-07
+    """
+    return _kvm_call(
+        "kvm_iso_eject", _kvm_actions().iso_eject, device, remove=_bool(remove, "remove")
+    )
+
+
+def iso_add(source, sha256, name=None, overwrite=False):
+    """
+    Add an image to the master's ISO library (``fleet:kvm:iso_dir``, default
+    ``<cachedir>/fleet/iso``), to mount on any number of devices with
+    ``fleet.kvm_iso_mount``. ``source`` is a path on the master, a ``file://`` or an
+    ``http(s)://`` URL; it is copied in and hashed on the way, and kept only when its SHA-256
+    is ``sha256`` (on a mismatch nothing is kept). ``name`` defaults to the source's file
+    name. Progress events as it copies. Audited (``kvm.iso_add``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.iso_add https://cdimage.debian.org/.../debian-12.8.0-amd64-netinst.iso \\
+            sha256=<the 64 hex digits its SHA256SUMS gives>
+    """
+    return _kvm_call(
+        "iso_add",
+        _kvm_actions().iso_add,
+        source,
+        sha256,
+        name=name,
+        overwrite=_bool(overwrite, "overwrite"),
+    )
+
+
+def iso_list():
+    """
+    The images of the master's ISO library: SHA-256, size, where each came from, who added
+    it and when, and whether its file is on this master (``present``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.iso_list
+    """
+    return _kvm_call("iso_list", _kvm_actions().iso_list)
+
+
+def iso_remove(name):
+    """
+    Remove an image from the master's ISO library (its file and its record). Images already
+    on devices stay there. Audited (``kvm.iso_remove``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.iso_remove debian-12.8-netinst.iso
+    """
+    return _kvm_call("iso_remove", _kvm_actions().iso_remove, name)

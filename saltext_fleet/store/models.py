@@ -45,6 +45,9 @@ Tables:
                           ``secrets``, scope ``kvm``), the node each controls, poll status
 ``kvm_polls``             every poll of every device: online, power LED, HID, MSD, temperature,
                           uptime (the device's history chart)
+``kvm_isos``              (schema 0011) the master's ISO library: name, SHA-256, size, source
+``kvm_action_slots``      per device, the power rate limit (next allowed time) and the ISO action
+                          running (who, image, progress, when its hold lapses)
 ``ui_users``              the web UI's users: bcrypt hash, role, TOTP on/off (its secret is in
                           ``secrets``), recovery code and API token hashes, session version
 """
@@ -785,3 +788,38 @@ class KvmPoll(Base):
     error: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (Index("ix_kvm_polls_device", "device", "polled_at"),)
+
+
+class KvmIso(Base):
+    """An image of the master's ISO library: the file ``<library dir>/<name>`` whose SHA-256
+    was checked against ``sha256`` as it was copied in."""
+
+    __tablename__ = "kvm_isos"
+
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    source: Mapped[str | None] = mapped_column(Text)
+    added_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    added_by: Mapped[str | None] = mapped_column(String(255))
+
+
+class KvmActionSlot(Base):
+    """A device's slot for one kind of action (``power``, ``media``): taken by a conditional
+    update (:mod:`saltext_fleet.store.kvm_actions`), free when ``until`` has passed (and, for
+    ``media``, when no ``token`` holds it)."""
+
+    __tablename__ = "kvm_action_slots"
+
+    device: Mapped[str] = mapped_column(
+        String(MINION_ID_LEN), ForeignKey("kvm_devices.name", ondelete="CASCADE"), primary_key=True
+    )
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    token: Mapped[str | None] = mapped_column(String(64))
+    actor: Mapped[str | None] = mapped_column(String(255))
+    action: Mapped[str | None] = mapped_column(String(64))
+    image: Mapped[str | None] = mapped_column(String(255))
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    done_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    total_bytes: Mapped[int | None] = mapped_column(BigInteger)

@@ -1,13 +1,14 @@
 """The PiKVM pages and their JSON API: every registered device with its state, and one
-device with its polls over time (a temperature chart and the polls' table). Thin views over
-:mod:`saltext_fleet.webui.kvm_ops`; reading needs ``view``.
+device with its polls over time (a temperature chart and the polls' table), and the device
+page's buttons: power (``kvm.power``), mount an image of the ISO library and eject
+(``kvm.media``). Thin views over :mod:`saltext_fleet.webui.kvm_ops`; reading needs ``view``.
 
 Blueprints: ``kvm`` (the pages) and ``kvm_api`` (registered under ``/api/v1``).
 """
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, render_template
+from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
 
 from saltext_fleet.webui import kvm_ops
 from saltext_fleet.webui.base import requires
@@ -31,8 +32,33 @@ def device(name):
     return render_template(
         "kvm_device.html",
         chart=kvm_ops.temperature_chart(values["history"], kvm_ops.over_temp()),
+        **kvm_ops.controls(name),
         **values,
     )
+
+
+@bp.route("/kvm/<name>/power", methods=["POST"])
+@requires("kvm.power")
+def power(name):
+    """Power the device's server on, off or reset it (rate-limited; refusals are flashed)."""
+    flash(kvm_ops.power(name, request.form.get("action") or ""))
+    return redirect(url_for("kvm.device", name=name), 303)
+
+
+@bp.route("/kvm/<name>/media/mount", methods=["POST"])
+@requires("kvm.media")
+def mount(name):
+    """Start mounting an image of the ISO library on the device."""
+    flash(kvm_ops.start_mount(name, request.form.get("iso") or ""))
+    return redirect(url_for("kvm.device", name=name), 303)
+
+
+@bp.route("/kvm/<name>/media/eject", methods=["POST"])
+@requires("kvm.media")
+def eject(name):
+    """Eject the device's virtual drive."""
+    flash(kvm_ops.eject(name))
+    return redirect(url_for("kvm.device", name=name), 303)
 
 
 @api_bp.route("/kvm/devices")

@@ -27,6 +27,8 @@ OPERATOR_PERMISSIONS = [
     "nodes.edit",
     "baselines.edit",
     "vulns.triage",
+    "kvm.power",
+    "kvm.media",
 ]
 
 
@@ -55,6 +57,8 @@ def test_permission_table_is_complete():
         "nodes.edit",
         "baselines.edit",
         "vulns.triage",
+        "kvm.power",
+        "kvm.media",
         "users.manage",
         "jobs.view",
         "jobs.returns",

@@ -34,6 +34,10 @@ ROUTE_ROLES = {
     # PiKVM devices: reading like the nodes (the registry is written by salt-run fleet.kvm_add)
     ("/kvm", "GET"): "viewer",
     ("/kvm/<name>", "GET"): "viewer",
+    # a PiKVM's power buttons, mounting a library image and ejecting: operators
+    ("/kvm/<name>/power", "POST"): "operator",
+    ("/kvm/<name>/media/mount", "POST"): "operator",
+    ("/kvm/<name>/media/eject", "POST"): "operator",
     ("/vulns/<advisory_id>/triage", "POST"): "operator",
     ("/vulns/triage/<triage_id>/revoke", "POST"): "operator",
     ("/nodes/<minion_id>/action", "POST"): "operator",
