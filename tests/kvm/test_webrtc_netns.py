@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.netns import namespaces, veth_pair
+from tests.support.netns import namespaces, veth_chain, veth_pair
 
 ROOT = Path(__file__).resolve().parents[2]
 # the fake's frames: red, green, blue, yellow (tests/support/fakekvmd.py _FRAME_COLOURS)
@@ -147,3 +147,82 @@ def test_webrtc_video_and_datachannel_keys_across_namespaces(tmp_path):
                     _stop(proc)
     assert pair.a not in namespaces() and pair.b not in namespaces()
     assert time.monotonic() - began < 60
+
+
+PROXY = """
+import sys
+from tests.support.tcpproxy import TCPProxy
+proxy = TCPProxy(sys.argv[1], int(sys.argv[2]), listen_host=sys.argv[3]).start()
+print(proxy.port, flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_chromium_console_page_script_and_its_rejection_without_a_udp_path(tmp_path):
+    """Debian's Chromium calls startWebRTC() (static/kvm_webrtc.js) against the engine: the
+    video plays with the fake's colours and a key reaches kvmd. A Chromium that reaches the UI
+    only through a TCP proxy (no route for UDP to the master) gets a rejected promise within
+    its timeout, which is when the console page falls back to MJPEG."""
+    with veth_chain(3) as chain:
+        engine = browser = proxy = None
+        try:
+            engine = _start(chain, "a", "tests.support.webrtc_engine", tmp_path)
+            ready = _line(engine, "the engine")
+            cookie = ready["cookies"]["operator"]
+            base = f"http://{chain.address_a}:{ready['port']}"
+            browser = _start(
+                chain, "b", "tests.support.webrtc_chromium", base, cookie, "KeyC", "watch"
+            )
+            seen = _line(browser, "Chromium")
+            assert "error" not in seen, seen
+            assert seen["input"] is True and seen["sent"] is True
+            assert seen["size"] == [64, 48]
+            assert len(seen["colours"]) >= 4, seen
+            for rgb in seen["colours"]:
+                assert _distance(rgb, _nearest(rgb)) <= 24, seen["colours"]
+            assert len({_nearest(rgb) for rgb in seen["colours"]}) >= 2, seen["colours"]
+
+            deadline = time.monotonic() + 10
+            keys = []
+            while time.monotonic() < deadline:
+                engine.stdin.write("events\n")
+                engine.stdin.flush()
+                got = _line(engine, "the engine")["events"]
+                keys = [(e["key"], e["state"]) for e in got if e["type"] == "key"]
+                if len(keys) >= 2:
+                    break
+                time.sleep(0.1)
+            assert keys == [("KeyC", True), ("KeyC", False)]
+            _stop(browser)
+
+            # the third namespace reaches the UI only through a TCP proxy in the second
+            proxy = subprocess.Popen(
+                chain.command(
+                    "b",
+                    [
+                        sys.executable,
+                        "-c",
+                        PROXY,
+                        chain.address_a,
+                        str(ready["port"]),
+                        chain.address(1, 1),
+                    ],
+                ),
+                cwd=ROOT,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
+                env={**os.environ, "PYTHONPATH": str(ROOT)},
+            )
+            proxied = f"http://{chain.address(1, 1)}:{int(proxy.stdout.readline())}"
+            browser = _start(
+                chain, "c", "tests.support.webrtc_chromium", proxied, cookie, "KeyC", "fail"
+            )
+            failed = _line(browser, "Chromium")
+            assert "did not connect within 4000 ms" in failed.get("rejected", ""), failed
+            assert failed["ms"] < 4000 + 2000 + 2000  # gathering, the offer, the timeout
+        finally:
+            for proc in (browser, proxy, engine):
+                if proc is not None:
+                    _stop(proc)
+    assert not set(chain.names) & namespaces()
