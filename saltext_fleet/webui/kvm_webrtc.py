@@ -243,6 +243,10 @@ class WebRtcOfferHandler(tornado.web.RequestHandler):
         except asyncio.TimeoutError:
             await peer.close()
             return self._fail(502, f"kvm {device}: no WebRTC answer within {ANSWER_TIMEOUT:g} s")
+        except Exception as exc:  # aiortc failing inside: nothing of the peer may linger
+            log.exception("kvm %s: WebRTC answer failed", device)
+            await peer.close()
+            return self._fail(502, f"kvm {device}: WebRTC answer failed: {exc}")
         finally:
             self.registry.release(uid)
         if peer.closed:

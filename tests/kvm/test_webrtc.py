@@ -307,3 +307,18 @@ def test_wrong_password_is_the_devices_answer(fake):
 
     with pytest.raises(webrtc.KvmError, match="GET /streamer/stream: HTTP 403"):
         asyncio.run(run())
+
+
+def test_input_the_device_refuses_is_reported_on_the_channel(fake):
+    async def run():
+        peer = peer_for(fake, password="wrong-pw")
+        channel = Channel()
+        await peer.handle_message(channel, hid("key", key="KeyA", state=True))
+        await peer.close()
+        return peer, channel
+
+    peer, channel = asyncio.run(run())
+    assert fake.hid_events == []
+    assert channel.sent[0]["error"].startswith("not delivered to the device: kvm 127.0.0.1:")
+    assert "GET /api/ws: HTTP 403" in channel.sent[0]["error"]
+    assert peer.stats.hid_forwarded == 0 and peer.pressed == set()
