@@ -47,7 +47,6 @@ class NetnsChain:
         return ["ip", "netns", "exec", self.names[index], *argv]
 
 
-
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(["ip", *args], check=check, capture_output=True, text=True, timeout=10)
 
