@@ -89,6 +89,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "kvm.power": _OPERATORS,  # a PiKVM's power buttons (on, off, reset)
     "kvm.media": _OPERATORS,  # mount an ISO library image on a PiKVM, eject
     "users.manage": frozenset({"admin"}),
+    "kvm.watch": frozenset({"viewer", "auditor", "operator", "admin"}),  # console video
+    "kvm.console": _OPERATORS,  # console keyboard and mouse
 }
 
 

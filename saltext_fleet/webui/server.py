@@ -28,6 +28,7 @@ from saltext_fleet import config
 from saltext_fleet.core import secrets as core_secrets
 from saltext_fleet.store import audit as store_audit
 from saltext_fleet.store import engine as store_engine
+from saltext_fleet.webui import kvm_webrtc
 from saltext_fleet.webui.app import create_app
 from saltext_fleet.webui.auth import parse_session_id, session_owner
 from saltext_fleet.webui.base import WebContext
@@ -128,9 +129,13 @@ def build(opts: dict, loop: asyncio.AbstractEventLoop | None = None):
     flask_app = create_app(ctx)
     executor = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="fleet-ui")
     container = tornado.wsgi.WSGIContainer(flask_app, executor=executor)
+    # KVM console, WebRTC path: aiortc peers on this loop (kvm_webrtc.py)
+    webrtc_peers = kvm_webrtc.PeerRegistry(engine, ctx.ended_sessions)
+    webrtc_routes = kvm_webrtc.routes(ctx, flask_app, webrtc_peers)
     app = tornado.web.Application(
         [
             (r"/ws/live", LiveSocket, {"ctx": ctx, "flask_app": flask_app}),
+            *webrtc_routes,
             (r".*", tornado.web.FallbackHandler, {"fallback": container}),
         ],
         websocket_max_message_size=64 * 1024,
@@ -138,6 +143,7 @@ def build(opts: dict, loop: asyncio.AbstractEventLoop | None = None):
         websocket_ping_interval=20,
         websocket_ping_timeout=60,
     )
+    app.settings["kvm_webrtc_peers"] = webrtc_peers
     return app, ctx, executor
 
 
@@ -182,6 +188,7 @@ async def serve(
     try:
         await (stop.wait() if stop is not None else asyncio.Event().wait())
     finally:
+        await app.settings["kvm_webrtc_peers"].close_all()
         ctx.live.stop()
         server.stop()
         await server.close_all_connections()

@@ -29,6 +29,7 @@ OPERATOR_PERMISSIONS = [
     "vulns.triage",
     "kvm.power",
     "kvm.media",
+    "kvm.console",
 ]
 
 
@@ -63,6 +64,8 @@ def test_permission_table_is_complete():
         "jobs.view",
         "jobs.returns",
         "tokens.own",
+        "kvm.watch",
+        "kvm.console",
     }
 
 
@@ -131,7 +134,13 @@ def test_unknown_role_holds_nothing(role):
 
 
 def test_permissions_of_viewer():
-    assert webauth.permissions_of("viewer") == {"view", "jobs.view", "tokens.own"}
+    assert webauth.permissions_of("viewer") == {"view", "jobs.view", "tokens.own", "kvm.watch"}
+
+
+@pytest.mark.parametrize("role", ["viewer", "auditor", "operator", "admin"])
+def test_every_role_may_watch_a_console_only_operators_type(role):
+    assert webauth.allowed(role, "kvm.watch")
+    assert webauth.allowed(role, "kvm.console") is (role in ("operator", "admin"))
 
 
 @pytest.mark.parametrize("role", ["viewer", "auditor", "operator", "admin"])
