@@ -87,6 +87,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "baselines.edit": _OPERATORS,
     "vulns.triage": _OPERATORS,  # decide and revoke triage of vulnerability findings
     "users.manage": frozenset({"admin"}),
+    "kvm.watch": _ALL,  # a PiKVM's console: its video and state, no input
+    "kvm.console": _OPERATORS,  # type and move the mouse on a PiKVM's console
 }
 
 

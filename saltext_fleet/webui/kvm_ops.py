@@ -7,11 +7,13 @@ written by ``salt-run fleet.kvm_add`` (credentials never reach the web layer).
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 from typing import Any
 
-from flask import abort, request
+from flask import abort, g, request, url_for
 
 from saltext_fleet.core import gate as core_gate
+from saltext_fleet.core import webauth
 from saltext_fleet.store import kvm as store_kvm
 from saltext_fleet.webui import charts
 from saltext_fleet.webui.base import ctx
@@ -57,6 +59,33 @@ def device_page(name: str) -> dict[str, Any]:
     since = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=hours)
     history = store_kvm.poll_history(ctx().engine, name, since=since)
     return {"device": found, "history": history, "hours": hours, "windows": WINDOWS}
+
+
+def webrtc_available() -> bool:
+    """Whether this engine has the WebRTC peer (``saltext_fleet.kvm.webrtc``): the console
+    page then offers it first, MJPEG being the fallback."""
+    try:
+        return importlib.util.find_spec("saltext_fleet.kvm.webrtc") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def console_page(name: str) -> dict[str, Any]:
+    """The device, where its video and websocket are, and whether this user may type."""
+    valid_device(name)
+    with ctx().engine.connect() as conn:
+        try:
+            found = store_kvm.device(conn, name)
+        except store_kvm.KvmStoreError:
+            abort(404, description=f"no KVM device named {name!r}")
+    base = url_for("kvm.device", name=name)
+    return {
+        "device": found,
+        "input_allowed": webauth.allowed(g.user["role"], "kvm.console"),
+        "stream_url": f"{base}/console/stream",
+        "ws_path": f"{base}/console/ws",
+        "webrtc_url": f"{base}/console/webrtc" if webrtc_available() else "",
+    }
 
 
 def temperature_chart(history: list[dict[str, Any]], threshold: float | None) -> str:

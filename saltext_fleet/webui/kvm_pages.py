@@ -1,6 +1,7 @@
 """The PiKVM pages and their JSON API: every registered device with its state, and one
-device with its polls over time (a temperature chart and the polls' table). Thin views over
-:mod:`saltext_fleet.webui.kvm_ops`; reading needs ``view``.
+device with its polls over time (a temperature chart and the polls' table), and a device's
+console page. Thin views over :mod:`saltext_fleet.webui.kvm_ops`; reading needs ``view``,
+the console ``kvm.watch`` (typing on it ``kvm.console``).
 
 Blueprints: ``kvm`` (the pages) and ``kvm_api`` (registered under ``/api/v1``).
 """
@@ -33,6 +34,14 @@ def device(name):
         chart=kvm_ops.temperature_chart(values["history"], kvm_ops.over_temp()),
         **values,
     )
+
+
+@bp.route("/kvm/<name>/console")
+@requires("kvm.watch")
+def console(name):
+    """A device's console: its video through the engine and, with ``kvm.console``, its
+    keyboard and mouse (the stream and the websocket are the engine's, :mod:`.console`)."""
+    return render_template("kvm_console.html", **kvm_ops.console_page(name))
 
 
 @api_bp.route("/kvm/devices")

@@ -27,6 +27,7 @@ OPERATOR_PERMISSIONS = [
     "nodes.edit",
     "baselines.edit",
     "vulns.triage",
+    "kvm.console",
 ]
 
 
@@ -59,10 +60,12 @@ def test_permission_table_is_complete():
         "jobs.view",
         "jobs.returns",
         "tokens.own",
+        "kvm.watch",
+        "kvm.console",
     }
 
 
-@pytest.mark.parametrize("permission", ["view", "jobs.view", "tokens.own"])
+@pytest.mark.parametrize("permission", ["view", "jobs.view", "tokens.own", "kvm.watch"])
 @pytest.mark.parametrize("role", ["viewer", "auditor", "operator", "admin"])
 def test_every_role_may_view_and_own_its_token(role, permission):
     assert webauth.allowed(role, permission)
@@ -127,7 +130,7 @@ def test_unknown_role_holds_nothing(role):
 
 
 def test_permissions_of_viewer():
-    assert webauth.permissions_of("viewer") == {"view", "jobs.view", "tokens.own"}
+    assert webauth.permissions_of("viewer") == {"view", "jobs.view", "tokens.own", "kvm.watch"}
 
 
 @pytest.mark.parametrize("role", ["viewer", "auditor", "operator", "admin"])

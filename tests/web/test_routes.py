@@ -34,6 +34,8 @@ ROUTE_ROLES = {
     # PiKVM devices: reading like the nodes (the registry is written by salt-run fleet.kvm_add)
     ("/kvm", "GET"): "viewer",
     ("/kvm/<name>", "GET"): "viewer",
+    # a device's console page: watching is every role's (kvm.watch), typing an operator's
+    ("/kvm/<name>/console", "GET"): "viewer",
     ("/vulns/<advisory_id>/triage", "POST"): "operator",
     ("/vulns/triage/<triage_id>/revoke", "POST"): "operator",
     ("/nodes/<minion_id>/action", "POST"): "operator",
