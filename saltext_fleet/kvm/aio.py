@@ -34,6 +34,7 @@ from saltext_fleet.kvm.errors import (
     KvmFingerprintError,
     KvmTimeoutError,
     KvmTlsError,
+    http_error,
 )
 from saltext_fleet.kvm.options import KvmOptions, format_fingerprint
 from saltext_fleet.kvm.tls import make_context
@@ -173,8 +174,7 @@ class KvmAio:
                 max_msg_size=4 * 1024 * 1024,
             )
         except aiohttp.WSServerHandshakeError as exc:
-            raise KvmConnectionError(
-                self.host, f"{request}: HTTP {exc.status} {exc.message}".rstrip()
-            ) from exc
+            # kvmd checks credentials before the upgrade: 401/403 are its answer
+            raise http_error(self.host, request, exc.status) from exc
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise self._error(request, exc) from exc

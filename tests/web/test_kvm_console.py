@@ -14,6 +14,7 @@ import aiohttp
 import pytest
 
 from saltext_fleet.kvm.console import BOUNDARY, MjpegSplitter
+from saltext_fleet.store import users as store_users
 from tests.support.fakekvmd import FakeKvmd
 from tests.support.kvmconsole import DEVICE, Session, console_audit, console_server
 from tests.support.waiting import wait_for as _wait_for
@@ -205,6 +206,27 @@ def test_logging_out_closes_the_console_and_its_stream(ui, fake):
     again.jar = dict(session.jar)
     status, _ = again.request("GET", STREAM)
     assert status == 401
+
+
+def test_a_role_change_closes_the_console_within_seconds(ui, fake):
+    """Demoted by ``saltext-fleet users`` (the store, not the users page): the live hub's
+    check (every 2 s) finds the session version moved."""
+    session = Session(ui["port"]).login("oper")
+
+    async def run():
+        async with aiohttp.ClientSession() as http:
+            ws = await ws_connect(http, ui, session)
+            assert (await next_json(ws))["input"] is True
+            began = time.monotonic()
+            with ui["engine"].begin() as conn:
+                store_users.set_role(conn, "oper", "viewer")
+            closed = await next_json(ws, timeout=6)
+            return closed, time.monotonic() - began
+
+    closed, took = asyncio.run(run())
+    assert closed == {"closed": "CLOSE", "code": 4401} and took < 4
+    # the cookie of the old session opens no console any more
+    assert session.request("GET", STREAM)[0] == 401
 
 
 def test_refusals_before_anything_reaches_the_device(ui, fake):
