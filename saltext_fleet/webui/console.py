@@ -50,7 +50,7 @@ from saltext_fleet.store import audit as store_audit
 from saltext_fleet.store import kvm as store_kvm
 from saltext_fleet.webui.auth import cookie_user
 from saltext_fleet.webui.base import WebContext
-from saltext_fleet.webui.live import SESSION_ENDED
+from saltext_fleet.webui.live import SESSION_ENDED, SocketSession
 
 log = logging.getLogger(__name__)
 
@@ -102,13 +102,18 @@ class Consoles:
 async def authorize(handler, consoles: Consoles, name: str) -> tuple[dict, Any]:
     """``(user, KvmOptions)`` for a console request of ``handler`` on device ``name``, or
     :class:`Refused` (401 without a session, 403 without ``kvm.watch``, 404 for no such
-    device). The store is read on the executor, never on the loop."""
+    device). The store is read on the executor, never on the loop. Sets ``handler.user``
+    (with ``handler.flask_app``, what the live hub reads to watch the session)."""
     ctx = consoles.ctx
     cookie = handler.get_cookie(consoles.flask_app.config["SESSION_COOKIE_NAME"])
     loop = asyncio.get_running_loop()
     user = await loop.run_in_executor(None, cookie_user, consoles.flask_app, ctx.engine, cookie)
     if user is None:
         raise Refused(401, "log in first")
+    handler.user = user
+    found = SocketSession.of(handler)
+    if found is None or found.sid in ctx.ended_sessions:
+        raise Refused(401, "session ended: log in again")  # a cookie kept after its logout
     if not webauth.allowed(user["role"], WATCH):
         raise Refused(403, f"your role ({user['role']}) may not {WATCH}")
 
@@ -187,6 +192,7 @@ class ConsoleStream(tornado.web.RequestHandler):
         self._reason = "browser went away"
         self._started = False
         self._frames = 0
+        self._closed = False
 
     async def get(self, name: str):
         try:
@@ -207,9 +213,10 @@ class ConsoleStream(tornado.web.RequestHandler):
             await audit.start()
             if self.ctx.live is not None:
                 self.ctx.live.add(self, broadcast=False)
-            self._pump = asyncio.ensure_future(self._stream(options))
+            # the hub may have found the session ended already (closing this at once)
+            self._pump = None if self._closed else asyncio.ensure_future(self._stream(options))
             try:
-                frames = await self._pump
+                frames = await self._pump if self._pump is not None else 0
             except asyncio.CancelledError:
                 frames = self._frames
             except KvmError as exc:
@@ -255,6 +262,7 @@ class ConsoleStream(tornado.web.RequestHandler):
 
     def close(self, code: int = SESSION_ENDED, reason: str = "") -> None:
         """The live hub ends this stream (the user's session ended)."""
+        self._closed = True
         self._reason = reason or "session ended"
         if self._pump is not None:
             self._pump.cancel()

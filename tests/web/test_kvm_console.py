@@ -172,6 +172,7 @@ def test_a_viewer_watches_but_its_keys_never_reach_the_device(ui, fake):
 
 def test_logging_out_closes_the_console_and_its_stream(ui, fake):
     session = Session(ui["port"]).login("oper")
+    before_logout = dict(session.jar)
 
     async def run():
         async with aiohttp.ClientSession() as http:
@@ -201,11 +202,18 @@ def test_logging_out_closes_the_console_and_its_stream(ui, fake):
     assert ws_took < 3 and ended and stream_took < 3
     ends = wait_for(lambda: len(ends_of(ui)) == 2 and ends_of(ui), timeout=5, what="both end rows")
     assert {r["details"]["reason"] for r in ends} == {"session ended: log in again"}
-    # the logged-out cookie opens nothing any more
-    again = Session(ui["port"])
-    again.jar = dict(session.jar)
-    status, _ = again.request("GET", STREAM)
-    assert status == 401
+    # the logged-out cookie, kept by someone, opens nothing any more
+    kept = Session(ui["port"])
+    kept.jar = before_logout
+    assert kept.request("GET", STREAM) == (401, "session ended: log in again")
+
+    async def ws_again():
+        async with aiohttp.ClientSession() as http:
+            with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+                await ws_connect(http, ui, kept)
+            return refused.value.status
+
+    assert asyncio.run(ws_again()) == 401
 
 
 def test_a_role_change_closes_the_console_within_seconds(ui, fake):
