@@ -87,8 +87,8 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "baselines.edit": _OPERATORS,
     "vulns.triage": _OPERATORS,  # decide and revoke triage of vulnerability findings
     "users.manage": frozenset({"admin"}),
-    "kvm.watch": _ALL,  # a PiKVM's console: its video and state, no input
-    "kvm.console": _OPERATORS,  # type and move the mouse on a PiKVM's console
+    "kvm.watch": frozenset({"viewer", "auditor", "operator", "admin"}),  # console video
+    "kvm.console": _OPERATORS,  # console keyboard and mouse
 }
 
 

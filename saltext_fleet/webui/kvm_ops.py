@@ -62,10 +62,13 @@ def device_page(name: str) -> dict[str, Any]:
 
 
 def webrtc_available() -> bool:
-    """Whether this engine has the WebRTC peer (``saltext_fleet.kvm.webrtc``): the console
-    page then offers it first, MJPEG being the fallback."""
+    """Whether this engine has the WebRTC peer (``saltext_fleet.kvm.webrtc`` and aiortc): the
+    console page then tries it first, MJPEG being the fallback."""
     try:
-        return importlib.util.find_spec("saltext_fleet.kvm.webrtc") is not None
+        return all(
+            importlib.util.find_spec(name) is not None
+            for name in ("aiortc", "saltext_fleet.kvm.webrtc")
+        )
     except (ImportError, ValueError):
         return False
 

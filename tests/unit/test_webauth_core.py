@@ -65,7 +65,7 @@ def test_permission_table_is_complete():
     }
 
 
-@pytest.mark.parametrize("permission", ["view", "jobs.view", "tokens.own", "kvm.watch"])
+@pytest.mark.parametrize("permission", ["view", "jobs.view", "tokens.own"])
 @pytest.mark.parametrize("role", ["viewer", "auditor", "operator", "admin"])
 def test_every_role_may_view_and_own_its_token(role, permission):
     assert webauth.allowed(role, permission)
@@ -131,6 +131,12 @@ def test_unknown_role_holds_nothing(role):
 
 def test_permissions_of_viewer():
     assert webauth.permissions_of("viewer") == {"view", "jobs.view", "tokens.own", "kvm.watch"}
+
+
+@pytest.mark.parametrize("role", ["viewer", "auditor", "operator", "admin"])
+def test_every_role_may_watch_a_console_only_operators_type(role):
+    assert webauth.allowed(role, "kvm.watch")
+    assert webauth.allowed(role, "kvm.console") is (role in ("operator", "admin"))
 
 
 @pytest.mark.parametrize("role", ["viewer", "auditor", "operator", "admin"])

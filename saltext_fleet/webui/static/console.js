@@ -3,21 +3,21 @@
  * Plain ES2017, no framework, nothing from a CDN. The page (kvm_console.html) names in
  * #console's data attributes where the video and the websocket are:
  *
- * - video: the engine's MJPEG stream (data-stream), read with fetch() and drawn frame by
- *   frame on #console-canvas (its data-frames counts the frames drawn);
- *   WebRTC first when the page has a data-webrtc URL and a script defined
- *   window.FleetConsoleWebRTC(options) -> Promise<boolean>; options are {url, device, video}
- *   (video: the #console-video element to play into). Resolving true means video is flowing
- *   there; false, a rejection or no answer within 8 s falls back to MJPEG.
+ * - video: WebRTC first when the page has a data-webrtc URL and kvm_webrtc.js defined
+ *   window.startWebRTC(video, device, {timeoutMs}) -> Promise<console> (the engine's aiortc
+ *   peer; the promise rejects when it does not connect in time); otherwise, or when it fails,
+ *   the engine's MJPEG stream (data-stream), read with fetch() and drawn frame by frame on
+ *   #console-canvas (its data-frames counts the frames drawn). #console data-video says which.
  * - keyboard and mouse: the websocket bridge (data-ws), which takes kvmd's JSON events
  *   ({"event_type": "key", "event": {"key": "KeyA", "state": true}}) and answers
  *   {"type": "ready" | "state" | "error" | "refused" | "pong", ...}. Only pages with
  *   data-input="1" listen to the keyboard and mouse; the engine refuses input from anyone
  *   else whatever the page does.
  *
- * window.fleetConsole.send(event) sends one event on the websocket (for a WebRTC script that
- * keeps the bridge for input, and for tests); window.fleetConsole.frames() is the number of
- * MJPEG frames drawn.
+ * With WebRTC connected, input goes over its DataChannel; otherwise over the websocket, which
+ * stays open either way for the device's state and the engine's messages.
+ * window.fleetConsole.send(event) sends one event the way input goes (tests use it);
+ * window.fleetConsole.frames() is the number of MJPEG frames drawn.
  */
 'use strict';
 
@@ -25,7 +25,7 @@
   var SESSION_ENDED = 4401;
   var MIN_DELAY = 1000;
   var MAX_DELAY = 30000;
-  var WEBRTC_WAIT = 8000;
+  var WEBRTC_WAIT = 5000;
   var MOUSE_MIN = -32768;
   var MOUSE_MAX = 32767;
   var BUTTONS = { 0: 'left', 1: 'middle', 2: 'right' };
@@ -168,30 +168,30 @@
     };
   }
 
+  /* Resolves to {rtc, stream}: the WebRTC console object, or the MJPEG reader. */
   function video(root, leaving) {
     var canvas = byId('console-canvas');
     var videoEl = byId('console-video');
-    var webrtcUrl = root.dataset.webrtc;
-    if (webrtcUrl && typeof window.FleetConsoleWebRTC === 'function') {
-      var timeout = new Promise(function (resolve) { setTimeout(resolve, WEBRTC_WAIT, false); });
-      var tried = Promise.resolve()
-        .then(function () {
-          return window.FleetConsoleWebRTC({ url: webrtcUrl, device: root.dataset.device, video: videoEl });
-        })
-        .catch(function () { return false; });
-      return Promise.race([tried, timeout]).then(function (ok) {
-        if (ok) {
-          videoEl.hidden = false;
-          canvas.hidden = true;
-          root.dataset.video = 'webrtc';
-          return null;
-        }
-        root.dataset.video = 'mjpeg';
-        return mjpeg(root, canvas, leaving);
-      });
+    var fallback = function () {
+      root.dataset.video = 'mjpeg';
+      return { rtc: null, stream: mjpeg(root, canvas, leaving) };
+    };
+    if (!root.dataset.webrtc || typeof window.startWebRTC !== 'function') {
+      return Promise.resolve(fallback());
     }
-    root.dataset.video = 'mjpeg';
-    return Promise.resolve(mjpeg(root, canvas, leaving));
+    root.dataset.video = 'trying-webrtc';
+    return Promise.resolve()
+      .then(function () {
+        return window.startWebRTC(videoEl, root.dataset.device, { timeoutMs: WEBRTC_WAIT });
+      })
+      .then(function (rtc) {
+        videoEl.hidden = false;
+        canvas.hidden = true;
+        root.dataset.video = 'webrtc';
+        rtc.onerror = showError;
+        return { rtc: rtc, stream: null };
+      })
+      .catch(fallback);
   }
 
   /* ---- keyboard and mouse: the websocket bridge ------------------------------------------ */
@@ -349,18 +349,28 @@
     var leavingNow = false;
     function leaving() { return leavingNow; }
     var link = bridge(root, leaving);
-    var stream = null;
-    video(root, leaving).then(function (s) { stream = s; });
-    if (root.dataset.input === '1') listen(root, link);
+    var media = { rtc: null, stream: null };
+    video(root, leaving).then(function (m) { media = m; });
+    /* input over WebRTC's DataChannel when it is up, else over the websocket */
+    var input = {
+      send: function (event) {
+        if (media.rtc && media.rtc.channel && media.rtc.channel.readyState === 'open') {
+          return media.rtc.send(event.event_type, event.event);
+        }
+        return link.send(event);
+      }
+    };
+    if (root.dataset.input === '1') listen(root, input);
     window.fleetConsole = {
-      send: link.send,
+      send: input.send,
       ready: link.isReady,
-      frames: function () { return stream ? stream.frames() : 0; }
+      frames: function () { return media.stream ? media.stream.frames() : 0; }
     };
     window.addEventListener('pagehide', function () {
       leavingNow = true;
       link.close();
-      if (stream) stream.stop();
+      if (media.stream) media.stream.stop();
+      if (media.rtc) media.rtc.close();
     });
   }
 
