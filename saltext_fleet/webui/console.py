@@ -60,6 +60,14 @@ WATCH = "kvm.watch"
 TYPE = "kvm.console"
 #: The close code when the device failed or went away (1011: the server's error).
 DEVICE_GONE = 1011
+#: A browser that takes no video frame for this long loses its stream.
+STALL_SECONDS = 30.0
+
+
+def _retrieved(future: asyncio.Future) -> None:
+    """Mark a flush's failure (the browser went away) as seen: the stream loop notices it."""
+    if not future.cancelled():
+        future.exception()
 
 
 class Refused(Exception):
@@ -192,6 +200,7 @@ class ConsoleStream(tornado.web.RequestHandler):
         self._reason = "browser went away"
         self._started = False
         self._frames = 0
+        self._dropped = 0
         self._closed = False
 
     async def get(self, name: str):
@@ -231,7 +240,7 @@ class ConsoleStream(tornado.web.RequestHandler):
             if self.ctx.live is not None:
                 self.ctx.live.remove(self)
             self.consoles.release(uid, "stream")
-            await audit.end(self._reason, frames=frames)
+            await audit.end(self._reason, frames=frames, dropped=self._dropped)
         if not self._finished:
             try:
                 self.finish()
@@ -239,6 +248,13 @@ class ConsoleStream(tornado.web.RequestHandler):
                 pass
 
     async def _stream(self, options) -> int:
+        """Frames from the device to the browser. The device is read at its own pace; a frame
+        that arrives while the browser has not taken the previous one is dropped (live video:
+        the newest frame matters, and nothing piles up in buffers), and a browser that takes
+        nothing for :data:`STALL_SECONDS` ends the stream."""
+        flushing: asyncio.Future | None = None
+        since = 0.0
+        loop = asyncio.get_running_loop()
         async with KvmAio(options) as kvm:
             async for frame in kvm.frames():
                 if not self._started:
@@ -247,11 +263,17 @@ class ConsoleStream(tornado.web.RequestHandler):
                     self.set_header("X-Content-Type-Options", "nosniff")
                     self.write(kvm_console.stream_start())
                     self._started = True
+                if flushing is not None and not flushing.done():
+                    self._dropped += 1
+                    if loop.time() - since > STALL_SECONDS:
+                        self._reason = f"browser took no frame for {STALL_SECONDS:g} s"
+                        return self._frames
+                    continue
+                if flushing is not None and flushing.exception() is not None:
+                    return self._frames  # the browser went away
                 self.write(kvm_console.mjpeg_part(frame))
-                try:
-                    await self.flush()  # back-pressure: a slow browser slows the reading
-                except tornado.iostream.StreamClosedError:
-                    return self._frames
+                flushing, since = self.flush(), loop.time()
+                flushing.add_done_callback(_retrieved)
                 self._frames += 1
         self._reason = "device ended the stream"
         return self._frames
