@@ -13,7 +13,8 @@ import pytest
 from saltext_fleet.kvm.aio import KvmAio
 from saltext_fleet.kvm.errors import KvmAuthError, KvmFingerprintError, KvmTlsError
 from saltext_fleet.kvm.options import load_options
-from tests.kvm.conftest import options_for
+from tests.kvm.conftest import PASSWORD, TOTP_SECRET, options_for
+from tests.support.fakekvmd import FakeKvmd
 
 
 def run(coro):
@@ -79,3 +80,12 @@ def test_wrong_credentials_say_so(fake):
         run(first_events(options_for(fake, password="wrong-pw")))
     with pytest.raises(KvmAuthError, match=r"GET /api/ws: HTTP 403"):
         run(first_events(options_for(fake, auth="headers", password="wrong-pw")))
+
+
+@pytest.mark.parametrize("auth", ["session", "headers"])
+def test_a_device_with_two_factors_gets_the_code_appended(certificate, auth):
+    with FakeKvmd(password=PASSWORD, totp_secret=TOTP_SECRET, certificate=certificate) as fake:
+        got = run(frames(options_for(fake, auth=auth, totp_secret=TOTP_SECRET), count=1))
+        assert len(got) == 1 and fake.seen("/streamer/stream")[-1].user == "admin"
+        with pytest.raises(KvmAuthError):  # without the code
+            run(frames(options_for(fake, auth=auth), count=1))
