@@ -18,8 +18,8 @@ password or a disabled user within its check interval (2 s). Typing needs ``kvm.
 (operator, admin): a viewer's input events are refused and never reach the device. Each
 user has at most :data:`MAX_PER_USER` streams and as many websockets open; every console
 session (each stream, each websocket) is audited when it starts and when it ends
-(``kvm.console.start`` / ``kvm.console.end``: who, the device, the channel, the role, whether
-input was allowed, start, end, and what was forwarded or refused).
+(``kvm.console.start`` / ``kvm.console.end``: who, the device, ``via`` (``mjpeg`` or ``ws``),
+the role, whether input was allowed, start, end, and what was forwarded or refused).
 
 A WebRTC peer (``/kvm/<name>/console/webrtc``) can reuse :func:`authorize` and the
 :class:`Consoles` registry; the page falls back to this MJPEG stream without it.
@@ -144,13 +144,13 @@ class AuditedSession:
     """One console session's audit rows: ``kvm.console.start`` now, ``kvm.console.end`` at
     :meth:`end` (once), both written on the executor."""
 
-    def __init__(self, ctx: WebContext, user: dict, device: str, channel: str, input_allowed: bool):
+    def __init__(self, ctx: WebContext, user: dict, device: str, via: str, input_allowed: bool):
         self.ctx = ctx
         self.actor = f"ui:{user['username']}"
         self.device = device
         self.details = {
             "session": secrets.token_hex(8),
-            "channel": channel,
+            "via": via,
             "role": user["role"],
             "input": input_allowed,
         }
@@ -216,7 +216,7 @@ class ConsoleStream(tornado.web.RequestHandler):
             self.set_status(429)
             self.finish(f"at most {self.consoles.max_per_user} console streams per user")
             return
-        audit = AuditedSession(self.ctx, self.user, name, "stream", False)
+        audit = AuditedSession(self.ctx, self.user, name, "mjpeg", False)
         frames = 0
         try:
             await audit.start()

@@ -115,7 +115,7 @@ def test_an_operators_keys_reach_the_device_checked(ui, fake):
     rows = wait_for(lambda: ends_of(ui), timeout=5, what="the audit's end row")
     end = rows[-1]
     assert end["actor"] == "ui:oper"
-    assert end["details"]["channel"] == "ws" and end["details"]["input"] is True
+    assert end["details"]["via"] == "ws" and end["details"]["input"] is True
     assert end["details"]["role"] == "operator"
     assert end["details"]["forwarded"] == 3 and end["details"]["malformed"] == 2
     assert end["details"]["started"] <= end["details"]["ended"]
@@ -164,10 +164,10 @@ def test_a_viewer_watches_but_its_keys_never_reach_the_device(ui, fake):
     assert fake.seen("/streamer/stream")[-1].user == "admin"
     assert fake.hid_events == []
     ends = wait_for(lambda: len(ends_of(ui)) == 2 and ends_of(ui), timeout=5, what="two end rows")
-    by_channel = {r["details"]["channel"]: r["details"] for r in ends}
-    assert by_channel["ws"]["input"] is False and by_channel["ws"]["refused"] == 2
-    assert by_channel["ws"]["forwarded"] == 0 and by_channel["ws"]["role"] == "viewer"
-    assert by_channel["stream"]["frames"] >= 5
+    by_via = {r["details"]["via"]: r["details"] for r in ends}
+    assert by_via["ws"]["input"] is False and by_via["ws"]["refused"] == 2
+    assert by_via["ws"]["forwarded"] == 0 and by_via["ws"]["role"] == "viewer"
+    assert by_via["mjpeg"]["frames"] >= 5
 
 
 def test_logging_out_closes_the_console_and_its_stream(ui, fake):

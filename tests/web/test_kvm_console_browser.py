@@ -128,7 +128,7 @@ def test_the_console_shows_the_stream_and_only_an_operator_types(tmp_path):
                     for r in console_audit(ui["engine"])
                     if r["action"] == "kvm.console.end"
                     and r["actor"] == "ui:oper"
-                    and r["details"]["channel"] == "ws"
+                    and r["details"]["via"] == "ws"
                 ],
                 timeout=10,
                 interval=0.1,
