@@ -81,6 +81,23 @@ def session_owner(engine, uid: Any, version: Any) -> dict[str, Any] | None:
     return user
 
 
+def cookie_user(flask_app, engine, cookie: str | None) -> dict[str, Any] | None:
+    """The user a Flask session cookie belongs to (None when it is absent, forged, expired or
+    its user's sessions were ended): for the engine's websockets and streams, which Tornado
+    serves outside Flask's request handling."""
+    if not cookie:
+        return None
+    serializer = flask_app.session_interface.get_signing_serializer(flask_app)
+    try:
+        data = serializer.loads(
+            cookie, max_age=int(flask_app.permanent_session_lifetime.total_seconds())
+        )
+    except Exception:  # noqa: BLE001 - bad signature, expired, garbage
+        return None
+    # flask-login's key
+    return session_owner(engine, *(parse_session_id(data.get("_user_id")) or (None, None)))
+
+
 def load_user(user_id: str) -> WebUser | None:
     """flask-login's user loader."""
     user = session_owner(ctx().engine, *(parse_session_id(user_id) or (None, None)))

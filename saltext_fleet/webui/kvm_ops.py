@@ -14,11 +14,12 @@ thread of the engine; the page shows its progress from the slot's row.
 from __future__ import annotations
 
 import datetime as dt
+import importlib.util
 import logging
 import threading
 from typing import Any
 
-from flask import abort, g, request
+from flask import abort, g, request, url_for
 
 from saltext_fleet import config
 from saltext_fleet.core import gate as core_gate
@@ -198,6 +199,36 @@ def start_mount(name: str, iso: str) -> str:
 
     threading.Thread(target=run, name=f"fleet-ui-kvm-mount-{name}", daemon=True).start()
     return f"{name}: mounting {iso} started; its progress shows on this page."
+
+
+def webrtc_available() -> bool:
+    """Whether this engine has the WebRTC peer (``saltext_fleet.kvm.webrtc`` and aiortc): the
+    console page then tries it first, MJPEG being the fallback."""
+    try:
+        return all(
+            importlib.util.find_spec(name) is not None
+            for name in ("aiortc", "saltext_fleet.kvm.webrtc")
+        )
+    except (ImportError, ValueError):
+        return False
+
+
+def console_page(name: str) -> dict[str, Any]:
+    """The device, where its video and websocket are, and whether this user may type."""
+    valid_device(name)
+    with ctx().engine.connect() as conn:
+        try:
+            found = store_kvm.device(conn, name)
+        except store_kvm.KvmStoreError:
+            abort(404, description=f"no KVM device named {name!r}")
+    base = url_for("kvm.device", name=name)
+    return {
+        "device": found,
+        "input_allowed": webauth.allowed(g.user["role"], "kvm.console"),
+        "stream_url": f"{base}/console/stream",
+        "ws_path": f"{base}/console/ws",
+        "webrtc_url": f"{base}/console/webrtc" if webrtc_available() else "",
+    }
 
 
 def temperature_chart(history: list[dict[str, Any]], threshold: float | None) -> str:

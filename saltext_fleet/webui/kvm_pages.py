@@ -1,7 +1,9 @@
 """The PiKVM pages and their JSON API: every registered device with its state, and one
-device with its polls over time (a temperature chart and the polls' table), and the device
+device with its polls over time (a temperature chart and the polls' table), the device
 page's buttons: power (``kvm.power``), mount an image of the ISO library and eject
-(``kvm.media``). Thin views over :mod:`saltext_fleet.webui.kvm_ops`; reading needs ``view``.
+(``kvm.media``), and a device's console page. Thin views over
+:mod:`saltext_fleet.webui.kvm_ops`; reading needs ``view``, the console ``kvm.watch``
+(typing on it ``kvm.console``).
 
 Blueprints: ``kvm`` (the pages) and ``kvm_api`` (registered under ``/api/v1``).
 """
@@ -59,6 +61,14 @@ def eject(name):
     """Eject the device's virtual drive."""
     flash(kvm_ops.eject(name))
     return redirect(url_for("kvm.device", name=name), 303)
+
+
+@bp.route("/kvm/<name>/console")
+@requires("kvm.watch")
+def console(name):
+    """A device's console: its video through the engine and, with ``kvm.console``, its
+    keyboard and mouse (the stream and the websocket are the engine's, :mod:`.console`)."""
+    return render_template("kvm_console.html", **kvm_ops.console_page(name))
 
 
 @api_bp.route("/kvm/devices")

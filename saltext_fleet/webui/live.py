@@ -117,13 +117,18 @@ class Hub:
         self.looks = 0
 
     # sockets (called on the loop)
-    def add(self, socket) -> None:
+    def add(self, socket, broadcast: bool = True) -> None:
+        """Watch ``socket``'s session (closing it when the session ends) and, with
+        ``broadcast``, send it the overview's updates. Anything with the handler's ``user``,
+        ``flask_app``, ``get_cookie`` and ``close(code, reason)`` can be watched: the KVM
+        console's websocket and its video stream are, without the updates."""
         found = SocketSession.of(socket)
         if found is None or found.sid in self._ended:
             self._close([socket])
             return
         with self._lock:
-            self._sockets.add(socket)
+            if broadcast:
+                self._sockets.add(socket)
             self._sessions[socket] = found
             if self._guard is None:
                 self._guard = threading.Thread(

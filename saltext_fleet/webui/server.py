@@ -4,6 +4,7 @@
   pool, so a slow page never blocks the loop;
 - ``/ws/live``: a native Tornado websocket for the overview's live updates, authenticated by
   the same session cookie as the pages (and refused from another origin);
+- the KVM console's video stream and websocket bridge (:mod:`.console`);
 - TLS when ``fleet:ui:tls_cert`` and ``tls_key`` are set;
 - deadlines for slow clients, a cap on connections per client address and a clear answer to
   the wrong protocol (:mod:`.guard`).
@@ -17,7 +18,6 @@ import os
 import ssl
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 from urllib.parse import urlsplit
 
 import tornado.web
@@ -28,9 +28,9 @@ from saltext_fleet import config
 from saltext_fleet.core import secrets as core_secrets
 from saltext_fleet.store import audit as store_audit
 from saltext_fleet.store import engine as store_engine
-from saltext_fleet.webui import kvm_webrtc
+from saltext_fleet.webui import console, kvm_webrtc
 from saltext_fleet.webui.app import create_app
-from saltext_fleet.webui.auth import parse_session_id, session_owner
+from saltext_fleet.webui.auth import cookie_user as session_user
 from saltext_fleet.webui.base import WebContext
 from saltext_fleet.webui.eauth import make_checker
 from saltext_fleet.webui.guard import GuardedHTTPServer
@@ -49,22 +49,6 @@ LISTEN_BACKLOG = 1024
 
 def secret_key_path(opts: dict) -> str:
     return os.path.join(opts.get("pki_dir") or opts["cachedir"], "fleet-ui.secret")
-
-
-def session_user(flask_app, engine, cookie: str | None) -> dict[str, Any] | None:
-    """The user a Flask session cookie belongs to (None when it is absent, forged, expired or
-    its user's sessions were ended)."""
-    if not cookie:
-        return None
-    serializer = flask_app.session_interface.get_signing_serializer(flask_app)
-    try:
-        data = serializer.loads(
-            cookie, max_age=int(flask_app.permanent_session_lifetime.total_seconds())
-        )
-    except Exception:  # noqa: BLE001 - bad signature, expired, garbage
-        return None
-    # flask-login's key
-    return session_owner(engine, *(parse_session_id(data.get("_user_id")) or (None, None)))
 
 
 class LiveSocket(tornado.websocket.WebSocketHandler):
@@ -136,6 +120,7 @@ def build(opts: dict, loop: asyncio.AbstractEventLoop | None = None):
         [
             (r"/ws/live", LiveSocket, {"ctx": ctx, "flask_app": flask_app}),
             *webrtc_routes,
+            *console.routes(ctx, flask_app),
             (r".*", tornado.web.FallbackHandler, {"fallback": container}),
         ],
         websocket_max_message_size=64 * 1024,

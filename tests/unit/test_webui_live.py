@@ -76,3 +76,37 @@ def test_with_the_poll_off_only_a_poke_wakes_the_hub(tmp_path, poll, expected):
         looker.join(10)
         store_engine.dispose_all()
     assert not looker.is_alive()
+
+
+class ClosingSocket(Socket):
+    def __init__(self):
+        super().__init__()
+        self.closed = None
+
+    def close(self, code, reason):
+        self.closed = (code, reason)
+
+
+def test_a_watched_socket_gets_no_updates_but_closes_with_its_session(tmp_path, monkeypatch):
+    """The KVM console's websocket and stream: the hub ends them with the session, and
+    sends them none of the overview's messages."""
+    engine = store_engine.get_engine(f"sqlite:///{tmp_path / 'fleet.db'}")
+    store_engine.ensure_schema(engine)
+    hub = Hub(engine, schedule=lambda fn: fn(), idle_seconds=None)
+    overview, console = ClosingSocket(), ClosingSocket()
+    session = SocketSession(1, 1, "sid-1", time.time() + 3600)
+    # the cookie check (tests/store/test_webui_sessions.py covers it) finds this session
+    monkeypatch.setattr(SocketSession, "of", classmethod(lambda cls, socket: session))
+    try:
+        hub.add(overview)
+        hub.add(console, broadcast=False)
+        assert len(hub) == 1  # only the overview's socket counts as a listener
+        hub.look()
+        assert overview.messages and console.messages == []
+        hub.end_session("sid-1")
+        assert console.closed == (4401, "session ended: log in again")
+        assert overview.closed == (4401, "session ended: log in again")
+        assert len(hub) == 0 and not hub._sessions
+    finally:
+        hub.stop()
+        store_engine.dispose_all()

@@ -107,3 +107,19 @@ def test_no_device_yet_says_how_to_add_one(engine, logged_in):
     client, _csrf = logged_in("viewer")
     page = text(client.get("/kvm"))
     assert 'id="kvm-empty"' in page and "salt-run fleet.kvm_add" in page
+
+
+def test_the_console_page_says_who_may_type(devices, logged_in):
+    viewer, _csrf = logged_in("viewer")
+    device = text(viewer.get("/kvm/pikvm-web1"))
+    assert 'id="kvm-console-link"' in device and "Console (view only)" in device
+    page = text(viewer.get("/kvm/pikvm-web1/console"))
+    root = re.search(r'<section class="card console" id="console"(.*?)>', page, re.S).group(1)
+    assert 'data-stream="/kvm/pikvm-web1/console/stream"' in root
+    assert 'data-ws="/kvm/pikvm-web1/console/ws"' in root
+    assert 'data-input="0"' in root and "view only" in page
+    assert PASSWORD not in page
+    operator, _csrf = logged_in("operator")
+    assert 'data-input="1"' in text(operator.get("/kvm/pikvm-web1/console"))
+    assert "Console (view only)" not in text(operator.get("/kvm/pikvm-web1"))
+    assert viewer.get("/kvm/pikvm-nope/console").status_code == 404

@@ -38,6 +38,8 @@ ROUTE_ROLES = {
     ("/kvm/<name>/power", "POST"): "operator",
     ("/kvm/<name>/media/mount", "POST"): "operator",
     ("/kvm/<name>/media/eject", "POST"): "operator",
+    # a device's console page: watching is every role's (kvm.watch), typing an operator's
+    ("/kvm/<name>/console", "GET"): "viewer",
     ("/vulns/<advisory_id>/triage", "POST"): "operator",
     ("/vulns/triage/<triage_id>/revoke", "POST"): "operator",
     ("/nodes/<minion_id>/action", "POST"): "operator",

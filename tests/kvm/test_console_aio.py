@@ -1,0 +1,91 @@
+"""The console's asyncio connections to kvmd (saltext_fleet.kvm.aio) against the fake kvmd:
+both ways of authenticating, the TLS rules (pinned, a CA bundle, refused), and errors that
+name the device and what failed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import pytest
+
+from saltext_fleet.kvm.aio import KvmAio
+from saltext_fleet.kvm.errors import KvmAuthError, KvmFingerprintError, KvmTlsError
+from saltext_fleet.kvm.options import load_options
+from tests.kvm.conftest import PASSWORD, TOTP_SECRET, options_for
+from tests.support.fakekvmd import FakeKvmd
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+async def frames(options, count=3) -> list[bytes]:
+    got = []
+    async with KvmAio(load_options(options)) as kvm:
+        async for frame in kvm.frames():
+            got.append(frame)
+            if len(got) == count:
+                return got
+    return got
+
+
+async def first_events(options, count=3) -> list[dict]:
+    async with KvmAio(load_options(options)) as kvm:
+        ws = await kvm.events()
+        try:
+            out = []
+            while len(out) < count:
+                msg = await ws.receive(timeout=5)
+                assert msg.type == aiohttp.WSMsgType.TEXT
+                out.append(json.loads(msg.data))
+            await ws.send_str(
+                json.dumps({"event_type": "key", "event": {"key": "KeyQ", "state": True}})
+            )
+            return out
+        finally:
+            await ws.close()
+
+
+@pytest.mark.parametrize("auth", ["session", "headers"])
+def test_frames_and_events_with_either_auth(fake, auth):
+    got = run(frames(options_for(fake, auth=auth)))
+    assert len(got) == 3 and all(f.startswith(b"\xff\xd8") and f.endswith(b"\xff\xd9") for f in got)
+    events = run(first_events(options_for(fake, auth=auth)))
+    assert events[0] == {"event_type": "loop", "event": {"version": {"major": 4, "minor": 197}}}
+    seen = {r.auth for r in fake.seen() if r.path in ("/streamer/stream", "/api/ws")}
+    assert seen == ({"token"} if auth == "session" else {"xhdr"})
+    assert [e["key"] for e in fake.hid_events if e["type"] == "key"] == ["KeyQ"]
+
+
+def test_a_ca_bundle_verifies_the_device(fake):
+    got = run(frames(options_for(fake, fingerprint=None, verify=fake.cert_path), count=1))
+    assert len(got) == 1
+
+
+def test_an_unverified_certificate_gets_nothing(fake):
+    with pytest.raises(KvmTlsError, match="certificate verification failed") as exc:
+        run(frames(options_for(fake, fingerprint=None)))
+    assert str(exc.value).startswith("kvm 127.0.0.1: ")
+    with pytest.raises(KvmFingerprintError, match="nothing was sent"):
+        run(first_events(options_for(fake, fingerprint="cd" * 32)))
+    assert fake.requests == []
+
+
+def test_wrong_credentials_say_so(fake):
+    with pytest.raises(KvmAuthError, match=r"GET /streamer/stream: HTTP 403"):
+        run(frames(options_for(fake, auth="headers", password="wrong-pw")))
+    with pytest.raises(KvmAuthError, match=r"POST /api/auth/login: HTTP 403"):
+        run(first_events(options_for(fake, password="wrong-pw")))
+    with pytest.raises(KvmAuthError, match=r"GET /api/ws: HTTP 403"):
+        run(first_events(options_for(fake, auth="headers", password="wrong-pw")))
+
+
+@pytest.mark.parametrize("auth", ["session", "headers"])
+def test_a_device_with_two_factors_gets_the_code_appended(certificate, auth):
+    with FakeKvmd(password=PASSWORD, totp_secret=TOTP_SECRET, certificate=certificate) as fake:
+        got = run(frames(options_for(fake, auth=auth, totp_secret=TOTP_SECRET), count=1))
+        assert len(got) == 1 and fake.seen("/streamer/stream")[-1].user == "admin"
+        with pytest.raises(KvmAuthError):  # without the code
+            run(frames(options_for(fake, auth=auth), count=1))
