@@ -1,0 +1,111 @@
+"""The pieces of bench/kvm.py that decide its figures, run without timing anything: the
+latency bookkeeping, the poll checks, the verdict, and the in-bench console forwarder
+(a key sent to it reaches the fake kvmd as a key event)."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import time
+
+import pytest
+
+from tests.kvm.conftest import options_for
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location(
+        "bench_kvm", os.path.join(ROOT, "bench", "kvm.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_percentile_and_split(bench):
+    assert bench.percentile([5, 1, 4, 2, 3], 50) == 3
+    assert bench.percentile(list(range(1, 101)), 95) == 95
+    assert bench.percentile([7.0], 95) == 7.0
+    with pytest.raises(ValueError):
+        bench.percentile([], 95)
+    assert bench.split_counts(200, 3) == [67, 67, 66]
+    assert bench.split_counts(2, 5) == [1, 1]
+
+
+def test_key_events_release_each_key_before_the_next(bench):
+    events = bench.key_events(6)
+    assert events == [
+        ("KeyA", True),
+        ("KeyA", False),
+        ("KeyS", True),
+        ("KeyS", False),
+        ("KeyD", True),
+        ("KeyD", False),
+    ]
+
+
+def test_latencies_need_exactly_the_events_sent(bench):
+    plan = bench.key_events(2)
+    got = [{"key": "KeyA", "state": True}, {"key": "KeyA", "state": False}]
+    assert bench.latencies_ms([1.0, 2.0], [1.003, 2.010], got, plan) == pytest.approx([3.0, 10.0])
+    with pytest.raises(ValueError, match="not the 2 events sent"):
+        bench.latencies_ms([1.0, 2.0], [1.003, 2.010], got[:1], plan)
+    with pytest.raises(ValueError, match="not the 2 events sent"):
+        bench.latencies_ms([1.0, 2.0], [1.0, 2.0], list(reversed(got)), plan)
+
+
+def test_added_latency_is_per_pair(bench):
+    assert bench.added_latency_ms([3.0, 5.0, 12.0], [1.0, 2.0, 9.0]) == [2.0, 3.0, 3.0]
+    assert bench.added_latency_ms([1.0], [2.0]) == [-1.0]
+    with pytest.raises(ValueError):
+        bench.added_latency_ms([1.0, 2.0], [1.0])
+
+
+def test_poll_checks_catch_a_device_answering_for_another(bench):
+    good = {"online": True, "temperature": bench.device_temperature(0)}
+    results = {
+        bench.device_name(0): {"poll": good},
+        bench.device_name(1): {"poll": dict(good)},  # device 0's temperature: wrong device
+        bench.device_name(2): {"poll": {"online": False, "error": "kvm 127.0.0.1: timed out"}},
+    }
+    failed = bench.check_polls(results, range(4))
+    assert [f["device"] for f in failed] == ["pikvm-001", "pikvm-002", "pikvm-003"]
+    assert "temperature" in failed[0]["why"] and failed[1]["why"] == "kvm 127.0.0.1: timed out"
+    assert failed[2]["why"] == "not polled"
+    assert bench.device_temperature(1) != bench.device_temperature(0)
+
+
+def test_verdict_and_figures(bench):
+    assert bench.verdict(4.9, 19.0, 0) is True
+    assert bench.verdict(5.1, 1.0, 0) is False
+    assert bench.verdict(1.0, 20.5, 0) is False
+    assert bench.verdict(1.0, 1.0, 1) is False
+    assert bench.verdict(1.0, None, 0) is False
+    figures = bench.cycle_figures([1.0, 3.0, 2.0], [0.2, 0.4, 0.3], 100)
+    assert figures["cycle_s"] == 3.0 and figures["cycle_s_median"] == 2.0
+    assert figures["cpu_ms_per_device"] == 3.0
+
+
+def test_the_in_bench_forwarder_delivers_keys_to_kvmd(bench, fake):
+    bridge = bench.start_bridge({"pikvm-1": options_for(fake)})
+    try:
+        browser = bench.open_browser_ws(bridge.port, bridge.url_path("pikvm-1"))
+        try:
+            for key, state in bench.key_events(4):
+                browser.send_text(bench.bridge_key_message(key, state))
+            deadline = time.monotonic() + 10
+            while len(fake.hid_record()[0]) < 4:
+                assert time.monotonic() < deadline, f"only {fake.hid_events} reached the fake"
+                time.sleep(0.02)
+        finally:
+            browser.close()
+    finally:
+        bridge.stop()
+    events, times = fake.hid_record()
+    assert [(e["via"], e["key"], e["state"]) for e in events] == [
+        ("ws-bin", key, state) for key, state in bench.key_events(4)
+    ]
+    assert times == sorted(times) and len(times) == 4
