@@ -96,10 +96,7 @@ def test_the_in_bench_forwarder_delivers_keys_to_kvmd(bench, fake):
         try:
             for key, state in bench.key_events(4):
                 browser.send_text(bench.bridge_key_message(key, state))
-            deadline = time.monotonic() + 10
-            while len(fake.hid_record()[0]) < 4:
-                assert time.monotonic() < deadline, f"only {fake.hid_events} reached the fake"
-                time.sleep(0.02)
+            wait_for_events(fake, 4)
         finally:
             browser.close()
     finally:
@@ -109,3 +106,32 @@ def test_the_in_bench_forwarder_delivers_keys_to_kvmd(bench, fake):
         ("ws-bin", key, state) for key, state in bench.key_events(4)
     ]
     assert times == sorted(times) and len(times) == 4
+
+
+def test_the_key_client_sends_on_both_paths_and_waits_before_closing(bench, fake):
+    bridge = bench.start_bridge({"pikvm-1": options_for(fake)})
+    seen_before_close = []
+    try:
+        sent = bench.send_keys(
+            options_for(fake),
+            bridge.port,
+            bridge.url_path("pikvm-1"),
+            events=6,
+            interval_s=0.001,
+            before_close=lambda sent: seen_before_close.append(wait_for_events(fake, 12)),
+        )
+    finally:
+        bridge.stop()
+    assert len(sent["direct_sent"]) == len(sent["bridge_sent"]) == 6
+    # each bridged event is sent right after its direct twin
+    assert all(d <= b for d, b in zip(sent["direct_sent"], sent["bridge_sent"], strict=True))
+    events = seen_before_close[0]
+    assert sorted((e["key"], e["state"]) for e in events) == sorted(bench.key_events(6) * 2)
+
+
+def wait_for_events(fake, count: int) -> list[dict]:
+    deadline = time.monotonic() + 10
+    while len(fake.hid_record()[0]) < count:
+        assert time.monotonic() < deadline, f"only {fake.hid_events} reached the fake"
+        time.sleep(0.02)
+    return fake.hid_record()[0]
