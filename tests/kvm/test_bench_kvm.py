@@ -135,3 +135,19 @@ def wait_for_events(fake, count: int) -> list[dict]:
         assert time.monotonic() < deadline, f"only {fake.hid_events} reached the fake"
         time.sleep(0.02)
     return fake.hid_record()[0]
+
+
+def test_a_group_of_fakes_serves_each_device_on_its_own(bench):
+    from saltext_fleet.kvm.client import KvmClient
+    from tests.support.fakekvmd import FakeKvmdGroup
+
+    with FakeKvmdGroup(3, password=bench.PASSWORD) as group:
+        for index, fake in enumerate(group.fakes):
+            fake.cpu_temp = bench.device_temperature(index)
+        devices = [{"port": f.port, "fingerprint": f.fingerprint} for f in group.fakes]
+        assert len({d["port"] for d in devices}) == len({d["fingerprint"] for d in devices}) == 3
+        for index, device in enumerate(devices):
+            with KvmClient(bench.device_options(device)) as kvm:
+                health = kvm.info(["health"])["health"]
+            assert health["temp"]["cpu"] == bench.device_temperature(index)
+        assert [len(f.seen("/api/info")) for f in group.fakes] == [1, 1, 1]

@@ -4,7 +4,9 @@ No public fake of kvmd exists, so this one is built from kvmd's source (pikvm/kv
 August 2026) and runs as a real HTTPS server on loopback, on aiohttp like kvmd itself, in a
 thread of the test process, with a self-signed certificate made at start (``cryptography``).
 It records every HTTP request it saw (method, path, query, authenticated user, status) and
-every HID event, so tests assert what reached "the device".
+every HID event with its arrival time, so tests assert what reached "the device" (and a bench
+how long it took). :class:`FakeKvmdGroup` serves many fakes from one event loop, for a bench's
+fleet of devices.
 
 Faithful to (file of kvmd each comes from):
 
