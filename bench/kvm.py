@@ -50,7 +50,7 @@ of the output is one JSON object with ``devices``, ``cycle_s``, ``key_ms_p95`` a
 
 Usage (from the repository root)::
 
-    .venv/bin/python bench/kvm.py                  # 200 devices, about a minute here
+    .venv/bin/python bench/kvm.py                  # 200 devices, 40-70 s here
     .venv/bin/python bench/kvm.py --quick          # 20 devices, 2 s poll interval: a smoke run
 """
 
