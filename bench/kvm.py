@@ -41,9 +41,11 @@ figures are the 95th percentile of that, under three loads of the polling proces
   machine this is an overload of the bench's own making: the 200 fake devices (about as much
   CPU as the poller) then share its cores with the engine full time.
 
-The bridge measured is named in the output (``bridge``): until the web UI's console bridge is
-wired in, it is :class:`InBenchForwarder`, a minimal Tornado forwarder over the same kvm
-client path (see ``TODO(lead)`` there). ``loadavg`` is the machine's load at the end.
+The bridge measured is named in the output (``bridge``): the web UI's console bridge
+(:class:`WebUiBridge`: the engine's own web server in the polling process, an operator logged
+in through the login form) when the checkout has ``saltext_fleet.webui.console``, else
+:class:`InBenchForwarder`, a minimal Tornado forwarder over the same kvm client path (see
+``TODO(lead)`` there). ``loadavg`` is the machine's load at the end.
 
 Targets: ``cycle_s`` at most 5 s, ``key_ms_p95`` at most 20 ms, no failed device. The last line
 of the output is one JSON object with ``devices``, ``cycle_s``, ``key_ms_p95`` and ``ok``.
@@ -59,6 +61,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import resource
@@ -381,6 +384,8 @@ class InBenchForwarder:
     def __init__(self, devices: dict[str, dict]) -> None:
         self.devices = devices  # {name: client options}
         self.port: int | None = None
+        self.headers: dict[str, str] = {}
+        self.wait_ready = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server = None
@@ -448,21 +453,110 @@ class InBenchForwarder:
         self._loop = None
 
 
-def start_bridge(devices: dict[str, dict]):
-    """The bridge to measure: an object with ``name``, ``port``, ``url_path(device)`` and
-    ``stop()``. TODO(lead): swap in webui console bridge (start the web UI server with its
-    console handler and return a wrapper that logs a browser session in)."""
+class WebUiBridge:
+    """The web UI's console bridge (``saltext_fleet.webui.console``, ``/kvm/<name>/console/ws``)
+    served by the engine's own web server (``saltext_fleet.webui.server.serve``) on its event
+    loop in a thread of this process, reading the bench's store; the browser is an operator
+    logged in through the login form (its session cookie and the page's origin go with the
+    websocket, and it waits for the bridge's ``ready`` before typing)."""
+
+    name = "webui console bridge (saltext_fleet.webui.console)"
+    USER, PASSWORD = "bench-oper", "bench operator password 5521"
+
+    def __init__(self, opts: dict) -> None:
+        self.opts = opts
+        self.port: int | None = None
+        self.headers: dict[str, str] = {}
+        self.wait_ready = True
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> WebUiBridge:
+        from tests.support.kvmconsole import Session
+
+        from saltext_fleet import config
+        from saltext_fleet.store import engine as store_engine
+        from saltext_fleet.store import users as store_users
+        from saltext_fleet.webui import server
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        fleet = dict(self.opts["fleet"])
+        fleet["ui"] = {**dict(fleet.get("ui") or {}), "host": "127.0.0.1", "port": self.port}
+        opts = {**self.opts, "fleet": fleet}
+        engine = store_engine.get_engine(config.load(opts).db_url)
+        with engine.begin() as conn:
+            store_users.create_user(conn, self.USER, "operator", self.PASSWORD, rounds=4)
+        ready, failed = threading.Event(), []
+        self._loop = asyncio.new_event_loop()
+
+        def run() -> None:
+            asyncio.set_event_loop(self._loop)
+            self._stop = asyncio.Event()
+            try:
+                self._loop.run_until_complete(server.serve(opts, ready=ready, stop=self._stop))
+            except BaseException as exc:  # noqa: BLE001 - raised by start()
+                failed.append(exc)
+                ready.set()
+
+        self._thread = threading.Thread(target=run, name="bench-webui", daemon=True)
+        self._thread.start()
+        if not ready.wait(60) or failed:
+            raise RuntimeError(f"the engine's web server did not start: {failed!r}")
+        session = Session(self.port).login(self.USER, self.PASSWORD)
+        self.headers = {"Cookie": session.cookie, "Origin": f"http://127.0.0.1:{self.port}"}
+        return self
+
+    def url_path(self, name: str) -> str:
+        return f"/kvm/{name}/console/ws"
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+            self._thread.join(30)
+            self._loop = None
+
+
+def start_bridge(opts: dict, devices: dict[str, dict]):
+    """The bridge to measure: an object with ``name``, ``port``, ``headers`` (what the
+    browser's websocket request carries), ``wait_ready``, ``url_path(device)`` and
+    ``stop()``. The web UI's console bridge when this checkout has it
+    (:class:`WebUiBridge`), else the stand-in :class:`InBenchForwarder`.
+    TODO(lead): swap in webui console bridge (done by WebUiBridge once it is merged; drop the
+    stand-in then)."""
+    if importlib.util.find_spec("saltext_fleet.webui.console") is not None:
+        return WebUiBridge(opts).start()
     return InBenchForwarder(devices).start()
 
 
-def open_browser_ws(port: int, path: str):
+def open_browser_ws(port: int, path: str, headers: dict[str, str] | None = None):
     """A browser's websocket to the bridge, as :class:`saltext_fleet.kvm.ws.WebSocket` (the
     client the direct path uses too, so both paths send with the same code)."""
     from saltext_fleet.kvm.ws import WebSocket
 
     sock = socket.create_connection(("127.0.0.1", port), timeout=10)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return WebSocket.connect(sock, "bridge", f"127.0.0.1:{port}", path, {})
+    return WebSocket.connect(sock, "bridge", f"127.0.0.1:{port}", path, headers or {})
+
+
+def wait_for_ready(browser, timeout: float = 30.0) -> None:
+    """Read the bridge's messages until ``{"type": "ready"}`` (the device is connected)."""
+    from saltext_fleet.kvm.ws import OP_TEXT
+
+    deadline = time.monotonic() + timeout
+    while True:
+        opcode, payload = browser.recv(timeout=max(0.0, deadline - time.monotonic()))
+        if opcode != OP_TEXT:
+            continue
+        doc = json.loads(payload)
+        if doc.get("type") == "ready":
+            if not doc.get("input"):
+                raise RuntimeError(f"the bridge will not take input: {doc}")
+            return
+        if doc.get("type") in ("error", "refused"):
+            raise RuntimeError(f"the bridge refused the console: {doc}")
 
 
 def send_keys(
@@ -472,6 +566,8 @@ def send_keys(
     events: int,
     interval_s: float,
     before_close: Callable[[dict], object] = lambda sent: None,
+    bridge_headers: dict[str, str] | None = None,
+    wait_ready: bool = False,
 ) -> dict:
     """The client's side: ``events`` key events on each path, in turn, ``interval_s`` apart:
     straight to kvmd's ``/api/ws`` (``direct_options``) and to the bridge. ``{"direct_sent",
@@ -486,8 +582,10 @@ def send_keys(
     direct_sent, bridge_sent = [], []
     client = KvmClient(direct_options)
     direct = client.events()
-    browser = open_browser_ws(bridge_port, bridge_path)
+    browser = open_browser_ws(bridge_port, bridge_path, bridge_headers)
     try:
+        if wait_ready:
+            wait_for_ready(browser)
         next_at = time.monotonic()
         for key, state in key_events(events):
             direct_sent.append(time.monotonic())
@@ -536,6 +634,8 @@ def measure_keys(
         "direct_options": device_options(fleet.devices[direct_index]),
         "bridge_port": bridge.port,
         "bridge_path": bridge.url_path(device_name(bridge_index)),
+        "bridge_headers": bridge.headers,
+        "wait_ready": bridge.wait_ready,
         "events": events,
         "interval_s": interval_s,
     }
@@ -664,7 +764,7 @@ def run(args) -> dict:
             # the two key paths go to devices served by the same fake process
             direct_index, bridge_index = 0, 1
             bridge = start_bridge(
-                {device_name(bridge_index): device_options(fleet.devices[bridge_index])}
+                opts, {device_name(bridge_index): device_options(fleet.devices[bridge_index])}
             )
             try:
                 print(f"bridge measured: {bridge.name}", flush=True)

@@ -90,7 +90,7 @@ def test_verdict_and_figures(bench):
 
 
 def test_the_in_bench_forwarder_delivers_keys_to_kvmd(bench, fake):
-    bridge = bench.start_bridge({"pikvm-1": options_for(fake)})
+    bridge = bench.InBenchForwarder({"pikvm-1": options_for(fake)}).start()
     try:
         browser = bench.open_browser_ws(bridge.port, bridge.url_path("pikvm-1"))
         try:
@@ -109,7 +109,7 @@ def test_the_in_bench_forwarder_delivers_keys_to_kvmd(bench, fake):
 
 
 def test_the_key_client_sends_on_both_paths_and_waits_before_closing(bench, fake):
-    bridge = bench.start_bridge({"pikvm-1": options_for(fake)})
+    bridge = bench.InBenchForwarder({"pikvm-1": options_for(fake)}).start()
     seen_before_close = []
     try:
         sent = bench.send_keys(
