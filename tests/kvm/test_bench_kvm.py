@@ -151,3 +151,40 @@ def test_a_group_of_fakes_serves_each_device_on_its_own(bench):
                 health = kvm.info(["health"])["health"]
             assert health["temp"]["cpu"] == bench.device_temperature(index)
         assert [len(f.seen("/api/info")) for f in group.fakes] == [1, 1, 1]
+
+
+def test_the_web_ui_bridge_takes_the_bench_keys_to_kvmd(bench, fake, tmp_path):
+    # the web UI's console bridge (merged from the console work): runs where it exists
+    pytest.importorskip("saltext_fleet.webui.console")
+    from saltext_fleet import config
+    from saltext_fleet.core import secrets as core_secrets
+    from saltext_fleet.store import engine as store_engine
+    from saltext_fleet.store import kvm as store_kvm
+
+    opts = bench.master_opts(str(tmp_path), f"sqlite:///{tmp_path / 'fleet.db'}")
+    cfg = config.load(opts)
+    engine = store_engine.get_engine(cfg.db_url)
+    store_engine.ensure_schema(engine)
+    with engine.begin() as conn:
+        store_kvm.add_device(
+            conn, core_secrets.Vault.open(cfg.key_file), "pikvm-1", options_for(fake)
+        )
+    bridge = bench.start_bridge(opts, {})
+    try:
+        assert isinstance(bridge, bench.WebUiBridge) and "Cookie" in bridge.headers
+        bench.send_keys(
+            options_for(fake),
+            bridge.port,
+            bridge.url_path("pikvm-1"),
+            events=4,
+            interval_s=0.001,
+            before_close=lambda sent: wait_for_events(fake, 8),
+            bridge_headers=bridge.headers,
+            wait_ready=bridge.wait_ready,
+        )
+    finally:
+        bridge.stop()
+        store_engine.dispose_all()
+    events = fake.hid_record()[0]
+    bridged = [(e["key"], e["state"]) for e in events if e["via"] == "ws"]
+    assert bridged == bench.key_events(4)  # kvmd's JSON events, in order, through the bridge
