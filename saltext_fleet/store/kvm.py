@@ -17,7 +17,7 @@ import logging
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from saltext_fleet.core import secrets as core_secrets
@@ -156,11 +156,16 @@ def device_options(
     wanted = None if names is None else {check_name(n) for n in names}
     if wanted is not None:
         stmt = stmt.where(KvmDevice.name.in_(sorted(wanted)))
+    rows = conn.execute(stmt).all()
+    # one query for every device's credentials (a cycle over 200 devices made 400)
+    secrets = store_secrets.get_secrets(
+        conn, vault, store_secrets.KVM_SCOPE, SECRET_OPTIONS, None if wanted is None else wanted
+    )
     out = {}
-    for name, options in conn.execute(stmt):
+    for name, options in rows:
         raw = dict(options or {})
         for option in SECRET_OPTIONS:
-            value = store_secrets.get_secret(conn, vault, store_secrets.KVM_SCOPE, name, option)
+            value = secrets.get((name, option))
             if value:
                 raw[option] = value
         try:
@@ -192,17 +197,22 @@ def record_polls(
         select(KvmDevice.name, KvmDevice.status).where(KvmDevice.name.in_(sorted(polls)))
     ).all()
     alerts: dict[str, list[str]] = {}
-    history = []
+    history, changes = [], []
     for name, stored in rows:
         poll = polls[name]
         status, raised = health.evaluate(health.Status.from_dict(stored), poll, **thresholds)
         if raised:
             alerts[name] = raised
         history.append({"device": name, "polled_at": now, **poll.as_dict()})
+        changes.append({"b_name": name, "status": status.as_dict(), "last_poll": poll.as_dict()})
+    if changes:
+        # one executemany (pipelined by psycopg) instead of a round trip per device
+        table = KvmDevice.__table__
         conn.execute(
-            update(KvmDevice)
-            .where(KvmDevice.name == name)
-            .values(status=status.as_dict(), last_poll=poll.as_dict(), polled_at=now)
+            update(table)
+            .where(table.c.name == bindparam("b_name"))
+            .values(status=bindparam("status"), last_poll=bindparam("last_poll"), polled_at=now),
+            changes,
         )
     if history:
         conn.execute(dialect_insert(conn)(KvmPoll.__table__), history)

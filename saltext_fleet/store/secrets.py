@@ -9,6 +9,7 @@ token, so a rotation can tell what is left to re-encrypt.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import delete, select, update
@@ -66,6 +67,23 @@ def get_secret(
         )
     ).scalar()
     return None if token is None else vault.decrypt_text(token)
+
+
+def get_secrets(
+    conn: Connection,
+    vault: core_secrets.Vault,
+    scope: str,
+    names: Iterable[str],
+    owners: Iterable[str] | None = None,
+) -> dict[tuple[str, str], str]:
+    """``{(owner, name): value}`` of the secrets ``names`` in ``scope`` of every owner (or of
+    ``owners``): one query for many owners, where :func:`get_secret` is one per secret."""
+    stmt = select(Secret.owner, Secret.name, Secret.value).where(
+        Secret.scope == scope, Secret.name.in_(sorted(set(names)))
+    )
+    if owners is not None:
+        stmt = stmt.where(Secret.owner.in_(sorted(set(owners))))
+    return {(owner, name): vault.decrypt_text(token) for owner, name, token in conn.execute(stmt)}
 
 
 def secret_names(conn: Connection, scope: str, owner: str) -> list[str]:

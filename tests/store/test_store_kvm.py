@@ -126,3 +126,28 @@ def test_remove_takes_polls_and_credentials_along(engine, vault):
             store_kvm.device(conn, "pikvm-1")
         with pytest.raises(store_kvm.KvmStoreError, match="no KVM device named 'pikvm-1'"):
             store_kvm.device_options(conn, vault, ["pikvm-1"])
+
+
+def test_every_devices_credentials_come_back_its_own(engine, vault):
+    # device_options reads all credentials in one query: each device must get its own
+    with engine.begin() as conn:
+        for i in range(3):
+            extra = {"totp_secret": TOTP} if i == 1 else {}
+            store_kvm.add_device(
+                conn, vault, f"pikvm-{i}", {**options(), "password": f"pw-{i}-x", **extra}
+            )
+        store_secrets.put_secret(conn, vault, "node", "pikvm-0", "password", "not-this")
+    with engine.connect() as conn:
+        every = store_kvm.device_options(conn, vault)
+        some = store_kvm.device_options(conn, vault, ["pikvm-2"])
+        found = store_secrets.get_secrets(
+            conn, vault, store_secrets.KVM_SCOPE, ["password"], owners=["pikvm-0", "pikvm-9"]
+        )
+    assert {name: o.password for name, o in every.items()} == {
+        "pikvm-0": "pw-0-x",
+        "pikvm-1": "pw-1-x",
+        "pikvm-2": "pw-2-x",
+    }
+    assert [n for n, o in every.items() if o.totp_secret] == ["pikvm-1"]
+    assert list(some) == ["pikvm-2"] and some["pikvm-2"].password == "pw-2-x"
+    assert found == {("pikvm-0", "password"): "pw-0-x"}

@@ -4,7 +4,9 @@ No public fake of kvmd exists, so this one is built from kvmd's source (pikvm/kv
 August 2026) and runs as a real HTTPS server on loopback, on aiohttp like kvmd itself, in a
 thread of the test process, with a self-signed certificate made at start (``cryptography``).
 It records every HTTP request it saw (method, path, query, authenticated user, status) and
-every HID event, so tests assert what reached "the device".
+every HID event with its arrival time, so tests assert what reached "the device" (and a bench
+how long it took). :class:`FakeKvmdGroup` serves many fakes from one event loop, for a bench's
+fleet of devices.
 
 Faithful to (file of kvmd each comes from):
 
@@ -467,6 +469,9 @@ class FakeKvmd:
         self.port: int | None = None
         self.requests: list[SeenRequest] = []
         self.hid_events: list[dict] = []
+        # time.monotonic() of each HID event's arrival (CLOCK_MONOTONIC: comparable across
+        # the processes of one machine), in step with hid_events
+        self.hid_event_times: list[float] = []
         self.printed: list[dict] = []
         self.atx_clicks: list[str] = []
         self._lock = threading.Lock()
@@ -484,6 +489,7 @@ class FakeKvmd:
         with self._lock:
             self.requests.clear()
             self.hid_events.clear()
+            self.hid_event_times.clear()
             self.printed.clear()
             self.atx_clicks.clear()
         # Work started before a reset (an ATX press, an image about to appear) must not
@@ -528,21 +534,18 @@ class FakeKvmd:
                 if (path is None or r.path == path) and (method is None or r.method == method)
             ]
 
+    def hid_record(self) -> tuple[list[dict], list[float]]:
+        """Copies of :attr:`hid_events` and :attr:`hid_event_times`, taken together."""
+        with self._lock:
+            return list(self.hid_events), list(self.hid_event_times)
+
     def connected_ws(self) -> int:
         return len(self._ws_sessions) if hasattr(self, "_ws_sessions") else 0
 
     # ----- lifecycle ---------------------------------------------------------------------
 
     def start(self) -> FakeKvmd:
-        cert_file = Path(self._tmp.name) / "server.crt"
-        key_file = Path(self._tmp.name) / "server.key"
-        cert_file.write_bytes(self.certificate.cert_pem)
-        key_file.write_bytes(self.certificate.key_pem)
-        key_file.chmod(0o600)
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(cert_file, key_file)
-        self._frames, self._no_signal = _frames(*self.frame_size)
-
+        context = self._tls_context()
         ready = threading.Event()
         failure: list[BaseException] = []
 
@@ -567,6 +570,17 @@ class FakeKvmd:
         if failure:
             raise failure[0]
         return self
+
+    def _tls_context(self) -> ssl.SSLContext:
+        cert_file = Path(self._tmp.name) / "server.crt"
+        key_file = Path(self._tmp.name) / "server.key"
+        cert_file.write_bytes(self.certificate.cert_pem)
+        key_file.write_bytes(self.certificate.key_pem)
+        key_file.chmod(0o600)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert_file, key_file)
+        self._frames, self._no_signal = _frames(*self.frame_size)
+        return context
 
     async def _serve(self, context: ssl.SSLContext) -> None:
         self._stopping = asyncio.Event()
@@ -926,8 +940,10 @@ class FakeKvmd:
         }
 
     def _hid_event(self, **event: Any) -> None:
+        arrived = time.monotonic()
         with self._lock:
             self.hid_events.append(event)
+            self.hid_event_times.append(arrived)
 
     async def _hid_state(self, request: web.Request) -> web.Response:
         return json_response(self._hid())
@@ -1354,3 +1370,78 @@ class FakeKvmd:
                 )
         except (KvmdFault, IndexError, struct.error, UnicodeDecodeError):
             return
+
+
+class FakeKvmdGroup:
+    """Many fakes (a bench's fleet of devices) served by one event loop in one thread, each
+    on its own port with its own certificate, as :class:`FakeKvmd` would serve one.
+
+    ``kwargs`` go to every :class:`FakeKvmd`; without ``certificate`` each makes its own, as
+    every PiKVM does. ``start()``/``stop()`` or a ``with`` block; :attr:`fakes` in order.
+    """
+
+    def __init__(self, count: int, **kwargs: Any) -> None:
+        self.fakes = [FakeKvmd(**kwargs) for _ in range(count)]
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> FakeKvmdGroup:
+        contexts = [fake._tls_context() for fake in self.fakes]
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        async def serve_all() -> None:
+            for fake, context in zip(self.fakes, contexts, strict=True):
+                fake._loop = asyncio.get_running_loop()
+                await fake._serve(context)
+
+        def run() -> None:
+            loop = asyncio.new_event_loop()
+            self._loop = loop
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(serve_all())
+            except BaseException as exc:  # noqa: BLE001 - handed to start() to raise
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            loop.run_forever()
+            for fake in self.fakes:
+                if fake._runner is not None:
+                    loop.run_until_complete(fake._runner.cleanup())
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name="fakekvmd-group", daemon=True)
+        self._thread.start()
+        ready.wait(60)
+        if failure:
+            raise failure[0]
+        return self
+
+    def stop(self) -> None:
+        loop = self._loop
+        if loop is None or self._thread is None:
+            return
+
+        async def closing() -> None:
+            for fake in self.fakes:
+                if fake._stopping is not None:
+                    fake._stopping.set()
+                    for ws in list(fake._ws_sessions):
+                        await ws.close()
+
+        asyncio.run_coroutine_threadsafe(closing(), loop).result(30)
+        loop.call_soon_threadsafe(loop.stop)
+        self._thread.join(30)
+        self._thread = None
+        self._loop = None
+        for fake in self.fakes:
+            fake._loop = None
+            fake._tmp.cleanup()
+
+    def __enter__(self) -> FakeKvmdGroup:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
