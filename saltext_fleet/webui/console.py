@@ -135,8 +135,9 @@ class Consoles:
 async def authorize(handler, consoles: Consoles, name: str) -> tuple[dict, Any]:
     """``(user, KvmOptions)`` for a console request of ``handler`` on device ``name``, or
     :class:`Refused` (401 without a session, 403 without ``kvm.watch``, 400 for a name no
-    device may have, 404 for no such device). The store is read on the executor, never on the loop. Sets ``handler.user``
-    (with ``handler.flask_app``, what the live hub reads to watch the session)."""
+    device may have, 404 for no such device). The store is read on the executor, never on the
+    loop. Sets ``handler.user`` (with ``handler.flask_app``, what the live hub reads to watch
+    the session)."""
     ctx = consoles.ctx
     cookie = handler.get_cookie(consoles.flask_app.config["SESSION_COOKIE_NAME"])
     loop = asyncio.get_running_loop()
@@ -235,18 +236,13 @@ class ConsoleStream(tornado.web.RequestHandler):
     async def get(self, name: str):
         try:
             self.user, options = await authorize(self, self.consoles, name)
+            self.consoles.acquire(self.user["id"], "stream")
         except Refused as exc:
             self.set_status(exc.status)
             self.set_header("Content-Type", "text/plain; charset=utf-8")
             self.finish(exc.message)
             return
         uid = self.user["id"]
-        try:
-            self.consoles.acquire(uid, "stream")
-        except Refused as exc:
-            self.set_status(exc.status)
-            self.finish(exc.message)
-            return
         audit = AuditedSession(self.ctx, self.user, name, "mjpeg", False)
         frames = 0
         try:
@@ -350,11 +346,6 @@ class ConsoleSocket(tornado.websocket.WebSocketHandler):
     async def get(self, name: str, *args, **kwargs):
         try:
             self.user, self.options = await authorize(self, self.consoles, name)
-        except Refused as exc:
-            self.set_status(exc.status)
-            self.finish(exc.message)
-            return
-        try:
             self.consoles.acquire(self.user["id"], "ws")
         except Refused as exc:
             self.set_status(exc.status)

@@ -88,20 +88,22 @@ class WebRtcOfferHandler(tornado.web.RequestHandler):
         try:
             self.user, options = await authorize(self, self.consoles, name)
             offer = parse_offer(self.request.body, name)
+            self.consoles.acquire(self.user["id"], "webrtc")
         except Refused as exc:
+            if exc.status == 429:
+                self.set_header("Retry-After", "10")
             return self._fail(exc.status, exc.message)
         except KvmArgumentError as exc:
             return self._fail(400, str(exc))
         uid, role = self.user["id"], self.user["role"]
-        try:
-            self.consoles.acquire(uid, "webrtc")
-        except Refused as exc:
-            self.set_header("Retry-After", "10")
-            return self._fail(exc.status, exc.message)
         allowed = webauth.allowed(role, TYPE)
-        peer = ConsolePeer(
-            name, options, ConsoleInput(name, allowed, role), ice_servers=self.ice_servers
-        )
+        try:
+            peer = ConsolePeer(
+                name, options, ConsoleInput(name, allowed, role), ice_servers=self.ice_servers
+            )
+        except Exception:
+            self.consoles.release(uid, "webrtc")
+            raise
         peer.on_close.append(lambda _peer: self.consoles.release(uid, "webrtc"))
         try:
             answer = await asyncio.wait_for(peer.answer(offer), ANSWER_TIMEOUT)
