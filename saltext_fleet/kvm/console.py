@@ -1,6 +1,7 @@
 """The console's pure part: what a browser may send to a PiKVM, and the MJPEG stream split
-into frames. No I/O here; the engine's handlers (:mod:`saltext_fleet.webui.console`) and the
-WebRTC peer's DataChannel feed it.
+into frames. No I/O here; the engine's websocket bridge (:mod:`saltext_fleet.webui.console`) and
+the WebRTC peer's DataChannel (:mod:`saltext_fleet.kvm.webrtc`) feed it the same way, so both
+paths check, rate-cap, refuse and release alike.
 
 **HID events from the browser.** The browser sends kvmd's own JSON event shape (``send_ws_event``
 / ``parse_ws_event`` in ``kvmd/htserver.py``), one event per websocket message::
@@ -264,6 +265,11 @@ class ConsoleInput:
         self._track(event)
         self.forwarded += 1
         return Verdict(kvmd=event.kvmd_text())
+
+    def not_delivered(self) -> None:
+        """The event :meth:`handle` passed on did not reach the device (not connected, the
+        connection failed): it does not count as forwarded."""
+        self.forwarded -= 1
 
     def _track(self, event: HidEvent) -> None:
         if event.event_type == "key":

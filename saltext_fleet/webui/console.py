@@ -16,13 +16,15 @@ Both are authenticated by the UI's session cookie (as ``/ws/live``), refuse othe
 live hub (:class:`saltext_fleet.webui.live.Hub`): a logout closes them at once, a new role,
 password or a disabled user within its check interval (2 s). Typing needs ``kvm.console``
 (operator, admin): a viewer's input events are refused and never reach the device. Each
-user has at most :data:`MAX_PER_USER` streams and as many websockets open; every console
-session (each stream, each websocket) is audited when it starts and when it ends
-(``kvm.console.start`` / ``kvm.console.end``: who, the device, ``via`` (``mjpeg`` or ``ws``),
-the role, whether input was allowed, start, end, and what was forwarded or refused).
+user has at most :data:`MAX_PER_USER` streams, as many websockets and as many WebRTC peers
+open, and the engine :data:`MAX_TOTAL` of each in all; every console session (each stream,
+websocket, peer) is audited when it starts and when it ends (``kvm.console.start`` /
+``kvm.console.end``: who, the device, ``via`` (``mjpeg``, ``ws`` or ``webrtc``), the role,
+whether input was allowed, start, end, and what was forwarded or refused).
 
-A WebRTC peer (``/kvm/<name>/console/webrtc``) can reuse :func:`authorize` and the
-:class:`Consoles` registry; the page falls back to this MJPEG stream without it.
+The WebRTC peer's offer handler (:mod:`saltext_fleet.webui.kvm_webrtc`) uses the same
+:func:`authorize`, :class:`Consoles` (limits), :class:`AuditedSession` and live hub; the page
+falls back to this MJPEG stream without it.
 """
 
 from __future__ import annotations
@@ -54,8 +56,12 @@ from saltext_fleet.webui.live import SESSION_ENDED, SocketSession
 
 log = logging.getLogger(__name__)
 
-#: Streams (and, separately, console websockets) one user may have open at once.
+#: Console sessions of each kind (MJPEG streams, websockets, WebRTC peers) one user may have
+#: open at once, and the engine in all (a WebRTC peer decodes and encodes video on the engine).
 MAX_PER_USER = 4
+MAX_TOTAL = 16
+#: The kinds of console session, as the limit's refusal names them.
+KINDS = {"stream": "console streams", "ws": "console websockets", "webrtc": "WebRTC consoles"}
 WATCH = "kvm.watch"
 TYPE = "kvm.console"
 #: The close code when the device failed or went away (1011: the server's error).
@@ -80,38 +86,58 @@ class Refused(Exception):
 
 
 class Consoles:
-    """The console sessions open in this engine: counts per user and channel (the cap)."""
+    """The console sessions open in this engine: counts per user and kind (``stream``, ``ws``,
+    ``webrtc``) against the limits, and the open WebRTC peers (closed when the server stops;
+    streams and websockets are connections the server closes itself)."""
 
-    def __init__(self, ctx: WebContext, flask_app, max_per_user: int = MAX_PER_USER):
+    def __init__(
+        self,
+        ctx: WebContext,
+        flask_app,
+        max_per_user: int = MAX_PER_USER,
+        max_total: int = MAX_TOTAL,
+    ):
         self.ctx = ctx
         self.flask_app = flask_app
         self.max_per_user = max_per_user
+        self.max_total = max_total
+        self.peers: set = set()
         self._open: Counter = Counter()
         self._lock = threading.Lock()
 
-    def acquire(self, uid: int, channel: str) -> bool:
+    def acquire(self, uid: int, kind: str) -> None:
+        """Take a place for a session of user ``uid``; :class:`Refused` (429) when full."""
         with self._lock:
-            if self._open[uid, channel] >= self.max_per_user:
-                return False
-            self._open[uid, channel] += 1
-            return True
+            if self._open[uid, kind] >= self.max_per_user:
+                raise Refused(429, f"at most {self.max_per_user} {KINDS[kind]} per user")
+            if sum(n for (_u, k), n in self._open.items() if k == kind) >= self.max_total:
+                raise Refused(
+                    429, f"the engine has {self.max_total} {KINDS[kind]} open: try again later"
+                )
+            self._open[uid, kind] += 1
 
-    def release(self, uid: int, channel: str) -> None:
+    def release(self, uid: int, kind: str) -> None:
         with self._lock:
-            self._open[uid, channel] -= 1
-            if self._open[uid, channel] <= 0:
-                del self._open[uid, channel]
+            self._open[uid, kind] -= 1
+            if self._open[uid, kind] <= 0:
+                del self._open[uid, kind]
 
     def open_count(self, uid: int | None = None) -> int:
         with self._lock:
             return sum(n for (u, _c), n in self._open.items() if uid is None or u == uid)
 
+    async def close_peers(self, reason: str = "the engine stopped") -> None:
+        """Close the open WebRTC peers (the server stops)."""
+        for peer in list(self.peers):
+            await peer.close(reason)
+
 
 async def authorize(handler, consoles: Consoles, name: str) -> tuple[dict, Any]:
     """``(user, KvmOptions)`` for a console request of ``handler`` on device ``name``, or
-    :class:`Refused` (401 without a session, 403 without ``kvm.watch``, 404 for no such
-    device). The store is read on the executor, never on the loop. Sets ``handler.user``
-    (with ``handler.flask_app``, what the live hub reads to watch the session)."""
+    :class:`Refused` (401 without a session, 403 without ``kvm.watch``, 400 for a name no
+    device may have, 404 for no such device). The store is read on the executor, never on the
+    loop. Sets ``handler.user`` (with ``handler.flask_app``, what the live hub reads to watch
+    the session)."""
     ctx = consoles.ctx
     cookie = handler.get_cookie(consoles.flask_app.config["SESSION_COOKIE_NAME"])
     loop = asyncio.get_running_loop()
@@ -124,6 +150,10 @@ async def authorize(handler, consoles: Consoles, name: str) -> tuple[dict, Any]:
         raise Refused(401, "session ended: log in again")  # a cookie kept after its logout
     if not webauth.allowed(user["role"], WATCH):
         raise Refused(403, f"your role ({user['role']}) may not {WATCH}")
+    try:
+        name = store_kvm.check_name(name)
+    except store_kvm.KvmStoreError as exc:
+        raise Refused(400, str(exc)) from None
 
     def lookup():
         with ctx.engine.connect() as conn:
@@ -206,16 +236,13 @@ class ConsoleStream(tornado.web.RequestHandler):
     async def get(self, name: str):
         try:
             self.user, options = await authorize(self, self.consoles, name)
+            self.consoles.acquire(self.user["id"], "stream")
         except Refused as exc:
             self.set_status(exc.status)
             self.set_header("Content-Type", "text/plain; charset=utf-8")
             self.finish(exc.message)
             return
         uid = self.user["id"]
-        if not self.consoles.acquire(uid, "stream"):
-            self.set_status(429)
-            self.finish(f"at most {self.consoles.max_per_user} console streams per user")
-            return
         audit = AuditedSession(self.ctx, self.user, name, "mjpeg", False)
         frames = 0
         try:
@@ -319,13 +346,10 @@ class ConsoleSocket(tornado.websocket.WebSocketHandler):
     async def get(self, name: str, *args, **kwargs):
         try:
             self.user, self.options = await authorize(self, self.consoles, name)
+            self.consoles.acquire(self.user["id"], "ws")
         except Refused as exc:
             self.set_status(exc.status)
             self.finish(exc.message)
-            return
-        if not self.consoles.acquire(self.user["id"], "ws"):
-            self.set_status(429)
-            self.finish(f"at most {self.consoles.max_per_user} consoles per user")
             return
         self._acquired = True
         self.device = name
@@ -398,13 +422,19 @@ class ConsoleSocket(tornado.websocket.WebSocketHandler):
         if verdict.kvmd is not None:
             kvmd = self._kvmd
             if kvmd is None or kvmd.closed:
-                self.input.forwarded -= 1
+                self.input.not_delivered()
                 self._send({"type": "error", "error": "the device is not connected yet"})
                 return
             try:
                 await kvmd.send_str(verdict.kvmd)
             except (ConnectionError, RuntimeError, aiohttp.ClientError) as exc:
-                self._send({"type": "error", "error": f"kvm {self.options.host}: {exc}"})
+                self.input.not_delivered()
+                self._send(
+                    {
+                        "type": "error",
+                        "error": f"not delivered to the device: kvm {self.options.host}: {exc}",
+                    }
+                )
         if verdict.reply is not None:
             self._send(verdict.reply)
 
@@ -440,9 +470,8 @@ class ConsoleSocket(tornado.websocket.WebSocketHandler):
             )
 
 
-def routes(ctx: WebContext, flask_app) -> list:
+def routes(consoles: Consoles) -> list:
     """The console's Tornado routes (before the Flask fallback)."""
-    consoles = Consoles(ctx, flask_app)
     name = r"(?P<name>[A-Za-z0-9][A-Za-z0-9._-]{0,254})"
     return [
         (rf"/kvm/{name}/console/stream", ConsoleStream, {"consoles": consoles}),

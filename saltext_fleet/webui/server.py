@@ -4,7 +4,8 @@
   pool, so a slow page never blocks the loop;
 - ``/ws/live``: a native Tornado websocket for the overview's live updates, authenticated by
   the same session cookie as the pages (and refused from another origin);
-- the KVM console's video stream and websocket bridge (:mod:`.console`);
+- the KVM console's video stream and websocket bridge (:mod:`.console`) and its WebRTC
+  peers (:mod:`.kvm_webrtc`);
 - TLS when ``fleet:ui:tls_cert`` and ``tls_key`` are set;
 - deadlines for slow clients, a cap on connections per client address and a clear answer to
   the wrong protocol (:mod:`.guard`).
@@ -113,14 +114,14 @@ def build(opts: dict, loop: asyncio.AbstractEventLoop | None = None):
     flask_app = create_app(ctx)
     executor = ThreadPoolExecutor(max_workers=THREADS, thread_name_prefix="fleet-ui")
     container = tornado.wsgi.WSGIContainer(flask_app, executor=executor)
-    # KVM console, WebRTC path: aiortc peers on this loop (kvm_webrtc.py)
-    webrtc_peers = kvm_webrtc.PeerRegistry(engine, ctx.ended_sessions)
-    webrtc_routes = kvm_webrtc.routes(ctx, flask_app, webrtc_peers)
+    # KVM console: one set of limits for its streams, websockets and WebRTC peers (aiortc on
+    # this loop, kvm_webrtc.py)
+    consoles = console.Consoles(ctx, flask_app)
     app = tornado.web.Application(
         [
             (r"/ws/live", LiveSocket, {"ctx": ctx, "flask_app": flask_app}),
-            *webrtc_routes,
-            *console.routes(ctx, flask_app),
+            *kvm_webrtc.routes(consoles),
+            *console.routes(consoles),
             (r".*", tornado.web.FallbackHandler, {"fallback": container}),
         ],
         websocket_max_message_size=64 * 1024,
@@ -128,7 +129,7 @@ def build(opts: dict, loop: asyncio.AbstractEventLoop | None = None):
         websocket_ping_interval=20,
         websocket_ping_timeout=60,
     )
-    app.settings["kvm_webrtc_peers"] = webrtc_peers
+    app.settings["kvm_consoles"] = consoles
     return app, ctx, executor
 
 
@@ -173,7 +174,7 @@ async def serve(
     try:
         await (stop.wait() if stop is not None else asyncio.Event().wait())
     finally:
-        await app.settings["kvm_webrtc_peers"].close_all()
+        await app.settings["kvm_consoles"].close_peers()
         ctx.live.stop()
         server.stop()
         await server.close_all_connections()

@@ -79,6 +79,15 @@ def test_ping_is_not_input():
             "key: a key name expected, got int",
         ),
         (
+            '{"event_type": "key", "event": {"key": ["KeyA"], "state": true}}',
+            "key: a key name expected, got list",
+        ),
+        (
+            '{"event_type": "key", "event": {"key": "../etc", "state": true}}',
+            "'../etc' is not a kvmd key name",
+        ),
+        ('{"event_type": "atx_power", "event": {"action": "off"}}', "'atx_power' unknown"),
+        (
             '{"event_type": "key", "event": {"key": "KeyA", "state": 1}}',
             "key state: true or false expected, got int",
         ),
@@ -219,6 +228,8 @@ def test_the_state_shown_keeps_only_checked_fields():
 
 JPEG_A = b"\xff\xd8" + b"A" * 100 + b"\xff\xd9"
 JPEG_B = b"\xff\xd8" + b"B" * 3000 + b"\xff\xd9"
+#: a frame whose bytes look like the end of part headers: only Content-Length says where it ends
+JPEG_C = b"\xff\xd8" + b"\r\n\r\n" * 50 + b"--boundarydonotcross\r\n" + b"\xff\xd9"
 
 
 def ustreamer(*frames: bytes) -> bytes:
@@ -231,14 +242,14 @@ def ustreamer(*frames: bytes) -> bytes:
     return out
 
 
-@pytest.mark.parametrize("piece", [1, 7, 4096])
+@pytest.mark.parametrize("piece", [1, 7, 64, 4096])
 def test_the_splitter_gives_whole_frames_whatever_the_pieces(piece):
-    data = ustreamer(JPEG_A, JPEG_B, JPEG_A)
+    data = ustreamer(JPEG_A, JPEG_B, JPEG_C, JPEG_A)
     splitter = MjpegSplitter(DEV, b"--boundarydonotcross")
     frames = []
     for i in range(0, len(data), piece):
         frames += splitter.feed(data[i : i + piece])
-    assert frames == [JPEG_A, JPEG_B, JPEG_A] and splitter.frames == 3
+    assert frames == [JPEG_A, JPEG_B, JPEG_C, JPEG_A] and splitter.frames == 4
 
 
 def test_the_splitter_refuses_what_is_not_uStreamer():
@@ -248,6 +259,10 @@ def test_the_splitter_refuses_what_is_not_uStreamer():
     with pytest.raises(KvmProtocolError, match="part without Content-Length"):
         MjpegSplitter(DEV, boundary).feed(
             b"--boundarydonotcross\r\nContent-Type: image/jpeg\r\n\r\nxx"
+        )
+    with pytest.raises(KvmProtocolError, match="part without Content-Length"):
+        MjpegSplitter(DEV, boundary).feed(
+            b"--boundarydonotcross\r\nContent-Type: image/jpeg\r\nContent-Length: -1\r\n\r\n"
         )
     with pytest.raises(KvmProtocolError, match="not a JPEG"):
         MjpegSplitter(DEV, boundary).feed(ustreamer(b"<html>not a picture"))

@@ -1,6 +1,7 @@
-"""The console's asyncio connections to kvmd (saltext_fleet.kvm.aio) against the fake kvmd:
-both ways of authenticating, the TLS rules (pinned, a CA bundle, refused), and errors that
-name the device and what failed."""
+"""The console's asyncio connections to kvmd (saltext_fleet.kvm.aio, used by the MJPEG
+stream, the websocket bridge and the WebRTC peer) against the fake kvmd: both ways of
+authenticating, the TLS rules (pinned, a CA bundle, refused), the input-only websocket
+(``send``), and errors that name the device and what failed."""
 
 from __future__ import annotations
 
@@ -11,10 +12,16 @@ import aiohttp
 import pytest
 
 from saltext_fleet.kvm.aio import KvmAio
-from saltext_fleet.kvm.errors import KvmAuthError, KvmFingerprintError, KvmTlsError
+from saltext_fleet.kvm.errors import (
+    KvmAuthError,
+    KvmConnectionError,
+    KvmFingerprintError,
+    KvmTlsError,
+)
 from saltext_fleet.kvm.options import load_options
 from tests.kvm.conftest import PASSWORD, TOTP_SECRET, options_for
 from tests.support.fakekvmd import FakeKvmd
+from tests.support.waiting import wait_for
 
 
 def run(coro):
@@ -70,6 +77,8 @@ def test_an_unverified_certificate_gets_nothing(fake):
     assert str(exc.value).startswith("kvm 127.0.0.1: ")
     with pytest.raises(KvmFingerprintError, match="nothing was sent"):
         run(first_events(options_for(fake, fingerprint="cd" * 32)))
+    with pytest.raises(KvmFingerprintError, match="nothing was sent"):
+        run(send(options_for(fake, auth="headers", fingerprint="cd" * 32), [KEY_DOWN]))
     assert fake.requests == []
 
 
@@ -89,3 +98,29 @@ def test_a_device_with_two_factors_gets_the_code_appended(certificate, auth):
         assert len(got) == 1 and fake.seen("/streamer/stream")[-1].user == "admin"
         with pytest.raises(KvmAuthError):  # without the code
             run(frames(options_for(fake, auth=auth), count=1))
+
+
+KEY_DOWN = json.dumps({"event_type": "key", "event": {"key": "KeyS", "state": True}})
+KEY_UP = json.dumps({"event_type": "key", "event": {"key": "KeyS", "state": False}})
+
+
+async def send(options, texts) -> tuple[bool, bool]:
+    """Send ``texts`` with one KvmAio; whether its websocket was open, and is after close."""
+    kvm = KvmAio(load_options(options))
+    try:
+        for text in texts:
+            await kvm.send(text)
+        was_open = kvm.ws_open
+    finally:
+        await kvm.close()
+    with pytest.raises(KvmConnectionError, match="console closed"):
+        await kvm.send(KEY_DOWN)
+    return was_open, kvm.ws_open
+
+
+@pytest.mark.parametrize("auth", ["session", "headers"])
+def test_send_opens_one_websocket_for_input_and_close_ends_it(fake, auth):
+    assert run(send(options_for(fake, auth=auth), [KEY_DOWN, KEY_UP])) == (True, False)
+    assert [(e["key"], e["state"]) for e in fake.hid_events] == [("KeyS", True), ("KeyS", False)]
+    assert len(fake.seen("/api/ws")) == 1
+    wait_for("the fake's websocket to close", lambda: fake.connected_ws() == 0, 5, 0.02)

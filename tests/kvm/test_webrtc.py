@@ -1,18 +1,21 @@
-"""The WebRTC console's pure parts (offer and HID event checks, the MJPEG splitter, frame
-pacing) and the engine's peer against the fake kvmd on loopback, without ICE: the device
-link's TLS rule, input forwarding and refusal, and what closing the peer stops. The video
-and the DataChannel across a real network are tests/kvm/test_webrtc_netns.py."""
+"""The WebRTC console's own pure parts (offer checks, JPEG decoding, frame pacing) and the
+engine's peer against the fake kvmd on loopback, without ICE: DataChannel input through the
+console's ConsoleInput (the websocket's checks, answers, rate cap and read-only refusal),
+forwarded over KvmAio, and what closing the peer stops. The HID checks, the MJPEG splitter
+and the device connection's TLS and auth rules are tests/kvm/test_console.py and
+test_console_aio.py; the video and the DataChannel across a real network are
+tests/kvm/test_webrtc_netns.py."""
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 
 import pytest
 
 from saltext_fleet.kvm import webrtc
-from saltext_fleet.kvm.errors import KvmArgumentError, KvmFingerprintError, KvmProtocolError
+from saltext_fleet.kvm.console import ConsoleInput
+from saltext_fleet.kvm.errors import KvmArgumentError
 from saltext_fleet.kvm.options import load_options
 from tests.kvm.conftest import options_for
 from tests.support.fakekvmd import encode_jpeg
@@ -55,94 +58,6 @@ def test_bad_offers_refused_naming_device_and_fault(body, says):
     assert says in str(err.value) and str(err.value).startswith("kvm pikvm-1:")
 
 
-# ----- HID events ---------------------------------------------------------------------------
-
-
-def hid(event_type, **event):
-    return json.dumps({"event_type": event_type, "event": event})
-
-
-def test_hid_events_rebuilt_from_checked_values():
-    check = webrtc.check_hid_message
-    assert check(hid("key", key="KeyA", state=True, extra="dropped"), "d") == (
-        "key",
-        {"key": "KeyA", "state": True},
-    )
-    assert check(hid("mouse_button", button="left", state=False), "d") == (
-        "mouse_button",
-        {"button": "left", "state": False},
-    )
-    assert check(hid("mouse_move", to={"x": -32768, "y": 32767}), "d") == (
-        "mouse_move",
-        {"to": {"x": -32768, "y": 32767}},
-    )
-    assert check(hid("mouse_wheel", delta={"x": 0, "y": -127}), "d") == (
-        "mouse_wheel",
-        {"delta": {"x": 0, "y": -127}},
-    )
-    assert check(hid("mouse_relative", delta={"x": 127, "y": 1}), "d")[0] == "mouse_relative"
-
-
-@pytest.mark.parametrize(
-    ("message", "says"),
-    [
-        ("nope", "not JSON"),
-        (json.dumps({"event_type": "key"}), "expected"),
-        (hid("key", key="KeyÄ", state=True), "not a kvmd key name"),
-        (hid("key", key="../etc", state=True), "not a kvmd key name"),
-        (hid("key", key=["KeyA"], state=True), "not a kvmd key name"),
-        (hid("key", key="KeyA", state="yes"), "'state' must be true or false"),
-        (hid("key", key="KeyA"), "'state' must be true or false"),
-        (hid("mouse_button", button="side", state=True), "not a mouse button"),
-        (hid("mouse_move", to={"x": 40000, "y": 0}), "from -32768 to 32767"),
-        (hid("mouse_move", to={"x": True, "y": 0}), "from -32768 to 32767"),
-        (hid("mouse_move", to=[1, 2]), "must be"),
-        (hid("mouse_wheel", delta={"x": 0, "y": 128}), "from -127 to 127"),
-        (hid("atx_power", action="off"), "unknown event_type"),
-        (hid("key", key="KeyA", state=True, pad="x" * 600), "bytes refused"),
-    ],
-)
-def test_bad_hid_events_refused(message, says):
-    with pytest.raises(KvmArgumentError) as err:
-        webrtc.check_hid_message(message, "pikvm-1")
-    assert says in str(err.value), str(err.value)
-
-
-# ----- MJPEG --------------------------------------------------------------------------------
-
-
-def part(data: bytes, extra: bytes = b"") -> bytes:
-    head = b"Content-Type: image/jpeg\r\nContent-Length: %d\r\n" % len(data) + extra
-    return head + b"\r\n" + data + b"\r\n--boundarydonotcross\r\n"
-
-
-def test_mjpeg_parts_split_at_any_chunking():
-    jpegs = [b"\xff\xd8one\xff\xd9", b"\xff\xd8" + b"\r\n\r\n" * 50 + b"\xff\xd9", b"3"]
-    stream = b"--boundarydonotcross\r\n" + b"".join(part(j, b"X-Timestamp: 1.0\r\n") for j in jpegs)
-    for size in (1, 7, 64, len(stream)):
-        parser = webrtc.MjpegParser("d")
-        got = []
-        for i in range(0, len(stream), size):
-            got.extend(parser.feed(stream[i : i + size]))
-        assert got == jpegs, size
-
-
-@pytest.mark.parametrize(
-    ("stream", "says"),
-    [
-        (b"Content-Type: image/jpeg\r\n\r\nabc", "without a valid Content-Length"),
-        (b"Content-Length: -1\r\n\r\n", "without a valid Content-Length"),
-        (b"Content-Length: 99999\r\n\r\n", "99999 bytes refused"),
-        (b"X: " + b"y" * 5000, "headers too long"),
-    ],
-)
-def test_mjpeg_bad_parts_refused(stream, says):
-    parser = webrtc.MjpegParser("pikvm-1", max_bytes=1000)
-    with pytest.raises(KvmProtocolError) as err:
-        list(parser.feed(stream))
-    assert says in str(err.value)
-
-
 def test_jpeg_decoded_to_limited_range_yuv_with_its_colour():
     frame = webrtc.JpegDecoder().decode(encode_jpeg(32, 16, (200, 30, 30)))
     assert frame.format.name == "yuv420p" and (frame.width, frame.height) == (32, 16)
@@ -169,6 +84,10 @@ def test_pacer_caps_the_frame_rate_and_stamps_increase():
 # ----- the peer against the fake, without ICE ------------------------------------------------
 
 
+def hid(event_type, **event):
+    return json.dumps({"event_type": event_type, "event": event})
+
+
 class Channel:
     readyState = "open"
 
@@ -179,47 +98,63 @@ class Channel:
         self.sent.append(json.loads(text))
 
 
-def peer_for(fake, readonly=False, **overrides):
+def peer_for(fake, allowed=True, hid_input=None, **overrides):
+    role = "operator" if allowed else "viewer"
     return webrtc.ConsolePeer(
-        "pikvm-1", load_options(options_for(fake, **overrides)), readonly=readonly
+        "pikvm-1",
+        load_options(options_for(fake, **overrides)),
+        hid_input or ConsoleInput("pikvm-1", allowed, role),
     )
 
 
-def test_input_forwarded_to_kvmd_ws_and_keys_released_at_close(fake):
+def test_input_checked_like_the_websockets_forwarded_and_keys_released_at_close(fake):
     async def run():
         peer = peer_for(fake)
         channel = Channel()
         await peer.handle_message(channel, hid("key", key="KeyA", state=True))
         await peer.handle_message(channel, hid("key", key="ShiftLeft", state=True))
         await peer.handle_message(channel, hid("key", key="ShiftLeft", state=False))
+        await peer.handle_message(channel, hid("mouse_button", button="left", state=True))
         await peer.handle_message(channel, hid("mouse_move", to={"x": 5, "y": -5}))
         await peer.handle_message(channel, hid("key", key="NoSuchKey", state=True))
+        await peer.handle_message(channel, hid("key", key="KeyB", state=True, extra=1))
+        await peer.handle_message(channel, hid("ping"))
         for _ in range(250):  # the fake counts the session on its own thread
             if fake.connected_ws():
                 break
             await asyncio.sleep(0.02)
         assert fake.connected_ws() == 1
-        await peer.close()
+        await peer.close("browser left")
         return peer, channel
 
     peer, channel = asyncio.run(run())
     wait_for("the kvmd websocket to close", lambda: fake.connected_ws() == 0, 5, 0.02)
-    events = [(e["type"], e.get("key"), e.get("state")) for e in fake.hid_events]
+    events = [(e["type"], e.get("key") or e.get("button"), e.get("state")) for e in fake.hid_events]
     assert events == [
         ("key", "KeyA", True),
         ("key", "ShiftLeft", True),
         ("key", "ShiftLeft", False),
+        ("mouse_button", "left", True),
         ("mouse_move", None, None),
         ("key", "KeyA", False),  # released when the console closed
+        ("mouse_button", "left", False),
     ]
     assert all(e["via"] == "ws" for e in fake.hid_events)
-    assert channel.sent == [{"error": "HID event: 'NoSuchKey' is not a kvmd key name"}]
-    assert (peer.stats.hid_forwarded, peer.stats.hid_refused) == (4, 1)
+    # the websocket's answers, word for word (ConsoleInput's)
+    assert channel.sent == [
+        {
+            "type": "error",
+            "error": "'NoSuchKey' is not a kvmd key name (KeyboardEvent.code, e.g. 'KeyA')",
+        },
+        {"type": "error", "error": "key event: unknown field(s) 'extra'"},
+        {"type": "pong"},
+    ]
+    assert (peer.hid.forwarded, peer.hid.malformed, peer.reason) == (5, 2, "browser left")
 
 
 def test_readonly_peer_refuses_input_and_never_opens_kvmd_ws(fake):
     async def run():
-        peer = peer_for(fake, readonly=True)
+        peer = peer_for(fake, allowed=False)
         channel = Channel()
         await peer.handle_message(channel, hid("key", key="KeyA", state=True))
         await peer.close()
@@ -227,22 +162,36 @@ def test_readonly_peer_refuses_input_and_never_opens_kvmd_ws(fake):
 
     peer, channel = asyncio.run(run())
     assert fake.hid_events == [] and fake.seen("/api/ws") == []
-    assert "read-only" in channel.sent[0]["error"] and peer.stats.hid_refused == 1
+    assert channel.sent == [
+        {
+            "type": "refused",
+            "error": "view only: your role (viewer) may watch this console but not type on it "
+            "(kvm.console permission)",
+        }
+    ]
+    assert peer.hid.refused == 1
 
 
-def test_input_over_the_rate_cap_dropped_and_said_once(fake):
+def test_input_over_the_rate_cap_dropped_and_said_once_a_second(fake):
+    now = [1000.0]
+    capped = ConsoleInput(
+        "pikvm-1", True, "operator", per_second=10, burst=20, clock=lambda: now[0]
+    )
+
     async def run():
-        peer = peer_for(fake)
-        peer.rate.allow = functools.partial(peer.rate.allow, now=1000.0)  # no refill meanwhile
+        peer = peer_for(fake, hid_input=capped)
         channel = Channel()
-        for _ in range(webrtc.HID_BURST + 20):
+        for _ in range(25):
             await peer.handle_message(channel, hid("mouse_wheel", delta={"x": 0, "y": 1}))
         await peer.close()
         return peer, channel
 
     peer, channel = asyncio.run(run())
-    assert (peer.stats.hid_forwarded, peer.stats.hid_dropped) == (webrtc.HID_BURST, 20)
-    assert channel.sent == [{"error": "too many HID events: some were dropped"}]
+    assert (peer.hid.forwarded, peer.hid.throttled) == (20, 5)
+    assert channel.sent == [
+        {"type": "error", "error": "too many events: at most 10 a second; some were dropped"}
+    ]
+    wait_for("the forwarded events at the fake", lambda: len(fake.hid_events) == 20, 5, 0.02)
 
 
 def test_video_frames_decoded_from_the_stream_and_close_stops_the_reader(fake):
@@ -262,62 +211,32 @@ def test_video_frames_decoded_from_the_stream_and_close_stops_the_reader(fake):
     peer, frame, reader = asyncio.run(run())
     assert peer.track.frames_in >= 3 and frame.format.name == "yuv420p"
     assert (frame.width, frame.height) == fake.frame_size
-    assert reader.done() and peer.link._session.closed
+    assert reader.done() and peer.kvm._session.closed
     assert peer.track.readyState == "ended"
     stream = fake.seen("/streamer/stream")
     assert stream and stream[0].user == "admin"
 
 
-def test_pinned_fingerprint_checked_before_any_credential(fake):
-    wrong = "ab" * 32
-
+def test_a_pin_mismatch_reaches_the_channel_and_the_device_gets_nothing(fake):
     async def run():
-        link = webrtc.DeviceLink(load_options(options_for(fake, fingerprint=wrong)))
-        try:
-            with pytest.raises(KvmFingerprintError) as err:
-                async for _jpeg in link.jpegs():
-                    pass
-            with pytest.raises(KvmFingerprintError):
-                await link.send_event("key", {"key": "KeyA", "state": True})
-        finally:
-            await link.close()
-        return err.value
+        peer = peer_for(fake, fingerprint="ab" * 32)
+        channel = Channel()
+        await peer.handle_message(channel, hid("key", key="KeyA", state=True))
+        await peer.close()
+        return channel
 
-    err = asyncio.run(run())
-    assert "AB:AB:AB" in str(err) and str(err).startswith("kvm 127.0.0.1:")
+    channel = asyncio.run(run())
+    assert "certificate fingerprint mismatch" in channel.sent[0]["error"]
     assert fake.seen() == []  # not one request, so no credential, reached the device
 
 
-def test_verified_tls_refuses_the_self_signed_device(fake):
+@pytest.mark.parametrize(
+    ("auth", "request_refused"),
+    [("session", "POST /api/auth/login: HTTP 403"), ("headers", "GET /api/ws: HTTP 403")],
+)
+def test_input_the_device_refuses_is_reported_on_the_channel(fake, auth, request_refused):
     async def run():
-        link = webrtc.DeviceLink(load_options(options_for(fake, fingerprint=None)))
-        try:
-            async for _jpeg in link.jpegs():
-                pass
-        finally:
-            await link.close()
-
-    with pytest.raises(webrtc.KvmTlsError, match="certificate verification failed"):
-        asyncio.run(run())
-    assert fake.seen() == []
-
-
-def test_wrong_password_is_the_devices_answer(fake):
-    async def run():
-        link = webrtc.DeviceLink(load_options(options_for(fake, password="wrong-pw")))
-        try:
-            async for _jpeg in link.jpegs():
-                pass
-        finally:
-            await link.close()
-
-    with pytest.raises(webrtc.KvmError, match="GET /streamer/stream: HTTP 403"):
-        asyncio.run(run())
-
-
-def test_input_the_device_refuses_is_reported_on_the_channel(fake):
-    async def run():
-        peer = peer_for(fake, password="wrong-pw")
+        peer = peer_for(fake, auth=auth, password="wrong-pw")
         channel = Channel()
         await peer.handle_message(channel, hid("key", key="KeyA", state=True))
         await peer.close()
@@ -325,6 +244,7 @@ def test_input_the_device_refuses_is_reported_on_the_channel(fake):
 
     peer, channel = asyncio.run(run())
     assert fake.hid_events == []
+    assert channel.sent[0]["type"] == "error"
     assert channel.sent[0]["error"].startswith("not delivered to the device: kvm 127.0.0.1:")
-    assert "GET /api/ws: HTTP 403" in channel.sent[0]["error"]
-    assert peer.stats.hid_forwarded == 0 and peer.pressed == set()
+    assert request_refused in channel.sent[0]["error"]
+    assert peer.hid.forwarded == 0 and peer.hid.held_keys == set()

@@ -1,6 +1,7 @@
 """``POST /kvm/<name>/console/webrtc`` on the engine's real server (loopback, SQLite store)
-with the fake kvmd registered: who may ask, what is refused, the peer limits, and peers
-closed when their user logs out (seen in the audit: each peer's end is recorded)."""
+with the fake kvmd registered: who may ask, what is refused, the console's limits (shared
+with the stream and websocket), and peers closed by the live hub when their user logs out
+(seen in the audit: each peer's end is recorded with the websocket's reason)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from saltext_fleet.core import secrets as core_secrets
 from saltext_fleet.store import audit as store_audit
 from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store import kvm as store_kvm
-from saltext_fleet.webui import kvm_webrtc
+from saltext_fleet.webui import console, kvm_webrtc, live
 from tests.kvm.conftest import options_for
 from tests.support.uiserver import serving
 from tests.support.webrtc_engine import PASSWORD, login_cookie
@@ -122,20 +123,20 @@ def test_operator_types_viewer_watches_limits_and_logout_ends_peers(ui, offer, m
     status, answer = post(ui, offer, cookie=viewer)
     assert status == 200 and answer["type"] == "answer" and answer["input"] is False
     assert answer["sdp"].startswith("v=0") and "m=video" in answer["sdp"]
-    for _ in range(kvm_webrtc.MAX_PER_USER):
+    for _ in range(console.MAX_PER_USER):
         status, answer = post(ui, offer, cookie=op)
         assert status == 200 and answer["input"] is True
     status, body = post(ui, offer, cookie=op)
-    assert status == 429 and "2 WebRTC console sessions open" in body["error"]
-    starts = wait_for_audit(ui, "kvm.console.start", 3)
+    assert (status, body) == (429, {"error": "at most 4 WebRTC consoles per user"})
+    starts = wait_for_audit(ui, "kvm.console.start", console.MAX_PER_USER + 1)
     assert sorted((e["actor"], e["details"]["input"]) for e in starts) == [
-        ("ui:op", True),
-        ("ui:op", True),
+        *[("ui:op", True)] * console.MAX_PER_USER,
         ("ui:viewer", False),
     ]
     assert all(e["details"]["via"] == "webrtc" for e in starts)
+    assert {e["details"]["role"] for e in starts} == {"operator", "viewer"}
 
-    # the operator logs out: both of their peers close (the viewer's stays)
+    # the operator logs out: the live hub closes their peers at once (the viewer's stays)
     conn = http.client.HTTPConnection("127.0.0.1", ui["port"], timeout=10)
     conn.request("GET", "/", headers={"Cookie": op})
     page = conn.getresponse().read().decode()
@@ -148,6 +149,8 @@ def test_operator_types_viewer_watches_limits_and_logout_ends_peers(ui, offer, m
     )
     assert conn.getresponse().status in (302, 303)
     conn.close()
-    ends = wait_for_audit(ui, "kvm.console.end", 2, kvm_webrtc.CHECK_SECONDS * 4)
-    assert [e["actor"] for e in ends] == ["ui:op", "ui:op"]
+    ends = wait_for_audit(ui, "kvm.console.end", console.MAX_PER_USER, live.CHECK_SECONDS * 4)
+    assert [e["actor"] for e in ends] == ["ui:op"] * console.MAX_PER_USER
+    assert {e["details"]["reason"] for e in ends} == {"session ended: log in again"}
+    assert all(e["details"]["forwarded"] == 0 for e in ends)
     assert post(ui, offer, cookie=op)[0] == 401  # the logged-out cookie opens nothing

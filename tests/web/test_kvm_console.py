@@ -15,6 +15,7 @@ import pytest
 
 from saltext_fleet.kvm.console import BOUNDARY, MjpegSplitter
 from saltext_fleet.store import users as store_users
+from saltext_fleet.webui.console import Consoles, Refused
 from tests.support.fakekvmd import FakeKvmd
 from tests.support.kvmconsole import DEVICE, Session, console_audit, console_server
 from tests.support.waiting import wait_for as _wait_for
@@ -282,3 +283,21 @@ def test_a_device_that_fails_its_pin_gets_no_credential(tmp_path, fake):
     assert closed == {"closed": "CLOSE", "code": 1011}
     assert status == 502 and "fingerprint mismatch" in text and "nothing was sent" in text
     assert fake.requests == []  # TLS only: not one HTTP request, so no credential
+
+
+def test_one_set_of_limits_per_user_and_in_all_for_each_kind():
+    consoles = Consoles(ctx=None, flask_app=None, max_per_user=2, max_total=3)
+    for uid in (1, 1, 2):
+        consoles.acquire(uid, "webrtc")
+    with pytest.raises(Refused) as per_user:
+        consoles.acquire(1, "webrtc")
+    assert (per_user.value.status, per_user.value.message) == (
+        429,
+        "at most 2 WebRTC consoles per user",
+    )
+    with pytest.raises(Refused, match="the engine has 3 WebRTC consoles open"):
+        consoles.acquire(3, "webrtc")
+    consoles.acquire(1, "ws")  # another kind has places of its own
+    consoles.release(2, "webrtc")
+    consoles.acquire(3, "webrtc")
+    assert consoles.open_count(1) == 3 and consoles.open_count() == 4
