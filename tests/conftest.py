@@ -7,6 +7,8 @@ under pytest's own temporary folder, so a run leaves nothing behind.
 import logging
 import os
 import pathlib
+import shutil
+import tempfile
 
 import pytest
 
@@ -37,13 +39,26 @@ def event_listener():
 
 
 @pytest.fixture(scope="session")
-def salt_factories_config(tmp_path_factory):
+def short_tmp():
+    """A temporary folder of this test run (of this worker, under pytest-xdist) with a short
+    path, removed at the end: a daemon's unix sockets live under its root_dir, and a socket's
+    path may be at most 107 bytes, which pytest's own folders (``/tmp/pytest-of-root/
+    pytest-N/popen-gw0/...``) leave too little room for."""
+    path = pathlib.Path(tempfile.mkdtemp(prefix="fleet-t-", dir="/tmp"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def salt_factories_config(short_tmp):
     """Tell pytest-salt-factories where the code is and how long daemons may take to start.
 
     Every daemon's root_dir goes under one temporary folder of this test run.
     """
+    root = short_tmp / "salt"
+    root.mkdir()
     return {
-        "root_dir": tmp_path_factory.mktemp("salt", numbered=False),
+        "root_dir": root,
         "code_dir": str(CODE_DIR),
         "inject_sitecustomize": "COVERAGE_PROCESS_START" in os.environ,
         "start_timeout": 120 if os.environ.get("CI") else 60,

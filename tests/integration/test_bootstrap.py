@@ -1,7 +1,7 @@
 """``salt-run fleet.bootstrap`` against a real sshd on loopback and the package's real master.
 
 The machine is this one, reached as root through a private sshd (Debian's openssh-server) on
-a free loopback port; the minion goes into a prefix under tmp_path and runs as a plain daemon.
+a free loopback port; the minion goes into a prefix under a short temporary folder and runs as a plain daemon.
 From there on it is a stranger to the master like any other: it gets in only because the
 gate finds the enrolment the bootstrap created for exactly its key.
 """
@@ -27,9 +27,9 @@ pytestmark = pytest.mark.timeout(900)
 
 
 def test_bootstrap_from_ssh_only_to_a_minion_that_answers(
-    salt_master, salt_run_cli, tmp_path_factory, event_listener
+    salt_master, salt_run_cli, short_tmp, event_listener
 ):
-    base = tmp_path_factory.mktemp("bootstrap")
+    base = short_tmp / "bootstrap"  # the minion's sockets go under it: a short path
     minion_id = random_string("fleet-boot-")
     prefix = base / "node"
     with running_sshd(base / "sshd") as sshd:
