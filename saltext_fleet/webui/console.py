@@ -45,6 +45,7 @@ import tornado.web
 import tornado.websocket
 
 from saltext_fleet.core import webauth
+from saltext_fleet.core.errors import FleetError
 from saltext_fleet.kvm import console as kvm_console
 from saltext_fleet.kvm.aio import KvmAio
 from saltext_fleet.kvm.errors import KvmError
@@ -76,7 +77,7 @@ def _retrieved(future: asyncio.Future) -> None:
         future.exception()
 
 
-class Refused(Exception):
+class Refused(FleetError):
     """Why a console request is refused: HTTP ``status`` and a message for the user."""
 
     def __init__(self, status: int, message: str):
