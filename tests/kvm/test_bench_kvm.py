@@ -1,6 +1,6 @@
 """The pieces of bench/kvm.py that decide its figures, run without timing anything: the
-latency bookkeeping, the poll checks, the verdict, and the in-bench console forwarder
-(a key sent to it reaches the fake kvmd as a key event)."""
+latency bookkeeping, the poll checks, the verdict, and the key client through the web UI's
+console bridge it measures (each key reaches the fake kvmd, on both paths, in order)."""
 
 from __future__ import annotations
 
@@ -89,46 +89,6 @@ def test_verdict_and_figures(bench):
     assert figures["cpu_ms_per_device"] == 3.0
 
 
-def test_the_in_bench_forwarder_delivers_keys_to_kvmd(bench, fake):
-    bridge = bench.InBenchForwarder({"pikvm-1": options_for(fake)}).start()
-    try:
-        browser = bench.open_browser_ws(bridge.port, bridge.url_path("pikvm-1"))
-        try:
-            for key, state in bench.key_events(4):
-                browser.send_text(bench.bridge_key_message(key, state))
-            wait_for_events(fake, 4)
-        finally:
-            browser.close()
-    finally:
-        bridge.stop()
-    events, times = fake.hid_record()
-    assert [(e["via"], e["key"], e["state"]) for e in events] == [
-        ("ws-bin", key, state) for key, state in bench.key_events(4)
-    ]
-    assert times == sorted(times) and len(times) == 4
-
-
-def test_the_key_client_sends_on_both_paths_and_waits_before_closing(bench, fake):
-    bridge = bench.InBenchForwarder({"pikvm-1": options_for(fake)}).start()
-    seen_before_close = []
-    try:
-        sent = bench.send_keys(
-            options_for(fake),
-            bridge.port,
-            bridge.url_path("pikvm-1"),
-            events=6,
-            interval_s=0.001,
-            before_close=lambda sent: seen_before_close.append(wait_for_events(fake, 12)),
-        )
-    finally:
-        bridge.stop()
-    assert len(sent["direct_sent"]) == len(sent["bridge_sent"]) == 6
-    # each bridged event is sent right after its direct twin
-    assert all(d <= b for d, b in zip(sent["direct_sent"], sent["bridge_sent"], strict=True))
-    events = seen_before_close[0]
-    assert sorted((e["key"], e["state"]) for e in events) == sorted(bench.key_events(6) * 2)
-
-
 def wait_for_events(fake, count: int) -> list[dict]:
     deadline = time.monotonic() + 10
     while len(fake.hid_record()[0]) < count:
@@ -153,9 +113,9 @@ def test_a_group_of_fakes_serves_each_device_on_its_own(bench):
         assert [len(f.seen("/api/info")) for f in group.fakes] == [1, 1, 1]
 
 
-def test_the_web_ui_bridge_takes_the_bench_keys_to_kvmd(bench, fake, tmp_path):
-    # the web UI's console bridge (merged from the console work): runs where it exists
-    pytest.importorskip("saltext_fleet.webui.console")
+def test_the_key_client_sends_through_the_web_ui_bridge_and_waits_before_closing(
+    bench, fake, tmp_path
+):
     from saltext_fleet import config
     from saltext_fleet.core import secrets as core_secrets
     from saltext_fleet.store import engine as store_engine
@@ -169,22 +129,29 @@ def test_the_web_ui_bridge_takes_the_bench_keys_to_kvmd(bench, fake, tmp_path):
         store_kvm.add_device(
             conn, core_secrets.Vault.open(cfg.key_file), "pikvm-1", options_for(fake)
         )
-    bridge = bench.start_bridge(opts, {})
+    seen_before_close = []
+    bridge = bench.WebUiBridge(opts).start()
     try:
-        assert isinstance(bridge, bench.WebUiBridge) and "Cookie" in bridge.headers
-        bench.send_keys(
+        assert "webui" in bridge.name and "Cookie" in bridge.headers
+        sent = bench.send_keys(
             options_for(fake),
             bridge.port,
             bridge.url_path("pikvm-1"),
-            events=4,
+            events=6,
             interval_s=0.001,
-            before_close=lambda sent: wait_for_events(fake, 8),
+            before_close=lambda sent: seen_before_close.append(wait_for_events(fake, 12)),
             bridge_headers=bridge.headers,
-            wait_ready=bridge.wait_ready,
         )
     finally:
         bridge.stop()
         store_engine.dispose_all()
-    events = fake.hid_record()[0]
+    assert len(sent["direct_sent"]) == len(sent["bridge_sent"]) == 6
+    # each bridged event is sent right after its direct twin
+    assert all(d <= b for d, b in zip(sent["direct_sent"], sent["bridge_sent"], strict=True))
+    # every event had arrived before the client closed its connections
+    events = seen_before_close[0]
+    assert len(events) == 12
+    direct = [(e["key"], e["state"]) for e in events if e["via"] == "ws-bin"]
     bridged = [(e["key"], e["state"]) for e in events if e["via"] == "ws"]
-    assert bridged == bench.key_events(4)  # kvmd's JSON events, in order, through the bridge
+    assert direct == bench.key_events(6)  # kvmd's binary events, straight from the client
+    assert bridged == bench.key_events(6)  # kvmd's JSON events, in order, through the bridge
