@@ -127,7 +127,7 @@ def build(opts: dict, loop: asyncio.AbstractEventLoop | None = None):
         websocket_max_message_size=64 * 1024,
         # a browser that went away without closing (half-open) is noticed within a minute
         websocket_ping_interval=20,
-        websocket_ping_timeout=60,
+        websocket_ping_timeout=20,  # Tornado caps it at the interval (and warns when higher)
     )
     app.settings["kvm_consoles"] = consoles
     return app, ctx, executor
