@@ -20,7 +20,7 @@ from saltext_fleet import __version__  # noqa: E402
 # -- Project information -----------------------------------------------------------------------
 project = "saltext-fleet"
 author = "saltext-fleet developers"
-copyright = "saltext-fleet developers"  # noqa: A001 - Sphinx's own option name
+copyright = "saltext-fleet developers"
 release = __version__
 version = ".".join(__version__.split(".")[:2])
 

@@ -110,13 +110,15 @@ class KvmAio:
         """Close :meth:`send`'s websocket and the session (idempotent)."""
         self.closed = True
         async with self._ws_lock:
-            if self._ws is not None:
-                with contextlib.suppress(Exception):
-                    await self._ws.close()
+            # the reader first: a close() that races a pending receive() waits for that
+            # receive to see the device's answer to the close (up to aiohttp's close timeout)
             if self._ws_reader is not None:
                 self._ws_reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await self._ws_reader
+            if self._ws is not None:
+                with contextlib.suppress(Exception):
+                    await self._ws.close()
             if self._session is not None:
                 await self._session.close()
 

@@ -8,8 +8,10 @@ script would (no salt-factories parsing in between), on a node and names of this
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -90,6 +92,10 @@ def test_every_runner_prints_one_json_document(salt_master, node, event_listener
     stranger = random_string("out-stranger-")
     yaml_file = tmp_path / "baseline.yaml"
     yaml_file.write_text(f"name: {imported}\npackages:\n  pypi:\n    fleet-ok: '1.0'\n")
+    iso_file = tmp_path / "image.iso"
+    iso_file.write_bytes(os.urandom(64 * 1024))
+    iso_sha = hashlib.sha256(iso_file.read_bytes()).hexdigest()
+    iso_name = random_string("out-iso-").lower() + ".iso"
     # Phases of (runner, args, exits 0?): the writing runners on throwaway names, leaving
     # nothing behind; the refusals print their error as one document too. The runs of a phase
     # do not depend on each other and go side by side (a salt-run costs 1-2 s of CPU).
@@ -122,6 +128,7 @@ def test_every_runner_prints_one_json_document(salt_master, node, event_listener
                 ],
                 True,
             ),
+            ("iso_add", [str(iso_file), f"sha256={iso_sha}", f"name={iso_name}"], True),
         ],
         [
             ("baseline_list", [], True),
@@ -138,6 +145,9 @@ def test_every_runner_prints_one_json_document(salt_master, node, event_listener
             ("cve_triage_revoke", ["999999999"], False),  # no such decision
             ("kvm_poll", [device], True),
             ("kvm_list", [f"node={node}"], True),
+            ("iso_list", [], True),
+            ("kvm_power", [device, "on"], True),
+            ("kvm_iso_mount", [device, iso_name], True),
         ],
         [
             ("drift", [node], True),
@@ -150,6 +160,8 @@ def test_every_runner_prints_one_json_document(salt_master, node, event_listener
             ("keys_reject", [stranger], False),
             ("secret_delete", ["group", group, "token"], True),
             ("kvm_history", [device], True),
+            ("kvm_click", [device, "no-such-button"], False),  # refused before anything is sent
+            ("kvm_iso_eject", [device], True),
             # a closed loopback port: the steps up to the SSH connection, then a clear failure
             (
                 "bootstrap",
@@ -172,6 +184,7 @@ def test_every_runner_prints_one_json_document(salt_master, node, event_listener
             ("bootstraps", [f"id={stranger}"], True),
             ("keys_delete", [stranger], True),
             ("kvm_remove", [device], True),
+            ("iso_remove", [iso_name], True),
         ],
         [
             ("baseline_unassign", [other], True),
@@ -221,6 +234,9 @@ def test_every_runner_prints_one_json_document(salt_master, node, event_listener
     assert out["kvm_poll"][device]["alerts"] in ([], ["over_temperature"])
     assert out["kvm_list"][device]["node"] == node and KVM_PASSWORD not in json.dumps(out)
     assert {p["temperature"] for p in out["kvm_history"]} == {91.0}
+    # the library's image went to the device once, the power click once, the bad button never
+    assert len(kvmd.seen("/api/msd/write")) == 1 and len(kvmd.seen("/api/atx/power")) == 1
+    assert kvmd.seen("/api/atx/click") == [] and out["iso_list"][iso_name]["sha256"] == iso_sha
     # the alert went to the master's bus, signed by the master
     alert = wait_for(
         "the fleet/alert/kvm event",

@@ -123,4 +123,5 @@ def test_send_opens_one_websocket_for_input_and_close_ends_it(fake, auth):
     assert run(send(options_for(fake, auth=auth), [KEY_DOWN, KEY_UP])) == (True, False)
     assert [(e["key"], e["state"]) for e in fake.hid_events] == [("KeyS", True), ("KeyS", False)]
     assert len(fake.seen("/api/ws")) == 1
-    wait_for("the fake's websocket to close", lambda: fake.connected_ws() == 0, 5, 0.02)
+    # (under load the fake's server side may take up to aiohttp's 10 s close timeout)
+    wait_for("the fake's websocket to close", lambda: fake.connected_ws() == 0, 15, 0.02)
