@@ -108,6 +108,7 @@ class WebRtcOfferHandler(tornado.web.RequestHandler):
         try:
             answer = await asyncio.wait_for(peer.answer(offer), ANSWER_TIMEOUT)
         except KvmArgumentError as exc:
+            await peer.close("bad offer")  # gives its slot back
             return self._fail(400, str(exc))
         except asyncio.TimeoutError:
             await peer.close("no answer in time")
