@@ -79,6 +79,9 @@ class KvmAio:
         self._token: str | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None  # :meth:`send`'s
         self._ws_reader: asyncio.Task | None = None
+        #: every /api/ws this object opened (:meth:`events`): :meth:`close` closes them with a
+        #: close frame, so kvmd ends its side now rather than when a TLS shutdown completes
+        self._opened: list[aiohttp.ClientWebSocketResponse] = []
         self._ws_lock = asyncio.Lock()
         self.closed = False
 
@@ -107,7 +110,8 @@ class KvmAio:
         return self._session
 
     async def close(self) -> None:
-        """Close :meth:`send`'s websocket and the session (idempotent)."""
+        """Close every websocket this object opened (:meth:`send`'s and :meth:`events`') with a
+        close frame, then the session (idempotent)."""
         self.closed = True
         async with self._ws_lock:
             # the reader first: a close() that races a pending receive() waits for that
@@ -116,9 +120,11 @@ class KvmAio:
                 self._ws_reader.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await self._ws_reader
-            if self._ws is not None:
-                with contextlib.suppress(Exception):
-                    await self._ws.close()
+            for ws in self._opened:
+                if not ws.closed:
+                    with contextlib.suppress(Exception):
+                        await asyncio.wait_for(ws.close(), self.options.timeout)
+            self._opened.clear()
             if self._session is not None:
                 await self._session.close()
 
@@ -205,7 +211,7 @@ class KvmAio:
         request = "GET /api/ws"
         headers = await self.auth_headers()
         try:
-            return await self.session().ws_connect(
+            ws = await self.session().ws_connect(
                 self.base + "/api/ws",
                 headers=headers,
                 heartbeat=max(5.0, self.options.timeout),
@@ -213,6 +219,9 @@ class KvmAio:
             )
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             raise self._error(request, exc) from exc
+        self._opened = [w for w in self._opened if not w.closed]
+        self._opened.append(ws)
+        return ws
 
     async def send(self, text: str) -> None:
         """Send one checked kvmd event (JSON text, e.g. :meth:`HidEvent.kvmd_text

@@ -30,6 +30,7 @@ falls back to this MJPEG stream without it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -103,6 +104,8 @@ class Consoles:
         self.max_per_user = max_per_user
         self.max_total = max_total
         self.peers: set = set()
+        #: the websockets' endings still running (keys released, kvmd closed, audit row)
+        self.ending: set[asyncio.Future] = set()
         self._open: Counter = Counter()
         self._lock = threading.Lock()
 
@@ -131,6 +134,16 @@ class Consoles:
         """Close the open WebRTC peers (the server stops)."""
         for peer in list(self.peers):
             await peer.close(reason)
+
+    def track_ending(self, future: asyncio.Future) -> None:
+        self.ending.add(future)
+        future.add_done_callback(self.ending.discard)
+
+    async def wait_ended(self, timeout: float = 5.0) -> None:
+        """Let the websockets the server just closed finish ending (the server stops): their
+        held keys go up, kvmd's websocket is closed with a close frame, the audit row ends."""
+        if self.ending:
+            await asyncio.wait(list(self.ending), timeout=timeout)
 
 
 async def authorize(handler, consoles: Consoles, name: str) -> tuple[dict, Any]:
@@ -448,7 +461,7 @@ class ConsoleSocket(tornado.websocket.WebSocketHandler):
         if self.ctx.live is not None:
             self.ctx.live.remove(self)
         self._release()
-        asyncio.ensure_future(self._finish())
+        self.consoles.track_ending(asyncio.ensure_future(self._finish()))
 
     async def _finish(self) -> None:
         kvmd = self._kvmd
@@ -460,7 +473,9 @@ class ConsoleSocket(tornado.websocket.WebSocketHandler):
                 except Exception:  # noqa: BLE001 - the device went too
                     break
         if self._bridge is not None:
-            self._bridge.cancel()
+            self._bridge.cancel()  # its KvmAio closes kvmd's websocket on the way out
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._bridge
         if self.audit is not None and self.input is not None:
             await self.audit.end(
                 self._reason,

@@ -178,4 +178,5 @@ async def serve(
         ctx.live.stop()
         server.stop()
         await server.close_all_connections()
+        await app.settings["kvm_consoles"].wait_ended()
         executor.shutdown(wait=False, cancel_futures=True)
