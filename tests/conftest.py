@@ -1,7 +1,7 @@
 """Shared test fixtures.
 
 Salt daemons and loaders are set up by pytest-salt-factories; every daemon's root_dir lives
-under pytest's own temporary folder, so a run leaves nothing behind.
+under one short temporary folder of the run (``short_tmp``), removed at its end.
 """
 
 import logging
