@@ -39,6 +39,7 @@ def fake_server(certificate):
 @pytest.fixture
 def fake(fake_server):
     fake_server.reset()
+    fake_server.forget_websockets()
     yield fake_server
     fake_server.reset()
 

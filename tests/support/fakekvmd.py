@@ -619,6 +619,14 @@ class FakeKvmd:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
+    def forget_websockets(self) -> None:
+        """Stop counting (and broadcasting to) the ``/api/ws`` sessions open now: a test's
+        fixture calls it so that the one before it does not count in :meth:`connected_ws`. A
+        client whose loop ended right after closing may never have sent its close, and this
+        side would notice only by its heartbeat, seconds later."""
+        if self._loop is not None:
+            self.call(self._ws_sessions.clear)
+
     def call(self, func, *args):
         """Run ``func(*args)`` on the server's loop (to change state a handler reads)."""
 
