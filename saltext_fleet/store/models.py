@@ -48,6 +48,14 @@ Tables:
 ``kvm_isos``              (schema 0011) the master's ISO library: name, SHA-256, size, source
 ``kvm_action_slots``      per device, the power rate limit (next allowed time) and the ISO action
                           running (who, image, progress, when its hold lapses)
+``alerts``                (schema 0012) every accepted ``fleet/alert/*`` event, stored before it is
+                          sent: kind, node, subject, state, condition, severity, summary, data
+``alert_conditions``      per (kind, node, subject): current condition, recent changes (flapping),
+                          last sends per route (duplicate window), acknowledgement
+``alert_routes``          routes made by admins in the UI (the config's routes are in the config)
+``alert_deliveries``      one row per (alert, route): status, attempts, next retry, the claim
+``alert_attempts``        every delivery attempt: ok, HTTP status, latency, error, master
+``cert_alerts``           which expiry thresholds of which node's signing certificate fired
 ``ui_users``              the web UI's users: bcrypt hash, role, TOTP on/off (its secret is in
                           ``secrets``), recovery code and API token hashes, session version
 """
@@ -823,3 +831,139 @@ class KvmActionSlot(Base):
     until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     done_bytes: Mapped[int | None] = mapped_column(BigInteger)
     total_bytes: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class Alert(Base):
+    """An accepted ``fleet/alert/*`` event (signed by the master), stored before any delivery.
+    ``(kind, node, subject)`` names the condition it is about (``subject``: what within the
+    node, e.g. a certificate's SHA-1 or a KVM device; "" when the node is all); ``state`` is
+    ``firing`` or ``resolved``; ``condition`` the finer state (``above``, ``offline``,
+    ``30d``...). ``suppressed`` says why it was not sent (``duplicate``, ``flapping``,
+    ``acknowledged``), None when it was routed."""
+
+    __tablename__ = "alerts"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    event_key: Mapped[str] = mapped_column(String(64), unique=True)
+    tag: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(32))
+    node: Mapped[str | None] = mapped_column(String(MINION_ID_LEN))
+    subject: Mapped[str] = mapped_column(String(255), default="", server_default="")
+    state: Mapped[str] = mapped_column(String(16))
+    condition: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(16))
+    summary: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    raised_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    received_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    master: Mapped[str | None] = mapped_column(String(255))
+    suppressed: Mapped[str | None] = mapped_column(String(32))
+
+    __table_args__ = (
+        Index("ix_alerts_node", "node", "raised_at"),
+        Index("ix_alerts_raised_at", "raised_at"),
+        Index("ix_alerts_kind", "kind", "node", "subject", "raised_at"),
+    )
+
+
+class AlertCondition(Base):
+    """The current condition of one (kind, node, subject): ``changes`` holds the times of its
+    recent changes (for flapping), ``last_sent`` ``{route: ISO time}`` of the last send (the
+    duplicate window), and an acknowledgement holds while ``condition`` is
+    ``acked_condition``."""
+
+    __tablename__ = "alert_conditions"
+
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    node: Mapped[str] = mapped_column(String(MINION_ID_LEN), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(255), primary_key=True, default="")
+    state: Mapped[str] = mapped_column(String(16))
+    condition: Mapped[str] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(16))
+    changed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    changes: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    flapping_since: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_alert_id: Mapped[int | None] = mapped_column(BigInteger)
+    last_sent: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    acked_by: Mapped[str | None] = mapped_column(String(255))
+    acked_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    acked_condition: Mapped[str | None] = mapped_column(String(64))
+    ack_comment: Mapped[str | None] = mapped_column(Text)
+
+
+class AlertRoute(Base):
+    """A route an admin made in the UI: ``match`` (kinds, min_severity, group, node glob),
+    ``destination`` (webhook, slack, pagerduty, email) and ``target`` (its URL, addresses...,
+    never a secret: those are in ``secrets``, scope ``alert``, owner the route's name)."""
+
+    __tablename__ = "alert_routes"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    destination: Mapped[str] = mapped_column(String(16))
+    match: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    target: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True, server_default=text("true"))
+    created_by: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AlertDelivery(Base):
+    """One alert to one route. ``status``: ``pending`` (due at ``next_at``), ``delivered``,
+    ``failed`` (gave up), ``suppressed``. A worker claims it by a conditional update
+    (``claimed_by`` until ``claimed_until``), so one master sends it."""
+
+    __tablename__ = "alert_deliveries"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    alert_id: Mapped[int] = mapped_column(BigInteger, ForeignKey("alerts.id", ondelete="CASCADE"))
+    #: the route's name: ``config:<name>`` for the master config's, ``ui:<name>`` for the UI's
+    route: Mapped[str] = mapped_column(String(80))
+    destination: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    claimed_by: Mapped[str | None] = mapped_column(String(255))
+    claimed_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        UniqueConstraint("alert_id", "route", name="uq_alert_deliveries_alert_route"),
+        Index("ix_alert_deliveries_due", "status", "next_at"),
+        Index("ix_alert_deliveries_route", "route", "created_at"),
+    )
+
+
+class AlertAttempt(Base):
+    """One attempt to deliver: ``ok``, the HTTP status (None for email or no answer), the
+    latency and the error."""
+
+    __tablename__ = "alert_attempts"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    delivery_id: Mapped[int] = mapped_column(
+        BigInteger, ForeignKey("alert_deliveries.id", ondelete="CASCADE")
+    )
+    at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    ok: Mapped[bool] = mapped_column(Boolean)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    master: Mapped[str | None] = mapped_column(String(255))
+
+    __table_args__ = (Index("ix_alert_attempts_delivery", "delivery_id", "at"),)
+
+
+class CertAlert(Base):
+    """A certificate expiry threshold (``30d``, ``7d``, ``1d``, ``expired``) that fired for
+    one node's signing identity (``sha1``): each fires once per certificate and node."""
+
+    __tablename__ = "cert_alerts"
+
+    node: Mapped[str] = mapped_column(String(MINION_ID_LEN), primary_key=True)
+    sha1: Mapped[str] = mapped_column(String(64), primary_key=True)
+    threshold: Mapped[str] = mapped_column(String(16), primary_key=True)
+    not_after: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    fired_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
