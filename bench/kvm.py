@@ -73,7 +73,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -308,23 +307,12 @@ def device_options(device: dict) -> dict:
 
 
 def make_store(pg_url: str):
-    """A fresh PostgreSQL database: ``(url, cleanup)``."""
-    import psycopg
-    from sqlalchemy.engine import make_url
+    """A fresh PostgreSQL database: ``(url, cleanup)`` (the tests' own helper)."""
+    from tests.support import pgdb
 
-    name = f"fleet_bench_kvm_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-    def cleanup():
-        from saltext_fleet.store import engine as store_engine
-
-        store_engine.dispose_all()
-        with psycopg.connect(pg_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    url = make_url(pg_url).set(drivername="postgresql+psycopg", database=name)
-    return url.render_as_string(hide_password=False), cleanup
+    stack = contextlib.ExitStack()
+    url = stack.enter_context(pgdb.fresh_database(pg_url, "fleet_bench_kvm"))
+    return url, stack.close
 
 
 def master_opts(root: str, db_url: str) -> dict:

@@ -29,6 +29,7 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
@@ -40,7 +41,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -51,26 +51,14 @@ PASSWORD = "bench password 1234"
 
 
 def make_store(backend: str, pg_url: str, workdir: str):
-    """A fresh, migrated store: ``(url, cleanup)``."""
-    from sqlalchemy.engine import make_url
-
+    """A fresh, migrated store: ``(url, cleanup)`` (PostgreSQL: the tests' own helper)."""
     if backend == "sqlite":
         return f"sqlite:///{os.path.join(workdir, 'fleet.db')}", lambda: None
-    import psycopg
+    from tests.support import pgdb
 
-    name = f"fleet_bench_ui_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-
-    def cleanup():
-        from saltext_fleet.store import engine as store_engine
-
-        store_engine.dispose_all()
-        with psycopg.connect(pg_url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-    url = make_url(pg_url).set(drivername="postgresql+psycopg", database=name)
-    return url.render_as_string(hide_password=False), cleanup
+    stack = contextlib.ExitStack()
+    url = stack.enter_context(pgdb.fresh_database(pg_url, "fleet_bench_ui"))
+    return url, stack.close
 
 
 def fill(engine, nodes: int, history: int, seed: int) -> dict:
