@@ -38,10 +38,8 @@ def fake_server(certificate):
 
 @pytest.fixture
 def fake(fake_server):
-    fake_server.reset()
-    fake_server.forget_websockets()
-    yield fake_server
-    fake_server.reset()
+    with fake_server.fresh() as fake:
+        yield fake
 
 
 def options_for(fake: FakeKvmd, **overrides) -> dict:

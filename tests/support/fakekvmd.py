@@ -60,6 +60,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import contextvars
 import dataclasses
 import datetime
@@ -546,29 +547,15 @@ class FakeKvmd:
 
     def start(self) -> FakeKvmd:
         context = self._tls_context()
-        ready = threading.Event()
-        failure: list[BaseException] = []
 
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self._serve(context))
-            except BaseException as exc:  # noqa: BLE001 - handed to start() to raise
-                failure.append(exc)
-                ready.set()
-                return
-            ready.set()
-            loop.run_forever()
-            loop.run_until_complete(self._runner.cleanup())
-            loop.close()
+        async def serve() -> None:
+            self._loop = asyncio.get_running_loop()
+            await self._serve(context)
 
-        self._thread = threading.Thread(target=run, name="fakekvmd", daemon=True)
-        self._thread.start()
-        ready.wait(10)
-        if failure:
-            raise failure[0]
+        async def cleanup() -> None:
+            await self._runner.cleanup()
+
+        self._thread = _start_loop_thread("fakekvmd", serve, cleanup, timeout=10)
         return self
 
     def _tls_context(self) -> ssl.SSLContext:
@@ -618,6 +605,17 @@ class FakeKvmd:
 
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
+
+    @contextlib.contextmanager
+    def fresh(self):
+        """The fake for one test (a per-test fixture's body): reset, with no websocket of an
+        earlier test counted (:meth:`forget_websockets`), and reset again afterwards."""
+        self.reset()
+        self.forget_websockets()
+        try:
+            yield self
+        finally:
+            self.reset()
 
     def forget_websockets(self) -> None:
         """Stop counting (and broadcasting to) the ``/api/ws`` sessions open now: a test's
@@ -1380,6 +1378,35 @@ class FakeKvmd:
             return
 
 
+def _start_loop_thread(name: str, serve, cleanup, timeout: float) -> threading.Thread:
+    """Run ``serve()`` on a new event loop in a daemon thread, then that loop until it is
+    stopped, then ``cleanup()``. Returns the thread once ``serve()`` is done, raising what
+    ``serve()`` raised."""
+    ready = threading.Event()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(serve())
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller to raise
+            failure.append(exc)
+            ready.set()
+            return
+        ready.set()
+        loop.run_forever()
+        loop.run_until_complete(cleanup())
+        loop.close()
+
+    thread = threading.Thread(target=run, name=name, daemon=True)
+    thread.start()
+    ready.wait(timeout)
+    if failure:
+        raise failure[0]
+    return thread
+
+
 class FakeKvmdGroup:
     """Many fakes (a bench's fleet of devices) served by one event loop in one thread, each
     on its own port with its own certificate, as :class:`FakeKvmd` would serve one.
@@ -1395,36 +1422,19 @@ class FakeKvmdGroup:
 
     def start(self) -> FakeKvmdGroup:
         contexts = [fake._tls_context() for fake in self.fakes]
-        ready = threading.Event()
-        failure: list[BaseException] = []
 
         async def serve_all() -> None:
+            self._loop = asyncio.get_running_loop()
             for fake, context in zip(self.fakes, contexts, strict=True):
-                fake._loop = asyncio.get_running_loop()
+                fake._loop = self._loop
                 await fake._serve(context)
 
-        def run() -> None:
-            loop = asyncio.new_event_loop()
-            self._loop = loop
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(serve_all())
-            except BaseException as exc:  # noqa: BLE001 - handed to start() to raise
-                failure.append(exc)
-                ready.set()
-                return
-            ready.set()
-            loop.run_forever()
+        async def cleanup() -> None:
             for fake in self.fakes:
                 if fake._runner is not None:
-                    loop.run_until_complete(fake._runner.cleanup())
-            loop.close()
+                    await fake._runner.cleanup()
 
-        self._thread = threading.Thread(target=run, name="fakekvmd-group", daemon=True)
-        self._thread.start()
-        ready.wait(60)
-        if failure:
-            raise failure[0]
+        self._thread = _start_loop_thread("fakekvmd-group", serve_all, cleanup, timeout=60)
         return self
 
     def stop(self) -> None:

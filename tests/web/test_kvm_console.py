@@ -33,9 +33,8 @@ def fake_server():
 
 @pytest.fixture
 def fake(fake_server):
-    fake_server.reset()
-    yield fake_server
-    fake_server.reset()
+    with fake_server.fresh() as fake:
+        yield fake
 
 
 @pytest.fixture
