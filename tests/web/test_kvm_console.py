@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 
 import aiohttp
@@ -300,3 +301,63 @@ def test_one_set_of_limits_per_user_and_in_all_for_each_kind():
     consoles.release(2, "webrtc")
     consoles.acquire(3, "webrtc")
     assert consoles.open_count(1) == 3 and consoles.open_count() == 4
+
+
+def test_a_slow_browser_gets_whole_frames_and_the_frames_it_cannot_take_are_dropped(tmp_path):
+    """A browser that stops reading (a small receive buffer, nothing read for 3 s) holds up
+    nothing: the engine keeps reading the device, drops the frames the browser has not room
+    for, and what the browser reads afterwards is whole JPEG frames; the end row counts both."""
+    with (
+        FakeKvmd(password="slow-pw", fps=30, frame_size=(3840, 2160)) as device,
+        console_server(tmp_path, device) as ui,
+    ):
+        session = Session(ui["port"]).login("watcher")
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", ui["port"]))
+        request = f"GET {STREAM} HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: {session.cookie}\r\n\r\n"
+        sock.sendall(request.encode())
+        time.sleep(3)  # the slow browser takes nothing while the device sends ~90 frames of 130 kB:
+        # more than the kernel buffers hold (4 MB), so the engine must drop some
+        received = bytearray()
+        sock.settimeout(0.5)
+        until = time.monotonic() + 2
+        while time.monotonic() < until:
+            try:
+                chunk = sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not chunk:
+                break
+            received += chunk
+        sock.close()
+        (end,) = wait_for(lambda: ends_of(ui), timeout=10, what="the stream's end row")
+    head, _, body = bytes(received).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head[:200]
+    # chunked transfer: undo it before splitting the parts
+    splitter = MjpegSplitter("test", b"--" + BOUNDARY.encode())
+    frames = splitter.feed(_unchunk(body))
+    assert len(frames) >= 3, len(frames)
+    assert all(f.startswith(b"\xff\xd8") and f.endswith(b"\xff\xd9") for f in frames)
+    details = end["details"]
+    assert details["via"] == "mjpeg" and details["dropped"] > 0, details
+    assert details["frames"] >= len(frames), details
+    # one stream from the device for the whole time, about 150 frames in those 5 s
+    sent = len(device.seen("/streamer/stream"))
+    assert sent == 1 and details["frames"] + details["dropped"] >= 60, details
+
+
+def _unchunk(data: bytes) -> bytes:
+    """The body of an HTTP/1.1 chunked response (a last, partial chunk is kept as far as it
+    came)."""
+    out = bytearray()
+    while data:
+        size_line, sep, rest = data.partition(b"\r\n")
+        if not sep:
+            break
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        data = rest[size + 2 :]
+    return bytes(out)
