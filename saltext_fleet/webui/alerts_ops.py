@@ -1,0 +1,436 @@
+"""What the alert pages do: check their parameters (``400`` naming a bad one), read the views
+of :mod:`saltext_fleet.store.alert_views` (paged in SQL), and turn their forms into calls of
+the ``fleet.alert_*`` runners through Salt's RunnerClient as the user (``ui:<name>``), like
+every action of the UI: the runners check, write the store and the audit chain, so a change
+made here and one made with ``salt-run`` are recorded in one place.
+
+- acknowledge (``alerts.ack``: operators, admins): ``fleet.alert_ack`` with the alert's
+  condition ``(kind, node, subject)`` and a comment;
+- test-send (``alerts.test``: operators, admins): ``fleet.alert_test`` through one route; the
+  outcome (ok, HTTP status, latency, error) is shown on the routes page;
+- routes and their secrets (``alerts.routes``: admins): ``fleet.alert_route_set``,
+  ``fleet.alert_route_delete``, ``fleet.alert_secret``. A secret goes from the form to the
+  runner and the vault, and is never shown back: the pages say "set" or "not set".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from flask import abort, request, session, url_for
+
+from saltext_fleet.core import gate as core_gate
+from saltext_fleet.core.errors import FleetError
+from saltext_fleet.store import alert_views
+from saltext_fleet.store.ui import QueryError
+from saltext_fleet.webui import charts
+from saltext_fleet.webui.base import actor, ctx, salt
+from saltext_fleet.webui.salt import SaltError
+
+#: Where an alert goes (saltext_fleet.master.alertsend.DESTINATIONS).
+DESTINATIONS = ("webhook", "slack", "pagerduty", "email")
+#: The secrets each destination needs (saltext_fleet.master.alertsend.SECRET_NAMES).
+SECRET_NAMES = {
+    "webhook": ("hmac",),
+    "slack": ("url",),
+    "pagerduty": ("routing_key",),
+    "email": ("password",),
+}
+SECRET_LABELS = {
+    "hmac": "HMAC secret",
+    "url": "incoming webhook URL",
+    "routing_key": "routing key",
+    "password": "SMTP password",
+}
+#: The target fields of each destination's form: (name, type, label, placeholder). Types:
+#: ``text``, ``int``, ``bool``, ``list`` (comma-separated).
+TARGET_FIELDS: dict[str, tuple[tuple[str, str, str, str], ...]] = {
+    "webhook": (
+        ("url", "text", "URL", "https://receiver.example/fleet"),
+        ("timeout", "int", "Timeout (s)", "10"),
+    ),
+    "slack": (("channel", "text", "Channel (optional)", "#builds"),),
+    "pagerduty": (
+        ("url", "text", "Events API URL (optional)", "https://events.pagerduty.com/v2/enqueue"),
+    ),
+    "email": (
+        ("host", "text", "SMTP host", "smtp.example.com"),
+        ("port", "int", "Port", "587"),
+        ("starttls", "bool", "STARTTLS", ""),
+        ("from", "text", "From", "fleet@example.com"),
+        ("to", "list", "To (comma-separated)", "oncall@example.com"),
+        ("username", "text", "Username (optional)", ""),
+    ),
+}
+#: The kinds of alert a route can match.
+KINDS = ("drift", "cve", "kvm", "cert", "test")
+#: A route's name (the runner checks it again).
+ROUTE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+#: The delivery log's chart windows, in hours (the default first).
+WINDOWS = (24, 72, 168)
+#: The longest comment an acknowledgement carries.
+COMMENT_MAX = 1000
+#: The session key of the last test-send's outcome (shown once by the routes page).
+TEST_OUTCOME = "alert_test_outcome"
+
+
+class RouteFormError(FleetError, ValueError):
+    """A route form's field is not usable; the message names it."""
+
+
+# -- reading -------------------------------------------------------------------------------------
+
+
+def alerts_query(**fixed) -> alert_views.AlertsQuery:
+    """The query string's alert filters (400 naming a bad one)."""
+    try:
+        query = alert_views.AlertsQuery.from_args(request.args, **fixed)
+    except QueryError as exc:
+        abort(400, description=str(exc))
+    if query.node is not None and not core_gate.is_minion_id(query.node.replace("*", "x")):
+        abort(400, description=f"node: {query.node[:60]!r} is not a minion id (or a glob)")
+    return query
+
+
+def alerts_page() -> dict[str, Any]:
+    """The fleet's alerts page: ``{"query", "page", "summary", "kinds", "latest"}``."""
+    query = alerts_query()
+    with ctx().engine.connect() as conn:
+        return {
+            "query": query,
+            "page": alert_views.alerts_page(conn, query),
+            "summary": alert_views.summary(conn),
+            "kinds": alert_views.kinds(conn),
+            "latest": alert_views.latest_alert_id(conn),
+        }
+
+
+def alert_page(alert_id: str) -> dict[str, Any]:
+    """One alert with its data, condition, deliveries and every attempt (404 when none)."""
+    if not alert_id.isdigit() or len(alert_id) > 18:
+        abort(404, description="no such alert")
+    with ctx().engine.connect() as conn:
+        found = alert_views.alert(conn, int(alert_id))
+    if found is None:
+        abort(404, description=f"no alert {alert_id}")
+    return {"alert": found}
+
+
+def node_alerts(conn, minion_id: str) -> dict[str, Any]:
+    """A node page's alerts section."""
+    return alert_views.node_alerts(conn, minion_id)
+
+
+def hours_arg() -> int:
+    raw = request.args.get("hours")
+    if raw is None or raw == "":
+        return WINDOWS[0]
+    if not raw.isdigit() or int(raw) not in WINDOWS:
+        abort(400, description=f"hours: one of {', '.join(map(str, WINDOWS))}, not {raw[:20]!r}")
+    return int(raw)
+
+
+def deliveries_page() -> dict[str, Any]:
+    """The delivery log: ``{"query", "page", "routes", "hours", "windows", "over_time"}``."""
+    try:
+        query = alert_views.DeliveriesQuery.from_args(request.args)
+    except QueryError as exc:
+        abort(400, description=str(exc))
+    hours = hours_arg()
+    with ctx().engine.connect() as conn:
+        return {
+            "query": query,
+            "page": alert_views.deliveries_page(conn, query),
+            "routes": alert_views.delivery_routes(conn),
+            "statuses": alert_views.DELIVERY_STATUSES,
+            "hours": hours,
+            "windows": WINDOWS,
+            "over_time": alert_views.deliveries_over_time(conn, hours=hours),
+        }
+
+
+def deliveries_chart(over_time: list[dict[str, Any]]) -> str:
+    """Deliveries per hour, stacked by status."""
+    return charts.column_chart(
+        over_time,
+        parts=("delivered", "failed", "pending", "suppressed"),
+        title="deliveries per hour by status",
+    )
+
+
+def _field(route: Any, name: str, default: Any = None) -> Any:
+    if isinstance(route, Mapping):
+        return route.get(name, default)
+    return getattr(route, name, default)
+
+
+def _plain(value: Any) -> Any:
+    """A config object's value as plain dicts and lists (for the page and ``|json``)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_plain(v) for v in value]
+    if hasattr(value, "__dataclass_fields__"):
+        return {k: _plain(getattr(value, k)) for k in value.__dataclass_fields__}
+    return value
+
+
+def config_routes() -> list[dict[str, Any]]:
+    """The master config's routes (``fleet:alerts:routes``), read-only: key ``config:<name>``."""
+    alerts = getattr(ctx().config, "alerts", None)
+    routes = _field(alerts, "routes", None) or ()
+    out = []
+    for route in routes:
+        name = str(_field(route, "name", ""))
+        out.append(
+            {
+                "key": f"config:{name}",
+                "name": name,
+                "source": "config",
+                "destination": _field(route, "destination", ""),
+                "match": _plain(_field(route, "match", None) or {}),
+                "target": _plain(_field(route, "target", None) or {}),
+                "enabled": bool(_field(route, "enabled", True)),
+            }
+        )
+    return out
+
+
+def routes_page() -> dict[str, Any]:
+    """Both kinds of route, which secrets each has set, their deliveries, the form to edit
+    (``?edit=<name>``) and the last test-send's outcome."""
+    edit_name = request.args.get("edit") or None
+    with ctx().engine.connect() as conn:
+        ui = alert_views.ui_routes(conn)
+        configured = config_routes()
+        keys = [r["key"] for r in configured + ui]
+        secrets = alert_views.secrets_set(conn, keys)
+        stats = alert_views.route_stats(conn)
+    for route in configured + ui:
+        names = SECRET_NAMES.get(route["destination"], ())
+        have = secrets.get(route["key"], {})
+        route["secrets"] = [
+            {"name": n, "label": SECRET_LABELS.get(n, n), "set": n in have, "at": have.get(n)}
+            for n in names
+        ]
+        route["stats"] = stats.get(route["key"])
+    editing = None
+    if edit_name is not None:
+        editing = next((r for r in ui if r["name"] == edit_name), None)
+        if editing is None:
+            abort(404, description=f"no UI route named {edit_name[:64]!r}")
+    outcome = session.pop(TEST_OUTCOME, None)
+    return {
+        "config_routes": configured,
+        "ui_routes": ui,
+        "editing": editing,
+        "outcome": outcome,
+        "destinations": DESTINATIONS,
+        "target_fields": TARGET_FIELDS,
+        "secret_names": SECRET_NAMES,
+        "secret_labels": SECRET_LABELS,
+        "kinds": KINDS,
+        "severities": alert_views.SEVERITIES,
+    }
+
+
+# -- acting ----------------------------------------------------------------------------------------
+
+
+def back_url(form: Mapping[str, Any], default: str) -> str:
+    """Where a form returns to: its ``back`` when it is a path of this site, else
+    ``default``."""
+    back = form.get("back") or ""
+    if isinstance(back, str) and back.startswith("/") and not back.startswith("//"):
+        if "\\" not in back and len(back) <= 2000:
+            return back
+    return default
+
+
+def acknowledge(form: Mapping[str, Any]) -> str:
+    """Run ``fleet.alert_ack`` as the user for the form's condition; what to flash."""
+    kind = (form.get("kind") or "").strip()
+    node = (form.get("node") or "").strip()
+    subject = form.get("subject") or ""
+    comment = (form.get("comment") or "").strip()
+    if not kind or len(kind) > 32:
+        abort(400, description="kind: the alert's kind")
+    if node and not core_gate.is_minion_id(node):
+        abort(400, description=f"node: {node[:60]!r} is not a minion id")
+    if len(subject) > 255:
+        abort(400, description="subject: at most 255 characters")
+    if len(comment) > COMMENT_MAX:
+        abort(400, description=f"comment: at most {COMMENT_MAX} characters")
+    what = f"{kind} on {node or 'the fleet'}" + (f" ({subject})" if subject else "")
+    try:
+        done = salt().runner(
+            "fleet.alert_ack",
+            {"kind": kind, "node": node, "subject": subject, "comment": comment},
+            user=actor(),
+        )
+    except SaltError as exc:
+        return f"Not acknowledged: {what}: {exc}"
+    condition = (done or {}).get("acked_condition") or (done or {}).get("condition")
+    held = f" ({condition})" if condition else ""
+    return f"Acknowledged {what}{held}: repeats stop until the condition changes."
+
+
+def route_key_arg(form: Mapping[str, Any]) -> str:
+    """The form's route key (``ui:<name>`` or ``config:<name>``); 400 otherwise."""
+    key = form.get("route") or ""
+    source, _sep, name = key.partition(":")
+    if source not in ("ui", "config") or not ROUTE_NAME_RE.fullmatch(name):
+        abort(400, description=f"route: ui:<name> or config:<name>, not {key[:80]!r}")
+    return key
+
+
+def _shown_outcome(route: str, result: Any) -> dict[str, Any]:
+    result = result if isinstance(result, Mapping) else {}
+    latency = result.get("latency_ms")
+    error = result.get("error")
+    return {
+        "route": route,
+        "ok": bool(result.get("ok")),
+        "status_code": result.get("status_code"),
+        "latency_ms": round(float(latency), 1) if isinstance(latency, int | float) else None,
+        "error": str(error)[:300] if error else None,
+        "at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def test_send(form: Mapping[str, Any]) -> dict[str, Any]:
+    """Run ``fleet.alert_test`` as the user through the form's route; the outcome, kept for
+    the routes page to show once."""
+    route = route_key_arg(form)
+    try:
+        result = salt().runner("fleet.alert_test", {"route": route}, user=actor())
+    except SaltError as exc:
+        result = {"ok": False, "status_code": None, "latency_ms": None, "error": str(exc)}
+    outcome = _shown_outcome(route, result)
+    session[TEST_OUTCOME] = outcome
+    return outcome
+
+
+def _text(form: Mapping[str, Any], name: str, limit: int = 2000) -> str:
+    value = form.get(name) or ""
+    if not isinstance(value, str) or len(value) > limit:
+        raise RouteFormError(f"{name}: at most {limit} characters")
+    return value.strip()
+
+
+def route_values(form: Mapping[str, Any]) -> dict[str, Any]:
+    """The runner's arguments from a route form: name, destination, match, target, the
+    secrets typed in (blank ones are left as they are) and enabled."""
+    name = _text(form, "name", 64)
+    if not ROUTE_NAME_RE.fullmatch(name):
+        raise RouteFormError(
+            "name: letters, digits, '.', '_' and '-', starting with a letter or digit "
+            f"(at most 64), not {name[:64]!r}"
+        )
+    destination = _text(form, "destination", 16)
+    if destination not in DESTINATIONS:
+        raise RouteFormError(f"destination: one of {', '.join(DESTINATIONS)}")
+    match: dict[str, Any] = {}
+    kinds = [k for k in form.getlist("kinds")] if hasattr(form, "getlist") else []
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown:
+        raise RouteFormError(f"kinds: {', '.join(unknown)[:80]} not among {', '.join(KINDS)}")
+    if kinds:
+        match["kinds"] = [k for k in KINDS if k in kinds]
+    severity = _text(form, "min_severity", 16)
+    if severity:
+        if severity not in alert_views.SEVERITIES:
+            raise RouteFormError(f"min_severity: one of {', '.join(alert_views.SEVERITIES)}")
+        match["min_severity"] = severity
+    for key in ("group", "node"):
+        value = _text(form, key, 255)
+        if value:
+            match[key] = value
+    target: dict[str, Any] = {}
+    for field, kind, _label, _placeholder in TARGET_FIELDS[destination]:
+        raw = _text(form, f"target-{destination}-{field}")
+        if kind == "bool":
+            target[field] = bool(form.get(f"target-{destination}-{field}"))
+        elif not raw:
+            continue
+        elif kind == "int":
+            if not raw.isdigit() or not 0 < int(raw) < 100_000:
+                raise RouteFormError(f"{field}: a whole number, not {raw[:20]!r}")
+            target[field] = int(raw)
+        elif kind == "list":
+            target[field] = [part.strip() for part in raw.split(",") if part.strip()]
+        else:
+            target[field] = raw
+    secrets = {}
+    for secret in SECRET_NAMES[destination]:
+        value = form.get(f"secret-{destination}-{secret}") or ""
+        if not isinstance(value, str) or len(value) > 4096:
+            raise RouteFormError(f"{secret}: at most 4096 characters")
+        if value:
+            secrets[secret] = value
+    values = {
+        "name": name,
+        "destination": destination,
+        "match": match,
+        "target": target,
+        "enabled": bool(form.get("enabled")),
+    }
+    if secrets:
+        values["secrets"] = secrets
+    return values
+
+
+def set_route(form: Mapping[str, Any]) -> str:
+    """Run ``fleet.alert_route_set`` as the user; what to flash (secrets never in it)."""
+    try:
+        values = route_values(form)
+    except RouteFormError as exc:
+        return f"Not saved: {exc}"
+    try:
+        salt().runner("fleet.alert_route_set", values, user=actor())
+    except SaltError as exc:
+        return f"Not saved: {values['name']}: {exc}"
+    secrets = sorted(values.get("secrets", {}))
+    said = (
+        f" (secret{'s' if len(secrets) > 1 else ''} set: {', '.join(secrets)})" if secrets else ""
+    )
+    return f"Route ui:{values['name']} saved{said}."
+
+
+def delete_route(name: str) -> str:
+    """Run ``fleet.alert_route_delete`` as the user; what to flash."""
+    if not ROUTE_NAME_RE.fullmatch(name):
+        abort(404, description="no such route")
+    try:
+        salt().runner("fleet.alert_route_delete", {"name": name}, user=actor())
+    except SaltError as exc:
+        return f"Not deleted: {name}: {exc}"
+    return f"Route ui:{name} deleted."
+
+
+def set_secret(form: Mapping[str, Any]) -> str:
+    """Run ``fleet.alert_secret`` as the user for one route's secret; what to flash."""
+    route = route_key_arg(form)
+    name = form.get("name") or ""
+    names = {n for names in SECRET_NAMES.values() for n in names}
+    if name not in names:
+        abort(400, description=f"name: one of {', '.join(sorted(names))}")
+    value = form.get("value") or ""
+    if not value or len(value) > 4096:
+        return (
+            f"Not set: {route}: type the {SECRET_LABELS.get(name, name)} (at most 4096 characters)."
+        )
+    try:
+        salt().runner(
+            "fleet.alert_secret", {"route": route, "name": name, "value": value}, user=actor()
+        )
+    except SaltError as exc:
+        return f"Not set: {route} {name}: {exc}"
+    return f"{route}: {SECRET_LABELS.get(name, name)} set."
+
+
+def routes_url(**args) -> str:
+    return url_for("alerts.routes", **args)
