@@ -24,6 +24,8 @@ SCOPES = ("group", "node")
 USER_SCOPE = "user"
 #: Credentials of PiKVM devices (password, TOTP secret): for the pollers and actions only.
 KVM_SCOPE = "kvm"
+#: Secrets of alert routes (owner ``config:<name>`` or ``ui:<name>``): for the alert worker.
+ALERT_SCOPE = "alert"
 CREDENTIAL_KINDS = ("password", "private_key")
 #: The secret names a group's SSH credential is stored under.
 CREDENTIAL_NAME = "ssh_credential"
@@ -43,7 +45,7 @@ def put_secret(
     now: dt.datetime | None = None,
 ) -> None:
     """Encrypt ``value`` and store it under ``(scope, owner, name)`` (replacing it)."""
-    if scope not in SCOPES and scope not in (USER_SCOPE, KVM_SCOPE):
+    if scope not in SCOPES and scope not in (USER_SCOPE, KVM_SCOPE, ALERT_SCOPE):
         raise ValueError(f"scope: {scope!r} is not one of {', '.join(SCOPES)}")
     token = vault.encrypt(value)
     now = now or utcnow()
