@@ -18,6 +18,8 @@ reported, not replayed somewhere else). Email goes through :mod:`smtplib` with S
 from __future__ import annotations
 
 import dataclasses
+import json
+import smtplib
 import socket
 import ssl
 import time
@@ -420,8 +422,134 @@ def _send_webhook(target, secrets, alert, timeout) -> Outcome:
     )
 
 
+def _loopback(url: str) -> bool:
+    host = (urllib.parse.urlsplit(url).hostname or "").lower()
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def _send_slack(target, secrets, alert, timeout) -> Outcome:
+    url = _secret("slack", secrets, "url").strip()
+    try:
+        _url("slack", "url", url)
+    except AlertSendError:
+        raise AlertSendError("slack: the 'url' secret is not an http(s) URL") from None
+    if url.startswith("http:") and not _loopback(url):
+        raise AlertSendError("slack: the 'url' secret must be an https URL")
+    body = json.dumps(alertmsg.slack_message(alert, target), ensure_ascii=False).encode()
+    headers = {"Content-Type": "application/json", "User-Agent": alertmsg.USER_AGENT}
+    # the URL is the secret: the label names the destination only
+    return _post(
+        "slack", url, body=body, headers=headers, target=target, secrets=secrets, timeout=timeout
+    )
+
+
+def _send_pagerduty(target, secrets, alert, timeout) -> Outcome:
+    routing_key = _secret("pagerduty", secrets, "routing_key").strip()
+    url = target["url"]
+    if url.startswith("http:") and not _loopback(url):
+        raise AlertSendError("pagerduty target: url must be https (the routing key is a secret)")
+    body = json.dumps(alertmsg.pagerduty_event(alert, routing_key, target)).encode()
+    headers = {"Content-Type": "application/json", "User-Agent": alertmsg.USER_AGENT}
+    return _post(
+        f"pagerduty {_safe_url(url)}",
+        url,
+        body=body,
+        headers=headers,
+        target=target,
+        secrets={**secrets, "routing_key": routing_key},
+        timeout=timeout,
+    )
+
+
+def _smtp_reply(code: int | None, message: Any) -> str:
+    if isinstance(message, bytes):
+        message = message.decode("utf-8", "replace")
+    return alertmsg.one_line(f"{code or ''} {message or ''}")
+
+
+def _send_email(target, secrets, alert, timeout) -> Outcome:
+    username = target.get("username")
+    password = _secret("email", secrets, "password") if username else None
+    label = f"email smtp://{target['host']}:{target['port']}"
+    msg = alertmsg.email_message(alert, target)
+    context = ssl.create_default_context(cafile=target.get("ca_file"))
+    started = time.monotonic()
+
+    def outcome(ok, code, error=None, retry=False) -> Outcome:
+        latency = (time.monotonic() - started) * 1000
+        if error is not None:
+            error = _scrub(f"{label}: {error}", secrets)
+        return Outcome(ok, code, latency, error, retry)
+
+    try:
+        if target["ssl"]:
+            smtp = smtplib.SMTP_SSL(
+                target["host"],
+                target["port"],
+                local_hostname=target.get("helo"),
+                timeout=timeout,
+                context=context,
+            )
+        else:
+            smtp = smtplib.SMTP(
+                target["host"], target["port"], local_hostname=target.get("helo"), timeout=timeout
+            )
+        with smtp:
+            smtp.ehlo()
+            if target["starttls"]:
+                if not smtp.has_extn("starttls"):
+                    return outcome(
+                        False, None, "the server does not offer STARTTLS, which the target requires"
+                    )
+                smtp.starttls(context=context)
+                smtp.ehlo()
+            if username:
+                if not smtp.has_extn("auth"):
+                    return outcome(False, None, "the server does not offer AUTH (login)")
+                smtp.login(username, password)
+            # Some recipients refused while others took it is still a delivery: trying again
+            # would send the others a second copy. (All refused raises, below.)
+            smtp.send_message(msg, from_addr=target["from"], to_addrs=target["to"])
+    except smtplib.SMTPAuthenticationError as exc:
+        reply = _smtp_reply(exc.smtp_code, exc.smtp_error)
+        temporary = 400 <= exc.smtp_code < 500
+        return outcome(False, exc.smtp_code, f"login refused for {username}: {reply}", temporary)
+    except smtplib.SMTPRecipientsRefused as exc:
+        replies = list(exc.recipients.values())
+        first = replies[0] if replies else (None, "")
+        temporary = bool(replies) and all(400 <= code < 500 for code, _ in replies)
+        return outcome(
+            False,
+            first[0],
+            f"every recipient refused ({', '.join(exc.recipients)}): {_smtp_reply(*first)}",
+            temporary,
+        )
+    except smtplib.SMTPResponseException as exc:
+        what = {
+            smtplib.SMTPSenderRefused: "sender refused",
+            smtplib.SMTPDataError: "message refused",
+            smtplib.SMTPHeloError: "HELO refused",
+            smtplib.SMTPConnectError: "connection refused by the server",
+        }.get(type(exc), "server answered")
+        temporary = exc.smtp_code < 500 or isinstance(exc, smtplib.SMTPConnectError)
+        reply = _smtp_reply(exc.smtp_code, exc.smtp_error)
+        return outcome(False, exc.smtp_code, f"{what}: {reply}", temporary)
+    except smtplib.SMTPNotSupportedError as exc:
+        return outcome(False, None, f"not supported by the server: {exc}", False)
+    except smtplib.SMTPServerDisconnected:
+        return outcome(False, None, "connection closed by the server", True)
+    except smtplib.SMTPException as exc:
+        return outcome(False, None, f"{type(exc).__name__}: {exc}", True)
+    except (OSError, ssl.SSLError) as exc:
+        return outcome(False, None, _network_cause(exc), True)
+    return outcome(True, 250)
+
+
 _SENDERS = {
     "webhook": _send_webhook,
+    "slack": _send_slack,
+    "pagerduty": _send_pagerduty,
+    "email": _send_email,
 }
 
 

@@ -8,7 +8,9 @@ may change at any time:
 - ``("answer", status, body)``: answer ``status`` with ``body`` (bytes or a JSON-able value);
 - ``("hang", None, None)``: read the request and answer nothing until :meth:`Receiver.stop`
   (or :attr:`Receiver.release` is set);
-- ``("close", None, None)``: read the request and close the connection without an answer.
+- ``("close", None, None)``: read the request and close the connection without an answer;
+- ``("call", None, fn)``: answer what ``fn(request)`` returns, ``(status, body)`` (a fake
+  service that checks what it got).
 
 With ``secret``, each webhook request is verified with
 :func:`saltext_fleet.core.alertmsg.verify_webhook` on arrival and the verdict recorded
@@ -82,6 +84,8 @@ class Receiver:
                     self.close_connection = True
                     self.connection.shutdown(socket.SHUT_RDWR)
                     return
+                if kind == "call":
+                    status, answer = answer(request)
                 if not isinstance(answer, bytes):
                     answer = json.dumps(answer).encode()
                 self.send_response(status)
@@ -118,6 +122,10 @@ class Receiver:
     def answer(self, status: int, body: Any = b"", **headers: str) -> None:
         self.behaviour = ("answer", status, body)
         self.extra_headers = {k.replace("_", "-"): v for k, v in headers.items()}
+
+    def respond_with(self, fn) -> None:
+        self.behaviour = ("call", None, fn)
+        self.extra_headers = {}
 
     def hang(self) -> None:
         self.behaviour = ("hang", None, None)
