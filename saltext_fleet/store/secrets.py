@@ -24,7 +24,8 @@ SCOPES = ("group", "node")
 USER_SCOPE = "user"
 #: Credentials of PiKVM devices (password, TOTP secret): for the pollers and actions only.
 KVM_SCOPE = "kvm"
-#: Secrets of alert routes (owner ``config:<name>`` or ``ui:<name>``): for the alert worker.
+#: Secrets of alert routes (webhook HMAC key, Slack URL, PagerDuty routing key, SMTP
+#: password); the owner is the route key (``config:<name>`` or ``ui:<name>``).
 ALERT_SCOPE = "alert"
 CREDENTIAL_KINDS = ("password", "private_key")
 #: The secret names a group's SSH credential is stored under.
