@@ -13,6 +13,10 @@ headers), ``body_timeout`` (30 s without progress in a body) and
 ``max_connections_per_address`` (64); TLS on the plain port, or plain HTTP on the TLS port,
 gets a clear 400 at once (:mod:`saltext_fleet.webui.guard`).
 
+The engine runs the alert worker (:mod:`saltext_fleet.master.alertworker`): it records
+every signed ``fleet/alert/*`` event and delivers it to the routes of ``fleet:alerts`` and
+the web UI, with retries.
+
 The engine also polls the registered PiKVM devices every ``fleet:kvm:poll_interval`` seconds
 in a thread of its own (:mod:`saltext_fleet.master.kvmpoll`): their history and the
 ``fleet/alert/kvm`` events.
@@ -29,7 +33,7 @@ import threading
 import time
 
 from saltext_fleet import config
-from saltext_fleet.master import kvmpoll
+from saltext_fleet.master import alertworker, kvmpoll
 from saltext_fleet.webui import server
 
 log = logging.getLogger(__name__)
@@ -47,10 +51,12 @@ def start(**kwargs):
     opts = __opts__  # injected by Salt's loader
     polling = kvmpoll.PollLoop(opts)
     threading.Thread(target=polling.run, name="fleet-kvm-poll", daemon=True).start()
+    alerts = alertworker.AlertWorker(opts).start()
     try:
         _serve(opts)
     finally:
         polling.stop()
+        alerts.stop()
 
 
 def _serve(opts):

@@ -90,6 +90,7 @@ def test_every_runner_prints_one_json_document(salt_master, node, event_listener
     device = random_string("out-kvm-").lower()
     group = random_string("out-grp-").lower()
     stranger = random_string("out-stranger-")
+    route = random_string("out-route-").lower()
     yaml_file = tmp_path / "baseline.yaml"
     yaml_file.write_text(f"name: {imported}\npackages:\n  pypi:\n    fleet-ok: '1.0'\n")
     iso_file = tmp_path / "image.iso"
@@ -129,6 +130,17 @@ def test_every_runner_prints_one_json_document(salt_master, node, event_listener
                 True,
             ),
             ("iso_add", [str(iso_file), f"sha256={iso_sha}", f"name={iso_name}"], True),
+            (
+                "alert_route_set",
+                [
+                    route,
+                    "webhook",
+                    "match={kinds: [drift], min_severity: warning}",
+                    f"target={{url: 'http://127.0.0.1:{free_port()}/hook'}}",
+                ],
+                True,
+            ),
+            ("alerts", ["limit=5"], True),
         ],
         [
             ("baseline_list", [], True),
@@ -148,6 +160,9 @@ def test_every_runner_prints_one_json_document(salt_master, node, event_listener
             ("iso_list", [], True),
             ("kvm_power", [device, "on"], True),
             ("kvm_iso_mount", [device, iso_name], True),
+            ("alert_secret", [f"ui:{route}", "hmac", "value=out-hmac-secret-1"], True),
+            ("alert_routes", [], True),
+            ("alert_ack", ["drift", stranger], False),  # no such condition
         ],
         [
             ("drift", [node], True),
@@ -160,6 +175,7 @@ def test_every_runner_prints_one_json_document(salt_master, node, event_listener
             ("keys_reject", [stranger], False),
             ("secret_delete", ["group", group, "token"], True),
             ("kvm_history", [device], True),
+            ("alert_test", [f"ui:{route}"], True),  # a closed port: recorded as failed
             ("kvm_click", [device, "no-such-button"], False),  # refused before anything is sent
             ("kvm_iso_eject", [device], True),
             # a closed loopback port: the steps up to the SSH connection, then a clear failure
@@ -185,6 +201,7 @@ def test_every_runner_prints_one_json_document(salt_master, node, event_listener
             ("keys_delete", [stranger], True),
             ("kvm_remove", [device], True),
             ("iso_remove", [iso_name], True),
+            ("alert_route_delete", [route], True),
         ],
         [
             ("baseline_unassign", [other], True),
@@ -226,6 +243,9 @@ def test_every_runner_prints_one_json_document(salt_master, node, event_listener
     assert set(out["rotate_key"]) == {"key_id", "reencrypted", "retired"}
     assert "127.0.0.1" in out["bootstrap"], out["bootstrap"]
     assert out["audit_verify"]["ok"] is True
+    assert out["alert_test"]["ok"] is False and out["alert_test"]["error"], out["alert_test"]
+    assert out["alert_route_delete"] == {"route": f"ui:{route}", "deleted": True}
+    assert "out-hmac-secret-1" not in json.dumps(out)
     assert out["sbom"]["specVersion"] == "1.6"
     assert out["sbom"]["metadata"]["component"]["name"] == node
     assert set(out["cve_import"]["counts"]["total"]) >= {"added", "unchanged"}
