@@ -22,6 +22,8 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, case, func, literal, select
 
+from saltext_fleet.core import alerts as core_alerts
+from saltext_fleet.store import secrets as store_secrets
 from saltext_fleet.store.models import (
     Alert,
     AlertAttempt,
@@ -33,16 +35,16 @@ from saltext_fleet.store.models import (
 )
 from saltext_fleet.store.ui import QueryError, _like, arg_reader, parse_paging
 
-#: Severities, lowest first (PagerDuty's scale; :data:`saltext_fleet.core.alerts.SEVERITIES`).
-SEVERITIES = ("info", "warning", "error", "critical")
+#: Severities, lowest first (PagerDuty's scale).
+SEVERITIES = core_alerts.SEVERITIES
 STATES = ("firing", "resolved")
 #: Why an alert was not sent (``alerts.suppressed``).
-SUPPRESSIONS = ("duplicate", "flapping", "acknowledged")
+SUPPRESSIONS = tuple(core_alerts.SUPPRESSIONS)
 #: The ``suppressed`` filter: sent (not suppressed), any suppression, or one reason.
 SUPPRESSED_FILTERS = ("no", "yes", *SUPPRESSIONS)
 DELIVERY_STATUSES = ("pending", "delivered", "failed", "suppressed")
 #: The secrets' scope in the vault (owner: the route's key, ``ui:<name>``/``config:<name>``).
-SECRET_SCOPE = "alert"
+SECRET_SCOPE = store_secrets.ALERT_SCOPE
 #: How many of a delivery's attempts a page of the delivery log shows (the newest).
 ATTEMPTS_SHOWN = 5
 KINDS_MAX = 50
@@ -86,8 +88,8 @@ def _condition_join():
 
 def _flapping():
     """Whether an alert is the grouped "flapping" alert of a condition that changes too
-    often (its data says ``flapping: true``)."""
-    return Alert.data["flapping"].as_boolean()
+    often (sent instead of the change that made it flap: its condition is ``flapping``)."""
+    return Alert.condition == core_alerts.FLAPPING
 
 
 # -- the fleet's alerts ----------------------------------------------------------------------

@@ -22,23 +22,19 @@ from typing import Any
 
 from flask import abort, request, session, url_for
 
+from saltext_fleet.core import alerts as core_alerts
 from saltext_fleet.core import gate as core_gate
 from saltext_fleet.core.errors import FleetError
+from saltext_fleet.master import alertsend
 from saltext_fleet.store import alert_views
 from saltext_fleet.store.ui import QueryError
 from saltext_fleet.webui import charts
 from saltext_fleet.webui.base import actor, ctx, salt
 from saltext_fleet.webui.salt import SaltError
 
-#: Where an alert goes (saltext_fleet.master.alertsend.DESTINATIONS).
-DESTINATIONS = ("webhook", "slack", "pagerduty", "email")
-#: The secrets each destination needs (saltext_fleet.master.alertsend.SECRET_NAMES).
-SECRET_NAMES = {
-    "webhook": ("hmac",),
-    "slack": ("url",),
-    "pagerduty": ("routing_key",),
-    "email": ("password",),
-}
+#: Where an alert goes, and the secrets each destination needs (kept in the vault).
+DESTINATIONS = alertsend.DESTINATIONS
+SECRET_NAMES = alertsend.SECRET_NAMES
 SECRET_LABELS = {
     "hmac": "HMAC secret",
     "url": "incoming webhook URL",
@@ -66,7 +62,7 @@ TARGET_FIELDS: dict[str, tuple[tuple[str, str, str, str], ...]] = {
     ),
 }
 #: The kinds of alert a route can match.
-KINDS = ("drift", "cve", "kvm", "cert", "test")
+KINDS = core_alerts.KINDS
 #: A route's name (the runner checks it again).
 ROUTE_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 #: The delivery log's chart windows, in hours (the default first).
@@ -161,42 +157,11 @@ def deliveries_chart(over_time: list[dict[str, Any]]) -> str:
     )
 
 
-def _field(route: Any, name: str, default: Any = None) -> Any:
-    if isinstance(route, Mapping):
-        return route.get(name, default)
-    return getattr(route, name, default)
-
-
-def _plain(value: Any) -> Any:
-    """A config object's value as plain dicts and lists (for the page and ``|json``)."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset):
-        return [_plain(v) for v in value]
-    if hasattr(value, "__dataclass_fields__"):
-        return {k: _plain(getattr(value, k)) for k in value.__dataclass_fields__}
-    return value
-
-
 def config_routes() -> list[dict[str, Any]]:
-    """The master config's routes (``fleet:alerts:routes``), read-only: key ``config:<name>``."""
+    """The master config's routes (``fleet:alerts:routes``), read-only: key ``config:<name>``
+    (:meth:`saltext_fleet.core.alerts.Route.as_dict`)."""
     alerts = getattr(ctx().config, "alerts", None)
-    routes = _field(alerts, "routes", None) or ()
-    out = []
-    for route in routes:
-        name = str(_field(route, "name", ""))
-        out.append(
-            {
-                "key": f"config:{name}",
-                "name": name,
-                "source": "config",
-                "destination": _field(route, "destination", ""),
-                "match": _plain(_field(route, "match", None) or {}),
-                "target": _plain(_field(route, "target", None) or {}),
-                "enabled": bool(_field(route, "enabled", True)),
-            }
-        )
-    return out
+    return [route.as_dict() for route in getattr(alerts, "routes", ())]
 
 
 def routes_page() -> dict[str, Any]:
@@ -325,11 +290,10 @@ def route_values(form: Mapping[str, Any]) -> dict[str, Any]:
     """The runner's arguments from a route form: name, destination, match, target, the
     secrets typed in (blank ones are left as they are) and enabled."""
     name = _text(form, "name", 64)
-    if not ROUTE_NAME_RE.fullmatch(name):
-        raise RouteFormError(
-            "name: letters, digits, '.', '_' and '-', starting with a letter or digit "
-            f"(at most 64), not {name[:64]!r}"
-        )
+    try:
+        core_alerts.check_route_name(name)
+    except core_alerts.AlertError as exc:
+        raise RouteFormError(str(exc)) from exc
     destination = _text(form, "destination", 16)
     if destination not in DESTINATIONS:
         raise RouteFormError(f"destination: one of {', '.join(DESTINATIONS)}")

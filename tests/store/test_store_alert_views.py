@@ -300,3 +300,70 @@ def test_a_node_less_alert_meets_its_condition(engine):
         )
     (row,) = page(engine)["rows"]
     assert row["node"] is None and row["current"]["latest"] and row["ackable"]
+
+
+# -- what the alert worker writes, as the pages read it ----------------------------------------
+
+T0 = dt.datetime(2026, 12, 5, 19, 0, tzinfo=dt.timezone.utc)
+SIGNING_KEY = bytes(range(32))
+
+
+def _drift(engine, state, n, node="mac-07"):
+    """A signed drift event recorded by the alert store at T0 + 4n minutes."""
+    from saltext_fleet.core import alerts as core
+    from saltext_fleet.core import signing
+    from saltext_fleet.store import alerts as store_alerts
+
+    when = T0 + dt.timedelta(minutes=4 * n)
+    data = signing.signed(
+        SIGNING_KEY,
+        "fleet/alert/drift",
+        {
+            "id": node,
+            "state": state,
+            "score": 60.0 if state == "above" else 5.0,
+            "previous_score": 1.0,
+            "alert_score": 50.0,
+            "baseline": "b",
+            "raised_at": when.isoformat(),
+        },
+    )
+    hook = core.route_of("hook", "config", "webhook", {}, {"url": "http://127.0.0.1:9/x"})
+    alert = core.normalise("fleet/alert/drift", data, now=when)
+    key = core.event_key("fleet/alert/drift", data)
+    return store_alerts.record_alert(engine, alert, [hook], core.Policy(), key, "m1", now=when)
+
+
+def test_the_worker_s_duplicate_flapping_and_acknowledgement_as_the_pages_show_them(engine):
+    """Alerts recorded by saltext_fleet.store.alerts (the worker's store API), read back
+    through the page's views: a duplicate, the grouped flapping alert, the alerts held back
+    while it flaps, and an acknowledgement made by ``store.alerts.ack``."""
+    from saltext_fleet.store import alerts as store_alerts
+
+    first = _drift(engine, "above", 0)
+    duplicate = _drift(engine, "above", 1)
+    assert duplicate["suppressed"] == "duplicate"
+    states = ["below", "above", "below", "above", "below", "above"]
+    flips = [_drift(engine, s, n) for n, s in enumerate(states, 2)]
+    grouped = next(f for f in flips if f["flapping"])
+    held = [f["id"] for f in flips if f["suppressed"] == "flapping"]
+    found = page(engine, node="mac-07")
+    by_id = {r["id"]: r for r in found["rows"]}
+    assert by_id[duplicate["id"]]["suppressed"] == "duplicate"
+    assert [d["status"] for d in by_id[duplicate["id"]]["deliveries"]] == ["suppressed"]
+    assert by_id[grouped["id"]]["flapping"] and by_id[grouped["id"]]["condition"] == "flapping"
+    assert [d["status"] for d in by_id[grouped["id"]]["deliveries"]] == ["pending"]
+    assert held and all(by_id[i]["suppressed"] == "flapping" for i in held)
+    assert not by_id[first["id"]]["flapping"]
+    assert ids(page(engine, suppressed="duplicate")) == [duplicate["id"]]
+    # acknowledged by an operator: the condition shows it, on each of its alerts
+    store_alerts.ack(engine, "drift", "mac-07", "", actor="ui:oper", comment="on it")
+    acked = page(engine, acknowledged="yes")
+    assert acked["total"] == found["total"]
+    newest = acked["rows"][0]
+    assert newest["ack"]["by"] == "ui:oper" and newest["ack"]["comment"] == "on it"
+    assert newest["ack"]["condition"] == newest["current"]["condition"]
+    assert not newest["ackable"]
+    with engine.connect() as conn:
+        (cond,) = views.node_conditions(conn, "mac-07")
+    assert cond["ack"]["condition"] == cond["condition"] and cond["flapping_since"]

@@ -8,7 +8,7 @@ the alert worker leaves them, for the tests of what the UI reads and shows
   (a 503, then a 200), then the same condition again within the duplicate window
   (``suppressed="duplicate"``);
 - ``mac-02`` KVM ``pikvm-2:reach`` flapping: two changes sent, then the grouped "flapping"
-  alert (``data.flapping``), and a change after it held back (``suppressed="flapping"``);
+  alert (condition ``flapping``), and a change after it held back (``suppressed="flapping"``);
 - ``linux-01`` CVE (critical) whose delivery through ``config:oncall`` failed three times and
   gave up; its drift resolved (info), pending through ``ui:hook``;
 - ``mac-01`` certificate ``7d`` acknowledged by ``ui:oper`` (with a comment), and the alert
@@ -162,6 +162,7 @@ def seed(conn, now: dt.datetime = NOW, prefix: str = "") -> dict[str, int]:
             delivered_at=ago(40 - 5 * n),
         )
     changes = [ago(m).isoformat() for m in (40, 35, 30, 25)]
+    # the grouped alert, as the worker records it (core.alerts.flapping_alert)
     ids["flapping"] = _alert(
         conn,
         keys,
@@ -169,11 +170,11 @@ def seed(conn, now: dt.datetime = NOW, prefix: str = "") -> dict[str, int]:
         "kvm",
         mac2,
         "firing",
-        "offline",
+        "flapping",
         "error",
-        f"{mac2}: pikvm-2 reach is flapping (4 changes in 30 min)",
+        f"{mac2}: kvm {subject} is flapping: 3 changes in 30 minutes (now offline)",
         subject=subject,
-        data={"id": mac2, "flapping": True, "changes": changes},
+        data={"id": mac2, "flapping": {"changes": changes[:3], "minutes": 30, "now": "offline"}},
     )
     ids["flapping_delivery"] = _delivery(
         conn,

@@ -299,6 +299,56 @@ def test_routes_page_says_set_never_the_secret(logged_in, hook_route):
     assert admin.get("/alerts/routes?edit=nope").status_code == 404
 
 
+def test_config_routes_are_shown_read_only(engine, salt, tmp_path, people):
+    """The master config's routes (``fleet:alerts:routes``): listed with their secrets' state,
+    a Test send for operators and a Set secret for admins, never an Edit or Delete."""
+    from saltext_fleet import config
+    from tests.support.web import login, make_app
+
+    cfg = config.load(
+        {
+            "cachedir": str(tmp_path),
+            "fleet": {
+                "alerts": {
+                    "routes": [
+                        {
+                            "name": "oncall",
+                            "destination": "pagerduty",
+                            "match": {"kinds": ["drift", "cve"], "min_severity": "error"},
+                            "target": {"url": "http://127.0.0.1:9/v2/enqueue"},
+                        }
+                    ]
+                }
+            },
+        }
+    )
+    configured = make_app(engine, tmp_path / "other.fernet", salt=salt, config=cfg)
+    vault = configured.extensions["fleet"].vault
+    for role, set_yet in (("operator", False), ("admin", True)):
+        if set_yet:
+            with engine.begin() as conn:
+                conn.execute(
+                    insert(Secret).values(
+                        scope="alert",
+                        owner="config:oncall",
+                        name="routing_key",
+                        value=vault.encrypt("PD-KEY-SECRET"),
+                        key_id=vault.key_id,
+                    )
+                )
+        client = login(configured, role)
+        page = text(client.get("/alerts/routes"))
+        section = page.split('id="config-routes"', 1)[1].split("</section>", 1)[0]
+        row = section.split('<tr data-route="config:oncall"', 1)[1].split("</tr>", 1)[0]
+        assert "pagerduty" in row and "kinds drift, cve; at least error" in row
+        assert "http://127.0.0.1:9/v2/enqueue" in row
+        assert f'data-secret="routing_key" data-set="{int(set_yet)}"' in row
+        assert "PD-KEY-SECRET" not in page
+        assert 'data-test-route="config:oncall"' in row
+        assert ('data-secret-route="config:oncall"' in row) == (role == "admin")
+        assert "data-edit-route" not in section and "data-delete-route" not in section
+
+
 def test_only_admin_edits_routes(logged_in, hook_route, salt):
     form = {
         "name": "chat",
@@ -384,7 +434,7 @@ def test_route_form_fields_become_the_runners_arguments(logged_in, salt):
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"name": "no spaces"}, "name: letters, digits"),
+        ({"name": "no spaces"}, "is not a route name"),
         ({"destination": "pigeon"}, "destination: one of webhook, slack, pagerduty, email"),
         ({"kinds": ["drift", "weather"]}, "kinds: weather not among"),
         ({"min_severity": "loud"}, "min_severity: one of info"),
