@@ -31,7 +31,7 @@ from typing import Any
 from saltext_fleet import config
 from saltext_fleet.core import alerts as core_alerts
 from saltext_fleet.core import secrets as core_secrets
-from saltext_fleet.master import eventsig
+from saltext_fleet.master import alertsend, eventsig
 from saltext_fleet.store import alerts as store_alerts
 from saltext_fleet.store import engine as store_engine
 
@@ -61,18 +61,12 @@ def find_route(cfg: config.FleetConfig, conn, key: str) -> core_alerts.Route | N
 
 
 def _default_send(*args, **kwargs):
-    from saltext_fleet.master import alertsend
-
     return alertsend.send(*args, **kwargs)
 
 
 def secret_names(destination: str) -> tuple[str, ...]:
-    try:
-        from saltext_fleet.master import alertsend
-
-        return tuple(alertsend.SECRET_NAMES.get(destination, ()))
-    except ImportError:  # the sender is not there: every name the contract knows
-        return ("hmac", "url", "routing_key", "password")
+    """The names of a destination's secrets in the vault."""
+    return tuple(alertsend.SECRET_NAMES.get(destination, ()))
 
 
 def deliver(

@@ -434,7 +434,8 @@ def finish(
     retry: bool = True,
 ) -> dict[str, Any]:
     """Record one attempt of ``delivery_id`` (``outcome``: the sender's ``Outcome``, or a
-    mapping with ``ok``, ``status_code``, ``latency_ms``, ``error``, ``retry``) and mark the
+    mapping with ``ok``, ``status_code``, ``latency_ms``, ``error``, ``retry``,
+    ``retry_after_s``) and mark the
     delivery ``delivered``, ``failed`` (not to be retried, or retried for
     ``give_up_after_h``) or ``pending`` again after the back-off. Returns ``{"id",
     "status", "attempts", "next_at"}``; ``status`` is ``lost`` when ``master`` no longer held
@@ -493,6 +494,9 @@ def finish(
             values.update(status="failed", next_at=None)
         else:
             delay = core.retry_delay(attempts, policy.retry_first_s, policy.retry_max_s, rand)
+            asked = get("retry_after_s")  # the receiver's Retry-After, within the cap
+            if isinstance(asked, (int, float)) and asked > delay:
+                delay = min(float(asked), policy.retry_max_s)
             next_at = now + dt.timedelta(seconds=delay)
             values.update(status="pending", next_at=next_at)
         conn.execute(update(AlertDelivery).where(AlertDelivery.id == delivery_id).values(**values))
