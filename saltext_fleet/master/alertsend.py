@@ -403,8 +403,9 @@ def _secret(destination: str, secrets: Mapping[str, str], name: str) -> str:
     return str(value)
 
 
-def _timeout_of(target: Mapping[str, Any], timeout: float) -> float:
-    return float(min(target.get("timeout") or timeout, timeout) if timeout else target["timeout"])
+def _timeout_of(target: Mapping[str, Any], timeout: float | None) -> float:
+    """The route's timeout, bounded by the caller's (the worker's budget for one attempt)."""
+    return float(min(target["timeout"], timeout) if timeout else target["timeout"])
 
 
 def _send_webhook(target, secrets, alert, timeout) -> Outcome:
