@@ -23,6 +23,7 @@ request from passing as new.
 from __future__ import annotations
 
 import datetime as dt
+import email.policy
 import hashlib
 import hmac
 import html
@@ -32,7 +33,7 @@ import time
 import uuid
 from collections.abc import Mapping
 from email.message import EmailMessage
-from email.utils import format_datetime, make_msgid
+from email.utils import format_datetime
 from typing import Any
 
 from saltext_fleet import __version__
@@ -463,13 +464,15 @@ def email_message(
     sender = target["from"]
     recipients = target["to"]
     domain = _domain_of(sender)
-    msg = EmailMessage()
+    # headers up to RFC 5322's hard limit on one line: Python's folding at 78 would move a
+    # whole subject to a continuation line, which some clients show with a leading space
+    msg = EmailMessage(policy=email.policy.default.clone(max_line_length=998))
     msg["Subject"] = truncate(f"[fleet] {headline(alert)}", EMAIL_SUBJECT_CHARS)
     msg["From"] = sender
     msg["To"] = ", ".join(recipients)
     msg["Date"] = format_datetime(now or dt.datetime.now(dt.timezone.utc))
-    ident = re.sub(r"[^A-Za-z0-9.-]", "", f"alert.{alert.get('id', '')}") or "alert"
-    msg["Message-ID"] = make_msgid(idstring=ident, domain=domain)
+    ident = re.sub(r"[^A-Za-z0-9-]", "", str(alert.get("id", "")))[:20]
+    msg["Message-ID"] = f"<fleet.{ident + '.' if ident else ''}{uuid.uuid4().hex[:20]}@{domain}>"
     thread = thread_id(alert, domain)
     msg["In-Reply-To"] = thread
     msg["References"] = thread

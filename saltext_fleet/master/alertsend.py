@@ -247,7 +247,7 @@ def _exception_chain(exc: BaseException):
     todo = [exc]
     while todo:
         item = todo.pop(0)
-        if item is None or id(item) in seen:
+        if not isinstance(item, BaseException) or id(item) in seen:
             continue
         seen.add(id(item))
         yield item
@@ -403,8 +403,9 @@ def _secret(destination: str, secrets: Mapping[str, str], name: str) -> str:
     return str(value)
 
 
-def _timeout_of(target: Mapping[str, Any], timeout: float) -> float:
-    return float(min(target.get("timeout") or timeout, timeout) if timeout else target["timeout"])
+def _timeout_of(target: Mapping[str, Any], timeout: float | None) -> float:
+    """The route's timeout, bounded by the caller's (the worker's budget for one attempt)."""
+    return float(min(target["timeout"], timeout) if timeout else target["timeout"])
 
 
 def _send_webhook(target, secrets, alert, timeout) -> Outcome:
@@ -536,8 +537,13 @@ def _send_email(target, secrets, alert, timeout) -> Outcome:
         return outcome(False, exc.smtp_code, f"{what}: {reply}", temporary)
     except smtplib.SMTPNotSupportedError as exc:
         return outcome(False, None, f"not supported by the server: {exc}", False)
-    except smtplib.SMTPServerDisconnected:
-        return outcome(False, None, "connection closed by the server", True)
+    except smtplib.SMTPServerDisconnected as exc:
+        # smtplib turns a read that timed out into "Connection unexpectedly closed"
+        timed_out = any(isinstance(e, TimeoutError) for e in _exception_chain(exc))
+        cause = (
+            "timed out waiting for the answer" if timed_out else "connection closed by the server"
+        )
+        return outcome(False, None, cause, True)
     except smtplib.SMTPException as exc:
         return outcome(False, None, f"{type(exc).__name__}: {exc}", True)
     except (OSError, ssl.SSLError) as exc:

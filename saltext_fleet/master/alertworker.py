@@ -31,7 +31,7 @@ from typing import Any
 from saltext_fleet import config
 from saltext_fleet.core import alerts as core_alerts
 from saltext_fleet.core import secrets as core_secrets
-from saltext_fleet.master import eventsig
+from saltext_fleet.master import alertsend, eventsig
 from saltext_fleet.store import alerts as store_alerts
 from saltext_fleet.store import engine as store_engine
 
@@ -61,18 +61,12 @@ def find_route(cfg: config.FleetConfig, conn, key: str) -> core_alerts.Route | N
 
 
 def _default_send(*args, **kwargs):
-    from saltext_fleet.master import alertsend
-
     return alertsend.send(*args, **kwargs)
 
 
 def secret_names(destination: str) -> tuple[str, ...]:
-    try:
-        from saltext_fleet.master import alertsend
-
-        return tuple(alertsend.SECRET_NAMES.get(destination, ()))
-    except ImportError:  # the sender is not there: every name the contract knows
-        return ("hmac", "url", "routing_key", "password")
+    """The names of a destination's secrets in the vault."""
+    return tuple(alertsend.SECRET_NAMES.get(destination, ()))
 
 
 def deliver(
@@ -84,6 +78,7 @@ def deliver(
     send: Callable = _default_send,
     route: core_alerts.Route | None = None,
     retry: bool = True,
+    secrets: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Send one claimed delivery and record the attempt: :func:`store_alerts.finish`'s
     answer plus ``outcome`` (the sender's, as a dict). ``retry`` False: one attempt only."""
@@ -95,13 +90,12 @@ def deliver(
                 route = find_route(cfg, conn, delivery["route"])
         if route is None:
             raise LookupError(f"route {delivery['route']} no longer exists")
-        secrets: dict[str, str] = {}
-        if vault is not None:
+        if secrets is None and vault is not None:
             with engine.connect() as conn:
                 secrets = store_alerts.route_secrets(
                     conn, vault, route.key, secret_names(route.destination)
                 )
-        outcome = send(route.destination, dict(route.target), secrets, delivery["alert"])
+        outcome = send(route.destination, dict(route.target), secrets or {}, delivery["alert"])
     except LookupError as exc:
         outcome = {"ok": False, "status_code": None, "error": str(exc), "retry": False}
     except Exception as exc:  # a sender's bug must not kill the pool: recorded, retried
@@ -130,11 +124,14 @@ class AlertWorker:
         pool_size: int = 4,
         scan_interval: float = 1.0,
         settle_interval: float = 30.0,
+        per_route: int = 20,
     ) -> None:
         self.opts = opts
         self.send = send or _default_send
         self.master = master or master_id(opts)
         self.pool_size = pool_size
+        #: deliveries of one route claimed at once (sent one after the other)
+        self.per_route = per_route
         self.scan_interval = scan_interval
         self.settle_interval = settle_interval
         self.stats = {"accepted": 0, "refused": 0, "invalid": 0, "replayed": 0, "sent": 0}
@@ -234,34 +231,64 @@ class AlertWorker:
 
     # deliveries
     def dispatch_once(self) -> int:
-        """Claim what is due (as many as the pool has room for) and hand it to the pool."""
+        """Claim what is due (as many as the pool has room for) and hand each route's run of
+        deliveries to the pool, to be sent one after the other."""
         cfg = self._cfg()
         engine = self._engine(cfg)
         with self._lock:
             room = self.pool_size * 2 - self._inflight
         if room <= 0:
             return 0
-        claimed = store_alerts.claim_due(engine, self.master, limit=room, ui_url=cfg.alerts.ui_url)
+        claimed = store_alerts.claim_due(
+            engine, self.master, limit=room, ui_url=cfg.alerts.ui_url, per_route=self.per_route
+        )
         if not claimed:
             return 0
         vault = self._vault_of(cfg)
+        runs: dict[str, list[dict[str, Any]]] = {}
         for delivery in claimed:
+            runs.setdefault(delivery["route"], []).append(delivery)
+        assert self._pool is not None
+        for run in runs.values():
             with self._lock:
-                self._inflight += 1
-            assert self._pool is not None
-            self._pool.submit(self._deliver, engine, vault, cfg, delivery)
+                self._inflight += len(run)
+            self._pool.submit(self._deliver_run, engine, vault, cfg, run)
         return len(claimed)
 
-    def _deliver(self, engine, vault, cfg, delivery) -> None:
+    def _deliver_run(self, engine, vault, cfg, run) -> None:
+        """One route's claimed deliveries, in order; when one is not delivered, the rest are
+        given back (they wait behind it)."""
+        done_n = 0
         try:
-            done = deliver(engine, vault, cfg, delivery, self.master, self.send)
-            if done["status"] == "delivered":
-                self.stats["sent"] += 1
+            with engine.connect() as conn:
+                route = find_route(cfg, conn, run[0]["route"])
+                secrets = None
+                if route is not None and vault is not None:
+                    secrets = store_alerts.route_secrets(
+                        conn, vault, route.key, secret_names(route.destination)
+                    )
+            for delivery in run:
+                done = deliver(
+                    engine, vault, cfg, delivery, self.master, self.send, route, secrets=secrets
+                )
+                done_n += 1
+                with self._lock:
+                    self._inflight -= 1
+                if done["status"] == "delivered":
+                    self.stats["sent"] += 1
+                elif route is not None:
+                    break
         except Exception:  # recorded nowhere else: the lease runs out and it is sent again
-            log.exception("fleet alerts: delivery %s could not be recorded", delivery["id"])
+            log.exception("fleet alerts: deliveries of %s could not be recorded", run[0]["route"])
         finally:
-            with self._lock:
-                self._inflight -= 1
+            rest = run[done_n:]
+            if rest:
+                with self._lock:
+                    self._inflight -= len(rest)
+                try:
+                    store_alerts.release(engine, [d["id"] for d in rest], self.master)
+                except Exception:  # noqa: BLE001 - their lease runs out instead
+                    log.warning("fleet alerts: could not give back %d claims", len(rest))
             self._kick.set()
 
     def run_dispatcher(self) -> None:

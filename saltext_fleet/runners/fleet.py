@@ -41,7 +41,7 @@ from saltext_fleet.core.text import terminal_safe
 from saltext_fleet.core.vulns import sources as vuln_sources
 from saltext_fleet.core.vulns import triage as core_triage
 from saltext_fleet.kvm.poller import Poller
-from saltext_fleet.master import alertworker, bootstrapper, eventsig, kvmops, kvmpoll
+from saltext_fleet.master import alertsend, alertworker, bootstrapper, eventsig, kvmops, kvmpoll
 from saltext_fleet.master import keys as master_keys
 from saltext_fleet.master import onboard as master_onboard
 from saltext_fleet.store import alerts as store_alerts
@@ -2539,6 +2539,8 @@ def alert_route_set(name, destination, match=None, target=None, secrets=None, en
                 f"fleet.alert_route_set: secrets: a {destination} route's secrets are "
                 f"{', '.join(allowed)}, not {secret!r}"
             )
+    if isinstance(destination, str) and destination in alertsend.DESTINATIONS:
+        _alerts_call("alert_route_set", alertsend.check_target, destination, target)
     engine = _engine()
     vault = _vault() if secrets else None
     with engine.begin() as conn:

@@ -361,11 +361,15 @@ def claim_due(
     lease_s: float = LEASE_S,
     limit: int = 32,
     ui_url: str | None = None,
+    per_route: int = 1,
 ) -> list[dict[str, Any]]:
-    """Claim the due deliveries (the oldest pending one of each route, due and not held) for
-    ``master`` for ``lease_s`` seconds, each by a conditional ``UPDATE`` that only one master
-    can win. Returns ``[{"id", "alert_id", "route", "destination", "attempts", "created_at",
-    "alert": record}]`` (the record carries ``delivery_id``), oldest alert first."""
+    """Claim the due deliveries for ``master`` for ``lease_s`` seconds: the oldest pending
+    one of each route (when it is due and nobody holds it) and, with ``per_route`` above 1,
+    the due ones right behind it, up to ``per_route`` of the route, each by a conditional
+    ``UPDATE`` that only one master can win. Returns at most ``limit`` (plus the followers)
+    ``[{"id", "alert_id", "route", "destination", "attempts", "created_at", "alert": record}]``
+    (the record carries ``delivery_id``), each route's in alert order: send them in that
+    order, and :func:`release` what is left when one fails."""
     now = now or utcnow()
     until = now + dt.timedelta(seconds=lease_s)
     columns = [
@@ -375,6 +379,8 @@ def claim_due(
         AlertDelivery.destination,
         AlertDelivery.attempts,
         AlertDelivery.created_at,
+        AlertDelivery.next_at,
+        AlertDelivery.claimed_until,
         Alert.kind,
         Alert.node,
         Alert.subject,
@@ -387,6 +393,18 @@ def claim_due(
         Alert.master,
         Alert.data,
     ]
+    free = or_(AlertDelivery.claimed_until.is_(None), AlertDelivery.claimed_until <= now)
+
+    def take(conn, delivery_id) -> bool:
+        return (
+            conn.execute(
+                update(AlertDelivery)
+                .where(AlertDelivery.id == delivery_id, AlertDelivery.status == "pending", free)
+                .values(claimed_by=master[:255], claimed_until=until)
+            ).rowcount
+            == 1
+        )
+
     with engine.begin() as conn:
         rows = conn.execute(
             select(*columns)
@@ -397,21 +415,49 @@ def claim_due(
         ).all()
         claimed = []
         for row in rows:
-            won = conn.execute(
+            if not take(conn, row.id):
+                continue
+            claimed.append(_delivery_row(row, ui_url))
+            if per_route <= 1:
+                continue
+            followers = conn.execute(
+                select(*columns)
+                .join(Alert, Alert.id == AlertDelivery.alert_id)
+                .where(
+                    AlertDelivery.status == "pending",
+                    AlertDelivery.route == row.route,
+                    AlertDelivery.alert_id > row.alert_id,
+                )
+                .order_by(AlertDelivery.alert_id, AlertDelivery.id)
+                .limit(per_route - 1)
+            ).all()
+            for follower in followers:
+                due = follower.next_at is not None and aware(follower.next_at) <= now
+                held = follower.claimed_until is not None and aware(follower.claimed_until) > now
+                if not due or held or not take(conn, follower.id):
+                    break  # only an unbroken run behind the head keeps the order
+                claimed.append(_delivery_row(follower, ui_url))
+    return claimed
+
+
+def release(engine: Engine, ids: Iterable[int], master: str) -> int:
+    """Give back claims of ``master`` not sent (the ones behind a delivery that failed)."""
+    ids = list(ids)
+    if not ids:
+        return 0
+    with engine.begin() as conn:
+        return (
+            conn.execute(
                 update(AlertDelivery)
                 .where(
-                    AlertDelivery.id == row.id,
+                    AlertDelivery.id.in_(ids),
+                    AlertDelivery.claimed_by == master[:255],
                     AlertDelivery.status == "pending",
-                    or_(
-                        AlertDelivery.claimed_until.is_(None),
-                        AlertDelivery.claimed_until <= now,
-                    ),
                 )
-                .values(claimed_by=master[:255], claimed_until=until)
+                .values(claimed_by=None, claimed_until=None)
             ).rowcount
-            if won == 1:
-                claimed.append(_delivery_row(row, ui_url))
-    return claimed
+            or 0
+        )
 
 
 def next_due(engine: Engine) -> dt.datetime | None:
@@ -434,7 +480,8 @@ def finish(
     retry: bool = True,
 ) -> dict[str, Any]:
     """Record one attempt of ``delivery_id`` (``outcome``: the sender's ``Outcome``, or a
-    mapping with ``ok``, ``status_code``, ``latency_ms``, ``error``, ``retry``) and mark the
+    mapping with ``ok``, ``status_code``, ``latency_ms``, ``error``, ``retry``,
+    ``retry_after_s``) and mark the
     delivery ``delivered``, ``failed`` (not to be retried, or retried for
     ``give_up_after_h``) or ``pending`` again after the back-off. Returns ``{"id",
     "status", "attempts", "next_at"}``; ``status`` is ``lost`` when ``master`` no longer held
@@ -493,6 +540,9 @@ def finish(
             values.update(status="failed", next_at=None)
         else:
             delay = core.retry_delay(attempts, policy.retry_first_s, policy.retry_max_s, rand)
+            asked = get("retry_after_s")  # the receiver's Retry-After, within the cap
+            if isinstance(asked, (int, float)) and asked > delay:
+                delay = min(float(asked), policy.retry_max_s)
             next_at = now + dt.timedelta(seconds=delay)
             values.update(status="pending", next_at=next_at)
         conn.execute(update(AlertDelivery).where(AlertDelivery.id == delivery_id).values(**values))

@@ -293,3 +293,16 @@ def test_two_masters_racing_claim_each_delivery_exactly_once(engine):
         assert store.counts(conn)["delivered"] == 40
         rows = store.deliveries(conn, limit=100)
     assert all(r["attempts"] == 1 for r in rows)
+
+
+def test_a_run_of_a_routes_due_deliveries_is_claimed_in_order_and_given_back(engine):
+    ids = [put(engine, event(n=n, node=f"r{n}"), at(n))["id"] for n in range(5)]
+    run = store.claim_due(engine, "m1", now=at(5), per_route=3)
+    assert [d["alert_id"] for d in run] == ids[:3]
+    assert store.claim_due(engine, "m2", now=at(5), per_route=3) == []  # the head is held
+    # the first fails: the two behind it are given back, and wait behind it
+    store.finish(engine, run[0]["id"], "m1", Outcome(False, 503, "503"), POLICY, at(5))
+    assert store.release(engine, [d["id"] for d in run[1:]], "m1") == 2
+    assert store.claim_due(engine, "m2", now=at(5), per_route=3) == []  # not due yet
+    later = store.claim_due(engine, "m2", now=at(6), per_route=10)
+    assert [d["alert_id"] for d in later] == ids

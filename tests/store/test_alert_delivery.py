@@ -1,0 +1,222 @@
+"""The alert worker against a real loopback receiver, on SQLite and PostgreSQL.
+
+The receiver (tests/support/alertreceiver.py, owned by the test) verifies each delivery's
+HMAC signature and timestamp. It is down (connection refused), then answers 503, then 200:
+every alert arrives exactly once, in order, and the attempts are recorded. Unsigned and
+forged events are recorded nowhere and never delivered.
+"""
+
+import datetime as dt
+import time
+
+import pytest
+from sqlalchemy import func, select
+
+from saltext_fleet.core import alerts as core_alerts
+from saltext_fleet.core import secrets as core_secrets
+from saltext_fleet.master import alertsend, alertworker, eventsig
+from saltext_fleet.store import alerts as store_alerts
+from saltext_fleet.store.models import Alert
+from tests.support.alertreceiver import Receiver
+from tests.support.runners import master_opts
+from tests.support.sshd import free_port
+from tests.support.waiting import wait_for
+
+HMAC = "test-hmac-secret-0123456789"
+TAG = "fleet/alert/drift"
+
+
+def make_opts(tmp_path, db_url, port, **alerts):
+    route = {"name": "hook", "destination": "webhook", "target": {"url": f"http://127.0.0.1:{port}/hook", "timeout": 2}}  # fmt: skip
+    settings = {
+        "routes": [route],
+        "retry": {"first_s": 0.2, "max_s": 0.6, "give_up_after_h": 1},
+        **alerts,
+    }
+    opts = master_opts(tmp_path / "master", db_url, {"alerts": settings})
+    opts["id"] = "master-one"
+    return opts
+
+
+def put_secret(engine, opts):
+    vault = core_secrets.Vault.open(opts["pki_dir"] + "/fleet.fernet")
+    with engine.begin() as conn:
+        store_alerts.put_route_secret(conn, vault, "config:hook", "hmac", HMAC)
+
+
+def drift(opts, node, state="above", score=60.0):
+    data = {
+        "id": node,
+        "state": state,
+        "score": score,
+        "previous_score": 1.0,
+        "alert_score": 50.0,
+        "baseline": "golden",
+        # what eventsig.fire adds: two alike alerts are two events
+        "raised_at": dt.datetime.now(dt.timezone.utc).isoformat(),
+    }
+    return eventsig.sign(opts, TAG, data)
+
+
+def attempts_of(engine, alert_id):
+    with engine.connect() as conn:
+        found = store_alerts.alert(conn, alert_id)
+    return found["deliveries"][0]
+
+
+@pytest.fixture
+def receiver_port():
+    return free_port()
+
+
+def test_receiver_down_then_503_then_up_gets_every_alert_once_in_order(
+    engine, db_url, tmp_path, receiver_port
+):
+    opts = make_opts(tmp_path, db_url, receiver_port)
+    put_secret(engine, opts)
+    worker = alertworker.AlertWorker(opts, scan_interval=0.1).start(listen=False)
+    receiver = None
+    try:
+        # the receiver is down: connection refused
+        ids = [worker.handle(TAG, drift(opts, f"mac-{n:02d}"))["id"] for n in range(5)]
+        assert ids == sorted(ids)
+        wait_for(
+            "two refused attempts", lambda: attempts_of(engine, ids[0])["attempts"] >= 2, 20, 0.05
+        )
+        # up, but answering 503 for a while
+        answered = []
+        mode = {"status": 503}
+
+        def respond(request):
+            answered.append((request, mode["status"]))
+            return mode["status"], b"busy" if mode["status"] == 503 else b"ok"
+
+        receiver = Receiver(secret=HMAC, port=receiver_port).start()
+        receiver.respond_with(respond)
+        wait_for("two 503s", lambda: sum(1 for _, s in answered if s == 503) >= 2, 20, 0.05)
+        mode["status"] = 200
+        wait_for(
+            "every alert delivered",
+            lambda: all(attempts_of(engine, i)["status"] == "delivered" for i in ids),
+            30,
+            0.05,
+        )
+        time.sleep(0.5)  # (a duplicate, if any, would come within the scans of this half second)
+    finally:
+        worker.stop()
+        if receiver is not None:
+            receiver.stop()
+    ok = [request for request, status in answered if status == 200]
+    records = [request.verified for request in ok]
+    assert all(isinstance(r, dict) for r in records), records  # signature and timestamp good
+    assert all(isinstance(request.verified, dict) for request, _ in answered)
+    assert [r["id"] for r in records] == ids  # each once, in alert order
+    assert [r["node"] for r in records] == [f"mac-{n:02d}" for n in range(5)]
+    assert [request.headers["X-Fleet-Delivery"] for request in ok] == [
+        str(attempts_of(engine, i)["id"]) for i in ids
+    ]
+    first = attempts_of(engine, ids[0])
+    log = first["attempts_log"]
+    refused = [a for a in log if a["status_code"] is None]
+    busy = [a for a in log if a["status_code"] == 503]
+    assert len(refused) >= 2 and len(busy) >= 2
+    assert [a["ok"] for a in log] == [False] * (len(log) - 1) + [True]
+    assert log[-1]["status_code"] == 200 and all(a["master"] == "master-one" for a in log)
+    assert all(a["error"] for a in log[:-1]) and all(a["latency_ms"] is not None for a in log)
+    later = [attempts_of(engine, i)["attempts"] for i in ids[1:]]
+    assert later == [1, 1, 1, 1]  # they waited their turn behind the first
+    print(
+        f"\nreceiver down/503/up: {len(ids)} alerts, {len(ok)} delivered (once each, in order); "
+        f"first alert: {len(refused)} refused + {len(busy)} x 503 + 1 ok = {len(log)} attempts; "
+        f"others: {later}; requests seen by the receiver: {len(answered)}"
+    )
+
+
+def test_unsigned_and_forged_alerts_are_refused_and_recorded_nowhere(
+    engine, db_url, tmp_path, receiver_port, caplog
+):
+    opts = make_opts(tmp_path, db_url, receiver_port)
+    put_secret(engine, opts)
+    good = drift(opts, "mac-01")
+    unsigned = {k: v for k, v in good.items() if k != "sig"}
+    forged = {**good, "id": "mac-02"}  # a minion's copy with another id: the signature breaks
+    other_key = {**unsigned, "sig": "00" * 32}
+    worker = alertworker.AlertWorker(opts, scan_interval=0.1).start(listen=False)
+    with Receiver(secret=HMAC, port=receiver_port) as receiver:
+        try:
+            with caplog.at_level("WARNING", logger="saltext_fleet.master.alertworker"):
+                assert worker.handle(TAG, unsigned) is None
+                assert worker.handle(TAG, forged) is None
+                assert worker.handle(TAG, other_key) is None
+                assert worker.handle("fleet/alert/drift", "not a mapping") is None
+            # the positive control: the master's own event goes through
+            done = worker.handle(TAG, good)
+            wait_for("the signed alert", lambda: len(receiver.requests) == 1, 20, 0.05)
+            time.sleep(0.3)
+        finally:
+            worker.stop()
+    assert worker.stats["refused"] == 4 and worker.stats["accepted"] == 1
+    assert [r.verified["id"] for r in receiver.requests] == [done["id"]]
+    assert receiver.requests[0].verified["node"] == "mac-01"
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(Alert)).scalar() == 1
+    refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refusals) == 4
+    assert "fleet/alert/drift" in refusals[0] and "'mac-01'" in refusals[0]
+    assert "'mac-02'" in refusals[1]
+    # a replay of the signed event is the same alert: nothing more is recorded or sent
+    assert worker.handle(TAG, dict(good))["replayed"] is True
+
+
+def test_duplicates_flapping_and_ack_through_the_worker(engine, db_url, tmp_path, receiver_port):
+    """The decisions as the receiver sees them: a repeat within the window is not sent,
+    four changes in 30 minutes send one flapping alert, an ack holds until the condition
+    changes."""
+    opts = make_opts(tmp_path, db_url, receiver_port, dedup_minutes=15)
+    put_secret(engine, opts)
+    worker = alertworker.AlertWorker(opts, scan_interval=0.1).start(listen=False)
+
+    def seen(n):
+        wait_for(f"{n} deliveries", lambda: len(receiver.requests) >= n, 20, 0.05)
+        time.sleep(0.3)
+        return [(r.verified["node"], r.verified["condition"]) for r in receiver.requests]
+
+    with Receiver(secret=HMAC, port=receiver_port) as receiver:
+        try:
+            worker.handle(TAG, drift(opts, "dup", score=60))
+            worker.handle(TAG, drift(opts, "dup", score=61))  # same condition: a duplicate
+            worker.handle(TAG, drift(opts, "dup", score=62))
+            assert seen(1) == [("dup", "above")]
+            for n, state in enumerate(["above", "below", "above", "below", "above", "below"]):
+                worker.handle(TAG, drift(opts, "flap", state, 60 + n if state == "above" else 5))
+            got = seen(6)[1:]
+            assert got == [
+                ("flap", "above"),
+                ("flap", "below"),
+                ("flap", "above"),
+                ("flap", "below"),
+                ("flap", "flapping"),
+            ]
+            worker.handle(TAG, drift(opts, "ack", score=60))
+            seen(7)
+            store_alerts.ack(worker_engine(opts), "drift", "ack", actor="user:alice")
+            worker.handle(TAG, drift(opts, "ack", score=70))  # acknowledged: held
+            worker.handle(TAG, drift(opts, "ack", "below", 5))  # changed: sent
+            assert seen(8)[-1] == ("ack", "below")
+        finally:
+            worker.stop()
+    assert len(receiver.requests) == 8
+    with engine.connect() as conn:
+        held = store_alerts.alerts(conn, node="ack")
+    assert [a["suppressed"] for a in held] == [None, "acknowledged", None]
+
+
+def worker_engine(opts):
+    from saltext_fleet import config
+    from saltext_fleet.store import engine as store_engine
+
+    return store_engine.get_engine(config.load(opts).db_url)
+
+
+def test_the_contracts_destinations_are_the_senders():
+    assert core_alerts.DESTINATIONS == alertsend.DESTINATIONS
