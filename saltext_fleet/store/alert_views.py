@@ -261,7 +261,13 @@ def alerts_page(conn: Connection, query: AlertsQuery) -> dict[str, Any]:
     )
     rows = [_alert_row(r) for r in conn.execute(stmt)]
     _attach_deliveries(conn, rows)
-    total = conn.execute(_alerts_select([func.count()]).where(where)).scalar_one()
+    # the count needs the conditions only to filter on their acknowledgement
+    counted = (
+        _alerts_select([func.count()])
+        if query.acknowledged is not None
+        else select(func.count()).select_from(Alert)
+    )
+    total = conn.execute(counted.where(where)).scalar_one()
     return {
         "rows": rows,
         "total": total,

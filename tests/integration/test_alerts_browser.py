@@ -272,6 +272,12 @@ def test_routes_made_in_the_ui_and_test_send_to_a_real_receiver(ui, browser):
 
         # the admin deletes the route (fleet.alert_route_delete)
         admin.goto(f"{ui['url']}/alerts/routes")
+        asked = []
+        admin.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+        admin.click(f'button[data-delete-route="{route}"]')  # asked, and said no
+        assert asked == [f"Delete route {key} and its secrets? Its pending deliveries fail."]
+        # (the audit below has one route_delete: the refused click sent nothing)
+        admin.once("dialog", lambda dialog: dialog.accept())
         admin.click(f'button[data-delete-route="{route}"]')
         admin.wait_for_selector(f".flash >> text=Route {key} deleted.")
         assert admin.locator(f'tr[data-route="{key}"]').count() == 0
