@@ -47,7 +47,6 @@ DELIVERY_STATUSES = ("pending", "delivered", "failed", "suppressed")
 SECRET_SCOPE = store_secrets.ALERT_SCOPE
 #: How many of a delivery's attempts a page of the delivery log shows (the newest).
 ATTEMPTS_SHOWN = 5
-KINDS_MAX = 50
 
 
 def _yes_no(name: str, raw: str | None) -> bool | None:
@@ -350,12 +349,6 @@ def summary(conn: Connection) -> dict[str, Any]:
     return {"firing": firing or 0, "acknowledged": acked or 0, "deliveries": deliveries}
 
 
-def kinds(conn: Connection) -> list[str]:
-    """The kinds of alert in the store (the filter's choices)."""
-    stmt = select(Alert.kind).group_by(Alert.kind).order_by(Alert.kind).limit(KINDS_MAX)
-    return [k for (k,) in conn.execute(stmt)]
-
-
 def latest_alert_id(conn: Connection) -> int:
     """The newest alert's id (0 with none): the live page compares it with its own."""
     return conn.execute(select(func.max(Alert.id))).scalar() or 0
@@ -477,7 +470,7 @@ def _delivery_filters(query: DeliveriesQuery) -> list:
 def deliveries_page(
     conn: Connection, query: DeliveriesQuery, attempts_shown: int = ATTEMPTS_SHOWN
 ) -> dict[str, Any]:
-    """One page of the delivery log, newest first; each delivery with its alert (kind, node,
+    """One page of the delivery log, newest first (by id); each delivery with its alert (kind, node,
     severity, summary) and its newest ``attempts_shown`` attempts (``attempt_list``, newest
     first; ``attempts`` counts them all)."""
     where = and_(True, *_delivery_filters(query))
@@ -494,7 +487,9 @@ def deliveries_page(
         .select_from(AlertDelivery)
         .join(Alert, Alert.id == AlertDelivery.alert_id)
         .where(where)
-        .order_by(AlertDelivery.created_at.desc(), AlertDelivery.id.desc())
+        # newest first by id (deliveries are made in order; the primary key walks back
+        # without sorting the table)
+        .order_by(AlertDelivery.id.desc())
         .limit(query.per_page)
         .offset((query.page - 1) * query.per_page)
     )
@@ -578,17 +573,6 @@ def attempts(conn: Connection, delivery_id: int, limit: int = 200) -> list[dict[
         .limit(limit)
     )
     return [_attempt(a) for a in conn.execute(stmt)]
-
-
-def delivery_routes(conn: Connection, limit: int = 200) -> list[str]:
-    """The routes that have deliveries (the delivery log's filter)."""
-    stmt = (
-        select(AlertDelivery.route)
-        .group_by(AlertDelivery.route)
-        .order_by(AlertDelivery.route)
-        .limit(limit)
-    )
-    return [r for (r,) in conn.execute(stmt)]
 
 
 def _hour_bucket(conn: Connection, column):

@@ -99,7 +99,7 @@ def alerts_page() -> dict[str, Any]:
             "query": query,
             "page": alert_views.alerts_page(conn, query),
             "summary": alert_views.summary(conn),
-            "kinds": alert_views.kinds(conn),
+            "kinds": KINDS,
             "latest": alert_views.latest_alert_id(conn),
         }
 
@@ -137,10 +137,13 @@ def deliveries_page() -> dict[str, Any]:
         abort(400, description=str(exc))
     hours = hours_arg()
     with ctx().engine.connect() as conn:
+        routes = [r["key"] for r in config_routes()] + [
+            r["key"] for r in alert_views.ui_routes(conn)
+        ]
         return {
             "query": query,
             "page": alert_views.deliveries_page(conn, query),
-            "routes": alert_views.delivery_routes(conn),
+            "routes": routes,
             "statuses": alert_views.DELIVERY_STATUSES,
             "hours": hours,
             "windows": WINDOWS,

@@ -174,7 +174,6 @@ def test_alerts_page_live_acknowledge_node_history_and_delivery_log(ui, browser,
     # the delivery log: the failed delivery with its three attempts, the chart
     page.goto(f"{ui['url']}/alerts/deliveries")
     page.select_option("#delivery-status", "failed")
-    page.select_option("#delivery-route", "config:oncall")
     page.click("#delivery-filter-submit")
     page.wait_for_url("**status=failed**")
     row = page.locator(f'tr[data-delivery="{ids["cve_delivery"]}"]')
