@@ -22,6 +22,7 @@ says what was expected.
             power_interval: 10, iso_stale_after: 300, iso_dir: null}  # actions, ISO library
       inventory: {pip: [/usr/bin/python3]}                  # minion side: interpreters to list
       grains: {keychains: [/Library/Keychains/System.keychain]}   # minion side (macOS)
+      alerts: {cert_check_minutes: 60}                      # certificate expiry checks (0: off)
       actions:                                              # named commands per OS (the UI's)
         NixOS: {pull: "git -C /etc/nixos pull --ff-only", switch: "nixos-rebuild switch"}
         MacOS: {switch: {cmd: "home-manager switch", runas: build}}
@@ -146,6 +147,14 @@ class KvmConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class CertCheckConfig:
+    """``fleet:alerts:cert_check_minutes``: minutes between two certificate expiry checks of
+    the ``fleet`` engine (``fleet/alert/cert``); 0 turns the periodic check off."""
+
+    minutes: float = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
 class InventoryConfig:
     pip: tuple[str, ...] = ()
 
@@ -203,6 +212,8 @@ class FleetConfig:
     kvm: KvmConfig = KvmConfig()
     inventory: InventoryConfig = InventoryConfig()
     grains: GrainsConfig = GrainsConfig()
+    #: read from ``fleet:alerts:cert_check_minutes`` (the rest of ``fleet:alerts`` is routes)
+    cert_check: CertCheckConfig = CertCheckConfig()
     actions: Mapping[str, Mapping[str, Command]] = dataclasses.field(
         default_factory=lambda: {k: dict(v) for k, v in DEFAULT_ACTIONS.items()}
     )
@@ -213,6 +224,8 @@ class FleetConfig:
         data["inventory"]["pip"] = list(self.inventory.pip)
         data["grains"]["keychains"] = list(self.grains.keychains)
         data["drift"]["weights"] = dict(self.drift.weights)
+        cert_minutes = data.pop("cert_check")["minutes"]
+        data.setdefault("alerts", {})["cert_check_minutes"] = cert_minutes
         roles = data["ui"].pop("eauth_roles")
         if self.ui.eauth is None:
             data["ui"].pop("eauth")
@@ -310,6 +323,7 @@ def load(opts: Mapping[str, Any]) -> FleetConfig:
             "inventory",
             "grains",
             "actions",
+            "alerts",
         ),
     )
 
@@ -338,6 +352,7 @@ def load(opts: Mapping[str, Any]) -> FleetConfig:
         inventory=_inventory(section.get("inventory")),
         grains=_grains(section.get("grains")),
         actions=_actions(section.get("actions")),
+        cert_check=_cert_check(section.get("alerts")),
     )
 
 
@@ -586,6 +601,23 @@ def _kvm(raw: Any, opts: Mapping[str, Any]) -> KvmConfig:
             raise FleetConfigError(f"fleet:kvm:{name}", f"{value!r} is not a whole number of polls")
         out[name] = int(value) if name == "offline_after" else float(value)
     return KvmConfig(**out)
+
+
+def _cert_check(raw: Any) -> CertCheckConfig:
+    """``fleet:alerts:cert_check_minutes`` (the other ``fleet:alerts`` options are checked
+    with the alert routes)."""
+    section = _mapping(raw or {}, "fleet:alerts")
+    minutes = section.get("cert_check_minutes", CertCheckConfig.minutes)
+    if (
+        isinstance(minutes, bool)
+        or not isinstance(minutes, (int, float))
+        or not 0 <= minutes <= 10080
+    ):
+        raise FleetConfigError(
+            "fleet:alerts:cert_check_minutes",
+            f"{minutes!r} is not a number of minutes from 0 (off) to 10080",
+        )
+    return CertCheckConfig(minutes=float(minutes))
 
 
 def _inventory(raw: Any) -> InventoryConfig:
