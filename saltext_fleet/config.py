@@ -29,6 +29,7 @@ says what was expected.
         flapping: {changes: 3, minutes: 30}
         retry: {first_s: 2, max_s: 300, give_up_after_h: 24}
         ui_url: https://fleet.example.com
+        cert_check_minutes: 60                              # certificate expiry checks (0: off)
       actions:                                              # named commands per OS (the UI's)
         NixOS: {pull: "git -C /etc/nixos pull --ff-only", switch: "nixos-rebuild switch"}
         MacOS: {switch: {cmd: "home-manager switch", runas: build}}
@@ -208,6 +209,14 @@ class AlertsConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class CertCheckConfig:
+    """``fleet:alerts:cert_check_minutes``: minutes between two certificate expiry checks of
+    the ``fleet`` engine (``fleet/alert/cert``); 0 turns the periodic check off."""
+
+    minutes: float = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
 class InventoryConfig:
     pip: tuple[str, ...] = ()
 
@@ -266,6 +275,8 @@ class FleetConfig:
     alerts: AlertsConfig = AlertsConfig()
     inventory: InventoryConfig = InventoryConfig()
     grains: GrainsConfig = GrainsConfig()
+    #: read from ``fleet:alerts:cert_check_minutes`` (the rest of ``fleet:alerts`` is routes)
+    cert_check: CertCheckConfig = CertCheckConfig()
     actions: Mapping[str, Mapping[str, Command]] = dataclasses.field(
         default_factory=lambda: {k: dict(v) for k, v in DEFAULT_ACTIONS.items()}
     )
@@ -277,6 +288,8 @@ class FleetConfig:
         data["grains"]["keychains"] = list(self.grains.keychains)
         data["drift"]["weights"] = dict(self.drift.weights)
         data["alerts"] = self.alerts.as_dict()
+        cert_minutes = data.pop("cert_check")["minutes"]
+        data.setdefault("alerts", {})["cert_check_minutes"] = cert_minutes
         roles = data["ui"].pop("eauth_roles")
         if self.ui.eauth is None:
             data["ui"].pop("eauth")
@@ -404,6 +417,7 @@ def load(opts: Mapping[str, Any]) -> FleetConfig:
         inventory=_inventory(section.get("inventory")),
         grains=_grains(section.get("grains")),
         actions=_actions(section.get("actions")),
+        cert_check=_cert_check(section.get("alerts")),
     )
 
 
@@ -664,7 +678,11 @@ def _number_in(section: Mapping[str, Any], name: str, option: str, default, low,
 def _alerts(raw: Any) -> AlertsConfig:
     option = "fleet:alerts"
     section = _mapping(raw or {}, option)
-    _known(section, option, ("routes", "dedup_minutes", "flapping", "retry", "ui_url"))
+    _known(
+        section,
+        option,
+        ("routes", "dedup_minutes", "flapping", "retry", "ui_url", "cert_check_minutes"),
+    )
     routes = []
     raw_routes = section.get("routes") or []
     if not isinstance(raw_routes, (list, tuple)):
@@ -746,6 +764,23 @@ def _alerts(raw: Any) -> AlertsConfig:
         give_up_after_h=float(give_up),
         ui_url=ui_url,
     )
+
+
+def _cert_check(raw: Any) -> CertCheckConfig:
+    """``fleet:alerts:cert_check_minutes`` (the other ``fleet:alerts`` options are checked
+    with the alert routes)."""
+    section = _mapping(raw or {}, "fleet:alerts")
+    minutes = section.get("cert_check_minutes", CertCheckConfig.minutes)
+    if (
+        isinstance(minutes, bool)
+        or not isinstance(minutes, (int, float))
+        or not 0 <= minutes <= 10080
+    ):
+        raise FleetConfigError(
+            "fleet:alerts:cert_check_minutes",
+            f"{minutes!r} is not a number of minutes from 0 (off) to 10080",
+        )
+    return CertCheckConfig(minutes=float(minutes))
 
 
 def _inventory(raw: Any) -> InventoryConfig:

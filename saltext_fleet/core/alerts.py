@@ -264,7 +264,7 @@ def _cert(data: Mapping) -> dict:
     return {
         "kind": "cert",
         "node": node,
-        "subject": sha1.lower(),
+        "subject": sha1.upper(),  # as the certificates page and cert_alerts keep it
         "state": "firing",
         "condition": threshold,
         "severity": CERT_THRESHOLDS[threshold],

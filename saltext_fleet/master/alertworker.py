@@ -21,6 +21,7 @@ A route's deliveries go out one at a time, in alert order.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import logging
 import threading
@@ -38,6 +39,8 @@ from saltext_fleet.store import engine as store_engine
 log = logging.getLogger(__name__)
 
 PREFIX = core_alerts.TAG_PREFIX
+#: Signed events kept in memory while the store cannot take them.
+BACKLOG = 10000
 
 
 def master_id(opts: dict) -> str:
@@ -135,6 +138,8 @@ class AlertWorker:
         self.scan_interval = scan_interval
         self.settle_interval = settle_interval
         self.stats = {"accepted": 0, "refused": 0, "invalid": 0, "replayed": 0, "sent": 0}
+        #: signed events that could not be recorded (the store away): tried again each scan
+        self.backlog: collections.deque = collections.deque(maxlen=BACKLOG)
         self._stop = threading.Event()
         self._kick = threading.Event()
         self._inflight = 0
@@ -202,6 +207,35 @@ class AlertWorker:
             self._kick.set()
         return done
 
+    def take(self, tag: Any, data: Any) -> dict[str, Any] | None:
+        """:meth:`handle`, keeping a signed event the store could not take in the backlog
+        (tried again by the dispatcher; a replay of it is one alert)."""
+        try:
+            return self.handle(tag, data)
+        except Exception as exc:  # noqa: BLE001 - the store may be away for a while
+            if len(self.backlog) == self.backlog.maxlen:
+                log.error("fleet alerts: backlog full; the oldest held alert is dropped")
+            self.backlog.append((tag, data))
+            log.warning(
+                "fleet alerts: could not record %s (id %r): %s; held (%d waiting)",
+                tag,
+                (data or {}).get("id") if isinstance(data, dict) else None,
+                exc,
+                len(self.backlog),
+            )
+            self._kick.set()
+            return None
+
+    def drain_backlog(self) -> int:
+        """Record the held events (oldest first) until the store refuses again."""
+        done = 0
+        while self.backlog:
+            tag, data = self.backlog[0]
+            self.handle(tag, data)  # raises while the store is away: kept for the next scan
+            self.backlog.popleft()
+            done += 1
+        return done
+
     def run_listener(self) -> None:
         import salt.utils.event
 
@@ -216,14 +250,7 @@ class AlertWorker:
                         event = bus.get_event(wait=1, full=True)
                         if not event or not str(event.get("tag", "")).startswith(PREFIX):
                             continue
-                        try:
-                            self.handle(event.get("tag"), event.get("data"))
-                        except Exception:  # the store may be away: the event is logged
-                            log.exception(
-                                "fleet alerts: could not record %s (id %r)",
-                                event.get("tag"),
-                                (event.get("data") or {}).get("id"),
-                            )
+                        self.take(event.get("tag"), event.get("data"))
             except Exception:  # noqa: BLE001 - the bus comes back with the master
                 log.warning("fleet alerts: event bus lost; listening again in %.0f s", backoff)
                 self._stop.wait(backoff)
@@ -299,6 +326,8 @@ class AlertWorker:
             if self._stop.is_set():
                 return
             try:
+                if self.backlog:
+                    self.drain_backlog()
                 self.dispatch_once()
                 if time.monotonic() - last_settle >= self.settle_interval:
                     last_settle = time.monotonic()

@@ -32,6 +32,7 @@ from saltext_fleet import config
 from saltext_fleet.core import alerts as core_alerts
 from saltext_fleet.core import anchor as core_anchor
 from saltext_fleet.core import baseline as core_baseline
+from saltext_fleet.core import certs as core_certs
 from saltext_fleet.core import drift as core_drift
 from saltext_fleet.core import gate as core_gate
 from saltext_fleet.core import sbom as core_sbom
@@ -41,11 +42,20 @@ from saltext_fleet.core.text import terminal_safe
 from saltext_fleet.core.vulns import sources as vuln_sources
 from saltext_fleet.core.vulns import triage as core_triage
 from saltext_fleet.kvm.poller import Poller
-from saltext_fleet.master import alertsend, alertworker, bootstrapper, eventsig, kvmops, kvmpoll
+from saltext_fleet.master import (
+    alertsend,
+    alertworker,
+    bootstrapper,
+    certcheck,
+    eventsig,
+    kvmops,
+    kvmpoll,
+)
 from saltext_fleet.master import keys as master_keys
 from saltext_fleet.master import onboard as master_onboard
 from saltext_fleet.store import alerts as store_alerts
 from saltext_fleet.store import audit as store_audit
+from saltext_fleet.store import certs as store_certs
 from saltext_fleet.store import drift as store_drift
 from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store import gate as store_gate
@@ -2022,6 +2032,136 @@ def cve_history(minion, days=None):
         "points": store_findings.history(engine, minion, days),
         "findings": store_findings.node_findings(engine, [minion], resolved=True).get(minion, []),
     }
+
+
+# -- signing certificates and Xcode ------------------------------------------------------------
+
+
+def cert_check(node=None):
+    """
+    Check the signing certificates the nodes report (their ``fleet`` grain) against the
+    master's clock and fire ``fleet/alert/cert``, signed by the master, for each threshold
+    newly crossed: 30, 7 and 1 days before ``not_after``, and ``expired``. Each fires once per
+    (node, certificate), recorded in the store, however often this runs (the ``fleet``
+    engine runs it every ``fleet:alerts:cert_check_minutes``). Returns what fired.
+
+    node
+        Check this node only (default: every node).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.cert_check
+        salt-run fleet.cert_check node=mac-07
+    """
+    nodes = None if node is None else [_check_minion_id(node)]
+    engine = _engine()
+    return certcheck.check(engine, _fire, nodes=nodes)
+
+
+def certs(days=None, team=None, limit=1000):
+    """
+    Every code-signing identity in the fleet, soonest expiry first (unknown expiry last):
+    ``[{"sha1", "name", "team_id", "not_after", "days_left", "node_count", "nodes"}]``.
+    ``days_left`` is counted from ``not_after`` on the master's clock. An identity is what
+    the nodes report: a node that reports another date or name for a SHA-1 gets a row of its
+    own.
+
+    days
+        Only identities that expire within N days (expired ones included).
+
+    team
+        Only this team id.
+
+    limit
+        At most this many identities (default 1000).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.certs
+        salt-run fleet.certs days=30
+    """
+    try:
+        days = core_certs.check_days(days, "days")
+    except core_certs.CertError as exc:
+        raise SaltRunnerError(f"fleet.certs: {exc}") from exc
+    limit = _whole(limit, "fleet.certs: limit", 1, 100000)
+    now = _now()
+    engine = _engine()
+    out = []
+    page = 1
+    with engine.connect() as conn:
+        while len(out) < limit:
+            query = store_certs.CertsQuery(
+                team=team or None, days=days, page=page, per_page=min(500, limit)
+            )
+            found = store_certs.certs_page(conn, query, now)
+            out += [{k: v for k, v in r.items() if k != "band"} for r in found["rows"]]
+            if page >= found["pages"]:
+                break
+            page += 1
+    return out[:limit]
+
+
+def xcode(baseline=None, lacking=False, limit=1000):
+    """
+    The Xcode matrix: the Xcode versions in the fleet (oldest first) and, per node (macOS
+    nodes and nodes whose baseline requires an Xcode), its macOS version, the Xcode versions
+    installed, the selected one, its baseline and the Xcode version that baseline requires,
+    and ``lacks`` when that version is not installed. ``lacking`` lists those nodes.
+
+    baseline
+        Compare every macOS node with this baseline's Xcode instead of its own baseline's.
+
+    lacking
+        Only the nodes that lack the required version.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.xcode
+        salt-run fleet.xcode baseline=macos-build lacking=True
+    """
+    if baseline is not None:
+        baseline = _check_baseline_name(baseline)
+    lacking = _bool(lacking, "lacking")
+    limit = _whole(limit, "fleet.xcode: limit", 1, 100000)
+    engine = _engine()
+    nodes, versions, page = {}, [], 1
+    with engine.connect() as conn:
+        if baseline is not None and not store_certs.baseline_xcode(conn, baseline)[0]:
+            raise SaltRunnerError(f"fleet.xcode: no baseline {baseline!r}")
+        while len(nodes) < limit:
+            query = store_certs.XcodeQuery(
+                baseline=baseline, lacking=lacking, page=page, per_page=min(500, limit)
+            )
+            found = store_certs.xcode_matrix(conn, query)
+            versions = found["versions"]
+            for row in found["rows"]:
+                nodes[row.pop("id")] = row
+            if page >= found["pages"]:
+                break
+            page += 1
+    nodes = dict(list(nodes.items())[:limit])
+    return {
+        "versions": versions,
+        "nodes": nodes,
+        "lacking": sorted(n for n, row in nodes.items() if row["lacks"]),
+    }
+
+
+def _whole(value, what: str, low: int, high: int) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError) as exc:
+        raise SaltRunnerError(f"{what}={value!r} is not a whole number") from exc
+    if isinstance(value, bool) or not low <= number <= high:
+        raise SaltRunnerError(f"{what}={value!r} is not {low} to {high}")
+    return number
 
 
 # -- PiKVM devices --------------------------------------------------------------------------

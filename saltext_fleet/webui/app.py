@@ -22,6 +22,7 @@ from saltext_fleet.webui import (
     alerts_pages,
     api,
     auth,
+    certs_pages,
     drift_pages,
     kvm_pages,
     pages,
@@ -69,4 +70,6 @@ def create_app(ctx: WebContext) -> Flask:
     app.register_blueprint(kvm_pages.api_bp, url_prefix="/api/v1")
     app.register_blueprint(alerts_pages.bp)
     app.register_blueprint(alerts_pages.api_bp, url_prefix="/api/v1")
+    app.register_blueprint(certs_pages.bp)
+    app.register_blueprint(certs_pages.api_bp, url_prefix="/api/v1")
     return app

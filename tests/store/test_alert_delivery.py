@@ -220,3 +220,56 @@ def worker_engine(opts):
 
 def test_the_contracts_destinations_are_the_senders():
     assert core_alerts.DESTINATIONS == alertsend.DESTINATIONS
+
+
+def test_a_drift_that_resolves_resolves_the_pagerduty_incident(engine, db_url, tmp_path):
+    """Through the worker to a PagerDuty Events API v2 stand-in on loopback: the trigger and
+    the resolve carry the same dedup_key, and the routing key from the vault."""
+    with Receiver() as pagerduty:
+        pagerduty.answer(202, {"status": "success", "message": "Event processed"})
+        route = {
+            "name": "oncall",
+            "destination": "pagerduty",
+            "match": {"kinds": ["drift"], "min_severity": "warning"},
+            "target": {"url": pagerduty.url},
+        }
+        opts = master_opts(tmp_path / "master", db_url, {"alerts": {"routes": [route]}})
+        vault = core_secrets.Vault.open(opts["pki_dir"] + "/fleet.fernet")
+        with engine.begin() as conn:
+            store_alerts.put_route_secret(conn, vault, "config:oncall", "routing_key", "R" * 32)
+        worker = alertworker.AlertWorker(opts, scan_interval=0.1).start(listen=False)
+        try:
+            worker.handle(TAG, drift(opts, "mac-07", "above", 160.0))
+            worker.handle(TAG, drift(opts, "mac-07", "below", 3.0))
+            wait_for("trigger and resolve", lambda: len(pagerduty.requests) >= 2, 20, 0.05)
+        finally:
+            worker.stop()
+    trigger, resolve = (r.json() for r in pagerduty.requests)
+    assert trigger["event_action"] == "trigger" and resolve["event_action"] == "resolve"
+    assert trigger["dedup_key"] == resolve["dedup_key"] == "fleet:drift:mac-07:"
+    assert trigger["routing_key"] == resolve["routing_key"] == "R" * 32
+    assert trigger["payload"]["severity"] == "critical"  # 160 is over 3 times 50
+
+
+def test_alerts_heard_while_the_store_is_away_are_held_and_delivered_when_it_is_back(
+    engine, db_url, tmp_path, receiver_port
+):
+    opts = make_opts(tmp_path, db_url, receiver_port)
+    put_secret(engine, opts)
+    good_url = opts["fleet"]["db_url"]
+    # the store is away: a PostgreSQL address where nothing listens
+    opts["fleet"]["db_url"] = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/fleet"
+    worker = alertworker.AlertWorker(opts, scan_interval=0.1).start(listen=False)
+    with Receiver(secret=HMAC, port=receiver_port) as receiver:
+        try:
+            events = [drift(opts, f"held-{n}") for n in range(3)]
+            assert [worker.take(TAG, e) for e in events] == [None, None, None]
+            assert len(worker.backlog) == 3
+            time.sleep(0.5)  # scans fail meanwhile; nothing is lost
+            assert len(worker.backlog) == 3
+            opts["fleet"]["db_url"] = good_url  # back
+            wait_for("the held alerts", lambda: len(receiver.requests) == 3, 20, 0.05)
+        finally:
+            worker.stop()
+    assert [r.verified["node"] for r in receiver.requests] == ["held-0", "held-1", "held-2"]
+    assert not worker.backlog

@@ -7,7 +7,7 @@ import pytest
 
 from saltext_fleet import config
 from saltext_fleet.core import alerts as core
-from saltext_fleet.core import signing
+from saltext_fleet.core import certs, signing
 
 NOW = dt.datetime(2026, 12, 5, 19, 0, tzinfo=dt.timezone.utc)
 SHA1 = "ab" * 20
@@ -95,8 +95,32 @@ def test_cert_thresholds_have_their_severity_and_the_sha1_as_subject(threshold, 
         "threshold": threshold,
     }
     alert = core.normalise("fleet/alert/cert", data)
-    assert (alert["subject"], alert["condition"], alert["severity"]) == (SHA1, threshold, severity)
+    assert (alert["subject"], alert["condition"], alert["severity"]) == (
+        SHA1.upper(),
+        threshold,
+        severity,
+    )
     assert alert["state"] == "firing" and "Apple Distribution" in alert["summary"]
+
+
+def test_the_cert_events_the_master_fires_are_understood():
+    now = dt.datetime(2026, 12, 5, tzinfo=dt.timezone.utc)
+    identity = certs.clean_identity(
+        {"sha1": SHA1, "name": "Apple Development: Jo (AB12CD34EF)", "team_id": "AB12CD34EF",
+         "not_after": "2026-12-12T00:00:00Z"}
+    )  # fmt: skip
+    for threshold, severity in (("7d", "error"), ("expired", "critical")):
+        alert = core.normalise(
+            "fleet/alert/cert", certs.alert_data("mac-1", identity, threshold, now)
+        )
+        assert (alert["node"], alert["subject"]) == ("mac-1", SHA1.upper())
+        assert alert["severity"] == severity and "Apple Development: Jo" in alert["summary"]
+    assert (
+        "expires in 7 days"
+        in core.normalise("fleet/alert/cert", certs.alert_data("mac-1", identity, "7d", now))[
+            "summary"
+        ]
+    )
 
 
 @pytest.mark.parametrize(

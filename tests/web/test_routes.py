@@ -31,6 +31,11 @@ ROUTE_ROLES = {
     ("/vulns", "GET"): "viewer",
     ("/vulns/<advisory_id>", "GET"): "viewer",
     ("/nodes/<minion_id>/vulns", "GET"): "viewer",
+    # signing certificates and the Xcode matrix: reading like the nodes
+    ("/certs", "GET"): "viewer",
+    ("/xcode", "GET"): "viewer",
+    ("/api/v1/certs", "GET"): "viewer",
+    ("/api/v1/xcode", "GET"): "viewer",
     # PiKVM devices: reading like the nodes (the registry is written by salt-run fleet.kvm_add)
     ("/kvm", "GET"): "viewer",
     ("/kvm/<name>", "GET"): "viewer",
