@@ -33,7 +33,7 @@ from saltext_fleet.store.models import (
     Secret,
     iso,
 )
-from saltext_fleet.store.ui import QueryError, _like, arg_reader, parse_paging
+from saltext_fleet.store.ui import QueryError, arg_reader, parse_paging
 
 #: Severities, lowest first (PagerDuty's scale).
 SEVERITIES = core_alerts.SEVERITIES
@@ -69,10 +69,12 @@ def _rank(column):
 
 
 def _node_match(column, pattern: str):
-    """``column`` equal to ``pattern``, or LIKE it when it has ``*`` (a glob)."""
+    """``column`` equal to ``pattern``, or LIKE it when it has ``*`` (a glob; LIKE's own
+    wildcards and the escape character are taken literally)."""
     if "*" not in pattern:
         return column == pattern
-    return column.like(_like(pattern).replace("*", "%"), escape="\\")
+    literal_text = pattern.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return column.like(literal_text.replace("*", "%"), escape="\\")
 
 
 def _condition_join():
