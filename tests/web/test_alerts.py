@@ -543,3 +543,30 @@ def test_operator_test_sends_and_sees_the_outcome_once(logged_in, hook_route, sa
         oper.post("/alerts/routes/test", data={"csrf_token": csrf, "route": "hook"}).status_code
         == 400
     )
+
+
+# -- live ----------------------------------------------------------------------------------------
+
+
+def test_the_live_counts_carry_the_newest_alert(engine, seeded):
+    """The hub's counts message says which alert is the newest, so an alerts page can offer a
+    reload (the browser side: tests/integration/test_alerts_browser.py)."""
+    import json
+
+    from saltext_fleet.webui.live import Hub
+
+    class Socket:
+        def __init__(self):
+            self.messages = []
+
+        def write_message(self, text):
+            self.messages.append(json.loads(text))
+
+    hub = Hub(engine, schedule=lambda fn: fn(), idle_seconds=None)
+    socket = Socket()
+    with hub._lock:
+        hub._sockets.add(socket)
+    hub.look()
+    (counts,) = [m for m in socket.messages if m["type"] == "counts"]
+    assert counts["alerts"] == {"latest": seeded["cert_held"]}  # the newest seeded alert
+    hub.stop()
