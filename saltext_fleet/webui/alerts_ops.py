@@ -20,7 +20,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from flask import abort, request, session, url_for
+from flask import abort, request, session
 
 from saltext_fleet.core import alerts as core_alerts
 from saltext_fleet.core import gate as core_gate
@@ -269,7 +269,7 @@ def _shown_outcome(route: str, result: Any) -> dict[str, Any]:
     }
 
 
-def test_send(form: Mapping[str, Any]) -> dict[str, Any]:
+def send_test(form: Mapping[str, Any]) -> dict[str, Any]:
     """Run ``fleet.alert_test`` as the user through the form's route; the outcome, kept for
     the routes page to show once."""
     route = route_key_arg(form)
@@ -397,7 +397,3 @@ def set_secret(form: Mapping[str, Any]) -> str:
     except SaltError as exc:
         return f"Not set: {route} {name}: {exc}"
     return f"{route}: {SECRET_LABELS.get(name, name)} set."
-
-
-def routes_url(**args) -> str:
-    return url_for("alerts.routes", **args)

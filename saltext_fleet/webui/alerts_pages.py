@@ -97,7 +97,7 @@ def route_secret():
 def route_test():
     """Send a test alert through one route now (``fleet.alert_test``); the routes page shows
     the outcome."""
-    outcome = alerts_ops.test_send(request.form)
+    outcome = alerts_ops.send_test(request.form)
     return redirect(url_for("alerts.routes", _anchor=f"route-{outcome['route']}"), 303)
 
 
