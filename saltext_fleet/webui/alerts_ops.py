@@ -218,32 +218,48 @@ def back_url(form: Mapping[str, Any], default: str) -> str:
     return default
 
 
+def ack_values(values: Mapping[str, Any]) -> dict[str, str]:
+    """The runner's arguments from an Acknowledge form or the API's body: ``kind``, ``node``
+    (empty: an alert about no node), ``subject`` and ``comment``; 400 naming a bad one."""
+    out = {}
+    for name, limit in (("kind", 32), ("node", 255), ("subject", 255), ("comment", COMMENT_MAX)):
+        value = values.get(name)
+        if value is None:
+            value = ""
+        if not isinstance(value, str):
+            abort(400, description=f"{name}: a string")
+        if len(value) > limit:
+            abort(400, description=f"{name}: at most {limit} characters")
+        out[name] = value if name == "subject" else value.strip()
+    if not out["kind"]:
+        abort(400, description="kind: the alert's kind")
+    if out["node"] and not core_gate.is_minion_id(out["node"]):
+        abort(400, description=f"node: {out['node'][:60]!r} is not a minion id")
+    return out
+
+
 def acknowledge(form: Mapping[str, Any]) -> str:
     """Run ``fleet.alert_ack`` as the user for the form's condition; what to flash."""
-    kind = (form.get("kind") or "").strip()
-    node = (form.get("node") or "").strip()
-    subject = form.get("subject") or ""
-    comment = (form.get("comment") or "").strip()
-    if not kind or len(kind) > 32:
-        abort(400, description="kind: the alert's kind")
-    if node and not core_gate.is_minion_id(node):
-        abort(400, description=f"node: {node[:60]!r} is not a minion id")
-    if len(subject) > 255:
-        abort(400, description="subject: at most 255 characters")
-    if len(comment) > COMMENT_MAX:
-        abort(400, description=f"comment: at most {COMMENT_MAX} characters")
+    values = ack_values(form)
+    kind, node, subject = values["kind"], values["node"], values["subject"]
     what = f"{kind} on {node or 'the fleet'}" + (f" ({subject})" if subject else "")
     try:
-        done = salt().runner(
-            "fleet.alert_ack",
-            {"kind": kind, "node": node, "subject": subject, "comment": comment},
-            user=actor(),
-        )
+        done = salt().runner("fleet.alert_ack", values, user=actor())
     except SaltError as exc:
         return f"Not acknowledged: {what}: {exc}"
     condition = (done or {}).get("acked_condition") or (done or {}).get("condition")
     held = f" ({condition})" if condition else ""
     return f"Acknowledged {what}{held}: repeats stop until the condition changes."
+
+
+def acknowledge_api(body: Mapping[str, Any]) -> dict[str, Any]:
+    """Run ``fleet.alert_ack`` as the user; the condition it acknowledged, or 400 with the
+    runner's refusal."""
+    try:
+        done = salt().runner("fleet.alert_ack", ack_values(body), user=actor())
+    except SaltError as exc:
+        abort(400, description=str(exc))
+    return done or {}
 
 
 def route_key_arg(form: Mapping[str, Any]) -> str:

@@ -12,7 +12,7 @@ Blueprints: ``alerts`` (the pages) and ``alerts_api`` (registered under ``/api/v
 
 from __future__ import annotations
 
-from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
 
 from saltext_fleet.webui import alerts_ops
 from saltext_fleet.webui.base import requires
@@ -138,3 +138,13 @@ def deliveries_api():
             **values["page"],
         }
     )
+
+
+@api_bp.route("/alerts/ack", methods=["POST"])
+@requires("alerts.ack")
+def ack_api():
+    """Acknowledge a condition: ``{"kind", "node", "subject", "comment"}``; the condition."""
+    body = request.get_json(silent=True) if request.content_length else {}
+    if not isinstance(body, dict):
+        abort(400, description="the body must be a JSON object")
+    return jsonify(alerts_ops.acknowledge_api(body))

@@ -229,6 +229,47 @@ def test_a_refused_acknowledgement_is_shown(logged_in, seeded, salt):
     assert long.status_code == 400 and "comment: at most 1000" in text(long)
 
 
+def test_acknowledge_through_the_api(app, people, logged_in, seeded, salt):
+    salt.answers["fleet.alert_ack"] = lambda kw: {**kw, "acked_condition": "findings"}
+    body = {"kind": "cve", "node": "linux-01", "comment": "patching tonight"}
+    tokens = {}
+    for role in ("viewer", "operator"):
+        client, csrf = logged_in(role)
+        made = client.post("/account/token", data={"csrf_token": csrf})
+        tokens[role] = re.search(r'id="api-token"[^>]*>([^<]+)<', text(made)).group(1)
+    api = app.test_client()
+    refused = api.post(
+        "/api/v1/alerts/ack", json=body, headers={"Authorization": f"Bearer {tokens['viewer']}"}
+    )
+    assert refused.status_code == 403
+    done = api.post(
+        "/api/v1/alerts/ack", json=body, headers={"Authorization": f"Bearer {tokens['operator']}"}
+    )
+    assert done.status_code == 200 and done.get_json()["acked_condition"] == "findings"
+    assert salt.calls[-1] == (
+        "runner",
+        "fleet.alert_ack",
+        {"kind": "cve", "node": "linux-01", "subject": "", "comment": "patching tonight"},
+        "ui:operator",
+    )
+    bad = api.post(
+        "/api/v1/alerts/ack",
+        json={"kind": ["cve"]},
+        headers={"Authorization": f"Bearer {tokens['operator']}"},
+    )
+    assert bad.status_code == 400 and bad.get_json()["error"]["message"] == "kind: a string"
+    salt.answers["fleet.alert_ack"] = SaltError("no alert condition kind='cve' node='x'")
+    refused = api.post(
+        "/api/v1/alerts/ack",
+        json={"kind": "cve", "node": "x"},
+        headers={"Authorization": f"Bearer {tokens['operator']}"},
+    )
+    assert (
+        refused.status_code == 400
+        and "no alert condition" in refused.get_json()["error"]["message"]
+    )
+
+
 # -- the node page -------------------------------------------------------------------------------
 
 

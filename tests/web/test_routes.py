@@ -59,6 +59,7 @@ ROUTE_ROLES = {
     ("/api/v1/alerts", "GET"): "viewer",
     ("/api/v1/alerts/<alert_id>", "GET"): "viewer",
     ("/api/v1/alerts/deliveries", "GET"): "viewer",
+    ("/api/v1/alerts/ack", "POST"): "operator",
     ("/vulns/<advisory_id>/triage", "POST"): "operator",
     ("/vulns/triage/<triage_id>/revoke", "POST"): "operator",
     ("/nodes/<minion_id>/action", "POST"): "operator",
