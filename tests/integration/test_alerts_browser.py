@@ -76,7 +76,8 @@ def test_alerts_page_live_acknowledge_node_history_and_delivery_log(ui, browser,
     now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     with store.begin() as conn:
         ids = seed(conn, now=now, prefix=prefix)
-        conn.execute(insert(Node).values(minion_id=f"{prefix}mac-01", facts={}, comment=""))
+        for node in ("mac-01", "linux-01"):
+            conn.execute(insert(Node).values(minion_id=f"{prefix}{node}", facts={}, comment=""))
     mac1 = f"{prefix}mac-01"
     page, name = logged_in(browser, ui, "operator")
 
@@ -170,6 +171,23 @@ def test_alerts_page_live_acknowledge_node_history_and_delivery_log(ui, browser,
     assert history == [ids[n] for n in ("cert_held", "cert", "duplicate", "drift")]
     assert section.locator(f'tr[data-alert="{ids["duplicate"]}"] [data-mark]').count() >= 1
     screenshot(page, "node-alerts", section)
+
+    # and from a node's page: linux-01's firing CVE condition
+    lin1 = f"{prefix}linux-01"
+    page.goto(f"{ui['url']}/nodes/{lin1}")
+    cve_row = page.locator('#node-conditions tr[data-condition="cve:"]')
+    cve_row.locator("details.alert-ack summary").click()
+    cve_row.locator("input[name=comment]").fill("patch window tonight")
+    cve_row.locator("button[type=submit]").click()
+    page.wait_for_selector(".flash >> text=Acknowledged cve on")
+    assert page.url.endswith(f"/nodes/{lin1}#alerts")
+    cve_row = page.locator('#node-conditions tr[data-condition="cve:"]')
+    assert cve_row.get_attribute("data-acked") == "1"
+    with store.connect() as conn:
+        cond = conn.execute(
+            select(AlertCondition).where(AlertCondition.kind == "cve", AlertCondition.node == lin1)
+        ).one()
+    assert cond.acked_condition == "findings" and cond.ack_comment == "patch window tonight"
 
     # the delivery log: the failed delivery with its three attempts, the chart
     page.goto(f"{ui['url']}/alerts/deliveries")
