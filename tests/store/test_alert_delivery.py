@@ -7,6 +7,7 @@ forged events are recorded nowhere and never delivered.
 """
 
 import datetime as dt
+import pathlib
 import time
 
 import pytest
@@ -273,3 +274,48 @@ def test_alerts_heard_while_the_store_is_away_are_held_and_delivered_when_it_is_
             worker.stop()
     assert [r.verified["node"] for r in receiver.requests] == ["held-0", "held-1", "held-2"]
     assert not worker.backlog
+
+
+def test_a_rotated_key_file_is_followed_and_an_unreadable_secret_is_an_attempts_error(
+    engine, db_url, tmp_path, receiver_port
+):
+    """fleet.rotate_key while the engine runs: the worker reads the new key file (the
+    secrets were re-encrypted under the new key, the old one retired). A key file that cannot
+    read a route's secret is recorded as each attempt's error and retried, not a crash."""
+    from saltext_fleet.store import secrets as store_secrets
+
+    opts = make_opts(tmp_path, db_url, receiver_port)
+    put_secret(engine, opts)
+    key_file = opts["pki_dir"] + "/fleet.fernet"
+    worker = alertworker.AlertWorker(opts, scan_interval=0.1).start(listen=False)
+    with Receiver(secret=HMAC, port=receiver_port) as receiver:
+        try:
+            worker.handle(TAG, drift(opts, "before"))
+            wait_for("the first alert", lambda: len(receiver.requests) == 1, 20, 0.05)
+            # the rotation fleet.rotate_key makes: a new key, secrets re-encrypted, old retired
+            store_secrets.reencrypt_all(engine, core_secrets.rotate(key_file))
+            core_secrets.retire(key_file)
+            worker.handle(TAG, drift(opts, "after-rotation"))
+            wait_for("the second alert", lambda: len(receiver.requests) == 2, 20, 0.05)
+            # a key file that is not the one the secret was stored with
+            saved = pathlib.Path(key_file).read_bytes()
+            core_secrets.rotate(key_file)
+            core_secrets.retire(key_file)
+            done = worker.handle(TAG, drift(opts, "wrong-key"))
+            first = wait_for(
+                "an attempt with the vault's error",
+                lambda: [a for a in attempts_of(engine, done["id"])["attempts_log"] if a["error"]],
+                20,
+                0.05,
+            )
+            assert "secrets cannot be read" in first[0]["error"]
+            assert attempts_of(engine, done["id"])["status"] == "pending"  # retried
+            pathlib.Path(key_file).write_bytes(saved)
+            wait_for("the held alert", lambda: len(receiver.requests) == 3, 20, 0.05)
+        finally:
+            worker.stop()
+    assert [r.verified["node"] for r in receiver.requests] == [
+        "before",
+        "after-rotation",
+        "wrong-key",
+    ]
