@@ -47,6 +47,15 @@ def master_id(opts: dict) -> str:
     return str(opts.get("id") or opts.get("master_id") or "master")[:255]
 
 
+class SecretsUnreadable(dict):
+    """A route's secrets that the vault cannot decrypt (a key file that is not the one they
+    were stored with): each delivery records it as its attempt's error."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+
+
 def all_routes(cfg: config.FleetConfig, conn) -> list[core_alerts.Route]:
     """The master config's routes and the web UI's (enabled or not: :meth:`Route.matches`
     skips the disabled ones)."""
@@ -93,6 +102,8 @@ def deliver(
                 route = find_route(cfg, conn, delivery["route"])
         if route is None:
             raise LookupError(f"route {delivery['route']} no longer exists")
+        if isinstance(secrets, SecretsUnreadable):
+            raise core_secrets.SecretsError(secrets.reason)
         if secrets is None and vault is not None:
             with engine.connect() as conn:
                 secrets = store_alerts.route_secrets(
@@ -101,6 +112,13 @@ def deliver(
         outcome = send(route.destination, dict(route.target), secrets or {}, delivery["alert"])
     except LookupError as exc:
         outcome = {"ok": False, "status_code": None, "error": str(exc), "retry": False}
+    except core_secrets.SecretsError as exc:
+        outcome = {
+            "ok": False,
+            "status_code": None,
+            "error": f"the route's secrets cannot be read: {str(exc)[:200]}",
+            "retry": True,
+        }
     except Exception as exc:  # a sender's bug must not kill the pool: recorded, retried
         log.exception("fleet alerts: sending delivery %s failed", delivery["id"])
         outcome = {"ok": False, "status_code": None, "error": f"{type(exc).__name__}: {exc}"}
@@ -159,15 +177,16 @@ class AlertWorker:
         return engine
 
     def _vault_of(self, cfg):
-        if self._vault is None or self._vault_file != cfg.key_file:
-            try:
+        """The vault, loaded anew when its key file changed (``fleet.rotate_key``)."""
+        try:
+            if self._vault is None or self._vault_file != cfg.key_file:
                 self._vault = core_secrets.Vault.open(cfg.key_file)
                 self._vault_file = cfg.key_file
-            except core_secrets.SecretsError as exc:
-                log.error(
-                    "fleet alerts: the vault cannot be opened (%s): sent without secrets", exc
-                )
-                return None
+            else:
+                self._vault = self._vault.refreshed()
+        except (core_secrets.SecretsError, OSError) as exc:
+            log.error("fleet alerts: the vault cannot be opened (%s): sent without secrets", exc)
+            return None
         return self._vault
 
     # events
@@ -291,9 +310,13 @@ class AlertWorker:
                 route = find_route(cfg, conn, run[0]["route"])
                 secrets = None
                 if route is not None and vault is not None:
-                    secrets = store_alerts.route_secrets(
-                        conn, vault, route.key, secret_names(route.destination)
-                    )
+                    try:
+                        secrets = store_alerts.route_secrets(
+                            conn, vault, route.key, secret_names(route.destination)
+                        )
+                    except core_secrets.SecretsError as exc:
+                        # recorded as the attempt's error; retried (the key may come back)
+                        secrets = SecretsUnreadable(str(exc))
             for delivery in run:
                 done = deliver(
                     engine, vault, cfg, delivery, self.master, self.send, route, secrets=secrets

@@ -7,6 +7,7 @@ forged events are recorded nowhere and never delivered.
 """
 
 import datetime as dt
+import pathlib
 import time
 
 import pytest
@@ -273,3 +274,96 @@ def test_alerts_heard_while_the_store_is_away_are_held_and_delivered_when_it_is_
             worker.stop()
     assert [r.verified["node"] for r in receiver.requests] == ["held-0", "held-1", "held-2"]
     assert not worker.backlog
+
+
+def test_a_rotated_key_file_is_followed_and_an_unreadable_secret_is_an_attempts_error(
+    engine, db_url, tmp_path, receiver_port
+):
+    """fleet.rotate_key while the engine runs: the worker reads the new key file (the
+    secrets were re-encrypted under the new key, the old one retired). A key file that cannot
+    read a route's secret is recorded as each attempt's error and retried, not a crash."""
+    from saltext_fleet.store import secrets as store_secrets
+
+    opts = make_opts(tmp_path, db_url, receiver_port)
+    put_secret(engine, opts)
+    key_file = opts["pki_dir"] + "/fleet.fernet"
+    worker = alertworker.AlertWorker(opts, scan_interval=0.1).start(listen=False)
+    with Receiver(secret=HMAC, port=receiver_port) as receiver:
+        try:
+            worker.handle(TAG, drift(opts, "before"))
+            wait_for("the first alert", lambda: len(receiver.requests) == 1, 20, 0.05)
+            # the rotation fleet.rotate_key makes: a new key, secrets re-encrypted, old retired
+            store_secrets.reencrypt_all(engine, core_secrets.rotate(key_file))
+            core_secrets.retire(key_file)
+            worker.handle(TAG, drift(opts, "after-rotation"))
+            wait_for("the second alert", lambda: len(receiver.requests) == 2, 20, 0.05)
+            # a key file that is not the one the secret was stored with
+            saved = pathlib.Path(key_file).read_bytes()
+            core_secrets.rotate(key_file)
+            core_secrets.retire(key_file)
+            done = worker.handle(TAG, drift(opts, "wrong-key"))
+            first = wait_for(
+                "an attempt with the vault's error",
+                lambda: [a for a in attempts_of(engine, done["id"])["attempts_log"] if a["error"]],
+                20,
+                0.05,
+            )
+            assert "secrets cannot be read" in first[0]["error"]
+            assert attempts_of(engine, done["id"])["status"] == "pending"  # retried
+            pathlib.Path(key_file).write_bytes(saved)
+            wait_for("the held alert", lambda: len(receiver.requests) == 3, 20, 0.05)
+        finally:
+            worker.stop()
+    assert [r.verified["node"] for r in receiver.requests] == [
+        "before",
+        "after-rotation",
+        "wrong-key",
+    ]
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_two_masters_workers_on_one_store_send_each_delivery_once(engine, db_url, tmp_path):
+    """Two masters' workers share the store: 30 alerts x 6 routes, every delivery reaches
+    the receiver exactly once, each route's in alert order, whichever master sent it."""
+    with Receiver(secret=HMAC) as receiver:
+        routes = [
+            {"name": f"r{n}", "destination": "webhook", "target": {"url": f"{receiver.url}/r{n}"}}
+            for n in range(6)
+        ]
+        workers = []
+        for name in ("master-a", "master-b"):
+            opts = master_opts(tmp_path / name, db_url, {"alerts": {"routes": routes}})
+            opts["id"] = name
+            opts["pki_dir"] = str(tmp_path / "shared-pki")  # one vault for both
+            workers.append(alertworker.AlertWorker(opts, scan_interval=0.05, per_route=3))
+        vault = core_secrets.Vault.open(str(tmp_path / "shared-pki" / "fleet.fernet"))
+        with engine.begin() as conn:
+            for n in range(6):
+                store_alerts.put_route_secret(conn, vault, f"config:r{n}", "hmac", HMAC)
+        for worker in workers:
+            worker.start(listen=False)
+        try:
+            ids = []
+            for n in range(30):  # each master hears half of them
+                worker = workers[n % 2]
+                ids.append(worker.handle(TAG, drift(worker.opts, f"node-{n:02d}"))["id"])
+            wait_for("180 deliveries", lambda: len(receiver.requests) >= 180, 60, 0.05)
+            time.sleep(0.5)
+        finally:
+            for worker in workers:
+                worker.stop()
+    got = receiver.requests
+    assert len(got) == 180 and all(isinstance(r.verified, dict) for r in got)
+    deliveries = [r.headers["X-Fleet-Delivery"] for r in got]
+    assert len(set(deliveries)) == 180
+    for n in range(6):
+        order = [r.verified["id"] for r in got if r.path.endswith(f"/r{n}")]
+        assert order == sorted(ids), n
+    with engine.connect() as conn:
+        rows = store_alerts.deliveries(conn, limit=500)
+        by_master: dict[str, int] = {}
+        for row in rows:
+            for attempt in store_alerts.attempts(conn, row["id"]):
+                by_master[attempt["master"]] = by_master.get(attempt["master"], 0) + 1
+    assert sum(by_master.values()) == 180 and all(r["attempts"] == 1 for r in rows)
+    print(f"\ntwo masters, one store: 180 deliveries sent once each; by master: {by_master}")

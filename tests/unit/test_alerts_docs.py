@@ -19,3 +19,11 @@ def test_the_alerting_pages_yaml_example_loads():
         cfg = config.load({"cachedir": "/tmp/x", "pki_dir": "/tmp/x", **raw})
         assert [r.key for r in cfg.alerts.routes] == ["config:oncall", "config:audit-hook"]
         assert cfg.alerts.routes[0].group == "macs" and cfg.alerts.ui_url
+
+
+def test_the_config_snippet_mentions_alert_routes():
+    from saltext_fleet import snippet
+
+    text = snippet.render()
+    assert "fleet:alerts:routes" in text and "fleet.alert_secret" in text
+    assert snippet.master_snippet()["fleet"]["alerts"]["routes"] == []
