@@ -22,6 +22,14 @@ says what was expected.
             power_interval: 10, iso_stale_after: 300, iso_dir: null}  # actions, ISO library
       inventory: {pip: [/usr/bin/python3]}                  # minion side: interpreters to list
       grains: {keychains: [/Library/Keychains/System.keychain]}   # minion side (macOS)
+      alerts:                                               # alert delivery (the engine's worker)
+        routes:
+          - {name: oncall, destination: pagerduty, match: {kinds: [drift, cve], min_severity: warning}}
+        dedup_minutes: 15
+        flapping: {changes: 3, minutes: 30}
+        retry: {first_s: 2, max_s: 300, give_up_after_h: 24}
+        ui_url: https://fleet.example.com
+        cert_check_minutes: 60                              # certificate expiry checks (0: off)
       actions:                                              # named commands per OS (the UI's)
         NixOS: {pull: "git -C /etc/nixos pull --ff-only", switch: "nixos-rebuild switch"}
         MacOS: {switch: {cmd: "home-manager switch", runas: build}}
@@ -38,6 +46,7 @@ from typing import Any
 
 import yaml
 
+from saltext_fleet.core import alerts as core_alerts
 from saltext_fleet.core.drift import weights_from
 from saltext_fleet.core.errors import FleetError
 from saltext_fleet.core.gate import GateError, parse_ttl
@@ -146,6 +155,68 @@ class KvmConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class AlertsConfig:
+    """``fleet:alerts``: where alerts go (the routes of the master config; the web UI's are
+    in the store) and when they are sent again (see :mod:`saltext_fleet.core.alerts`)."""
+
+    routes: tuple[core_alerts.Route, ...] = ()
+    #: the same condition to the same route is sent once within this many minutes (0: always)
+    dedup_minutes: float = 15.0
+    #: more than ``flap_changes`` condition changes within ``flap_minutes``: one grouped
+    #: "flapping" alert, then quiet until it settles (changes 0: off)
+    flap_changes: int = 3
+    flap_minutes: float = 30.0
+    #: retries: the first after ``retry_first_s``, doubling up to ``retry_max_s``, given up
+    #: ``give_up_after_h`` hours after the alert
+    retry_first_s: float = 2.0
+    retry_max_s: float = 300.0
+    give_up_after_h: float = 24.0
+    #: the web UI's public address, for links in the messages (None: no links)
+    ui_url: str | None = None
+
+    def policy(self) -> core_alerts.Policy:
+        return core_alerts.Policy(
+            dedup_minutes=self.dedup_minutes,
+            flap_changes=self.flap_changes,
+            flap_minutes=self.flap_minutes,
+            retry_first_s=self.retry_first_s,
+            retry_max_s=self.retry_max_s,
+            give_up_after_h=self.give_up_after_h,
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        routes = []
+        for route in self.routes:
+            item = {"name": route.name, "destination": route.destination}
+            item["match"] = route.match_dict()
+            item["target"] = dict(route.target)
+            if not route.enabled:
+                item["enabled"] = False
+            routes.append(item)
+        out: dict[str, Any] = {
+            "routes": routes,
+            "dedup_minutes": self.dedup_minutes,
+            "flapping": {"changes": self.flap_changes, "minutes": self.flap_minutes},
+            "retry": {
+                "first_s": self.retry_first_s,
+                "max_s": self.retry_max_s,
+                "give_up_after_h": self.give_up_after_h,
+            },
+        }
+        if self.ui_url:
+            out["ui_url"] = self.ui_url
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class CertCheckConfig:
+    """``fleet:alerts:cert_check_minutes``: minutes between two certificate expiry checks of
+    the ``fleet`` engine (``fleet/alert/cert``); 0 turns the periodic check off."""
+
+    minutes: float = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
 class InventoryConfig:
     pip: tuple[str, ...] = ()
 
@@ -201,8 +272,11 @@ class FleetConfig:
     drift: DriftConfig = DriftConfig()
     vulns: VulnsConfig = VulnsConfig()
     kvm: KvmConfig = KvmConfig()
+    alerts: AlertsConfig = AlertsConfig()
     inventory: InventoryConfig = InventoryConfig()
     grains: GrainsConfig = GrainsConfig()
+    #: read from ``fleet:alerts:cert_check_minutes`` (the rest of ``fleet:alerts`` is routes)
+    cert_check: CertCheckConfig = CertCheckConfig()
     actions: Mapping[str, Mapping[str, Command]] = dataclasses.field(
         default_factory=lambda: {k: dict(v) for k, v in DEFAULT_ACTIONS.items()}
     )
@@ -213,6 +287,9 @@ class FleetConfig:
         data["inventory"]["pip"] = list(self.inventory.pip)
         data["grains"]["keychains"] = list(self.grains.keychains)
         data["drift"]["weights"] = dict(self.drift.weights)
+        data["alerts"] = self.alerts.as_dict()
+        cert_minutes = data.pop("cert_check")["minutes"]
+        data.setdefault("alerts", {})["cert_check_minutes"] = cert_minutes
         roles = data["ui"].pop("eauth_roles")
         if self.ui.eauth is None:
             data["ui"].pop("eauth")
@@ -307,6 +384,7 @@ def load(opts: Mapping[str, Any]) -> FleetConfig:
             "drift",
             "vulns",
             "kvm",
+            "alerts",
             "inventory",
             "grains",
             "actions",
@@ -335,9 +413,11 @@ def load(opts: Mapping[str, Any]) -> FleetConfig:
         drift=_drift(section.get("drift")),
         vulns=_vulns(section.get("vulns")),
         kvm=_kvm(section.get("kvm"), opts),
+        alerts=_alerts(section.get("alerts")),
         inventory=_inventory(section.get("inventory")),
         grains=_grains(section.get("grains")),
         actions=_actions(section.get("actions")),
+        cert_check=_cert_check(section.get("alerts")),
     )
 
 
@@ -586,6 +666,121 @@ def _kvm(raw: Any, opts: Mapping[str, Any]) -> KvmConfig:
             raise FleetConfigError(f"fleet:kvm:{name}", f"{value!r} is not a whole number of polls")
         out[name] = int(value) if name == "offline_after" else float(value)
     return KvmConfig(**out)
+
+
+def _number_in(section: Mapping[str, Any], name: str, option: str, default, low, high, what):
+    value = section.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise FleetConfigError(f"{option}:{name}", f"{value!r} is not {low} to {high} {what}")
+    return value
+
+
+def _alerts(raw: Any) -> AlertsConfig:
+    option = "fleet:alerts"
+    section = _mapping(raw or {}, option)
+    _known(
+        section,
+        option,
+        ("routes", "dedup_minutes", "flapping", "retry", "ui_url", "cert_check_minutes"),
+    )
+    routes = []
+    raw_routes = section.get("routes") or []
+    if not isinstance(raw_routes, (list, tuple)):
+        raise FleetConfigError(f"{option}:routes", "expected a list of routes")
+    seen: set[str] = set()
+    for n, item in enumerate(raw_routes):
+        where = f"{option}:routes:{n}"
+        item = _mapping(item, where)
+        try:
+            where = f"{option}:routes:{core_alerts.check_route_name(item.get('name'))}"
+        except core_alerts.AlertError:
+            pass
+        _known(item, where, ("name", "destination", "match", "target", "enabled"))
+        try:
+            route = core_alerts.route_of(
+                item.get("name"),
+                "config",
+                item.get("destination"),
+                item.get("match"),
+                item.get("target"),
+                item.get("enabled", True),
+                what=where,
+            )
+        except core_alerts.AlertError as exc:
+            at, _, message = str(exc).partition(": ")
+            raise FleetConfigError(at, message) from exc
+        if route.name in seen:
+            raise FleetConfigError(f"{where}:name", f"a second route named {route.name!r}")
+        seen.add(route.name)
+        routes.append(route)
+    dedup = _number_in(
+        section, "dedup_minutes", option, AlertsConfig.dedup_minutes, 0, 10080, "minutes"
+    )
+    flapping = _mapping(section.get("flapping") or {}, f"{option}:flapping")
+    _known(flapping, f"{option}:flapping", ("changes", "minutes"))
+    changes = _number_in(
+        flapping,
+        "changes",
+        f"{option}:flapping",
+        AlertsConfig.flap_changes,
+        0,
+        1000,
+        "changes (0: off)",
+    )
+    if not float(changes).is_integer():
+        raise FleetConfigError(f"{option}:flapping:changes", f"{changes!r} is not a whole number")
+    minutes = _number_in(
+        flapping, "minutes", f"{option}:flapping", AlertsConfig.flap_minutes, 1, 10080, "minutes"
+    )
+    retry = _mapping(section.get("retry") or {}, f"{option}:retry")
+    _known(retry, f"{option}:retry", ("first_s", "max_s", "give_up_after_h"))
+    first = _number_in(
+        retry, "first_s", f"{option}:retry", AlertsConfig.retry_first_s, 0.01, 3600, "seconds"
+    )
+    most = _number_in(
+        retry, "max_s", f"{option}:retry", AlertsConfig.retry_max_s, 0.01, 86400, "seconds"
+    )
+    if most < first:
+        raise FleetConfigError(f"{option}:retry:max_s", f"{most!r} is below first_s ({first!r})")
+    give_up = _number_in(
+        retry,
+        "give_up_after_h",
+        f"{option}:retry",
+        AlertsConfig.give_up_after_h,
+        0.001,
+        24 * 90,
+        "hours",
+    )
+    ui_url = _string(section.get("ui_url"), f"{option}:ui_url")
+    if ui_url is not None and not ui_url.startswith(("https://", "http://")):
+        raise FleetConfigError(f"{option}:ui_url", f"{ui_url!r} is not an http(s):// address")
+    return AlertsConfig(
+        routes=tuple(routes),
+        dedup_minutes=float(dedup),
+        flap_changes=int(changes),
+        flap_minutes=float(minutes),
+        retry_first_s=float(first),
+        retry_max_s=float(most),
+        give_up_after_h=float(give_up),
+        ui_url=ui_url,
+    )
+
+
+def _cert_check(raw: Any) -> CertCheckConfig:
+    """``fleet:alerts:cert_check_minutes`` (the other ``fleet:alerts`` options are checked
+    with the alert routes)."""
+    section = _mapping(raw or {}, "fleet:alerts")
+    minutes = section.get("cert_check_minutes", CertCheckConfig.minutes)
+    if (
+        isinstance(minutes, bool)
+        or not isinstance(minutes, (int, float))
+        or not 0 <= minutes <= 10080
+    ):
+        raise FleetConfigError(
+            "fleet:alerts:cert_check_minutes",
+            f"{minutes!r} is not a number of minutes from 0 (off) to 10080",
+        )
+    return CertCheckConfig(minutes=float(minutes))
 
 
 def _inventory(raw: Any) -> InventoryConfig:

@@ -76,5 +76,7 @@ def render(db_url: str | None = None) -> str:
         "# saltext-fleet: append to the master config (e.g. /etc/salt/master.d/fleet.conf)\n"
         "# fleet:db_url defaults to SQLite under the master's cachedir; fleet:key_file to\n"
         "# <pki_dir>/fleet.fernet. Options: see the 'Configuration' page of the docs.\n"
+        "# fleet:alerts:routes: where the engine's alert worker sends alerts (webhook, slack,\n"
+        "# pagerduty, email; secrets with salt-run fleet.alert_secret): the 'Alerting' page.\n"
     )
     return head + body

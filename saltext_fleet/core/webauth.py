@@ -91,6 +91,9 @@ PERMISSIONS: dict[str, frozenset[str]] = {
     "users.manage": frozenset({"admin"}),
     "kvm.watch": frozenset({"viewer", "auditor", "operator", "admin"}),  # console video
     "kvm.console": _OPERATORS,  # console keyboard and mouse
+    "alerts.ack": _OPERATORS,  # acknowledge an alert's condition (stops repeats until it changes)
+    "alerts.test": _OPERATORS,  # send a test alert through a route
+    "alerts.routes": frozenset({"admin"}),  # the UI's alert routes and route secrets
 }
 
 

@@ -13,9 +13,15 @@ headers), ``body_timeout`` (30 s without progress in a body) and
 ``max_connections_per_address`` (64); TLS on the plain port, or plain HTTP on the TLS port,
 gets a clear 400 at once (:mod:`saltext_fleet.webui.guard`).
 
+The engine runs the alert worker (:mod:`saltext_fleet.master.alertworker`): it records
+every signed ``fleet/alert/*`` event and delivers it to the routes of ``fleet:alerts`` and
+the web UI, with retries.
+
 The engine also polls the registered PiKVM devices every ``fleet:kvm:poll_interval`` seconds
 in a thread of its own (:mod:`saltext_fleet.master.kvmpoll`): their history and the
-``fleet/alert/kvm`` events.
+``fleet/alert/kvm`` events. Every ``fleet:alerts:cert_check_minutes`` minutes (60; 0: off)
+another thread checks the signing certificates the nodes report
+(:mod:`saltext_fleet.master.certcheck`) and fires ``fleet/alert/cert``.
 
 Create the first user with ``saltext-fleet user add alice --role admin``. The engine runs one
 asyncio loop (Tornado serving the Flask app through a thread pool, and native websockets). If
@@ -29,7 +35,7 @@ import threading
 import time
 
 from saltext_fleet import config
-from saltext_fleet.master import kvmpoll
+from saltext_fleet.master import alertworker, certcheck, kvmpoll
 from saltext_fleet.webui import server
 
 log = logging.getLogger(__name__)
@@ -47,10 +53,15 @@ def start(**kwargs):
     opts = __opts__  # injected by Salt's loader
     polling = kvmpoll.PollLoop(opts)
     threading.Thread(target=polling.run, name="fleet-kvm-poll", daemon=True).start()
+    alerts = alertworker.AlertWorker(opts).start()
+    cert_checks = certcheck.CheckLoop(opts)
+    threading.Thread(target=cert_checks.run, name="fleet-cert-check", daemon=True).start()
     try:
         _serve(opts)
     finally:
         polling.stop()
+        alerts.stop()
+        cert_checks.stop()
 
 
 def _serve(opts):

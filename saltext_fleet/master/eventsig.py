@@ -8,6 +8,7 @@ file. See :mod:`saltext_fleet.core.signing` for why and what is signed.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import logging
 import os
 import threading
@@ -88,7 +89,11 @@ def check(opts: dict, tag, data) -> None:
 
 def fire(opts: dict, tag: str, data: dict) -> bool:
     """Sign ``data`` and fire it on the master's event bus (a connection per event); a bus
-    that is down is logged, not raised (what fired it is already recorded in the store)."""
+    that is down is logged, not raised (what fired it is already recorded in the store).
+    A ``fleet/alert/*`` event gets ``raised_at`` (now, ISO 8601) unless it has one: two
+    alerts alike in all else are two events, and the alert worker measures from it."""
+    if tag.startswith("fleet/alert/") and "raised_at" not in data:
+        data = {**data, "raised_at": dt.datetime.now(dt.timezone.utc).isoformat()}
     try:
         data = sign(opts, tag, data)
     except (OSError, ValueError) as exc:

@@ -29,8 +29,10 @@ import salt.utils.yaml
 from salt.exceptions import SaltRunnerError
 
 from saltext_fleet import config
+from saltext_fleet.core import alerts as core_alerts
 from saltext_fleet.core import anchor as core_anchor
 from saltext_fleet.core import baseline as core_baseline
+from saltext_fleet.core import certs as core_certs
 from saltext_fleet.core import drift as core_drift
 from saltext_fleet.core import gate as core_gate
 from saltext_fleet.core import sbom as core_sbom
@@ -40,10 +42,20 @@ from saltext_fleet.core.text import terminal_safe
 from saltext_fleet.core.vulns import sources as vuln_sources
 from saltext_fleet.core.vulns import triage as core_triage
 from saltext_fleet.kvm.poller import Poller
-from saltext_fleet.master import bootstrapper, eventsig, kvmops, kvmpoll
+from saltext_fleet.master import (
+    alertsend,
+    alertworker,
+    bootstrapper,
+    certcheck,
+    eventsig,
+    kvmops,
+    kvmpoll,
+)
 from saltext_fleet.master import keys as master_keys
 from saltext_fleet.master import onboard as master_onboard
+from saltext_fleet.store import alerts as store_alerts
 from saltext_fleet.store import audit as store_audit
+from saltext_fleet.store import certs as store_certs
 from saltext_fleet.store import drift as store_drift
 from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store import gate as store_gate
@@ -1803,6 +1815,36 @@ def _cve_alerts(engine, opened: dict, threshold: str) -> int:
     return len(picked)
 
 
+def _cve_resolves(engine, candidates, threshold: str) -> int:
+    """Fire the resolved form of ``fleet/alert/cve`` for each node whose cve alert is firing
+    (in the alert store) and that no longer has an open, untriaged finding at or above
+    ``threshold`` (every alerted finding resolved, so PagerDuty resolves the incident).
+    ``candidates``: the nodes to look at (None: every node whose alert is firing)."""
+    if not threshold or threshold == "off":
+        return 0
+    with engine.connect() as conn:
+        firing = store_alerts.firing_nodes(conn, "cve")
+    nodes = firing if candidates is None else [m for m in firing if m in set(candidates)]
+    if not nodes:
+        return 0
+    found = store_findings.node_findings(engine, nodes)
+    with engine.connect() as conn:
+        still = store_findings.alerts(conn, {m: found.get(m, []) for m in nodes}, threshold)
+    resolved = [m for m in nodes if m not in still]
+    for minion in resolved:
+        _fire(
+            CVE_ALERT_TAG,
+            {
+                "id": minion,
+                "state": "resolved",
+                "alert_severity": threshold,
+                "count": 0,
+                "findings": [],
+            },
+        )
+    return len(resolved)
+
+
 def _severity_arg(severity):
     if severity is None or severity == "":
         return None
@@ -1819,6 +1861,7 @@ def _recompute_fleet(engine) -> dict:
     _progress("matching the fleet's packages against the advisories")
     result = store_findings.recompute(engine)
     alerts = _cve_alerts(engine, result["opened"], cfg.vulns.alert_severity)
+    resolves = _cve_resolves(engine, None, cfg.vulns.alert_severity) if result["resolved"] else 0
     opened = sum(len(found) for found in result["opened"].values())
     summary = {
         "nodes": result["nodes"],
@@ -1827,6 +1870,7 @@ def _recompute_fleet(engine) -> dict:
         "updated": result["updated"],
         "resolved": result["resolved"],
         "alerts": alerts,
+        "alerts_resolved": resolves,
         "not_covered": len(result["not_covered"]),
         "matched_keys": result["verdicts"]["matched"],
         "computed_at": result["computed_at"],
@@ -1929,6 +1973,9 @@ def cve_node(minion, event=None):
     if result is None:
         return {}
     alerts = _cve_alerts(engine, {minion: result["opened"]}, cfg.vulns.alert_severity)
+    resolves = 0
+    if result["resolved"]:
+        resolves = _cve_resolves(engine, [minion], cfg.vulns.alert_severity)
     return {
         minion: {
             "opened": len(result["opened"]),
@@ -1936,6 +1983,7 @@ def cve_node(minion, event=None):
             "counts": result["counts"],
             "not_covered": result["not_covered"],
             "alerted": bool(alerts),
+            "alert_resolved": bool(resolves),
             "computed_at": result["computed_at"],
         }
     }
@@ -1984,6 +2032,136 @@ def cve_history(minion, days=None):
         "points": store_findings.history(engine, minion, days),
         "findings": store_findings.node_findings(engine, [minion], resolved=True).get(minion, []),
     }
+
+
+# -- signing certificates and Xcode ------------------------------------------------------------
+
+
+def cert_check(node=None):
+    """
+    Check the signing certificates the nodes report (their ``fleet`` grain) against the
+    master's clock and fire ``fleet/alert/cert``, signed by the master, for each threshold
+    newly crossed: 30, 7 and 1 days before ``not_after``, and ``expired``. Each fires once per
+    (node, certificate), recorded in the store, however often this runs (the ``fleet``
+    engine runs it every ``fleet:alerts:cert_check_minutes``). Returns what fired.
+
+    node
+        Check this node only (default: every node).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.cert_check
+        salt-run fleet.cert_check node=mac-07
+    """
+    nodes = None if node is None else [_check_minion_id(node)]
+    engine = _engine()
+    return certcheck.check(engine, _fire, nodes=nodes)
+
+
+def certs(days=None, team=None, limit=1000):
+    """
+    Every code-signing identity in the fleet, soonest expiry first (unknown expiry last):
+    ``[{"sha1", "name", "team_id", "not_after", "days_left", "node_count", "nodes"}]``.
+    ``days_left`` is counted from ``not_after`` on the master's clock. An identity is what
+    the nodes report: a node that reports another date or name for a SHA-1 gets a row of its
+    own.
+
+    days
+        Only identities that expire within N days (expired ones included).
+
+    team
+        Only this team id.
+
+    limit
+        At most this many identities (default 1000).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.certs
+        salt-run fleet.certs days=30
+    """
+    try:
+        days = core_certs.check_days(days, "days")
+    except core_certs.CertError as exc:
+        raise SaltRunnerError(f"fleet.certs: {exc}") from exc
+    limit = _whole(limit, "fleet.certs: limit", 1, 100000)
+    now = _now()
+    engine = _engine()
+    out = []
+    page = 1
+    with engine.connect() as conn:
+        while len(out) < limit:
+            query = store_certs.CertsQuery(
+                team=team or None, days=days, page=page, per_page=min(500, limit)
+            )
+            found = store_certs.certs_page(conn, query, now)
+            out += [{k: v for k, v in r.items() if k != "band"} for r in found["rows"]]
+            if page >= found["pages"]:
+                break
+            page += 1
+    return out[:limit]
+
+
+def xcode(baseline=None, lacking=False, limit=1000):
+    """
+    The Xcode matrix: the Xcode versions in the fleet (oldest first) and, per node (macOS
+    nodes and nodes whose baseline requires an Xcode), its macOS version, the Xcode versions
+    installed, the selected one, its baseline and the Xcode version that baseline requires,
+    and ``lacks`` when that version is not installed. ``lacking`` lists those nodes.
+
+    baseline
+        Compare every macOS node with this baseline's Xcode instead of its own baseline's.
+
+    lacking
+        Only the nodes that lack the required version.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.xcode
+        salt-run fleet.xcode baseline=macos-build lacking=True
+    """
+    if baseline is not None:
+        baseline = _check_baseline_name(baseline)
+    lacking = _bool(lacking, "lacking")
+    limit = _whole(limit, "fleet.xcode: limit", 1, 100000)
+    engine = _engine()
+    nodes, versions, page = {}, [], 1
+    with engine.connect() as conn:
+        if baseline is not None and not store_certs.baseline_xcode(conn, baseline)[0]:
+            raise SaltRunnerError(f"fleet.xcode: no baseline {baseline!r}")
+        while len(nodes) < limit:
+            query = store_certs.XcodeQuery(
+                baseline=baseline, lacking=lacking, page=page, per_page=min(500, limit)
+            )
+            found = store_certs.xcode_matrix(conn, query)
+            versions = found["versions"]
+            for row in found["rows"]:
+                nodes[row.pop("id")] = row
+            if page >= found["pages"]:
+                break
+            page += 1
+    nodes = dict(list(nodes.items())[:limit])
+    return {
+        "versions": versions,
+        "nodes": nodes,
+        "lacking": sorted(n for n, row in nodes.items() if row["lacks"]),
+    }
+
+
+def _whole(value, what: str, low: int, high: int) -> int:
+    try:
+        number = int(value)
+    except (TypeError, ValueError) as exc:
+        raise SaltRunnerError(f"{what}={value!r} is not a whole number") from exc
+    if isinstance(value, bool) or not low <= number <= high:
+        raise SaltRunnerError(f"{what}={value!r} is not {low} to {high}")
+    return number
 
 
 # -- PiKVM devices --------------------------------------------------------------------------
@@ -2265,3 +2443,283 @@ def iso_remove(name):
         salt-run fleet.iso_remove debian-12.8-netinst.iso
     """
     return _kvm_call("iso_remove", _kvm_actions().iso_remove, name)
+
+
+# -- alerts: the delivery log, acknowledgements, routes ---------------------------------------
+
+
+def _alerts_call(name: str, fun, *args, **kwargs):
+    try:
+        return fun(*args, **kwargs)
+    except (FleetError, config.FleetConfigError) as exc:
+        raise SaltRunnerError(f"fleet.{name}: {exc}") from exc
+
+
+def _limit_arg(limit, what="limit") -> int:
+    try:
+        return int(limit)
+    except (TypeError, ValueError) as exc:
+        raise SaltRunnerError(f"{what}={limit!r} is not a whole number") from exc
+
+
+def alerts(status=None, kind=None, node=None, limit=100, before=None):
+    """
+    The alert log, newest first: every ``fleet/alert/*`` event the engine's alert worker
+    accepted (signed by this master), with its deliveries (route, status, attempts, last
+    error).
+
+    status
+        Only alerts with a delivery in this status: ``pending`` (due, or waiting for a
+        retry), ``delivered``, ``failed`` (given up), ``suppressed`` (duplicate, flapping,
+        acknowledged).
+    kind, node
+        Only alerts of this kind (``drift``, ``cve``, ``kvm``, ``cert``, ``test``) or node.
+    limit, before
+        At most ``limit`` alerts (1-1000), with ids below ``before`` (the next page).
+
+    Returns ``[{"id", "kind", "node", "subject", "state", "condition", "severity",
+    "summary", "raised_at", "received_at", "suppressed", "dedup_key", "deliveries": [...]}]``.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.alerts status=failed
+        salt-run fleet.alerts node=mac-07 limit=20
+    """
+    engine = _engine()
+    with engine.connect() as conn:
+        return _alerts_call(
+            "alerts",
+            store_alerts.alerts,
+            conn,
+            kind=kind or None,
+            node=node or None,
+            status=status or None,
+            limit=_limit_arg(limit),
+            before=None if before in (None, "") else _limit_arg(before, "before"),
+            ui_url=_cfg().alerts.ui_url,
+        )
+
+
+def alert_ack(kind, node, subject="", comment=""):
+    """
+    Acknowledge an alert's condition: further alerts of (``kind``, ``node``, ``subject``)
+    are recorded but not sent while its condition stays as it is now; when it changes, the
+    acknowledgement ends and alerts are sent again. Audited (``alert.ack``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.alert_ack drift mac-07 comment="rebuilding it tonight"
+        salt-run fleet.alert_ack kvm pikvm-3 subject=pikvm-3:reach
+    """
+    if kind not in core_alerts.KINDS:
+        raise SaltRunnerError(f"kind={kind!r} is not one of {', '.join(core_alerts.KINDS)}")
+    node = str(node) if node not in (None, "") else None
+    subject = "" if subject is None else str(subject)
+    actor = _actor()
+    done = _alerts_call(
+        "alert_ack",
+        store_alerts.ack,
+        _engine(),
+        kind,
+        node,
+        subject,
+        actor=actor,
+        comment=str(comment or ""),
+    )
+    _audit("alert.ack", f"{kind}:{node or ''}:{subject}", {"condition": done["condition"]})
+    return done
+
+
+def _route(engine, key):
+    with engine.connect() as conn:
+        route = alertworker.find_route(_cfg(), conn, str(key))
+    if route is None:
+        raise SaltRunnerError(f"no alert route {key!r} (see salt-run fleet.alert_routes)")
+    return route
+
+
+def alert_routes():
+    """
+    The alert routes: the master config's (``fleet:alerts:routes``, ``source: config``) and
+    the web UI's (``source: ui``), with the names of the secrets set for each (never their
+    values).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.alert_routes
+    """
+    engine = _engine()
+    with engine.connect() as conn:
+        out = []
+        for route in _cfg().alerts.routes:
+            item = route.as_dict()
+            item["secrets"] = store_secrets.secret_names(conn, store_alerts.SCOPE, route.key)
+            out.append(item)
+        out.extend(store_alerts.route_rows(conn))
+    return out
+
+
+def alert_test(route):
+    """
+    Send a test alert (kind ``test``) through one route now; it is recorded in the alert
+    log like any other. Returns the attempt's outcome: ``{"route", "alert_id",
+    "delivery_id", "status", "ok", "status_code", "latency_ms", "error"}``. Audited.
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.alert_test config:oncall
+    """
+    cfg = _cfg()
+    engine = _engine()
+    found = _route(engine, route)
+    master = alertworker.master_id(__opts__)
+    delivery = store_alerts.record_test(
+        engine, found, master=master, actor=_actor(), ui_url=cfg.alerts.ui_url
+    )
+    try:
+        vault = core_secrets.Vault.open(cfg.key_file)
+    except core_secrets.SecretsError:
+        vault = None
+    done = alertworker.deliver(engine, vault, cfg, delivery, master, route=found, retry=False)
+    _audit("alert.test", found.key, {"ok": done["outcome"]["ok"], "status": done["status"]})
+    return {
+        "route": found.key,
+        "alert_id": delivery["alert_id"],
+        "delivery_id": delivery["id"],
+        "status": done["status"],
+        **{k: done["outcome"][k] for k in ("ok", "status_code", "latency_ms", "error")},
+    }
+
+
+def alert_secret(route, name, value=None, value_file=None):
+    """
+    Store a secret of an alert route in the vault (encrypted): ``hmac`` (webhook), ``url``
+    (Slack's incoming-webhook URL), ``routing_key`` (PagerDuty), ``password`` (email). The
+    value is never shown again. Audited (``alert.secret``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.alert_secret config:oncall routing_key value_file=/root/pd.key
+        salt-run fleet.alert_secret ui:builds hmac value=...
+    """
+    engine = _engine()
+    found = _route(engine, route)
+    allowed = alertworker.secret_names(found.destination)
+    if name not in allowed:
+        raise SaltRunnerError(
+            f"fleet.alert_secret: a {found.destination} route's secrets are "
+            f"{', '.join(allowed)}, not {name!r}"
+        )
+    if (value is None) == (value_file is None):
+        raise SaltRunnerError("fleet.alert_secret: give value or value_file")
+    if value_file is not None:
+        value = _read_secret_file(value_file, "value_file").strip()
+    if not str(value):
+        raise SaltRunnerError("fleet.alert_secret: the value is empty")
+    with engine.begin() as conn:
+        _alerts_call(
+            "alert_secret",
+            store_alerts.put_route_secret,
+            conn,
+            _vault(),
+            found.key,
+            name,
+            str(value),
+        )
+    _audit("alert.secret", found.key, {"name": name})
+    return {"route": found.key, "name": name, "stored": True}
+
+
+def _mapping_arg(value, what):
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        try:
+            value = salt.utils.yaml.safe_load(value)
+        except Exception as exc:
+            raise SaltRunnerError(f"{what}: not YAML: {exc}") from exc
+    if not isinstance(value, dict):
+        raise SaltRunnerError(f"{what}: expected a mapping, got {value!r:.80}")
+    return value
+
+
+def alert_route_set(name, destination, match=None, target=None, secrets=None, enabled=True):
+    """
+    Create or replace a route of the web UI's (``ui:<name>``; the master config's own are
+    edited in the config). ``match``: ``{kinds, min_severity, group, node}``; ``target``: the
+    destination's settings, never a secret; ``secrets``: ``{name: value}`` stored in the
+    vault. Audited (``alert.route_set``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.alert_route_set builds webhook \\
+            match='{kinds: [drift], min_severity: warning, node: "mac-*"}' \\
+            target='{url: "https://hooks.example.com/fleet"}' secrets='{hmac: s3cret}'
+    """
+    match = _mapping_arg(match, "match")
+    target = _mapping_arg(target, "target")
+    secrets = _mapping_arg(secrets, "secrets")
+    enabled = _bool(enabled, "enabled")
+    allowed = alertworker.secret_names(str(destination))
+    for secret in secrets:
+        if secret not in allowed:
+            raise SaltRunnerError(
+                f"fleet.alert_route_set: secrets: a {destination} route's secrets are "
+                f"{', '.join(allowed)}, not {secret!r}"
+            )
+    if isinstance(destination, str) and destination in alertsend.DESTINATIONS:
+        _alerts_call("alert_route_set", alertsend.check_target, destination, target)
+    engine = _engine()
+    vault = _vault() if secrets else None
+    with engine.begin() as conn:
+        route = _alerts_call(
+            "alert_route_set",
+            store_alerts.set_route,
+            conn,
+            vault,
+            name,
+            destination,
+            match,
+            target,
+            {k: str(v) for k, v in secrets.items()},
+            enabled,
+            actor=_actor(),
+        )
+    _audit(
+        "alert.route_set",
+        route.key,
+        {"destination": route.destination, "match": route.match_dict(), "secrets": sorted(secrets)},
+    )
+    return {**route.as_dict(), "secrets": sorted(secrets)}
+
+
+def alert_route_delete(name):
+    """
+    Delete a route of the web UI's and its secrets; its pending deliveries fail. Audited
+    (``alert.route_delete``).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.alert_route_delete builds
+    """
+    name = str(name)
+    if name.startswith("ui:"):
+        name = name[3:]
+    with _engine().begin() as conn:
+        gone = store_alerts.delete_route(conn, name)
+    _audit("alert.route_delete", f"ui:{name}", {"deleted": gone})
+    return {"route": f"ui:{name}", "deleted": gone}

@@ -24,6 +24,9 @@ SCOPES = ("group", "node")
 USER_SCOPE = "user"
 #: Credentials of PiKVM devices (password, TOTP secret): for the pollers and actions only.
 KVM_SCOPE = "kvm"
+#: Secrets of alert routes (webhook HMAC key, Slack URL, PagerDuty routing key, SMTP
+#: password); the owner is the route key (``config:<name>`` or ``ui:<name>``).
+ALERT_SCOPE = "alert"
 CREDENTIAL_KINDS = ("password", "private_key")
 #: The secret names a group's SSH credential is stored under.
 CREDENTIAL_NAME = "ssh_credential"
@@ -43,7 +46,7 @@ def put_secret(
     now: dt.datetime | None = None,
 ) -> None:
     """Encrypt ``value`` and store it under ``(scope, owner, name)`` (replacing it)."""
-    if scope not in SCOPES and scope not in (USER_SCOPE, KVM_SCOPE):
+    if scope not in SCOPES and scope not in (USER_SCOPE, KVM_SCOPE, ALERT_SCOPE):
         raise ValueError(f"scope: {scope!r} is not one of {', '.join(SCOPES)}")
     token = vault.encrypt(value)
     now = now or utcnow()

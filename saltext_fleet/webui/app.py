@@ -18,7 +18,17 @@ import os
 from flask import Flask
 from flask_login import LoginManager
 
-from saltext_fleet.webui import api, auth, drift_pages, kvm_pages, pages, security, vulns_pages
+from saltext_fleet.webui import (
+    alerts_pages,
+    api,
+    auth,
+    certs_pages,
+    drift_pages,
+    kvm_pages,
+    pages,
+    security,
+    vulns_pages,
+)
 from saltext_fleet.webui.base import SESSION_HOURS, WebContext
 
 __all__ = ["WebContext", "create_app"]
@@ -58,4 +68,8 @@ def create_app(ctx: WebContext) -> Flask:
     app.register_blueprint(vulns_pages.api_bp, url_prefix="/api/v1")
     app.register_blueprint(kvm_pages.bp)
     app.register_blueprint(kvm_pages.api_bp, url_prefix="/api/v1")
+    app.register_blueprint(alerts_pages.bp)
+    app.register_blueprint(alerts_pages.api_bp, url_prefix="/api/v1")
+    app.register_blueprint(certs_pages.bp)
+    app.register_blueprint(certs_pages.api_bp, url_prefix="/api/v1")
     return app

@@ -4,7 +4,8 @@ picture in a browser, a screenshot or a test.
 :func:`line_chart` draws a time series (a node's drift score over time) with its axes, a
 few labelled ticks and one circle per point carrying a ``<title>`` (the browser shows it on
 hover); :func:`bar_chart` stacked horizontal bars (the packages that drift on the most
-nodes, by kind of finding). Everything put into the SVG is escaped.
+nodes, by kind of finding); :func:`column_chart` stacked columns over time (alert deliveries
+per hour by status). Everything put into the SVG is escaped.
 """
 
 from __future__ import annotations
@@ -168,5 +169,81 @@ def bar_chart(
             f"{escape(part)}</text>"
         )
         x += 90
+    out.append("</svg>")
+    return "".join(out)
+
+
+def column_chart(
+    buckets: Sequence[dict[str, Any]],
+    parts: Sequence[str],
+    title: str = "per hour",
+    label: str = "at",
+) -> str:
+    """An SVG chart of vertical stacked columns, one per bucket (``{label: text, part:
+    number}``, oldest first), the parts stacked in the order given (each piece ``<rect
+    class="bar bar-<part>">`` with a ``<title>``), the first, middle and last labels under
+    the axis, and a legend. With no bucket holding anything, an SVG that says so."""
+    height = HEIGHT
+    head = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" class="chart column-chart" role="img" '
+        f'viewBox="0 0 {WIDTH} {height}" width="{WIDTH}" height="{height}" '
+        f'aria-label="{escape(title)}">'
+    )
+    totals = [sum(float(b.get(p) or 0) for p in parts) for b in buckets]
+    if not buckets or not any(totals):
+        return (
+            head + f'<text x="{WIDTH / 2}" y="{height / 2}" text-anchor="middle" '
+            f'class="chart-empty">no {escape(title)}</text></svg>'
+        )
+    top = _nice_max(max(totals))
+    plot_w = WIDTH - PAD_LEFT - PAD_RIGHT
+    plot_h = height - PAD_TOP - PAD_BOTTOM - 14  # room for the legend
+    base = PAD_TOP + plot_h
+    slot = plot_w / len(buckets)
+    bar_w = max(1.0, slot * 0.8)
+    out = [head, f"<title>{escape(title)}</title>"]
+    for i in range(5):
+        v = top * i / 4
+        yy = base - plot_h * i / 4
+        out.append(
+            f'<line class="grid" x1="{PAD_LEFT}" x2="{WIDTH - PAD_RIGHT}" '
+            f'y1="{yy:.1f}" y2="{yy:.1f}"/><text class="tick" x="{PAD_LEFT - 6}" '
+            f'y="{yy + 4:.1f}" text-anchor="end">{v:g}</text>'
+        )
+    for index, bucket in enumerate(buckets):
+        x = PAD_LEFT + index * slot + (slot - bar_w) / 2
+        y = float(base)
+        name = str(bucket.get(label, ""))
+        for part in parts:
+            value = float(bucket.get(part) or 0)
+            if value <= 0:
+                continue
+            h = plot_h * value / top
+            y -= h
+            out.append(
+                f'<rect class="bar bar-{escape(part)}" x="{x:.1f}" y="{y:.1f}" '
+                f'width="{bar_w:.1f}" height="{h:.1f}"><title>{escape(name)}: {value:g} '
+                f"{escape(part)}</title></rect>"
+            )
+    shown = {0: "start", len(buckets) // 2: "middle", len(buckets) - 1: "end"}
+    for index, anchor in sorted(shown.items()):
+        x = PAD_LEFT + index * slot + slot / 2
+        if anchor == "start":
+            x = PAD_LEFT
+        elif anchor == "end":
+            x = WIDTH - PAD_RIGHT
+        out.append(
+            f'<text class="tick" x="{x:.1f}" y="{base + 14}" text-anchor="{anchor}">'
+            f"{escape(str(buckets[index].get(label, '')))}</text>"
+        )
+    legend_y = height - 6
+    x = float(PAD_LEFT)
+    for part in parts:
+        out.append(
+            f'<rect class="bar bar-{escape(part)}" x="{x:.1f}" y="{legend_y - 9}" width="10" '
+            f'height="10"/><text class="tick" x="{x + 14:.1f}" y="{legend_y}">'
+            f"{escape(part)}</text>"
+        )
+        x += 100
     out.append("</svg>")
     return "".join(out)

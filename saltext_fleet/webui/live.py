@@ -6,7 +6,11 @@ hub look at the store for nodes that changed since its last look, at most a few 
 second, and send each open socket one message per changed node::
 
     {"type": "node", "id": "web1", "status": "online", "drift": 12.5, "last_seen": "..."}
-    {"type": "counts", "statuses": {"online": 9120, "offline": 880, "unknown": 0}}
+    {"type": "counts", "statuses": {"online": 9120, "offline": 880, "unknown": 0},
+     "alerts": {"latest": 4711}}
+
+(``alerts.latest``: the newest alert's id; the alerts page offers a reload when it is newer
+than the page.)
 
 What a browser shows therefore always comes from the store, whichever event woke the hub,
 and a look every ``idle_seconds`` (``fleet:ui:live_poll_seconds``) catches what no event
@@ -31,7 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from saltext_fleet.core import webauth
-from saltext_fleet.store import ui_queries
+from saltext_fleet.store import alert_views, ui_queries
 
 log = logging.getLogger(__name__)
 
@@ -231,12 +235,13 @@ class Hub:
         with self.engine.connect() as conn:
             changes = ui_queries.changed_nodes(conn, since, MAX_CHANGES)
             counts = ui_queries.status_counts(conn)
+            latest_alert = alert_views.latest_alert_id(conn)
         self._since = now
         self.looks += 1
         messages = changes[:MAX_CHANGES]
         if len(changes) > MAX_CHANGES:
             messages = [{"type": "reload"}]
-        messages.append({"type": "counts", "statuses": counts})
+        messages.append({"type": "counts", "statuses": counts, "alerts": {"latest": latest_alert}})
         payload = [json.dumps(m) for m in messages]
         self.schedule(lambda: self._send(payload))
         return len(changes)

@@ -20,7 +20,7 @@ from saltext_fleet.store import secrets as store_secrets
 from saltext_fleet.store import ui as store_ui
 from saltext_fleet.store import ui_queries
 from saltext_fleet.store import users as store_users
-from saltext_fleet.webui import charts, drift_ops, kvm_ops, ops, vulns_ops
+from saltext_fleet.webui import alerts_ops, charts, drift_ops, kvm_ops, ops, vulns_ops
 from saltext_fleet.webui.base import actor, ctx, requires, salt
 from saltext_fleet.webui.salt import SaltError
 
@@ -52,7 +52,8 @@ def overview():
 @bp.route("/nodes/<minion_id>")
 @requires("view")
 def node(minion_id):
-    """One node: facts, drift findings and history, jobs, timeline, inventory, actions."""
+    """One node: facts, drift findings and history, alerts, jobs, timeline, inventory,
+    actions."""
     ops.valid_minion(minion_id)
     with ctx().engine.connect() as conn:
         found = store_ui.node(conn, minion_id)
@@ -67,6 +68,7 @@ def node(minion_id):
         findings = drift_ops.findings_of(conn, minion_id)
         vulns = vulns_ops.node_summary(conn, minion_id)
         kvm_devices = kvm_ops.node_devices(conn, minion_id)
+        node_alerts = alerts_ops.node_alerts(conn, minion_id)
     threshold = getattr(getattr(ctx().config, "drift", None), "alert_score", None)
     return render_template(
         "node.html",
@@ -79,6 +81,7 @@ def node(minion_id):
         findings=findings,
         vulns=vulns,
         kvm_devices=kvm_devices,
+        node_alerts=node_alerts,
         actions=ops.node_actions(found.get("facts")),
         criticalities=store_ui.CRITICALITIES,
     )

@@ -8,6 +8,7 @@ script would (no salt-factories parsing in between), on a node and names of this
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import inspect
 import json
@@ -25,8 +26,11 @@ from saltfactories.utils import random_string
 
 from saltext_fleet import config
 from saltext_fleet.core.inventory import build_inventory
+from saltext_fleet.master import eventsig
 from saltext_fleet.runners import fleet as fleet_runner
 from saltext_fleet.store import engine as store_engine
+from tests.support.certs import JANE, OLD, fixture_identities, mac_grains, store_grains
+from tests.support.certs import xcode as xcode_bundle
 from tests.support.fakekvmd import FakeKvmd
 from tests.support.sshd import free_port
 from tests.support.store import write
@@ -71,6 +75,20 @@ def node(salt_master):
     return minion
 
 
+@pytest.fixture(scope="module")
+def mac(salt_master):
+    """A macOS node of this test's own whose grains (stored as the job cache stores them)
+    report the fixtures' identities, one of them expiring in three days."""
+    minion = random_string("out-mac-")
+    engine = store_engine.get_engine(config.load(salt_master.config).db_url)
+    store_engine.ensure_schema(engine)
+    soon = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=3, hours=1)
+    ids = fixture_identities()
+    ids[0] = {**ids[0], "not_after": soon.strftime("%Y-%m-%dT%H:%M:%SZ")}
+    store_grains(engine, minion, mac_grains(ids, [xcode_bundle("16.2", True, "16C5032a")]))
+    return minion
+
+
 def progress_messages(event_listener, salt_master, since) -> list[str]:
     """The messages of the runner progress events on the master's bus since ``since``."""
     found = event_listener.get_events([(salt_master.id, "salt/run/*/progress")], after_time=since)
@@ -85,11 +103,14 @@ def kvmd():
         yield fake
 
 
-def test_every_runner_prints_one_json_document(salt_master, node, event_listener, tmp_path, kvmd):
+def test_every_runner_prints_one_json_document(
+    salt_master, node, mac, event_listener, tmp_path, kvmd
+):
     base, other, imported = (random_string(f"out-{n}-") for n in "abc")
     device = random_string("out-kvm-").lower()
     group = random_string("out-grp-").lower()
     stranger = random_string("out-stranger-")
+    route = random_string("out-route-").lower()
     yaml_file = tmp_path / "baseline.yaml"
     yaml_file.write_text(f"name: {imported}\npackages:\n  pypi:\n    fleet-ok: '1.0'\n")
     iso_file = tmp_path / "image.iso"
@@ -129,6 +150,18 @@ def test_every_runner_prints_one_json_document(salt_master, node, event_listener
                 True,
             ),
             ("iso_add", [str(iso_file), f"sha256={iso_sha}", f"name={iso_name}"], True),
+            (
+                "alert_route_set",
+                [
+                    route,
+                    "webhook",
+                    "match={kinds: [drift], min_severity: warning}",
+                    f"target={{url: 'http://127.0.0.1:{free_port()}/hook'}}",
+                ],
+                True,
+            ),
+            ("alerts", ["limit=5"], True),
+            ("cert_check", [f"node={mac}"], True),
         ],
         [
             ("baseline_list", [], True),
@@ -148,6 +181,11 @@ def test_every_runner_prints_one_json_document(salt_master, node, event_listener
             ("iso_list", [], True),
             ("kvm_power", [device, "on"], True),
             ("kvm_iso_mount", [device, iso_name], True),
+            ("alert_secret", [f"ui:{route}", "hmac", "value=out-hmac-secret-1"], True),
+            ("alert_routes", [], True),
+            ("alert_ack", ["drift", stranger], False),  # no such condition
+            ("certs", ["days=30"], True),
+            ("xcode", [], True),
         ],
         [
             ("drift", [node], True),
@@ -160,8 +198,10 @@ def test_every_runner_prints_one_json_document(salt_master, node, event_listener
             ("keys_reject", [stranger], False),
             ("secret_delete", ["group", group, "token"], True),
             ("kvm_history", [device], True),
+            ("alert_test", [f"ui:{route}"], True),  # a closed port: recorded as failed
             ("kvm_click", [device, "no-such-button"], False),  # refused before anything is sent
             ("kvm_iso_eject", [device], True),
+            ("certs", ["days=soon"], False),  # not a number of days
             # a closed loopback port: the steps up to the SSH connection, then a clear failure
             (
                 "bootstrap",
@@ -185,6 +225,7 @@ def test_every_runner_prints_one_json_document(salt_master, node, event_listener
             ("keys_delete", [stranger], True),
             ("kvm_remove", [device], True),
             ("iso_remove", [iso_name], True),
+            ("alert_route_delete", [route], True),
         ],
         [
             ("baseline_unassign", [other], True),
@@ -226,6 +267,9 @@ def test_every_runner_prints_one_json_document(salt_master, node, event_listener
     assert set(out["rotate_key"]) == {"key_id", "reencrypted", "retired"}
     assert "127.0.0.1" in out["bootstrap"], out["bootstrap"]
     assert out["audit_verify"]["ok"] is True
+    assert out["alert_test"]["ok"] is False and out["alert_test"]["error"], out["alert_test"]
+    assert out["alert_route_delete"] == {"route": f"ui:{route}", "deleted": True}
+    assert "out-hmac-secret-1" not in json.dumps(out)
     assert out["sbom"]["specVersion"] == "1.6"
     assert out["sbom"]["metadata"]["component"]["name"] == node
     assert set(out["cve_import"]["counts"]["total"]) >= {"added", "unchanged"}
@@ -252,6 +296,30 @@ def test_every_runner_prints_one_json_document(salt_master, node, event_listener
     assert alert.data["alert"] == "over_temperature" and alert.data["node"] == node
     alerts = event_listener.get_events([(salt_master.id, "fleet/alert/kvm")], after_time=start)
     assert len([e for e in alerts if e.data.get("id") == device]) == 1  # on the transition only
+    # the certificate due in three days fired once, signed, with the master's count of days
+    fired = {
+        (f["id"], f["sha1"], f["threshold"]): f["days_left"] for f in out["cert_check"]["fired"]
+    }
+    assert set(fired) == {(mac, JANE, "7d"), (mac, OLD, "expired")}
+    assert fired[(mac, JANE, "7d")] == 3
+    certs_alert = wait_for(
+        "the fleet/alert/cert event",
+        lambda: [
+            e
+            for e in event_listener.get_events(
+                [(salt_master.id, "fleet/alert/cert")], after_time=start
+            )
+            if e.data.get("id") == mac and e.data.get("threshold") == "7d"
+        ],
+        timeout=30,
+    )
+    assert len(certs_alert) == 1
+    eventsig.check(salt_master.config, "fleet/alert/cert", dict(certs_alert[0].data))
+    mine = [c for c in out["certs"] if mac in c["nodes"]]
+    assert [c["sha1"] for c in mine] == [OLD, JANE]  # soonest expiry first
+    assert mine[1]["days_left"] == 3 and mine[0]["days_left"] < -900
+    assert out["xcode"]["nodes"][mac]["selected"] == "16.2"
+    assert "16.2" in out["xcode"]["versions"]
     # ...and the progress events went to the bus all the same
     wanted = (
         "computing drift of 1 nodes (of 1 targeted)",

@@ -80,3 +80,12 @@ def test_drift_quick_checks_against_the_reference_computation(pg_server_url):
         figures = summary["backends"][backend]
         assert figures["checked_nodes"] == 5 and figures["node_changes"] == 5
         assert figures["drift_current_rows"] == summary["nodes"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_alerts_quick_delivers_every_alert_once_in_order(backend, pg_server_url):
+    summary = run_bench("alerts.py", "--quick", "--backend", backend, "--pg-url", pg_server_url)
+    assert summary["ok"] is True and summary["backend"] == backend
+    assert summary["received"] == summary["delivered"] == summary["alerts"] == 40
+    assert summary["in_order_once"] is True and summary["signatures_valid"] is True
+    assert summary["latency_ms_median"] <= summary["budget_ms"]

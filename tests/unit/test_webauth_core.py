@@ -30,6 +30,8 @@ OPERATOR_PERMISSIONS = [
     "kvm.power",
     "kvm.media",
     "kvm.console",
+    "alerts.ack",
+    "alerts.test",
 ]
 
 
@@ -66,6 +68,9 @@ def test_permission_table_is_complete():
         "tokens.own",
         "kvm.watch",
         "kvm.console",
+        "alerts.ack",
+        "alerts.test",
+        "alerts.routes",
     }
 
 
@@ -107,6 +112,10 @@ def test_admin_holds_every_permission():
 
 def test_only_admin_manages_users():
     assert [r for r in webauth.ROLES if webauth.allowed(r, "users.manage")] == ["admin"]
+
+
+def test_only_admin_edits_alert_routes():
+    assert [r for r in webauth.ROLES if webauth.allowed(r, "alerts.routes")] == ["admin"]
 
 
 def test_power_grows_with_the_role_order():

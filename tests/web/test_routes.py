@@ -31,6 +31,11 @@ ROUTE_ROLES = {
     ("/vulns", "GET"): "viewer",
     ("/vulns/<advisory_id>", "GET"): "viewer",
     ("/nodes/<minion_id>/vulns", "GET"): "viewer",
+    # signing certificates and the Xcode matrix: reading like the nodes
+    ("/certs", "GET"): "viewer",
+    ("/xcode", "GET"): "viewer",
+    ("/api/v1/certs", "GET"): "viewer",
+    ("/api/v1/xcode", "GET"): "viewer",
     # PiKVM devices: reading like the nodes (the registry is written by salt-run fleet.kvm_add)
     ("/kvm", "GET"): "viewer",
     ("/kvm/<name>", "GET"): "viewer",
@@ -40,6 +45,21 @@ ROUTE_ROLES = {
     ("/kvm/<name>/media/eject", "POST"): "operator",
     # a device's console page: watching is every role's (kvm.watch), typing an operator's
     ("/kvm/<name>/console", "GET"): "viewer",
+    # alerts (issue 15): reading like the nodes; acknowledging and test-sending are an
+    # operator's, the UI's routes and route secrets an admin's
+    ("/alerts", "GET"): "viewer",
+    ("/alerts/<alert_id>", "GET"): "viewer",
+    ("/alerts/deliveries", "GET"): "viewer",
+    ("/alerts/routes", "GET"): "viewer",
+    ("/alerts/ack", "POST"): "operator",
+    ("/alerts/routes/test", "POST"): "operator",
+    ("/alerts/routes", "POST"): "admin",
+    ("/alerts/routes/<name>/delete", "POST"): "admin",
+    ("/alerts/routes/secret", "POST"): "admin",
+    ("/api/v1/alerts", "GET"): "viewer",
+    ("/api/v1/alerts/<alert_id>", "GET"): "viewer",
+    ("/api/v1/alerts/deliveries", "GET"): "viewer",
+    ("/api/v1/alerts/ack", "POST"): "operator",
     ("/vulns/<advisory_id>/triage", "POST"): "operator",
     ("/vulns/triage/<triage_id>/revoke", "POST"): "operator",
     ("/nodes/<minion_id>/action", "POST"): "operator",

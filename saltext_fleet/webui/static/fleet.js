@@ -1,8 +1,8 @@
-/* saltext-fleet web UI: live updates of the fleet overview.
+/* saltext-fleet web UI: live updates of the fleet overview and the alerts page.
  *
  * Plain ES2017, no framework, nothing from a CDN. The pages work without it: this only keeps
- * the overview's status, drift and last-seen cells and the status counts current, from the
- * engine's websocket (/ws/live).
+ * the overview's status, drift and last-seen cells and the status counts current, and tells
+ * the alerts page when newer alerts arrived, from the engine's websocket (/ws/live).
  */
 'use strict';
 
@@ -109,6 +109,29 @@
     }
   }
 
+  /* The alerts page: alerts newer than the page's arrived; offer a reload (never forced). */
+  function newAlerts(alerts) {
+    if (document.body.dataset.live !== 'alerts' || !alerts) return;
+    var latest = Number(alerts.latest);
+    var mine = Number(document.body.dataset.latestAlert);
+    if (!Number.isFinite(latest) || !Number.isFinite(mine) || latest <= mine) return;
+    var link = document.getElementById('live-new-alerts');
+    if (!link) {
+      link = document.createElement('a');
+      link.id = 'live-new-alerts';
+      link.className = 'live-reload';
+      link.href = location.href;
+      var indicator = document.getElementById('live-indicator');
+      if (indicator && indicator.parentNode) {
+        indicator.parentNode.insertBefore(link, indicator.nextSibling);
+      } else {
+        document.body.insertBefore(link, document.body.firstChild);
+      }
+    }
+    link.dataset.latest = String(latest);
+    link.textContent = 'new alerts: reload';
+  }
+
   function setState(state) {
     document.body.dataset.liveState = state;
     var indicator = document.getElementById('live-indicator');
@@ -153,7 +176,10 @@
         }
         if (!msg || typeof msg !== 'object') return;
         if (msg.type === 'node') updateNode(msg);
-        else if (msg.type === 'counts') updateCounts(msg);
+        else if (msg.type === 'counts') {
+          updateCounts(msg);
+          newAlerts(msg.alerts);
+        }
         else if (msg.type === 'reload') offerReload();
       });
       socket.addEventListener('close', function (event) {
@@ -193,7 +219,8 @@
   }
 
   function start() {
-    if (document.body && document.body.dataset.live === 'overview' && 'WebSocket' in window) {
+    var page = document.body ? document.body.dataset.live : '';
+    if ((page === 'overview' || page === 'alerts') && 'WebSocket' in window) {
       live();
     }
   }
