@@ -23,6 +23,7 @@ import dataclasses
 import http.server
 import json
 import socket
+import ssl
 import threading
 import time
 from typing import Any
@@ -44,7 +45,15 @@ class Request:
 
 
 class Receiver:
-    def __init__(self, *, secret: str | None = None, port: int = 0, tolerance_s: float = 300):
+    def __init__(
+        self,
+        *,
+        secret: str | None = None,
+        port: int = 0,
+        tolerance_s: float = 300,
+        tls: tuple | None = None,
+    ):
+        """``tls``: ``(cert_file, key_file)`` to serve HTTPS instead of HTTP."""
         self.secret = secret
         self.tolerance_s = tolerance_s
         self.requests: list[Request] = []
@@ -100,7 +109,13 @@ class Receiver:
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/hook"
+        scheme = "http"
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.port}/hook"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def start(self) -> Receiver:
