@@ -455,11 +455,25 @@ def thread_id(alert: Mapping[str, Any], domain: str) -> str:
     return f"<fleet.{digest}@{domain}>"
 
 
+def message_id(alert: Mapping[str, Any], domain: str) -> str:
+    """The message's ``Message-ID``: one per alert and delivery, the same on every retry of
+    that delivery (``delivery_id``), so a copy that went through before a connection broke
+    and is sent again can be recognised; random when the record has no ``delivery_id``."""
+    alert_id = re.sub(r"[^A-Za-z0-9-]", "", str(alert.get("id", "")))[:20]
+    delivery = re.sub(r"[^A-Za-z0-9-]", "", str(alert.get("delivery_id") or ""))[:20]
+    if delivery:
+        salt = f"{alert.get('master')}|{dedup_key_of(alert)}".encode()
+        unique = f"{delivery}.{hashlib.sha256(salt).hexdigest()[:8]}"
+    else:
+        unique = uuid.uuid4().hex[:20]
+    return f"<fleet.{alert_id + '.' if alert_id else ''}{unique}@{domain}>"
+
+
 def email_message(
     alert: Mapping[str, Any], target: Mapping[str, Any], *, now: dt.datetime | None = None
 ) -> EmailMessage:
     """The alert as an email: a plain text part and a short HTML part, a subject such as
-    ``[fleet] critical drift on mac-07: ...``, a fresh ``Message-ID`` per alert, and
+    ``[fleet] critical drift on mac-07: ...``, a ``Message-ID`` per alert and delivery, and
     ``In-Reply-To``/``References`` pointing at the condition's stable thread id."""
     sender = target["from"]
     recipients = target["to"]
@@ -471,8 +485,7 @@ def email_message(
     msg["From"] = sender
     msg["To"] = ", ".join(recipients)
     msg["Date"] = format_datetime(now or dt.datetime.now(dt.timezone.utc))
-    ident = re.sub(r"[^A-Za-z0-9-]", "", str(alert.get("id", "")))[:20]
-    msg["Message-ID"] = f"<fleet.{ident + '.' if ident else ''}{uuid.uuid4().hex[:20]}@{domain}>"
+    msg["Message-ID"] = message_id(alert, domain)
     thread = thread_id(alert, domain)
     msg["In-Reply-To"] = thread
     msg["References"] = thread

@@ -18,19 +18,25 @@ reported, not replayed somewhere else). Email goes through :mod:`smtplib` with S
 from __future__ import annotations
 
 import dataclasses
+import http.client
 import json
+import logging
+import os
 import smtplib
 import socket
 import ssl
 import time
 import urllib.parse
 from collections.abc import Mapping
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import requests
 
 from saltext_fleet.core import alertmsg
 from saltext_fleet.core.errors import FleetError
+
+log = logging.getLogger(__name__)
 
 DESTINATIONS = ("webhook", "slack", "pagerduty", "email")
 SECRET_NAMES = {
@@ -46,6 +52,8 @@ CONNECT_TIMEOUT = 5.0
 #: HTTP statuses worth trying again: the receiver is busy or broken for now.
 RETRY_STATUSES = frozenset({408, 425, 429})
 ERROR_CHARS = 300
+#: How much of a receiver's answer is read (the rest is dropped).
+ANSWER_BYTES = 64 * 1024
 
 
 class AlertSendError(FleetError, ValueError):
@@ -260,8 +268,6 @@ def _exception_chain(exc: BaseException):
 def _network_cause(exc: BaseException) -> str:
     """A short cause for a failed connection, from the exception types (never their text,
     which can carry the URL)."""
-    import http.client
-
     chain = list(_exception_chain(exc))
 
     def has(*types) -> bool:
@@ -303,22 +309,17 @@ def _retry_after(response: requests.Response) -> float | None:
     except ValueError:
         pass
     try:
-        from email.utils import parsedate_to_datetime
-
         when = parsedate_to_datetime(value)
         return max(0.0, when.timestamp() - time.time())
     except (TypeError, ValueError):
         return None
 
 
-def _answer_text(response: requests.Response) -> str:
+def _answer_text(content: bytes) -> str:
     """A short piece of the receiver's answer (its ``message``/``errors`` when JSON)."""
+    text = content[:4000].decode("utf-8", "replace")
     try:
-        text = response.text[:2000]
-    except Exception:  # noqa: BLE001 - an undecodable body is just not shown
-        return ""
-    try:
-        data = response.json()
+        data = json.loads(content)
     except ValueError:
         return text
     if isinstance(data, dict):
@@ -332,12 +333,16 @@ def _answer_text(response: requests.Response) -> str:
 
 
 def _classify(
-    response: requests.Response, latency_ms: float, label: str, secrets: Mapping[str, str]
+    response: requests.Response,
+    content: bytes,
+    latency_ms: float,
+    label: str,
+    secrets: Mapping[str, str],
 ) -> Outcome:
     status = response.status_code
     if 200 <= status < 300:
         return Outcome(True, status, latency_ms, None, False)
-    detail = _scrub(_answer_text(response), secrets)
+    detail = _scrub(_answer_text(content), secrets)
     if 300 <= status < 400:
         where = response.headers.get("Location", "")
         where = _safe_url(where) if "://" in where else ""
@@ -365,11 +370,12 @@ def _post(
     secrets: Mapping[str, str],
     timeout: float,
 ) -> Outcome:
-    verify: bool | str = target.get("ca_file") or True
+    verify: bool | str = _ca_file(target) or True
     started = time.monotonic()
     try:
+        # the master's HTTPS_PROXY / NO_PROXY are honoured (Slack and PagerDuty are often
+        # reached through a proxy)
         with requests.Session() as session:
-            session.trust_env = False  # no proxy or netrc from the master's environment
             response = session.post(
                 url,
                 data=body,
@@ -377,20 +383,29 @@ def _post(
                 timeout=(min(CONNECT_TIMEOUT, timeout), timeout),
                 allow_redirects=False,
                 verify=verify,
+                stream=True,
             )
-            response.content  # noqa: B018 - read the whole answer inside the timeout
+            with response:
+                content = b""
+                for chunk in response.iter_content(8192):
+                    content += chunk
+                    if len(content) >= ANSWER_BYTES:
+                        break  # enough to say what went wrong
     except requests.exceptions.RequestException as exc:
         latency = (time.monotonic() - started) * 1000
         return Outcome(False, None, latency, f"{label}: {_network_cause(exc)}", True)
-    except OSError as exc:  # a ca_file that cannot be read, and the like
-        latency = (time.monotonic() - started) * 1000
-        cause = _scrub(exc.strerror or type(exc).__name__, secrets)
-        return Outcome(False, None, latency, f"{label}: {cause}", False)
     latency = (time.monotonic() - started) * 1000
-    return _classify(response, latency, label, secrets)
+    return _classify(response, content, latency, label, secrets)
 
 
 # -- sending -----------------------------------------------------------------------------------
+
+
+def _ca_file(target: Mapping[str, Any]) -> str | None:
+    path = target.get("ca_file")
+    if path and not (os.path.isfile(path) and os.access(path, os.R_OK)):
+        raise AlertSendError(f"ca_file: {path} is not a readable file")
+    return path or None
 
 
 def _secret(destination: str, secrets: Mapping[str, str], name: str) -> str:
@@ -473,7 +488,10 @@ def _send_email(target, secrets, alert, timeout) -> Outcome:
     password = _secret("email", secrets, "password") if username else None
     label = f"email smtp://{target['host']}:{target['port']}"
     msg = alertmsg.email_message(alert, target)
-    context = ssl.create_default_context(cafile=target.get("ca_file"))
+    try:
+        context = ssl.create_default_context(cafile=_ca_file(target))
+    except ssl.SSLError as exc:
+        raise AlertSendError(f"ca_file: {target['ca_file']} holds no certificate ({exc})") from None
     started = time.monotonic()
 
     def outcome(ok, code, error=None, retry=False) -> Outcome:
@@ -579,3 +597,9 @@ def send(
     except (AlertSendError, alertmsg.AlertMessageError) as exc:
         latency = (time.monotonic() - started) * 1000
         return Outcome(False, None, latency, _scrub(str(exc), secrets or {}), False)
+    except Exception as exc:
+        log.exception("sending an alert to %s failed unexpectedly", destination)
+        latency = (time.monotonic() - started) * 1000
+        return Outcome(
+            False, None, latency, f"{destination}: internal error {type(exc).__name__}", True
+        )

@@ -198,3 +198,12 @@ def test_a_server_that_hangs_times_out(tmp_path):
         for conn, _ in accepted:
             conn.close()
         listener.close()
+
+
+def test_a_ca_file_that_is_not_there_is_a_permanent_failure(smtp, tmp_path):
+    missing = tmp_path / "nope.pem"
+    outcome = alertsend.send(
+        "email", target(smtp, ca_file=str(missing)), {"password": PASSWORD}, alertsamples.alert()
+    )
+    assert outcome.retry is False and outcome.error == f"ca_file: {missing} is not a readable file"
+    assert smtp.messages == []

@@ -18,6 +18,7 @@ from saltext_fleet import __version__
 from saltext_fleet.master import alertsend
 from tests.support import alertsamples
 from tests.support.alertreceiver import Receiver
+from tests.support.smtpserver import make_self_signed
 
 SECRET = "route-hmac-secret-0123456789"
 
@@ -179,3 +180,43 @@ def test_latency_to_a_loopback_receiver(receiver, record_property):
     record_property("webhook_median_latency_ms", round(median, 2))
     print(f"webhook send to loopback: median {median:.1f} ms, max {max(latencies):.1f} ms")
     assert median < 500
+
+
+# -- TLS -----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tls_receiver(tmp_path):
+    cert, key = make_self_signed(tmp_path)
+    with Receiver(secret=SECRET, tls=(cert, key)) as rx:
+        rx.cert_file = cert
+        yield rx
+
+
+def test_https_with_the_targets_ca_file_is_verified_and_delivered(tls_receiver):
+    target = {"url": tls_receiver.url, "ca_file": str(tls_receiver.cert_file)}
+    outcome = alertsend.send("webhook", target, {"hmac": SECRET}, alertsamples.alert())
+    assert outcome.ok and tls_receiver.url.startswith("https://")
+    assert tls_receiver.requests[0].verified["id"] == 123
+
+
+def test_https_to_an_untrusted_certificate_is_refused_before_anything_is_sent(tls_receiver):
+    outcome = send(tls_receiver.url)
+    assert not outcome.ok and outcome.retry is True and outcome.status_code is None
+    assert "TLS certificate not trusted (self-signed certificate)" in outcome.error
+    assert tls_receiver.requests == []
+
+
+def test_a_ca_file_that_is_not_there_is_a_permanent_failure(tmp_path, receiver):
+    missing = tmp_path / "nope.pem"
+    target = {"url": receiver.url, "ca_file": str(missing)}
+    outcome = alertsend.send("webhook", target, {"hmac": SECRET}, alertsamples.alert())
+    assert outcome.retry is False and outcome.error == f"ca_file: {missing} is not a readable file"
+    assert receiver.requests == []
+
+
+def test_a_huge_answer_is_not_read_whole(receiver):
+    receiver.answer(500, b"x" * (8 * 1024 * 1024))
+    outcome = send(receiver.url)
+    assert outcome.status_code == 500 and outcome.retry is True
+    assert len(outcome.error) <= 300

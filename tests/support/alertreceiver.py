@@ -23,6 +23,8 @@ import dataclasses
 import http.server
 import json
 import socket
+import ssl
+import sys
 import threading
 import time
 from typing import Any
@@ -44,7 +46,15 @@ class Request:
 
 
 class Receiver:
-    def __init__(self, *, secret: str | None = None, port: int = 0, tolerance_s: float = 300):
+    def __init__(
+        self,
+        *,
+        secret: str | None = None,
+        port: int = 0,
+        tolerance_s: float = 300,
+        tls: tuple | None = None,
+    ):
+        """``tls``: ``(cert_file, key_file)`` to serve HTTPS instead of HTTP."""
         self.secret = secret
         self.tolerance_s = tolerance_s
         self.requests: list[Request] = []
@@ -97,10 +107,25 @@ class Receiver:
                 self.wfile.write(answer)
 
         self.extra_headers: dict[str, str] = {}
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+
+        class Server(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request, client_address):
+                """Kept, not printed: a refused TLS handshake is what some tests expect."""
+                receiver.errors.append(sys.exc_info()[1])
+
+        self.errors: list[BaseException] = []
+        self.server = Server(("127.0.0.1", port), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/hook"
+        scheme = "http"
+        if tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.url = f"{scheme}://127.0.0.1:{self.port}/hook"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def start(self) -> Receiver:

@@ -51,3 +51,13 @@ def test_a_flapping_alert_says_so_in_the_subject():
     assert (
         msg["Subject"] == "[fleet] critical flapping drift on mac-07: changed 4 times in 30 minutes"
     )
+
+
+def test_the_message_id_is_stable_across_retries_of_one_delivery_only():
+    first = parsed(alertsamples.alert(delivery_id=41))
+    retry = parsed(alertsamples.alert(delivery_id=41))
+    other_route = parsed(alertsamples.alert(delivery_id=42))
+    assert first["Message-ID"] == retry["Message-ID"] != other_route["Message-ID"]
+    assert first["Message-ID"].startswith("<fleet.123.41.")
+    # without a delivery id every message gets its own
+    assert parsed(alertsamples.alert())["Message-ID"] != parsed(alertsamples.alert())["Message-ID"]
