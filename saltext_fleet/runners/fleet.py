@@ -1991,7 +1991,7 @@ def cve_history(minion, days=None):
 # -- signing certificates and Xcode ------------------------------------------------------------
 
 
-def cert_check(node=None):
+def cert_check(node=None, event=None):
     """
     Check the signing certificates the nodes report (their ``fleet`` grain) against the
     master's clock and fire ``fleet/alert/cert``, signed by the master, for each threshold
@@ -2002,6 +2002,11 @@ def cert_check(node=None):
     node
         Check this node only (default: every node).
 
+    event
+        The shipped reactor passes the ``fleet/certs/changed`` event it reacts to (``{"tag",
+        "data"}``): it must be signed by this master and be about ``node``; an event that is
+        not is logged and nothing is checked.
+
     CLI Example:
 
     .. code-block:: bash
@@ -2010,6 +2015,12 @@ def cert_check(node=None):
         salt-run fleet.cert_check node=mac-07
     """
     nodes = None if node is None else [_check_minion_id(node)]
+    if event is not None:
+        if node is None:
+            raise SaltRunnerError("fleet.cert_check: an event needs the node it is about")
+        refused = _refused(event, nodes[0], "certificates")
+        if refused:
+            return refused
     engine = _engine()
     return certcheck.check(engine, _fire, nodes=nodes)
 
