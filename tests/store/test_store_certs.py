@@ -307,6 +307,11 @@ def test_the_certificates_page_sorts_by_expiry_bands_and_filters(engine):
         ]
         assert paged == [OLD, "AA" * 20, JANE, BUILDS, "BB" * 20]
         assert store_certs.teams(conn) == ["7XQ3K9LM2P", "OTHERTEAM1"]
+        assert page["teams"] == ["7XQ3K9LM2P", "OTHERTEAM1"]
+        beyond = store_certs.certs_page(conn, store_certs.CertsQuery(page=9, per_page=2), now)
+        assert beyond["rows"] == [] and beyond["total"] == 5 and beyond["bands"]["pairs"] == 7
+        nothing = store_certs.certs_page(conn, store_certs.CertsQuery(q="no-such"), now)
+        assert nothing["rows"] == [] and nothing["total"] == 0 and nothing["pages"] == 1
 
 
 def _assign(engine, node, baseline):
