@@ -2054,6 +2054,7 @@ def certs(days=None, team=None, limit=1000):
     except core_certs.CertError as exc:
         raise SaltRunnerError(f"fleet.certs: {exc}") from exc
     limit = _whole(limit, "fleet.certs: limit", 1, 100000)
+    team = None if team in (None, "") else str(team)[:32]
     now = _now()
     engine = _engine()
     out = []
@@ -2061,7 +2062,7 @@ def certs(days=None, team=None, limit=1000):
     with engine.connect() as conn:
         while len(out) < limit:
             query = store_certs.CertsQuery(
-                team=team or None, days=days, page=page, per_page=min(500, limit)
+                team=team, days=days, page=page, per_page=min(500, limit)
             )
             found = store_certs.certs_page(conn, query, now)
             out += [{k: v for k, v in r.items() if k != "band"} for r in found["rows"]]

@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 
 from saltext_fleet.core import certs as core_certs
 from saltext_fleet.store.drift.common import aware, dialect_insert, in_chunks
-from saltext_fleet.store.models import CertAlert, iso
+from saltext_fleet.store.models import CertAlert
 from saltext_fleet.store.ui import QueryError, arg_reader, parse_paging
 
 #: Most identities of one node read (the grain reports at most 256).
@@ -289,23 +289,6 @@ def move(
         .values(not_after=not_after)
     )
     return conn.execute(stmt).rowcount
-
-
-def fired(conn: Connection, node: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
-    """The thresholds that fired, newest first (of one node, or all)."""
-    stmt = select(CertAlert).order_by(CertAlert.fired_at.desc(), CertAlert.node, CertAlert.sha1)
-    if node is not None:
-        stmt = stmt.where(CertAlert.node == node)
-    return [
-        {
-            "node": r.node,
-            "sha1": r.sha1,
-            "threshold": r.threshold,
-            "not_after": iso(r.not_after),
-            "fired_at": iso(r.fired_at),
-        }
-        for r in conn.execute(stmt.limit(limit)).scalars()
-    ]
 
 
 # -- the certificates page and runner ---------------------------------------------------------
@@ -632,7 +615,6 @@ __all__ = [
     "certs_page",
     "claim",
     "expiring",
-    "fired",
     "move",
     "rearm",
     "recorded",

@@ -103,6 +103,8 @@ def test_certs_and_xcode(runners):
     assert listed[0]["nodes"] == ["mac-1", "mac-2"] and listed[1]["days_left"] == 6
     assert [c["sha1"] for c in runners["fleet.certs"](days=7)] == [OLD, JANE]
     assert runners["fleet.certs"](limit=1) == listed[:1]
+    assert len(runners["fleet.certs"](team="7XQ3K9LM2P")) == len(listed)
+    assert runners["fleet.certs"](team=1234567890) == []  # (a number from the CLI's YAML)
     matrix = runners["fleet.xcode"]()
     assert matrix["versions"] == ["15.4", "16.2"] and matrix["lacking"] == ["mac-1"]
     assert matrix["nodes"]["mac-1"]["required"] == "16.2"
