@@ -49,10 +49,13 @@ def check(
         found = store_certs.expiring(conn, now + core_certs.HORIZON, nodes)
         known = store_certs.recorded(conn, [(i["node"], i["sha1"]) for i in found])
     out["checked"] = len(found)
-    for identity in found:
-        node, sha1, not_after = identity["node"], identity["sha1"], identity["not_after"]
-        todo = core_certs.plan(not_after, now, known.get((node, sha1), {}))
-        with engine.begin() as conn:
+    # Every claim in one transaction (one commit however many are due), then the events
+    # (after the commit: a concurrent check sees the claims), then the give-backs.
+    due = []
+    with engine.begin() as conn:
+        for identity in found:
+            node, sha1, not_after = identity["node"], identity["sha1"], identity["not_after"]
+            todo = core_certs.plan(not_after, now, known.get((node, sha1), {}))
             if todo["rearm"]:
                 store_certs.rearm(conn, node, sha1, todo["rearm"], not_after)
                 out["rearmed"] += [
@@ -61,9 +64,12 @@ def check(
             if todo["move"]:
                 store_certs.move(conn, node, sha1, todo["move"], not_after)
             claimed = store_certs.claim(conn, node, sha1, not_after, todo["record"], now)
+            if claimed:  # (empty: nothing new, or another check claimed it first)
+                due.append((identity, claimed))
+    failed = []
+    for identity, claimed in due:
+        node, sha1 = identity["node"], identity["sha1"]
         threshold = core_certs.most_urgent(claimed)
-        if threshold is None:
-            continue  # nothing new, or another check claimed it first
         data = core_certs.alert_data(node, identity, threshold, now)
         if fire(ALERT_TAG, data):
             out["fired"].append(data)
@@ -71,8 +77,7 @@ def check(
                 {"node": node, "sha1": sha1, "threshold": t} for t in claimed if t != threshold
             ]
         else:
-            with engine.begin() as conn:
-                store_certs.release(conn, node, sha1, claimed, now)
+            failed.append((node, sha1, claimed))
             out["failed"].append(data)
             log.warning(
                 "fleet: %s for %s (%s, %s) not fired; the next check tries again",
@@ -81,6 +86,10 @@ def check(
                 sha1,
                 threshold,
             )
+    if failed:
+        with engine.begin() as conn:
+            for node, sha1, claimed in failed:
+                store_certs.release(conn, node, sha1, claimed, now)
     return out
 
 

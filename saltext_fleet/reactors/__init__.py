@@ -11,6 +11,8 @@
   that node's drift (``fleet.drift_node``).
 - ``fleet/inventory/changed`` also -> ``vulns.sls``: recompute that node's vulnerability
   findings (``fleet.cve_node``).
+- ``fleet/certs/changed`` (the returner stored grains whose signing identities changed) ->
+  ``certs.sls``: check that node's certificate expiry now (``fleet.cert_check``).
 - ``salt/auth`` (a minion presented a key that is not accepted) -> ``keys.sls``: the key gate
   (``fleet.key_seen``: record the key, accept it only with a live enrolment).
 - ``salt/key`` (Salt accepted, rejected, denied or deleted a key: ``salt-key``, the wheel)
@@ -23,6 +25,7 @@ REACTORS: dict[str, list[str]] = {
     "fleet/pkgset/changed": ["inventory.sls"],
     "fleet/inventory/changed": ["drift.sls", "vulns.sls"],
     "fleet/states/ran": ["drift.sls"],
+    "fleet/certs/changed": ["certs.sls"],
     "salt/auth": ["keys.sls"],
     "salt/key": ["key_change.sls"],
     "salt/minion/*/start": ["onboard.sls"],

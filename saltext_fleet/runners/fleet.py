@@ -2037,7 +2037,7 @@ def cve_history(minion, days=None):
 # -- signing certificates and Xcode ------------------------------------------------------------
 
 
-def cert_check(node=None):
+def cert_check(node=None, event=None):
     """
     Check the signing certificates the nodes report (their ``fleet`` grain) against the
     master's clock and fire ``fleet/alert/cert``, signed by the master, for each threshold
@@ -2048,6 +2048,11 @@ def cert_check(node=None):
     node
         Check this node only (default: every node).
 
+    event
+        The shipped reactor passes the ``fleet/certs/changed`` event it reacts to (``{"tag",
+        "data"}``): it must be signed by this master and be about ``node``; an event that is
+        not is logged and nothing is checked.
+
     CLI Example:
 
     .. code-block:: bash
@@ -2056,6 +2061,12 @@ def cert_check(node=None):
         salt-run fleet.cert_check node=mac-07
     """
     nodes = None if node is None else [_check_minion_id(node)]
+    if event is not None:
+        if node is None:
+            raise SaltRunnerError("fleet.cert_check: an event needs the node it is about")
+        refused = _refused(event, nodes[0], "certificates")
+        if refused:
+            return refused
     engine = _engine()
     return certcheck.check(engine, _fire, nodes=nodes)
 
@@ -2089,6 +2100,7 @@ def certs(days=None, team=None, limit=1000):
     except core_certs.CertError as exc:
         raise SaltRunnerError(f"fleet.certs: {exc}") from exc
     limit = _whole(limit, "fleet.certs: limit", 1, 100000)
+    team = None if team in (None, "") else str(team)[:32]
     now = _now()
     engine = _engine()
     out = []
@@ -2096,7 +2108,7 @@ def certs(days=None, team=None, limit=1000):
     with engine.connect() as conn:
         while len(out) < limit:
             query = store_certs.CertsQuery(
-                team=team or None, days=days, page=page, per_page=min(500, limit)
+                team=team, days=days, page=page, per_page=min(500, limit)
             )
             found = store_certs.certs_page(conn, query, now)
             out += [{k: v for k, v in r.items() if k != "band"} for r in found["rows"]]

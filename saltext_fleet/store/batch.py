@@ -442,6 +442,9 @@ class BatchResult:
         self.inventory_changed: list[tuple[str, str, str | None]] = []
         #: ``[(minion, pending states, test run?)]`` of the state runs in the batch
         self.states_run: list[tuple[str, int, bool]] = []
+        #: minions whose grains report other signing identities than before (for
+        #: ``fleet/certs/changed``: their certificate expiry is checked at once)
+        self.certs_changed: list[str] = []
 
 
 def write_batch(conn: Connection, records: Iterable[dict]) -> BatchResult:
@@ -991,8 +994,8 @@ def _ingest(conn, minion_id, fun, ret, success, result: BatchResult, rid) -> Non
                 change = ingest_inventory(conn, minion_id, ret)
                 if change:
                     result.inventory_changed.append(change)
-            else:
-                ingest_grains(conn, minion_id, ret)
+            elif ingest_grains(conn, minion_id, ret):
+                result.certs_changed.append(minion_id)
     except SQLAlchemyError as exc:
         if must_retry_batch(exc):
             raise
@@ -1048,10 +1051,21 @@ def ingest_inventory(
     return (minion_id, digest, previous)
 
 
-def ingest_grains(conn: Connection, minion_id: str, grains: Any) -> None:
+def ingest_grains(conn: Connection, minion_id: str, grains: Any) -> bool:
+    """Store a node's grains; True when they report signing identities (the ``fleet``
+    grain's ``macos:signing_identities``) other than those stored before."""
     if not isinstance(grains, dict):
         raise RecordRejected(f"grains of {minion_id} are not a mapping")
+    before = conn.execute(select(Node.grains).where(Node.minion_id == minion_id)).scalar()
     conn.execute(update(Node).where(Node.minion_id == minion_id).values(grains=grains))
+    identities = _signing_identities(grains)
+    return bool(identities) and identities != _signing_identities(before)
+
+
+def _signing_identities(grains: Any) -> Any:
+    fleet = grains.get("fleet") if isinstance(grains, dict) else None
+    macos = fleet.get("macos") if isinstance(fleet, dict) else None
+    return macos.get("signing_identities") if isinstance(macos, dict) else None
 
 
 # -- quarantine -------------------------------------------------------------------------------

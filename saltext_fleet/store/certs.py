@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection
 
 from saltext_fleet.core import certs as core_certs
 from saltext_fleet.store.drift.common import aware, dialect_insert, in_chunks
-from saltext_fleet.store.models import CertAlert, iso
+from saltext_fleet.store.models import CertAlert
 from saltext_fleet.store.ui import QueryError, arg_reader, parse_paging
 
 #: Most identities of one node read (the grain reports at most 256).
@@ -291,23 +291,6 @@ def move(
     return conn.execute(stmt).rowcount
 
 
-def fired(conn: Connection, node: str | None = None, limit: int = 500) -> list[dict[str, Any]]:
-    """The thresholds that fired, newest first (of one node, or all)."""
-    stmt = select(CertAlert).order_by(CertAlert.fired_at.desc(), CertAlert.node, CertAlert.sha1)
-    if node is not None:
-        stmt = stmt.where(CertAlert.node == node)
-    return [
-        {
-            "node": r.node,
-            "sha1": r.sha1,
-            "threshold": r.threshold,
-            "not_after": iso(r.not_after),
-            "fired_at": iso(r.fired_at),
-        }
-        for r in conn.execute(stmt.limit(limit)).scalars()
-    ]
-
-
 # -- the certificates page and runner ---------------------------------------------------------
 
 
@@ -370,26 +353,54 @@ def certs_page(conn: Connection, query: CertsQuery, now: dt.datetime) -> dict[st
     Rows ``{"sha1", "name", "team_id", "not_after", "days_left", "band", "node_count",
     "nodes"}`` (``nodes``: the first :data:`NODES_SHOWN` ids); an identity is (SHA-1, name,
     team, not_after) as the nodes report it, so a node that reports another expiry for a SHA-1
-    makes a row of its own. Also ``total``, ``page``, ``pages``, ``per_page`` and ``bands``
-    (how many (node, identity) pairs are expired, within 7 and within 30 days)."""
+    makes a row of its own. Also ``total``, ``page``, ``pages``, ``per_page``, ``bands`` (how
+    many (node, identity) pairs are expired, within 7 and within 30 days) and ``teams`` (every
+    team id in the fleet, for a filter). One statement: the grains are read once."""
     where, params = _cert_filters(query, now)
-    ids = identities_sql(conn)
+    pg = _pg(conn)
     nodes_agg = (
-        f"(array_agg(node ORDER BY node))[1:{NODES_SHOWN}]"
-        if _pg(conn)
-        else "json_group_array(node)"
+        f"(array_agg(node ORDER BY node))[1:{NODES_SHOWN}]" if pg else "json_group_array(node)"
     )
+    teams_agg = (
+        "array_agg(DISTINCT team_id) FILTER (WHERE team_id IS NOT NULL)"
+        if pg
+        else "json_group_array(DISTINCT team_id)"
+    )
+    order = "(not_after IS NULL), not_after, sha1, coalesce(name, ''), coalesce(team_id, '')"
     sql = f"""
-        SELECT sha1, name, team_id, not_after, count(DISTINCT node) AS node_count,
-               {nodes_agg} AS nodes
-        FROM ({ids}) AS ids WHERE {where}
-        GROUP BY sha1, name, team_id, not_after
-        ORDER BY (not_after IS NULL), not_after, sha1, coalesce(name, ''), coalesce(team_id, '')
-        LIMIT :limit OFFSET :offset
+        WITH a AS MATERIALIZED ({identities_sql(conn)}),
+        f AS (SELECT * FROM a WHERE {where}),
+        g AS (
+            SELECT sha1, name, team_id, not_after, count(DISTINCT node) AS node_count,
+                   {nodes_agg} AS nodes
+            FROM f GROUP BY sha1, name, team_id, not_after
+        ),
+        b AS (
+            SELECT sum(CASE WHEN not_after < :now THEN 1 ELSE 0 END) AS expired,
+                   sum(CASE WHEN not_after >= :now AND not_after < :d7 THEN 1 ELSE 0 END) AS d7,
+                   sum(CASE WHEN not_after >= :d7 AND not_after < :d30 THEN 1 ELSE 0 END) AS d30,
+                   count(*) AS pairs
+            FROM f
+        ),
+        t AS (SELECT count(*) AS total FROM g),
+        tm AS (SELECT {teams_agg} AS teams FROM a),
+        p AS (SELECT * FROM g ORDER BY {order} LIMIT :limit OFFSET :offset)
+        SELECT p.*, t.total, b.expired, b.d7, b.d30, b.pairs, tm.teams
+        FROM t CROSS JOIN b CROSS JOIN tm LEFT JOIN p ON 1 = 1
+        ORDER BY {order}
     """
-    params.update(limit=query.per_page, offset=(query.page - 1) * query.per_page)
-    rows = []
+    params.update(
+        limit=query.per_page,
+        offset=(query.page - 1) * query.per_page,
+        now=core_certs.not_after_text(now),
+        d7=core_certs.not_after_text(now + dt.timedelta(days=8)),
+        d30=core_certs.not_after_text(now + dt.timedelta(days=31)),
+    )
+    rows, head = [], None
     for r in conn.execute(text(sql), params).mappings():
+        head = r
+        if r["sha1"] is None:
+            continue  # the page is empty: the counts alone
         nodes = r["nodes"]
         if isinstance(nodes, str):
             nodes = json.loads(nodes)
@@ -408,34 +419,10 @@ def certs_page(conn: Connection, query: CertsQuery, now: dt.datetime) -> dict[st
                 "nodes": nodes,
             }
         )
-    params.pop("limit"), params.pop("offset")
-    total = conn.execute(
-        text(
-            f"SELECT count(*) FROM (SELECT 1 FROM ({ids}) AS ids WHERE {where}"
-            " GROUP BY sha1, name, team_id, not_after) AS g"
-        ),
-        params,
-    ).scalar_one()
-    bands_sql = f"""
-        SELECT sum(CASE WHEN not_after < :now THEN 1 ELSE 0 END) AS expired,
-               sum(CASE WHEN not_after >= :now AND not_after < :d7 THEN 1 ELSE 0 END) AS d7,
-               sum(CASE WHEN not_after >= :d7 AND not_after < :d30 THEN 1 ELSE 0 END) AS d30,
-               count(*) AS pairs
-        FROM ({ids}) AS ids WHERE {where}
-    """
-    band_counts = (
-        conn.execute(
-            text(bands_sql),
-            {
-                **params,
-                "now": core_certs.not_after_text(now),
-                "d7": core_certs.not_after_text(now + dt.timedelta(days=8)),
-                "d30": core_certs.not_after_text(now + dt.timedelta(days=31)),
-            },
-        )
-        .mappings()
-        .one()
-    )
+    teams = head["teams"] if head is not None else None
+    if isinstance(teams, str):
+        teams = json.loads(teams)
+    total = int(head["total"]) if head is not None else 0
     return {
         "rows": rows,
         "total": total,
@@ -443,11 +430,12 @@ def certs_page(conn: Connection, query: CertsQuery, now: dt.datetime) -> dict[st
         "pages": max(1, -(-total // query.per_page)),
         "per_page": query.per_page,
         "bands": {
-            "expired": int(band_counts["expired"] or 0),
-            "7d": int(band_counts["d7"] or 0),
-            "30d": int(band_counts["d30"] or 0),
-            "pairs": int(band_counts["pairs"] or 0),
+            "expired": int((head or {}).get("expired") or 0),
+            "7d": int((head or {}).get("d7") or 0),
+            "30d": int((head or {}).get("d30") or 0),
+            "pairs": int((head or {}).get("pairs") or 0),
         },
+        "teams": sorted(t for t in (teams or []) if isinstance(t, str))[:200],
     }
 
 
@@ -627,7 +615,6 @@ __all__ = [
     "certs_page",
     "claim",
     "expiring",
-    "fired",
     "move",
     "rearm",
     "recorded",

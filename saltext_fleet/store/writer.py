@@ -40,10 +40,12 @@ AnnounceCallback = Callable[[str, dict], None]
 
 INVENTORY_CHANGED_TAG = "fleet/inventory/changed"
 STATES_RAN_TAG = "fleet/states/ran"
+CERTS_CHANGED_TAG = "fleet/certs/changed"
 
 
 def announcements(result: batch_mod.BatchResult) -> list[tuple[str, dict]]:
-    """The events a committed batch calls for: inventory changes and state runs."""
+    """The events a committed batch calls for: inventory changes, state runs and nodes that
+    report other signing identities."""
     out = [
         (INVENTORY_CHANGED_TAG, {"id": minion, "digest": digest, "previous": previous})
         for minion, digest, previous in result.inventory_changed
@@ -52,6 +54,7 @@ def announcements(result: batch_mod.BatchResult) -> list[tuple[str, dict]]:
         (STATES_RAN_TAG, {"id": minion, "pending_states": pending, "test": test})
         for minion, pending, test in result.states_run
     ]
+    out += [(CERTS_CHANGED_TAG, {"id": minion}) for minion in dict.fromkeys(result.certs_changed)]
     return out
 
 
@@ -427,6 +430,7 @@ class Writer:
             total.quarantined += result.quarantined
             total.inventory_changed.extend(result.inventory_changed)
             total.states_run.extend(result.states_run)
+            total.certs_changed.extend(result.certs_changed)
         return total
 
     def _announce(self, changes: list) -> None:

@@ -39,12 +39,8 @@ def certs_values() -> dict[str, Any]:
         abort(400, description=str(exc))
     now = _now()
     with ctx().engine.connect() as conn:
-        return {
-            "query": query,
-            "page": store_certs.certs_page(conn, query, now),
-            "teams": store_certs.teams(conn),
-            "now": now.isoformat(),
-        }
+        page = store_certs.certs_page(conn, query, now)
+    return {"query": query, "page": page, "teams": page.pop("teams"), "now": now.isoformat()}
 
 
 def xcode_values() -> dict[str, Any]:

@@ -14,6 +14,7 @@ from saltext_fleet.core import certs as core_certs
 from saltext_fleet.master import certcheck
 from saltext_fleet.store import certs as store_certs
 from saltext_fleet.store import drift as store_drift
+from saltext_fleet.store import writer
 from saltext_fleet.store.models import CertAlert, DriftCurrent
 from tests.support.certs import (
     BUILDS,
@@ -26,6 +27,7 @@ from tests.support.certs import (
     store_grains,
     xcode,
 )
+from tests.support.store import write
 
 UTC = dt.timezone.utc
 DAY = dt.timedelta(days=1)
@@ -305,6 +307,11 @@ def test_the_certificates_page_sorts_by_expiry_bands_and_filters(engine):
         ]
         assert paged == [OLD, "AA" * 20, JANE, BUILDS, "BB" * 20]
         assert store_certs.teams(conn) == ["7XQ3K9LM2P", "OTHERTEAM1"]
+        assert page["teams"] == ["7XQ3K9LM2P", "OTHERTEAM1"]
+        beyond = store_certs.certs_page(conn, store_certs.CertsQuery(page=9, per_page=2), now)
+        assert beyond["rows"] == [] and beyond["total"] == 5 and beyond["bands"]["pairs"] == 7
+        nothing = store_certs.certs_page(conn, store_certs.CertsQuery(q="no-such"), now)
+        assert nothing["rows"] == [] and nothing["total"] == 0 and nothing["pages"] == 1
 
 
 def _assign(engine, node, baseline):
@@ -366,3 +373,36 @@ def test_query_arguments_are_checked():
         "page": "1",
         "per_page": "50",
     }
+
+
+def test_grains_with_other_identities_are_announced_once(engine):
+    def announced(grains, minion="mac-g"):
+        ret = {
+            "id": minion,
+            "jid": "20261205120000000001",
+            "fun": "grains.items",
+            "return": grains,
+            "retcode": 0,
+            "success": True,
+        }
+        result = write(engine, [{"kind": "return", "rid": f"r-{id(grains)}-{minion}", "ret": ret}])
+        return [(t, d) for t, d in writer.announcements(result) if t == "fleet/certs/changed"]
+
+    ids = fixture_identities()
+    first = mac_grains(ids)
+    assert announced(first) == [("fleet/certs/changed", {"id": "mac-g"})]
+    # the same identities again (other grains changed): nothing to check
+    again = mac_grains(ids, os_version="14.6")
+    assert announced(again) == []
+    # a renewed certificate: announced
+    renewed = mac_grains([*ids[:2], {**ids[2], "sha1": "CD" * 20}])
+    assert announced(renewed) == [("fleet/certs/changed", {"id": "mac-g"})]
+    # a Linux node, a Mac without identities: never
+    assert announced({"os": "Debian", "fleet": {"os": "Debian"}}, "linux-g") == []
+    assert announced(mac_grains([]), "mac-empty") == []
+    with engine.connect() as conn:
+        assert {i["sha1"] for i in store_certs.node_identities(conn, "mac-g")} == {
+            JANE,
+            BUILDS,
+            "CD" * 20,
+        }
