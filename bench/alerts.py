@@ -35,23 +35,15 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import psycopg
-
+from bench.ui import DEFAULT_PG_URL, make_store, percentile
 from saltext_fleet.core import secrets as core_secrets
 from saltext_fleet.master import alertworker, eventsig
 from saltext_fleet.store import alerts as store_alerts
 from saltext_fleet.store import engine as store_engine
 from tests.support.alertreceiver import Receiver
 
-DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 HMAC = "bench-hmac-" + uuid.uuid4().hex
 TAG = "fleet/alert/drift"
-
-
-def percentile(values, p):
-    ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1))))
-    return ordered[k]
 
 
 def run(args, root: str, db_url: str) -> dict:
@@ -157,25 +149,17 @@ def main(argv=None) -> int:
     if args.quick:
         args.n, args.rate = 40, 40.0
     root = tempfile.mkdtemp(prefix="fleet-bench-alerts-")
-    db = None
+    cleanup = None
     try:
-        if args.backend == "sqlite":
-            db_url = f"sqlite:///{root}/fleet.db"
-        else:
-            db = f"fleet_bench_alerts_{uuid.uuid4().hex[:10]}"
-            with psycopg.connect(args.pg_url, autocommit=True) as conn:
-                conn.execute(f'CREATE DATABASE "{db}"')
-            base = args.pg_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://")
-            db_url = f"{base}/{db}"
+        db_url, cleanup = make_store(args.backend, args.pg_url, root)
         print(f"bench/alerts: {args.n} alerts at {args.rate}/s on {args.backend}", flush=True)
         out = run(args, root, db_url)
     except Exception as exc:  # noqa: BLE001 - the last line says what failed
         out = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
     finally:
         store_engine.dispose_all()
-        if db is not None:
-            with psycopg.connect(args.pg_url, autocommit=True) as conn:
-                conn.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+        if cleanup is not None:
+            cleanup()
         shutil.rmtree(root, ignore_errors=True)
     print(json.dumps(out))
     return 0 if out.get("ok") else 1
