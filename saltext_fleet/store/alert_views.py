@@ -33,7 +33,7 @@ from saltext_fleet.store.models import (
     Secret,
     iso,
 )
-from saltext_fleet.store.ui import QueryError, arg_reader, parse_paging
+from saltext_fleet.store.ui import QueryError, arg_reader, paged, parse_paging, query_args
 
 #: Severities, lowest first (PagerDuty's scale).
 SEVERITIES = core_alerts.SEVERITIES
@@ -150,11 +150,8 @@ class AlertsQuery:
             "acknowledged": None
             if self.acknowledged is None
             else ("yes" if self.acknowledged else "no"),
-            "page": str(self.page),
-            "per_page": str(self.per_page),
         }
-        values.update({k: (None if v is None else str(v)) for k, v in changes.items()})
-        return {k: v for k, v in values.items() if v not in (None, "")}
+        return query_args(values, self.page, self.per_page, changes)
 
 
 def _alert_filters(query: AlertsQuery) -> list:
@@ -269,13 +266,7 @@ def alerts_page(conn: Connection, query: AlertsQuery) -> dict[str, Any]:
         else select(func.count()).select_from(Alert)
     )
     total = conn.execute(counted.where(where)).scalar_one()
-    return {
-        "rows": rows,
-        "total": total,
-        "page": query.page,
-        "pages": max(1, -(-total // query.per_page)),
-        "per_page": query.per_page,
-    }
+    return paged(total, query.page, query.per_page, rows=rows)
 
 
 _DELIVERY_COLUMNS = (
@@ -451,11 +442,8 @@ class DeliveriesQuery:
             "status": self.status,
             "route": self.route,
             "alert": None if self.alert is None else str(self.alert),
-            "page": str(self.page),
-            "per_page": str(self.per_page),
         }
-        values.update({k: (None if v is None else str(v)) for k, v in changes.items()})
-        return {k: v for k, v in values.items() if v not in (None, "")}
+        return query_args(values, self.page, self.per_page, changes)
 
 
 def _delivery_filters(query: DeliveriesQuery) -> list:
@@ -532,13 +520,7 @@ def deliveries_page(
         for a in conn.execute(newest):
             by_id[a.delivery_id]["attempt_list"].append(_attempt(a))
     total = conn.execute(select(func.count()).select_from(AlertDelivery).where(where)).scalar_one()
-    return {
-        "rows": rows,
-        "total": total,
-        "page": query.page,
-        "pages": max(1, -(-total // query.per_page)),
-        "per_page": query.per_page,
-    }
+    return paged(total, query.page, query.per_page, rows=rows)
 
 
 _ATTEMPT_COLUMNS = (

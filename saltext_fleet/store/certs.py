@@ -29,7 +29,7 @@ from sqlalchemy.engine import Connection
 from saltext_fleet.core import certs as core_certs
 from saltext_fleet.store.drift.common import aware, dialect_insert, in_chunks
 from saltext_fleet.store.models import CertAlert
-from saltext_fleet.store.ui import QueryError, arg_reader, parse_paging
+from saltext_fleet.store.ui import QueryError, arg_reader, paged, parse_paging, query_args
 
 #: Most identities of one node read (the grain reports at most 256).
 MAX_IDENTITIES = 256
@@ -321,11 +321,8 @@ class CertsQuery:
             "q": self.q,
             "team": self.team,
             "days": None if self.days is None else str(self.days),
-            "page": str(self.page),
-            "per_page": str(self.per_page),
         }
-        values.update({k: (None if v is None else str(v)) for k, v in changes.items()})
-        return {k: v for k, v in values.items() if v not in (None, "")}
+        return query_args(values, self.page, self.per_page, changes)
 
 
 def _cert_filters(query: CertsQuery, now: dt.datetime) -> tuple[str, dict[str, Any]]:
@@ -423,20 +420,19 @@ def certs_page(conn: Connection, query: CertsQuery, now: dt.datetime) -> dict[st
     if isinstance(teams, str):
         teams = json.loads(teams)
     total = int(head["total"]) if head is not None else 0
-    return {
-        "rows": rows,
-        "total": total,
-        "page": query.page,
-        "pages": max(1, -(-total // query.per_page)),
-        "per_page": query.per_page,
-        "bands": {
+    return paged(
+        total,
+        query.page,
+        query.per_page,
+        rows=rows,
+        bands={
             "expired": int((head or {}).get("expired") or 0),
             "7d": int((head or {}).get("d7") or 0),
             "30d": int((head or {}).get("d30") or 0),
             "pairs": int((head or {}).get("pairs") or 0),
         },
-        "teams": sorted(t for t in (teams or []) if isinstance(t, str))[:200],
-    }
+        teams=sorted(t for t in (teams or []) if isinstance(t, str))[:200],
+    )
 
 
 def teams(conn: Connection, limit: int = 200) -> list[str]:
@@ -482,11 +478,8 @@ class XcodeQuery:
             "baseline": self.baseline,
             "version": self.version,
             "lacking": "yes" if self.lacking else None,
-            "page": str(self.page),
-            "per_page": str(self.per_page),
         }
-        values.update({k: (None if v is None else str(v)) for k, v in changes.items()})
-        return {k: v for k, v in values.items() if v not in (None, "")}
+        return query_args(values, self.page, self.per_page, changes)
 
 
 def baseline_xcode(conn: Connection, name: str) -> tuple[bool, str | None]:
@@ -589,15 +582,14 @@ def xcode_matrix(conn: Connection, query: XcodeQuery) -> dict[str, Any]:
         versions.update(
             v for (v,) in conn.execute(text(f"SELECT xcode FROM ({required}) AS r")) if v
         )
-    return {
-        "rows": list(rows.values()),
-        "versions": sorted(versions, key=core_certs.version_key),
-        "total": count,
-        "lacking": lacking,
-        "page": query.page,
-        "pages": max(1, -(-count // query.per_page)),
-        "per_page": query.per_page,
-    }
+    return paged(
+        count,
+        query.page,
+        query.per_page,
+        rows=list(rows.values()),
+        versions=sorted(versions, key=core_certs.version_key),
+        lacking=lacking,
+    )
 
 
 def node_identities(conn: Connection, node: str) -> list[dict[str, Any]]:

@@ -44,7 +44,7 @@ from saltext_fleet.store.models import (
     SnapshotKeys,
     iso,
 )
-from saltext_fleet.store.ui import QueryError, arg_reader, parse_paging
+from saltext_fleet.store.ui import QueryError, arg_reader, parse_paging, query_args
 
 #: Rows per IN (...) list.
 CHUNK = 1000
@@ -237,11 +237,8 @@ class FleetDriftQuery:
             "ecosystem": self.ecosystem,
             "baseline": self.baseline,
             "q": self.q,
-            "page": str(self.page),
-            "per_page": str(self.per_page),
         }
-        values.update({k: (None if v is None else str(v)) for k, v in changes.items()})
-        return {k: v for k, v in values.items() if v not in (None, "")}
+        return query_args(values, self.page, self.per_page, changes)
 
 
 def _scored_nodes(conn: Connection, baseline: str | None):

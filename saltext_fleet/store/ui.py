@@ -133,11 +133,8 @@ class OverviewQuery:
             "audited": None if self.audited is None else ("yes" if self.audited else "no"),
             "drift_min": None if self.drift_min is None else f"{self.drift_min:g}",
             "sort": ("-" if self.desc else "") + self.sort,
-            "page": str(self.page),
-            "per_page": str(self.per_page),
         }
-        values.update({k: (None if v is None else str(v)) for k, v in changes.items()})
-        return {k: v for k, v in values.items() if v not in (None, "")}
+        return query_args(values, self.page, self.per_page, changes)
 
 
 def _filters(query: OverviewQuery) -> list:
@@ -221,15 +218,7 @@ def overview(conn: Connection, query: OverviewQuery) -> dict[str, Any]:
     statuses = {name: 0 for name in STATUSES}
     for status, count in conn.execute(select(Node.status, func.count()).group_by(Node.status)):
         statuses[status or "unknown"] = statuses.get(status or "unknown", 0) + count
-    pages = max(1, -(-total // query.per_page))
-    return {
-        "rows": rows,
-        "total": total,
-        "page": query.page,
-        "pages": pages,
-        "per_page": query.per_page,
-        "statuses": statuses,
-    }
+    return paged(total, query.page, query.per_page, rows=rows, statuses=statuses)
 
 
 def os_names(conn: Connection, limit: int = 100) -> list[str]:
@@ -381,6 +370,26 @@ def arg_reader(args: Mapping[str, Any]) -> Callable[..., str | None]:
         return value
 
     return arg
+
+
+def query_args(values: dict, page: int, per_page: int, changes: dict) -> dict[str, str]:
+    """A page's query as URL arguments (for the pager, sorts and links): ``values`` and the
+    paging, with ``changes`` applied; empty ones left out."""
+    values = {**values, "page": str(page), "per_page": str(per_page)}
+    values.update({k: (None if v is None else str(v)) for k, v in changes.items()})
+    return {k: v for k, v in values.items() if v not in (None, "")}
+
+
+def paged(total: int, page: int, per_page: int, **more) -> dict:
+    """What a paged answer says of its paging: ``total``, ``page``, ``pages``, ``per_page``
+    (and ``more``, e.g. its ``rows``)."""
+    return {
+        **more,
+        "total": total,
+        "page": page,
+        "pages": max(1, -(-total // per_page)),
+        "per_page": per_page,
+    }
 
 
 def parse_paging(arg, page: int, per_page: int) -> tuple[int, int]:

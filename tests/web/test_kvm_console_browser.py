@@ -98,6 +98,15 @@ def test_the_console_shows_the_stream_and_only_an_operator_types(tmp_path):
             keys = [(e["via"], e["key"], e["state"]) for e in fake.hid_events if e["type"] == "key"]
             assert keys[:2] == [("ws", "KeyA", True), ("ws", "KeyA", False)]
 
+            # the click's pointer move is sent on the page's next animation frame, which under
+            # load can come after the key: let it arrive before the fake's record is cleared
+            wait_for(
+                "the operator's pointer move at the fake",
+                lambda: any(e["type"] == "mouse_move" for e in fake.hid_events),
+                timeout=5,
+                interval=0.05,
+            )
+
             # a viewer: the same picture, and no key of theirs reaches the fake
             fake.call(fake.hid_events.clear)
             viewer = new_page(browser)

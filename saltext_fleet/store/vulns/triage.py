@@ -37,7 +37,7 @@ from saltext_fleet.store.models import (
     VulnTriage,
     iso,
 )
-from saltext_fleet.store.ui import QueryError, arg_reader, parse_paging
+from saltext_fleet.store.ui import QueryError, arg_reader, paged, parse_paging, query_args
 
 #: Severities, worst first (``none``: CVSS 0; ``unknown``: the record has no CVSS vector).
 SEVERITIES = ("critical", "high", "medium", "low", "none", "unknown")
@@ -386,11 +386,8 @@ class FindingsQuery:
             "advisory": self.advisory,
             "node": self.node,
             "q": self.q,
-            "page": str(self.page),
-            "per_page": str(self.per_page),
         }
-        values.update({k: (None if v is None else str(v)) for k, v in changes.items()})
-        return {k: v for k, v in values.items() if v not in (None, "")}
+        return query_args(values, self.page, self.per_page, changes)
 
     def filtered(self) -> bool:
         return any((self.severity, self.ecosystem, self.group, self.triage, self.q))
@@ -466,12 +463,7 @@ def _open_findings(query: FindingsQuery, now: dt.datetime, triage_filter: bool =
 
 
 def _page_of(total: int, query: FindingsQuery) -> dict[str, Any]:
-    return {
-        "total": total,
-        "page": query.page,
-        "pages": max(1, -(-total // query.per_page)),
-        "per_page": query.per_page,
-    }
+    return paged(total, query.page, query.per_page)
 
 
 def _triage_cols(t):
