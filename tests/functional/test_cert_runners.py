@@ -6,7 +6,6 @@ a real master is tests/integration/test_certs.py."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 
 import pytest
@@ -20,23 +19,13 @@ from saltext_fleet.store import drift as store_drift
 from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store.models import DriftCurrent
 from tests.support.certs import JANE, OLD, fixture_identities, mac_grains, store_grains, xcode
-from tests.support.runners import master_opts
+from tests.support.runners import master_bus, master_opts
 
 
 @pytest.fixture
 def fired(monkeypatch):
     """The events the runners fire on the master's bus."""
-    events = []
-
-    class Bus:
-        def fire_event(self, data, tag):
-            events.append((tag, data))
-            return True
-
-    monkeypatch.setattr(
-        salt.utils.event, "get_master_event", lambda *a, **k: contextlib.nullcontext(Bus())
-    )
-    return events
+    return master_bus(monkeypatch)
 
 
 @pytest.fixture

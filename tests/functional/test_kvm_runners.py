@@ -3,7 +3,6 @@ fake kvmd over real HTTPS, on SQLite and on real PostgreSQL: register with the p
 a file, poll (alerts on transitions), history, remove. The events on a real master's bus are
 checked in tests/integration/test_runner_output.py."""
 
-import contextlib
 import threading
 
 import pytest
@@ -14,7 +13,7 @@ from salt.exceptions import SaltRunnerError
 from saltext_fleet.master import eventsig, kvmpoll
 from saltext_fleet.store import engine as store_engine
 from tests.support.fakekvmd import FakeKvmd
-from tests.support.runners import master_opts
+from tests.support.runners import master_bus, master_opts
 from tests.support.store import dump_tables
 from tests.support.waiting import wait_for
 
@@ -110,16 +109,7 @@ def test_the_engines_poll_loop_polls_on_its_interval_and_alerts_once(
     )
     opts = dict(runners.opts)
     opts["fleet"] = {**opts["fleet"], "kvm": {"poll_interval": 1}}
-    fired = []
-
-    class Bus:  # the master's event bus, as the loop's events reach it
-        def fire_event(self, data, tag):
-            fired.append((tag, data))
-            return True
-
-    monkeypatch.setattr(
-        salt.utils.event, "get_master_event", lambda *a, **k: contextlib.nullcontext(Bus())
-    )
+    fired = master_bus(monkeypatch)  # the master's event bus, as the loop's events reach it
     loop = kvmpoll.PollLoop(opts)
     thread = threading.Thread(target=loop.run, daemon=True)
     thread.start()

@@ -3,8 +3,6 @@ PostgreSQL: the log, acknowledgements, UI routes and their secrets, test sends t
 loopback receiver, the audit trail, and the resolved fleet/alert/cve when a node's alerted
 findings are all resolved."""
 
-import contextlib
-
 import pytest
 import salt.loader
 import salt.utils.event
@@ -16,7 +14,7 @@ from saltext_fleet.store import alerts as store_alerts
 from saltext_fleet.store import audit as store_audit
 from saltext_fleet.store import engine as store_engine
 from tests.support.alertreceiver import Receiver
-from tests.support.runners import master_opts
+from tests.support.runners import master_bus, master_opts
 from tests.support.vulns import inventory, put_advisories, record, store_inventory
 
 ADVISORY = record("PYSEC-A-1", "PyPI", "jinja2", [("introduced", "0"), ("fixed", "3.1.3")])
@@ -24,17 +22,7 @@ ADVISORY = record("PYSEC-A-1", "PyPI", "jinja2", [("introduced", "0"), ("fixed",
 
 @pytest.fixture
 def fired(monkeypatch):
-    events = []
-
-    class Bus:
-        def fire_event(self, data, tag):
-            events.append((tag, data))
-            return True
-
-    monkeypatch.setattr(
-        salt.utils.event, "get_master_event", lambda *a, **k: contextlib.nullcontext(Bus())
-    )
-    return events
+    return master_bus(monkeypatch)
 
 
 @pytest.fixture

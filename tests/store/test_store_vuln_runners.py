@@ -2,7 +2,6 @@
 and PostgreSQL: what they show, the fleet/alert/cve events they fire, and that only events
 this master signed about the node itself make them recompute anything."""
 
-import contextlib
 import json
 
 import pytest
@@ -12,7 +11,7 @@ from salt.exceptions import SaltRunnerError
 
 from saltext_fleet.master import eventsig
 from saltext_fleet.store import engine as store_engine
-from tests.support.runners import master_opts
+from tests.support.runners import master_bus, master_opts
 from tests.support.vulns import inventory, put_advisories, record, store_inventory
 
 ADVISORIES = [
@@ -31,17 +30,7 @@ ADVISORIES = [
 @pytest.fixture
 def fired(monkeypatch):
     """Events the runners fire on the master bus: ``[(tag, data)]``."""
-    events = []
-
-    class Bus:
-        def fire_event(self, data, tag):
-            events.append((tag, data))
-            return True
-
-    monkeypatch.setattr(
-        salt.utils.event, "get_master_event", lambda *a, **k: contextlib.nullcontext(Bus())
-    )
-    return events
+    return master_bus(monkeypatch)
 
 
 @pytest.fixture
