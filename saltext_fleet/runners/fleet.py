@@ -53,6 +53,7 @@ from saltext_fleet.master import (
 )
 from saltext_fleet.master import keys as master_keys
 from saltext_fleet.master import onboard as master_onboard
+from saltext_fleet.store import alert_views, queries
 from saltext_fleet.store import alerts as store_alerts
 from saltext_fleet.store import audit as store_audit
 from saltext_fleet.store import certs as store_certs
@@ -60,7 +61,6 @@ from saltext_fleet.store import drift as store_drift
 from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store import gate as store_gate
 from saltext_fleet.store import kvm as store_kvm
-from saltext_fleet.store import queries
 from saltext_fleet.store import sbom as store_sbom
 from saltext_fleet.store import secrets as store_secrets
 from saltext_fleet.store import vulns as store_vulns
@@ -2503,7 +2503,7 @@ def alerts(status=None, kind=None, node=None, limit=100, before=None):
     with engine.connect() as conn:
         return _alerts_call(
             "alerts",
-            store_alerts.alerts,
+            alert_views.alert_log,
             conn,
             kind=kind or None,
             node=node or None,
@@ -2573,7 +2573,9 @@ def alert_routes():
             item = route.as_dict()
             item["secrets"] = store_secrets.secret_names(conn, store_alerts.SCOPE, route.key)
             out.append(item)
-        out.extend(store_alerts.route_rows(conn))
+        for item in alert_views.ui_routes(conn):
+            item["secrets"] = store_secrets.secret_names(conn, store_alerts.SCOPE, item["key"])
+            out.append(item)
     return out
 
 

@@ -20,9 +20,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, literal, select
+from sqlalchemy import Connection, and_, case, func, literal, or_, select
 
 from saltext_fleet.core import alerts as core_alerts
+from saltext_fleet.store import alerts as store_alerts
 from saltext_fleet.store import secrets as store_secrets
 from saltext_fleet.store.models import (
     Alert,
@@ -42,7 +43,7 @@ STATES = ("firing", "resolved")
 SUPPRESSIONS = tuple(core_alerts.SUPPRESSIONS)
 #: The ``suppressed`` filter: sent (not suppressed), any suppression, or one reason.
 SUPPRESSED_FILTERS = ("no", "yes", *SUPPRESSIONS)
-DELIVERY_STATUSES = ("pending", "delivered", "failed", "suppressed")
+DELIVERY_STATUSES = store_alerts.STATUSES
 #: The secrets' scope in the vault (owner: the route's key, ``ui:<name>``/``config:<name>``).
 SECRET_SCOPE = store_secrets.ALERT_SCOPE
 #: How many of a delivery's attempts a page of the delivery log shows (the newest).
@@ -309,6 +310,54 @@ def _attach_deliveries(conn: Connection, rows: list[dict[str, Any]]) -> None:
     )
     for r in conn.execute(stmt):
         by_id[r.alert_id]["deliveries"].append(_delivery(r))
+
+
+def alert_log(
+    conn: Connection,
+    kind: str | None = None,
+    node: str | None = None,
+    status: str | None = None,
+    limit: int = 100,
+    before: int | None = None,
+    ui_url: str | None = None,
+) -> list[dict[str, Any]]:
+    """The alert log of ``salt-run fleet.alerts``: alerts newest first (``before``: ids below
+    this one, for the next page), each the alert record (:func:`core.alerts.record`) plus
+    ``suppressed``, ``received_at`` and its ``deliveries``. ``status``: only alerts with a
+    delivery in that status (``suppressed`` also takes alerts suppressed as a whole)."""
+    stmt = select(Alert.__table__)
+    if kind:
+        stmt = stmt.where(Alert.kind == kind)
+    if node:
+        stmt = stmt.where(Alert.node == node)
+    if before is not None:
+        stmt = stmt.where(Alert.id < int(before))
+    if status:
+        if status not in DELIVERY_STATUSES:
+            raise store_alerts.AlertStoreError(
+                f"status: {status!r} is not one of {', '.join(DELIVERY_STATUSES)}"
+            )
+        cond = (
+            select(AlertDelivery.id)
+            .where(AlertDelivery.alert_id == Alert.id, AlertDelivery.status == status)
+            .exists()
+        )
+        if status == "suppressed":
+            cond = or_(cond, Alert.suppressed.is_not(None))
+        stmt = stmt.where(cond)
+    limit = store_alerts.check_limit(limit)
+    out = []
+    for row in conn.execute(stmt.order_by(Alert.id.desc()).limit(limit)):
+        item = core_alerts.record(row._mapping, ui_url)
+        item.update(
+            suppressed=row.suppressed,
+            received_at=iso(row.received_at),
+            raised_at=iso(row.raised_at),
+            deliveries=[],
+        )
+        out.append(item)
+    _attach_deliveries(conn, out)
+    return out
 
 
 def alert(conn: Connection, alert_id: int, attempts_limit: int = 200) -> dict[str, Any] | None:

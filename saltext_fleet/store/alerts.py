@@ -17,6 +17,9 @@ back-off.
 Routes that admins make in the web UI are kept in ``alert_routes``; their secrets, like the
 config routes', are in the vault (``secrets``, scope ``alert``, owner the route's key,
 ``config:<name>`` or ``ui:<name>``).
+
+What people read (the alert log, the delivery log, the pages) is
+:mod:`saltext_fleet.store.alert_views`.
 """
 
 from __future__ import annotations
@@ -60,7 +63,8 @@ class AlertStoreError(FleetError, ValueError):
     """A request about alerts that cannot be served (no such route, condition...)."""
 
 
-def _limit(limit: Any) -> int:
+def check_limit(limit: Any) -> int:
+    """``limit`` as a whole number from 1 to :data:`MAX_LIMIT`, else :class:`AlertStoreError`."""
     try:
         value = int(limit)
     except (TypeError, ValueError):
@@ -720,7 +724,7 @@ def conditions(
         stmt = stmt.where(AlertCondition.node == node)
     if state:
         stmt = stmt.where(AlertCondition.state == state)
-    stmt = stmt.order_by(AlertCondition.changed_at.desc()).limit(_limit(limit))
+    stmt = stmt.order_by(AlertCondition.changed_at.desc()).limit(check_limit(limit))
     return [_condition_dict(row) for row in conn.execute(stmt)]
 
 
@@ -738,152 +742,6 @@ def firing_nodes(conn: Connection, kind: str) -> list[str]:
 
 
 # -- listing ---------------------------------------------------------------------------------
-
-
-def _alert_dict(row, ui_url: str | None = None) -> dict[str, Any]:
-    out = core.record(row._mapping, ui_url)
-    out["suppressed"] = row.suppressed
-    out["received_at"] = iso(row.received_at)
-    out["raised_at"] = iso(row.raised_at)
-    return out
-
-
-def _delivery_dict(row) -> dict[str, Any]:
-    return {
-        "id": row.id,
-        "alert_id": row.alert_id,
-        "route": row.route,
-        "destination": row.destination,
-        "status": row.status,
-        "attempts": row.attempts,
-        "next_at": iso(row.next_at),
-        "claimed_by": row.claimed_by,
-        "created_at": iso(row.created_at),
-        "delivered_at": iso(row.delivered_at),
-        "last_error": row.last_error,
-    }
-
-
-def alerts(
-    conn: Connection,
-    kind: str | None = None,
-    node: str | None = None,
-    status: str | None = None,
-    limit: int = 100,
-    before: int | None = None,
-    ui_url: str | None = None,
-) -> list[dict[str, Any]]:
-    """Alerts, newest first (``before``: ids below this one, for the next page), each the
-    alert record plus ``suppressed``, ``received_at`` and ``deliveries`` (:func:`deliveries`'
-    shape). ``status``: only alerts with a delivery in that status (``suppressed`` also
-    takes alerts suppressed as a whole)."""
-    stmt = select(Alert.__table__)
-    if kind:
-        stmt = stmt.where(Alert.kind == kind)
-    if node:
-        stmt = stmt.where(Alert.node == node)
-    if before is not None:
-        stmt = stmt.where(Alert.id < int(before))
-    if status:
-        if status not in STATUSES:
-            raise AlertStoreError(f"status: {status!r} is not one of {', '.join(STATUSES)}")
-        has = select(AlertDelivery.id).where(
-            AlertDelivery.alert_id == Alert.id, AlertDelivery.status == status
-        )
-        cond = has.exists()
-        if status == "suppressed":
-            cond = or_(cond, Alert.suppressed.is_not(None))
-        stmt = stmt.where(cond)
-    rows = conn.execute(stmt.order_by(Alert.id.desc()).limit(_limit(limit))).all()
-    out = [_alert_dict(row, ui_url) for row in rows]
-    by_id = {a["id"]: a for a in out}
-    for a in out:
-        a["deliveries"] = []
-    if by_id:
-        for row in conn.execute(
-            select(AlertDelivery.__table__)
-            .where(AlertDelivery.alert_id.in_(list(by_id)))
-            .order_by(AlertDelivery.id)
-        ):
-            by_id[row.alert_id]["deliveries"].append(_delivery_dict(row))
-    return out
-
-
-def alert(conn: Connection, alert_id: int, ui_url: str | None = None) -> dict[str, Any] | None:
-    """One alert with its deliveries, each with its ``attempts_log`` (:func:`attempts`)."""
-    row = conn.execute(select(Alert.__table__).where(Alert.id == int(alert_id))).first()
-    if row is None:
-        return None
-    out = _alert_dict(row, ui_url)
-    out["deliveries"] = deliveries(conn, alert_id=alert_id, limit=MAX_LIMIT)
-    for d in out["deliveries"]:
-        d["attempts_log"] = attempts(conn, d["id"])
-    return out
-
-
-def deliveries(
-    conn: Connection,
-    status: str | None = None,
-    route: str | None = None,
-    alert_id: int | None = None,
-    limit: int = 100,
-    before: int | None = None,
-) -> list[dict[str, Any]]:
-    """Deliveries, newest first: ``[{"id", "alert_id", "route", "destination", "status",
-    "attempts", "next_at", "claimed_by", "created_at", "delivered_at", "last_error",
-    "kind", "node", "summary", "severity", "state"}]``."""
-    stmt = select(
-        AlertDelivery.__table__,
-        Alert.kind,
-        Alert.node,
-        Alert.summary,
-        Alert.severity,
-        Alert.state,
-    ).join(Alert, Alert.id == AlertDelivery.alert_id)
-    if status:
-        if status not in STATUSES:
-            raise AlertStoreError(f"status: {status!r} is not one of {', '.join(STATUSES)}")
-        stmt = stmt.where(AlertDelivery.status == status)
-    if route:
-        stmt = stmt.where(AlertDelivery.route == route)
-    if alert_id is not None:
-        stmt = stmt.where(AlertDelivery.alert_id == int(alert_id))
-    if before is not None:
-        stmt = stmt.where(AlertDelivery.id < int(before))
-    rows = conn.execute(stmt.order_by(AlertDelivery.id.desc()).limit(_limit(limit))).all()
-    out = []
-    for row in rows:
-        item = _delivery_dict(row)
-        item.update(
-            kind=row.kind,
-            node=row.node,
-            summary=row.summary,
-            severity=row.severity,
-            state=row.state,
-        )
-        out.append(item)
-    return out
-
-
-def attempts(conn: Connection, delivery_id: int) -> list[dict[str, Any]]:
-    """A delivery's attempts, oldest first: ``[{"at", "ok", "status_code", "latency_ms",
-    "error", "master"}]``."""
-    rows = conn.execute(
-        select(AlertAttempt.__table__)
-        .where(AlertAttempt.delivery_id == int(delivery_id))
-        .order_by(AlertAttempt.at, AlertAttempt.id)
-    ).all()
-    return [
-        {
-            "at": iso(r.at),
-            "ok": r.ok,
-            "status_code": r.status_code,
-            "latency_ms": r.latency_ms,
-            "error": r.error,
-            "master": r.master,
-        }
-        for r in rows
-    ]
 
 
 def counts(conn: Connection) -> dict[str, int]:
@@ -916,30 +774,6 @@ def ui_routes(conn: Connection, enabled_only: bool = False) -> list[core.Route]:
             out.append(_route_of_row(row))
         except core.AlertError:
             continue
-    return out
-
-
-def route_rows(conn: Connection) -> list[dict[str, Any]]:
-    """The web UI's routes for display: ``[{"key", "name", "source", "destination", "match",
-    "target", "enabled", "created_by", "created_at", "updated_at", "secrets": [names]}]``."""
-    out = []
-    for row in conn.execute(select(AlertRoute.__table__).order_by(AlertRoute.name)):
-        key = f"ui:{row.name}"
-        out.append(
-            {
-                "key": key,
-                "name": row.name,
-                "source": "ui",
-                "destination": row.destination,
-                "match": dict(row.match or {}),
-                "target": dict(row.target or {}),
-                "enabled": bool(row.enabled),
-                "created_by": row.created_by,
-                "created_at": iso(row.created_at),
-                "updated_at": iso(row.updated_at),
-                "secrets": store_secrets.secret_names(conn, SCOPE, key),
-            }
-        )
     return out
 
 

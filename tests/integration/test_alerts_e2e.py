@@ -19,7 +19,7 @@ import pytest
 from saltfactories.utils import random_string
 
 from saltext_fleet import config
-from saltext_fleet.store import alerts as store_alerts
+from saltext_fleet.store import alert_views
 from saltext_fleet.store import engine as store_engine
 from tests.support.alertreceiver import Receiver
 from tests.support.forge import send_batch
@@ -148,7 +148,7 @@ def test_a_real_minions_drift_reaches_the_webhook_signed_and_fast(
     assert len({r["dedup_key"] for r in records}) == 1  # what PagerDuty resolves by
     assert all(r["data"]["score"] != 999.0 for r in records)  # the forgery never came
     with engine.connect() as conn:
-        stored = store_alerts.alerts(conn, node=minion, limit=50)
+        stored = alert_views.alert_log(conn, node=minion, limit=50)
     assert [a["data"]["score"] for a in stored if a["data"].get("score") == 999.0] == []
     assert sorted(a["id"] for a in stored) == sorted(r["id"] for r in records)
     assert all(a["deliveries"][0]["status"] == "delivered" for a in stored)

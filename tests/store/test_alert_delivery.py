@@ -16,6 +16,7 @@ from sqlalchemy import func, select
 from saltext_fleet.core import alerts as core_alerts
 from saltext_fleet.core import secrets as core_secrets
 from saltext_fleet.master import alertsend, alertworker, eventsig
+from saltext_fleet.store import alert_views
 from saltext_fleet.store import alerts as store_alerts
 from saltext_fleet.store.models import Alert
 from tests.support.alertreceiver import Receiver
@@ -61,7 +62,7 @@ def drift(opts, node, state="above", score=60.0):
 
 def attempts_of(engine, alert_id):
     with engine.connect() as conn:
-        found = store_alerts.alert(conn, alert_id)
+        found = alert_views.alert(conn, alert_id)
     return found["deliveries"][0]
 
 
@@ -117,7 +118,7 @@ def test_receiver_down_then_503_then_up_gets_every_alert_once_in_order(
         str(attempts_of(engine, i)["id"]) for i in ids
     ]
     first = attempts_of(engine, ids[0])
-    log = first["attempts_log"]
+    log = first["attempt_list"]
     refused = [a for a in log if a["status_code"] is None]
     busy = [a for a in log if a["status_code"] == 503]
     assert len(refused) >= 2 and len(busy) >= 2
@@ -208,7 +209,7 @@ def test_duplicates_flapping_and_ack_through_the_worker(engine, db_url, tmp_path
             worker.stop()
     assert len(receiver.requests) == 8
     with engine.connect() as conn:
-        held = store_alerts.alerts(conn, node="ack")
+        held = alert_views.alert_log(conn, node="ack")
     assert [a["suppressed"] for a in held] == [None, "acknowledged", None]
 
 
@@ -304,7 +305,7 @@ def test_a_rotated_key_file_is_followed_and_an_unreadable_secret_is_an_attempts_
             done = worker.handle(TAG, drift(opts, "wrong-key"))
             first = wait_for(
                 "an attempt with the vault's error",
-                lambda: [a for a in attempts_of(engine, done["id"])["attempts_log"] if a["error"]],
+                lambda: [a for a in attempts_of(engine, done["id"])["attempt_list"] if a["error"]],
                 20,
                 0.05,
             )
@@ -360,10 +361,10 @@ def test_two_masters_workers_on_one_store_send_each_delivery_once(engine, db_url
         order = [r.verified["id"] for r in got if r.path.endswith(f"/r{n}")]
         assert order == sorted(ids), n
     with engine.connect() as conn:
-        rows = store_alerts.deliveries(conn, limit=500)
+        rows = [d for a in alert_views.alert_log(conn, limit=500) for d in a["deliveries"]]
         by_master: dict[str, int] = {}
         for row in rows:
-            for attempt in store_alerts.attempts(conn, row["id"]):
+            for attempt in alert_views.attempts(conn, row["id"]):
                 by_master[attempt["master"]] = by_master.get(attempt["master"], 0) + 1
     assert sum(by_master.values()) == 180 and all(r["attempts"] == 1 for r in rows)
     print(f"\ntwo masters, one store: 180 deliveries sent once each; by master: {by_master}")

@@ -10,6 +10,7 @@ from sqlalchemy import func, select
 from saltext_fleet.core import alerts as core
 from saltext_fleet.core import secrets as core_secrets
 from saltext_fleet.core import signing
+from saltext_fleet.store import alert_views as views
 from saltext_fleet.store import alerts as store
 from saltext_fleet.store import secrets as store_secrets
 from saltext_fleet.store.models import Alert, AlertDelivery, Node, Secret
@@ -60,7 +61,7 @@ def test_an_alert_is_recorded_once_with_one_delivery_per_matching_route(engine):
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(Alert)).scalar() == 1
         assert conn.execute(select(func.count()).select_from(AlertDelivery)).scalar() == 1
-        listed = store.alerts(conn)
+        listed = views.alert_log(conn)
     assert len(listed) == 1 and listed[0]["dedup_key"] == "fleet:drift:mac-07:"
     assert listed[0]["raised_at"] == at(0).isoformat()
     assert listed[0]["deliveries"][0]["status"] == "pending"
@@ -84,7 +85,7 @@ def test_duplicate_window_sends_the_same_condition_once_per_route(engine):
     off = core.Policy(dedup_minutes=0)
     assert len(pending(put(engine, event(n=18, score=71), at(18), policy=off))) == 1
     with engine.connect() as conn:
-        suppressed = store.alerts(conn, status="suppressed")
+        suppressed = views.alert_log(conn, status="suppressed")
         assert [a["deliveries"][0]["last_error"] for a in suppressed] == ["duplicate"] * 2
         assert store.counts(conn) == {
             "pending": 5,
@@ -105,7 +106,7 @@ def test_four_changes_in_thirty_minutes_send_one_flapping_alert_then_quiet_until
     assert [d["flapping"] for d in done] == [False] * 4 + [True, False, False]
     assert [d["suppressed"] for d in done][-2:] == ["flapping", "flapping"]
     with engine.connect() as conn:
-        grouped = store.alert(conn, done[4]["id"])
+        grouped = views.alert(conn, done[4]["id"])
         (cond,) = store.conditions(conn, kind="drift")
     assert grouped["flapping"] is True and grouped["condition"] == "flapping"
     assert "4 changes in 30 minutes" in grouped["summary"]
@@ -115,7 +116,7 @@ def test_four_changes_in_thirty_minutes_send_one_flapping_alert_then_quiet_until
     (settled,) = store.settle(engine, [HOOK], POLICY, "m1", now=at(55))
     assert len(pending(settled)) == 1 and store.settle(engine, [HOOK], POLICY, now=at(56)) == []
     with engine.connect() as conn:
-        shown = store.alert(conn, settled["id"])
+        shown = views.alert(conn, settled["id"])
         (cond,) = store.conditions(conn, kind="drift")
     assert shown["condition"] == "above" and "settled after flapping" in shown["summary"]
     assert cond["flapping"] is False
@@ -182,9 +183,9 @@ def test_claims_attempts_back_off_and_a_routes_alerts_go_in_order(engine):
                         at(63))  # fmt: skip
     assert gone["status"] == "failed"
     with engine.connect() as conn:
-        log = store.alert(conn, ids[0])
-        failed = store.deliveries(conn, status="failed")
-    attempts = log["deliveries"][0]["attempts_log"]
+        log = views.alert(conn, ids[0])
+        failed = views.deliveries_page(conn, views.DeliveriesQuery(status="failed"))["rows"]
+    attempts = log["deliveries"][0]["attempt_list"]
     assert [(a["ok"], a["status_code"], a["master"]) for a in attempts] == [
         (False, 503, "m1"),
         (True, 200, "m2"),
@@ -214,8 +215,9 @@ def test_a_route_that_is_gone_fails_its_deliveries_and_ui_routes_keep_secrets_in
             store.set_route(conn, vault, "bad", "telex", {}, {})
     assert route.key == "ui:builds"
     with engine.connect() as conn:
-        (row,) = store.route_rows(conn)
-        assert row["secrets"] == ["hmac"] and row["created_by"] == "ui:alice"
+        (row,) = views.ui_routes(conn)
+        assert list(views.secrets_set(conn, [row["key"]])[row["key"]]) == ["hmac"]
+        assert row["created_by"] == "ui:alice"
         assert row["match"] == {"kinds": ["drift"], "min_severity": "info", "node": "mac-*"}
         assert store.route_secrets(conn, vault, "ui:builds", ["hmac", "url"]) == {
             "hmac": "s3cret-hmac"
@@ -228,7 +230,7 @@ def test_a_route_that_is_gone_fails_its_deliveries_and_ui_routes_keep_secrets_in
     with engine.begin() as conn:
         assert store.delete_route(conn, "builds") is True
         assert store.route_secrets(conn, vault, "ui:builds", ["hmac"]) == {}
-        (d,) = store.deliveries(conn)
+        (d,) = views.deliveries_page(conn, views.DeliveriesQuery())["rows"]
     assert d["status"] == "failed" and d["last_error"] == "the route was deleted"
 
 
@@ -245,17 +247,17 @@ def test_listing_is_newest_first_paginated_and_filtered(engine):
     for n in range(5):
         put(engine, event(n=n, node=f"node-{n % 2}"), at(n))
     with engine.connect() as conn:
-        page = store.alerts(conn, limit=2)
+        page = views.alert_log(conn, limit=2)
         assert [a["node"] for a in page] == ["node-0", "node-1"]
-        rest = store.alerts(conn, limit=10, before=page[-1]["id"])
+        rest = views.alert_log(conn, limit=10, before=page[-1]["id"])
         assert len(rest) == 3 and rest[0]["id"] < page[-1]["id"]
-        assert {a["node"] for a in store.alerts(conn, node="node-1")} == {"node-1"}
-        assert store.alerts(conn, kind="cve") == []
+        assert {a["node"] for a in views.alert_log(conn, node="node-1")} == {"node-1"}
+        assert views.alert_log(conn, kind="cve") == []
         assert store.firing_nodes(conn, "drift") == ["node-0", "node-1"]
         with pytest.raises(store.AlertStoreError, match="status"):
-            store.alerts(conn, status="lost")
+            views.alert_log(conn, status="lost")
         with pytest.raises(store.AlertStoreError, match="limit"):
-            store.alerts(conn, limit=0)
+            views.alert_log(conn, limit=0)
 
 
 def test_a_test_alert_is_recorded_already_claimed(engine):
@@ -291,7 +293,7 @@ def test_two_masters_racing_claim_each_delivery_exactly_once(engine):
     assert len(every) == len(set(every)) == 40
     with engine.connect() as conn:
         assert store.counts(conn)["delivered"] == 40
-        rows = store.deliveries(conn, limit=100)
+        rows = views.deliveries_page(conn, views.DeliveriesQuery(per_page=100))["rows"]
     assert all(r["attempts"] == 1 for r in rows)
 
 
