@@ -2546,6 +2546,28 @@ def alert_ack(kind, node, subject="", comment=""):
     return done
 
 
+def alert_unack(kind, node, subject=""):
+    """
+    Withdraw the acknowledgement of an alert's condition (``fleet.alert_ack``): its alerts
+    are sent again from the next one on. Audited (``alert.unack``). Returns ``{"kind",
+    "node", "subject", "withdrawn"}`` (``withdrawn`` false: it was not acknowledged).
+
+    CLI Example:
+
+    .. code-block:: bash
+
+        salt-run fleet.alert_unack drift mac-07
+    """
+    if kind not in core_alerts.KINDS:
+        raise SaltRunnerError(f"kind={kind!r} is not one of {', '.join(core_alerts.KINDS)}")
+    node = str(node) if node not in (None, "") else None
+    subject = "" if subject is None else str(subject)
+    withdrawn = _alerts_call("alert_unack", store_alerts.unack, _engine(), kind, node, subject)
+    if withdrawn:
+        _audit("alert.unack", f"{kind}:{node or ''}:{subject}", {})
+    return {"kind": kind, "node": node, "subject": subject, "withdrawn": withdrawn}
+
+
 def _route(engine, key):
     with engine.connect() as conn:
         route = alertworker.find_route(_cfg(), conn, str(key))

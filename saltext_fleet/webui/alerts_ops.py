@@ -252,6 +252,21 @@ def acknowledge(form: Mapping[str, Any]) -> str:
     return f"Acknowledged {what}{held}: repeats stop until the condition changes."
 
 
+def withdraw(form: Mapping[str, Any]) -> str:
+    """Run ``fleet.alert_unack`` as the user for the form's condition; what to flash."""
+    values = ack_values(form)
+    values.pop("comment", None)
+    kind, node, subject = values["kind"], values["node"], values["subject"]
+    what = f"{kind} on {node or 'the fleet'}" + (f" ({subject})" if subject else "")
+    try:
+        done = salt().runner("fleet.alert_unack", values, user=actor())
+    except SaltError as exc:
+        return f"Acknowledgement not withdrawn: {what}: {exc}"
+    if not (done or {}).get("withdrawn"):
+        return f"{what} was not acknowledged."
+    return f"Acknowledgement of {what} withdrawn: its alerts are sent again."
+
+
 def acknowledge_api(body: Mapping[str, Any]) -> dict[str, Any]:
     """Run ``fleet.alert_ack`` as the user; the condition it acknowledged, or 400 with the
     runner's refusal."""

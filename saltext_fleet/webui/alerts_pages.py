@@ -50,6 +50,14 @@ def ack():
     return redirect(alerts_ops.back_url(request.form, url_for("alerts.alerts")), 303)
 
 
+@bp.route("/alerts/unack", methods=["POST"])
+@requires("alerts.ack")
+def unack():
+    """Withdraw the acknowledgement of an alert's condition (``fleet.alert_unack``)."""
+    flash(alerts_ops.withdraw(request.form))
+    return redirect(alerts_ops.back_url(request.form, url_for("alerts.alerts")), 303)
+
+
 @bp.route("/alerts/deliveries")
 @requires("view")
 def deliveries():

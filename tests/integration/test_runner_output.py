@@ -184,6 +184,7 @@ def test_every_runner_prints_one_json_document(
             ("alert_secret", [f"ui:{route}", "hmac", "value=out-hmac-secret-1"], True),
             ("alert_routes", [], True),
             ("alert_ack", ["drift", stranger], False),  # no such condition
+            ("alert_unack", ["drift", stranger], True),  # nothing to withdraw
             ("certs", ["days=30"], True),
             ("xcode", [], True),
         ],

@@ -100,6 +100,18 @@ def test_ack_through_the_runner(runners):
         e for e in store_audit.events(runners.engine, limit=5) if e["action"] == "alert.ack"
     ]
     assert event["target"] == "drift:web-1:"
+    # withdrawn: alerts are sent again; withdrawing again finds nothing to withdraw
+    assert runners["fleet.alert_unack"]("drift", "web-1")["withdrawn"] is True
+    with runners.engine.connect() as conn:
+        (row,) = store_alerts.conditions(conn, kind="drift", node="web-1")
+    assert row["acked_condition"] is None and row["acked_by"] is None
+    assert runners["fleet.alert_unack"]("drift", "web-1")["withdrawn"] is False
+    with pytest.raises(SaltRunnerError, match="kind='weather'"):
+        runners["fleet.alert_unack"]("weather", "web-1")
+    unacks = [
+        e for e in store_audit.events(runners.engine, limit=9) if e["action"] == "alert.unack"
+    ]
+    assert [e["target"] for e in unacks] == ["drift:web-1:"]
 
 
 def test_a_nodes_cve_alert_resolves_when_its_alerted_findings_are_resolved(runners, fired):

@@ -152,6 +152,29 @@ def test_one_alert_with_every_attempt(logged_in, seeded):
 # -- acknowledge -------------------------------------------------------------------------------
 
 
+def test_operator_withdraws_an_acknowledgement_through_the_runner(logged_in, seeded, salt):
+    salt.answers["fleet.alert_unack"] = lambda kw: {**kw, "withdrawn": True}
+    viewer, viewer_csrf = logged_in("viewer")
+    assert "/alerts/unack" not in text(viewer.get("/alerts"))
+    data = {"kind": "cert", "node": "mac-01", "subject": CERT_SHA1}
+    refused = viewer.post("/alerts/unack", data={"csrf_token": viewer_csrf, **data})
+    assert refused.status_code == 403
+    oper, csrf = logged_in("operator")
+    listed = rows(text(oper.get("/alerts")), "alerts")
+    # offered on the newest alert of the one acknowledged condition (mac-01's certificate)
+    assert [int(k) for k, row in listed.items() if "/alerts/unack" in row] == [seeded["cert_held"]]
+    assert "/alerts/unack" in text(oper.get(f"/alerts/{seeded['cert_held']}"))
+    resp = oper.post("/alerts/unack", data={"csrf_token": csrf, "back": "/alerts", **data})
+    assert resp.status_code == 303 and resp.headers["Location"].endswith("/alerts")
+    calls = [c for c in salt.calls if c[1] == "fleet.alert_unack"]
+    assert calls == [("runner", "fleet.alert_unack", data, "ui:operator")]
+    shown = flashes(oper)
+    assert f"Acknowledgement of cert on mac-01 ({CERT_SHA1}) withdrawn" in shown
+    salt.answers["fleet.alert_unack"] = lambda kw: {**kw, "withdrawn": False}
+    oper.post("/alerts/unack", data={"csrf_token": csrf, **data})
+    assert f"cert on mac-01 ({CERT_SHA1}) was not acknowledged." in flashes(oper)
+
+
 def test_viewer_cannot_acknowledge(logged_in, seeded, salt):
     viewer, csrf = logged_in("viewer")
     resp = viewer.post("/alerts/ack", data={"csrf_token": csrf, "kind": "drift", "node": "mac-01"})

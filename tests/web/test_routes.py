@@ -52,6 +52,7 @@ ROUTE_ROLES = {
     ("/alerts/deliveries", "GET"): "viewer",
     ("/alerts/routes", "GET"): "viewer",
     ("/alerts/ack", "POST"): "operator",
+    ("/alerts/unack", "POST"): "operator",
     ("/alerts/routes/test", "POST"): "operator",
     ("/alerts/routes", "POST"): "admin",
     ("/alerts/routes/<name>/delete", "POST"): "admin",
