@@ -119,11 +119,11 @@ def cmd_db(args: argparse.Namespace) -> int:
         before = store_engine.current_revision(engine)
         if args.action == "upgrade":
             after = store_engine.upgrade(engine)
-            print(f"schema of {engine.url.render_as_string()}: {before or 'empty'} -> {after}")
+            print(f"schema of {store_engine.display_url(engine)}: {before or 'empty'} -> {after}")
         else:
             head = store_engine.head_revision()
             state = "up to date" if before == head else f"behind (newest is {head})"
-            print(f"schema of {engine.url.render_as_string()}: {before or 'empty'}, {state}")
+            print(f"schema of {store_engine.display_url(engine)}: {before or 'empty'}, {state}")
     except (config.ConfigFileError, config.FleetConfigError, store_engine.StoreError) as exc:
         print(f"saltext-fleet db: {exc}", file=sys.stderr)
         return 2

@@ -11,6 +11,9 @@ says what was expected.
 
     fleet:
       db_url: postgresql+psycopg://fleet@127.0.0.1/fleet   # default: SQLite under the cachedir
+      # a replicated PostgreSQL: libpq's failover between hosts (docs: replicated PostgreSQL)
+      #   postgresql+psycopg://fleet@/fleet?host=db1:5432,db2:5432&target_session_attrs=read-write
+      db_read_url: null            # read-only pages and runners (a standby); default: db_url
       key_file: /etc/salt/pki/master/fleet.fernet           # default: <pki_dir>/fleet.fernet
       ui: {host: 127.0.0.1, port: 8443, tls_cert: null, tls_key: null, live_poll_seconds: 10,
            header_timeout: 10, body_timeout: 30, max_connections_per_address: 64}
@@ -47,6 +50,7 @@ from typing import Any
 import yaml
 
 from saltext_fleet.core import alerts as core_alerts
+from saltext_fleet.core import dburl
 from saltext_fleet.core.drift import weights_from
 from saltext_fleet.core.errors import FleetError
 from saltext_fleet.core.gate import GateError, parse_ttl
@@ -266,6 +270,8 @@ DEFAULT_ACTIONS: dict[str, dict[str, Command]] = {
 class FleetConfig:
     db_url: str
     key_file: str
+    #: where the read-only pages and runners read (a standby); None: ``db_url``
+    db_read_url: str | None = None
     ui: UIConfig = UIConfig()
     gate: GateConfig = GateConfig()
     onboard: OnboardConfig = OnboardConfig()
@@ -377,6 +383,7 @@ def load(opts: Mapping[str, Any]) -> FleetConfig:
         "fleet",
         (
             "db_url",
+            "db_read_url",
             "key_file",
             "ui",
             "gate",
@@ -391,14 +398,16 @@ def load(opts: Mapping[str, Any]) -> FleetConfig:
         ),
     )
 
-    db_url = _string(section.get("db_url"), "fleet:db_url") or default_db_url(opts)
-    scheme = db_url.split("://", 1)[0] if "://" in db_url else ""
-    if scheme not in DB_SCHEMES:
-        raise FleetConfigError(
-            "fleet:db_url",
-            f"{_redact(db_url)!r} is not a database URL this extension supports "
-            f"(scheme must be one of {', '.join(DB_SCHEMES)})",
-        )
+    db_url = _db_url(
+        _string(section.get("db_url"), "fleet:db_url") or default_db_url(opts), "fleet:db_url"
+    )
+    db_read_url = _string(section.get("db_read_url"), "fleet:db_read_url")
+    if db_read_url is not None:
+        db_read_url = _db_url(db_read_url, "fleet:db_read_url", writable=False)
+        if db_read_url.startswith("sqlite") != db_url.startswith("sqlite"):
+            raise FleetConfigError(
+                "fleet:db_read_url", "must be the same kind of database as fleet:db_url"
+            )
 
     key_file = _string(section.get("key_file"), "fleet:key_file") or default_key_file(opts)
     if not os.path.isabs(key_file):
@@ -406,6 +415,7 @@ def load(opts: Mapping[str, Any]) -> FleetConfig:
 
     return FleetConfig(
         db_url=db_url,
+        db_read_url=db_read_url,
         key_file=key_file,
         ui=_ui(section.get("ui")),
         gate=_gate(section.get("gate")),
@@ -880,10 +890,26 @@ def _string(value: Any, option: str) -> str | None:
 
 
 def _redact(url: str) -> str:
-    """Hide a password in a database URL before it goes into an error message."""
-    if "://" in url and "@" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        user = creds.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}" if ":" in creds else url
+    """Hide a password in a database URL (after the user, or ``?password=``) before it goes
+    into an error message."""
+    return dburl.redact(url)
+
+
+def _db_url(url: str, option: str, writable: bool = True) -> str:
+    """A database URL of a supported kind whose PostgreSQL hosts make sense (libpq's
+    multi-host forms: :mod:`saltext_fleet.core.dburl`); ``writable``: several hosts need
+    ``target_session_attrs=read-write`` (or ``primary``)."""
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in DB_SCHEMES:
+        raise FleetConfigError(
+            option,
+            f"{_redact(url)!r} is not a database URL this extension supports "
+            f"(scheme must be one of {', '.join(DB_SCHEMES)})",
+        )
+    try:
+        found = dburl.endpoints(url)
+        if writable:
+            dburl.check_writable(found)
+    except dburl.DbUrlError as exc:
+        raise FleetConfigError(option, f"{_redact(url)!r}: {exc}") from exc
     return url

@@ -103,7 +103,7 @@ def store_status():
     spool = spool_status(os.path.join(__opts__["cachedir"], "fleet", "spool"))
     status = {
         "backend": engine.dialect.name,
-        "url": engine.url.render_as_string(hide_password=True),
+        "url": store_engine.display_url(engine),
         "schema_revision": None,
         "schema_head": store_engine.head_revision(),
         "spool_depth": spool["depth"],

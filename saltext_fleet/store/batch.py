@@ -96,12 +96,24 @@ class RecordRejected(FleetError, ValueError):
     """A record that cannot be stored as it is (too large, malformed)."""
 
 
+#: See :data:`saltext_fleet.store.engine.AWAY_SQLSTATES` (read-only standby, shutdown).
+_AWAY_SQLSTATES = ("25006", "57P01", "57P02", "57P03")
+
+
 def is_connection_error(exc: BaseException) -> bool:
-    """True when ``exc`` means "the database is not reachable now", not "bad record"."""
+    """True when ``exc`` means "the database is not reachable now", not "bad record".
+
+    A standby that is still read-only (SQLSTATE 25006, a failover under way) and a server
+    shutting down count as away: the batch waits in the spool, never in the quarantine.
+    """
     if isinstance(exc, DBAPIError):
         if exc.connection_invalidated:
             return True
         orig = exc.orig
+        if getattr(orig, "sqlstate", None) in _AWAY_SQLSTATES or str(
+            getattr(orig, "sqlstate", None) or ""
+        ).startswith("08"):  # class 08: connection exception
+            return True
         name = type(orig).__name__ if orig is not None else ""
         module = type(orig).__module__ if orig is not None else ""
         if name in ("OperationalError", "InterfaceError") and "sqlite" not in module:

@@ -25,6 +25,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Engine, make_url
 
+from saltext_fleet.core import dburl
 from saltext_fleet.core.errors import FleetError
 
 log = logging.getLogger(__name__)
@@ -44,23 +45,53 @@ class StoreError(FleetError, RuntimeError):
     """The store cannot be used; the message says why (bad URL, unreachable, ...)."""
 
 
-def normalise_url(url: str) -> str:
-    """``postgresql://`` means psycopg 3 here; SQLite paths get their folder created."""
+#: SQLSTATEs that mean "this server cannot take the work now", not "bad record": a standby
+#: that is read-only (25006: a failover under way, or a URL that reached the wrong host), a
+#: server shutting down or crashed (57P01-57P03). The pool is dropped when one is seen, so the
+#: next connection asks libpq again which host is the primary.
+AWAY_SQLSTATES = ("25006", "57P01", "57P02", "57P03")
+
+
+def normalise_url(url: str, option: str = "fleet:db_url", writable: bool = True) -> str:
+    """``postgresql://`` means psycopg 3 here; libpq's multi-host forms are brought to one
+    (``?host=h1,h2&port=p1,p2``, see :mod:`saltext_fleet.core.dburl`); with ``writable``,
+    several hosts need ``target_session_attrs=read-write`` (or ``primary``)."""
     try:
         parsed = make_url(url)
     except Exception as exc:  # SQLAlchemy raises ArgumentError and friends
-        raise StoreError(f"fleet:db_url is not a database URL: {exc}") from exc
+        raise StoreError(f"{option} is not a database URL: {dburl.redact(str(exc))}") from exc
     if parsed.drivername in ("postgresql", "postgres"):
         parsed = parsed.set(drivername="postgresql+psycopg")
     if parsed.drivername not in ("postgresql+psycopg", "sqlite"):
-        raise StoreError(f"fleet:db_url: unsupported database driver {parsed.drivername!r}")
+        raise StoreError(f"{option}: unsupported database driver {parsed.drivername!r}")
+    if parsed.drivername == "postgresql+psycopg":
+        try:
+            found = dburl.endpoints(url)
+            if writable:
+                dburl.check_writable(found)
+        except dburl.DbUrlError as exc:
+            raise StoreError(f"{option}: {exc}") from exc
+        if found is not None and found.in_query:
+            query = {k: v for k, v in parsed.query.items() if k not in ("host", "port")}
+            parsed = parsed.set(query={**dburl.canonical_query(found), **query})
     return parsed.render_as_string(hide_password=False)
 
 
-def get_engine(url: str) -> Engine:
-    """The process-wide pooled engine for ``url``."""
+def display_url(url) -> str:
+    """A URL (or an engine's) fit for a log or a status: no password, in the user part or
+    in ``?password=``."""
+    if isinstance(url, Engine):
+        url = url.url
+    if not isinstance(url, str):
+        url = url.render_as_string(hide_password=False)
+    return dburl.redact(url)
+
+
+def get_engine(url: str, writable: bool = True) -> Engine:
+    """The process-wide pooled engine for ``url`` (``writable=False``: a reader's, which may
+    name standbys without ``target_session_attrs=read-write``: ``fleet:db_read_url``)."""
     global _engines_pid
-    url = normalise_url(url)
+    url = normalise_url(url, "fleet:db_url" if writable else "fleet:db_read_url", writable)
     with _lock:
         if os.getpid() != _engines_pid:
             # Forked (Salt forks its workers): the parent's pooled connections are not ours.
@@ -97,7 +128,11 @@ def _create(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(
+    # pool_pre_ping: a pooled connection to a primary that died (a failover) is found dead
+    # before use, and the whole pool is dropped with it (SQLAlchemy invalidates every
+    # connection older than the failure); the next one is made by libpq, which tries the
+    # URL's hosts in turn for the one that fits target_session_attrs.
+    engine = create_engine(
         url,
         pool_size=5,
         max_overflow=5,
@@ -105,6 +140,18 @@ def _create(url: str) -> Engine:
         pool_recycle=1800,
         connect_args={"connect_timeout": 5},
     )
+
+    @event.listens_for(engine, "handle_error")
+    def _server_away(context):
+        # A read-only standby or a server going down: the connection is worth nothing (a
+        # standby stays read-only for its whole life), so treat it as a disconnect. SQLAlchemy
+        # then drops the pool, and the error says connection_invalidated: the writer keeps
+        # the batch spooled and tries again (batch.is_connection_error).
+        sqlstate = getattr(context.original_exception, "sqlstate", None)
+        if sqlstate in AWAY_SQLSTATES:
+            context.is_disconnect = True
+
+    return engine
 
 
 def dispose_all() -> None:
@@ -119,7 +166,10 @@ def dispose_all() -> None:
 def alembic_config(engine: Engine) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    # ConfigParser interpolates "%": a URL's escapes (%2C between libpq's hosts, a password's
+    # %40) must be doubled
+    url = engine.url.render_as_string(hide_password=False).replace("%", "%%")
+    cfg.set_main_option("sqlalchemy.url", url)
     return cfg
 
 
@@ -164,7 +214,7 @@ def ensure_schema(engine: Engine) -> None:
     if key in _schema_ready:
         return
     if current_revision(engine) != head_revision():
-        log.info("saltext-fleet: upgrading the store schema of %s", engine.url.render_as_string())
+        log.info("saltext-fleet: upgrading the store schema of %s", display_url(engine))
         upgrade(engine)
     _schema_ready.add(key)
 
