@@ -116,9 +116,9 @@ def endpoints(url: str) -> Endpoints | None:
     if len(hosts) > 1:  # SQLAlchemy's form: host=h1:p1&host=h2:p2
         if ports:
             raise DbUrlError("use host=h1:p1&host=h2:p2 or host=h1,h2&port=p1,p2, not both forms")
-        items = [_host(h, "host=") for h in hosts]
         if any("," in h for h in hosts):
             raise DbUrlError("use host=h1,h2 or host=h1&host=h2, not both forms")
+        items = [_host(h, "host=") for h in hosts]
     else:
         items = [_host(h, "host=") for h in hosts[0].split(",")]
     if ports:

@@ -111,6 +111,8 @@ def store_status():
         "spool_bytes": spool["bytes"],
         "reachable": True,
     }
+    if cfg.db_read_url is not None:
+        status.update(_read_status(cfg.db_read_url))
     try:
         store_engine.ensure_schema(engine)
         status["schema_revision"] = store_engine.current_revision(engine)
@@ -123,6 +125,21 @@ def store_status():
         status["reachable"] = False
         status["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
     return status
+
+
+def _read_status(url: str) -> dict:
+    """``fleet:db_read_url``: where it is, whether it answers and whether that server is a
+    standby (in recovery)."""
+    engine = store_engine.get_engine(url, writable=False)
+    out = {"read_url": store_engine.display_url(engine), "read_reachable": True}
+    try:
+        out["read_standby"] = store_engine.is_standby(engine)
+    except Exception as exc:  # an unreachable database is a status, not a crash
+        if not _is_unreachable(exc):
+            raise SaltRunnerError(f"fleet.store_status: {exc}") from exc
+        out["read_reachable"] = False
+        out["read_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+    return out
 
 
 def _is_unreachable(exc: BaseException) -> bool:
@@ -156,6 +173,29 @@ def _engine():
     store_engine.ensure_schema(engine)
     store_audit.use_anchor(engine, cfg.key_file)
     return engine
+
+
+#: The runners that only read, and read through ``fleet:db_read_url`` when it is set (a
+#: standby: they answer during a failover, and take their load off the primary). Their view
+#: may lag the primary by the standby's replication delay.
+READ_ONLY_RUNNERS = (
+    "nodes",
+    "drift_history",
+    "cve_history",
+    "certs",
+    "xcode",
+    "baseline_list",
+    "baseline_show",
+)
+
+
+def _read_engine():
+    """The engine of :data:`READ_ONLY_RUNNERS`: ``fleet:db_read_url``'s (no migrations run
+    there: a standby replays the primary's), else :func:`_engine`."""
+    cfg = _cfg()
+    if cfg.db_read_url is None:
+        return _engine()
+    return store_engine.get_engine(cfg.db_read_url, writable=False)
 
 
 #: The outputters a person reads: ``salt-run`` with no ``--out`` (and the drift table asked for
@@ -435,7 +475,7 @@ def drift_history(minion, days=None):
             raise SaltRunnerError(f"fleet.drift_history: days={days!r} is not a number") from exc
         if days <= 0:
             raise SaltRunnerError("fleet.drift_history: days must be > 0")
-    return store_drift.history(_engine(), minion, days)
+    return store_drift.history(_read_engine(), minion, days)
 
 
 def _bool(value, what: str) -> bool:
@@ -540,7 +580,7 @@ def baseline_list():
 
         salt-run fleet.baseline_list
     """
-    return store_drift.list_baselines(_engine())
+    return store_drift.list_baselines(_read_engine())
 
 
 def baseline_show(name, yaml=False):
@@ -555,7 +595,7 @@ def baseline_show(name, yaml=False):
         salt-run fleet.baseline_show macos-build
         salt-run fleet.baseline_show macos-build yaml=True --out=txt > macos-build.yaml
     """
-    found = _need_baseline(_engine(), name)
+    found = _need_baseline(_read_engine(), name)
     if yaml:
         return salt.utils.yaml.safe_dump(
             core_baseline.to_yaml_doc(found), default_flow_style=False, sort_keys=False
@@ -817,7 +857,7 @@ def nodes(tgt="*", tgt_type="glob"):
         salt-run fleet.nodes
         salt-run fleet.nodes 'mini-*'
     """
-    engine = _engine()
+    engine = _read_engine()
     rows = store_drift.node_rows(engine)
     wanted = set(_match([r["minion_id"] for r in rows], tgt, tgt_type))
     return [r for r in rows if r["minion_id"] in wanted]
@@ -2027,7 +2067,7 @@ def cve_history(minion, days=None):
             raise SaltRunnerError(f"fleet.cve_history: days={days!r} is not a number") from exc
         if days <= 0:
             raise SaltRunnerError("fleet.cve_history: days must be > 0")
-    engine = _engine()
+    engine = _read_engine()
     return {
         "points": store_findings.history(engine, minion, days),
         "findings": store_findings.node_findings(engine, [minion], resolved=True).get(minion, []),
@@ -2102,7 +2142,7 @@ def certs(days=None, team=None, limit=1000):
     limit = _whole(limit, "fleet.certs: limit", 1, 100000)
     team = None if team in (None, "") else str(team)[:32]
     now = _now()
-    engine = _engine()
+    engine = _read_engine()
     out = []
     page = 1
     with engine.connect() as conn:
@@ -2142,7 +2182,7 @@ def xcode(baseline=None, lacking=False, limit=1000):
         baseline = _check_baseline_name(baseline)
     lacking = _bool(lacking, "lacking")
     limit = _whole(limit, "fleet.xcode: limit", 1, 100000)
-    engine = _engine()
+    engine = _read_engine()
     nodes, versions, page = {}, [], 1
     with engine.connect() as conn:
         if baseline is not None and not store_certs.baseline_xcode(conn, baseline)[0]:

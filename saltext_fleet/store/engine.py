@@ -163,6 +163,16 @@ def dispose_all() -> None:
         _schema_ready.clear()
 
 
+def is_standby(engine: Engine) -> bool | None:
+    """Whether the server behind ``engine`` is a standby (in recovery); None for SQLite.
+    Raises what connecting raises."""
+    with engine.connect() as conn:
+        if engine.dialect.name != "postgresql":
+            conn.execute(text("SELECT 1"))
+            return None
+        return bool(conn.execute(text("SELECT pg_is_in_recovery()")).scalar())
+
+
 def alembic_config(engine: Engine) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))

@@ -43,6 +43,8 @@ class WebContext:
     )
     bcrypt_rounds: int | None = None  # tests lower it
     live: Any = None  # saltext_fleet.webui.live.Hub, when served by the engine
+    #: the engine of the read-only pages (``fleet:db_read_url``, a standby); None: ``engine``
+    read_engine: Any = None
     eauth: Callable | None = None  # (username, password) -> role or None (Salt's eauth)
     #: bootstraps the UI started that failed before the store had a row for them
     bootstrap_failures: dict = dataclasses.field(default_factory=dict)
@@ -70,6 +72,14 @@ class WebContext:
 def ctx() -> WebContext:
     """The :class:`WebContext` of the app serving this request."""
     return current_app.extensions["fleet"]
+
+
+def reader():
+    """The engine the read-only pages query (the fleet overview, the jobs list, certificates,
+    Xcode): ``fleet:db_read_url``'s when set, else the store's. Nothing written, nothing that
+    decides who may do what (sessions, users, keys) is read through it: a standby lags."""
+    c = ctx()
+    return c.read_engine if c.read_engine is not None else c.engine
 
 
 def actor() -> str:

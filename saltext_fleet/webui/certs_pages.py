@@ -22,7 +22,7 @@ from flask import Blueprint, abort, jsonify, render_template, request
 from saltext_fleet.core import baseline as core_baseline
 from saltext_fleet.store import certs as store_certs
 from saltext_fleet.store.ui import QueryError
-from saltext_fleet.webui.base import ctx, requires
+from saltext_fleet.webui.base import reader, requires
 
 bp = Blueprint("certs", __name__)
 api_bp = Blueprint("certs_api", __name__)
@@ -38,7 +38,7 @@ def certs_values() -> dict[str, Any]:
     except QueryError as exc:
         abort(400, description=str(exc))
     now = _now()
-    with ctx().engine.connect() as conn:
+    with reader().connect() as conn:
         page = store_certs.certs_page(conn, query, now)
     return {"query": query, "page": page, "teams": page.pop("teams"), "now": now.isoformat()}
 
@@ -48,7 +48,7 @@ def xcode_values() -> dict[str, Any]:
         query = store_certs.XcodeQuery.from_args(request.args)
     except QueryError as exc:
         abort(400, description=str(exc))
-    with ctx().engine.connect() as conn:
+    with reader().connect() as conn:
         if query.baseline is not None:
             if not core_baseline.NAME_RE.match(query.baseline):
                 abort(400, description=f"baseline: {query.baseline[:60]!r} is not a baseline name")

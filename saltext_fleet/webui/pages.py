@@ -21,7 +21,7 @@ from saltext_fleet.store import ui as store_ui
 from saltext_fleet.store import ui_queries
 from saltext_fleet.store import users as store_users
 from saltext_fleet.webui import alerts_ops, charts, drift_ops, kvm_ops, ops, vulns_ops
-from saltext_fleet.webui.base import actor, ctx, requires, salt
+from saltext_fleet.webui.base import actor, ctx, reader, requires, salt
 from saltext_fleet.webui.salt import SaltError
 
 bp = Blueprint("pages", __name__)
@@ -35,7 +35,7 @@ bp = Blueprint("pages", __name__)
 def overview():
     """The fleet: filtered, sorted and paged."""
     query = ops.overview_query()
-    with ctx().engine.connect() as conn:
+    with reader().connect() as conn:
         page = store_ui.overview(conn, query)
         os_names = store_ui.os_names(conn)
     return render_template(
@@ -237,7 +237,7 @@ def jobs():
     except ValueError:
         abort(400, description="page: a whole number")
     per_page = 50
-    with ctx().engine.connect() as conn:
+    with reader().connect() as conn:
         rows = ui_queries.jobs_page(conn, per_page + 1, (page - 1) * per_page)
     return render_template("jobs.html", jobs=rows[:per_page], page=page, more=len(rows) > per_page)
 

@@ -97,6 +97,9 @@ def build(opts: dict, loop: asyncio.AbstractEventLoop | None = None):
     loop = loop or asyncio.get_event_loop()
     ctx = WebContext(
         engine=engine,
+        read_engine=(
+            store_engine.get_engine(cfg.db_read_url, writable=False) if cfg.db_read_url else None
+        ),
         vault=vault,
         secret_key=load_secret_key(secret_key_path(opts)),
         salt=SaltGateway(opts),

@@ -17,13 +17,13 @@ import time
 
 import pytest
 import salt.loader
-from saltfactories.utils import random_string
 from sqlalchemy import func, select, text
 
 from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store import writer as store_writer
 from saltext_fleet.store.models import Job, Quarantine, Return
 from tests.support import pgreplica
+from tests.support.runners import master_opts as runner_opts
 from tests.support.waiting import wait_for
 
 pytestmark = [
@@ -48,11 +48,10 @@ def pair():
 
 
 @pytest.fixture
-def master_opts(salt_factories, pair):
-    factory = salt_factories.salt_master_daemon(
-        random_string("replica-master-"), overrides={"fleet": {"db_url": pair.url("fleet")}}
-    )
-    return factory.config.copy()
+def master_opts(pair, tmp_path):
+    # the read-only runners read the standby (fleet:db_read_url), the rest the primary
+    standby = f"postgresql+psycopg://postgres@127.0.0.1:{pair.standby.port}/fleet"
+    return runner_opts(tmp_path / "master", pair.url("fleet"), {"db_read_url": standby})
 
 
 def jid_of(phase: int, n: int) -> str:
@@ -139,6 +138,12 @@ def test_a_failover_loses_and_doubles_no_return(pair, master_opts, tmp_path):
         0.05,
     )
     assert direct.pending() == len(MINIONS)
+    # the read-only runners answer from the standby meanwhile (fleet:db_read_url)
+    runners = salt.loader.runner(master_opts)
+    status = runners["fleet.store_status"]()
+    assert status["reachable"] is False
+    assert (status["read_reachable"], status["read_standby"]) == (True, True), status
+    assert sorted(row["minion_id"] for row in runners["fleet.nodes"]()) == sorted(MINIONS)
 
     # 3. the standby is promoted: the writers settle on it by themselves
     pair.standby.promote()
