@@ -90,7 +90,8 @@ def _cfg() -> config.FleetConfig:
 def store_status():
     """
     Show the store: backend, schema revision (current and newest), spool depth and age,
-    quarantined records, and row counts.
+    quarantined records, and row counts. With ``fleet:db_read_url`` also ``read_url``,
+    ``read_reachable`` and ``read_standby`` (whether that server is a standby).
 
     CLI Example:
 
