@@ -290,6 +290,8 @@ class FleetConfig:
     def as_dict(self) -> dict[str, Any]:
         """Plain data, in the shape of the YAML it came from."""
         data = dataclasses.asdict(self)
+        if self.db_read_url is None:
+            data.pop("db_read_url")  # optional: absent means "read where db_url is"
         data["inventory"]["pip"] = list(self.inventory.pip)
         data["grains"]["keychains"] = list(self.grains.keychains)
         data["drift"]["weights"] = dict(self.drift.weights)
