@@ -58,11 +58,14 @@ def jid_of(phase: int, n: int) -> str:
     return f"2026120{phase}{n:012d}"
 
 
-def publish(returners, phase: int, pace: float = 0.0) -> list[str]:
+def publish(returners, phase: int, pace: float = 0.0, midway=None) -> list[str]:
     """``JOBS`` jobs of ``phase``: each one's load (Salt's save_load) and a return from
-    every minion (the master's job cache: ``returner``)."""
+    every minion (the master's job cache: ``returner``); ``midway(jids)`` is called after
+    the first two thirds."""
     jids = []
     for n in range(JOBS):
+        if midway is not None and n == JOBS * 2 // 3:
+            midway(list(jids))
         jid = jid_of(phase, n)
         load = {"fun": "test.ping", "arg": [], "tgt": "replica-*", "jid": jid, "user": "root"}
         returners["fleet.save_load"](jid, load, minions=MINIONS)
@@ -110,13 +113,19 @@ def test_a_failover_loses_and_doubles_no_return(pair, master_opts, tmp_path):
     spool_dir = os.path.join(master_opts["cachedir"], "fleet", "spool")
     assert ("fleet_standby", "streaming", "sync") in [tuple(r) for r in pair.sync_state()]
 
-    # 1. returns flow to the primary; it is killed while the writer is busy with them
-    jids = publish(returners, 1, pace=0.01)
+    # 1. returns flow to the primary; it is killed while they flow
+    seen = {}
+
+    def crash(sent):
+        writer = store_writer.existing_writer(url, spool_dir)
+        assert writer is not None and writer.database_up()
+        seen["stored"] = stored(url, sent)["rows"]
+        seen["pending"] = writer.pending()
+        pair.primary.crash()
+
+    jids = publish(returners, 1, pace=0.01, midway=crash)
     writer = store_writer.existing_writer(url, spool_dir)
-    assert writer is not None and writer.database_up()
-    before_crash = stored(url, jids)["rows"]
-    pair.primary.crash()
-    assert 0 < before_crash, "nothing reached the primary before the crash"
+    assert seen["stored"] > 0, "nothing reached the primary before the crash"
 
     # 2. the primary is gone and the standby is read-only: returns wait in the spool
     jids += publish(returners, 2)
