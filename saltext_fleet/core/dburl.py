@@ -28,6 +28,11 @@ TARGET_SESSION_ATTRS = ("any", "read-write", "read-only", "primary", "standby", 
 #: The ones that only ever settle on a server that takes writes.
 WRITABLE = ("read-write", "primary")
 
+#: SQLSTATEs that mean "this server cannot take the work now", not "bad record": a standby
+#: that is read-only (25006: a failover under way, or a URL that reached the wrong host), a
+#: server shutting down or crashed (57P01-57P03).
+AWAY_SQLSTATES = ("25006", "57P01", "57P02", "57P03")
+
 _HOSTNAME = re.compile(r"^[A-Za-z0-9_]([A-Za-z0-9_.-]*[A-Za-z0-9_])?$")
 _IPV6 = re.compile(r"^[0-9A-Fa-f:.]+(%[A-Za-z0-9_.-]+)?$")
 

@@ -63,6 +63,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
 
+from saltext_fleet.core.dburl import AWAY_SQLSTATES
 from saltext_fleet.core.drift import pending_states, state_run
 from saltext_fleet.core.errors import FleetError
 from saltext_fleet.core.inventory import inventory_digest
@@ -96,10 +97,6 @@ class RecordRejected(FleetError, ValueError):
     """A record that cannot be stored as it is (too large, malformed)."""
 
 
-#: See :data:`saltext_fleet.store.engine.AWAY_SQLSTATES` (read-only standby, shutdown).
-_AWAY_SQLSTATES = ("25006", "57P01", "57P02", "57P03")
-
-
 def is_connection_error(exc: BaseException) -> bool:
     """True when ``exc`` means "the database is not reachable now", not "bad record".
 
@@ -110,9 +107,8 @@ def is_connection_error(exc: BaseException) -> bool:
         if exc.connection_invalidated:
             return True
         orig = exc.orig
-        if getattr(orig, "sqlstate", None) in _AWAY_SQLSTATES or str(
-            getattr(orig, "sqlstate", None) or ""
-        ).startswith("08"):  # class 08: connection exception
+        sqlstate = str(getattr(orig, "sqlstate", None) or "")
+        if sqlstate in AWAY_SQLSTATES or sqlstate.startswith("08"):  # 08: connection exception
             return True
         name = type(orig).__name__ if orig is not None else ""
         module = type(orig).__module__ if orig is not None else ""

@@ -45,11 +45,9 @@ class StoreError(FleetError, RuntimeError):
     """The store cannot be used; the message says why (bad URL, unreachable, ...)."""
 
 
-#: SQLSTATEs that mean "this server cannot take the work now", not "bad record": a standby
-#: that is read-only (25006: a failover under way, or a URL that reached the wrong host), a
-#: server shutting down or crashed (57P01-57P03). The pool is dropped when one is seen, so the
-#: next connection asks libpq again which host is the primary.
-AWAY_SQLSTATES = ("25006", "57P01", "57P02", "57P03")
+#: See :data:`saltext_fleet.core.dburl.AWAY_SQLSTATES`. The pool is dropped when one is seen,
+#: so the next connection asks libpq again which host is the primary.
+AWAY_SQLSTATES = dburl.AWAY_SQLSTATES
 
 
 def normalise_url(url: str, option: str = "fleet:db_url", writable: bool = True) -> str:
