@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from saltext_fleet.store import claims as store_claims
 from saltext_fleet.store import engine as store_engine
-from saltext_fleet.store.models import AuditEvent, Claim, Event, Return
+from saltext_fleet.store.models import AuditEvent, Claim, Event, NodeInventory, Return
 from saltext_fleet.store.spool import spool_status
 from tests.support.waiting import wait_for
 
@@ -130,3 +130,54 @@ def test_the_minion_is_onboarded_once_for_the_fleet(mm_masters, mm_minion, store
         claims = conn.execute(select(func.count()).select_from(Claim)).scalar_one()
     assert (onboards, refusals) == (1, 0)
     assert claim["master"] == onboarder and claims >= 1
+
+
+def test_the_first_inventory_is_ingested_and_its_drift_recomputed_once(
+    mm_masters, mm_minion, store
+):
+    m1, m2 = mm_masters
+    masters = {m1.id, m2.id}
+    # onboarding takes a first inventory: both masters get its return
+    jid = wait_for(
+        "the first inventory in the store",
+        lambda: _jid_of(store, mm_minion.id, "fleet.inventory"),
+        timeout=120,
+    )
+    tag = f"salt/job/{jid}/ret/{mm_minion.id}"
+    wait_for(f"{tag} on both masters", lambda: _heard_by(store, tag) == masters)
+    wait_for("both masters' spools written", lambda: _spooled(m1) == _spooled(m2) == 0)
+    # ...one of them stored and ingested it, and recomputed the node's drift once
+    wait_for("the drift recompute", lambda: _drift_runs(store, mm_minion.id))
+    with store.connect() as conn:
+        history = conn.execute(
+            select(func.count())
+            .select_from(NodeInventory)
+            .where(NodeInventory.minion_id == mm_minion.id)
+        ).scalar_one()
+        stored = conn.execute(
+            select(func.count()).select_from(Return).where(Return.jid == jid)
+        ).scalar_one()
+    assert (history, stored) == (1, 1)
+    assert len(_drift_runs(store, mm_minion.id)) == 1
+
+
+def _jid_of(store, minion_id: str, fun: str) -> str | None:
+    with store.connect() as conn:
+        return conn.execute(
+            select(Return.jid).where(Return.minion_id == minion_id, Return.fun == fun).limit(1)
+        ).scalar()
+
+
+def _drift_runs(store, minion_id: str) -> list[str]:
+    """The masters that ran ``fleet.drift_node`` for the node (one entry per run)."""
+    with store.connect() as conn:
+        rows = conn.execute(
+            select(Event.master_id, Event.data).where(Event.tag.like("salt/run/%/new"))
+        ).all()
+    return [
+        master
+        for master, data in rows
+        if isinstance(data, dict)
+        and data.get("fun") == "runner.fleet.drift_node"
+        and minion_id in str(data.get("fun_args"))
+    ]
