@@ -59,9 +59,14 @@ def master_snippet(db_url: str | None = None, cachedir: str | None = None) -> di
     snippet["auth_events_autosign_grains"] = ["pend"]
     # salt/presence/change when nodes connect or go away: online/offline in the store
     snippet["presence_events"] = True
-    # ...and a check by id every 5 minutes (presence_events tell nodes apart by address)
+    # ...and a check by id every 5 minutes (presence_events tell nodes apart by address);
+    # with several masters on one store, one of them checks each period (the window)
     snippet["schedule"] = {
-        "fleet_presence_check": {"function": "fleet.presence_check", "minutes": 5}
+        "fleet_presence_check": {
+            "function": "fleet.presence_check",
+            "minutes": 5,
+            "kwargs": {"window": 240},
+        }
     }
     reactors = reactor_list()
     if reactors:

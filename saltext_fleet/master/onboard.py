@@ -33,6 +33,7 @@ from saltext_fleet.core import presence as core_presence
 from saltext_fleet.core.errors import FleetError
 from saltext_fleet.master import keys as master_keys
 from saltext_fleet.store import audit as store_audit
+from saltext_fleet.store import claims as store_claims
 from saltext_fleet.store import gate as store_gate
 from saltext_fleet.store import secrets as store_secrets
 from saltext_fleet.store.models import AuditEvent, Node
@@ -231,6 +232,25 @@ class OnboardRefused(FleetError):
     """A start event that is not confirmed; the message says why."""
 
 
+class OnboardClaimed(FleetError):
+    """Another master of the fleet onboards the node for this start (not a refusal)."""
+
+    def __init__(self, message: str, holder: dict | None):
+        super().__init__(message)
+        self.holder = holder or {}
+
+
+def start_token(started: float) -> str:
+    """The claim token of a node's start: the start time it reported, to the microsecond."""
+    return f"{started:.6f}"
+
+
+def master_id(opts: dict) -> str | None:
+    """This master's id (names who holds a claim)."""
+    value = opts.get("id")
+    return str(value) if value else None
+
+
 def node_started(
     opts: dict,
     engine,
@@ -247,12 +267,24 @@ def node_started(
     once. Otherwise the node is asked (a ``fleet.started`` job, its answer read from the job
     cache, where Salt files it under the id it authenticated) when its salt-minion process
     started: it is onboarded only when that is later than its last onboarding. A refusal
-    is logged and audited (``node.onboard.refuse``, naming the event's id)."""
+    is logged and audited (``node.onboard.refuse``, naming the event's id).
+
+    With several masters sharing the store (hot-hot), every one of them hears the start:
+    the one whose claim of (node, start time) wins onboards it (:mod:`saltext_fleet.store.
+    claims`); the others answer ``result: claimed`` and do nothing more."""
     try:
         minion_id = core_gate.check_minion_id(minion_id, "minion")
         if sender != minion_id:
             raise OnboardRefused(f"the event came from {str(sender)[:100]!r}, not from {minion_id}")
         started = _confirm_start(opts, engine, minion_id, timeout)
+    except OnboardClaimed as exc:
+        log.info("fleet: %s", exc)
+        return {
+            "id": minion_id,
+            "result": "claimed",
+            "reason": str(exc),
+            "by": exc.holder.get("master"),
+        }
     except OnboardRefused as exc:
         return _refuse(engine, minion_id, sender, str(exc))
     except core_gate.GateError as exc:
@@ -266,7 +298,19 @@ def node_started(
             "fleet: the start of %r could not be confirmed (%s); not onboarded", minion_id, reason
         )
         return {"id": minion_id, "result": "not confirmed", "reason": reason}
-    done = onboard(opts, engine, minion_id, actor, started=started)
+    try:
+        done = onboard(opts, engine, minion_id, actor, started=started)
+    except BaseException:
+        # not onboarded: the claim goes, so that the node's next start event (or the same
+        # one heard again) can try again
+        try:
+            with engine.begin() as conn:
+                store_claims.release(
+                    conn, store_claims.ONBOARD, minion_id, master_id(opts), start_token(started)
+                )
+        except SQLAlchemyError:
+            log.exception("fleet: could not release the onboarding claim of %s", minion_id)
+        raise
     return {**done, "result": "onboarded", "minion_started": started}
 
 
@@ -295,6 +339,7 @@ def _confirm_start(opts: dict, engine, minion_id: str, timeout: float) -> float:
     if state != "accepted":
         raise OnboardRefused(f"{minion_id} has no accepted key ({state or 'none'})")
     started = _ask_started(opts, minion_id, timeout)
+    _claim_start(opts, engine, minion_id, started)
     last, last_at = _last_onboarding(engine, minion_id)
     if last is not None and started <= last:
         raise OnboardRefused(
@@ -307,6 +352,23 @@ def _confirm_start(opts: dict, engine, minion_id: str, timeout: float) -> float:
             f"onboarding at {last_at.isoformat()}"
         )
     return started
+
+
+def _claim_start(opts: dict, engine, minion_id: str, started: float) -> None:
+    """Claim the onboarding of ``minion_id`` for the start it reported, for the whole fleet;
+    :class:`OnboardClaimed` when another master (or an earlier event) has it already."""
+    token = start_token(started)
+    with engine.begin() as conn:
+        if store_claims.claim(conn, store_claims.ONBOARD, minion_id, master_id(opts), token):
+            return
+        holder = store_claims.holder(conn, store_claims.ONBOARD, minion_id)
+    who = (holder or {}).get("master")
+    if who and who == master_id(opts):
+        return  # this master's own claim: its last onboarding decides (a replayed event)
+    who = who or "another master"
+    raise OnboardClaimed(
+        f"{minion_id} started at {_iso(started)}: onboarded by {who} for this start", holder
+    )
 
 
 def _iso(at: float) -> str:
@@ -465,11 +527,31 @@ def ping(opts: dict, minion_ids: list[str], timeout: float) -> set[str]:
     return {m for m in minion_ids if answers.get(m) is True}
 
 
-def presence_check(opts: dict, engine, timeout: float = 10) -> dict[str, Any]:
+def presence_check(opts: dict, engine, timeout: float = 10, window: float = 0) -> dict[str, Any]:
     """Ping every node whose key is accepted; those that answer are online, the others
     offline once they missed more than one check in a row (``missed_once``: one miss, the
     status holds; see :mod:`saltext_fleet.core.presence`). (Salt's ``presence_events`` tell nodes apart by address, which is not enough when
-    several share one, behind NAT or on one host; this asks each node by id.)"""
+    several share one, behind NAT or on one host; this asks each node by id.)
+
+    With ``window`` (seconds; the snippet's schedule entry passes four fifths of its
+    period), several masters sharing the store do one check per window for the fleet: a
+    master that finds a check younger than that claimed (by any master) returns
+    ``{"skipped": ...}``. 0, the default (an operator's run): check anyway."""
+    window = float(window or 0)
+    if window > 0:
+        me = master_id(opts)
+        with engine.begin() as conn:
+            won = store_claims.claim(conn, store_claims.PRESENCE_CHECK, "fleet", me, min_age=window)
+            holder = (
+                None if won else store_claims.holder(conn, store_claims.PRESENCE_CHECK, "fleet")
+            )
+        if not won:
+            at = holder["claimed_at"].isoformat() if holder else None
+            who = holder["master"] if holder else None
+            return {
+                "skipped": f"checked by {who or 'another master'} at {at} (window {window:g} s)",
+                "by": who,
+            }
     states = master_keys.salt_states(master_keys.salt_key(opts))
     accepted = sorted(m for m, state in states.items() if state == "accepted")
     if not accepted:

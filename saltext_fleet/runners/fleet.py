@@ -1303,11 +1303,17 @@ def presence(new=None, lost=None, confirm=True):
     )
 
 
-def presence_check(timeout=10):
+def presence_check(timeout=10, window=0):
     """
     Ask every node whose key is accepted (``test.ping``, by id): those that answer within
     ``timeout`` seconds are marked online, the others offline after two misses in a row.
     The snippet schedules it on the master every 5 minutes.
+
+    window
+        With several masters on one store, a check any of them did less than ``window``
+        seconds ago holds for the fleet and this one is skipped (``{"skipped": ...}``). The
+        snippet's schedule entry passes 240 (its period is 5 minutes); 0 (the default)
+        checks anyway.
 
     CLI Example:
 
@@ -1319,7 +1325,11 @@ def presence_check(timeout=10):
         timeout = float(timeout)
     except (TypeError, ValueError) as exc:
         raise SaltRunnerError("fleet.presence_check: timeout is seconds") from exc
-    return master_onboard.presence_check(__opts__, _engine(), timeout)
+    try:
+        window = float(window or 0)
+    except (TypeError, ValueError) as exc:
+        raise SaltRunnerError("fleet.presence_check: window is seconds") from exc
+    return master_onboard.presence_check(__opts__, _engine(), timeout, window)
 
 
 # -- node groups, secrets, the vault ------------------------------------------------------------

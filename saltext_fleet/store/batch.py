@@ -9,7 +9,12 @@ A record is a dict with ``kind`` and ``rid`` (unique id) plus kind-specific fiel
 ``endtime``  ``{"jid", "endtime"}``
 
 Returns and events are inserted with ``ON CONFLICT (rid) DO NOTHING`` so a replayed batch
-stores each record exactly once. A record the database rejects (NUL bytes in JSONB, values too
+stores each record exactly once. A return's rid is derived from the return itself
+(:func:`return_rid`: jid, minion id, function, arguments, return value, retcode, success), so
+the masters of a hot-hot multi-master fleet that share the store also store it once; only the
+returns a batch really inserted feed the nodes (inventory, grains, pending states). Events keep
+a random rid: each master's bus stamps its own, and nothing tells one event heard by two
+masters from two alike events. A record the database rejects (NUL bytes in JSONB, values too
 large, ...) is isolated: the batch is retried one record at a time inside savepoints and the
 rejected record becomes a ``quarantine`` row with the error; the rest of the batch is stored.
 Connection failures propagate (:func:`is_connection_error`) so the caller keeps the batch in
@@ -55,9 +60,11 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
+import msgpack
 from sqlalchemy import DateTime, Text, bindparam, cast, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
@@ -283,6 +290,29 @@ def _redacted(data: Any, record: dict) -> Any:
     return data if record.get("redacted") else redact(data)
 
 
+#: The fields of a return load that make up the return itself: what every master that hears
+#: the return receives identically. Not the master's own additions (``_stamp``, set by each
+#: master's event bus, tracing headers), which differ between masters.
+RETURN_IDENTITY_FIELDS = ("jid", "id", "fun", "fun_args", "return", "retcode", "success")
+
+
+def return_rid(ret: Any) -> str:
+    """The record id of a job return: a SHA-256 over its jid, its (authenticated) minion id
+    and the return itself (:data:`RETURN_IDENTITY_FIELDS`), so that every master of a
+    multi-master fleet that stores the same return gives it the same id, and the second
+    insert is a no-op (``rid`` is unique). Called on the redacted return (no digest of a
+    secret is ever stored). A return that is not a mapping gets a random id (it is
+    quarantined anyway)."""
+    if not isinstance(ret, dict):
+        return uuid.uuid4().hex
+    identity = [[key, ret.get(key)] for key in RETURN_IDENTITY_FIELDS]
+    try:
+        packed = msgpack.packb(identity, use_bin_type=True, default=repr)
+    except (TypeError, ValueError, OverflowError):
+        packed = json.dumps(identity, default=repr, sort_keys=True).encode("utf-8", "replace")
+    return hashlib.sha256(b"fleet-return\0" + packed).hexdigest()
+
+
 def return_row(record: dict, now: dt.datetime) -> dict:
     """The ``returns`` row of a ``return`` record (:class:`RecordRejected` if it has none)."""
     ret = record.get("ret")
@@ -487,11 +517,12 @@ def write_batch(conn: Connection, records: Iterable[dict]) -> BatchResult:
     return result
 
 
-def _insert_ignoring_duplicates(conn: Connection, spec: TableSpec, rows: list[dict]) -> None:
+def _insert_ignoring_duplicates(conn: Connection, spec: TableSpec, rows: list[dict]) -> set[str]:
+    """Insert ``rows``, skipping rids that are stored already; the rids really inserted."""
     if not rows:
-        return
-    stmt = spec.insert_statement(conn.dialect.name)
-    conn.execute(stmt, [spec.params(row) for row in rows])
+        return set()
+    stmt = spec.insert_statement(conn.dialect.name).returning(spec.table.c.rid)
+    return set(conn.execute(stmt, [spec.params(row) for row in rows]).scalars())
 
 
 def _rows_or_quarantine(conn, group, kind, build, result) -> list[tuple[dict, dict]]:
@@ -507,7 +538,9 @@ def _rows_or_quarantine(conn, group, kind, build, result) -> list[tuple[dict, di
 
 
 def _store_group(conn: Connection, group: list[dict], kind: str, spec: TableSpec, build, result):
-    """Build and store the rows of ``group``; returns the stored rows (replays included).
+    """Build and store the rows of ``group``; returns the rows this call inserted (not those
+    stored before: a replay, or the same return stored by another master of the fleet, whose
+    rid is the same, :func:`return_rid`).
 
     Records that cannot be built are quarantined; rows the database refuses are isolated and
     quarantined (:func:`_store_isolating`). On PostgreSQL the rows are built while ``COPY``
@@ -540,14 +573,16 @@ def _store_group(conn: Connection, group: list[dict], kind: str, spec: TableSpec
             if row["rid"] in seen or spec.suspicious(row):
                 continue
             seen.add(row["rid"])
+            copied.append(row)
             yield row
 
+    copied: list[dict] = []  # the rows the COPY streams (new ones only)
     rows = new_rows()
-    copied = False
+    done = False
     try:
         with conn.begin_nested():
             _copy_rows(conn, spec, rows)
-        copied = True
+        done = True
     except SQLAlchemyError as exc:
         if must_retry_batch(exc):
             raise
@@ -562,12 +597,11 @@ def _store_group(conn: Connection, group: list[dict], kind: str, spec: TableSpec
     for record, exc in rejected:
         quarantine_record(conn, record, kind, f"{type(exc).__name__}: {exc}")
         result.quarantined += 1
-    if not copied:
+    if not done:
         return _store_isolating(conn, spec, kind, built, result)
-    stored = [row for _, row in built if not spec.suspicious(row)]
-    result.stored += len(stored)
+    result.stored += sum(1 for _, row in built if not spec.suspicious(row))
     odd = [(record, row) for record, row in built if spec.suspicious(row)]
-    return stored + _store_isolating(conn, spec, kind, odd, result)
+    return copied + _store_isolating(conn, spec, kind, odd, result)
 
 
 _JSONB_DUMPER = None
@@ -617,16 +651,17 @@ ROW_ERRORS = (SQLAlchemyError, UnicodeError)
 def _store_isolating(
     conn: Connection, spec: TableSpec, kind: str, pairs, result: BatchResult
 ) -> list[dict]:
-    """Insert all rows; if the database rejects the batch, isolate the bad rows."""
+    """Insert all rows; if the database rejects the batch, isolate the bad rows. Returns the
+    rows inserted (not those whose rid was stored already)."""
     if not pairs:
         return []
     rows = [row for _, row in pairs]
     if conn.dialect.name != "postgresql" or not any(spec.suspicious(row) for row in rows):
         try:
             with conn.begin_nested():
-                _insert_ignoring_duplicates(conn, spec, rows)
+                inserted = _insert_ignoring_duplicates(conn, spec, rows)
             result.stored += len(rows)
-            return rows
+            return _first_of_each(rows, inserted)
         except ROW_ERRORS as exc:
             if must_retry_batch(exc):
                 raise
@@ -640,8 +675,8 @@ def _store_isolating(
     for record, row in pairs:
         try:
             with conn.begin_nested():
-                _insert_ignoring_duplicates(conn, spec, [row])
-            stored.append(row)
+                if _insert_ignoring_duplicates(conn, spec, [row]):
+                    stored.append(row)
             result.stored += 1
         except ROW_ERRORS as exc:
             if must_retry_batch(exc):
@@ -651,10 +686,23 @@ def _store_isolating(
     return stored
 
 
+def _first_of_each(rows: list[dict], inserted: set[str]) -> list[dict]:
+    """The rows whose rid is in ``inserted``, each rid once (a batch may hold a record twice)."""
+    out = []
+    for row in rows:
+        if row["rid"] in inserted:
+            inserted.discard(row["rid"])
+            out.append(row)
+    return out
+
+
 _INGESTED_FUNS = INVENTORY_FUNS + GRAINS_FUNS
 
 
 def _handle_returns(conn: Connection, group: list[dict], result: BatchResult) -> None:
+    # Only the returns this batch inserted feed the nodes: the same return stored again (a
+    # replay, or another master of the fleet that heard it too) changes nothing, so an
+    # inventory change is ingested and announced once for the fleet.
     rows = _store_group(conn, group, "return", RETURNS_TABLE, return_row, result)
     _touch_nodes(conn, {row["minion_id"] for row in rows if not is_master_job(row["fun"])})
     _ingest_many(

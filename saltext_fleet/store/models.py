@@ -56,6 +56,8 @@ Tables:
 ``alert_deliveries``      one row per (alert, route): status, attempts, next retry, the claim
 ``alert_attempts``        every delivery attempt: ok, HTTP status, latency, error, master
 ``cert_alerts``           which expiry thresholds of which node's signing certificate fired
+``claims``                (schema 0013) reactor work one master took for the fleet: a node's
+                          onboarding for one start, the presence check of a period
 ``ui_users``              the web UI's users: bcrypt hash, role, TOTP on/off (its secret is in
                           ``secrets``), recovery code and API token hashes, session version
 """
@@ -967,3 +969,17 @@ class CertAlert(Base):
     threshold: Mapped[str] = mapped_column(String(16), primary_key=True)
     not_after: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     fired_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Claim(Base):
+    """(schema 0013) Reactor work one master took for the whole fleet: onboarding a node for
+    one of its starts (``token``: the start time it reported), the presence check of a period.
+    See :mod:`saltext_fleet.store.claims`."""
+
+    __tablename__ = "claims"
+
+    kind: Mapped[str] = mapped_column(String(32), primary_key=True)
+    subject: Mapped[str] = mapped_column(String(MINION_ID_LEN), primary_key=True)
+    token: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    master: Mapped[str | None] = mapped_column(String(MINION_ID_LEN))
+    claimed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

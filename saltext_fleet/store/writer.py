@@ -222,7 +222,7 @@ class Writer:
         """Spool one record (``kind`` set by the caller), its secrets masked first; returns
         its rid."""
         batch_mod.redact_record(record)
-        record.setdefault("rid", uuid.uuid4().hex)
+        record.setdefault("rid", self._rid(record))
         self.spool.append(record)
         self._wake()
         return record["rid"]
@@ -231,11 +231,19 @@ class Writer:
         records = list(records)
         for record in records:
             batch_mod.redact_record(record)  # no secret reaches the spool in clear
-            record.setdefault("rid", uuid.uuid4().hex)
+            record.setdefault("rid", self._rid(record))
         if records:
             self.spool.append_many(records)
             self._wake()
         return len(records)
+
+    def _rid(self, record: dict) -> str:
+        """A record's id: for a return the master stores, derived from the return (the same
+        on every master of the fleet, :func:`~saltext_fleet.store.batch.return_rid`); for
+        anything else (and a minion's own writes) a random one."""
+        if not self.minion and record.get("kind") == "return":
+            return batch_mod.return_rid(record.get("ret"))
+        return uuid.uuid4().hex
 
     def _wake(self) -> None:
         with self._cv:
