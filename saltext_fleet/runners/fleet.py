@@ -120,11 +120,8 @@ def store_status():
         rows = queries.counts(engine)
         status["quarantine"] = rows.pop("quarantine")
         status["rows"] = rows
-    except Exception as exc:  # an unreachable database is a status, not a crash
-        if not _is_unreachable(exc):
-            raise SaltRunnerError(f"fleet.store_status: {exc}") from exc
-        status["reachable"] = False
-        status["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+    except Exception as exc:  # noqa: BLE001 - away is a status; _unreachable raises the rest
+        status.update(_unreachable(exc))
     return status
 
 
@@ -135,12 +132,18 @@ def _read_status(url: str) -> dict:
     out = {"read_url": store_engine.display_url(engine), "read_reachable": True}
     try:
         out["read_standby"] = store_engine.is_standby(engine)
-    except Exception as exc:  # an unreachable database is a status, not a crash
-        if not _is_unreachable(exc):
-            raise SaltRunnerError(f"fleet.store_status: {exc}") from exc
-        out["read_reachable"] = False
-        out["read_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+    except Exception as exc:  # noqa: BLE001 - away is a status; _unreachable raises the rest
+        out.update(_unreachable(exc, "read_"))
     return out
+
+
+def _unreachable(exc: BaseException, prefix: str = "") -> dict:
+    """``{"<prefix>reachable": False, "<prefix>error": why}`` for a database that is away;
+    any other error is the runner's failure."""
+    if not _is_unreachable(exc):
+        raise SaltRunnerError(f"fleet.store_status: {exc}") from exc
+    why = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+    return {f"{prefix}reachable": False, f"{prefix}error": why}
 
 
 def _is_unreachable(exc: BaseException) -> bool:
