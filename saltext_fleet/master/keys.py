@@ -15,13 +15,14 @@ from typing import Any
 
 import salt.key
 import yaml
+from sqlalchemy import update
 
 from saltext_fleet import config
 from saltext_fleet.core import gate as core_gate
 from saltext_fleet.core.errors import FleetError
 from saltext_fleet.store import audit as store_audit
 from saltext_fleet.store import gate as store_gate
-from saltext_fleet.store.models import utcnow
+from saltext_fleet.store.models import MinionKey, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +101,57 @@ def _really_pending(opts: dict, key, states: dict, minion_id: str, finger: str) 
     return held is not None and core_gate.same_fingerprint(_safe_fingerprint(opts, held), finger)
 
 
+#: Who follows the fleet's decision on a master that did not make it (the audit's actor).
+FOLLOW_ACTOR = "gate"
+
+
+def follow_decisions(
+    opts: dict, engine, keys: list[tuple[str, str]], fire: Fire | None = None
+) -> dict[str, dict[str, Any]]:
+    """Apply here what the fleet decided about keys this master holds pending: ``keys`` is
+    ``[(minion id, fingerprint)]``. A key the store records as accepted (or rejected) by an
+    operator, an enrolment or ``salt-key`` through any master is accepted (rejected) in this
+    master's key store too, exactly that id with exactly that fingerprint, and audited as
+    following that decision. Another key under the same id follows nothing (a new key: the
+    normal gate). Returns ``{id: {result, fingerprint, follows}}`` for the keys it changed."""
+    if not keys:
+        return {}
+    with engine.connect() as conn:
+        decided = store_gate.key_decisions(conn, keys)
+    if not decided:
+        return {}
+    key = salt_key(opts)
+    states = salt_states(key)
+    out: dict[str, dict[str, Any]] = {}
+    for (minion_id, finger), decision in decided.items():
+        # the key Salt holds pending now, with that fingerprint (not only the event's claim)
+        if minion_id in out or not _really_pending(opts, key, states, minion_id, finger):
+            continue
+        state, by = decision["state"], decision["decided_by"]
+        details = {"fingerprint": finger, "was": "pending", "follows": by, "master": opts["id"]}
+        with engine.begin() as conn:
+            # the key's row locked first: a decision made meanwhile (a delete through another
+            # master, say) is waited for and seen
+            conn.execute(
+                update(MinionKey)
+                .where(MinionKey.minion_id == minion_id, MinionKey.fingerprint == finger)
+                .values(last_seen=utcnow())
+            )
+            now = store_gate.key_decisions(conn, [(minion_id, finger)]).get((minion_id, finger))
+            if now is None or now["state"] != state:
+                continue
+            if state == "accepted":
+                key.accept(match_dict={"minions_pre": [minion_id]})
+            else:
+                key.reject(match_dict={"minions_pre": [minion_id]})
+            store_audit.append(conn, FOLLOW_ACTOR, AUDIT_ACTION[state], minion_id, details)
+        log.info("fleet gate: %s's key %s here, as the fleet decided (%s)", minion_id, state, by)
+        out[minion_id] = {"result": state, "fingerprint": finger, "follows": by}
+        if state == "accepted" and fire:
+            fire(ACCEPTED_TAG, {"id": minion_id, "fingerprint": finger, "by": by})
+    return out
+
+
 def handle_auth(
     opts: dict,
     engine,
@@ -134,12 +186,16 @@ def handle_auth(
     cfg = config.load(opts)
     now = now or utcnow()
     with engine.begin() as conn:
-        new, _state = store_gate.key_seen(conn, minion_id, finger, pub, now)
+        new, recorded = store_gate.key_seen(conn, minion_id, finger, pub, now)
         if new:
             store_audit.append(conn, "gate", "key.pending", minion_id, {"fingerprint": finger})
     if new:
         fire(PENDING_TAG, {"id": minion_id, "fingerprint": finger, "first_seen": now.isoformat()})
     out: dict[str, Any] = {"id": minion_id, "fingerprint": finger, "new": new}
+    if recorded in store_gate.FOLLOWED_STATES:
+        followed = follow_decisions(opts, engine, [(minion_id, finger)], fire)
+        if minion_id in followed:
+            return {**out, **followed[minion_id]}
     token = core_gate.presented_token(autosign_grains)
     if cfg.gate.mode != "enrolment":
         out["result"] = "pending"
@@ -149,6 +205,14 @@ def handle_auth(
     decision = core_gate.decide(minion_id, finger, token, found, now)
     if decision.accept:
         return {**out, **_accept_enrolled(opts, engine, minion_id, finger, decision, fire, now)}
+    if decision.refused and decision.enrolment is not None:
+        with engine.connect() as conn:
+            used_by = store_gate.enrolment_used_by(conn, decision.enrolment.id)
+        if used_by == finger:
+            # used by this very key through another master, whose acceptance is being
+            # recorded: followed at the key's next attempt, nothing refused
+            out.update(result="pending", reason="accepted through another master")
+            return out
     if decision.refused:
         details = {"fingerprint": finger, "reason": decision.reason}
         if decision.enrolment is not None:
@@ -214,12 +278,14 @@ def record_pending(opts: dict, engine, batch, fire: Fire | None = None) -> list[
                 {"id": minion_id, "fingerprint": finger, "first_seen": seen.isoformat()},
             )
         log.info("fleet gate: new pending key for %s (%s)", minion_id, finger)
+    # A key the fleet decided about through another master: follow that decision here.
+    followed = follow_decisions(opts, engine, [(r[0], r[1]) for r in rows], fire)
     # An enrolment may expect a key by its fingerprint alone (no token): decide those here.
     if config.load(opts).gate.mode == "enrolment" and rows:
         with engine.connect() as conn:
             expecting = store_gate.ids_expecting_a_key(conn, sorted({r[0] for r in rows}))
         for minion_id, _finger, pub, _seen in rows:
-            if minion_id in expecting:
+            if minion_id in expecting and minion_id not in followed:
                 handle_auth(opts, engine, minion_id, pub, None, fire)
     return [m for m, _f, _s in new]
 
@@ -244,6 +310,10 @@ def _accept_enrolled(opts, engine, minion_id, finger, decision, fire, now) -> di
         return {"result": "refused", "reason": reason}
     with engine.begin() as conn:
         if not store_gate.use_enrolment(conn, enrolment.id, finger, now):
+            if store_gate.enrolment_used_by(conn, enrolment.id) == finger:
+                # this very key used it, through another master (one store, one use): its
+                # acceptance is the fleet's decision, followed here at the key's next attempt
+                return {"result": "pending", "reason": "accepted through another master"}
             store_audit.append(
                 conn,
                 "gate",

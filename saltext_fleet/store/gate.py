@@ -129,6 +129,44 @@ def change_key_state(
     return "unknown" if inserted is not None else None
 
 
+#: The decisions another master follows (see :func:`key_decisions`).
+FOLLOWED_STATES = ("accepted", "rejected")
+
+
+def key_decisions(
+    conn: Connection, keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], dict[str, Any]]:
+    """The fleet's decisions about ``keys`` (``[(minion id, fingerprint)]``): ``{(id,
+    fingerprint): {state, decided_by, decided_at}}`` for each key the store records as
+    accepted or rejected by someone (an operator, an enrolment, ``salt-key``). Only that id
+    with that fingerprint: another key under the same id is never in the answer."""
+    wanted = {(m, f) for m, f in keys if m and f}
+    ids = sorted({m for m, _f in wanted})
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    for start in range(0, len(ids), 500):
+        rows = conn.execute(
+            select(
+                MinionKey.minion_id,
+                MinionKey.fingerprint,
+                MinionKey.state,
+                MinionKey.decided_by,
+                MinionKey.decided_at,
+            ).where(
+                MinionKey.minion_id.in_(ids[start : start + 500]),
+                MinionKey.state.in_(FOLLOWED_STATES),
+                MinionKey.decided_by.is_not(None),
+            )
+        )
+        for row in rows:
+            if (row.minion_id, row.fingerprint) in wanted:
+                out[(row.minion_id, row.fingerprint)] = {
+                    "state": row.state,
+                    "decided_by": row.decided_by,
+                    "decided_at": iso(row.decided_at),
+                }
+    return out
+
+
 def mark_keys_deleted(
     conn: Connection, minion_id: str, decided_by: str, now: dt.datetime | None = None
 ) -> list[str]:
@@ -287,6 +325,15 @@ def use_enrolment(
         .values(state="used", used_at=now, used_fingerprint=fingerprint)
     ).rowcount
     return bool(done)
+
+
+def enrolment_used_by(conn: Connection, enrolment_id: int) -> str | None:
+    """The fingerprint of the key that used the enrolment (None: not used)."""
+    return conn.execute(
+        select(Enrolment.used_fingerprint).where(
+            Enrolment.id == enrolment_id, Enrolment.state == "used"
+        )
+    ).scalar()
 
 
 def expire_enrolments(conn: Connection, now: dt.datetime | None = None) -> int:
