@@ -152,6 +152,49 @@ def follow_decisions(
     return out
 
 
+def follow_deletions(opts: dict, engine, minion_ids: list[str]) -> list[str]:
+    """Delete here the keys the fleet deleted through another master (a re-bootstrap's
+    re-enrolment, ``fleet.keys_delete``, ``salt-key -d``): for each of ``minion_ids``, the
+    key Salt holds here (accepted, pending or rejected) is deleted, with the id's denied keys,
+    if the store records exactly that id with that fingerprint as deleted. Asked when a
+    minion authenticates here with a key that is not the accepted one (``salt/auth`` with
+    ``act: denied``, as a re-bootstrapped minion does with its new key): its next attempt
+    is then a pending key, for the gate (and the fleet's decision about it). Returns the
+    ids whose keys were deleted."""
+    key = salt_key(opts)
+    states = salt_states(key)
+    done = []
+    for minion_id in dict.fromkeys(minion_ids):
+        if not core_gate.is_minion_id(minion_id):
+            continue
+        if states.get(minion_id) not in ("accepted", "pending", "rejected"):
+            continue
+        finger = _safe_fingerprint(opts, salt_pub(key, minion_id))
+        if finger is None:
+            continue
+        with engine.begin() as conn:
+            gone = store_gate.key_decisions(conn, [(minion_id, finger)], states=("deleted",))
+            if not gone:
+                continue
+            held = {d: [minion_id] for d, ids in key.list_keys().items() if minion_id in ids}
+            key.delete_key(match_dict=held)
+            store_audit.append(
+                conn,
+                FOLLOW_ACTOR,
+                "key.delete",
+                minion_id,
+                {
+                    "fingerprint": finger,
+                    "states": sorted(STATE_OF[d] for d in held if d in STATE_OF),
+                    "follows": gone[(minion_id, finger)]["decided_by"],
+                    "master": opts["id"],
+                },
+            )
+        log.info("fleet gate: deleted %s's key here, as the fleet did (%s)", minion_id, finger)
+        done.append(minion_id)
+    return done
+
+
 def handle_auth(
     opts: dict,
     engine,

@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 
 __virtualname__ = "fleet_gate"
 
+#: What the key-change recorder is handed for a ``salt/auth`` with ``act: denied``.
+AUTH_DENIED = "auth-denied"
 #: How often the recorder writes what it was handed, in seconds.
 FLUSH_SECONDS = 1.0
 #: Most keys waiting for the recorder; beyond that, keys are dropped (and seen again at
@@ -122,7 +124,12 @@ def _key_change_recorder(opts: dict, changes: queue.Queue) -> None:
             engine = _store(opts, held)
             if "key" not in held:  # one for the thread's life: each one opens a bus connection
                 held["key"] = master_keys.salt_key(opts)
-            master_keys.record_key_changes(opts, engine, batch, held["key"])
+            denied = [m for m, act in batch if act == AUTH_DENIED]
+            salt_key = [(m, act) for m, act in batch if act != AUTH_DENIED]
+            if salt_key:
+                master_keys.record_key_changes(opts, engine, salt_key, held["key"])
+            if denied:
+                master_keys.follow_deletions(opts, engine, denied)
         except Exception:  # the recorder must outlive a database outage
             log.exception("fleet gate: could not record %d key changes from salt/key", len(batch))
 
@@ -183,12 +190,21 @@ def wanted(data=None):
 
         salt-run salt.cmd fleet_gate.wanted '{"act": "pend", "id": "web1", "pub": "..."}'
     """
-    if not isinstance(data, dict) or data.get("act") != "pend":
+    if not isinstance(data, dict) or data.get("act") not in ("pend", "denied"):
         return False
     minion_id, pub = data.get("id"), data.get("pub")
     if not core_gate.is_minion_id(minion_id) or not isinstance(pub, str) or not pub:
         return False
     state = _state()
+    if data["act"] == "denied":
+        # another key than the accepted one: a deletion made through another master that
+        # this master has not followed yet? (the key-change recorder looks, once a minute)
+        if state["filter"].wanted(minion_id, "denied:" + pub, False):
+            try:
+                state["key_changes"].put_nowait((minion_id, AUTH_DENIED))
+            except queue.Full:
+                state["filter"].forget(minion_id)
+        return False
     has_token = core_gate.presented_token(data.get("autosign_grains")) is not None
     if not state["filter"].wanted(minion_id, pub, has_token):
         return False

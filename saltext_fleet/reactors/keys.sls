@@ -3,8 +3,10 @@
     fires fleet/key/pending the first time), and accepts it only when it presents a live
     enrolment. fleet_gate.wanted (rendered here, in the reactor's own process) lets a retrying
     key through once a minute at most, so a thousand pending minions never flood the
-    reactor's worker threads. #}
-{%- if data is mapping and data.get('act') == 'pend' and salt['fleet_gate.wanted'](data) %}
+    reactor's worker threads. act: denied (another key than the accepted one, as a
+    re-bootstrapped minion presents) is handed to the recorder too, which deletes the old key
+    if the fleet deleted it through another master; it renders nothing either. #}
+{%- if data is mapping and data.get('act') in ['pend', 'denied'] and salt['fleet_gate.wanted'](data) %}
 fleet_key_gate:
   runner.fleet.key_seen:
     - args:

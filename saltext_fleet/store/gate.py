@@ -134,12 +134,14 @@ FOLLOWED_STATES = ("accepted", "rejected")
 
 
 def key_decisions(
-    conn: Connection, keys: Iterable[tuple[str, str]]
+    conn: Connection, keys: Iterable[tuple[str, str]], states: Iterable[str] = FOLLOWED_STATES
 ) -> dict[tuple[str, str], dict[str, Any]]:
     """The fleet's decisions about ``keys`` (``[(minion id, fingerprint)]``): ``{(id,
     fingerprint): {state, decided_by, decided_at}}`` for each key the store records as
-    accepted or rejected by someone (an operator, an enrolment, ``salt-key``). Only that id
-    with that fingerprint: another key under the same id is never in the answer."""
+    accepted or rejected (``states``) by someone (an operator, an enrolment, ``salt-key``).
+    Only that id with that fingerprint: another key under the same id is never in the
+    answer."""
+    states = list(states)
     wanted = {(m, f) for m, f in keys if m and f}
     ids = sorted({m for m, _f in wanted})
     out: dict[tuple[str, str], dict[str, Any]] = {}
@@ -153,7 +155,7 @@ def key_decisions(
                 MinionKey.decided_at,
             ).where(
                 MinionKey.minion_id.in_(ids[start : start + 500]),
-                MinionKey.state.in_(FOLLOWED_STATES),
+                MinionKey.state.in_(states),
                 MinionKey.decided_by.is_not(None),
             )
         )

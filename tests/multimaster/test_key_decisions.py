@@ -40,11 +40,11 @@ def _hold_pending(master, minion_id: str, pub: str) -> None:
     )
 
 
-def _auth(master, minion_id: str, pub: str) -> None:
+def _auth(master, minion_id: str, pub: str, act: str = "pend") -> None:
     opts = master.config
     with salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=False) as bus:
         assert bus.fire_event(
-            {"result": True, "act": "pend", "id": minion_id, "pub": pub}, "salt/auth"
+            {"result": True, "act": act, "id": minion_id, "pub": pub}, "salt/auth"
         )
 
 
@@ -110,6 +110,26 @@ def test_a_key_decided_on_one_master_is_followed_on_the_other(mm_masters, mm_db_
             (accepted, "key.accept", by[accepted], m2.id),
             (rejected, "key.reject", by[rejected], m2.id),
         }
+        # m1 deletes the accepted key (as a re-bootstrap's re-enrolment does); the minion comes
+        # back to m2 with a new key, which Salt denies there (another key is accepted): m2
+        # deletes the old key the fleet deleted, and only that one (the rejected key stays)
+        run(m1.salt_run_cli(), "fleet.keys_delete", accepted)
+        _auth(m2, rejected, _pub(), act="denied")  # the control: nothing deleted
+        _auth(m2, accepted, _pub(), act="denied")
+        wait_for("m2 deleted the key m1 deleted", lambda: _salt_state(m2, accepted) is None)
+        assert _salt_state(m2, rejected) == "rejected"
+        with store.connect() as conn:
+            deleted = [
+                (e.details["follows"], e.details["master"])
+                for e in conn.execute(
+                    select(AuditEvent).where(
+                        AuditEvent.actor == "gate",
+                        AuditEvent.action == "key.delete",
+                        AuditEvent.target.in_([accepted, rejected]),
+                    )
+                )
+            ]
+        assert deleted == [(by[accepted], m2.id)]
         assert time.monotonic() - started < 60
     finally:
         for master in mm_masters:
