@@ -6,6 +6,7 @@ failed passwords on one holds on the other."""
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 
@@ -17,7 +18,7 @@ from saltext_fleet.core import secrets as core_secrets
 from saltext_fleet.core import webauth
 from saltext_fleet.store import secrets as store_secrets
 from saltext_fleet.store import users as store_users
-from saltext_fleet.store.models import Secret
+from saltext_fleet.store.models import Secret, UiEndedSession
 from saltext_fleet.webui.security import fleet_secret_key
 from tests.support.web import PASSWORD, account_csrf, make_app, post_code, post_login
 
@@ -109,7 +110,11 @@ def test_a_session_made_on_one_master_works_on_the_other(masters):
     assert on_b.get("/api/v1/nodes").status_code == 200
     # the CSRF token made on A is good on B (same key): a state change goes through
     token = account_csrf(on_a)
-    assert on_b.post("/logout", data={"csrf_token": token}).status_code == 302
+    revoke = {"revoke": "1"}
+    assert (
+        on_b.post("/account/token", data={**revoke, "csrf_token": "x" + token}).status_code == 403
+    )
+    assert on_b.post("/account/token", data={**revoke, "csrf_token": token}).status_code == 303
     # a cookie signed by a master with a key of its own opens nothing
     stray = make_app(a.extensions["fleet"].engine, None, vault=a.extensions["fleet"].vault)
     elsewhere = stray.test_client()
@@ -142,3 +147,43 @@ def test_a_lockout_from_failures_on_one_master_holds_on_the_other(masters):
     assert b.extensions["fleet"].throttle.locked("user:alice") == 0.0
     refused = post_login(b.test_client(), "alice")
     assert refused.status_code == 429 and b"try again in" in refused.data
+
+
+def test_a_logout_on_one_master_ends_the_session_on_the_other(masters, engine):
+    a, b = masters
+    on_a = a.test_client()
+    assert post_login(on_a, "alice").status_code == 302
+    cookie = on_a.get_cookie("fleet_session").value
+    on_b = b.test_client()
+    on_b.set_cookie("fleet_session", cookie)
+    assert on_b.get("/").status_code == 200  # B has seen the session in use
+    assert on_a.post("/logout", data={"csrf_token": account_csrf(on_a)}).status_code == 302
+    assert on_b.get("/").status_code == 302
+    replay = b.test_client()
+    replay.set_cookie("fleet_session", cookie)
+    assert replay.get("/api/v1/nodes").status_code == 401
+    # B's live hub, which checks its sockets against the same record, sees it too
+    sid = parse_session_id_of(a, cookie)
+    assert sid in b.extensions["fleet"].ended_sessions
+
+
+def parse_session_id_of(app, cookie):
+    """The session id (``sid``) inside a session cookie, as the app reads it."""
+    serializer = app.session_interface.get_signing_serializer(app)
+    return serializer.loads(cookie)["sid"]
+
+
+def test_ended_sessions_are_kept_until_their_cookies_expire(engine):
+    t0 = dt.datetime(2026, 12, 5, 12, tzinfo=dt.timezone.utc)
+    with engine.begin() as conn:
+        store_users.end_session(conn, "s1", t0 + dt.timedelta(hours=12), now=t0)
+        store_users.end_session(conn, "s1", t0 + dt.timedelta(hours=12), now=t0)  # twice: once
+        assert store_users.session_ended(conn, "s1", now=t0 + dt.timedelta(hours=11))
+        assert not store_users.session_ended(conn, "s2", now=t0)
+        assert not store_users.session_ended(conn, "s1", now=t0 + dt.timedelta(hours=13))
+        # a later logout drops the rows past their time
+        store_users.end_session(
+            conn, "s2", t0 + dt.timedelta(hours=30), now=t0 + dt.timedelta(hours=13)
+        )
+        rows = conn.execute(select(UiEndedSession.sid)).scalars().all()
+    assert rows == ["s2"]
