@@ -74,6 +74,17 @@ def master_snippet(db_url: str | None = None, cachedir: str | None = None) -> di
     return snippet
 
 
+#: What every master of one fleet must share (hot-hot multi-master): see docs/multimaster.rst.
+MULTIMASTER_NOTE = (
+    "# Several masters on one store (hot-hot): every master needs\n"
+    "#  - the same master key pair (<pki_dir>/master.pem and master.pub), as Salt requires;\n"
+    "#  - this same fleet: section, with the same fleet:db_url (PostgreSQL);\n"
+    "#  - fleet:key_file set to one file on storage the masters share (the vault key: the\n"
+    "#    web UI's session key in the store is encrypted with it, and the audit anchor,\n"
+    "#    <key_file>.audit-anchor, is kept beside it). See the 'Many masters' page.\n"
+)
+
+
 def render(db_url: str | None = None) -> str:
     """The snippet as commented YAML, ready to append to /etc/salt/master."""
     body = yaml.safe_dump(master_snippet(db_url=db_url), default_flow_style=False, sort_keys=False)
@@ -84,4 +95,4 @@ def render(db_url: str | None = None) -> str:
         "# fleet:alerts:routes: where the engine's alert worker sends alerts (webhook, slack,\n"
         "# pagerduty, email; secrets with salt-run fleet.alert_secret): the 'Alerting' page.\n"
     )
-    return head + body
+    return head + MULTIMASTER_NOTE + body

@@ -983,3 +983,14 @@ class Claim(Base):
     token: Mapped[str] = mapped_column(String(64), default="", server_default="")
     master: Mapped[str | None] = mapped_column(String(MINION_ID_LEN))
     claimed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class UiEndedSession(Base):
+    """(schema 0014) A web UI session ended by a logout through any master, kept until its
+    cookie would have expired: every master's UI refuses it. See
+    :func:`saltext_fleet.store.users.end_session`."""
+
+    __tablename__ = "ui_ended_sessions"
+
+    sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)

@@ -27,6 +27,8 @@ KVM_SCOPE = "kvm"
 #: Secrets of alert routes (webhook HMAC key, Slack URL, PagerDuty routing key, SMTP
 #: password); the owner is the route key (``config:<name>`` or ``ui:<name>``).
 ALERT_SCOPE = "alert"
+#: Keys every master of the fleet shares (the web UI's session key), see :func:`shared_key`.
+FLEET_SCOPE = "fleet"
 CREDENTIAL_KINDS = ("password", "private_key")
 #: The secret names a group's SSH credential is stored under.
 CREDENTIAL_NAME = "ssh_credential"
@@ -59,6 +61,37 @@ def put_secret(
             set_={"value": stmt.excluded.value, "key_id": stmt.excluded.key_id, "updated_at": now},
         )
     )
+
+
+def shared_key(
+    conn: Connection,
+    vault: core_secrets.Vault,
+    owner: str,
+    name: str,
+    candidate: str,
+    now: dt.datetime | None = None,
+) -> str:
+    """A key every master of the fleet uses (scope ``fleet``): the stored one, or
+    ``candidate`` stored (encrypted) when there is none yet.
+
+    One conditional insert (``ON CONFLICT DO NOTHING``) then a read: two masters starting
+    at once both end with the first one's key, never each with its own. A master whose
+    ``fleet:key_file`` differs from the one that stored the key cannot decrypt it and stops
+    with the vault's ``cannot decrypt`` error (the masters must share the key file).
+    """
+    stmt = _insert(conn)(Secret.__table__).values(
+        scope=FLEET_SCOPE,
+        owner=owner,
+        name=name,
+        value=vault.encrypt(candidate),
+        key_id=vault.key_id,
+        updated_at=now or utcnow(),
+    )
+    conn.execute(stmt.on_conflict_do_nothing(index_elements=["scope", "owner", "name"]))
+    found = get_secret(conn, vault, FLEET_SCOPE, owner, name)
+    if found is None:  # pragma: no cover - the row was just inserted or was there
+        raise core_secrets.SecretsError(f"the fleet-wide key {owner}/{name} was not stored")
+    return found
 
 
 def get_secret(

@@ -15,12 +15,13 @@ import datetime as dt
 from typing import Any
 
 from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from saltext_fleet.core import secrets as core_secrets
 from saltext_fleet.core import webauth
 from saltext_fleet.core.errors import FleetError
 from saltext_fleet.store import secrets as store_secrets
-from saltext_fleet.store.models import UiUser, iso, utcnow
+from saltext_fleet.store.models import UiEndedSession, UiUser, iso, utcnow
 
 TOTP_SECRET = "totp"
 
@@ -181,6 +182,37 @@ def record_login(conn: Connection, username: str, now: dt.datetime | None = None
 def lock(conn: Connection, username: str, until: dt.datetime | None) -> None:
     """Lock the user's logins until ``until`` (None: unlock)."""
     conn.execute(update(UiUser).where(UiUser.username == username).values(locked_until=until))
+
+
+# -- sessions ended by a logout (schema 0014) -------------------------------------------------
+
+
+def end_session(
+    conn: Connection, sid: str, expires_at: dt.datetime, now: dt.datetime | None = None
+) -> None:
+    """Record that the web UI session ``sid`` was logged out: every master's UI refuses its
+    cookie from now until ``expires_at`` (when the cookie expires anyway). Rows past their
+    time are dropped on the way."""
+    now = now or utcnow()
+    conn.execute(delete(UiEndedSession).where(UiEndedSession.expires_at <= now))
+    insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
+    conn.execute(
+        insert(UiEndedSession.__table__)
+        .values(sid=sid, expires_at=expires_at)
+        .on_conflict_do_nothing(index_elements=["sid"])
+    )
+
+
+def session_ended(conn: Connection, sid: str, now: dt.datetime | None = None) -> bool:
+    """Whether the web UI session ``sid`` was logged out (through any master)."""
+    return (
+        conn.execute(
+            select(func.count())
+            .select_from(UiEndedSession)
+            .where(UiEndedSession.sid == sid, UiEndedSession.expires_at > (now or utcnow()))
+        ).scalar()
+        > 0
+    )
 
 
 # -- the second factor -------------------------------------------------------------------------

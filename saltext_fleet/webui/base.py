@@ -9,6 +9,7 @@ imports another in a circle (the way flaskr keeps ``login_required`` out of the 
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import functools
 import math
 import threading
@@ -19,10 +20,49 @@ from flask import abort, current_app, g, request
 from werkzeug.exceptions import TooManyRequests
 
 from saltext_fleet.core import webauth
+from saltext_fleet.store import users as store_users
 
 SESSION_HOURS = 12
 #: How long a TOTP secret shown for enrolment waits (server-side) for its first code.
 TOTP_ENROL_SECONDS = 900
+
+
+class EndedSessions:
+    """The ids of the sessions ended by a logout, for every master's UI: kept in the store
+    (``ui_ended_sessions``) until their cookies would have expired, so a cookie logged out
+    through one master opens nothing on another; and in memory, so this engine answers
+    without a query for what it already knows. ``put``/``in`` as
+    :class:`~saltext_fleet.core.webauth.Expiring` (which the live hub also takes)."""
+
+    def __init__(self, engine, ttl: float = SESSION_HOURS * 3600):
+        self.engine = engine
+        self.ttl = ttl
+        self._known = webauth.Expiring(ttl)
+
+    def put(self, sid: str, value: object = True) -> None:
+        if not sid or sid in self._known:
+            return
+        self._known.put(sid)
+        if self.engine is not None:
+            until = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=self.ttl)
+            with self.engine.begin() as conn:
+                store_users.end_session(conn, sid, until)
+
+    def __contains__(self, sid: object) -> bool:
+        if not sid or not isinstance(sid, str):
+            return False
+        if sid in self._known:
+            return True
+        if self.engine is None:
+            return False
+        with self.engine.connect() as conn:
+            ended = store_users.session_ended(conn, sid)
+        if ended:
+            self._known.put(sid)
+        return ended
+
+    def __len__(self) -> int:
+        return len(self._known)
 
 
 @dataclasses.dataclass
@@ -58,15 +98,18 @@ class WebContext:
     password_checks: threading.BoundedSemaphore = dataclasses.field(
         default_factory=lambda: threading.BoundedSemaphore(4)
     )
-    #: ids of the sessions ended by a logout (their cookies open nothing any more)
-    ended_sessions: webauth.Expiring = dataclasses.field(
-        default_factory=lambda: webauth.Expiring(SESSION_HOURS * 3600)
-    )
+    #: ids of the sessions ended by a logout through any master (their cookies open nothing
+    #: any more): :class:`EndedSessions` over ``engine`` unless given
+    ended_sessions: Any = None
     #: TOTP secrets being enrolled: (user id, enrolment id) -> secret, kept here and never
     #: in the session cookie (which is signed, not encrypted)
     totp_enrolments: webauth.Expiring = dataclasses.field(
         default_factory=lambda: webauth.Expiring(TOTP_ENROL_SECONDS, max_keys=10_000)
     )
+
+    def __post_init__(self):
+        if self.ended_sessions is None:
+            self.ended_sessions = EndedSessions(self.engine)
 
 
 def ctx() -> WebContext:

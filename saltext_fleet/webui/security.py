@@ -46,6 +46,7 @@ from flask import (
 
 from saltext_fleet import __version__
 from saltext_fleet.core import webauth
+from saltext_fleet.store import secrets as store_secrets
 from saltext_fleet.webui import auth
 from saltext_fleet.webui.base import client_address, ctx, is_api, too_many
 
@@ -82,6 +83,30 @@ def load_secret_key(path: str) -> bytes:
         key = pysecrets.token_hex(32).encode()
         fh.write(key)
     return key
+
+
+#: Where the session-signing key is kept in the store: ``secrets`` (scope ``fleet``).
+SESSION_KEY_OWNER, SESSION_KEY_NAME = "ui", "session_key"
+
+
+def fleet_secret_key(engine, vault, legacy_path: str | None = None) -> bytes:
+    """The session-signing key of the whole fleet, kept in the store (encrypted with the
+    vault, ``secrets`` scope ``fleet``): every master's engine signs and checks session
+    cookies and CSRF tokens with it, so a user logged in through one master is logged in on
+    all of them.
+
+    The first master to ask stores it (insert-if-absent: masters starting together end with
+    one key). Its value is this master's old key file (``legacy_path``, from before the key
+    moved into the store) when that file exists, so sessions survive the upgrade; otherwise
+    32 new random bytes.
+    """
+    candidate = None
+    if legacy_path and os.path.exists(legacy_path):
+        candidate = load_secret_key(legacy_path).decode()
+    candidate = candidate or pysecrets.token_hex(32)
+    with engine.begin() as conn:
+        key = store_secrets.shared_key(conn, vault, SESSION_KEY_OWNER, SESSION_KEY_NAME, candidate)
+    return key.encode()
 
 
 def init_app(app: Flask) -> None:

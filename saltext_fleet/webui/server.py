@@ -37,7 +37,7 @@ from saltext_fleet.webui.eauth import make_checker
 from saltext_fleet.webui.guard import GuardedHTTPServer
 from saltext_fleet.webui.live import Hub
 from saltext_fleet.webui.salt import SaltGateway
-from saltext_fleet.webui.security import load_secret_key
+from saltext_fleet.webui.security import fleet_secret_key
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +49,8 @@ LISTEN_BACKLOG = 1024
 
 
 def secret_key_path(opts: dict) -> str:
+    """The session key file of releases before the key moved into the store (read once, to
+    seed the store's key, when it exists)."""
     return os.path.join(opts.get("pki_dir") or opts["cachedir"], "fleet-ui.secret")
 
 
@@ -101,7 +103,7 @@ def build(opts: dict, loop: asyncio.AbstractEventLoop | None = None):
             store_engine.get_engine(cfg.db_read_url, writable=False) if cfg.db_read_url else None
         ),
         vault=vault,
-        secret_key=load_secret_key(secret_key_path(opts)),
+        secret_key=fleet_secret_key(engine, vault, secret_key_path(opts)),
         salt=SaltGateway(opts),
         tls=bool(cfg.ui.tls_cert),
         config=cfg,

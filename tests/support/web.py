@@ -18,13 +18,14 @@ from saltext_fleet.webui.salt import SaltError
 PASSWORD = "a long enough password"
 
 
-def make_app(engine, key_file, salt=None, config=None, vault=None):
+def make_app(engine, key_file, salt=None, config=None, vault=None, secret_key=None):
     """The app over ``engine``, testing on, bcrypt at its cheapest; ``salt`` a gateway (real
-    or :class:`FakeSalt`), ``config`` a ``FleetConfig``."""
+    or :class:`FakeSalt`), ``config`` a ``FleetConfig``; ``secret_key`` the session key
+    (random by default; a master's engine takes the fleet's from the store)."""
     ctx = WebContext(
         engine=engine,
         vault=vault or core_secrets.Vault.open(str(key_file)),
-        secret_key=secrets.token_bytes(32),
+        secret_key=secret_key or secrets.token_bytes(32),
         salt=salt,
         config=config,
         bcrypt_rounds=4,

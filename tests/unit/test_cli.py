@@ -25,6 +25,15 @@ def test_config_with_db_url(capsys):
     assert yaml.safe_load(capsys.readouterr().out)["fleet"]["db_url"] == url
 
 
+def test_config_names_what_every_master_of_one_fleet_shares(capsys):
+    assert cli.main(["config"]) == 0
+    out = capsys.readouterr().out
+    comments = "\n".join(line for line in out.splitlines() if line.startswith("#"))
+    for shared in ("master.pem", "master.pub", "same fleet: section", "fleet:key_file"):
+        assert shared in comments, shared
+    assert "key_file" not in yaml.safe_load(out)["fleet"]  # a comment, not an option
+
+
 def test_config_refuses_a_bad_db_url(capsys):
     assert cli.main(["config", "--db-url", "mysql://x/y"]) == 2
     assert "fleet:db_url" in capsys.readouterr().err
