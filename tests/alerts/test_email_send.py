@@ -11,7 +11,8 @@ import pytest
 
 from saltext_fleet.master import alertsend
 from tests.support import alertsamples
-from tests.support.smtpserver import SmtpServer, free_port
+from tests.support.smtpserver import SmtpServer
+from tests.support.sshd import free_port
 
 PASSWORD = "correct horse battery staple"
 

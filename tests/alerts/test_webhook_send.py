@@ -18,7 +18,7 @@ from saltext_fleet import __version__
 from saltext_fleet.master import alertsend
 from tests.support import alertsamples
 from tests.support.alertreceiver import Receiver
-from tests.support.smtpserver import make_self_signed
+from tests.support.tlscert import self_signed
 
 SECRET = "route-hmac-secret-0123456789"
 
@@ -187,7 +187,7 @@ def test_latency_to_a_loopback_receiver(receiver, record_property):
 
 @pytest.fixture
 def tls_receiver(tmp_path):
-    cert, key = make_self_signed(tmp_path)
+    cert, key = self_signed(tmp_path)
     with Receiver(secret=SECRET, tls=(cert, key)) as rx:
         rx.cert_file = cert
         yield rx

@@ -5,9 +5,7 @@ port with a certificate made for the test; a client that trusts that certificate
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import http.cookiejar
-import ipaddress
 import logging
 import re
 import socket
@@ -19,53 +17,19 @@ import urllib.parse
 import urllib.request
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store import users as store_users
 from saltext_fleet.webui import server
 from tests.support.sshd import free_port
+from tests.support.tlscert import self_signed
 
 PASSWORD = "tls test password"
 
 
-def self_signed(tmp_path):
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = tmp_path / "ui.pem", tmp_path / "ui.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    key_path.chmod(0o600)
-    return str(cert_path), str(key_path)
-
-
 @pytest.fixture
 def tls_server(tmp_path):
-    cert, key = self_signed(tmp_path)
+    cert, key = (str(f) for f in self_signed(tmp_path, "ui"))
     port = free_port()
     db_url = f"sqlite:///{tmp_path / 'fleet.db'}"
     opts = {

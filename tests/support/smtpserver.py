@@ -11,63 +11,18 @@ attempt in ``logins``.
 from __future__ import annotations
 
 import dataclasses
-import datetime as dt
 import email
 import email.policy
-import ipaddress
 import pathlib
-import socket
 import ssl
 import threading
 from email.message import EmailMessage
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
-
-def make_self_signed(folder: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
-    """``(cert_file, key_file)``: a self-signed P-256 certificate for 127.0.0.1 and localhost."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "fleet test smtp")])
-    now = dt.datetime.now(dt.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file = folder / "smtp-cert.pem"
-    key_file = folder / "smtp-key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.support.sshd import free_port
+from tests.support.tlscert import self_signed
 
 
 @dataclasses.dataclass
@@ -117,7 +72,7 @@ class SmtpServer:
         self.cert_file = None
         kwargs = {}
         if tls:
-            self.cert_file, key_file = make_self_signed(folder)
+            self.cert_file, key_file = self_signed(folder, "smtp")
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(self.cert_file, key_file)
             kwargs.update(tls_context=context, require_starttls=True)
