@@ -19,31 +19,11 @@ from saltext_fleet.master import eventsig
 from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store.models import CertAlert
 from tests.support.certs import JANE, fixture_identities, mac_grains, store_grains
+from tests.support.forge import reactor_caught_up
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(300)]
 TAG = "fleet/certs/changed"
-
-
-def _echo(salt_master, event_listener):
-    """A reaction fired after the forgery: once it answered, the reactor has rendered every
-    event before it."""
-    n = random_string("echo-")
-    start = time.time()
-    opts = salt_master.config
-    with salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=False) as bus:
-        assert bus.fire_event({"n": n}, "fleet/test/echo")
-    wait_for(
-        "the reactor's answer to fleet/test/echo",
-        lambda: any(
-            e.data.get("n") == n
-            for e in event_listener.get_events(
-                [(salt_master.id, "fleet/test/echoed")], after_time=start - 1
-            )
-        ),
-        timeout=120,
-        interval=0.25,
-    )
 
 
 def _alerts(event_listener, salt_master, node, since):
@@ -70,7 +50,7 @@ def test_the_reactor_checks_a_node_on_the_masters_event_only(
         "event.fire_master", json.dumps({"id": mac}), TAG, minion_tgt=salt_minion.id, _timeout=60
     )
     assert ret.returncode == 0 and ret.data is True, ret
-    _echo(salt_master, event_listener)
+    reactor_caught_up(salt_master, event_listener)
     assert _alerts(event_listener, salt_master, mac, start) == []
     with engine.connect() as conn:
         assert conn.execute(select(CertAlert).where(CertAlert.node == mac)).first() is None

@@ -17,8 +17,6 @@ import json
 import time
 
 import pytest
-import salt.utils.event
-from saltfactories.utils import random_string
 from sqlalchemy import func, select
 
 from saltext_fleet import config
@@ -32,7 +30,7 @@ from saltext_fleet.store.models import (
     NodeInventory,
     Return,
 )
-from tests.support.forge import send_batch
+from tests.support.forge import reactor_caught_up, send_batch
 from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -131,27 +129,6 @@ def _fire_from(salt_cli, minion, tag, data):
     assert ret.returncode == 0 and ret.data is True, ret
 
 
-def _echo(salt_master, event_listener):
-    """A reaction fired after the forgeries: once it answered, the reactor has rendered
-    every event before it."""
-    n = random_string("echo-")
-    start = time.time()
-    opts = salt_master.config
-    with salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=False) as bus:
-        assert bus.fire_event({"n": n}, "fleet/test/echo")
-    wait_for(
-        "the reactor's answer to fleet/test/echo",
-        lambda: any(
-            e.data.get("n") == n
-            for e in event_listener.get_events(
-                [(salt_master.id, "fleet/test/echoed")], after_time=start - 1
-            )
-        ),
-        timeout=120,
-        interval=0.25,
-    )
-
-
 def _assert_x_unchanged(store, salt_cli, minion_id, before, after_audit_id):
     after = _snapshot(store, salt_cli, minion_id)
     assert after["node"] == before["node"]
@@ -181,7 +158,7 @@ def test_forged_start_events_do_not_onboard_another_node(
         "data": f"Minion {x.id} started at {time.asctime()}",
     }
     send_batch(y, [{"tag": tag, "data": real_like}, {"tag": tag, "data": {"data": "hi"}}])
-    _echo(salt_master, event_listener)
+    reactor_caught_up(salt_master, event_listener)
 
     def refusals():
         found = [e for e in _audit(store, x.id, mark) if e["action"] == "node.onboard.refuse"]
@@ -211,7 +188,7 @@ def test_a_forged_presence_change_does_not_take_another_node_offline(
     claim = {"new": [], "lost": [x.id]}
     _fire_from(salt_cli, y, "salt/presence/change", claim)
     send_batch(y, [{"tag": "salt/presence/change", "data": claim}])
-    _echo(salt_master, event_listener)
+    reactor_caught_up(salt_master, event_listener)
 
     def refused():
         with store.connect() as conn:
@@ -238,7 +215,7 @@ def test_forged_pkgset_hints_run_one_inventory_per_minute(
     _fire_from(salt_cli, y, "fleet/pkgset/changed", claim)
     # a batch naming X, five times over
     send_batch(y, [{"tag": "fleet/pkgset/changed", "data": claim} for _ in range(5)])
-    _echo(salt_master, event_listener)
+    reactor_caught_up(salt_master, event_listener)
 
     def inventory_jobs(minion_id):
         return [

@@ -11,6 +11,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
+
+import salt.utils.event
+from saltfactories.utils import random_string
+
+from tests.support.waiting import wait_for
 
 _SCRIPT = r"""
 import json, sys
@@ -40,3 +46,25 @@ def send_batch(minion_factory, events: list[dict]) -> dict:
     sent = json.loads(done.stdout.strip().splitlines()[-1])
     assert sent["id"] == minion_factory.id
     return sent
+
+
+def reactor_caught_up(salt_master, event_listener) -> None:
+    """Fire ``fleet/test/echo`` on the master's bus and wait for the reactor's answer
+    (``fleet/test/echoed``): once it answered, the reactor has rendered every event fired
+    before it (so a forgery it ignored is known to be ignored, not merely not yet seen)."""
+    n = random_string("echo-")
+    start = time.time()
+    opts = salt_master.config
+    with salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=False) as bus:
+        assert bus.fire_event({"n": n}, "fleet/test/echo")
+    wait_for(
+        "the reactor's answer to fleet/test/echo",
+        lambda: any(
+            e.data.get("n") == n
+            for e in event_listener.get_events(
+                [(salt_master.id, "fleet/test/echoed")], after_time=start - 1
+            )
+        ),
+        timeout=120,
+        interval=0.25,
+    )
