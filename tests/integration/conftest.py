@@ -10,7 +10,8 @@ import pytest
 import salt.runner
 from saltfactories.utils import random_string
 
-from saltext_fleet import snippet
+from saltext_fleet import config, snippet
+from saltext_fleet.store import engine as store_engine
 from tests.support.harness import ACCEPTED_BY_HARNESS, accept_known
 from tests.support.sshd import free_port
 from tests.support.venvs import make_venv, make_wheel, pip_install
@@ -126,3 +127,13 @@ def runner(salt_master):
     ``fleet.audit``...) and polling with ``tests.support.waiting.ask``: the runners salt-run
     loads, without its start-up per look. (What salt-run prints is test_runner_output's.)"""
     return salt.runner.RunnerClient(salt_master.config.copy())
+
+
+@pytest.fixture(scope="package")
+def ui(salt_master):
+    """The package master's web UI (its engine): ``{"url", "store" (the store's engine),
+    "cfg"}``."""
+    cfg = config.load(salt_master.config)
+    engine = store_engine.get_engine(cfg.db_url)
+    store_engine.ensure_schema(engine)
+    return {"url": f"http://{cfg.ui.host}:{cfg.ui.port}", "store": engine, "cfg": cfg}

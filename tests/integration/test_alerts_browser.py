@@ -16,15 +16,13 @@ import pytest
 from saltfactories.utils import random_string
 from sqlalchemy import insert, select
 
-from saltext_fleet import config
 from saltext_fleet.store import audit as store_audit
-from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store import users as store_users
 from saltext_fleet.store.models import Alert, AlertCondition, AlertRoute, Node
 from tests.integration.test_gate import fire
 from tests.support.alertreceiver import Receiver
 from tests.support.alertseed import seed
-from tests.support.browser import ARTIFACTS, require_chromium, screenshot
+from tests.support.browser import ARTIFACTS, launch_chromium, screenshot
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(300)
@@ -33,22 +31,11 @@ HMAC = "browser-test-hmac-Zq81x"
 
 
 @pytest.fixture(scope="module")
-def ui(salt_master):
-    cfg = config.load(salt_master.config)
-    engine = store_engine.get_engine(cfg.db_url)
-    store_engine.ensure_schema(engine)
-    return {"url": f"http://{cfg.ui.host}:{cfg.ui.port}", "store": engine, "cfg": cfg}
-
-
-@pytest.fixture(scope="module")
 def browser():
     from playwright.sync_api import sync_playwright
 
-    executable = require_chromium()
     with sync_playwright() as pw:
-        chromium = pw.chromium.launch(
-            executable_path=executable, headless=True, args=["--no-sandbox"]
-        )
+        chromium = launch_chromium(pw)
         yield chromium
         chromium.close()
 

@@ -16,14 +16,12 @@ import salt.key
 from saltfactories.utils import random_string
 from sqlalchemy import insert
 
-from saltext_fleet import config
 from saltext_fleet.core import secrets as core_secrets
 from saltext_fleet.core import webauth
 from saltext_fleet.store import drift as store_drift
-from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store import users as store_users
 from saltext_fleet.store.models import DriftCurrent, DriftHistory, Node
-from tests.support.browser import ARTIFACTS, require_chromium, screenshot
+from tests.support.browser import ARTIFACTS, launch_chromium, screenshot
 from tests.support.waiting import run, wait_for
 
 pytestmark = pytest.mark.timeout(300)
@@ -31,22 +29,11 @@ PASSWORD = "browser test password"
 
 
 @pytest.fixture(scope="module")
-def ui(salt_master):
-    cfg = config.load(salt_master.config)
-    engine = store_engine.get_engine(cfg.db_url)
-    store_engine.ensure_schema(engine)
-    return {"url": f"http://{cfg.ui.host}:{cfg.ui.port}", "store": engine, "cfg": cfg}
-
-
-@pytest.fixture(scope="module")
 def page():
     from playwright.sync_api import sync_playwright
 
-    executable = require_chromium()
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(
-            executable_path=executable, headless=True, args=["--no-sandbox"]
-        )
+        browser = launch_chromium(pw)
         context = browser.new_context(viewport={"width": 1280, "height": 900})
         tab = context.new_page()
         tab.set_default_timeout(30_000)

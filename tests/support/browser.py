@@ -39,6 +39,13 @@ def require_chromium() -> str:
     return CHROMIUM
 
 
+def launch_chromium(pw):
+    """Debian's Chromium, headless, through Playwright's ``pw`` (installed first if missing)."""
+    return pw.chromium.launch(
+        executable_path=require_chromium(), headless=True, args=["--no-sandbox"]
+    )
+
+
 def screenshot(page, name: str, element=None) -> pathlib.Path:
     """The whole page as ``<name>.png``, or only ``element`` (a locator) when given."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ import sys
 
 from playwright.sync_api import sync_playwright
 
-from tests.support.browser import require_chromium
+from tests.support.browser import launch_chromium
 
 WATCH = """async ([key, wanted]) => {
   const video = document.createElement('video');
@@ -57,9 +57,7 @@ FAIL = """async () => {
 
 
 def open_page(pw, base_url: str, cookie: str):
-    browser = pw.chromium.launch(
-        executable_path=require_chromium(), headless=True, args=["--no-sandbox"]
-    )
+    browser = launch_chromium(pw)
     context = browser.new_context()
     context.add_cookies(
         [

@@ -16,7 +16,7 @@ from saltext_fleet.core import baseline as core_baseline
 from saltext_fleet.store import drift as store_drift
 from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store.models import DriftCurrent
-from tests.support.browser import require_chromium, screenshot
+from tests.support.browser import launch_chromium, screenshot
 from tests.support.certs import BUILDS, JANE, OLD, fixture_identities, mac_grains, store_grains
 from tests.support.certs import xcode as xc
 from tests.support.uiserver import serving
@@ -71,16 +71,13 @@ def seed(engine) -> None:
 def test_the_certificates_and_xcode_pages_in_a_browser(tmp_path):
     from playwright.sync_api import sync_playwright
 
-    executable = require_chromium()
     with (
         serving(tmp_path, users=[("watcher", "viewer", PASSWORD)]) as served,
         sync_playwright() as pw,
     ):
         seed(store_engine.get_engine(config.load(served["opts"]).db_url))
         url = f"http://127.0.0.1:{served['port']}"
-        browser = pw.chromium.launch(
-            executable_path=executable, headless=True, args=["--no-sandbox"]
-        )
+        browser = launch_chromium(pw)
         try:
             page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
             page.set_default_timeout(15_000)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.browser import require_chromium, screenshot
+from tests.support.browser import launch_chromium, screenshot
 from tests.support.fakekvmd import FakeKvmd
 from tests.support.kvmconsole import DEVICE, PASSWORD, console_audit, console_server
 from tests.support.waiting import wait_for
@@ -49,15 +49,12 @@ def log_in(page, url: str, username: str) -> None:
 def test_the_console_shows_the_stream_and_only_an_operator_types(tmp_path):
     from playwright.sync_api import sync_playwright
 
-    executable = require_chromium()
     with (
         FakeKvmd(password="console-pw", fps=20, frame_size=(160, 120)) as fake,
         console_server(tmp_path, fake) as ui,
         sync_playwright() as pw,
     ):
-        browser = pw.chromium.launch(
-            executable_path=executable, headless=True, args=["--no-sandbox"]
-        )
+        browser = launch_chromium(pw)
         try:
             # an operator: the device page links the console
             oper = new_page(browser)
