@@ -64,6 +64,7 @@ Tables:
                           expire
 ``ui_login_limits``       (schema 0015) failed logins per user and client address, lockouts of
                           client addresses, the login rate per address: for every master
+                          (0015 also adds ``nodes.meta_at``: when operators last edited a node)
 """
 
 from __future__ import annotations
@@ -156,6 +157,9 @@ class Node(Base):
     criticality: Mapped[str] = mapped_column(String(16), default="normal", server_default="normal")
     audited: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     comment: Mapped[str] = mapped_column(Text, default="", server_default="")
+    #: (schema 0015) when an operator last changed criticality, audited or comment: every
+    #: master's live hub finds the change by it
+    meta_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         Index("ix_nodes_last_seen", "last_seen"),

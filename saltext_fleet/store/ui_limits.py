@@ -31,16 +31,20 @@ Times are the masters' wall clocks (UTC): keep them in sync (NTP).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import time
 from collections.abc import Callable
 
 from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from saltext_fleet.core import webauth
 from saltext_fleet.store.drift.common import aware, dialect_insert
 from saltext_fleet.store.models import UiLoginLimit, utcnow
+
+log = logging.getLogger(__name__)
 
 FAIL = "fail"
 RATE = "rate"
@@ -106,8 +110,13 @@ class _Cleaner:
             if time.monotonic() < self._next:
                 return
             self._next = time.monotonic() + self.every
-        with engine.begin() as conn:
-            cleanup(conn, now, self.max_rows)
+        try:
+            with engine.begin() as conn:
+                cleanup(conn, now, self.max_rows)
+        except SQLAlchemyError as exc:
+            # opportunistic: two masters' cleanups may deadlock (PostgreSQL aborts one), and
+            # a store that is away fails the caller's own transaction next, saying so
+            log.info("fleet ui: cleaning up the login counters failed: %s", exc)
 
 
 def cleanup(conn: Connection, now: dt.datetime | None = None, max_rows: int = MAX_ROWS) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import json
 import re
 import threading
 import time
@@ -23,10 +24,12 @@ from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store import secrets as store_secrets
 from saltext_fleet.store import ui_limits
 from saltext_fleet.store import users as store_users
-from saltext_fleet.store.models import Secret, UiEndedSession, UiLoginLimit
+from saltext_fleet.store.models import Node, Secret, UiEndedSession, UiLoginLimit
+from saltext_fleet.webui import live
 from saltext_fleet.webui.security import fleet_secret_key
 from tests.support.sshd import free_port
 from tests.support.store import dump_tables
+from tests.support.waiting import wait_for
 from tests.support.web import (
     PASSWORD,
     account_csrf,
@@ -363,3 +366,70 @@ def test_ended_sessions_are_kept_until_their_cookies_expire(engine):
         )
         rows = conn.execute(select(UiEndedSession.sid)).scalars().all()
     assert rows == ["s2"]
+
+
+class LiveSocket:
+    """A browser's live-update socket as A's hub sees it (the handshake is
+    tests/store/test_webui_sessions.py's)."""
+
+    def __init__(self):
+        self.messages = []
+
+    def write_message(self, text):
+        self.messages.append(json.loads(text))
+
+    def close(self, code, reason):
+        self.closed = (code, reason)
+
+
+def test_a_change_through_one_master_reaches_the_others_live_updates(masters, engine):
+    """An operator edits a node through B's UI; a browser on A's overview gets the change
+    from A's hub, which B never told (no event: only A's poll of the store finds it)."""
+    a, b = masters
+    hour_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(Node).values(
+                minion_id="web1",
+                first_seen=hour_ago,
+                last_seen=hour_ago,
+                facts={},
+                status="online",
+                status_at=hour_ago,
+            )
+        )
+    ctx_a = a.extensions["fleet"]
+    hub = live.Hub(
+        ctx_a.engine, schedule=lambda fn: fn(), idle_seconds=0.2, ended=ctx_a.ended_sessions
+    )
+    socket = LiveSocket()
+    with hub._lock:
+        hub._sockets.add(socket)
+        hub._sessions[socket] = live.SocketSession(1, 1, "sid", time.time() + 3600)
+    looker = threading.Thread(target=hub.run_looker, kwargs={"min_interval": 0}, daemon=True)
+    looker.start()
+    try:
+        wait_for("A's first look", lambda: hub.looks >= 1, timeout=10)
+        assert not [m for m in socket.messages if m["type"] == "node"]  # nothing new yet
+        on_b = b.test_client()
+        assert post_login(on_b, "alice").status_code == 302
+        edit = {
+            "criticality": "critical",
+            "comment": "edited on B",
+            "csrf_token": account_csrf(on_b),
+        }
+        assert on_b.post("/nodes/web1/meta", data=edit).status_code in (302, 303)
+
+        def web1_on_a():
+            return [m for m in socket.messages if m["type"] == "node" and m["id"] == "web1"]
+
+        wait_for("B's change in A's live updates", web1_on_a, timeout=10)
+    finally:
+        hub.stop()
+        looker.join(10)
+    change = web1_on_a()[-1]
+    assert (change["criticality"], change["comment"], change["status"]) == (
+        "critical",
+        "edited on B",
+        "online",
+    )

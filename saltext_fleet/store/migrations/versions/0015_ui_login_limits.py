@@ -11,6 +11,10 @@ locked through one master could go on through another. They are kept here instea
 per (kind, key), changed under a row lock (see ``saltext_fleet.store.ui_limits``) and deleted
 once ``expires_at`` has passed. A TOTP secret being enrolled moves into ``secrets``
 (encrypted, no schema change).
+
+``nodes.meta_at``: when an operator last changed a node's criticality, audited flag or
+comment, so that every master's live hub (which polls the store for what changed since its
+last look) shows an edit made through any master.
 """
 
 import sqlalchemy as sa
@@ -33,8 +37,11 @@ def upgrade() -> None:
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_ui_login_limits_expires_at", "ui_login_limits", ["expires_at"])
+    op.add_column("nodes", sa.Column("meta_at", sa.DateTime(timezone=True)))
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("nodes") as batch:
+        batch.drop_column("meta_at")
     op.drop_index("ix_ui_login_limits_expires_at", table_name="ui_login_limits")
     op.drop_table("ui_login_limits")
