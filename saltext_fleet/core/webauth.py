@@ -813,9 +813,9 @@ class Expiring:
     that nobody can fill memory with it. Thread-safe; times are :func:`time.monotonic`
     unless ``now`` is given.
 
-    The web UI keeps in one the sessions ended by a logout (their ids, until the session
-    cookie would have expired anyway) and the TOTP secrets being enrolled (server-side,
-    never in the readable session cookie).
+    The web UI keeps in one the sessions ended by a logout that this engine already knows
+    of (their ids, until the session cookie would have expired anyway; the store has them
+    all).
     """
 
     def __init__(self, ttl: float, max_keys: int = 100_000):

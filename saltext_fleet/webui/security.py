@@ -13,12 +13,13 @@
   bound to the session (form field ``csrf_token`` or header ``X-CSRF-Token``); the login and
   code forms carry the token of the pre-login session the form was shown in. API requests
   with a bearer token carry no cookie and need none. The session cookie is signed, not
-  encrypted: it holds no secret (a TOTP key being enrolled stays in ``totp_enrolments``).
-- **Throttling.** Login posts are limited per client address before anything else
-  (:class:`saltext_fleet.core.webauth.RateLimit`), and only a few password checks run at
-  once; failed passwords and codes lock the user and the client address for a while
-  (:class:`saltext_fleet.core.webauth.Throttle`). A logout is remembered
-  (``ended_sessions``), so the logged-out cookie opens nothing.
+  encrypted: it holds no secret (a TOTP key being enrolled waits in the store, encrypted).
+- **Throttling.** Login posts are limited per client address before anything else, and only
+  a few password checks run at once (per engine); failed passwords and codes lock the user
+  and the client address for a while. The counters are the store's, one for every master
+  (:mod:`saltext_fleet.store.ui_limits`). A logout is remembered (``ended_sessions``), so the
+  logged-out cookie opens nothing.
+- **The store away** is a ``503`` saying so (:func:`store_away`): the UI fails closed.
 - **Headers** on every answer (:func:`headers`): no sniffing, no framing, a strict CSP, and
   ``no-store`` for what a session saw; errors as a page or, for the API, as
   ``{"error": {"code", "message"}}`` (:func:`error`).
