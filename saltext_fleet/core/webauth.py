@@ -15,8 +15,10 @@ request, no session store and no database, so that each can be tested on its own
 * **Second factor.** TOTP (RFC 6238) with replay refusal: a code is good once, so the
   caller stores the time step :func:`verify_totp` returns and passes it back next time.
   Single-use recovery codes for a lost authenticator.
-* **API tokens, CSRF tokens** and in-memory **throttling** of failed logins
-  (:class:`Throttle`) and of request rates (:class:`RateLimit`).
+* **API tokens, CSRF tokens** and **throttling** of failed logins and of request rates:
+  in memory (:class:`Throttle`, :class:`RateLimit`), or as pure steps over counters the
+  caller keeps (:func:`count_failure`, :func:`take_token`: the store keeps them for every
+  master, :mod:`saltext_fleet.store.ui_limits`).
 
 Only hashes of secrets are stored: password hashes (slow on purpose), and SHA-256 of API
 tokens and recovery codes (random values with nothing to guess from a dictionary).
@@ -29,8 +31,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hashlib
 import hmac
+import ipaddress
 import re
 import secrets
 import threading
@@ -692,19 +696,115 @@ class RateLimit:
         now = time.monotonic() if now is None else now
         with self._lock:
             tokens, last = self._buckets.get(key, (float(self.burst), now))
-            # max(): a clock that steps back must not drain the bucket
-            tokens = min(float(self.burst), tokens + max(0.0, now - last) * self.per_second)
-            allowed_now = tokens >= 1.0
-            if allowed_now:
-                tokens -= 1.0
-            self._buckets[key] = (tokens, max(now, last))
+            tokens, last, wait = take_token(tokens, last, now, self.per_second, self.burst)
+            self._buckets[key] = (tokens, last)
             self._buckets.move_to_end(key)
             while len(self._buckets) > self.max_keys:
                 self._buckets.popitem(last=False)
-            return 0.0 if allowed_now else (1.0 - tokens) / self.per_second
+            return wait
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+# -- the same rules over counters kept elsewhere (the store, for every master) ----------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Strikes:
+    """A key's failed logins as a store keeps them: ``count`` failures since ``since`` (the
+    first failure of the window), and the end of its lockout (``locked_until``, 0.0: none).
+    Times are seconds on the callers' common clock (UTC epoch for the store)."""
+
+    count: int = 0
+    since: float = 0.0
+    locked_until: float = 0.0
+
+    def locked(self, now: float) -> float:
+        """Seconds the key stays locked at ``now``; 0.0 when it is not."""
+        return max(0.0, self.locked_until - now)
+
+    def expires(self, window: float) -> float:
+        """When nothing of this is worth keeping: the lockout's end or the window's."""
+        return max(self.locked_until, self.since + window)
+
+
+def count_failure(
+    strikes: Strikes | None, now: float, max_failures: int, window: float, lockout: float
+) -> Strikes:
+    """``strikes`` after one more failed login at ``now``.
+
+    ``max_failures`` failures within ``window`` seconds of the first lock the key for
+    ``lockout`` seconds (and start the count again). While the key is locked a failure is not
+    counted and does not extend the lockout: the caller refuses such logins unchecked."""
+    s = strikes or Strikes()
+    if s.locked(now):
+        return s
+    if s.count <= 0 or s.since <= now - window:
+        count, since = 1, now
+    else:
+        count, since = s.count + 1, s.since
+    if count >= max_failures:
+        return Strikes(0, now, now + lockout)
+    return Strikes(count, since, 0.0)
+
+
+def forget_failures(strikes: Strikes, now: float) -> Strikes | None:
+    """What is left of ``strikes`` after a good login: a running lockout (see
+    :meth:`Throttle.success`), or nothing (None)."""
+    return Strikes(0, now, strikes.locked_until) if strikes.locked(now) else None
+
+
+def take_token(
+    tokens: float, last: float, now: float, per_second: float, burst: int
+) -> tuple[float, float, float]:
+    """A token bucket's step: ``(tokens, last, wait)`` after a request at ``now`` to a bucket
+    that held ``tokens`` at ``last``. ``wait`` is 0.0 when the request may go ahead (a token
+    was taken), else the seconds until it may (nothing taken)."""
+    # max(): a clock that steps back must not drain the bucket
+    tokens = min(float(burst), tokens + max(0.0, now - last) * per_second)
+    if tokens >= 1.0:
+        return tokens - 1.0, max(now, last), 0.0
+    return tokens, max(now, last), (1.0 - tokens) / per_second
+
+
+def bucket_full_at(tokens: float, last: float, per_second: float, burst: int) -> float:
+    """When a bucket left with ``tokens`` at ``last`` is full again: from then on a bucket
+    nobody kept is the same as this one."""
+    return last + max(0.0, burst - tokens) / per_second
+
+
+#: The longest key :func:`user_key` and :func:`address_key` make.
+LIMIT_KEY_MAX = 72
+
+
+def _bounded(kind: str, value: str, limit: int) -> str:
+    if len(value) <= limit and value.isascii() and value.isprintable():
+        return f"{kind}:{value}"
+    digest = hashlib.sha256(value.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+    return f"{kind}#{digest}"
+
+
+def user_key(username: Any) -> str:
+    """The throttling key of a username as typed (``user:alice``): a name no user could have
+    (too long, odd characters) is counted under a hash of it, so keys stay short."""
+    return _bounded("user", str(username), USERNAME_MAX)
+
+
+def address_key(address: Any) -> str:
+    """The throttling key of a client address: ``ip:10.0.0.1``; an IPv6 address counts with
+    its whole /64 (one host owns a /64, and could otherwise make up addresses without end);
+    anything that is no address is kept bounded like :func:`user_key`."""
+    text = str(address)
+    try:
+        ip = ipaddress.ip_address(text)
+    except ValueError:
+        return _bounded("ip", text, 45)
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return f"ip:{ip.ipv4_mapped}"
+        return f"ip:{ipaddress.ip_network((ip, 64), strict=False)}"
+    return f"ip:{ip}"
 
 
 class Expiring:
@@ -713,9 +813,9 @@ class Expiring:
     that nobody can fill memory with it. Thread-safe; times are :func:`time.monotonic`
     unless ``now`` is given.
 
-    The web UI keeps in one the sessions ended by a logout (their ids, until the session
-    cookie would have expired anyway) and the TOTP secrets being enrolled (server-side,
-    never in the readable session cookie).
+    The web UI keeps in one the sessions ended by a logout that this engine already knows
+    of (their ids, until the session cookie would have expired anyway; the store has them
+    all).
     """
 
     def __init__(self, ttl: float, max_keys: int = 100_000):

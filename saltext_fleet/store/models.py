@@ -60,6 +60,11 @@ Tables:
                           onboarding for one start, the presence check of a period
 ``ui_users``              the web UI's users: bcrypt hash, role, TOTP on/off (its secret is in
                           ``secrets``), recovery code and API token hashes, session version
+``ui_ended_sessions``     (schema 0014) web UI sessions ended by a logout, until their cookies
+                          expire
+``ui_login_limits``       (schema 0015) failed logins per user and client address, lockouts of
+                          client addresses, the login rate per address: for every master
+                          (0015 also adds ``nodes.meta_at``: when operators last edited a node)
 """
 
 from __future__ import annotations
@@ -152,6 +157,9 @@ class Node(Base):
     criticality: Mapped[str] = mapped_column(String(16), default="normal", server_default="normal")
     audited: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     comment: Mapped[str] = mapped_column(Text, default="", server_default="")
+    #: (schema 0015) when an operator last changed criticality, audited or comment: every
+    #: master's live hub finds the change by it
+    meta_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (
         Index("ix_nodes_last_seen", "last_seen"),
@@ -993,4 +1001,21 @@ class UiEndedSession(Base):
     __tablename__ = "ui_ended_sessions"
 
     sid: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class UiLoginLimit(Base):
+    """(schema 0015) A web UI login counter every master shares (see
+    :mod:`saltext_fleet.store.ui_limits`): ``kind`` ``fail`` (failed logins of a user or a
+    client address: ``count`` since ``since``, and its lockout) or ``rate`` (a client
+    address's login token bucket: ``count`` tokens at ``since``). ``expires_at``: when the row
+    says nothing a missing row would not (it is then deleted)."""
+
+    __tablename__ = "ui_login_limits"
+
+    kind: Mapped[str] = mapped_column(String(8), primary_key=True)
+    key: Mapped[str] = mapped_column(String(80), primary_key=True)
+    count: Mapped[float] = mapped_column(Float, default=0.0)
+    since: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    locked_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)

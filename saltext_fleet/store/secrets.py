@@ -95,13 +95,21 @@ def shared_key(
 
 
 def get_secret(
-    conn: Connection, vault: core_secrets.Vault, scope: str, owner: str, name: str
+    conn: Connection,
+    vault: core_secrets.Vault,
+    scope: str,
+    owner: str,
+    name: str,
+    newer_than: dt.datetime | None = None,
 ) -> str | None:
-    token = conn.execute(
-        select(Secret.value).where(
-            Secret.scope == scope, Secret.owner == owner, Secret.name == name
-        )
-    ).scalar()
+    """The secret ``(scope, owner, name)`` decrypted; None when there is none (or, with
+    ``newer_than``, when it was stored before then)."""
+    stmt = select(Secret.value).where(
+        Secret.scope == scope, Secret.owner == owner, Secret.name == name
+    )
+    if newer_than is not None:
+        stmt = stmt.where(Secret.updated_at > newer_than)
+    token = conn.execute(stmt).scalar()
     return None if token is None else vault.decrypt_text(token)
 
 

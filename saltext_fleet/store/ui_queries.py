@@ -21,6 +21,7 @@ from saltext_fleet.store.models import (
     NodeGroup,
     Return,
     UiUser,
+    utcnow,
 )
 
 _JOB_COLUMNS = (Job.jid, Job.fun, Job.tgt, Job.user, Job.started_at)
@@ -40,8 +41,11 @@ def inventory_snapshot(conn: Connection, digest: str) -> Row | None:
 
 
 def set_node_meta(conn: Connection, minion_id: str, values: dict[str, Any]) -> bool:
-    """Store a node's criticality, audited flag or comment; False when there is no such node."""
-    done = conn.execute(update(Node).where(Node.minion_id == minion_id).values(**values)).rowcount
+    """Store a node's criticality, audited flag or comment (and when: ``meta_at``, which the
+    live hubs of every master look for); False when there is no such node."""
+    done = conn.execute(
+        update(Node).where(Node.minion_id == minion_id).values(**values, meta_at=utcnow())
+    ).rowcount
     return bool(done)
 
 
@@ -148,10 +152,18 @@ def job_returns(conn: Connection, jid: str, limit: int) -> list[Row]:
 
 
 def changed_nodes(conn: Connection, since: dt.datetime, limit: int) -> list[dict[str, Any]]:
-    """Nodes whose status, last contact or drift moved at or after ``since``, by id: at most
-    ``limit + 1`` (one more than asked says there were more)."""
+    """Nodes whose status, last contact, drift or operators' metadata (criticality, comment)
+    moved at or after ``since``, by id: at most ``limit + 1`` (one more than asked says there
+    were more)."""
     stmt = (
-        select(Node.minion_id, Node.status, Node.last_seen, DriftCurrent.score)
+        select(
+            Node.minion_id,
+            Node.status,
+            Node.last_seen,
+            Node.criticality,
+            Node.comment,
+            DriftCurrent.score,
+        )
         .select_from(Node)
         .outerjoin(DriftCurrent, DriftCurrent.minion_id == Node.minion_id)
         .where(
@@ -159,6 +171,7 @@ def changed_nodes(conn: Connection, since: dt.datetime, limit: int) -> list[dict
                 Node.last_seen >= since,
                 Node.status_at >= since,
                 DriftCurrent.computed_at >= since,
+                Node.meta_at >= since,
             )
         )
         .order_by(Node.minion_id)
@@ -171,6 +184,8 @@ def changed_nodes(conn: Connection, since: dt.datetime, limit: int) -> list[dict
             "status": r.status or "unknown",
             "drift": r.score,
             "last_seen": r.last_seen.isoformat() if r.last_seen else None,
+            "criticality": r.criticality,
+            "comment": r.comment,
         }
         for r in conn.execute(stmt)
     ]

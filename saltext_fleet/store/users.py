@@ -3,7 +3,9 @@
 Nothing secret is stored in clear: passwords as bcrypt hashes, recovery codes and API tokens
 as SHA-256 hashes, and the TOTP secret (which must be read back to check a code) in the
 ``secrets`` table, encrypted with the vault's key like every other secret (``scope`` ``user``,
-``owner`` the username, ``name`` ``totp``), so ``fleet.rotate_key`` re-encrypts it too.
+``owner`` the username, ``name`` ``totp``), so ``fleet.rotate_key`` re-encrypts it too; so is
+a TOTP secret shown for enrolment and not yet confirmed (``name`` ``totp-enrol:<id>``, for
+15 minutes), which any master's UI may then confirm.
 
 ``session_version`` is part of every session cookie: bumping it (a new password, a reset of
 the second factor, "log out everywhere") ends every session of the user at once.
@@ -21,9 +23,13 @@ from saltext_fleet.core import secrets as core_secrets
 from saltext_fleet.core import webauth
 from saltext_fleet.core.errors import FleetError
 from saltext_fleet.store import secrets as store_secrets
-from saltext_fleet.store.models import UiEndedSession, UiUser, iso, utcnow
+from saltext_fleet.store.models import Secret, UiEndedSession, UiUser, iso, utcnow
 
 TOTP_SECRET = "totp"
+#: The ``secrets`` name of a TOTP secret being enrolled: this and the session's enrolment id.
+TOTP_ENROL_PREFIX = "totp-enrol:"
+#: Pending enrolments kept per user (one per browser session that opened the account page).
+MAX_TOTP_ENROLMENTS = 5
 
 
 class UserError(FleetError, ValueError):
@@ -235,6 +241,76 @@ def set_totp(conn: Connection, vault: core_secrets.Vault, username: str, secret:
         )
     )
     return codes
+
+
+def put_totp_enrolment(
+    conn: Connection,
+    vault: core_secrets.Vault,
+    username: str,
+    enrol_id: str,
+    secret: str,
+    ttl: float,
+    now: dt.datetime | None = None,
+) -> None:
+    """Keep a TOTP secret shown for enrolment (``enrol_id``: the session's) for ``ttl``
+    seconds, encrypted in ``secrets`` (scope ``user``, name ``totp-enrol:<enrol_id>``), so the
+    user may scan it through one master and confirm it through another. Pending enrolments
+    past their time (anyone's) are dropped on the way, and a user keeps at most
+    :data:`MAX_TOTP_ENROLMENTS` (the oldest go)."""
+    now = now or utcnow()
+    enrol_id = _check_enrol_id(enrol_id)
+    table = Secret.__table__
+    pending = (table.c.scope == store_secrets.USER_SCOPE) & table.c.name.startswith(
+        TOTP_ENROL_PREFIX, autoescape=True
+    )
+    conn.execute(
+        delete(table).where(pending, table.c.updated_at <= now - dt.timedelta(seconds=ttl))
+    )
+    store_secrets.put_secret(
+        conn, vault, store_secrets.USER_SCOPE, username, TOTP_ENROL_PREFIX + enrol_id, secret, now
+    )
+    keep = (
+        select(table.c.id)
+        .where(pending, table.c.owner == username)
+        .order_by(table.c.updated_at.desc(), table.c.id.desc())
+        .limit(MAX_TOTP_ENROLMENTS)
+    )
+    conn.execute(delete(table).where(pending, table.c.owner == username, table.c.id.not_in(keep)))
+
+
+def totp_enrolment(
+    conn: Connection,
+    vault: core_secrets.Vault,
+    username: str,
+    enrol_id: str,
+    ttl: float,
+    now: dt.datetime | None = None,
+) -> str | None:
+    """The TOTP secret pending for ``enrol_id`` (through any master), None when there is
+    none or it is older than ``ttl`` seconds."""
+    now = now or utcnow()
+    enrol_id = _check_enrol_id(enrol_id)
+    return store_secrets.get_secret(
+        conn,
+        vault,
+        store_secrets.USER_SCOPE,
+        username,
+        TOTP_ENROL_PREFIX + enrol_id,
+        newer_than=now - dt.timedelta(seconds=ttl),
+    )
+
+
+def drop_totp_enrolment(conn: Connection, username: str, enrol_id: str) -> None:
+    """Forget a pending enrolment (confirmed, or abandoned)."""
+    store_secrets.drop_secrets(
+        conn, store_secrets.USER_SCOPE, username, TOTP_ENROL_PREFIX + _check_enrol_id(enrol_id)
+    )
+
+
+def _check_enrol_id(enrol_id: str) -> str:
+    if not isinstance(enrol_id, str) or not 1 <= len(enrol_id) <= 64:
+        raise UserError("an enrolment id is a string of 1 to 64 characters")
+    return enrol_id
 
 
 def totp_secret(conn: Connection, vault: core_secrets.Vault, username: str) -> str | None:

@@ -31,7 +31,7 @@ from flask_login import UserMixin, current_user, login_user, logout_user
 from saltext_fleet.core import webauth
 from saltext_fleet.store import audit as store_audit
 from saltext_fleet.store import users as store_users
-from saltext_fleet.webui.base import client_address, ctx, too_many
+from saltext_fleet.webui.base import TOTP_ENROL_SECONDS, client_key, ctx, too_many
 
 bp = Blueprint("auth", __name__)
 
@@ -135,10 +135,6 @@ def csrf_for_session(c) -> str:
     return webauth.csrf_token(c.secret_key, sid)
 
 
-def _client_key() -> str:
-    return f"ip:{client_address()}"
-
-
 def _new_sid() -> str:
     return pysecrets.token_urlsafe(24)
 
@@ -161,7 +157,9 @@ def _refuse_locked(left: float) -> None:
 
 def _locked(username: str) -> float:
     c = ctx()
-    left = max(c.throttle.locked(f"user:{username}"), c.address_throttle.locked(_client_key()))
+    left = max(
+        c.throttle.locked(webauth.user_key(username)), c.address_throttle.locked(client_key())
+    )
     if not left and _valid_name(username):
         # a lock recorded in the store outlives a restart of the engine
         with c.engine.connect() as conn:
@@ -174,8 +172,8 @@ def _locked(username: str) -> float:
 
 def _failed(username: str, what: str) -> None:
     c = ctx()
-    locked = c.throttle.failure(f"user:{username}")
-    c.address_throttle.failure(_client_key())
+    locked = c.throttle.failure(webauth.user_key(username))
+    c.address_throttle.failure(client_key())
     if locked and _valid_name(username):
         with c.engine.begin() as conn:
             store_users.lock(conn, username, now() + dt.timedelta(seconds=locked))
@@ -201,7 +199,7 @@ def _complete_login(user: dict[str, Any], via: str):
     session["sid"] = _new_sid()  # a new session id at every login
     session["at"] = int(time.time())
     c = ctx()
-    c.throttle.success(f"user:{user['username']}")
+    c.throttle.success(webauth.user_key(user["username"]))
     with c.engine.begin() as conn:
         store_users.record_login(conn, user["username"])
     g.user = user
@@ -369,12 +367,17 @@ def _own_account():
 
 
 def _enrolment(user: dict[str, Any]) -> str | None:
-    """The TOTP secret this session is enrolling: kept in the app's memory under (user id,
-    a random enrolment id); the session cookie holds only the enrolment id."""
+    """The TOTP secret this session is enrolling: kept in the store, encrypted, under the
+    user and a random enrolment id (any master's UI finds it); the session cookie holds
+    only the enrolment id."""
     enrol_id = session.get("totp_enrol")
     if not isinstance(enrol_id, str):
         return None
-    return ctx().totp_enrolments.get((user["id"], enrol_id))
+    c = ctx()
+    with c.engine.connect() as conn:
+        return store_users.totp_enrolment(
+            conn, c.vault, user["username"], enrol_id, TOTP_ENROL_SECONDS
+        )
 
 
 @bp.route("/account", methods=["GET"])
@@ -386,7 +389,11 @@ def account():
         if not new_secret:
             new_secret = webauth.new_totp_secret()
             enrol_id = pysecrets.token_urlsafe(16)
-            ctx().totp_enrolments.put((user["id"], enrol_id), new_secret)
+            c = ctx()
+            with c.engine.begin() as conn:
+                store_users.put_totp_enrolment(
+                    conn, c.vault, user["username"], enrol_id, new_secret, TOTP_ENROL_SECONDS
+                )
             session["totp_enrol"] = enrol_id
     return render_template(
         "account.html",
@@ -413,8 +420,8 @@ def account_totp():
     c = ctx()
     with c.engine.begin() as conn:
         codes = store_users.set_totp(conn, c.vault, user["username"], secret)
+        store_users.drop_totp_enrolment(conn, user["username"], session.pop("totp_enrol"))
         fresh = store_users.get_user(conn, user["username"])
-    ctx().totp_enrolments.pop((user["id"], session.pop("totp_enrol", None)))
     renew_session(fresh)  # this session goes on; the others end
     audit("ui.totp_enrol", user["username"])
     return render_template("recovery_codes.html", codes=codes)

@@ -20,10 +20,12 @@ from flask import abort, current_app, g, request
 from werkzeug.exceptions import TooManyRequests
 
 from saltext_fleet.core import webauth
+from saltext_fleet.store import ui_limits
 from saltext_fleet.store import users as store_users
 
 SESSION_HOURS = 12
-#: How long a TOTP secret shown for enrolment waits (server-side) for its first code.
+#: How long a TOTP secret shown for enrolment waits (in the store, encrypted) for its first
+#: code.
 TOTP_ENROL_SECONDS = 900
 
 
@@ -75,12 +77,11 @@ class WebContext:
     salt: Any = None  # saltext_fleet.webui.salt.SaltGateway (None: actions unavailable)
     tls: bool = False
     config: Any = None  # saltext_fleet.config.FleetConfig
-    #: failed logins per user (5 in 15 minutes lock the user for 15 minutes) ...
-    throttle: webauth.Throttle = dataclasses.field(default_factory=webauth.Throttle)
+    #: failed logins per user (5 in 15 minutes lock the user for 15 minutes) ... (None: in
+    #: the store, for every master: :class:`~saltext_fleet.store.ui_limits.SharedThrottle`)
+    throttle: Any = None
     #: ... and per client address (more allowed: many people may share one address)
-    address_throttle: webauth.Throttle = dataclasses.field(
-        default_factory=lambda: webauth.Throttle(max_failures=50)
-    )
+    address_throttle: Any = None
     bcrypt_rounds: int | None = None  # tests lower it
     live: Any = None  # saltext_fleet.webui.live.Hub, when served by the engine
     #: the engine of the read-only pages (``fleet:db_read_url``, a standby); None: ``engine``
@@ -89,27 +90,26 @@ class WebContext:
     #: bootstraps the UI started that failed before the store had a row for them
     bootstrap_failures: dict = dataclasses.field(default_factory=dict)
     #: login form posts per client address, counted before anything else (bcrypt included):
-    #: 20 at once, then one a second
-    login_rate: webauth.RateLimit = dataclasses.field(
-        default_factory=lambda: webauth.RateLimit(per_second=1.0, burst=20)
-    )
+    #: 20 at once, then one a second, for every master (None: in the store)
+    login_rate: Any = None
     #: password checks (bcrypt, or Salt's eauth) running at once, whoever asks: the other
-    #: worker threads stay free for pages
+    #: worker threads stay free for pages. Per engine on purpose: it guards this process's CPU
     password_checks: threading.BoundedSemaphore = dataclasses.field(
         default_factory=lambda: threading.BoundedSemaphore(4)
     )
     #: ids of the sessions ended by a logout through any master (their cookies open nothing
     #: any more): :class:`EndedSessions` over ``engine`` unless given
     ended_sessions: Any = None
-    #: TOTP secrets being enrolled: (user id, enrolment id) -> secret, kept here and never
-    #: in the session cookie (which is signed, not encrypted)
-    totp_enrolments: webauth.Expiring = dataclasses.field(
-        default_factory=lambda: webauth.Expiring(TOTP_ENROL_SECONDS, max_keys=10_000)
-    )
 
     def __post_init__(self):
         if self.ended_sessions is None:
             self.ended_sessions = EndedSessions(self.engine)
+        if self.throttle is None:
+            self.throttle = ui_limits.SharedThrottle(self.engine, max_failures=5)
+        if self.address_throttle is None:
+            self.address_throttle = ui_limits.SharedThrottle(self.engine, max_failures=50)
+        if self.login_rate is None:
+            self.login_rate = ui_limits.SharedRateLimit(self.engine, per_second=1.0, burst=20)
 
 
 def ctx() -> WebContext:
@@ -173,3 +173,8 @@ def too_many(seconds: float, message: str):
 def client_address() -> str:
     """The client's address as the server saw it."""
     return request.remote_addr or "unknown"
+
+
+def client_key() -> str:
+    """The client's address as the login counters key it (an IPv6 client by its /64)."""
+    return webauth.address_key(client_address())

@@ -5,7 +5,8 @@ a return, a presence change, an inventory change, a drift result, a key decision
 hub look at the store for nodes that changed since its last look, at most a few times a
 second, and send each open socket one message per changed node::
 
-    {"type": "node", "id": "web1", "status": "online", "drift": 12.5, "last_seen": "..."}
+    {"type": "node", "id": "web1", "status": "online", "drift": 12.5, "last_seen": "...",
+     "criticality": "high", "comment": "..."}
     {"type": "counts", "statuses": {"online": 9120, "offline": 880, "unknown": 0},
      "alerts": {"latest": 4711}}
 
@@ -14,7 +15,9 @@ than the page.)
 
 What a browser shows therefore always comes from the store, whichever event woke the hub,
 and a look every ``idle_seconds`` (``fleet:ui:live_poll_seconds``) catches what no event
-announced; with ``0`` only events wake it.
+announced: what another master heard, and what operators changed through another master's
+UI (a node's criticality or comment: ``nodes.meta_at``); with ``0`` only this master's
+events wake it.
 
 A socket lives only as long as the session that opened it: a logout closes the session's
 sockets at once (:meth:`Hub.end_session`), and every ``check_seconds`` (and at once when the

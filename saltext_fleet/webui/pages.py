@@ -336,7 +336,7 @@ def user_change(username, change):
         flash(str(exc))
         return redirect(url_for("pages.users"), 303)
     if change in ("unlock", "reset-totp", "role"):
-        c.throttle.reset(f"user:{username}")
+        c.throttle.reset(webauth.user_key(username))
     if c.live is not None and change != "unlock":
         c.live.recheck()  # the user's open websockets close now, not at the next check
     flash(f"{username}: {change} done.")

@@ -13,12 +13,13 @@
   bound to the session (form field ``csrf_token`` or header ``X-CSRF-Token``); the login and
   code forms carry the token of the pre-login session the form was shown in. API requests
   with a bearer token carry no cookie and need none. The session cookie is signed, not
-  encrypted: it holds no secret (a TOTP key being enrolled stays in ``totp_enrolments``).
-- **Throttling.** Login posts are limited per client address before anything else
-  (:class:`saltext_fleet.core.webauth.RateLimit`), and only a few password checks run at
-  once; failed passwords and codes lock the user and the client address for a while
-  (:class:`saltext_fleet.core.webauth.Throttle`). A logout is remembered
-  (``ended_sessions``), so the logged-out cookie opens nothing.
+  encrypted: it holds no secret (a TOTP key being enrolled waits in the store, encrypted).
+- **Throttling.** Login posts are limited per client address before anything else, and only
+  a few password checks run at once (per engine); failed passwords and codes lock the user
+  and the client address for a while. The counters are the store's, one for every master
+  (:mod:`saltext_fleet.store.ui_limits`). A logout is remembered (``ended_sessions``), so the
+  logged-out cookie opens nothing.
+- **The store away** is a ``503`` saying so (:func:`store_away`): the UI fails closed.
 - **Headers** on every answer (:func:`headers`): no sniffing, no framing, a strict CSP, and
   ``no-store`` for what a session saw; errors as a page or, for the API, as
   ``{"error": {"code", "message"}}`` (:func:`error`).
@@ -43,12 +44,15 @@ from flask import (
     session,
     url_for,
 )
+from sqlalchemy.exc import DBAPIError
+from werkzeug.exceptions import InternalServerError, ServiceUnavailable
 
 from saltext_fleet import __version__
 from saltext_fleet.core import webauth
 from saltext_fleet.store import secrets as store_secrets
+from saltext_fleet.store.batch import is_connection_error
 from saltext_fleet.webui import auth
-from saltext_fleet.webui.base import client_address, ctx, is_api, too_many
+from saltext_fleet.webui.base import client_key, ctx, is_api, too_many
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +60,7 @@ log = logging.getLogger(__name__)
 PUBLIC_ENDPOINTS = frozenset({"auth.login", "auth.login_totp", "static"})
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 #: The HTTP errors answered as a page or as the API's error envelope.
-ERROR_CODES = (400, 401, 403, 404, 405, 409, 413, 422, 429, 500, 502)
+ERROR_CODES = (400, 401, 403, 404, 405, 409, 413, 422, 429, 500, 502, 503)
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
     "connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'"
@@ -117,6 +121,24 @@ def init_app(app: Flask) -> None:
     app.context_processor(template_globals)
     for code in ERROR_CODES:
         app.register_error_handler(code, error)
+    app.register_error_handler(DBAPIError, store_away)
+
+
+def store_away(exc):
+    """The store cannot be reached: ``503`` saying so (fail closed: no login, no page
+    without it; the login counters and the users are there). Other database errors stay
+    errors of the server (500)."""
+    if not is_connection_error(exc):
+        log.error("fleet ui: database error", exc_info=exc)
+        return error(InternalServerError())
+    log.warning("fleet ui: the store cannot be reached: %s", type(exc.orig).__name__)
+    return error(
+        ServiceUnavailable(
+            "the fleet's database cannot be reached: logins and pages are refused until it "
+            "is back; try again shortly",
+            retry_after=5,
+        )
+    )
 
 
 def _csrf_ok() -> bool:
@@ -156,7 +178,7 @@ def gatekeeper():
         if request.method in STATE_CHANGING:
             if endpoint == "auth.login":
                 # before the form is read further and before bcrypt runs
-                wait = c.login_rate.wait(f"ip:{client_address()}")
+                wait = c.login_rate.wait(client_key())
                 if wait:
                     too_many(wait, "too many logins from your address")
             # the login form's token is bound to the session the form was shown in

@@ -1,26 +1,44 @@
 """Two masters' web UIs on one store (SQLite and PostgreSQL): two Flask apps, each with its
 own :class:`~saltext_fleet.webui.base.WebContext` and vault as two ``fleet`` engines would
 have, and nothing shared but the store and the vault's key file. A session made through one
-is a session on the other; a TOTP code used on one is refused on the other; a lockout from
-failed passwords on one holds on the other."""
+is a session on the other; a TOTP code used on one is refused on the other; failed logins
+through both add up to one lockout of the user or the client address, the login rate of an
+address is one for both, a TOTP enrolment shown by one is confirmed through the other."""
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
+import re
 import threading
 import time
 
 import pyotp
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, insert, select
 
 from saltext_fleet.core import secrets as core_secrets
 from saltext_fleet.core import webauth
+from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store import secrets as store_secrets
+from saltext_fleet.store import ui_limits
 from saltext_fleet.store import users as store_users
-from saltext_fleet.store.models import Secret, UiEndedSession
+from saltext_fleet.store.models import Node, Secret, UiEndedSession, UiLoginLimit
+from saltext_fleet.webui import live
 from saltext_fleet.webui.security import fleet_secret_key
-from tests.support.web import PASSWORD, account_csrf, make_app, post_code, post_login
+from tests.support.sshd import free_port
+from tests.support.store import dump_tables
+from tests.support.waiting import wait_for
+from tests.support.web import (
+    PASSWORD,
+    account_csrf,
+    csrf_of,
+    form_token,
+    make_app,
+    post_code,
+    post_login,
+)
 
 
 def master_app(engine, key_file, legacy=None):
@@ -143,10 +161,171 @@ def test_a_lockout_from_failures_on_one_master_holds_on_the_other(masters):
     for _ in range(5):
         assert post_login(on_a, "alice", "not it at all").status_code == 401
     assert post_login(on_a, "alice").status_code == 429
-    # B saw no failure itself: the lock comes from the store
-    assert b.extensions["fleet"].throttle.locked("user:alice") == 0.0
     refused = post_login(b.test_client(), "alice")
     assert refused.status_code == 429 and b"try again in" in refused.data
+
+
+def client_at(app, address):
+    client = app.test_client()
+    client.environ_base["REMOTE_ADDR"] = address
+    return client
+
+
+def test_failures_spread_over_the_masters_add_up_to_a_lockout(masters, engine):
+    """3 wrong passwords through A and 2 through B lock alice (5 in 15 minutes), on both;
+    each master alone saw fewer than 5."""
+    a, b = masters
+    on_a, on_b = client_at(a, "10.1.0.1"), client_at(b, "10.2.0.1")
+    for client in (on_a, on_b, on_a, on_b):
+        assert post_login(client, "alice", "not it at all").status_code == 401
+    assert post_login(client_at(b, "10.2.0.1"), "alice").status_code == 302  # 4: a success
+    assert post_login(client_at(a, "10.1.0.1"), "alice").status_code == 302  # clears them
+    for client in (on_a, on_b, on_a, on_b, on_a):
+        assert post_login(client, "alice", "not it at all").status_code == 401
+    for app in (a, b):
+        refused = post_login(client_at(app, "10.3.0.1"), "alice")
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 800
+    with engine.connect() as conn:
+        rows = conn.execute(select(UiLoginLimit.kind, UiLoginLimit.key)).all()
+    assert ("fail", "user:alice") in rows
+
+
+def test_an_address_locked_through_one_master_is_locked_on_all(masters, engine):
+    """Failures from one address, for many usernames, spread over A and B: the address is
+    locked on both (its own limit, 50 by default; 6 here), other addresses are not."""
+    a, b = masters
+    for app in (a, b):
+        app.extensions["fleet"].address_throttle = ui_limits.SharedThrottle(engine, 6)
+    for n in range(6):
+        client = client_at(a if n % 2 else b, "192.0.2.7")
+        assert post_login(client, f"guess{n}", "not it at all").status_code == 401
+    for app in (a, b):
+        refused = post_login(client_at(app, "192.0.2.7"), "alice")  # right password
+        assert refused.status_code == 429 and b"too many failed attempts" in refused.data
+        assert post_login(client_at(app, "192.0.2.8"), "alice").status_code == 302
+    # an IPv6 client counts with its /64: another address of it is locked too
+    for n in range(6):
+        client = client_at(a, f"2001:db8::{n + 1}")
+        assert post_login(client, f"v6guess{n}", "wrong").status_code == 401
+    assert post_login(client_at(b, "2001:db8::ffff"), "alice").status_code == 429
+    assert post_login(client_at(b, "2001:db8:0:1::1"), "alice").status_code == 302
+
+
+def test_the_login_rate_of_an_address_is_shared(masters, engine):
+    """20 login posts at once per address, then one a second, for the fleet: what one master
+    let through counts on the other (4 here, and hardly any refill)."""
+    a, b = masters
+    for app in (a, b):
+        app.extensions["fleet"].login_rate = ui_limits.SharedRateLimit(engine, 0.01, 4)
+    for app in (a, b, a, b):
+        assert post_login(client_at(app, "198.51.100.5"), "nobody", "wrong").status_code == 401
+    for app in (a, b):
+        refused = post_login(client_at(app, "198.51.100.5"), "alice")
+        assert refused.status_code == 429 and b"too many logins from your address" in refused.data
+        assert int(refused.headers["Retry-After"]) >= 50
+    assert post_login(client_at(b, "198.51.100.6"), "alice").status_code == 302
+
+
+def test_a_totp_enrolment_shown_on_one_master_is_finished_on_the_other(masters, engine):
+    """The user scans the QR code through A and types the first code through B: the
+    pending secret is in the store, encrypted (never in clear in any table)."""
+    a, b = masters
+    on_a = a.test_client()
+    assert post_login(on_a, "alice").status_code == 302
+    page = on_a.get("/account").get_data(as_text=True)
+    shown = re.search(r'id="totp-secret"[^>]*>([^<]+)<', page).group(1).replace(" ", "")
+    text = dump_tables(engine)
+    assert "totp-enrol:" in text  # the pending enrolment is there ...
+    for form in (shown, shown.lower(), base64.b32decode(shown).hex()):
+        assert form not in text  # ... encrypted
+    on_b = b.test_client()
+    on_b.set_cookie("fleet_session", on_a.get_cookie("fleet_session").value)
+    again = on_b.get("/account").get_data(as_text=True)
+    assert shown in again.replace(" ", "")  # B shows the same key, not a new one
+    code = pyotp.TOTP(shown).now()
+    done = on_b.post("/account/totp", data={"code": code, "csrf_token": csrf_of(again)})
+    assert done.status_code == 200 and b"recovery" in done.data.lower()
+    with engine.connect() as conn:
+        assert store_users.totp_secret(conn, b.extensions["fleet"].vault, "alice") == shown
+        names = store_secrets.secret_names(conn, store_secrets.USER_SCOPE, "alice")
+    assert names == ["totp"]  # the pending one is gone
+
+
+def test_login_counters_stay_bounded(engine):
+    """Expired rows go; beyond the cap the rows closest to expiring go first (a flood of
+    made-up addresses cannot grow the table without end); hostile keys stay short."""
+    t0 = dt.datetime(2026, 12, 5, 12, tzinfo=dt.timezone.utc)
+    rate = ui_limits.SharedRateLimit(engine, 1.0, 20, max_rows=50, cleanup_seconds=3600)
+    throttle = ui_limits.SharedThrottle(engine, 5, max_rows=50, cleanup_seconds=3600)
+    for n in range(40):
+        assert rate.wait(webauth.address_key(f"10.0.{n}.1"), now=t0) == 0.0
+    throttle.failure(webauth.user_key("x" * 10_000), now=t0)
+    throttle.failure(webauth.address_key("\x00" * 500), now=t0)
+    for _ in range(5):
+        throttle.failure(webauth.user_key("bob"), now=t0)
+    with engine.connect() as conn:
+        keys = conn.execute(select(UiLoginLimit.key)).scalars().all()
+    assert len(keys) == 43 and max(len(k) for k in keys) <= webauth.LIMIT_KEY_MAX
+    with engine.begin() as conn:
+        # a bucket that took one token is full again after a second: its row is worth nothing
+        assert ui_limits.cleanup(conn, t0 + dt.timedelta(seconds=2), max_rows=50) == 40
+        for n in range(60):
+            conn.execute(
+                insert(UiLoginLimit).values(
+                    kind="rate",
+                    key=f"ip:10.1.{n}.1",
+                    count=0.0,
+                    since=t0,
+                    expires_at=t0 + dt.timedelta(seconds=20 + n),
+                )
+            )
+        assert ui_limits.cleanup(conn, t0 + dt.timedelta(seconds=2), max_rows=50) == 13
+        left = conn.execute(select(UiLoginLimit.key)).scalars().all()
+    assert "user:bob" in left and "ip:10.1.0.1" not in left and len(left) == 50
+    assert throttle.locked("user:bob", now=t0 + dt.timedelta(seconds=60)) > 800
+
+
+def test_concurrent_failures_through_two_masters_are_all_counted(engine):
+    """Two masters' threads counting failures of one key at once: none is lost (the row
+    lock on PostgreSQL, the write lock on SQLite)."""
+    throttles = [ui_limits.SharedThrottle(engine, 1000) for _ in range(2)]
+    start = threading.Barrier(8)
+    errors = []
+
+    def fail(throttle):
+        try:
+            start.wait()
+            for _ in range(10):
+                throttle.failure("ip:203.0.113.9")
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=fail, args=(throttles[n % 2],)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors, errors
+    with engine.connect() as conn:
+        count = conn.execute(
+            select(UiLoginLimit.count).where(UiLoginLimit.key == "ip:203.0.113.9")
+        ).scalar_one()
+    assert count == 80
+
+
+def test_logins_fail_closed_when_the_store_is_away(tmp_path):
+    """The database away (a PostgreSQL that refuses connections): a login is refused with
+    503 saying why, never let in, never a traceback page."""
+    dead = store_engine.get_engine(f"postgresql+psycopg://fleet@127.0.0.1:{free_port()}/fleet")
+    app = make_app(dead, tmp_path / "fleet.fernet")
+    client = app.test_client()
+    token = form_token(client)
+    resp = client.post(
+        "/login", data={"username": "alice", "password": PASSWORD, "csrf_token": token}
+    )
+    assert resp.status_code == 503, resp.data[:300]
+    assert b"database cannot be reached" in resp.data and resp.headers["Retry-After"] == "5"
+    assert client.get("/api/v1/nodes").status_code in (401, 503)
 
 
 def test_a_logout_on_one_master_ends_the_session_on_the_other(masters, engine):
@@ -187,3 +366,70 @@ def test_ended_sessions_are_kept_until_their_cookies_expire(engine):
         )
         rows = conn.execute(select(UiEndedSession.sid)).scalars().all()
     assert rows == ["s2"]
+
+
+class LiveSocket:
+    """A browser's live-update socket as A's hub sees it (the handshake is
+    tests/store/test_webui_sessions.py's)."""
+
+    def __init__(self):
+        self.messages = []
+
+    def write_message(self, text):
+        self.messages.append(json.loads(text))
+
+    def close(self, code, reason):
+        self.closed = (code, reason)
+
+
+def test_a_change_through_one_master_reaches_the_others_live_updates(masters, engine):
+    """An operator edits a node through B's UI; a browser on A's overview gets the change
+    from A's hub, which B never told (no event: only A's poll of the store finds it)."""
+    a, b = masters
+    hour_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(Node).values(
+                minion_id="web1",
+                first_seen=hour_ago,
+                last_seen=hour_ago,
+                facts={},
+                status="online",
+                status_at=hour_ago,
+            )
+        )
+    ctx_a = a.extensions["fleet"]
+    hub = live.Hub(
+        ctx_a.engine, schedule=lambda fn: fn(), idle_seconds=0.2, ended=ctx_a.ended_sessions
+    )
+    socket = LiveSocket()
+    with hub._lock:
+        hub._sockets.add(socket)
+        hub._sessions[socket] = live.SocketSession(1, 1, "sid", time.time() + 3600)
+    looker = threading.Thread(target=hub.run_looker, kwargs={"min_interval": 0}, daemon=True)
+    looker.start()
+    try:
+        wait_for("A's first look", lambda: hub.looks >= 1, timeout=10)
+        assert not [m for m in socket.messages if m["type"] == "node"]  # nothing new yet
+        on_b = b.test_client()
+        assert post_login(on_b, "alice").status_code == 302
+        edit = {
+            "criticality": "critical",
+            "comment": "edited on B",
+            "csrf_token": account_csrf(on_b),
+        }
+        assert on_b.post("/nodes/web1/meta", data=edit).status_code in (302, 303)
+
+        def web1_on_a():
+            return [m for m in socket.messages if m["type"] == "node" and m["id"] == "web1"]
+
+        wait_for("B's change in A's live updates", web1_on_a, timeout=10)
+    finally:
+        hub.stop()
+        looker.join(10)
+    change = web1_on_a()[-1]
+    assert (change["criticality"], change["comment"], change["status"]) == (
+        "critical",
+        "edited on B",
+        "online",
+    )

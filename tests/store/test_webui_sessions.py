@@ -17,11 +17,12 @@ import zlib
 
 import pyotp
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, update
 
 from saltext_fleet.core import webauth
+from saltext_fleet.store import secrets as store_secrets
 from saltext_fleet.store import users as store_users
-from saltext_fleet.store.models import AuditEvent, InventorySnapshot, Job, Node, Return
+from saltext_fleet.store.models import AuditEvent, InventorySnapshot, Job, Node, Return, Secret
 from saltext_fleet.webui import live
 from saltext_fleet.webui.auth import parse_session_id, session_owner
 from tests.support.web import PASSWORD, csrf_of, form_token, make_app
@@ -205,17 +206,27 @@ def test_the_totp_secret_being_enrolled_is_not_in_the_cookie(web, engine):
         assert store_users.get_user(conn, "alice")["totp"]
         assert store_users.totp_secret(conn, web.extensions["fleet"].vault, "alice") == shown
     assert "totp_enrol" not in json.loads(cookie_payload(client))
-    assert len(web.extensions["fleet"].totp_enrolments) == 1  # the other session's only
+    assert pending_enrolments(engine, "alice") == 1  # the other session's only
     # the other session ended with the new second factor: it cannot enrol another one
     resp = other.post("/account/totp", data={"code": "123456", "csrf_token": other_csrf})
     assert resp.status_code == 401
 
 
-def test_an_expired_enrolment_asks_for_the_new_key(web):
+def pending_enrolments(engine, username):
+    """How many TOTP enrolments of ``username`` the store holds (encrypted, in ``secrets``)."""
+    with engine.connect() as conn:
+        names = store_secrets.secret_names(conn, store_secrets.USER_SCOPE, username)
+    return sum(name.startswith(store_users.TOTP_ENROL_PREFIX) for name in names)
+
+
+def test_an_expired_enrolment_asks_for_the_new_key(web, engine):
     client = login(web, "victor")
     page = client.get("/account").get_data(as_text=True)
     shown = re.search(r'id="totp-secret"[^>]*>([^<]+)<', page).group(1).replace(" ", "")
-    web.extensions["fleet"].totp_enrolments = webauth.Expiring(900)  # an engine restart
+    # an engine restart keeps it now (it is in the store); 15 minutes do not
+    with engine.begin() as conn:
+        old = dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=15, seconds=1)
+        conn.execute(update(Secret).where(Secret.owner == "victor").values(updated_at=old))
     resp = client.post(
         "/account/totp", data={"code": pyotp.TOTP(shown).now(), "csrf_token": csrf_of(page)}
     )

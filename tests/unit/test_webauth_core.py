@@ -1020,6 +1020,51 @@ def test_throttle_is_thread_safe():
     assert t.failure("shared", now=1.0) == 10.0
 
 
+# -- the steps over counters the store keeps -----------------------------------------------------
+
+
+def test_count_failure_locks_at_max_within_the_window_of_the_first():
+    step = lambda s, now: webauth.count_failure(s, now, 3, window=100, lockout=50)  # noqa: E731
+    s = step(None, 10.0)
+    assert (s.count, s.since, s.locked_until) == (1, 10.0, 0.0)
+    s = step(step(s, 20.0), 30.0)  # 3 within 100 s of the first: locked
+    assert (s.count, s.locked(30.0), s.locked(80.0)) == (0, 50.0, 0.0)
+    assert step(s, 40.0) == s  # while locked nothing is counted, the lockout is not extended
+    assert s.expires(100) == 130.0  # the row may go once the window after the lock is over
+    # failures further apart than the window start again
+    s = step(step(None, 0.0), 100.0)
+    assert (s.count, s.since) == (1, 100.0)
+    # a good login forgets the failures, not a running lockout
+    assert webauth.forget_failures(step(None, 0.0), 1.0) is None
+    locked = webauth.Strikes(0, 0.0, 60.0)
+    assert webauth.forget_failures(locked, 1.0).locked(1.0) == 59.0
+
+
+def test_take_token_matches_the_in_memory_bucket():
+    tokens, last = 3.0, 100.0
+    waits = []
+    for now in (100.0, 100.0, 100.0, 100.0, 100.2, 100.5):
+        tokens, last, wait = webauth.take_token(tokens, last, now, 2.0, 3)
+        waits.append(round(wait, 3))
+    assert waits == [0.0, 0.0, 0.0, 0.5, 0.3, 0.0]
+    # a clock stepping back neither drains nor refills
+    assert webauth.take_token(1.0, 100.0, 50.0, 2.0, 3) == (0.0, 100.0, 0.0)
+    assert webauth.bucket_full_at(1.0, 100.0, 2.0, 3) == 101.0
+
+
+def test_limit_keys_are_bounded_and_group_an_ipv6_host():
+    assert webauth.user_key("alice") == "user:alice"
+    assert webauth.address_key("10.0.0.1") == "ip:10.0.0.1"
+    assert webauth.address_key("::ffff:10.0.0.1") == "ip:10.0.0.1"
+    assert webauth.address_key("2001:db8::1") == webauth.address_key("2001:db8::abcd")
+    assert webauth.address_key("2001:db8::1") == "ip:2001:db8::/64"
+    assert webauth.address_key("2001:db8:0:1::1") != webauth.address_key("2001:db8::1")
+    for hostile in ("x" * 100_000, "a\nb", "é" * 10, "\x00"):
+        for key in (webauth.user_key(hostile), webauth.address_key(hostile)):
+            assert len(key) <= webauth.LIMIT_KEY_MAX and key.isascii() and "#" in key
+    assert webauth.user_key("x" * 65) != webauth.user_key("x" * 66)
+
+
 # -- RateLimit ---------------------------------------------------------------------------------
 
 

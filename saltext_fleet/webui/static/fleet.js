@@ -1,7 +1,8 @@
 /* saltext-fleet web UI: live updates of the fleet overview and the alerts page.
  *
  * Plain ES2017, no framework, nothing from a CDN. The pages work without it: this only keeps
- * the overview's status, drift and last-seen cells and the status counts current, and tells
+ * the overview's status, drift, last-seen, criticality and comment cells and the status
+ * counts current, and tells
  * the alerts page when newer alerts arrived, from the engine's websocket (/ws/live).
  */
 'use strict';
@@ -75,6 +76,18 @@
         seen.textContent = '';
         seen.appendChild(timeElement(msg.last_seen));
       }
+    }
+    if ('criticality' in msg) {
+      var crit = row.querySelector('[data-field="criticality"]');
+      if (crit) {
+        var level = typeof msg.criticality === 'string' ? msg.criticality : '';
+        crit.textContent = level;
+        crit.className = 'crit crit-' + (level.replace(/[^a-z0-9_-]/gi, '') || 'none');
+      }
+    }
+    if ('comment' in msg) {
+      var comment = row.querySelector('[data-field="comment"]');
+      if (comment) comment.textContent = typeof msg.comment === 'string' ? msg.comment : '';
     }
     flashRow(row);
   }
