@@ -1303,6 +1303,7 @@ def presence(new=None, lost=None, confirm=True):
         _as_list(lost, "lost"),
         connected=connected,
         opts=__opts__ if connected is not None else None,
+        master=master_onboard.master_id(__opts__),
     )
 
 
