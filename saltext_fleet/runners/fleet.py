@@ -2125,7 +2125,9 @@ def cert_check(node=None, event=None):
     event
         The shipped reactor passes the ``fleet/certs/changed`` event it reacts to (``{"tag",
         "data"}``): it must be signed by this master and be about ``node``; an event that is
-        not is logged and nothing is checked.
+        not is logged and nothing is checked. With an event, the node's check is done once
+        for the fleet for the identities it reports: a master that finds it done answers
+        ``{"skipped", "by"}``.
 
     CLI Example:
 
@@ -2141,6 +2143,10 @@ def cert_check(node=None, event=None):
         refused = _refused(event, nodes[0], "certificates")
         if refused:
             return refused
+        # the reaction to changed grains: once for the fleet
+        return certcheck.check_node_once(
+            _engine(), _fire, nodes[0], master_onboard.master_id(__opts__)
+        )
     engine = _engine()
     return certcheck.check(engine, _fire, nodes=nodes)
 
