@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import or_, select
 from sqlalchemy.engine import Connection
 
 from saltext_fleet.store.drift.common import dialect_insert, in_chunks
@@ -153,26 +153,29 @@ def change_status(
     reason: str | None = None,
     now: dt.datetime | None = None,
 ) -> list[str]:
-    """Set ``status`` on the nodes (that have a row) whose status is another one; returns
-    those this call changed. One conditional ``UPDATE``: of two masters making the same
-    change at once, one changes each node (the other's ``WHERE`` no longer holds)."""
+    """Set ``status`` on the nodes whose status is another one (or that have no row yet);
+    returns those this call changed. One conditional insert-or-update: of two masters making
+    the same change at once, one changes each node (the other's ``WHERE`` no longer holds)."""
     now = now or utcnow()
     table = Node.__table__
+    values = {
+        "status": status,
+        "status_at": now,
+        "status_since": now,
+        "status_reason": (reason or "")[:255] or None,
+    }
     changed: list[str] = []
-    for chunk in in_chunks(sorted(set(minion_ids)), 5000):
-        stmt = (
-            update(table)
-            .where(
-                table.c.minion_id.in_(chunk),
-                or_(table.c.status.is_(None), table.c.status != status),
-            )
-            .values(
-                status=status,
-                status_at=now,
-                status_since=now,
-                status_reason=(reason or "")[:255] or None,
-            )
-            .returning(table.c.minion_id)
+    for chunk in in_chunks(sorted(set(minion_ids)), 1000):
+        stmt = dialect_insert(conn)(table).values(
+            [
+                {"minion_id": m, "first_seen": now, "last_seen": now, "facts": {}, **values}
+                for m in chunk
+            ]
         )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["minion_id"],
+            set_={k: stmt.excluded[k] for k in values},
+            where=or_(table.c.status.is_(None), table.c.status != status),
+        ).returning(table.c.minion_id)
         changed += [m for (m,) in conn.execute(stmt)]
     return sorted(changed)
