@@ -6,7 +6,6 @@ races on PostgreSQL (threads, as tests/store/test_store_multimaster.py)."""
 import datetime as dt
 import threading
 
-import pytest
 from sqlalchemy import func, select
 
 from saltext_fleet.core import alerts as core_alerts
@@ -18,21 +17,12 @@ from saltext_fleet.master import keys as master_keys
 from saltext_fleet.master import onboard as master_onboard
 from saltext_fleet.store import alerts as store_alerts
 from saltext_fleet.store import claims as store_claims
-from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store import gate as store_gate
 from saltext_fleet.store import kvm as store_kvm
 from saltext_fleet.store import presence as store_presence
 from saltext_fleet.store.models import Alert, utcnow
 
 T0 = dt.datetime(2026, 12, 5, 19, 0, tzinfo=dt.timezone.utc)
-
-
-@pytest.fixture
-def pg_engine(migrated_templates, pg_url_factory):
-    """PostgreSQL only: races of concurrent masters (SQLite has one writer at a time)."""
-    engine = store_engine.get_engine(pg_url_factory(migrated_templates["postgresql"]))
-    store_engine.ensure_schema(engine)
-    return engine
 
 
 def status(engine, minion_id):
