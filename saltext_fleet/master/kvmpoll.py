@@ -73,8 +73,8 @@ def claim_cycle(opts: dict, interval: float) -> bool:
     """Claim the fleet's poll cycle for this master (at most one every ``CYCLE_SHARE *
     interval`` seconds for all masters); False when another master polled within it."""
     cfg = config.load(opts)
+    # no schema upgrade here (poll_once does it): Alembic must not run in two threads at once
     engine = store_engine.get_engine(cfg.db_url)
-    store_engine.ensure_schema(engine)
     master = str(opts.get("id")) if opts.get("id") else None
     with engine.begin() as conn:
         return store_claims.claim(
