@@ -219,7 +219,13 @@ class AlertWorker:
         with engine.connect() as conn:
             routes = all_routes(cfg, conn)
         done = store_alerts.record_alert(
-            engine, alert, routes, cfg.alerts.policy(), key, master=self.master
+            engine,
+            alert,
+            routes,
+            cfg.alerts.policy(),
+            key,
+            master=self.master,
+            same_crossing_s=store_alerts.SAME_CROSSING_S,
         )
         self.stats["replayed" if done["replayed"] else "accepted"] += 1
         if any(d["status"] == "pending" for d in done["deliveries"]):

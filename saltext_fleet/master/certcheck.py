@@ -9,11 +9,16 @@ the one whose insert took a row fires it), commits, and fires ``fleet/alert/cert
 the master (:mod:`saltext_fleet.master.eventsig`) for the most urgent threshold claimed. An
 event that cannot be fired (the bus is down) gives its claim back, so the next check tries
 again.
+
+With several masters, the check a node's changed grains call for (``fleet/certs/changed``,
+the shipped ``certs.sls``) is done once for the fleet: :func:`check_node_once` claims the
+node's check for the identities it now reports (their digest is the claim's token).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import threading
 import time
@@ -24,6 +29,7 @@ from saltext_fleet import config
 from saltext_fleet.core import certs as core_certs
 from saltext_fleet.master import eventsig
 from saltext_fleet.store import certs as store_certs
+from saltext_fleet.store import claims as store_claims
 from saltext_fleet.store import engine as store_engine
 
 log = logging.getLogger(__name__)
@@ -91,6 +97,38 @@ def check(
             for node, sha1, claimed in failed:
                 store_certs.release(conn, node, sha1, claimed, now)
     return out
+
+
+def identities_token(found: Iterable[dict[str, Any]]) -> str:
+    """The claim token of a node's check: a digest of the identities it reports (SHA-1 and
+    ``not_after``) that are due within the horizon."""
+    text = "\n".join(sorted(f"{i['sha1']} {i['not_after'].isoformat()}" for i in found))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def check_node_once(
+    engine,
+    fire: Fire,
+    node: str,
+    master: str | None,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """:func:`check` of one node whose grains changed, once for the fleet: the master whose
+    claim of (``cert_check``, node) for the identities the node now reports wins checks;
+    the others (and this one again, for the same identities) return ``{"skipped", "by"}``."""
+    now = core_certs.utc(now or dt.datetime.now(dt.timezone.utc))
+    with engine.connect() as conn:
+        found = store_certs.expiring(conn, now + core_certs.HORIZON, [node])
+    if not found:
+        return {"checked": 0, "fired": [], "passed": [], "rearmed": [], "failed": []}
+    token = identities_token(found)
+    with engine.begin() as conn:
+        won = store_claims.claim(conn, store_claims.CERT_CHECK, node, master, token=token)
+        holder = None if won else store_claims.holder(conn, store_claims.CERT_CHECK, node)
+    if not won:
+        who = (holder or {}).get("master") or "another master"
+        return {"skipped": f"{node}: these certificates were checked by {who}", "by": who}
+    return check(engine, fire, now, [node])
 
 
 def check_opts(opts: dict, now: dt.datetime | None = None, nodes=None) -> dict[str, Any]:

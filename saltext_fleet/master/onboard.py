@@ -35,6 +35,7 @@ from saltext_fleet.master import keys as master_keys
 from saltext_fleet.store import audit as store_audit
 from saltext_fleet.store import claims as store_claims
 from saltext_fleet.store import gate as store_gate
+from saltext_fleet.store import presence as store_presence
 from saltext_fleet.store import secrets as store_secrets
 from saltext_fleet.store.models import AuditEvent, Node
 
@@ -452,19 +453,26 @@ def presence(
     lost: Any = None,
     connected: set[str] | None = None,
     opts: dict | None = None,
+    master: str | None = None,
 ) -> dict[str, Any]:
     """``salt/presence/change``: mark ``new`` nodes online and ``lost`` ones offline (invalid
     ids are skipped). With ``connected`` (the master's connected ids), the event is only a
     hint: a node is marked online only if it is connected, offline only if it is not, and
     the other claims are logged and refused. With ``opts``, a lost node is also asked
     (``test.ping``, :data:`LOST_PING_SECONDS`): one that answers stays online (the master's
-    connected ids miss a node whose grains it has not cached yet, right after it started)."""
+    connected ids miss a node whose grains it has not cached yet, right after it started).
+
+    ``master`` (this master's id; default the id in ``opts``) reports its view to the store
+    (:mod:`saltext_fleet.store.presence`): a node this master lost stays online while another
+    master whose view is live sees it connected (``seen_elsewhere``). ``changed`` names the
+    nodes whose status this call changed: of several masters hearing the same change, one."""
 
     def ids(value) -> list[str]:
         if not isinstance(value, (list, tuple)):
             return []
         return sorted({m for m in value if core_gate.is_minion_id(m)})
 
+    me = master if master is not None else master_id(opts or {})
     online, offline = ids(new), ids(lost)
     refused: dict[str, list[str]] = {}
     if connected is not None:
@@ -491,6 +499,18 @@ def presence(
         answered = sorted(ping(opts, offline, LOST_PING_SECONDS))
         offline = [m for m in offline if m not in answered]
     with engine.begin() as conn:
+        store_presence.report(conn, me, connected=online + answered, disconnected=offline)
+        elsewhere = store_presence.seen_elsewhere(conn, offline, me)
+        offline = [m for m in offline if m not in elsewhere]
+        changed = {
+            "online": store_presence.change_status(
+                conn, online, "online", core_presence.REASON_CONNECTED
+            )
+            + store_presence.change_status(conn, answered, "online", core_presence.REASON_ANSWERED),
+            "offline": store_presence.change_status(
+                conn, offline, "offline", core_presence.REASON_DISCONNECTED
+            ),
+        }
         up = store_gate.set_status(conn, online, "online", reason=core_presence.REASON_CONNECTED)
         down = store_gate.set_status(
             conn, offline, "offline", reason=core_presence.REASON_DISCONNECTED
@@ -511,7 +531,19 @@ def presence(
             refused["new"][:20],
             refused["lost"][:20],
         )
-    return {"online": up, "offline": down, "refused": refused}
+    if elsewhere:
+        log.info(
+            "fleet: %d nodes this master lost stay online: other masters see them (%s)",
+            len(elsewhere),
+            ", ".join(f"{m} by {'/'.join(by)}" for m, by in list(elsewhere.items())[:10]),
+        )
+    return {
+        "online": up,
+        "offline": down,
+        "refused": refused,
+        "seen_elsewhere": elsewhere,
+        "changed": changed,
+    }
 
 
 #: Seconds a node the presence event says is lost has to answer a ping.
@@ -527,19 +559,45 @@ def ping(opts: dict, minion_ids: list[str], timeout: float) -> set[str]:
     return {m for m in minion_ids if answers.get(m) is True}
 
 
+def report_view(opts: dict, engine, accepted: list[str]) -> int | None:
+    """Report this master's whole view to the store: which of the ``accepted`` nodes are
+    connected to it (its connected ids). This keeps the master's view live for the fleet
+    (:mod:`saltext_fleet.store.presence`) and corrects what its presence events missed.
+    Returns how many views changed; None (logged) when the connected ids cannot be read."""
+    try:
+        connected = connected_ids(opts)
+    except (SaltException, OSError, KeyError) as exc:
+        log.warning("fleet: this master's presence view not reported: %s", exc)
+        return None
+    with engine.begin() as conn:
+        return store_presence.report(
+            conn,
+            master_id(opts),
+            connected=[m for m in accepted if m in connected],
+            disconnected=[m for m in accepted if m not in connected],
+            complete=True,
+        )
+
+
 def presence_check(opts: dict, engine, timeout: float = 10, window: float = 0) -> dict[str, Any]:
     """Ping every node whose key is accepted; those that answer are online, the others
     offline once they missed more than one check in a row (``missed_once``: one miss, the
     status holds; see :mod:`saltext_fleet.core.presence`). (Salt's ``presence_events`` tell nodes apart by address, which is not enough when
-    several share one, behind NAT or on one host; this asks each node by id.)
+    several share one, behind NAT or on one host; this asks each node by id.) A node that
+    does not answer this master is not counted as missing while another master whose view is
+    live sees it connected (``seen_elsewhere``).
 
     With ``window`` (seconds; the snippet's schedule entry passes four fifths of its
     period), several masters sharing the store do one check per window for the fleet: a
     master that finds a check younger than that claimed (by any master) returns
-    ``{"skipped": ...}``. 0, the default (an operator's run): check anyway."""
+    ``{"skipped": ...}``. 0, the default (an operator's run): check anyway. Every master
+    reports its whole presence view first (:func:`report_view`), whether it checks or not."""
     window = float(window or 0)
+    me = master_id(opts)
+    states = master_keys.salt_states(master_keys.salt_key(opts))
+    accepted = sorted(m for m, state in states.items() if state == "accepted")
+    report_view(opts, engine, accepted)
     if window > 0:
-        me = master_id(opts)
         with engine.begin() as conn:
             won = store_claims.claim(conn, store_claims.PRESENCE_CHECK, "fleet", me, min_age=window)
             holder = (
@@ -552,12 +610,17 @@ def presence_check(opts: dict, engine, timeout: float = 10, window: float = 0) -
                 "skipped": f"checked by {who or 'another master'} at {at} (window {window:g} s)",
                 "by": who,
             }
-    states = master_keys.salt_states(master_keys.salt_key(opts))
-    accepted = sorted(m for m, state in states.items() if state == "accepted")
     if not accepted:
         return {"online": [], "offline": [], "missed_once": []}
     answering = ping(opts, accepted, timeout)
     online = [m for m in accepted if m in answering]
     missed = [m for m in accepted if m not in answering]
     with engine.begin() as conn:
-        return store_gate.record_presence_check(conn, online, missed)
+        # a node that did not answer this master but that another master sees connected
+        # (a network split, this master's connection lost): not a miss for the fleet
+        elsewhere = store_presence.seen_elsewhere(conn, missed, me) if missed else {}
+        missed = [m for m in missed if m not in elsewhere]
+        out = store_gate.record_presence_check(conn, online, missed)
+    if elsewhere:
+        out["seen_elsewhere"] = elsewhere
+    return out

@@ -15,6 +15,9 @@ no job, microseconds):
 - a key that presents an enrolment token goes to the ``fleet.key_seen`` runner (rate-limited
   to one call every few seconds per key), which decides and accepts.
 
+Hints (:func:`hint`) are rate-limited here too; the package beacon's inventory hint is also
+claimed in the store, so with several masters one inventory is taken for the fleet.
+
 Key changes made with ``salt-key`` or the wheel (``salt/key``, which Salt fires itself) are
 handed the same way to a second recorder thread (``fleet_gate.key_changed``, rendered by
 ``key_change.sls``), which confirms each against Salt's key store and records the ones the gate
@@ -34,12 +37,14 @@ import time
 import salt.client
 import salt.runner
 import salt.utils.event
+from sqlalchemy.exc import SQLAlchemyError
 
 from saltext_fleet import config
 from saltext_fleet.core import gate as core_gate
 from saltext_fleet.master import eventsig
 from saltext_fleet.master import keys as master_keys
 from saltext_fleet.store import audit as store_audit
+from saltext_fleet.store import claims as store_claims
 from saltext_fleet.store import engine as store_engine
 
 log = logging.getLogger(__name__)
@@ -292,8 +297,33 @@ def _trailing(opts: dict) -> None:
             log.exception("fleet gate: a deferred hint failed")
 
 
+#: Seconds within which one inventory is taken on beacon hints for the whole fleet (every
+#: master hears the beacon; each lets one through per ``HINT_WINDOWS["pkgset"]``).
+PKGSET_FLEET_SECONDS = 50.0
+_CLAIMS: dict = {}
+
+
+def _claim_pkgset(opts: dict, minion: str) -> bool:
+    """Claim the inventory of ``minion`` on a beacon hint for the fleet (in the store, at most
+    once per :data:`PKGSET_FLEET_SECONDS` whichever master takes it). True too when the
+    store cannot be reached: an inventory twice is better than none."""
+    try:
+        engine = _store(opts, _CLAIMS)
+        with engine.begin() as conn:
+            return store_claims.claim(
+                conn,
+                store_claims.PKGSET,
+                minion,
+                str(opts.get("id") or "") or None,
+                min_age=PKGSET_FLEET_SECONDS,
+            )
+    except (SQLAlchemyError, OSError, config.FleetConfigError) as exc:
+        _quietly(f"inventory hints not claimed for the fleet (the store failed: {exc})")
+        return True
+
+
 def _run_due(opts: dict, limits: dict) -> None:
-    pkgset = limits["pkgset"].due()
+    pkgset = [m for m in limits["pkgset"].due() if _claim_pkgset(opts, m)]
     if pkgset:
         with salt.client.get_local_client(mopts=opts) as client:
             for minion_id in pkgset:
@@ -373,7 +403,9 @@ def hint(kind=None, minion=None, sender=None, data=None):
         _quietly(f"ignoring {kind} hints for ids with no accepted key, such as {minion!r}")
         return False
     if kind == "pkgset":
-        return limits["pkgset"].offer(minion)
+        # at most once a minute per node on this master, once per PKGSET_FLEET_SECONDS for
+        # the fleet (another master may have taken this node's inventory just now)
+        return limits["pkgset"].offer(minion) and _claim_pkgset(__opts__, minion)
     if sender != minion:
         # refused at once by the runner (no job to the node): recorded once a minute per
         # node, whatever sender the (possibly forged) event names

@@ -47,6 +47,7 @@ from saltext_fleet.master import (
     alertworker,
     bootstrapper,
     certcheck,
+    crossings,
     eventsig,
     kvmops,
     kvmpoll,
@@ -57,6 +58,7 @@ from saltext_fleet.store import alert_views, queries
 from saltext_fleet.store import alerts as store_alerts
 from saltext_fleet.store import audit as store_audit
 from saltext_fleet.store import certs as store_certs
+from saltext_fleet.store import claims as store_claims
 from saltext_fleet.store import drift as store_drift
 from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store import gate as store_gate
@@ -287,24 +289,35 @@ def _assignment(nodes: list[str], baseline: str | None, engine) -> dict[str, str
 
 
 def _alerts(results: dict, threshold: float) -> int:
-    fired = 0
+    """Fire ``fleet/alert/drift`` for the nodes whose score crossed ``threshold``, each
+    crossing once for the fleet (:func:`crossings.fire_once`, the condition and threshold as
+    the claim's token)."""
+    out = {}
     for minion, result in results.items():
         state = core_drift.crossing(result.get("previous_score"), result["score"], threshold)
         if state is None:
             continue
-        _fire(
+        data = {
+            "id": minion,
+            "state": state,
+            "score": result["score"],
+            "previous_score": result.get("previous_score"),
+            "alert_score": threshold,
+            "baseline": result["baseline"],
+        }
+        out[minion] = (f"{state}:{threshold:g}", data)
+    if not out:
+        return 0
+    return len(
+        crossings.fire_once(
+            _engine(),
+            master_onboard.master_id(__opts__),
+            store_claims.ALERT_DRIFT,
             ALERT_TAG,
-            {
-                "id": minion,
-                "state": state,
-                "score": result["score"],
-                "previous_score": result.get("previous_score"),
-                "alert_score": threshold,
-                "baseline": result["baseline"],
-            },
+            out,
+            _fire,
         )
-        fired += 1
-    return fired
+    )
 
 
 _PUBLIC = (
@@ -1303,6 +1316,7 @@ def presence(new=None, lost=None, confirm=True):
         _as_list(lost, "lost"),
         connected=connected,
         opts=__opts__ if connected is not None else None,
+        master=master_onboard.master_id(__opts__),
     )
 
 
@@ -1856,8 +1870,11 @@ def _cve_alerts(engine, opened: dict, threshold: str) -> int:
         return 0
     with engine.connect() as conn:
         picked = store_findings.alerts(conn, opened, threshold)
+    me = master_onboard.master_id(__opts__)
     for minion, found in sorted(picked.items()):
-        _fire(
+        # new findings are opened once for the fleet (the open findings' unique index): no
+        # claim needed to fire; the claim's token says the alert fires, so a resolve may follow
+        fired = _fire(
             CVE_ALERT_TAG,
             {
                 "id": minion,
@@ -1866,6 +1883,9 @@ def _cve_alerts(engine, opened: dict, threshold: str) -> int:
                 "findings": [{k: f[k] for k in _ALERT_FIELDS} for f in found[:CVE_ALERT_LISTED]],
             },
         )
+        if fired:
+            with engine.begin() as conn:
+                store_claims.claim(conn, store_claims.ALERT_CVE, minion, me, token="firing")
     return len(picked)
 
 
@@ -1885,18 +1905,18 @@ def _cve_resolves(engine, candidates, threshold: str) -> int:
     with engine.connect() as conn:
         still = store_findings.alerts(conn, {m: found.get(m, []) for m in nodes}, threshold)
     resolved = [m for m in nodes if m not in still]
-    for minion in resolved:
-        _fire(
-            CVE_ALERT_TAG,
-            {
-                "id": minion,
-                "state": "resolved",
-                "alert_severity": threshold,
-                "count": 0,
-                "findings": [],
-            },
-        )
-    return len(resolved)
+    # once for the fleet: two masters (an import on one, an inventory on the other) may both
+    # find a node resolved
+    data = {"state": "resolved", "alert_severity": threshold, "count": 0, "findings": []}
+    fired = crossings.fire_once(
+        engine,
+        master_onboard.master_id(__opts__),
+        store_claims.ALERT_CVE,
+        CVE_ALERT_TAG,
+        {m: ("resolved", {"id": m, **data}) for m in resolved},
+        _fire,
+    )
+    return len(fired)
 
 
 def _severity_arg(severity):
@@ -2105,7 +2125,9 @@ def cert_check(node=None, event=None):
     event
         The shipped reactor passes the ``fleet/certs/changed`` event it reacts to (``{"tag",
         "data"}``): it must be signed by this master and be about ``node``; an event that is
-        not is logged and nothing is checked.
+        not is logged and nothing is checked. With an event, the node's check is done once
+        for the fleet for the identities it reports: a master that finds it done answers
+        ``{"skipped", "by"}``.
 
     CLI Example:
 
@@ -2121,6 +2143,10 @@ def cert_check(node=None, event=None):
         refused = _refused(event, nodes[0], "certificates")
         if refused:
             return refused
+        # the reaction to changed grains: once for the fleet
+        return certcheck.check_node_once(
+            _engine(), _fire, nodes[0], master_onboard.master_id(__opts__)
+        )
     engine = _engine()
     return certcheck.check(engine, _fire, nodes=nodes)
 

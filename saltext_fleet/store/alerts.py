@@ -2,8 +2,10 @@
 
 :func:`record_alert` writes an accepted alert, its condition's update and its deliveries (one
 per matching route) in one transaction; the event's signature makes its ``event_key``, so a
-replayed event is one row. The decisions (duplicate window, flapping, acknowledgement) are
-:mod:`saltext_fleet.core.alerts`'; this module applies them to the condition's row, which it
+replayed event is one row, and so is one crossing fired by two masters (each signs its own
+events: the same condition again from another master within :data:`SAME_CROSSING_S` seconds
+of the condition's last alert is that crossing). The decisions (duplicate window, flapping,
+acknowledgement) are :mod:`saltext_fleet.core.alerts`'; this module applies them to the condition's row, which it
 locks (``SELECT .. FOR UPDATE`` on PostgreSQL) so two masters recording alerts of the same
 condition take turns.
 
@@ -114,6 +116,11 @@ def _group(conn: Connection, node: str | None) -> str | None:
     return conn.execute(select(Node.node_group).where(Node.minion_id == node)).scalar()
 
 
+#: Seconds within which an alert of the condition a condition already is in, raised by
+#: another master, is the same crossing heard twice (:func:`record_alert`).
+SAME_CROSSING_S = 120.0
+
+
 def record_alert(
     engine: Engine,
     alert: Mapping[str, Any],
@@ -122,19 +129,27 @@ def record_alert(
     event_key: str,
     master: str | None = None,
     now: dt.datetime | None = None,
+    same_crossing_s: float | None = None,
 ) -> dict[str, Any]:
     """Record ``alert`` (:func:`saltext_fleet.core.alerts.normalise`'s result), update its
     condition and make a delivery for each route of ``routes`` that matches, in one
     transaction. Returns ``{"id", "replayed", "suppressed", "flapping", "deliveries":
     [{"id", "route", "destination", "status"}]}``; a second event with the same
-    ``event_key`` records nothing (``replayed`` True, the first one's id)."""
+    ``event_key`` records nothing (``replayed`` True, the first one's id).
+
+    With ``same_crossing_s`` (the alert worker's events), an alert that says what its
+    condition already says (``state`` and ``condition``), raised by *another* master within
+    that many seconds of the condition's last alert, is the same crossing fired by two
+    masters (each signs its own events, so their keys differ): recorded once, the second
+    answered as ``replayed`` with ``same_crossing`` True. New vulnerability findings
+    (``cve``, ``open``) are never merged: each event names findings of its own."""
     now = now or utcnow()
     try:
         with engine.begin() as conn:
             found = conn.execute(select(Alert.id).where(Alert.event_key == event_key)).scalar()
             if found is not None:
                 return _replayed(found)
-            return _record(conn, alert, routes, policy, event_key, master, now)
+            return _record(conn, alert, routes, policy, event_key, master, now, same_crossing_s)
     except IntegrityError:
         with engine.connect() as conn:
             found = conn.execute(select(Alert.id).where(Alert.event_key == event_key)).scalar()
@@ -153,10 +168,36 @@ def _replayed(alert_id: int) -> dict[str, Any]:
     }
 
 
-def _record(conn, alert, routes, policy, event_key, master, now) -> dict[str, Any]:
+def _same_crossing(conn, row, alert, master, window: float | None) -> int | None:
+    """The id of the condition's last alert when ``alert`` is that crossing again, fired by
+    another master (see :func:`record_alert`); None otherwise."""
+    if window is None or row.last_alert_id is None or alert["kind"] in ("test",):
+        return None
+    if alert["kind"] == "cve" and alert["state"] == "firing":
+        return None
+    if (row.state, row.condition) != (alert["state"], alert["condition"]):
+        return None
+    last = conn.execute(
+        select(Alert.id, Alert.master, Alert.raised_at, Alert.condition).where(
+            Alert.id == row.last_alert_id
+        )
+    ).first()
+    if last is None or last.master == master or last.condition == core.FLAPPING:
+        return None
+    raised = alert.get("raised_at")
+    if not isinstance(raised, dt.datetime) or last.raised_at is None:
+        return None
+    gap = abs((aware(raised) - aware(last.raised_at)).total_seconds())
+    return last.id if gap <= window else None
+
+
+def _record(conn, alert, routes, policy, event_key, master, now, same_crossing_s=None):
     kind, subject = alert["kind"], alert.get("subject") or ""
     node = alert.get("node")
     row, first = _condition_row(conn, kind, node or "", subject, alert, now)
+    same = None if first else _same_crossing(conn, row, alert, master, same_crossing_s)
+    if same is not None:
+        return {**_replayed(same), "same_crossing": True}
     changed = not first and row.condition != alert["condition"]
     suppressed = None
     ack = {} if first else None

@@ -9,7 +9,11 @@ row), so exactly one master wins:
 - :func:`claim` with a ``token``: the work for that token (a node's start time) is taken once;
   a new token (the node's next start) can be claimed again.
 - :func:`claim` with ``min_age``: the work is taken at most once every ``min_age`` seconds (the
-  presence check of a period), by whichever master comes first.
+  presence check of a period, an inventory hint, a certificate check, a KVM poll cycle), by
+  whichever master comes first.
+- :func:`claim_each` with a condition per subject as the token: an alert's crossing (a node's
+  drift going ``above:50``) is fired once for the fleet, however many masters computed it;
+  the same condition again (without another in between) is no new crossing.
 
 No clustering of our own: the store's transactions decide. A master that loses the claim skips
 the work and says who has it (:func:`holder`).
@@ -18,6 +22,7 @@ the work and says who has it (:func:`holder`).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping
 
 from sqlalchemy import delete, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -27,6 +32,16 @@ from saltext_fleet.store.models import MINION_ID_LEN, Claim, utcnow
 
 ONBOARD = "onboard"
 PRESENCE_CHECK = "presence_check"
+#: ``fleet/alert/drift`` crossings (token: ``above:<threshold>`` / ``below:<threshold>``)
+ALERT_DRIFT = "alert_drift"
+#: ``fleet/alert/cve`` (token: ``firing`` / ``resolved``: a resolve is sent once)
+ALERT_CVE = "alert_cve"
+#: an inventory taken on a ``fleet_pkgset`` beacon hint, per node (``min_age``)
+PKGSET = "pkgset"
+#: a node's certificate check on ``fleet/certs/changed`` (``min_age``)
+CERT_CHECK = "cert_check"
+#: a KVM poll cycle of the fleet's devices (``min_age``)
+KVM_POLL = "kvm_poll"
 
 
 def claim(
@@ -67,6 +82,15 @@ def claim(
         where=free,
     ).returning(Claim.__table__.c.kind)
     return conn.execute(stmt).first() is not None
+
+
+def claim_each(
+    conn: Connection, kind: str, tokens: Mapping[str, str], master: str | None
+) -> list[str]:
+    """Claim (kind, subject) with its token for each ``{subject: token}``, in subject order
+    (two masters claiming overlapping sets lock rows in the same order); returns the subjects
+    this call took."""
+    return [s for s, t in sorted(tokens.items()) if claim(conn, kind, s, master, token=t)]
 
 
 def release(conn: Connection, kind: str, subject: str, master: str | None, token: str = "") -> None:

@@ -57,7 +57,11 @@ Tables:
 ``alert_attempts``        every delivery attempt: ok, HTTP status, latency, error, master
 ``cert_alerts``           which expiry thresholds of which node's signing certificate fired
 ``claims``                (schema 0013) reactor work one master took for the fleet: a node's
-                          onboarding for one start, the presence check of a period
+                          onboarding for one start, the presence check of a period, an alert's
+                          crossing, an inventory hint, a certificate check, a KVM poll cycle
+``presence_views``        (schema 0016) per (node, master): whether that master sees the node
+                          connected, since when it said so
+``presence_masters``      (schema 0016) when each master last reported its presence view
 ``ui_users``              the web UI's users: bcrypt hash, role, TOTP on/off (its secret is in
                           ``secrets``), recovery code and API token hashes, session version
 ``ui_ended_sessions``     (schema 0014) web UI sessions ended by a logout, until their cookies
@@ -991,6 +995,28 @@ class Claim(Base):
     token: Mapped[str] = mapped_column(String(64), default="", server_default="")
     master: Mapped[str | None] = mapped_column(String(MINION_ID_LEN))
     claimed_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PresenceView(Base):
+    """(schema 0016) Whether one master sees one node connected (its ``presence_events`` and
+    connected ids), as it last reported. See :mod:`saltext_fleet.store.presence`."""
+
+    __tablename__ = "presence_views"
+
+    minion_id: Mapped[str] = mapped_column(String(MINION_ID_LEN), primary_key=True)
+    master: Mapped[str] = mapped_column(String(MINION_ID_LEN), primary_key=True)
+    connected: Mapped[bool] = mapped_column(Boolean)
+    seen_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class PresenceMaster(Base):
+    """(schema 0016) When a master last reported its presence view: a master that stopped
+    reporting (down, cut off) no longer keeps a node online for the fleet."""
+
+    __tablename__ = "presence_masters"
+
+    master: Mapped[str] = mapped_column(String(MINION_ID_LEN), primary_key=True)
+    reported_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class UiEndedSession(Base):

@@ -12,6 +12,7 @@ import salt.crypt
 from saltfactories.utils import random_string
 
 from saltext_fleet import snippet
+from saltext_fleet.store import engine as store_engine
 from tests.support.daemons import start_all, stop_all
 from tests.support.harness import ACCEPTED_BY_HARNESS, accept_known
 from tests.support.pgdb import fresh_database
@@ -69,3 +70,11 @@ def mm_minion(mm_masters):
     factory = first.salt_minion_daemon(minion_id, overrides=overrides)
     with factory.started():
         yield factory
+
+
+@pytest.fixture(scope="package")
+def store(mm_db_url):
+    """The masters' store (migrated by the masters; checked here)."""
+    engine = store_engine.get_engine(mm_db_url)
+    store_engine.ensure_schema(engine)
+    return engine

@@ -12,19 +12,11 @@ import pytest
 from sqlalchemy import func, select
 
 from saltext_fleet.store import claims as store_claims
-from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store.models import AuditEvent, Claim, Event, NodeInventory, Return
 from saltext_fleet.store.spool import spool_status
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def store(mm_db_url):
-    engine = store_engine.get_engine(mm_db_url)
-    store_engine.ensure_schema(engine)
-    return engine
 
 
 def _heard_by(store, tag: str) -> set[str]:

@@ -49,3 +49,12 @@ def engine(db_url):
     eng = store_engine.get_engine(db_url)
     store_engine.ensure_schema(eng)
     return eng
+
+
+@pytest.fixture
+def pg_engine(migrated_templates, pg_url_factory):
+    """PostgreSQL only, migrated: races of concurrent masters (SQLite has one writer at a
+    time)."""
+    engine = store_engine.get_engine(pg_url_factory(migrated_templates["postgresql"]))
+    store_engine.ensure_schema(engine)
+    return engine

@@ -406,3 +406,22 @@ def test_grains_with_other_identities_are_announced_once(engine):
             BUILDS,
             "CD" * 20,
         }
+
+
+def test_the_check_of_changed_grains_is_done_once_for_the_fleet(engine):
+    """fleet/certs/changed heard through two masters: one checks the node for the identities
+    it reports; other identities are checked again."""
+    store_grains(engine, "mac-01", mac_grains())
+    bus = Bus()
+    now = JANE_NOT_AFTER - 5 * DAY
+    first = certcheck.check_node_once(engine, bus, "mac-01", "m1", now=now)
+    second = certcheck.check_node_once(engine, bus, "mac-01", "m2", now=now)
+    assert first["checked"] == 2 and second == {**second, "by": "m1"}
+    assert "checked by m1" in second["skipped"]
+    assert sorted(bus.fired()) == sorted([("mac-01", JANE, "7d"), ("mac-01", OLD, "expired")])
+    # the node now reports only Jane's certificate: checked again (nothing new to fire)
+    jane = [i for i in fixture_identities() if i["sha1"] == JANE]
+    store_grains(engine, "mac-01", mac_grains(identities=jane))
+    again = certcheck.check_node_once(engine, bus, "mac-01", "m2", now=now)
+    assert again["checked"] == 1 and again["fired"] == []
+    assert certcheck.check_node_once(engine, bus, "nobody", "m1", now=now)["checked"] == 0

@@ -13,7 +13,6 @@ from saltext_fleet.master import onboard as master_onboard
 from saltext_fleet.store import audit as store_audit
 from saltext_fleet.store import batch
 from saltext_fleet.store import claims as store_claims
-from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store import gate as store_gate
 from saltext_fleet.store import writer as store_writer
 from saltext_fleet.store.models import AuditEvent, NodeInventory, Return
@@ -119,14 +118,6 @@ def test_two_masters_racing_on_one_return_store_and_announce_it_once(pg_engine):
     assert len(results["first"].inventory_changed) == 1
     assert results["second"].inventory_changed == [] and results["second"].quarantined == 0
     assert count(pg_engine, Return) == 1 and count(pg_engine, NodeInventory) == 1
-
-
-@pytest.fixture
-def pg_engine(migrated_templates, pg_url_factory):
-    """PostgreSQL only: races of concurrent writers (SQLite has one writer at a time)."""
-    engine = store_engine.get_engine(pg_url_factory(migrated_templates["postgresql"]))
-    store_engine.ensure_schema(engine)
-    return engine
 
 
 # -- claims -------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ def hints(monkeypatch, tmp_path):
         "thread": None,
     }
     monkeypatch.setattr(fleet_gate, "_HINTS", state, raising=False)
+    monkeypatch.setattr(fleet_gate, "_CLAIMS", {})  # the store under this test's cachedir
     opts = {"__role": "master", "pki_dir": str(tmp_path / "pki"), "cachedir": str(tmp_path)}
     monkeypatch.setattr(fleet_gate, "__opts__", opts, raising=False)
     return state
@@ -96,6 +97,7 @@ def test_deferred_work_runs_by_exact_id(hints, monkeypatch):
         fleet_gate.hint("presence", data={"lost": ["gone"]})
     for limit in hints["limits"].values():
         limit.window = 0
+    monkeypatch.setattr(fleet_gate, "PKGSET_FLEET_SECONDS", 0)
     fleet_gate._run_due({}, hints["limits"])
     assert sent == [(["web1"], "fleet.inventory", "list")]
     assert ran == [
@@ -103,6 +105,20 @@ def test_deferred_work_runs_by_exact_id(hints, monkeypatch):
         ("fleet.presence", {"new": [], "lost": ["gone"]}),
     ]
     assert hints["presence"] == {"new": set(), "lost": set()}
+
+
+def test_an_inventory_hint_is_taken_once_for_the_fleet(hints, tmp_path):
+    """Two masters (two ids, one store) hear the same beacon: one takes the inventory, and
+    the fleet's claim holds for PKGSET_FLEET_SECONDS whichever master asks."""
+    m1 = dict(fleet_gate.__opts__, id="m1")
+    m2 = dict(fleet_gate.__opts__, id="m2")
+    assert fleet_gate._claim_pkgset(m1, "web1")
+    assert not fleet_gate._claim_pkgset(m2, "web1")
+    assert not fleet_gate._claim_pkgset(m1, "web1")
+    assert fleet_gate._claim_pkgset(m2, "web2")  # another node
+    # through the reactor's hint: this master's limiter lets it through, the fleet does not
+    assert not fleet_gate.hint("pkgset", "web1")
+    assert fleet_gate.hint("pkgset", "x")
 
 
 def test_ids_without_an_accepted_key_cost_nothing(hints):
