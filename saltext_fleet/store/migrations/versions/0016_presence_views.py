@@ -1,7 +1,7 @@
 """presence_views: each master's view of which nodes are connected to it
 
 Revision ID: 0016
-Revises: 0014
+Revises: 0015
 Create Date: 2026-12-05 22:40:00
 
 With hot-hot masters each master's ``presence_events`` see only the minions connected to that
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0016"
-down_revision = "0014"
+down_revision = "0015"
 branch_labels = None
 depends_on = None
 
