@@ -63,7 +63,9 @@ import salt.utils.jid
 import salt.utils.job
 
 from saltext_fleet import config
+from saltext_fleet.core import carriers
 from saltext_fleet.master import eventsig
+from saltext_fleet.master import keys as master_keys
 from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store import minion as minion_store
 from saltext_fleet.store import queries
@@ -217,7 +219,11 @@ def returner(ret):
         salt '*' test.ping --return fleet
     """
     writer = _writer()
-    writer.submit({"kind": "return", "ret": ret})
+    record = {"kind": "return", "ret": ret}
+    if _on_master():
+        # which master's job cache stored it: this master's own id, not ret["master_id"]
+        record["master_id"] = __opts__.get("id")
+    writer.submit(record)
     if not _on_master():
         # A minion runs each job's returner in a short-lived process: write now (the record
         # stays spooled for the next job to replay if the database does not answer in time).
@@ -349,9 +355,31 @@ def _forget_old_loads(keep_seconds: int) -> None:
 
 def save_minions(jid, minions, syndic_id=None):
     """
-    Add the minions a job was sent to.
+    Add the minions a job was sent to. With ``syndic_id`` (a master of masters: the id of the
+    connection that announced them, which Salt authenticated), also record that this sender
+    carries them for the job (``job_carriers``), except itself and the minions whose keys
+    this master holds (it hears those itself; see :mod:`saltext_fleet.core.carriers`).
     """
-    _writer().submit({"kind": "minions", "jid": str(jid), "minions": list(minions or [])})
+    minions = list(minions) if isinstance(minions, (list, tuple, set)) else []
+    record = {"kind": "minions", "jid": str(jid), "minions": minions}
+    if syndic_id is not None:
+        try:
+            own = _own_minions()
+            claims = carriers.claimed_minions(syndic_id, minions, own)
+        except (carriers.CarrierClaimError, OSError) as exc:
+            log.warning("saltext-fleet: carrier claim for job %s not recorded: %s", jid, exc)
+        else:
+            record.update(
+                {"syndic_id": syndic_id, "master_id": __opts__.get("id"), "claims": claims}
+            )
+    _writer().submit(record)
+
+
+def _own_minions() -> set[str]:
+    """The ids whose keys this master has accepted (Salt's own key store): it hears them
+    itself, so no sender carries them to it."""
+    states = master_keys.salt_states(master_keys.salt_key(__opts__))
+    return {minion for minion, state in states.items() if state == "accepted"}
 
 
 def _flush():

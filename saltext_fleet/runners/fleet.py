@@ -865,7 +865,9 @@ def baseline_unassign(name, target=None):
 def nodes(tgt="*", tgt_type="glob"):
     """
     The nodes in the store: id, first and last seen, inventory digest and time, pending
-    states, and the latest drift score.
+    states, the latest drift score, and how each is served (``served``: the master that
+    stored its latest return, and the syndic that carries it to a master of masters, with
+    ``claimants`` and ``disputed`` when several syndics claim it).
 
     CLI Example:
 

@@ -2,10 +2,14 @@
 
 A record is a dict with ``kind`` and ``rid`` (unique id) plus kind-specific fields:
 
-``return``   ``{"ret": <Salt return load>}``: a job return (``jid``, ``id``, ``fun``, ...)
+``return``   ``{"ret": <Salt return load>, "master_id": <this master's id>}``: a job return
+             (``jid``, ``id``, ``fun``, ...) and the master whose job cache stored it
 ``event``    ``{"tag", "data", "master_id"}``
 ``load``     ``{"jid", "load", "publish": bool, "minions": [...] | None}``
-``minions``  ``{"jid", "minions": [...]}`` (added to the job's minion list)
+``minions``  ``{"jid", "minions": [...]}`` (added to the job's minion list); with
+             ``"syndic_id"`` (the id of the connection Salt authenticated), ``"master_id"`` (this
+             master's id) and ``"claims"`` (the minions it may claim to carry,
+             :func:`saltext_fleet.core.carriers.claimed_minions`) also ``job_carriers`` rows
 ``endtime``  ``{"jid", "endtime"}``
 
 Returns and events are inserted with ``ON CONFLICT (rid) DO NOTHING`` so a replayed batch
@@ -65,16 +69,18 @@ from collections.abc import Iterable
 from typing import Any
 
 import msgpack
-from sqlalchemy import DateTime, Text, bindparam, cast, select, text, update
+from sqlalchemy import DateTime, Text, bindparam, cast, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
 
+from saltext_fleet.core.carriers import CarrierClaimError
 from saltext_fleet.core.dburl import AWAY_SQLSTATES
 from saltext_fleet.core.drift import pending_states, state_run
 from saltext_fleet.core.errors import FleetError
 from saltext_fleet.core.inventory import inventory_digest
 from saltext_fleet.core.redact import redact, redact_text
+from saltext_fleet.store.carriers import record_carriers
 from saltext_fleet.store.drift import set_pending_states
 from saltext_fleet.store.models import (
     MINION_ID_LEN,
@@ -338,12 +344,20 @@ def return_row(record: dict, now: dt.datetime) -> dict:
         # write_batch is the master's path: the job cache's returner(), whose minion id Salt
         # authenticated (a minion's own writes go through store/minion.py, without it)
         "authenticated": True,
+        # the master's own id, put in the record by its returner; never ret["master_id"]
+        # (which master published the job, as the minion says)
+        "master_id": _master_id(record),
         # not columns: JSON that PostgreSQL will refuse (full_json holds the return's JSON)
         "suspicious": _NUL_ESCAPE in full_json,
         # not columns: the return value, for inventory and grains ingest
         "value": value,
         "fun_args": rest.get("fun_args"),
     }
+
+
+def _master_id(record: dict) -> str | None:
+    master_id = record.get("master_id")
+    return master_id if isinstance(master_id, str) and 0 < len(master_id) <= MINION_ID_LEN else None
 
 
 def event_row(record: dict, now: dt.datetime) -> dict:
@@ -431,6 +445,7 @@ RETURNS_TABLE = TableSpec(
         "full_ret": "jsonb",
         "stored_at": "timestamptz",
         "authenticated": "bool",
+        "master_id": "varchar",
     },
     {"return": "ret_json", "full_ret": "full_json"},
 )
@@ -704,7 +719,10 @@ def _handle_returns(conn: Connection, group: list[dict], result: BatchResult) ->
     # replay, or another master of the fleet that heard it too) changes nothing, so an
     # inventory change is ingested and announced once for the fleet.
     rows = _store_group(conn, group, "return", RETURNS_TABLE, return_row, result)
-    _touch_nodes(conn, {row["minion_id"] for row in rows if not is_master_job(row["fun"])})
+    _touch_nodes(
+        conn,
+        {row["minion_id"]: row["master_id"] for row in rows if not is_master_job(row["fun"])},
+    )
     _ingest_many(
         conn,
         [
@@ -833,8 +851,16 @@ def _handle_minions(conn: Connection, group: list[dict], result: BatchResult) ->
             with conn.begin_nested():
                 _insert_job_if_absent(conn, jid, publish=False, minions=None)
                 _upsert_job_minions(conn, jid, minions)
+                if record.get("syndic_id") is not None:
+                    record_carriers(
+                        conn,
+                        jid,
+                        record.get("claims") or [],
+                        record["syndic_id"],
+                        _master_id(record),
+                    )
             result.stored += 1
-        except (RecordRejected, SQLAlchemyError) as exc:
+        except (RecordRejected, CarrierClaimError, SQLAlchemyError) as exc:
             if isinstance(exc, SQLAlchemyError) and must_retry_batch(exc):
                 raise
             quarantine_record(conn, record, "minions", str(exc))
@@ -881,14 +907,15 @@ def is_master_job(fun: str | None) -> bool:
     return isinstance(fun, str) and fun.startswith(MASTER_JOB_PREFIXES)
 
 
-def _touch_nodes(conn: Connection, minion_ids: set[str]) -> None:
-    """Upsert ``nodes`` rows: first seen once, last seen now."""
-    if not minion_ids:
+def _touch_nodes(conn: Connection, heard_by: dict[str, str | None]) -> None:
+    """Upsert ``nodes`` rows: first seen once, last seen now, heard by the master that stored
+    the return (``{minion: master id}``)."""
+    if not heard_by:
         return
     now = utcnow()
     rows = [
-        {"minion_id": m, "first_seen": now, "last_seen": now, "facts": {}}
-        for m in sorted(minion_ids)
+        {"minion_id": m, "first_seen": now, "last_seen": now, "facts": {}, "heard_by": heard_by[m]}
+        for m in sorted(heard_by)
     ]
     table = Node.__table__
     if conn.dialect.name == "postgresql":
@@ -896,7 +923,11 @@ def _touch_nodes(conn: Connection, minion_ids: set[str]) -> None:
     else:
         stmt = sqlite.insert(table)
     stmt = stmt.on_conflict_do_update(
-        index_elements=["minion_id"], set_={"last_seen": stmt.excluded.last_seen}
+        index_elements=["minion_id"],
+        set_={
+            "last_seen": stmt.excluded.last_seen,
+            "heard_by": func.coalesce(stmt.excluded.heard_by, table.c.heard_by),
+        },
     )
     conn.execute(stmt, rows)
 

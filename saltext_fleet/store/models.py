@@ -62,6 +62,9 @@ Tables:
 ``presence_views``        (schema 0016) per (node, master): whether that master sees the node
                           connected, since when it said so
 ``presence_masters``      (schema 0016) when each master last reported its presence view
+``job_carriers``          (schema 0017) which syndic announced which of its minions for a job
+                          (the syndic's authenticated id): who carried a return to a master of
+                          masters, and which syndic serves each node
 ``ui_users``              the web UI's users: bcrypt hash, role, TOTP on/off (its secret is in
                           ``secrets``), recovery code and API token hashes, session version
 ``ui_ended_sessions``     (schema 0014) web UI sessions ended by a logout, until their cookies
@@ -164,6 +167,9 @@ class Node(Base):
     #: (schema 0015) when an operator last changed criticality, audited or comment: every
     #: master's live hub finds the change by it
     meta_at: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    #: (schema 0017) the id of the master whose job cache stored the node's latest return
+    #: (the master's own ``id``, never a field of the return)
+    heard_by: Mapped[str | None] = mapped_column(String(MINION_ID_LEN))
 
     __table_args__ = (
         Index("ix_nodes_last_seen", "last_seen"),
@@ -237,6 +243,11 @@ class Return(Base):
     #: which may not write this column): a claim, shown as one and never trusted.
     #: (no Python-side default: an INSERT that does not name it must not either)
     authenticated: Mapped[bool] = mapped_column(Boolean, nullable=False, server_default=false())
+    #: (schema 0017) the id of the master whose job cache stored it (the first one, when the
+    #: masters of a fleet share the store): the master's own ``id``, never the return's
+    #: ``master_id`` field (a minion writes that). Which syndic carried it is in
+    #: ``job_carriers``.
+    master_id: Mapped[str | None] = mapped_column(String(MINION_ID_LEN))
 
     __table_args__ = (
         Index("ix_returns_jid_minion", "jid", "minion_id"),
@@ -1045,3 +1056,21 @@ class UiLoginLimit(Base):
     since: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     locked_until: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
     expires_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class JobCarrier(Base):
+    """(schema 0017) A syndic's announcement that ``minion_id`` was sent job ``jid`` on its
+    master, as the master of masters ``master_id`` heard it: ``syndic_id`` is the id of the
+    connection Salt authenticated (``save_minions(..., syndic_id=...)``). The carrier of a
+    return is the one syndic that announced its (jid, minion); see
+    :mod:`saltext_fleet.core.carriers` and :mod:`saltext_fleet.store.carriers`."""
+
+    __tablename__ = "job_carriers"
+
+    jid: Mapped[str] = mapped_column(String(JID_LEN), primary_key=True)
+    minion_id: Mapped[str] = mapped_column(String(MINION_ID_LEN), primary_key=True)
+    syndic_id: Mapped[str] = mapped_column(String(MINION_ID_LEN), primary_key=True)
+    master_id: Mapped[str | None] = mapped_column(String(MINION_ID_LEN))
+    announced_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (Index("ix_job_carriers_minion_jid", "minion_id", "jid"),)

@@ -18,6 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, case, func, select
 
 from saltext_fleet.core.errors import FleetError
+from saltext_fleet.store import carriers as store_carriers
 from saltext_fleet.store.models import (
     AuditEvent,
     DriftCurrent,
@@ -214,6 +215,9 @@ def overview(conn: Connection, query: OverviewQuery) -> dict[str, Any]:
         }
         for r in conn.execute(stmt)
     ]
+    serving = store_carriers.served(conn, [row["id"] for row in rows])
+    for row in rows:
+        row["served"] = serving[row["id"]]
     total = conn.execute(_base([func.count()]).where(and_(True, *where))).scalar_one()
     statuses = {name: 0 for name in STATUSES}
     for status, count in conn.execute(select(Node.status, func.count()).group_by(Node.status)):
@@ -254,6 +258,7 @@ def node(conn: Connection, minion_id: str) -> dict[str, Any] | None:
         "criticality": n.criticality,
         "audited": bool(n.audited),
         "comment": n.comment or "",
+        "served": store_carriers.served(conn, [n.minion_id])[n.minion_id],
         "drift": None
         if drift is None
         else {

@@ -18,6 +18,24 @@ from tests.support.harness import ACCEPTED_BY_HARNESS, accept_known
 from tests.support.pgdb import fresh_database
 
 
+def fleet_master_overrides(db_url: str, key_file) -> dict:
+    """A master's configuration for a fleet of several masters: ``saltext-fleet config``'s
+    snippet on the shared store ``db_url`` and vault key ``key_file``, without the web UI
+    engine (not under test here), keys accepted by the harness only."""
+    overrides = snippet.master_snippet(db_url=db_url)
+    overrides.pop("engines", None)
+    overrides["fleet"]["key_file"] = str(key_file)
+    overrides.update(
+        {
+            "interface": "127.0.0.1",
+            "open_mode": False,
+            "auto_accept": False,
+            "gather_job_timeout": 5,
+        }
+    )
+    return overrides
+
+
 @pytest.fixture(scope="package")
 def mm_db_url(pg_server_url):
     with fresh_database(pg_server_url, "fleet_mm") as url:
@@ -31,17 +49,7 @@ def mm_masters(salt_factories, short_tmp, mm_db_url):
     keys = {"master.pem": private, "master.pub": public}
     masters = []
     for n in (1, 2):
-        overrides = snippet.master_snippet(db_url=mm_db_url)
-        overrides.pop("engines", None)
-        overrides["fleet"]["key_file"] = str(short_tmp / "mm-fleet.fernet")
-        overrides.update(
-            {
-                "interface": "127.0.0.1",
-                "open_mode": False,
-                "auto_accept": False,
-                "gather_job_timeout": 5,
-            }
-        )
+        overrides = fleet_master_overrides(mm_db_url, short_tmp / "mm-fleet.fernet")
         factory = salt_factories.salt_master_daemon(
             random_string(f"mm{n}-"), overrides=overrides, on_auth_event_callback=accept_known
         )

@@ -140,3 +140,29 @@ def test_a_named_command_runs_on_a_group_per_system(engine, salt, logged_in, app
         "/api/v1/groups/builders/actions", json={"action": "test"}, headers={"X-CSRF-Token": csrf}
     )
     assert resp.status_code == 202 and resp.get_json()["skipped"] == ["plan9-1"]
+
+
+def test_the_fleet_and_a_node_page_show_which_syndic_or_master_serves_it(engine, logged_in):
+    from saltext_fleet.store.carriers import record_carriers
+
+    _node(engine, "below-syndic", heard_by="mom")
+    _node(engine, "direct", heard_by="mom")
+    _node(engine, "claimed-twice", heard_by="mom")
+    with engine.begin() as conn:
+        record_carriers(conn, "20261205220000000001", ["below-syndic"], "syndic-a", "mom")
+        record_carriers(conn, "20261205220000000001", ["claimed-twice"], "syndic-a", "mom")
+        record_carriers(conn, "20261205220000000001", ["claimed-twice"], "liar", "mom")
+    client, _csrf = logged_in("viewer")
+    fleet = client.get("/?per_page=100").get_data(as_text=True)
+
+    def served_cell(node):
+        row = re.search(rf'<tr data-node="{node}">(.*?)</tr>', fleet, re.S).group(1)
+        return re.search(r'<td data-field="served">(.*?)</td>', row, re.S).group(1)
+
+    assert "syndic syndic-a → mom" in served_cell("below-syndic")
+    assert re.search(r">mom</span>", served_cell("direct"))
+    assert "disputed: liar, syndic-a" in served_cell("claimed-twice")
+    page = client.get("/nodes/below-syndic").get_data(as_text=True)
+    assert re.search(r'data-field="served">.*syndic syndic-a → mom', page)
+    api = client.get("/api/v1/nodes/claimed-twice").get_json()
+    assert api["served"]["syndic"] is None and api["served"]["claimants"] == ["liar", "syndic-a"]

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from saltext_fleet.store import carriers as store_carriers
 from saltext_fleet.store.drift.common import aware
 from saltext_fleet.store.drift.pkgkeys import clean_packages
 from saltext_fleet.store.models import DriftCurrent, InventorySnapshot, Node
@@ -55,7 +56,8 @@ def set_pending_states(conn: Connection, rows: list[dict[str, Any]]) -> None:
 
 
 def node_rows(engine: Engine) -> list[dict[str, Any]]:
-    """Every node with its inventory digest, pending states and latest drift score."""
+    """Every node with its inventory digest, pending states, latest drift score and how it
+    is served (:func:`saltext_fleet.store.carriers.served`)."""
     stmt = (
         select(
             Node.minion_id,
@@ -72,7 +74,9 @@ def node_rows(engine: Engine) -> list[dict[str, Any]]:
     )
     out = []
     with engine.connect() as conn:
-        for row in conn.execute(stmt):
+        rows = conn.execute(stmt).all()
+        serving = store_carriers.served(conn, [row.minion_id for row in rows])
+        for row in rows:
             out.append(
                 {
                     "minion_id": row.minion_id,
@@ -83,6 +87,7 @@ def node_rows(engine: Engine) -> list[dict[str, Any]]:
                     "pending_states": row.pending_states,
                     "drift_score": row.score,
                     "baseline": row.baseline,
+                    "served": serving[row.minion_id],
                 }
             )
     return out
