@@ -12,8 +12,12 @@ no job, microseconds):
   writes the keys it was given once a second in one transaction (first and last seen, the
   ``key.pending`` audit event) and fires ``fleet/key/pending`` for keys it had never seen. The
   same key is handed over at most once per ``fleet:gate:seen_window`` seconds. No runner.
-- a key that presents an enrolment token goes to the ``fleet.key_seen`` runner (rate-limited
-  to one call every few seconds per key), which decides and accepts.
+- a key that presents an enrolment token is handed to the same thread (at most once every
+  few seconds per key), which decides and accepts it there (:func:`saltext_fleet.master.keys.
+  handle_auth`, what ``salt-run fleet.key_seen`` does) before it records the keys without a
+  token. Not a runner job: the reactor's worker threads may all be busy onboarding the nodes
+  that started first (each onboarding waits for its node's answers), and a key waiting
+  behind them would stay pending for minutes when a hundred minions start at once.
 
 Hints (:func:`hint`) are rate-limited here too; the package beacon's inventory hint is also
 claimed in the store, so with several masters one inventory is taken for the fleet.
@@ -140,20 +144,46 @@ def _key_change_recorder(opts: dict, changes: queue.Queue) -> None:
 
 
 def _recorder(opts: dict, pending: queue.Queue) -> None:
-    """Write the keys handed over, once a second, until the process ends."""
+    """Decide the keys handed over with an enrolment token, then write the others, once a
+    second, until the process ends. Items are ``(minion_id, pub, unix time, autosign_grains
+    or None)``, taken in the order they came."""
     held: dict = {}
     fire = _firer(opts)
     while True:
         batch = _drain(pending)
+        plain = [(m, pub, at) for m, pub, at, grains in batch if grains is None]
+        for minion_id, pub, _at, grains in batch:
+            if grains is not None:
+                _decide(opts, held, minion_id, pub, grains)
+        if not plain:
+            continue
         try:
-            master_keys.record_pending(opts, _store(opts, held), batch, fire)
+            master_keys.record_pending(opts, _store(opts, held), plain, fire)
         except Exception:  # the recorder must outlive a database outage
             log.exception(
                 "fleet gate: could not record %d pending keys (retried at their next attempt)",
-                len(batch),
+                len(plain),
             )
-            for minion_id, _pub, _at in batch:
+            for minion_id, _pub, _at in plain:
                 _STATE["filter"].forget(minion_id)
+
+
+def _decide(opts: dict, held: dict, minion_id: str, pub: str, grains) -> None:
+    """A pending key with an enrolment token: record it and accept it if its enrolment is
+    live (as the ``fleet.key_seen`` runner does); its events are signed like the runner's."""
+    try:
+        answer = master_keys.handle_auth(
+            opts,
+            _store(opts, held),
+            minion_id,
+            pub,
+            grains,
+            fire=lambda tag, data: eventsig.fire(opts, tag, data),
+        )
+        log.info("fleet gate: %s presented an enrolment token: %s", minion_id, answer)
+    except Exception:  # the recorder must outlive a database outage
+        log.exception("fleet gate: could not decide the key of %s (retried)", minion_id)
+        _STATE["filter"].forget(minion_id)
 
 
 def _firer(opts: dict):
@@ -185,9 +215,10 @@ def _firer(opts: dict):
 
 def wanted(data=None):
     """
-    True when a ``salt/auth`` event must go to the ``fleet.key_seen`` runner: a pending key
-    that presents an enrolment token. A pending key without one is recorded by this
-    process's recorder thread instead (False). Invalid ids and events without a key: False.
+    Hand a ``salt/auth`` event's pending key to this process's recorder thread, which
+    decides a key that presents an enrolment token and records the others. Always False:
+    the reactor SLS renders nothing, no runner job runs (``salt-run fleet.key_seen`` does
+    the same for one key by hand). Invalid ids and events without a key are dropped.
 
     CLI Example (it only makes sense inside the reactor):
 
@@ -210,13 +241,12 @@ def wanted(data=None):
             except queue.Full:
                 state["filter"].forget(minion_id)
         return False
-    has_token = core_gate.presented_token(data.get("autosign_grains")) is not None
+    grains = data.get("autosign_grains")
+    has_token = core_gate.presented_token(grains) is not None
     if not state["filter"].wanted(minion_id, pub, has_token):
         return False
-    if has_token:
-        return True
     try:
-        state["queue"].put_nowait((minion_id, pub, time.time()))
+        state["queue"].put_nowait((minion_id, pub, time.time(), grains if has_token else None))
     except queue.Full:
         state["filter"].forget(minion_id)
     return False

@@ -14,7 +14,8 @@
 - ``fleet/certs/changed`` (the returner stored grains whose signing identities changed) ->
   ``certs.sls``: check that node's certificate expiry now (``fleet.cert_check``).
 - ``salt/auth`` (a minion presented a key that is not accepted) -> ``keys.sls``: the key gate
-  (``fleet.key_seen``: record the key, accept it only with a live enrolment).
+  (a thread of the reactor's process records the key and accepts it only with a live
+  enrolment, as ``fleet.key_seen`` does).
 - ``salt/key`` (Salt accepted, rejected, denied or deleted a key: ``salt-key``, the wheel)
   -> ``key_change.sls``: recorded as done by ``salt-key`` unless the gate recorded it already.
 - ``salt/minion/*/start`` -> ``onboard.sls``: set the node up (``fleet.onboard``).
