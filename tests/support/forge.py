@@ -1,7 +1,8 @@
 """What a compromised minion can send: events over Salt's own request channel, with its key.
 
 ``send_batch`` sends one ``_minion_event`` load with an ``events`` list, as a minion's
-beacons do, from a separate process that loads the minion's own configuration (its id, its
+beacons do (``send_load``: any request load, e.g. a syndic's ``_syndic_return``), from a
+separate process that loads the minion's own configuration (its id, its
 key pair under its pki dir). The master authenticates the request (the id must be the one of
 the session) and then fires each event's data exactly as written, without the sender's id.
 """
@@ -23,9 +24,11 @@ import json, sys
 import salt.channel.client, salt.config, salt.minion
 
 opts = salt.config.minion_config(sys.argv[1])
+if isinstance(opts["master"], list):  # a multi-master minion: speak to its first master
+    host, _, port = opts["master"][0].rpartition(":")
+    opts["master"], opts["master_port"] = (host, int(port)) if host else (port, 4506)
 opts.update(salt.minion.resolve_dns(opts))
-events = json.load(sys.stdin)
-load = {"cmd": "_minion_event", "id": opts["id"], "events": events}
+load = {**json.load(sys.stdin), "id": opts["id"]}
 with salt.channel.client.ReqChannel.factory(opts) as channel:
     answer = channel.send(load, timeout=60)
 print(json.dumps({"id": opts["id"], "answer": answer}, default=str))
@@ -35,9 +38,16 @@ print(json.dumps({"id": opts["id"], "answer": answer}, default=str))
 def send_batch(minion_factory, events: list[dict]) -> dict:
     """Send ``events`` (``[{"tag", "data"}]``) as one ``events`` batch of the minion whose
     salt-factories ``minion_factory`` is given; the master's answer."""
+    return send_load(minion_factory, {"cmd": "_minion_event", "events": events})
+
+
+def send_load(minion_factory, load: dict) -> dict:
+    """Send one request ``load`` (its ``cmd`` and body; the ``id`` is the minion's own) over
+    the request channel, authenticated with the key of the minion whose salt-factories
+    ``minion_factory`` is given; the master's answer."""
     done = subprocess.run(
         [sys.executable, "-c", _SCRIPT, str(minion_factory.config_file)],
-        input=json.dumps(events),
+        input=json.dumps(load),
         capture_output=True,
         text=True,
         timeout=180,

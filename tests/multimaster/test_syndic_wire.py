@@ -1,0 +1,130 @@
+"""The master of masters' side of a syndic, on a real master, with what a syndic sends.
+
+Salt 3008.4's own ``salt-syndic`` does not forward here, even without saltext-fleet: a bare
+master of masters, syndic and minion (auto-accepting, no extension) got no return through
+the syndic for 4 jobs in a row (45 s each); its log shows "Payload decryption failed even
+after re-authenticating" on the publish channel and ``_return_pub_syndic`` failing on every
+loop with "'str' object has no attribute 'done'" (it keeps the answer of a ``sync=True``
+send as if it were a future). ``test_syndic.py`` runs the real daemons when
+``FLEET_SYNDIC_DAEMONS=1``.
+
+So here a real salt-master (one of this package's hot-hot pair: ``_syndic_return`` and
+``_minion_event`` do not depend on ``order_masters``) receives, over Salt's authenticated
+request channel, exactly the two messages a 3008.4 syndic sends for a job of its minion:
+
+- the forwarded ``salt/job/<jid>/new`` event naming its minion (in a ``_minion_event``
+  batch: the master stores the minion list with ``syndic_id`` = the sender's authenticated id);
+- the ``_syndic_return`` load ``Minion._return_pub_multi(ret_cmd="_syndic_return")`` builds
+  (``id`` = the syndic, ``return`` = ``{minion: {"return", "retcode", "success",
+  "fun_args"}}``, ``load`` = the publish), sent twice as a syndic retries after a timeout.
+
+The sender is a real minion key the master accepted, as a syndic's is. Another accepted key
+then claims the same node for the job: the node is shown as disputed, never as the liar's.
+"""
+
+import pytest
+import salt.utils.jid
+from saltfactories.utils import random_string
+from sqlalchemy import func, select
+
+from saltext_fleet.store import carriers as store_carriers
+from saltext_fleet.store.drift import node_rows
+from saltext_fleet.store.models import JobCarrier, Return
+from tests.support.forge import send_batch, send_load
+from tests.support.harness import ACCEPTED_BY_HARNESS
+from tests.support.waiting import wait_for
+
+pytestmark = [pytest.mark.integration]
+
+
+@pytest.fixture(scope="module")
+def liar(mm_masters):
+    first, _second = mm_masters
+    minion_id = random_string("syn-liar-")
+    ACCEPTED_BY_HARNESS.add(minion_id)
+    factory = first.salt_minion_daemon(minion_id)
+    with factory.started():
+        yield factory
+
+
+def _announce(sender, jid: str, minions: list[str]) -> None:
+    # (the master's answer to an events batch is not a receipt: the store says what it did)
+    send_batch(sender, [{"tag": f"salt/job/{jid}/new", "data": {"jid": jid, "minions": minions}}])
+
+
+def _served(store, minion_id: str) -> dict | None:
+    rows = [r for r in node_rows(store) if r["minion_id"] == minion_id]
+    return rows[0]["served"] if rows else None
+
+
+def test_a_carried_return_is_stored_once_with_its_syndic(mm_masters, mm_minion, liar, store):
+    mom = mm_masters[0]
+    syndic = mm_minion  # the authenticated key that speaks as a syndic
+    leaf = random_string("leaf-")  # a minion under the syndic: the MoM holds no key for it
+    token = random_string("carried-")
+    jid = salt.utils.jid.gen_jid({})
+    publish = {"jid": jid, "fun": "test.echo", "arg": [token], "tgt": leaf, "tgt_type": "glob"}
+    _announce(syndic, jid, [leaf])
+    load = {
+        "cmd": "_syndic_return",
+        "load": [
+            {
+                "id": syndic.id,
+                "jid": jid,
+                "fun": "test.echo",
+                "arg": [token],
+                "tgt": leaf,
+                "tgt_type": "glob",
+                "load": publish,
+                "master_id": "lower-master",
+                "return": {
+                    leaf: {"return": token, "retcode": 0, "success": True, "fun_args": [token]}
+                },
+            }
+        ],
+    }
+    for _retry in range(2):
+        send_load(syndic, load)
+
+    def stored():
+        with store.connect() as conn:
+            return conn.execute(
+                select(Return.minion_id, Return.master_id).where(
+                    Return.jid == jid, Return.fun == "test.echo"
+                )
+            ).all()
+
+    wait_for("the carried return in the store", stored, timeout=60)
+    wait_for("the node of the carried return", lambda: _served(store, leaf), timeout=30)
+    assert stored() == [(leaf, mom.id)]  # once, stored by the master that heard it
+    with store.connect() as conn:
+        carried = store_carriers.carriers_of(conn, [(jid, leaf)])[(jid, leaf)]
+    assert carried == {
+        "syndic": syndic.id,
+        "via": mom.id,
+        "claimants": [syndic.id],
+        "disputed": False,
+    }
+    assert _served(store, leaf)["syndic"] == syndic.id
+
+    # Another accepted key claims the syndic's node for the job, as a syndic announces.
+    _announce(liar, jid, [leaf, liar.id])
+
+    def disputed():
+        with store.connect() as conn:
+            found = store_carriers.carriers_of(conn, [(jid, leaf)]).get((jid, leaf))
+        return found if found and len(found["claimants"]) == 2 else None
+
+    assert wait_for("the liar's claim in the store", disputed, timeout=30) == {
+        "syndic": None,
+        "via": None,
+        "claimants": sorted([liar.id, syndic.id]),
+        "disputed": True,
+    }
+    with store.connect() as conn:
+        about_liar = conn.execute(
+            select(func.count()).select_from(JobCarrier).where(JobCarrier.minion_id == liar.id)
+        ).scalar()
+    assert about_liar == 0  # a sender never carries itself
+    served = _served(store, leaf)
+    assert served["syndic"] is None and served["disputed"] is True
