@@ -521,6 +521,9 @@ class Bench:
     def master_cpu(self) -> list[float]:
         return [round(cpu_seconds(self.daemons.procs[f"m{n}"].pid), 1) for n in (1, 2)]
 
+    def master_cpu_since(self, before: list[float]) -> list[float]:
+        return [round(b - a, 1) for a, b in zip(before, self.master_cpu(), strict=True)]
+
     def minion_cpu(self) -> float:
         return sum(
             cpu_seconds(self.daemons.procs[m].pid) for m in self.ids if m in self.daemons.procs
@@ -629,9 +632,7 @@ class Bench:
                     [min(a) - seen[m] for m, a in accepted.items()]
                 ),
                 "accept_second_master_after_first_s": summary_stats(follow),
-                "master_cpu_s_startup": [
-                    round(b - a, 1) for a, b in zip(cpu0, self.master_cpu(), strict=True)
-                ],
+                "master_cpu_s_startup": self.master_cpu_since(cpu0),
             }
         )
         log(
@@ -663,9 +664,7 @@ class Bench:
         waited = quiesce(self.engine, self.confs)
         self.result["onboarding_jobs"] = jobs_by_fun(self.engine, self.ids)
         self.result["onboarding_runner_jobs"] = runner_calls(self.engine)
-        self.result["master_cpu_s_onboarding"] = [
-            round(b - a, 1) for a, b in zip(cpu0, self.master_cpu(), strict=True)
-        ]
+        self.result["master_cpu_s_onboarding"] = self.master_cpu_since(cpu0)
         self.result["minion_cpu_s_onboarding"] = round(self.minion_cpu() - mcpu0, 1)
         log(
             f"every node onboarded with its first inventory {self.result['onboard_s']} s after"
@@ -726,9 +725,7 @@ class Bench:
                 "cycle_returns_s": marks.get("returns"),
                 "cycle_ingested_s": marks.get("ingested"),
                 "baseline_packages": packages,
-                "master_cpu_s_cycle": [
-                    round(b - a, 1) for a, b in zip(cpu0, self.master_cpu(), strict=True)
-                ],
+                "master_cpu_s_cycle": self.master_cpu_since(cpu0),
                 "minion_cpu_s_cycle": round(self.minion_cpu() - mcpu0, 1),
             }
         )
@@ -792,9 +789,7 @@ class Bench:
                 "burst_publish_s": round(published, 2),
                 "burst_s": round(elapsed, 2),
                 "returns_per_s": round(count / elapsed, 1) if elapsed > 0 else None,
-                "master_cpu_s_burst": [
-                    round(b - a, 1) for a, b in zip(cpu0, self.master_cpu(), strict=True)
-                ],
+                "master_cpu_s_burst": self.master_cpu_since(cpu0),
             }
         )
         if count != n * jobs:
