@@ -2,6 +2,7 @@
 row (its rid is derived from the return), only the master that inserted it ingests it, and
 reactor work is claimed once for the fleet (``claims``)."""
 
+import datetime as dt
 import threading
 
 import pytest
@@ -13,8 +14,10 @@ from saltext_fleet.master import onboard as master_onboard
 from saltext_fleet.store import audit as store_audit
 from saltext_fleet.store import batch
 from saltext_fleet.store import claims as store_claims
+from saltext_fleet.store import drift as store_drift
 from saltext_fleet.store import gate as store_gate
 from saltext_fleet.store import writer as store_writer
+from saltext_fleet.store.drift import results as drift_results
 from saltext_fleet.store.models import AuditEvent, NodeInventory, Return
 from tests.support.store import count, write
 
@@ -242,3 +245,36 @@ def test_the_presence_check_of_a_period_is_done_by_one_master(engine, monkeypatc
     # an operator's run (no window) checks anyway
     assert master_onboard.presence_check({"id": "m2"}, engine, 1)["online"] == ["x"]
     assert pinged == ["m1", "m2"]
+
+
+# -- drift history partitions -------------------------------------------------------------------
+
+
+def test_two_masters_creating_a_month_of_drift_history_at_once_both_record(pg_engine):
+    """PostgreSQL: the first drift point of a month creates its partition. Two masters (or two
+    runner threads of one) doing it at once: the second waits for the first's lock, then sees
+    the partition the first committed and goes on (it once failed with DuplicateTable: its
+    name lookup answered from a catalog cache that still said "absent")."""
+    at = dt.datetime(2031, 3, 15, tzinfo=dt.timezone.utc)
+    errors = []
+    with pg_engine.connect() as first:
+        tx = first.begin()
+        store_drift.ensure_partition(first, at)
+        drift_results._PARTITIONS.clear()  # the other master has never seen the partition
+
+        def second():
+            try:
+                with pg_engine.begin() as conn:
+                    store_drift.ensure_partition(conn, at)
+            except Exception as exc:  # noqa: BLE001 - asserted below
+                errors.append(exc)
+
+        thread = threading.Thread(target=second)
+        thread.start()
+        thread.join(1.0)
+        assert thread.is_alive(), "the second master should wait for the first's lock"
+        tx.commit()
+        thread.join(30)
+    assert not thread.is_alive()
+    assert errors == []
+    assert store_drift.partition_name(at) in store_drift.partitions(pg_engine)

@@ -287,18 +287,33 @@ def ensure_partition(conn: Connection, at: dt.datetime) -> None:
         name = partition_name(lower)
         if (url, name) in _PARTITIONS:
             continue
-        exists = conn.execute(text("SELECT to_regclass(:n)"), {"n": name}).scalar()
-        if exists is None:
+        if not _partition_exists(conn, name):
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PARTITION_LOCK_KEY})
-            exists = conn.execute(text("SELECT to_regclass(:n)"), {"n": name}).scalar()
-            if exists is None:
+            # Looked up again under the lock, in pg_class itself: a name lookup such as
+            # to_regclass() may answer from this backend's catalog cache, which still says
+            # "absent" after another transaction (another master, another runner thread)
+            # created the partition and committed while this one waited for the lock.
+            if not _partition_exists(conn, name):
                 conn.execute(
                     text(
-                        f'CREATE TABLE "{name}" PARTITION OF drift_history '
+                        f'CREATE TABLE IF NOT EXISTS "{name}" PARTITION OF drift_history '
                         f"FOR VALUES FROM ('{lower.isoformat()}') TO ('{upper.isoformat()}')"
                     )
                 )
         _PARTITIONS.add((url, name))
+
+
+def _partition_exists(conn: Connection, name: str) -> bool:
+    """Whether table ``name`` exists in the current schema, read from ``pg_class`` with this
+    statement's snapshot (what is committed now), not from the catalog cache."""
+    found = conn.execute(
+        text(
+            "SELECT 1 FROM pg_class WHERE relname = :n"
+            " AND relnamespace = current_schema()::regnamespace"
+        ),
+        {"n": name},
+    ).first()
+    return found is not None
 
 
 def partitions(engine: Engine) -> list[str]:
