@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import socket
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -46,8 +47,24 @@ class KeyActionError(FleetError, ValueError):
     """A key operation that cannot be done; the message says why."""
 
 
+_KEYS = threading.local()
+
+
 def salt_key(opts: dict):
-    return salt.key.Key(opts)
+    """Salt's key store API (``salt.key.Key``), one per thread and master configuration.
+    Making one loads Salt's cache driver and, at its first event, opens a connection to the
+    master's bus: 0.1 s on an idle master, over a second under load. The gate asks for it
+    for every key it decides (three times for a key let in by an enrolment), so a hundred
+    minions starting at once waited minutes for it; each call still reads the key store
+    anew."""
+    held = getattr(_KEYS, "held", None)
+    if held is None:
+        held = _KEYS.held = {}
+    ident = (opts.get("pki_dir"), opts.get("sock_dir"), opts.get("cachedir"))
+    key = held.get(ident)
+    if key is None:
+        key = held[ident] = salt.key.Key(opts)
+    return key
 
 
 def salt_states(key) -> dict[str, str]:

@@ -152,9 +152,11 @@ def _recorder(opts: dict, pending: queue.Queue) -> None:
     while True:
         batch = _drain(pending)
         plain = [(m, pub, at) for m, pub, at, grains in batch if grains is None]
-        for minion_id, pub, _at, grains in batch:
-            if grains is not None:
-                _decide(opts, held, minion_id, pub, grains)
+        # a key with a token comes back every few seconds until it is decided: the ones
+        # handed over again while an earlier batch was decided are decided once
+        tokened = {(m, pub): grains for m, pub, _at, grains in batch if grains is not None}
+        for (minion_id, pub), grains in tokened.items():
+            _decide(opts, held, minion_id, pub, grains)
         if not plain:
             continue
         try:
