@@ -10,12 +10,17 @@ import pathlib
 import pytest
 import salt.crypt
 from saltfactories.utils import random_string
+from sqlalchemy import func, select
 
 from saltext_fleet import snippet
+from saltext_fleet.store import carriers as store_carriers
 from saltext_fleet.store import engine as store_engine
+from saltext_fleet.store.drift import node_rows
+from saltext_fleet.store.models import JobCarrier
 from tests.support.daemons import start_all, stop_all
 from tests.support.harness import ACCEPTED_BY_HARNESS, accept_known
 from tests.support.pgdb import fresh_database
+from tests.support.waiting import wait_for
 
 
 def fleet_master_overrides(db_url: str, key_file) -> dict:
@@ -86,3 +91,42 @@ def store(mm_db_url):
     engine = store_engine.get_engine(mm_db_url)
     store_engine.ensure_schema(engine)
     return engine
+
+
+# -- syndic carriers (test_syndic.py, test_syndic_wire.py) ------------------------------------
+
+
+def carriers(store, jid: str, minion: str) -> dict | None:
+    """The carrier the store resolves for (jid, minion); None when nobody announced it."""
+    with store.connect() as conn:
+        return store_carriers.carriers_of(conn, [(jid, minion)]).get((jid, minion))
+
+
+def served(store, minion_id: str) -> dict | None:
+    """How the fleet view says the node is served; None while it has no node row."""
+    rows = [r for r in node_rows(store) if r["minion_id"] == minion_id]
+    return rows[0]["served"] if rows else None
+
+
+def assert_claim_disputed(store, jid: str, leaf: str, syndic: str, liar: str) -> None:
+    """After ``liar`` claimed ``leaf`` (and itself) for ``jid``, which ``syndic`` announced:
+    the carrier is disputed, neither believed, nothing recorded about the liar itself, and
+    the node is shown as disputed, never as served through the liar."""
+
+    def both_claims():
+        found = carriers(store, jid, leaf)
+        return found if found and len(found["claimants"]) == 2 else None
+
+    assert wait_for("the liar's claim in the store", both_claims, timeout=30) == {
+        "syndic": None,
+        "via": None,
+        "claimants": sorted([liar, syndic]),
+        "disputed": True,
+    }
+    with store.connect() as conn:
+        about_liar = conn.execute(
+            select(func.count()).select_from(JobCarrier).where(JobCarrier.minion_id == liar)
+        ).scalar()
+    assert about_liar == 0  # a sender never carries itself
+    shown = served(store, leaf)
+    assert shown["syndic"] is None and shown["disputed"] is True

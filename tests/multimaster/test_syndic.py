@@ -17,13 +17,12 @@ import pathlib
 import pytest
 import salt.crypt
 from saltfactories.utils import random_string
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from saltext_fleet.store import carriers as store_carriers
 from saltext_fleet.store import engine as store_engine
 from saltext_fleet.store.drift import node_rows
-from saltext_fleet.store.models import Event, JobCarrier, Return
-from tests.multimaster.conftest import fleet_master_overrides
+from saltext_fleet.store.models import Event, Return
+from tests.multimaster.conftest import assert_claim_disputed, carriers, fleet_master_overrides
 from tests.support.daemons import start_all, stop_all
 from tests.support.forge import send_batch
 from tests.support.harness import ACCEPTED_BY_HARNESS, accept_known
@@ -112,11 +111,6 @@ def _returns(store, token):
         ).all()
 
 
-def _carriers(store, jid, minion):
-    with store.connect() as conn:
-        return store_carriers.carriers_of(conn, [(jid, minion)]).get((jid, minion))
-
-
 def test_a_syndic_return_is_stored_once_with_its_carrier(topology, store):
     mom, syndic, leaf, liar = (topology[k] for k in ("mom", "syndic", "leaf", "liar"))
     # The syndic connects to the MoM once its key is accepted there: until then the MoM's
@@ -146,7 +140,7 @@ def test_a_syndic_return_is_stored_once_with_its_carrier(topology, store):
     # ...and both job caches stored it: one row
     assert len(_returns(store, token)) == 1
 
-    carried = wait_for("the syndic's announcement", lambda: _carriers(store, jid, leaf.id))
+    carried = wait_for("the syndic's announcement", lambda: carriers(store, jid, leaf.id))
     assert carried == {
         "syndic": syndic.id,
         "via": mom.id,
@@ -173,21 +167,4 @@ def test_a_syndic_return_is_stored_once_with_its_carrier(topology, store):
     )
     assert sent["answer"] is True or sent["answer"] == {}, sent
 
-    def claimants():
-        found = _carriers(store, jid, leaf.id)
-        return found if found and len(found["claimants"]) == 2 else None
-
-    disputed = wait_for("the liar's claim in the store", claimants)
-    assert disputed == {
-        "syndic": None,
-        "via": None,
-        "claimants": sorted([liar.id, syndic.id]),
-        "disputed": True,
-    }
-    with store.connect() as conn:
-        about_liar = conn.execute(
-            select(func.count()).select_from(JobCarrier).where(JobCarrier.minion_id == liar.id)
-        ).scalar()
-    assert about_liar == 0
-    (row,) = [r for r in node_rows(store) if r["minion_id"] == leaf.id]
-    assert row["served"]["syndic"] is None and row["served"]["disputed"] is True
+    assert_claim_disputed(store, jid, leaf.id, syndic.id, liar.id)

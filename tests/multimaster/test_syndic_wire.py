@@ -25,11 +25,10 @@ then claims the same node for the job: the node is shown as disputed, never as t
 import pytest
 import salt.utils.jid
 from saltfactories.utils import random_string
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from saltext_fleet.store import carriers as store_carriers
-from saltext_fleet.store.drift import node_rows
-from saltext_fleet.store.models import JobCarrier, Return
+from saltext_fleet.store.models import Return
+from tests.multimaster.conftest import assert_claim_disputed, carriers, served
 from tests.support.forge import send_batch, send_load
 from tests.support.harness import ACCEPTED_BY_HARNESS
 from tests.support.waiting import wait_for
@@ -50,11 +49,6 @@ def liar(mm_masters):
 def _announce(sender, jid: str, minions: list[str]) -> None:
     # (the master's answer to an events batch is not a receipt: the store says what it did)
     send_batch(sender, [{"tag": f"salt/job/{jid}/new", "data": {"jid": jid, "minions": minions}}])
-
-
-def _served(store, minion_id: str) -> dict | None:
-    rows = [r for r in node_rows(store) if r["minion_id"] == minion_id]
-    return rows[0]["served"] if rows else None
 
 
 def test_a_carried_return_is_stored_once_with_its_syndic(mm_masters, mm_minion, liar, store):
@@ -95,36 +89,16 @@ def test_a_carried_return_is_stored_once_with_its_syndic(mm_masters, mm_minion, 
             ).all()
 
     wait_for("the carried return in the store", stored, timeout=60)
-    wait_for("the node of the carried return", lambda: _served(store, leaf), timeout=30)
+    wait_for("the node of the carried return", lambda: served(store, leaf), timeout=30)
     assert stored() == [(leaf, mom.id)]  # once, stored by the master that heard it
-    with store.connect() as conn:
-        carried = store_carriers.carriers_of(conn, [(jid, leaf)])[(jid, leaf)]
-    assert carried == {
+    assert carriers(store, jid, leaf) == {
         "syndic": syndic.id,
         "via": mom.id,
         "claimants": [syndic.id],
         "disputed": False,
     }
-    assert _served(store, leaf)["syndic"] == syndic.id
+    assert served(store, leaf)["syndic"] == syndic.id
 
     # Another accepted key claims the syndic's node for the job, as a syndic announces.
     _announce(liar, jid, [leaf, liar.id])
-
-    def disputed():
-        with store.connect() as conn:
-            found = store_carriers.carriers_of(conn, [(jid, leaf)]).get((jid, leaf))
-        return found if found and len(found["claimants"]) == 2 else None
-
-    assert wait_for("the liar's claim in the store", disputed, timeout=30) == {
-        "syndic": None,
-        "via": None,
-        "claimants": sorted([liar.id, syndic.id]),
-        "disputed": True,
-    }
-    with store.connect() as conn:
-        about_liar = conn.execute(
-            select(func.count()).select_from(JobCarrier).where(JobCarrier.minion_id == liar.id)
-        ).scalar()
-    assert about_liar == 0  # a sender never carries itself
-    served = _served(store, leaf)
-    assert served["syndic"] is None and served["disputed"] is True
+    assert_claim_disputed(store, jid, leaf, syndic.id, liar.id)
