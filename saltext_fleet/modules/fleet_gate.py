@@ -131,12 +131,10 @@ def _key_change_recorder(opts: dict, changes: queue.Queue) -> None:
         batch = _drain(changes)
         try:
             engine = _store(opts, held)
-            if "key" not in held:  # one for the thread's life: each one opens a bus connection
-                held["key"] = master_keys.salt_key(opts)
             denied = [m for m, act in batch if act == AUTH_DENIED]
             salt_key = [(m, act) for m, act in batch if act != AUTH_DENIED]
             if salt_key:
-                master_keys.record_key_changes(opts, engine, salt_key, held["key"])
+                master_keys.record_key_changes(opts, engine, salt_key, master_keys.salt_key(opts))
             if denied:
                 master_keys.follow_deletions(opts, engine, denied)
         except Exception:  # the recorder must outlive a database outage
