@@ -71,6 +71,12 @@ def master_snippet(db_url: str | None = None, cachedir: str | None = None) -> di
     reactors = reactor_list()
     if reactors:
         snippet["reactor"] = reactors
+        # The reactor keeps its runner client for 10 minutes instead of Salt's 60 s: each
+        # new one builds a MasterMinion (all loaders, grains and their subprocesses) in
+        # every reactor worker thread that runs a runner at once, which cost more than the
+        # onboarding runs it served when a hundred minions started together. A runner
+        # module synced to the master later reaches the reactor within 10 minutes.
+        snippet["reactor_refresh_interval"] = 600
     return snippet
 
 

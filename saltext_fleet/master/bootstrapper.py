@@ -242,7 +242,7 @@ def run(
         step("accepted", "waiting for its key to be accepted")
         deadline = time.monotonic() + wait
         key = master_keys.salt_key(opts)
-        while master_keys.salt_states(key).get(minion_id) != "accepted":
+        while master_keys.salt_state(key, minion_id) != "accepted":
             if time.monotonic() > deadline:
                 raise BootstrapError(
                     f"{minion_id}: the minion runs but its key was not accepted within "

@@ -87,17 +87,24 @@ def check(opts: dict, tag, data) -> None:
     signing.check(signing_key(opts), tag, data)
 
 
+def signed(opts: dict, tag: str, data: dict) -> dict:
+    """``data`` as :func:`fire` sends it: signed (unsigned, and logged, when the key cannot
+    be read), and a ``fleet/alert/*`` event with its ``raised_at``."""
+    if tag.startswith("fleet/alert/") and "raised_at" not in data:
+        data = {**data, "raised_at": dt.datetime.now(dt.timezone.utc).isoformat()}
+    try:
+        return sign(opts, tag, data)
+    except (OSError, ValueError) as exc:
+        log.error("fleet: cannot sign %s (%s); the reactors will ignore it", tag, exc)
+        return data
+
+
 def fire(opts: dict, tag: str, data: dict) -> bool:
     """Sign ``data`` and fire it on the master's event bus (a connection per event); a bus
     that is down is logged, not raised (what fired it is already recorded in the store).
     A ``fleet/alert/*`` event gets ``raised_at`` (now, ISO 8601) unless it has one: two
     alerts alike in all else are two events, and the alert worker measures from it."""
-    if tag.startswith("fleet/alert/") and "raised_at" not in data:
-        data = {**data, "raised_at": dt.datetime.now(dt.timezone.utc).isoformat()}
-    try:
-        data = sign(opts, tag, data)
-    except (OSError, ValueError) as exc:
-        log.error("fleet: cannot sign %s (%s); the reactors will ignore it", tag, exc)
+    data = signed(opts, tag, data)
     try:
         with salt.utils.event.get_master_event(opts, opts["sock_dir"], listen=False) as event:
             if event.fire_event(data, tag):

@@ -50,6 +50,24 @@ class KeyActionError(FleetError, ValueError):
 _KEYS = threading.local()
 
 
+class _Key(salt.key.Key):
+    """Salt's key store API, answering for the keys it is asked about alone.
+
+    ``Key.accept``/``reject`` end with :meth:`dict_match` (the new states of the keys they
+    moved, which the gate does not use), and Salt's own lists every key to answer: a
+    hundred keys decided together read the key store a hundred times (O(n²)). The gate only
+    ever names exact ids (``match_dict``, never a glob), so each is looked up by its id."""
+
+    def dict_match(self, match_dict):
+        ret: dict[str, list[str]] = {}
+        for ids in match_dict.values():
+            for minion_id in ids:
+                state = salt_state(self, minion_id)
+                if state is not None and minion_id not in ret.get(SALT_STATE[state], []):
+                    ret.setdefault(SALT_STATE[state], []).append(minion_id)
+        return ret
+
+
 def salt_key(opts: dict):
     """Salt's key store API (``salt.key.Key``), one per thread and master configuration.
     Making one loads Salt's cache driver and, at its first event, opens a connection to the
@@ -63,7 +81,7 @@ def salt_key(opts: dict):
     ident = (opts.get("pki_dir"), opts.get("sock_dir"), opts.get("cachedir"))
     key = held.get(ident)
     if key is None:
-        key = held[ident] = salt.key.Key(opts)
+        key = held[ident] = _Key(opts)
     return key
 
 
@@ -76,6 +94,27 @@ def salt_states(key) -> dict[str, str]:
             if state and (minion_id not in out or state != "denied"):
                 out[minion_id] = state
     return out
+
+
+def salt_entry(key, minion_id: str) -> tuple[str | None, str | None]:
+    """``(state, public key)`` Salt holds for ``minion_id`` now, read for that id alone:
+    ``accepted``, ``pending`` or ``rejected`` with its key, ``("denied", key)`` when the id
+    has only a denied key, ``(None, None)`` when Salt holds nothing for it. This is the entry
+    Salt's own authentication reads (``cache.fetch("keys", id)``, which ranks a rejected key
+    over a pending one over an accepted one, as :func:`salt_states` does). Deciding one key
+    must not list them all: a listing reads every key file, so a hundred keys arriving
+    together cost O(n²) when each decision listed the store."""
+    found = _fetch(key, "keys", minion_id)
+    if isinstance(found, dict) and isinstance(found.get("pub"), str):
+        state = found.get("state")
+        return (state if state in SALT_STATE else None), found["pub"]
+    denied = _denied_pub(key, minion_id)
+    return ("denied", denied) if denied is not None else (None, None)
+
+
+def salt_state(key, minion_id: str) -> str | None:
+    """The state of ``minion_id``'s key in Salt's store now (see :func:`salt_entry`)."""
+    return salt_entry(key, minion_id)[0]
 
 
 def salt_pub(key, minion_id: str) -> str | None:
@@ -108,14 +147,15 @@ def _check_id(minion_id: Any) -> str:
 # -- salt/auth: the reactor's path -------------------------------------------------------------
 
 
-def _really_pending(opts: dict, key, states: dict, minion_id: str, finger: str) -> bool:
+def _really_pending(opts: dict, key, minion_id: str, finger: str) -> bool:
     """Whether Salt's key store holds ``minion_id``'s key as pending, with the fingerprint
     ``finger``: a ``salt/auth`` event is only a hint (a minion can fire that tag in an
-    ``events`` batch, with any id and key), the key store is what Salt wrote itself."""
-    if states.get(minion_id) != "pending":
+    ``events`` batch, with any id and key), the key store is what Salt wrote itself. Read
+    for that id alone, at the moment of asking (:func:`salt_entry`)."""
+    state, held = salt_entry(key, minion_id)
+    if state != "pending" or held is None:
         return False
-    held = salt_pub(key, minion_id)
-    return held is not None and core_gate.same_fingerprint(_safe_fingerprint(opts, held), finger)
+    return core_gate.same_fingerprint(_safe_fingerprint(opts, held), finger)
 
 
 #: Who follows the fleet's decision on a master that did not make it (the audit's actor).
@@ -138,11 +178,10 @@ def follow_decisions(
     if not decided:
         return {}
     key = salt_key(opts)
-    states = salt_states(key)
     out: dict[str, dict[str, Any]] = {}
     for (minion_id, finger), decision in decided.items():
         # the key Salt holds pending now, with that fingerprint (not only the event's claim)
-        if minion_id in out or not _really_pending(opts, key, states, minion_id, finger):
+        if minion_id in out or not _really_pending(opts, key, minion_id, finger):
             continue
         state, by = decision["state"], decision["decided_by"]
         details = {"fingerprint": finger, "was": "pending", "follows": by, "master": opts["id"]}
@@ -179,14 +218,14 @@ def follow_deletions(opts: dict, engine, minion_ids: list[str]) -> list[str]:
     is then a pending key, for the gate (and the fleet's decision about it). Returns the
     ids whose keys were deleted."""
     key = salt_key(opts)
-    states = salt_states(key)
     done = []
     for minion_id in dict.fromkeys(minion_ids):
         if not core_gate.is_minion_id(minion_id):
             continue
-        if states.get(minion_id) not in ("accepted", "pending", "rejected"):
+        state, pub = salt_entry(key, minion_id)
+        if state not in ("accepted", "pending", "rejected"):
             continue
-        finger = _safe_fingerprint(opts, salt_pub(key, minion_id))
+        finger = _safe_fingerprint(opts, pub)
         if finger is None:
             continue
         with engine.begin() as conn:
@@ -237,7 +276,7 @@ def handle_auth(
     except core_gate.GateError as exc:
         return {"id": minion_id, "result": "ignored", "reason": str(exc)}
     key = salt_key(opts)
-    if not _really_pending(opts, key, salt_states(key), minion_id, finger):
+    if not _really_pending(opts, key, minion_id, finger):
         log.info(
             "fleet gate: ignoring a salt/auth event for %s: no such pending key in Salt's store",
             minion_id,
@@ -314,8 +353,7 @@ def record_pending(opts: dict, engine, batch, fire: Fire | None = None) -> list[
         # Only keys Salt really holds as pending, with that public key: the rest are
         # lookalike events (anyone's junk, or another key under a real pending id).
         key = salt_key(opts)
-        states = salt_states(key)
-        kept = [r for r in rows if _really_pending(opts, key, states, r[0], r[1])]
+        kept = [r for r in rows if _really_pending(opts, key, r[0], r[1])]
         if len(kept) < len(rows):
             log.warning(
                 "fleet gate: ignored %d salt/auth events for keys Salt does not hold as pending "
@@ -354,9 +392,9 @@ def _accept_enrolled(opts, engine, minion_id, finger, decision, fire, now) -> di
     enrolment = decision.enrolment
     key = salt_key(opts)
     # The key Salt holds pending for the id must be the one that presented the token.
-    if salt_states(key).get(minion_id) != "pending":
+    state, held = salt_entry(key, minion_id)
+    if state != "pending":
         return {"result": "pending", "reason": "no pending key for this id in Salt's key store"}
-    held = salt_pub(key, minion_id)
     if held is None or not core_gate.same_fingerprint(_fingerprint(opts, held), finger):
         reason = "the pending key is not the key that presented the token"
         with engine.begin() as conn:
@@ -465,11 +503,10 @@ def _held(opts: dict, minion_id: Any, allowed: tuple, verb: str):
     ``(minion_id, salt key store, state, pub, fingerprint)``; else :class:`KeyActionError`."""
     minion_id = _check_id(minion_id)
     key = salt_key(opts)
-    state = salt_states(key).get(minion_id)
+    state, pub = salt_entry(key, minion_id)
     if state not in allowed:
         what = f"its key is {state}" if state else "Salt holds no key for it"
         raise KeyActionError(f"cannot {verb} {minion_id}: {what}")
-    pub = salt_pub(key, minion_id)
     return minion_id, key, state, pub, _safe_fingerprint(opts, pub)
 
 
@@ -653,13 +690,12 @@ def record_key_changes(opts: dict, engine, batch, key=None) -> list[tuple[str, s
     recorded twice. ``key``: Salt's key store to read (one is made when not given).
     """
     key = key or salt_key(opts)
-    held = salt_states(key)
     recorded: list[tuple[str, str]] = []
     for minion_id, act in batch:
         state = KEY_ACTS.get(act)
         if state is None or not core_gate.is_minion_id(minion_id):
             continue
-        now_in = held.get(minion_id)
+        now_in = salt_state(key, minion_id)
         if state == "deleted" and now_in is not None:
             continue  # Salt holds a key for it again (or still): nothing to record
         if state != "deleted" and now_in != state:

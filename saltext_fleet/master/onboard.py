@@ -31,6 +31,7 @@ from saltext_fleet import config
 from saltext_fleet.core import gate as core_gate
 from saltext_fleet.core import presence as core_presence
 from saltext_fleet.core.errors import FleetError
+from saltext_fleet.master import clients
 from saltext_fleet.master import keys as master_keys
 from saltext_fleet.store import audit as store_audit
 from saltext_fleet.store import claims as store_claims
@@ -46,7 +47,8 @@ HIGHSTATE_TEST_JOB = "fleet_highstate_test"
 
 
 def _client(opts):
-    return salt.client.get_local_client(mopts=opts)
+    """This thread's LocalClient (:func:`saltext_fleet.master.clients.local`)."""
+    return clients.local(opts)
 
 
 def schedule_jobs(cfg: config.FleetConfig) -> dict[str, dict[str, Any]]:
@@ -336,7 +338,7 @@ def _refuse(engine, minion_id: str, sender: Any, reason: str) -> dict[str, Any]:
 
 
 def _confirm_start(opts: dict, engine, minion_id: str, timeout: float) -> float:
-    state = master_keys.salt_states(master_keys.salt_key(opts)).get(minion_id)
+    state = master_keys.salt_state(master_keys.salt_key(opts), minion_id)
     if state != "accepted":
         raise OnboardRefused(f"{minion_id} has no accepted key ({state or 'none'})")
     started = _ask_started(opts, minion_id, timeout)

@@ -45,7 +45,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from saltext_fleet import config
 from saltext_fleet.core import gate as core_gate
-from saltext_fleet.master import eventsig
+from saltext_fleet.master import clients, eventsig
 from saltext_fleet.master import keys as master_keys
 from saltext_fleet.store import audit as store_audit
 from saltext_fleet.store import claims as store_claims
@@ -147,6 +147,7 @@ def _recorder(opts: dict, pending: queue.Queue) -> None:
     or None)``, taken in the order they came."""
     held: dict = {}
     fire = _firer(opts)
+    fire_signed = _firer(opts, signed=True)
     while True:
         batch = _drain(pending)
         plain = [(m, pub, at) for m, pub, at, grains in batch if grains is None]
@@ -154,7 +155,7 @@ def _recorder(opts: dict, pending: queue.Queue) -> None:
         # handed over again while an earlier batch was decided are decided once
         tokened = {(m, pub): grains for m, pub, _at, grains in batch if grains is not None}
         for (minion_id, pub), grains in tokened.items():
-            _decide(opts, held, minion_id, pub, grains)
+            _decide(opts, held, minion_id, pub, grains, fire_signed)
         if not plain:
             continue
         try:
@@ -168,9 +169,10 @@ def _recorder(opts: dict, pending: queue.Queue) -> None:
                 _STATE["filter"].forget(minion_id)
 
 
-def _decide(opts: dict, held: dict, minion_id: str, pub: str, grains) -> None:
+def _decide(opts: dict, held: dict, minion_id: str, pub: str, grains, fire=None) -> None:
     """A pending key with an enrolment token: record it and accept it if its enrolment is
-    live (as the ``fleet.key_seen`` runner does); its events are signed like the runner's."""
+    live (as the ``fleet.key_seen`` runner does); its events are signed like the runner's
+    (``fire``: the recorder's signing :func:`_firer`)."""
     try:
         answer = master_keys.handle_auth(
             opts,
@@ -178,7 +180,7 @@ def _decide(opts: dict, held: dict, minion_id: str, pub: str, grains) -> None:
             minion_id,
             pub,
             grains,
-            fire=lambda tag, data: eventsig.fire(opts, tag, data),
+            fire=fire or (lambda tag, data: eventsig.fire(opts, tag, data)),
         )
         log.info("fleet gate: %s presented an enrolment token: %s", minion_id, answer)
     except Exception:  # the recorder must outlive a database outage
@@ -186,13 +188,16 @@ def _decide(opts: dict, held: dict, minion_id: str, pub: str, grains) -> None:
         _STATE["filter"].forget(minion_id)
 
 
-def _firer(opts: dict):
+def _firer(opts: dict, signed: bool = False):
     """``fire(tag, data)`` on the master's event bus, over one connection kept open for the
     recorder's life (a connection per event cost ~20 ms: a flood of new keys would take that
-    many times longer to announce); opened again after a failure."""
+    many times longer to announce); opened again after a failure. ``signed``: each event
+    signed as :func:`saltext_fleet.master.eventsig.fire` signs it."""
     bus: list = []
 
     def fire(tag: str, data: dict) -> None:
+        if signed:
+            data = eventsig.signed(opts, tag, data)
         for attempt in range(2):
             try:
                 if not bus:
@@ -355,14 +360,14 @@ def _claim_pkgset(opts: dict, minion: str) -> bool:
 def _run_due(opts: dict, limits: dict) -> None:
     pkgset = [m for m in limits["pkgset"].due() if _claim_pkgset(opts, m)]
     if pkgset:
-        with salt.client.get_local_client(mopts=opts) as client:
+        with clients.local(opts) as client:
             for minion_id in pkgset:
                 client.cmd_async([minion_id], "fleet.inventory", tgt_type="list")
     onboard = limits["onboard"].due()
     presence = limits["presence"].due()
     if not onboard and not presence:
         return
-    runner = salt.runner.RunnerClient(opts)
+    runner = clients.runner(opts)
     # the reactor's own work: audited as "reactor", like the SLS's runner calls
     reactor = {"user": "Reactor"}
     for minion_id in onboard:

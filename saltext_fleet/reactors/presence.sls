@@ -1,12 +1,9 @@
-{#- saltext-fleet: the master's presence check saw nodes connect or go away
-    (salt/presence/change, with presence_events: True). Any minion could fire this tag, so
-    the fleet.presence runner marks a node online only if the master sees it connected, and
-    offline only if it does not (CkMinions.connected_ids); fleet_gate.hint runs it at most
-    every 2 seconds (the claims in between are merged and checked once). #}
-{%- if data is mapping and (data.get('new') or data.get('lost')) and salt['fleet_gate.hint']('presence', data=data) %}
-fleet_presence:
-  runner.fleet.presence:
-    - args:
-      - new: {{ (data.get('new') or [])[:10000] | json }}
-      - lost: {{ (data.get('lost') or [])[:10000] | json }}
-{%- endif %}
+#!py
+"""saltext-fleet reactor: see saltext_fleet.reactors.reactions.presence (rendered by Salt's py
+renderer: a function call per event, not a jinja template compiled per event)."""
+
+from saltext_fleet.reactors import reactions
+
+
+def run():
+    return reactions.presence(tag, data, __salt__)  # noqa: F821 - set by Salt's py renderer

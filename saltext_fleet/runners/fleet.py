@@ -1274,7 +1274,7 @@ def onboard(minion):
         salt-run fleet.onboard mini-07
     """
     minion = _check_minion_id(minion)
-    state = master_keys.salt_states(master_keys.salt_key(__opts__)).get(minion)
+    state = master_keys.salt_state(master_keys.salt_key(__opts__), minion)
     if state != "accepted":
         raise SaltRunnerError(f"fleet.onboard: {minion} has no accepted key")
     return master_onboard.onboard(__opts__, _engine(), minion, _actor())

@@ -36,6 +36,8 @@ _lock = threading.Lock()
 _engines: dict[str, Engine] = {}
 _engines_pid = os.getpid()
 _schema_ready: set[str] = set()
+#: One Alembic command at a time in this process (see :func:`upgrade`).
+_ALEMBIC = threading.RLock()
 
 #: PostgreSQL advisory lock key for schema upgrades ("fleet" in ASCII).
 _UPGRADE_LOCK_KEY = 0x666C656574
@@ -210,7 +212,9 @@ def _sqlite_wal(cur, wait: float = 30.0) -> None:
 def upgrade(engine: Engine, revision: str = "head") -> str | None:
     """Run the Alembic migrations up to ``revision``; returns the revision reached."""
     cfg = alembic_config(engine)
-    with _upgrade_lock(engine) as conn:
+    # Alembic's migration context and ``op`` are module-level proxies: two threads of one
+    # process migrating at once (a reactor's recorder threads, say) take each other's.
+    with _ALEMBIC, _upgrade_lock(engine) as conn:
         cfg.attributes["connection"] = conn
         command.upgrade(cfg, revision)
     return current_revision(engine)

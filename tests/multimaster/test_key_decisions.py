@@ -92,24 +92,31 @@ def test_a_key_decided_on_one_master_is_followed_on_the_other(mm_masters, mm_db_
         other = [f for f, row in _rows(store, renewed).items() if row[0] == "pending"]
         assert len(other) == 1, _rows(store, renewed)
         assert _salt_state(m2, renewed) == "pending"
-        with store.connect() as conn:
-            followed = {
-                (e.target, e.action, e.details["follows"], e.details["master"])
-                for e in conn.execute(
-                    select(AuditEvent).where(
-                        AuditEvent.actor == "gate",
-                        AuditEvent.target.in_([accepted, rejected, renewed]),
-                        AuditEvent.action.in_(["key.accept", "key.reject"]),
+
+        def followed():
+            with store.connect() as conn:
+                return {
+                    (e.target, e.action, e.details["follows"], e.details["master"])
+                    for e in conn.execute(
+                        select(AuditEvent).where(
+                            AuditEvent.actor == "gate",
+                            AuditEvent.target.in_([accepted, rejected, renewed]),
+                            AuditEvent.action.in_(["key.accept", "key.reject"]),
+                        )
                     )
-                )
-            }
+                }
+
         # the fleet's decisions stand as m1's operator made them; m2 audited that it followed
+        # (Salt's key store changes inside the transaction that writes the audit: the audit
+        # is committed a moment after the key moved)
         by = {m: next(iter(_rows(store, m).values()))[1] for m in (accepted, rejected)}
         assert by[accepted] == by[rejected] != "gate", by
-        assert followed == {
+        expected = {
             (accepted, "key.accept", by[accepted], m2.id),
             (rejected, "key.reject", by[rejected], m2.id),
         }
+        wait_for("m2 audited what it followed", lambda: followed() >= expected)
+        assert followed() == expected
         # m1 deletes the accepted key (as a re-bootstrap's re-enrolment does); the minion comes
         # back to m2 with a new key, which Salt denies there (another key is accepted): m2
         # deletes the old key the fleet deleted, and only that one (the rejected key stays)

@@ -35,7 +35,9 @@ def node(engine, monkeypatch):
     monkeypatch.setattr(master_onboard, "onboard", fake_onboard)
     monkeypatch.setattr(master_onboard, "_ask_started", fake_ask)
     monkeypatch.setattr(master_keys, "salt_key", lambda opts: None)
-    monkeypatch.setattr(master_keys, "salt_states", lambda key: {"x": "accepted", "y": "accepted"})
+    monkeypatch.setattr(
+        master_keys, "salt_state", lambda key, m: {"x": "accepted", "y": "accepted"}.get(m)
+    )
     fake_onboard({}, engine, "x", started=1000.0)
     onboarded.clear()
     return answers, onboarded
@@ -89,7 +91,7 @@ def test_a_node_onboarded_before_start_times_were_kept(engine, node, monkeypatch
     answers, _onboarded = node
     with engine.begin() as conn:
         store_gate.set_status(conn, ["old"], "online", onboarded=True)
-    monkeypatch.setattr(master_keys, "salt_states", lambda key: {"old": "accepted"})
+    monkeypatch.setattr(master_keys, "salt_state", lambda key, m: {"old": "accepted"}.get(m))
     answers["old"] = {"started": 1.0}
     assert master_onboard.node_started({}, engine, "old", sender="old")["result"] == "refused"
     answers["old"] = {"started": dt.datetime.now(dt.timezone.utc).timestamp() + 60}

@@ -190,7 +190,7 @@ def started_node(engine, monkeypatch):
     monkeypatch.setattr(master_onboard, "onboard", fake_onboard)
     monkeypatch.setattr(master_onboard, "_ask_started", lambda opts, minion_id, timeout: 1000.0)
     monkeypatch.setattr(master_keys, "salt_key", lambda opts: None)
-    monkeypatch.setattr(master_keys, "salt_states", lambda key: {"x": "accepted"})
+    monkeypatch.setattr(master_keys, "salt_state", lambda key, m: {"x": "accepted"}.get(m))
     return onboarded
 
 

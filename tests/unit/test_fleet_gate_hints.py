@@ -1,11 +1,12 @@
 """fleet_gate.hint: the reactor's limit on the work an event that any minion could fire may
 cause (one piece of work per node and window, the hints in between acted on once after)."""
 
-import contextlib
+import threading
 
 import pytest
 
 from saltext_fleet.core import gate as core_gate
+from saltext_fleet.master import clients
 from saltext_fleet.modules import fleet_gate
 
 
@@ -87,10 +88,9 @@ def test_deferred_work_runs_by_exact_id(hints, monkeypatch):
             ran.append((fun, kwarg))
             assert pub_data == {"user": "Reactor"}  # audited as the reactor's work
 
-    monkeypatch.setattr(
-        salt.client, "get_local_client", lambda mopts: contextlib.nullcontext(Local())
-    )
+    monkeypatch.setattr(salt.client, "get_local_client", lambda mopts: Local())
     monkeypatch.setattr(salt.runner, "RunnerClient", Runner)
+    monkeypatch.setattr(clients, "_HELD", threading.local())  # no client of another test
     for _ in range(2):
         fleet_gate.hint("pkgset", "web1")
         fleet_gate.hint("onboard", "x", "x")
@@ -105,6 +105,54 @@ def test_deferred_work_runs_by_exact_id(hints, monkeypatch):
         ("fleet.presence", {"new": [], "lost": ["gone"]}),
     ]
     assert hints["presence"] == {"new": set(), "lost": set()}
+
+
+def test_deferred_work_keeps_its_clients(hints, monkeypatch):
+    """The hints thread keeps one LocalClient and one RunnerClient (each costs loaders, a
+    RunnerClient a MasterMinion with its grains), not one per second of work."""
+    import salt.client
+    import salt.runner
+
+    made = []
+
+    class Local:
+        def __init__(self):
+            made.append("local")
+
+        def cmd_async(self, tgt, fun, tgt_type):
+            pass
+
+    class Runner:
+        def __init__(self, opts):
+            made.append("runner")
+
+        def cmd(self, fun, kwarg, pub_data, print_event):
+            pass
+
+    monkeypatch.setattr(salt.client, "get_local_client", lambda mopts: Local())
+    monkeypatch.setattr(salt.runner, "RunnerClient", Runner)
+    monkeypatch.setattr(clients, "_HELD", threading.local())
+    monkeypatch.setattr(fleet_gate, "PKGSET_FLEET_SECONDS", 0)
+
+    def work(pkgset, onboard):
+        for limit in hints["limits"].values():
+            limit.window = 3600
+        for _ in range(2):  # the first passes at once, the second is left for the thread
+            fleet_gate.hint("pkgset", pkgset)
+            fleet_gate.hint("onboard", onboard, onboard)
+        for limit in hints["limits"].values():
+            limit.window = 0
+
+    for pkgset, onboard in (("web1", "x"), ("web2", "y"), ("web1", "x")):
+        work(pkgset, onboard)
+        fleet_gate._run_due({}, hints["limits"])
+    assert made == ["local", "runner"]
+    # in another thread, its own
+    work("web2", "y")
+    worker = threading.Thread(target=lambda: fleet_gate._run_due({}, hints["limits"]))
+    worker.start()
+    worker.join()
+    assert made == ["local", "runner", "local", "runner"]
 
 
 def test_an_inventory_hint_is_taken_once_for_the_fleet(hints, tmp_path):
