@@ -53,7 +53,15 @@ class _Kept:
         self.kind, self.opts, self.make = kind, opts, make
 
     def __enter__(self):
-        return _held(self.kind, self.opts, self.make)
+        client = _held(self.kind, self.opts, self.make)
+        event = getattr(client, "event", None)
+        if getattr(event, "cpub", False):
+            # Salt's LocalClient closes its subscription at the end of a command it opened it
+            # for, but keeps one it found open: a subscription left open (an interrupted
+            # command) would never be read again, and the master's event publisher drops a
+            # subscriber that reads nothing. Each block starts without one.
+            event.close_pub()
+        return client
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None and not issubclass(exc_type, salt.exceptions.SaltException):

@@ -16,7 +16,7 @@ from typing import Any
 
 import salt.key
 import yaml
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from saltext_fleet import config
 from saltext_fleet.core import gate as core_gate
@@ -303,15 +303,18 @@ def handle_auth(
         found = store_gate.find_enrolment(conn, minion_id, token)
     decision = core_gate.decide(minion_id, finger, token, found, now)
     if decision.accept:
-        return {**out, **_accept_enrolled(opts, engine, minion_id, finger, decision, fire, now)}
+        answer = _accept_enrolled(opts, engine, minion_id, finger, decision, fire, now)
+        if answer.get("reason") == ELSEWHERE:
+            return {**out, **_follow_now(opts, engine, minion_id, finger, fire, answer)}
+        return {**out, **answer}
     if decision.refused and decision.enrolment is not None:
         with engine.connect() as conn:
             used_by = store_gate.enrolment_used_by(conn, decision.enrolment.id)
         if used_by == finger:
             # used by this very key through another master, whose acceptance is being
-            # recorded: followed at the key's next attempt, nothing refused
-            out.update(result="pending", reason="accepted through another master")
-            return out
+            # recorded: followed now if it is recorded, else at the key's next attempt
+            answer = {"result": "pending", "reason": ELSEWHERE}
+            return {**out, **_follow_now(opts, engine, minion_id, finger, fire, answer)}
     if decision.refused:
         details = {"fingerprint": finger, "reason": decision.reason}
         if decision.enrolment is not None:
@@ -334,6 +337,28 @@ def handle_auth(
         return out
     out["result"] = "pending"
     return out
+
+
+#: Why a key whose enrolment this very key used through another master is still pending.
+ELSEWHERE = "accepted through another master"
+
+
+def _follow_now(opts, engine, minion_id, finger, fire, pending: dict) -> dict[str, Any]:
+    """The key used its enrolment through another master: follow that master's acceptance
+    here at once if it is recorded (the minion asks both masters at the same time, so the
+    other one often decided a moment ago), instead of at the key's next attempt (up to
+    ``acceptance_wait_time_max`` later). ``pending``: the answer when it is not recorded
+    yet."""
+    with engine.begin() as conn:
+        # the other master holds this key's row from recording its acceptance until it has
+        # committed it: wait for that here, then follow what it recorded
+        conn.execute(
+            select(MinionKey.minion_id)
+            .where(MinionKey.minion_id == minion_id, MinionKey.fingerprint == finger)
+            .with_for_update()
+        )
+    followed = follow_decisions(opts, engine, [(minion_id, finger)], fire)
+    return followed.get(minion_id) or pending
 
 
 def record_pending(opts: dict, engine, batch, fire: Fire | None = None) -> list[str]:
@@ -410,8 +435,8 @@ def _accept_enrolled(opts, engine, minion_id, finger, decision, fire, now) -> di
         if not store_gate.use_enrolment(conn, enrolment.id, finger, now):
             if store_gate.enrolment_used_by(conn, enrolment.id) == finger:
                 # this very key used it, through another master (one store, one use): its
-                # acceptance is the fleet's decision, followed here at the key's next attempt
-                return {"result": "pending", "reason": "accepted through another master"}
+                # acceptance is the fleet's decision, followed here (handle_auth)
+                return {"result": "pending", "reason": ELSEWHERE}
             store_audit.append(
                 conn,
                 "gate",

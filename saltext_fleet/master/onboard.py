@@ -227,8 +227,12 @@ def enable_beacon(client, minion_id: str, interval: int) -> int | None:
 
 # -- salt/minion/<id>/start: a hint, confirmed by the node itself --------------------------------
 
-#: Seconds the node has to answer ``fleet.started``.
+#: Seconds the node has to answer ``fleet.started``...
 CONFIRM_TIMEOUT = 30
+#: ...and, while this master sees it connected, at most this many in all: a node that is up
+#: but busy (a hundred minions starting and syncing at once on little CPU answered in up to
+#: 80 s) is waited for, not refused until its next start.
+CONFIRM_CONNECTED_MAX = 240
 
 
 class OnboardRefused(FleetError):
@@ -396,9 +400,20 @@ def cached_answer(
     came within ``timeout`` seconds; a ``None`` return counts only with ``none_is_answer``
     (``beacons.list`` answers None for "no beacons"). :class:`OnboardRefused` when the job
     could not be published."""
+    jid = _publish(client, minion_id, fun, kwarg)
+    return _wait_answer(client, jid, minion_id, timeout, none_is_answer)
+
+
+def _publish(client, minion_id: str, fun: str, kwarg: dict | None = None) -> str:
     jid = client.cmd_async([minion_id], fun, kwarg=kwarg or {}, tgt_type="list")
     if not jid:
         raise OnboardRefused(f"could not ask {minion_id} for {fun} (no job published)")
+    return jid
+
+
+def _wait_answer(
+    client, jid: str, minion_id: str, timeout: float, none_is_answer: bool = False
+) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         record = client.get_cache_returns(jid).get(minion_id)
@@ -412,11 +427,28 @@ def cached_answer(
 
 
 def _ask_started(opts: dict, minion_id: str, timeout: float) -> float:
-    """The node's own answer to ``fleet.started`` (:func:`cached_answer`)."""
+    """The node's own answer to ``fleet.started`` (:func:`cached_answer`): within
+    ``timeout`` seconds, or longer (up to :data:`CONFIRM_CONNECTED_MAX` in all, ``timeout``
+    at a time) while this master sees the node connected."""
+    began = time.monotonic()
     with _client(opts) as client:
-        answer = cached_answer(client, minion_id, "fleet.started", timeout)
+        jid = _publish(client, minion_id, "fleet.started")
+        answer = _wait_answer(client, jid, minion_id, timeout)
+        # the same job, waited for longer while the node is connected (no job more)
+        while answer is NO_ANSWER and time.monotonic() - began + timeout <= max(
+            CONFIRM_CONNECTED_MAX, timeout
+        ):
+            try:
+                connected = minion_id in connected_ids(opts)
+            except (SaltException, OSError, KeyError):
+                connected = False
+            if not connected:
+                break
+            log.info("fleet: %s is connected but busy; waiting for its fleet.started", minion_id)
+            answer = _wait_answer(client, jid, minion_id, timeout)
     if answer is NO_ANSWER:
-        raise OnboardRefused(f"{minion_id} did not say when it started within {timeout:g} s")
+        waited = time.monotonic() - began
+        raise OnboardRefused(f"{minion_id} did not say when it started within {waited:.0f} s")
     started = answer.get("started") if isinstance(answer, dict) else None
     if isinstance(started, bool) or not isinstance(started, (int, float)):
         raise OnboardRefused(f"{minion_id} answered fleet.started with {str(answer)[:200]!r}")

@@ -154,8 +154,16 @@ def _recorder(opts: dict, pending: queue.Queue) -> None:
         # a key with a token comes back every few seconds until it is decided: the ones
         # handed over again while an earlier batch was decided are decided once
         tokened = {(m, pub): grains for m, pub, _at, grains in batch if grains is not None}
+        began = time.monotonic()
         for (minion_id, pub), grains in tokened.items():
             _decide(opts, held, minion_id, pub, grains, fire_signed)
+        if tokened:
+            log.info(
+                "fleet gate: %d keys with a token decided in %.2f s (%d waiting)",
+                len(tokened),
+                time.monotonic() - began,
+                pending.qsize(),
+            )
         if not plain:
             continue
         try:

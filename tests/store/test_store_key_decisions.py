@@ -71,3 +71,93 @@ def test_an_enrolment_is_used_once_by_two_masters_at_once(engine):
         assert store_gate.enrolment_used_by(conn, enrolment) == winner
         # and a third attempt later finds it used
         assert not store_gate.use_enrolment(conn, enrolment, winner, now)
+
+
+class _FakeKeyStore:
+    """What the gate uses of one master's ``salt.key.Key``: the entry of an id (Salt's
+    ``cache.fetch("keys", id)``: ``{"state", "pub"}``) and ``accept``/``reject`` by exact
+    id. A real key store needs a running master for its events; the real masters' version of
+    this is ``tests/multimaster/test_key_decisions.py``."""
+
+    def __init__(self, held: dict):
+        self.held = held  # id -> (state, pub)
+        self.accepted = []
+        store = self
+
+        class Cache:
+            def fetch(self, bank, minion_id):
+                if bank != "keys" or minion_id not in store.held:
+                    return None
+                state, pub = store.held[minion_id]
+                return {"state": state, "pub": pub}
+
+        self.cache = Cache()
+
+    def accept(self, match_dict):
+        for minion_id in match_dict.get("minions_pre", []):
+            self.held[minion_id] = ("accepted", self.held[minion_id][1])
+            self.accepted.append(minion_id)
+
+    def reject(self, match_dict):  # pragma: no cover - not reached here
+        raise AssertionError("nothing is rejected here")
+
+
+def test_the_second_master_follows_an_enrolment_used_through_the_first_at_once(
+    engine, monkeypatch, tmp_path
+):
+    """A minion asks both masters at once with its token: m2 records the key, m1 uses the
+    enrolment and accepts the key, then m2 finds the enrolment used by this very key and
+    follows m1's acceptance there and then, not at the key's next attempt (which is up to
+    the minion's acceptance_wait_time_max later)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from saltext_fleet.core import gate as core_gate
+    from saltext_fleet.master import keys as master_keys
+
+    pub = (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    token = core_gate.new_token()
+    with engine.begin() as conn:
+        made = store_gate.create_enrolment(conn, "web9", token, dt.timedelta(hours=1), "alice")
+    stores = {m: _FakeKeyStore({"web9": ("pending", pub)}) for m in ("m1", "m2")}
+    monkeypatch.setattr(master_keys, "salt_key", lambda opts: stores[opts["id"]])
+    grains = {core_gate.TOKEN_GRAIN: token}
+    fired = []
+
+    def decide(master):
+        opts = {"id": master, "cachedir": str(tmp_path), "fleet": {"gate": {"mode": "enrolment"}}}
+        fire = lambda tag, data: fired.append((master, tag, data.get("by")))  # noqa: E731
+        return master_keys.handle_auth(opts, engine, "web9", pub, grains, fire=fire)
+
+    # m2 records the key first (pending), then m1 decides it before m2 looks at the
+    # enrolment: m2 finds it used by this very key
+    real_find = store_gate.find_enrolment
+    answers = {}
+
+    def find_enrolment(conn, minion_id, presented):
+        if not answers:  # m2's look, the first: m1 decides meanwhile (m1's own look passes)
+            answers["m1"] = None
+            answers["m1"] = decide("m1")
+        return real_find(conn, minion_id, presented)
+
+    monkeypatch.setattr(store_gate, "find_enrolment", find_enrolment)
+    second = decide("m2")
+    first = answers["m1"]
+    assert first["result"] == "accepted" and first["enrolment"] == made["enrolment"]
+    assert second["result"] == "accepted", second
+    assert second["follows"] == f"enrolment:{made['enrolment']}"
+    assert stores["m1"].accepted == stores["m2"].accepted == ["web9"]
+    assert sorted((m, t) for m, t, _by in fired if t == master_keys.ACCEPTED_TAG) == [
+        ("m1", master_keys.ACCEPTED_TAG),
+        ("m2", master_keys.ACCEPTED_TAG),
+    ]
+    # the key's enrolment was used once, by m1, and the audit says m2 followed it
+    with engine.connect() as conn:
+        assert store_gate.enrolment_used_by(conn, made["enrolment"]) == core_gate.fingerprint(
+            pub, "sha256"
+        )
