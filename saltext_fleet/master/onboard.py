@@ -94,24 +94,21 @@ def onboard(
         group = store_secrets.group(conn, group_name) if group_name else None
     steps: dict[str, Any] = {}
     with _client(opts) as client:
+        ask = _asker(opts, client, minion_id)
         if cfg.onboard.sync:
-            ret = client.cmd([minion_id], "saltutil.sync_all", tgt_type="list", timeout=60)
-            steps["sync"] = bool(ret.get(minion_id) is not None)
+            steps["sync"] = ask("saltutil.sync_all", timeout=60) is not NO_ANSWER
         jobs = schedule_jobs(cfg)
-        existing = _schedule_names(client, minion_id) if jobs else set()
+        existing = _schedule_names(ask) if jobs else set()
         for name, job in jobs.items():
             # schedule.add refuses a name that exists: replace it (the options may change);
             # only an entry that is there is deleted (deleting another is a failed job)
             if name in existing:
-                client.cmd([minion_id], "schedule.delete", [name], tgt_type="list", timeout=30)
-            ret = client.cmd(
-                [minion_id], "schedule.add", [name], kwarg=job, tgt_type="list", timeout=30
-            )
-            answer = ret.get(minion_id)
+                ask("schedule.delete", [name])
+            answer = ask("schedule.add", [name], kwarg=job)
             steps[f"schedule:{name}"] = bool(isinstance(answer, dict) and answer.get("result"))
         beacon = None
         if cfg.onboard.beacon_interval:
-            beacon = enable_beacon(client, minion_id, cfg.onboard.beacon_interval)
+            beacon = enable_beacon(client, minion_id, cfg.onboard.beacon_interval, ask)
             steps["beacon"] = beacon
         # a first inventory now, not in an hour
         steps["inventory"] = client.cmd_async([minion_id], "fleet.inventory", tgt_type="list")
@@ -140,12 +137,32 @@ def onboard(
     return {"id": minion_id, "group": group_name, "steps": steps}
 
 
-def _schedule_names(client, minion_id: str) -> set[str]:
+def _asker(opts: dict, client, minion_id: str):
+    """``ask(fun, args=(), kwarg=None, timeout=30, none_is_answer=False)``: run ``fun`` on
+    the node and return its answer from the master's job cache (:func:`_wait_answer`:
+    filed under the id Salt authenticated), :data:`NO_ANSWER` when none came, waiting
+    longer while the node is connected (:func:`_wait_connected`).
+
+    Not ``LocalClient.cmd``: that reads the answer off the event bus, where another minion
+    can forge it, and while it waits it reads every event on the bus, in the reactor's own
+    process, for each node being onboarded at once; a hundred minions starting together
+    left the key gate's thread, in the same process, too little of its CPU to decide
+    their keys."""
+
+    def ask(fun, args=(), kwarg=None, timeout=30, none_is_answer=False):
+        try:
+            jid = _publish(client, minion_id, fun, kwarg, args)
+        except OnboardRefused as exc:
+            log.warning("fleet: %s", exc)
+            return NO_ANSWER
+        return _wait_connected(opts, client, jid, minion_id, timeout, none_is_answer)
+
+    return ask
+
+
+def _schedule_names(ask) -> set[str]:
     """The names of the node's schedule entries (``schedule.list``)."""
-    ret = client.cmd(
-        [minion_id], "schedule.list", kwarg={"return_yaml": False}, tgt_type="list", timeout=30
-    )
-    listed = ret.get(minion_id)
+    listed = ask("schedule.list", kwarg={"return_yaml": False})
     return set(listed) if isinstance(listed, dict) else set()
 
 
@@ -188,20 +205,24 @@ def beacon_config(current: Any, interval: int) -> list[dict[str, Any]]:
     return [{"interval": interval}, *kept]
 
 
-def enable_beacon(client, minion_id: str, interval: int) -> int | None:
+def enable_beacon(client, minion_id: str, interval: int, ask=None) -> int | None:
     """Turn on the ``fleet_pkgset`` beacon on the node with ``interval`` (``beacons.add``, or
     ``beacons.modify`` when its interval differs) and save the node's beacons to its config
     (``beacons.save``: they survive a restart). Returns the interval ``beacons.list`` then
-    confirms (0: not running, None: the node did not say)."""
+    confirms (0: not running, None: the node did not say). Every answer is the node's own,
+    from the job cache (``ask``: :func:`_asker`'s, made here for ``client`` if not given)."""
+    if ask is None:
+
+        def ask(fun, args=(), kwarg=None, timeout=30, none_is_answer=False):
+            try:
+                jid = _publish(client, minion_id, fun, kwarg, args)
+            except OnboardRefused:
+                return NO_ANSWER
+            return _wait_answer(client, jid, minion_id, timeout, none_is_answer)
 
     def listing():
         # from the job cache: what the store records must be the node's own answer
-        try:
-            answer = cached_answer(
-                client, minion_id, "beacons.list", 30, {"return_yaml": False}, none_is_answer=True
-            )
-        except OnboardRefused:
-            return "no answer"
+        answer = ask("beacons.list", kwarg={"return_yaml": False}, none_is_answer=True)
         return "no answer" if answer is NO_ANSWER else answer
 
     listed = listing()
@@ -210,16 +231,9 @@ def enable_beacon(client, minion_id: str, interval: int) -> int | None:
         return now
     current = listed.get(PKGSET_BEACON) if isinstance(listed, dict) else None
     fun = "beacons.modify" if isinstance(current, list) else "beacons.add"
-    ret = client.cmd(
-        [minion_id],
-        fun,
-        [PKGSET_BEACON, beacon_config(current, interval)],
-        tgt_type="list",
-        timeout=30,
-    )
-    answer = ret.get(minion_id)
+    answer = ask(fun, [PKGSET_BEACON, beacon_config(current, interval)])
     if isinstance(answer, dict) and answer.get("result"):
-        client.cmd([minion_id], "beacons.save", tgt_type="list", timeout=30)
+        ask("beacons.save")
     else:
         log.warning("fleet: %s on %s: %s", fun, minion_id, str(answer)[:300])
     return beacon_interval(listing())
@@ -382,38 +396,50 @@ def _iso(at: float) -> str:
     return dt.datetime.fromtimestamp(at, dt.timezone.utc).isoformat(timespec="seconds")
 
 
-#: :func:`cached_answer` found no answer within its timeout.
+#: :func:`_wait_answer` found no answer within its timeout.
 NO_ANSWER = object()
 
 
-def cached_answer(
-    client,
-    minion_id: str,
-    fun: str,
-    timeout: float,
-    kwarg: dict | None = None,
-    none_is_answer: bool = False,
-) -> Any:
-    """The node's own answer to a ``fun`` job, read from the master's job cache, where Salt
-    files a return under the minion id it authenticated (an answer on the event bus could be a
-    forged ``salt/job/<jid>/ret/<id>`` event of another minion). :data:`NO_ANSWER` when none
-    came within ``timeout`` seconds; a ``None`` return counts only with ``none_is_answer``
-    (``beacons.list`` answers None for "no beacons"). :class:`OnboardRefused` when the job
-    could not be published."""
-    jid = _publish(client, minion_id, fun, kwarg)
-    return _wait_answer(client, jid, minion_id, timeout, none_is_answer)
-
-
-def _publish(client, minion_id: str, fun: str, kwarg: dict | None = None) -> str:
-    jid = client.cmd_async([minion_id], fun, kwarg=kwarg or {}, tgt_type="list")
+def _publish(client, minion_id: str, fun: str, kwarg: dict | None = None, args=()) -> str:
+    """Publish ``fun`` to the node alone (by list); its jid. :class:`OnboardRefused` when the
+    job could not be published."""
+    jid = client.cmd_async([minion_id], fun, list(args), kwarg=kwarg or {}, tgt_type="list")
     if not jid:
         raise OnboardRefused(f"could not ask {minion_id} for {fun} (no job published)")
     return jid
 
 
+def _wait_connected(
+    opts: dict, client, jid: str, minion_id: str, timeout: float, none_is_answer: bool = False
+) -> Any:
+    """:func:`_wait_answer` for ``timeout`` seconds, then again, ``timeout`` at a time and up
+    to :data:`CONFIRM_CONNECTED_MAX` in all, while this master sees the node connected: a
+    node that is up but busy is waited for (the same job: no job more), one that is gone is
+    not."""
+    began = time.monotonic()
+    answer = _wait_answer(client, jid, minion_id, timeout, none_is_answer)
+    while answer is NO_ANSWER and time.monotonic() - began + timeout <= max(
+        CONFIRM_CONNECTED_MAX, timeout
+    ):
+        try:
+            connected = minion_id in connected_ids(opts)
+        except (SaltException, OSError, KeyError):
+            connected = False
+        if not connected:
+            break
+        log.info("fleet: %s is connected but busy; still waiting for job %s", minion_id, jid)
+        answer = _wait_answer(client, jid, minion_id, timeout, none_is_answer)
+    return answer
+
+
 def _wait_answer(
     client, jid: str, minion_id: str, timeout: float, none_is_answer: bool = False
 ) -> Any:
+    """The node's own answer to job ``jid``, read from the master's job cache, where Salt
+    files a return under the minion id it authenticated (an answer on the event bus could be
+    a forged ``salt/job/<jid>/ret/<id>`` event of another minion). :data:`NO_ANSWER` when
+    none came within ``timeout`` seconds; a ``None`` return counts only with
+    ``none_is_answer`` (``beacons.list`` answers None for "no beacons")."""
     deadline = time.monotonic() + timeout
     while True:
         record = client.get_cache_returns(jid).get(minion_id)
@@ -427,25 +453,13 @@ def _wait_answer(
 
 
 def _ask_started(opts: dict, minion_id: str, timeout: float) -> float:
-    """The node's own answer to ``fleet.started`` (:func:`cached_answer`): within
+    """The node's own answer to ``fleet.started`` (:func:`_wait_answer`): within
     ``timeout`` seconds, or longer (up to :data:`CONFIRM_CONNECTED_MAX` in all, ``timeout``
     at a time) while this master sees the node connected."""
     began = time.monotonic()
     with _client(opts) as client:
         jid = _publish(client, minion_id, "fleet.started")
-        answer = _wait_answer(client, jid, minion_id, timeout)
-        # the same job, waited for longer while the node is connected (no job more)
-        while answer is NO_ANSWER and time.monotonic() - began + timeout <= max(
-            CONFIRM_CONNECTED_MAX, timeout
-        ):
-            try:
-                connected = minion_id in connected_ids(opts)
-            except (SaltException, OSError, KeyError):
-                connected = False
-            if not connected:
-                break
-            log.info("fleet: %s is connected but busy; waiting for its fleet.started", minion_id)
-            answer = _wait_answer(client, jid, minion_id, timeout)
+        answer = _wait_connected(opts, client, jid, minion_id, timeout)
     if answer is NO_ANSWER:
         waited = time.monotonic() - began
         raise OnboardRefused(f"{minion_id} did not say when it started within {waited:.0f} s")

@@ -67,39 +67,44 @@ class SplitAnswersClient:
     ``get_cache_returns`` what the master's job cache filed under the authenticated id. Here
     the bus carries a forged listing: the beacon already running at the wanted interval."""
 
-    def __init__(self, forged):
+    def __init__(self, forged, add_works=True):
         self.beacons = None  # the node's own truth: no beacons (Salt lists that as None)
         self.forged = forged
+        self.add_works = add_works
         self.jobs = {}
         self.calls = []
 
     def cmd(self, tgt, fun, arg=(), tgt_type="glob", timeout=None, kwarg=None):
-        self.calls.append(fun)
+        self.calls.append(f"bus:{fun}")
         if fun == "beacons.list":
             return {tgt[0]: self.forged}
-        if fun in ("beacons.add", "beacons.modify"):
-            self.beacons = {arg[0]: arg[1]}
         return {tgt[0]: {"result": True}}
 
     def cmd_async(self, tgt, fun, arg=(), tgt_type="glob", kwarg=None):
         self.calls.append(fun)
         jid = f"2026120508000000{len(self.jobs):04d}"
-        self.jobs[jid] = (tgt[0], fun)
+        self.jobs[jid] = (tgt[0], fun, list(arg))
         return jid
 
     def get_cache_returns(self, jid):
-        minion, fun = self.jobs[jid]
-        assert fun == "beacons.list"
-        return {minion: {"ret": self.beacons}}
+        minion, fun, arg = self.jobs[jid]
+        if fun == "beacons.list":
+            return {minion: {"ret": self.beacons}}
+        if fun in ("beacons.add", "beacons.modify"):
+            if not self.add_works:
+                return {minion: {"ret": {"result": False, "comment": "refused"}}}
+            self.beacons = {arg[0]: arg[1]}
+        return {minion: {"ret": {"result": True}}}
 
 
 def test_onboarding_believes_the_nodes_own_beacon_listing_not_a_forged_one():
     client = SplitAnswersClient(forged={"fleet_pkgset": [{"interval": 60}]})
     assert enable_beacon(client, "x", 60) == 60
-    # the forged "already running" did not stop the beacon being added
-    assert "beacons.add" in client.calls and "beacons.save" in client.calls
+    # the forged "already running" did not stop the beacon being added; nothing was read
+    # off the bus
+    assert client.calls == ["beacons.list", "beacons.add", "beacons.save", "beacons.list"]
     assert client.beacons == {"fleet_pkgset": [{"interval": 60}]}
-    # and a forged listing after the add is not what is recorded either
-    client = SplitAnswersClient(forged={"fleet_pkgset": [{"interval": 60}]})
-    client.cmd = lambda *a, **k: {"x": {"result": False}}  # the add fails on the node
+    # and a forged listing after a failed add is not what is recorded either
+    client = SplitAnswersClient(forged={"fleet_pkgset": [{"interval": 60}]}, add_works=False)
     assert enable_beacon(client, "x", 60) == 0
+    assert "beacons.save" not in client.calls
