@@ -190,3 +190,33 @@ def test_only_events_this_master_signed_pass(hints):
     good = eventsig.sign(fleet_gate.__opts__, tag, data)
     assert fleet_gate.signed(tag, good)
     assert not fleet_gate.signed("fleet/states/ran", good)
+
+
+def test_keys_with_a_token_are_decided_in_parallel_one_id_in_order(monkeypatch, tmp_path):
+    """The recorder decides a batch's keys with a token on its deciders: different ids at
+    the same time (a decision mostly waits), the keys of one id one after the other."""
+    import concurrent.futures
+
+    both = threading.Barrier(2, timeout=10)  # two ids at once, or this times out
+    seen = []
+
+    def fake_decide(opts, held, minion_id, pub, grains, fire=None):
+        if pub == "first":
+            both.wait()
+        seen.append((minion_id, pub, threading.current_thread().name))
+
+    monkeypatch.setattr(fleet_gate, "_decide", fake_decide)
+    monkeypatch.setattr(fleet_gate, "_store", lambda opts, held: None)
+    tokened = {
+        ("web1", "first"): {"t": 1},
+        ("web2", "first"): {"t": 2},
+        ("web1", "second"): {"t": 1},
+    }
+    with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
+        fleet_gate._decide_all({}, {}, tokened, None, pool)
+    # both firsts passed the barrier together; web1's second came after its first
+    assert {(m, pub) for m, pub, _t in seen[:2]} == {("web1", "first"), ("web2", "first")}
+    web1 = [(pub, thread) for m, pub, thread in seen if m == "web1"]
+    assert [pub for pub, _ in web1] == ["first", "second"]
+    assert web1[0][1] == web1[1][1]  # one id: one thread, in order
+    assert len(seen) == 3
