@@ -652,7 +652,9 @@ class Bench:
     def wait_onboarded(self) -> None:
         n = len(self.ids)
         cpu0, mcpu0 = self.master_cpu(), self.minion_cpu()
-        deadline = time.monotonic() + 120 + 6 * n
+        # a safety net, not a limit: onboarding is bound by the minions' own CPU (a sync and
+        # two inventories each, about 7 CPU-s), which here is what the masters leave of 2 cores
+        deadline = time.monotonic() + 120 + 12 * n
         last_report = 0.0
         while True:
             onboards, inventories = onboarded(self.engine, self.ids)
