@@ -189,7 +189,16 @@ DECIDERS = 4
 def _decide_all(opts: dict, held: dict, tokened: dict, fire, deciders) -> None:
     """Decide ``{(minion_id, pub): grains}`` on the ``deciders`` pool: the keys of one id in
     order on one thread (two keys under one id are never decided at once), ids in parallel."""
-    _store(opts, held)  # made once, before the threads share it
+    try:
+        _store(opts, held)  # made once, before the threads share it
+    except Exception:  # the recorder must outlive a database outage
+        log.exception(
+            "fleet gate: could not decide %d keys with a token (retried at their next attempt)",
+            len(tokened),
+        )
+        for minion_id, _pub in tokened:
+            _STATE["filter"].forget(minion_id)
+        return
     by_id: dict[str, list] = {}
     for (minion_id, pub), grains in tokened.items():
         by_id.setdefault(minion_id, []).append((pub, grains))

@@ -220,3 +220,25 @@ def test_keys_with_a_token_are_decided_in_parallel_one_id_in_order(monkeypatch, 
     assert [pub for pub, _ in web1] == ["first", "second"]
     assert web1[0][1] == web1[1][1]  # one id: one thread, in order
     assert len(seen) == 3
+
+
+def test_a_store_that_is_away_does_not_end_the_recorder(monkeypatch):
+    """The deciders' store cannot be made (the database is away): the batch is logged and
+    its keys forgotten by the filter, so their next attempt is handed over again; nothing
+    raises into the recorder's loop."""
+    import concurrent.futures
+
+    forgotten = []
+
+    class Filter:
+        def forget(self, minion_id):
+            forgotten.append(minion_id)
+
+    def away(opts, held):
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(fleet_gate, "_store", away)
+    monkeypatch.setitem(fleet_gate._STATE, "filter", Filter())
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as pool:
+        fleet_gate._decide_all({}, {}, {("web1", "pub"): {}, ("web2", "pub"): {}}, None, pool)
+    assert sorted(forgotten) == ["web1", "web2"]
