@@ -108,7 +108,7 @@ def onboard(
             steps[f"schedule:{name}"] = bool(isinstance(answer, dict) and answer.get("result"))
         beacon = None
         if cfg.onboard.beacon_interval:
-            beacon = enable_beacon(client, minion_id, cfg.onboard.beacon_interval, ask)
+            beacon = enable_beacon(minion_id, cfg.onboard.beacon_interval, ask)
             steps["beacon"] = beacon
         # a first inventory now, not in an hour
         steps["inventory"] = client.cmd_async([minion_id], "fleet.inventory", tgt_type="list")
@@ -205,20 +205,12 @@ def beacon_config(current: Any, interval: int) -> list[dict[str, Any]]:
     return [{"interval": interval}, *kept]
 
 
-def enable_beacon(client, minion_id: str, interval: int, ask=None) -> int | None:
+def enable_beacon(minion_id: str, interval: int, ask) -> int | None:
     """Turn on the ``fleet_pkgset`` beacon on the node with ``interval`` (``beacons.add``, or
     ``beacons.modify`` when its interval differs) and save the node's beacons to its config
     (``beacons.save``: they survive a restart). Returns the interval ``beacons.list`` then
     confirms (0: not running, None: the node did not say). Every answer is the node's own,
-    from the job cache (``ask``: :func:`_asker`'s, made here for ``client`` if not given)."""
-    if ask is None:
-
-        def ask(fun, args=(), kwarg=None, timeout=30, none_is_answer=False):
-            try:
-                jid = _publish(client, minion_id, fun, kwarg, args)
-            except OnboardRefused:
-                return NO_ANSWER
-            return _wait_answer(client, jid, minion_id, timeout, none_is_answer)
+    from the job cache (``ask``: :func:`_asker`'s)."""
 
     def listing():
         # from the job cache: what the store records must be the node's own answer

@@ -9,7 +9,7 @@ from saltext_fleet.core.presence import (
     Presence,
     describe,
 )
-from saltext_fleet.master.onboard import beacon_config, beacon_interval, enable_beacon
+from saltext_fleet.master.onboard import _asker, beacon_config, beacon_interval, enable_beacon
 
 T0 = dt.datetime(2026, 12, 5, 7, 0, tzinfo=dt.timezone.utc)
 
@@ -99,12 +99,12 @@ class SplitAnswersClient:
 
 def test_onboarding_believes_the_nodes_own_beacon_listing_not_a_forged_one():
     client = SplitAnswersClient(forged={"fleet_pkgset": [{"interval": 60}]})
-    assert enable_beacon(client, "x", 60) == 60
+    assert enable_beacon("x", 60, _asker({}, client, "x")) == 60
     # the forged "already running" did not stop the beacon being added; nothing was read
     # off the bus
     assert client.calls == ["beacons.list", "beacons.add", "beacons.save", "beacons.list"]
     assert client.beacons == {"fleet_pkgset": [{"interval": 60}]}
     # and a forged listing after a failed add is not what is recorded either
     client = SplitAnswersClient(forged={"fleet_pkgset": [{"interval": 60}]}, add_works=False)
-    assert enable_beacon(client, "x", 60) == 0
+    assert enable_beacon("x", 60, _asker({}, client, "x")) == 0
     assert "beacons.save" not in client.calls
