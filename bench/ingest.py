@@ -53,12 +53,17 @@ import tempfile
 import time
 import uuid
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import peakmem  # bench/peakmem.py, beside this script
+
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEFAULT_MIX = "test.ping=50,cmd.run=40,fleet.inventory=10"
 PACKAGES_PER_INVENTORY = 1500
-#: Targets of issue 3: fleet >= 10x pgjsonb, and no slower than half of raw COPY.
+#: Targets: fleet >= 10x pgjsonb (issue 3), and at least 0.8x raw COPY for returns and for
+#: events (issue 17).
 TARGET_VS_PGJSONB = 10.0
-TARGET_VS_COPY = 0.5
+TARGET_VS_COPY = 0.8
 
 log = logging.getLogger("bench.ingest")
 
@@ -923,7 +928,10 @@ def main(argv=None) -> int:
                     print(" (c) COPY done,", end="", flush=True)
                 if dbs is not None:
                     dbs.checkpoint()
-                samples["fleet"].append(bench_fleet(opts, loader, url_a, returns, events, batch))
+                with peakmem.Peak() as peak:
+                    fleet_run = bench_fleet(opts, loader, url_a, returns, events, batch)
+                fleet_run["memory"] = peak.figures()
+                samples["fleet"].append(fleet_run)
                 print(" (a) fleet done,", end="", flush=True)
                 if "pgjsonb" in contenders:
                     dbs.checkpoint()
@@ -1027,6 +1035,12 @@ def main(argv=None) -> int:
     )
     met_pgjsonb = ratio_pgjsonb >= TARGET_VS_PGJSONB if ratio_pgjsonb is not None else None
     met_copy = ratio_copy >= TARGET_VS_COPY if ratio_copy is not None else None
+    met_events_copy = ev_ratio_copy >= TARGET_VS_COPY if ev_ratio_copy is not None else None
+    peak_rss = max(r["memory"]["peak_rss_mb"] for r in samples["fleet"])
+    print(
+        f"this process (the fleet returner, its writer and the generated data) peaked at "
+        f"{peak_rss:.0f} MB RSS while the fleet returner ran"
+    )
 
     def rounded(value: float | None, digits: int) -> float | None:
         return round(value, digits) if value is not None else None
@@ -1066,14 +1080,18 @@ def main(argv=None) -> int:
             "vs_copy_min": TARGET_VS_COPY,
             "met_vs_pgjsonb": met_pgjsonb,
             "met_vs_copy": met_copy,
-            "met": bool(met_pgjsonb and met_copy),
+            "met_events_vs_copy": met_events_copy,
+            "met": bool(met_pgjsonb is not False and met_copy and met_events_copy is not False),
         },
+        # resident memory of this process (Salt's loader, the returner, its writer, the data)
+        "fleet_peak_rss_mb": peak_rss,
+        "fleet_memory_rounds": [r["memory"] for r in samples["fleet"]],
         # what was verified in the database after the last round (every round is verified)
         "checks": {name: samples[name][-1]["checks"] for name in contenders},
         "rounds_verified": args.repeat,
     }
     print(json.dumps(summary))
-    if args.check_targets and not (met_pgjsonb and met_copy):
+    if args.check_targets and not summary["targets"]["met"]:
         return 2
     return 0
 

@@ -50,7 +50,7 @@ What is measured, in this order (progress on stderr, one JSON object on the last
 
     .venv/bin/python bench/scale.py                  # 100 minions (several minutes here)
     .venv/bin/python bench/scale.py --minions 30
-    .venv/bin/python bench/scale.py --quick          # 6 minions: the suite's run (the counts)
+    .venv/bin/python bench/scale.py --quick          # 4 minions: the suite's run (the counts)
 
 Exit status 0 when ``ok``, 1 otherwise (the reason in ``failures`` on the last line).
 """
@@ -880,7 +880,7 @@ def parse_args(argv=None):
     )
     parser.add_argument("--pg-url", default=DEFAULT_PG_URL, help="a role that may create databases")
     parser.add_argument(
-        "--quick", action="store_true", help="6 minions, 3 burst jobs: the suite's correctness run"
+        "--quick", action="store_true", help="4 minions, 3 burst jobs: the suite's correctness run"
     )
     parser.add_argument(
         "--keep",
@@ -892,7 +892,7 @@ def parse_args(argv=None):
     )
     args = parser.parse_args(argv)
     if args.quick:
-        args.minions, args.burst_jobs, args.spawn_parallel = 6, 3, 6
+        args.minions, args.burst_jobs, args.spawn_parallel = 4, 3, 4
     if args.minions < 1 or args.spawn_parallel < 1 or args.burst_jobs < 1:
         parser.error("--minions, --spawn-parallel and --burst-jobs must be at least 1")
     return args

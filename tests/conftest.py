@@ -72,23 +72,46 @@ def fixtures_dir():
 
 # -- running on every core (pytest-xdist) ------------------------------------------------------
 #
-# A worker runs whole scopes, in collection order: tests/integration is one scope (its master
-# is package-scoped, started once) and goes first, since it is the longest; every other test
-# module is a scope of its own (functional modules start module-scoped daemons once). The
-# other workers share the rest meanwhile. (xdist's own ``loadgroup`` marks groups by editing
-# ``item._nodeid``, which pytest 9.2 no longer reads.)
+# A worker runs whole scopes, in collection order: the modules of tests/integration that use its
+# package-scoped master are one scope (the master is started once) and go first, since it is
+# the longest; every other test module is a scope of its own (functional modules start
+# module-scoped daemons once), and so are the integration modules that start daemons (or a
+# venv) of their own: they need not wait behind the package's master. The other workers share
+# the rest meanwhile. (xdist's own ``loadgroup`` marks groups by editing ``item._nodeid``,
+# which pytest 9.2 no longer reads.)
 
 INTEGRATION = "tests/integration/"
+#: Integration modules that never use the package's master (tests/unit/test_suite_layout.py
+#: checks it).
+SELF_CONTAINED = frozenset(
+    INTEGRATION + name
+    for name in (
+        "test_fresh_install.py",
+        "test_job_cache.py",
+        "test_secrets.py",
+        "test_store_outage.py",
+        "test_store_replica.py",
+    )
+)
 
 
 def _scope(nodeid: str) -> str:
     path = nodeid.split("::", 1)[0]
-    return INTEGRATION if path.startswith(INTEGRATION) else path
+    if path.startswith(INTEGRATION) and path not in SELF_CONTAINED:
+        return INTEGRATION
+    return path
+
+
+def _first(scope: str) -> int:
+    # the package's master first, then the self-contained integration modules (long ones)
+    if scope == INTEGRATION:
+        return 0
+    return 1 if scope.startswith(INTEGRATION) else 2
 
 
 def pytest_collection_modifyitems(config, items):
     # stable: the integration tests first, every other test in its collected order
-    items.sort(key=lambda item: _scope(item.nodeid) != INTEGRATION)
+    items.sort(key=lambda item: _first(_scope(item.nodeid)))
 
 
 @pytest.hookimpl(optionalhook=True)

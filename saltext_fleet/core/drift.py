@@ -46,9 +46,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import operator
 import struct
 from array import array
 from collections.abc import Callable, Iterable, Mapping
+from itertools import compress, repeat
 from typing import Any
 
 from saltext_fleet.core import versions
@@ -88,6 +90,106 @@ def package_key(ecosystem: str, name: str, version: str) -> int:
     """A signed 64-bit key of one installed package version (BLAKE2b of the three, NUL-joined)."""
     data = f"{ecosystem}\0{name}\0{version}".encode("utf-8", "surrogatepass")
     return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little", signed=True)
+
+
+class KeyMemo:
+    """:func:`package_key` remembered, per ecosystem: ``{(name, version): key}`` and back.
+
+    A fleet's inventories share most of their packages, so indexing 10,000 snapshots of 1,000
+    packages hashes each distinct (ecosystem, name, version) once; the other 99 % are one
+    dictionary look-up each, done in C (``map`` over the inventory's ``items()``, whose
+    ``(name, version)`` tuples are the memo's keys). The key is a pure function of the three
+    strings, so the memo is never wrong, only bounded: it starts again empty past :attr:`MAX`.
+    """
+
+    MAX = 2_000_000
+
+    def __init__(self) -> None:
+        #: ecosystem -> {(name, version): key}
+        self._keys: dict[str, dict[tuple[str, str], int]] = {}
+        #: ecosystem -> {key: (name, version)}
+        self._items: dict[str, dict[int, tuple[str, str]]] = {}
+        self.size = 0
+
+    def snapshot_blob(
+        self,
+        packages: Mapping[str, Any],
+        added: set[int],
+        names: dict[int, tuple[str, str, str]],
+    ) -> bytes:
+        """:func:`pack_keys` of a stored inventory's ``packages`` (``{ecosystem: {name:
+        version}}``; sections that are not a mapping, and versions that are None, are left
+        out; other versions are taken as text). Every key not in ``added`` goes into
+        ``names`` (key -> (ecosystem, name, version)) and ``added``."""
+        if self.size > self.MAX:
+            self._keys.clear()
+            self._items.clear()
+            self.size = 0
+        np = _numpy()
+        out = bytearray()
+        for eco in sorted(e for e in packages if isinstance(e, str)):
+            pkgs = packages[eco]
+            if not isinstance(pkgs, Mapping):
+                continue
+            memo = self._keys.get(eco)
+            if memo is None:
+                memo = self._keys[eco] = {}
+                self._items[eco] = {}
+            items = self._items[eco]
+            try:
+                keys = list(map(memo.get, pkgs.items()))
+            except TypeError:  # an unhashable version (stored data can be anything)
+                keys = [None] * len(pkgs)
+            if None in keys:
+                keys = self._fill(eco, pkgs, keys, memo, items)
+            found = set(keys)
+            for key in found.difference(added):
+                name, version = items[key]
+                names[key] = (eco, name, version)
+            added.update(found)
+            array_ = np.array(keys, dtype="<i8")
+            array_.sort()
+            raw = eco.encode()[:255]
+            out += struct.pack("<B", len(raw)) + raw + struct.pack("<I", len(array_))
+            out += array_.tobytes()
+        return bytes(out)
+
+    def _fill(self, eco: str, pkgs: Mapping, keys: list, memo: dict, items: dict) -> list:
+        """``keys`` with the misses hashed and remembered (None versions left out)."""
+        try:
+            misses = list(compress(pkgs.items(), map(operator.is_, keys, repeat(None))))
+        except TypeError:  # pragma: no cover - map() cannot raise here; keep the slow path
+            misses = list(pkgs.items())
+        odd = False
+        for name, version in misses:
+            if version is None:
+                odd = True
+                continue
+            if type(version) is not str or type(name) is not str:
+                odd = True
+                continue
+            key = package_key(eco, name, version)
+            memo[(name, version)] = key
+            items[key] = (name, version)
+            self.size += 1
+        if not odd:
+            return list(map(memo.get, pkgs.items()))
+        out = []  # versions that are not text (or unhashable), or None: the slow way
+        for name, version in pkgs.items():
+            if version is None:
+                continue
+            if type(version) is str and type(name) is str:
+                out.append(memo[(name, version)])
+                continue
+            name, version = str(name), str(version)
+            key = package_key(eco, name, version)
+            items[key] = (name, version)
+            out.append(key)
+        return out
+
+
+#: The process's memo (the reactor's and a runner's: pure, so shared by every database).
+KEY_MEMO = KeyMemo()
 
 
 def pack_keys(packages: Mapping[str, Mapping[str, str]]) -> bytes:
@@ -207,6 +309,8 @@ class CompiledBaseline:
         self.named_ready = False
         self._arrays = None
         self._fact_memo: dict[str, list] = {}
+        self._missing: dict[tuple[str, str], dict[str, str]] = {}
+        self._exact_table = None
 
     # A finding for an installed package that is not an exact match of its rule.
     def classify(self, eco: str, name: str, version: str) -> tuple | None:
@@ -255,6 +359,10 @@ class CompiledBaseline:
         """Whether the package key ``key`` is already classified (its name need not be read)."""
         return key in self._cache
 
+    def classified_keys(self):
+        """The package keys already classified (a set-like view)."""
+        return self._cache.keys()
+
     def _classify_cached(self, cache_key: Any, eco: str, name: str, version: str):
         try:
             return self._by_version[cache_key]
@@ -289,6 +397,54 @@ class CompiledBaseline:
                 installed.update(keys)
         return installed - self.exact_keys, self.exact_keys - installed
 
+    def unexpected_lists(
+        self, blobs: Mapping[str, bytes] | Iterable[tuple[str, bytes]], chunk: int = 512
+    ):
+        """:meth:`unexpected_keys` of many snapshots at once, vectorised (numpy): yields
+        ``(digest, unexpected keys, absent exact keys)``, both lists, per ``(digest, keys
+        blob)`` of ``blobs`` (a mapping or a stream of pairs), ``chunk`` snapshots at a time."""
+        pairs = blobs.items() if isinstance(blobs, Mapping) else blobs
+        batch: list[tuple[str, bytes]] = []
+        for pair in pairs:
+            batch.append(pair)
+            if len(batch) >= chunk:
+                yield from self._unexpected_chunk(batch)
+                batch = []
+        if batch:
+            yield from self._unexpected_chunk(batch)
+
+    def _unexpected_chunk(self, batch: list[tuple[str, bytes]]):
+        np = _numpy()
+        if self._exact_table is None:
+            self._exact_table = KeyTable(np, self.exact_keys)
+        table = self._exact_table
+        exact_sorted = table.keys
+        parts, sizes = [], []
+        for _digest, blob in batch:
+            size = 0
+            for keys in _key_sections(blob or b"", self.scope, np):
+                parts.append(keys)
+                size += len(keys)
+            sizes.append(size)
+        count = len(batch)
+        sizes_ = np.array(sizes, dtype=np.int64)
+        all_keys = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+        in_exact = table.contains(all_keys)
+        owner = np.repeat(np.arange(count), sizes_)
+        hit_owner = owner[in_exact]
+        present = np.zeros((count, len(exact_sorted)), dtype=bool)
+        present[hit_owner, np.searchsorted(exact_sorted, all_keys[in_exact])] = True
+        rest = all_keys[~in_exact]
+        rest_sizes = sizes_ - np.bincount(hit_owner, minlength=count)
+        ends = np.cumsum(rest_sizes)
+        starts = ends - rest_sizes
+        for i, (digest, _blob) in enumerate(batch):
+            yield (
+                digest,
+                rest[starts[i] : ends[i]].tolist(),
+                exact_sorted[~present[i]].tolist(),
+            )
+
     def prepare_named(self, rows: Iterable[tuple[int, str, str, str]]) -> None:
         """Classify every known key ``(key, eco, name, version)`` of a package the baseline
         names: :meth:`summarise_keys` needs them all (call again when keys were added)."""
@@ -309,17 +465,21 @@ class CompiledBaseline:
     ) -> dict[str, Any]:
         """Drift from :meth:`unexpected_keys`; ``resolve(key)`` gives (eco, name, version)."""
         cache = self._cache
-        findings = []
-        for key in unexpected:
-            try:
-                findings.append(cache[key])
-            except KeyError as exc:
-                info = resolve(key) if resolve is not None else None
-                if info is None:
-                    raise KeyError(f"package key {key} is not in the package dictionary") from exc
-                found = cache[key] = self.classify(*info)
-                findings.append(found)
-        return self._assemble(findings, [self.exact[k] for k in absent], node, None)
+        findings = list(map(cache.get, unexpected, repeat(_UNKNOWN)))
+        if _UNKNOWN in findings:
+            findings = []
+            for key in unexpected:
+                try:
+                    findings.append(cache[key])
+                except KeyError as exc:
+                    info = resolve(key) if resolve is not None else None
+                    if info is None:
+                        raise KeyError(
+                            f"package key {key} is not in the package dictionary"
+                        ) from exc
+                    found = cache[key] = self.classify(*info)
+                    findings.append(found)
+        return self._assemble(findings, list(map(self.exact.__getitem__, absent)), node, None)
 
     def _named_arrays(self):
         """The exact keys as a hash table, and the named keys with what each one means, as
@@ -477,31 +637,25 @@ class CompiledBaseline:
         extra, changed = [], []
         touched: set[tuple[str, str]] = set()
         score = 0.0
+        add_touched, add_extra, add_changed = touched.add, extra.append, changed.append
         for found in findings:
             if found is None:
                 continue
-            if found[0] == _SATISFIED:
-                touched.add(found[1])
-            elif found[0] == _EXTRA:
-                extra.append(found[1])
+            kind = found[0]
+            if kind == _SATISFIED:
+                add_touched(found[1])
+            elif kind == _EXTRA:
+                add_extra(found[1])
                 score += found[2]
             else:
-                changed.append(found[2])
-                touched.add(found[1])
+                add_changed(found[2])
+                add_touched(found[1])
                 score += found[3]
         if extra_count is not None:
             score += weights["extra"] * extra_count
-        missing = []
-        for eco, name in absent:
-            if (eco, name) not in touched:
-                missing.append(
-                    {"ecosystem": eco, "name": name, "expected": self.rules[(eco, name)]["version"]}
-                )
-        for eco, name in self.loose:
-            if (eco, name) not in touched:
-                rule = self.rules[(eco, name)]
-                expected = "any" if rule["rule"] == "any" else f">={rule['version']}"
-                missing.append({"ecosystem": eco, "name": name, "expected": expected})
+        entry = self._missing_entry
+        missing = [entry(pair) for pair in absent if pair not in touched]
+        missing += [entry(pair) for pair in self.loose if pair not in touched]
         score += weights["missing"] * len(missing)
         package_score = score
         facts = self.node_facts(node)
@@ -509,13 +663,16 @@ class CompiledBaseline:
         pending = node.pending_states
         if pending:
             score += weights["pending_state"] * pending
-        order = _entry_order
+        missing.sort(key=_ENTRY_ORDER)
+        changed.sort(key=_ENTRY_ORDER)
+        if extra_count is None:
+            extra.sort(key=_ENTRY_ORDER)
         return {
             "baseline": self.name,
             "score": round(score, 3),
-            "missing": sorted(missing, key=order),
-            "extra": None if extra_count is not None else sorted(extra, key=order),
-            "changed": sorted(changed, key=order),
+            "missing": missing,
+            "extra": None if extra_count is not None else extra,
+            "changed": changed,
             "facts": facts,
             "pending_states": pending,
             "counts": {
@@ -526,6 +683,23 @@ class CompiledBaseline:
             },
             "package_score": round(package_score, 3),
         }
+
+    def _missing_entry(self, pair: tuple[str, str]) -> dict[str, str]:
+        """The finding of a named package that is not installed (one dict per package, shared
+        by every node that misses it: treat results as read-only, as their other entries)."""
+        try:
+            return self._missing[pair]
+        except KeyError:
+            eco, name = pair
+            rule = self.rules[pair]
+            if rule["rule"] == "exact":
+                expected = rule["version"]
+            elif rule["rule"] == "any":
+                expected = "any"
+            else:
+                expected = f">={rule['version']}"
+            found = self._missing[pair] = {"ecosystem": eco, "name": name, "expected": expected}
+            return found
 
     def fact_mismatches(self, node_facts: Mapping[str, Any] | None) -> list[dict[str, Any]]:
         out = []
@@ -642,8 +816,10 @@ def _key_sections(blob: bytes, ecosystems, np):
             yield np.frombuffer(blob, dtype="<i8", count=count, offset=pos)
 
 
-def _entry_order(entry: Mapping[str, Any]) -> tuple[str, str]:
-    return (entry["ecosystem"], entry["name"])
+#: the order of a node's findings: by ecosystem, then name
+_ENTRY_ORDER = operator.itemgetter("ecosystem", "name")
+#: what a classification cache holds for a key it has not seen
+_UNKNOWN = object()
 
 
 def _fact_text(value: Any) -> str:

@@ -434,7 +434,12 @@ def drift_node(minion, trigger="inventory", event=None):
     trigger = str(trigger)[:32]
     try:
         result = store_drift.recompute_node(
-            engine, minion, assignment.get(minion), cfg.drift.weight_map(), trigger=trigger
+            engine,
+            minion,
+            assignment.get(minion),
+            cfg.drift.weight_map(),
+            trigger=trigger,
+            index=True,  # the new snapshot's keys, so that the next fleet.drift need not
         )
     except store_drift.DriftError as exc:
         raise SaltRunnerError(f"fleet.drift_node: {exc}") from exc

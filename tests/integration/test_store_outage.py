@@ -1,8 +1,8 @@
-"""Nothing lost: PostgreSQL becomes unreachable while 2,000 returns arrive, then comes back.
+"""Nothing lost: PostgreSQL becomes unreachable while hundreds of returns arrive, then comes back.
 
 The master talks to the machine's PostgreSQL through a TCP proxy this test owns, so cutting
-the proxy makes the database unreachable for this master only. Four real minions answer 500
-real jobs each while it is cut; afterwards every one of the 2,000 returns is in the database,
+the proxy makes the database unreachable for this master only. Four real minions answer
+``JOBS`` real jobs each while it is cut; afterwards every one of their returns is in the database,
 exactly once, and so is every one of their ``salt/job/<jid>/ret/<id>`` events (the master's
 event return spools them the same way) and each job's ``salt/job/<jid>/new``.
 """
@@ -27,9 +27,10 @@ from tests.support.tcpproxy import TCPProxy
 pytestmark = pytest.mark.integration
 
 MINIONS = 4
-#: x MINIONS returns: 1,000 in the suite (enough to fill several spool batches and replay
-#: them); FLEET_OUTAGE_JOBS=500 for the 2,000 this test used to send, or more
-JOBS = int(os.environ.get("FLEET_OUTAGE_JOBS", "250"))
+#: x MINIONS returns: 600 in the suite (with their events and job loads, more records than one
+#: spool batch holds, replayed from several processes' spools); FLEET_OUTAGE_JOBS=500 for the
+#: 2,000 this test used to send, or more
+JOBS = int(os.environ.get("FLEET_OUTAGE_JOBS", "150"))
 WAVE = 50
 #: salt-factories logs every daemon at debug level to a file; thousands of jobs make that a
 #: good part of the minions' and the master's work

@@ -62,9 +62,12 @@ def test_ingest_quick_verifies_every_row(backend, pg_server_url):
 
 def test_ui_quick_checks_the_rows_of_filtered_and_sorted_pages(pg_server_url):
     summary = run_bench("ui.py", "--quick", "--pg-url", pg_server_url)
-    assert summary["quick"] is True
+    assert summary["quick"] is True and summary["sizes"] == [1000]
     for backend in ("postgresql", "sqlite"):
-        checks = summary[backend]["checks"]
+        run = summary["results"]["1000"][backend]
+        assert run["nodes"] == 1000 and run["target_overview_p95_ms"] == 50.0
+        assert run["memory"]["peak_rss_mb"] >= run["memory"]["rss_start_mb"] > 0
+        checks = run["checks"]
         # every row of each page was compared with the generated data (the filtered page
         # holds a handful of the 1,000 nodes; the sorted one is page 7 of 50 rows)
         assert checks["overview_first_page"] == 50

@@ -243,3 +243,61 @@ def test_many_nodes_take_the_bulk_write_path(engine, fleet):
     store_drift.recompute(engine, assignment, {"extra": 5.0}, details=False)
     assert count(engine, DriftHistory) == 180
     assert sorted(p["score"] for p in store_drift.history(engine, "bulk-001")) == [2.0, 5.0]
+
+
+@pytest.mark.parametrize("path", ["probe", "copy", "chunks"])
+def test_index_snapshots_stores_each_snapshots_keys_and_names_every_key(engine, path, monkeypatch):
+    """However the keys are written (a few looked up first, many through COPY on PostgreSQL, a
+    reading thread ahead of the hashing), each snapshot gets exactly pack_keys' blob and every
+    key its (ecosystem, name, version); a second call indexes nothing."""
+    from saltext_fleet.store.drift import pkgkeys
+
+    if path == "copy":
+        monkeypatch.setattr(pkgkeys, "PROBE_MAX", 0)
+    if path == "chunks":
+        monkeypatch.setattr(pkgkeys, "INDEX_CHUNK", 2)
+    inventories = {}
+    for n in range(7):
+        pypi = {"requests": "2.31.0", "urllib3": f"2.0.{n % 3}", f"own-{n}": "1.0"}
+        inventories[f"n{n}"] = inventory(pypi)
+        store_inventory(engine, f"n{n}", inventories[f"n{n}"])
+    digests = sorted({inv["digest"] for inv in inventories.values()})
+    # one key known before (another snapshot's, say): the rest are new
+    with engine.begin() as conn:
+        store_drift.add_package_keys(
+            conn,
+            {core_drift.package_key("pypi", "requests", "2.31.0"): ("pypi", "requests", "2.31.0")},
+        )
+    with engine.begin() as conn:
+        assert store_drift.index_snapshots(conn, digests + ["not-a-stored-digest"]) == 7
+    with engine.connect() as conn:
+        blobs = dict(conn.execute(select(SnapshotKeys.digest, SnapshotKeys.keys)).all())
+        names = {
+            row.key: (row.ecosystem, row.name, row.version)
+            for row in conn.execute(select(PackageKey))
+        }
+    for inv in inventories.values():
+        assert bytes(blobs[inv["digest"]]) == core_drift.pack_keys(inv["packages"])
+    wanted = {
+        core_drift.package_key(eco, name, version): (eco, name, version)
+        for inv in inventories.values()
+        for eco, pkgs in inv["packages"].items()
+        for name, version in pkgs.items()
+    }
+    assert names == wanted
+    with engine.begin() as conn:
+        assert store_drift.index_snapshots(conn, digests) == 0
+
+
+def test_the_reactors_recompute_indexes_the_new_snapshot_in_its_transaction(engine, fleet):
+    n2 = store_drift.node_inventory(engine, "n2")["digest"]
+    with engine.connect() as conn:
+        assert conn.execute(select(SnapshotKeys).where(SnapshotKeys.digest == n2)).first() is None
+    plain = store_drift.recompute_node(engine, "n2", "b")
+    indexed = store_drift.recompute_node(engine, "n2", "b", index=True)
+    with engine.connect() as conn:
+        blob = conn.execute(select(SnapshotKeys.keys).where(SnapshotKeys.digest == n2)).scalar()
+    assert bytes(blob) == core_drift.pack_keys(store_drift.node_inventory(engine, "n2")["packages"])
+    assert {k: indexed[k] for k in ("score", "missing", "extra", "changed")} == {
+        k: plain[k] for k in ("score", "missing", "extra", "changed")
+    }

@@ -223,6 +223,47 @@ def test_pack_and_unpack_keys():
     assert core_drift.unpack_keys(b"") == {}
 
 
+def test_the_key_memo_packs_what_pack_keys_packs_and_names_each_new_key_once():
+    memo = core_drift.KeyMemo()
+    odd = {
+        "pypi": {"a": "1", "b": "2", "gone": None, "number": 3, "listed": [1, 2]},
+        "deb": {"c": "3"},
+        "empty": {},
+        "not-a-mapping": ["x"],
+        7: {"z": "1"},  # a key that is not text: not an ecosystem
+    }
+    # what a stored inventory means: None versions dropped, other versions as text
+    meant = {
+        "pypi": {"a": "1", "b": "2", "number": "3", "listed": "[1, 2]"},
+        "deb": {"c": "3"},
+        "empty": {},
+    }
+    added: set[int] = set()
+    names: dict[int, tuple] = {}
+    assert memo.snapshot_blob(odd, added, names) == core_drift.pack_keys(meant)
+    assert sorted(names.values()) == sorted(
+        (eco, name, version) for eco, pkgs in meant.items() for name, version in pkgs.items()
+    )
+    assert all(core_drift.package_key(*names[key]) == key for key in names)
+    # the same again (memo hits): the same blob, nothing named twice
+    again: dict[int, tuple] = {}
+    assert memo.snapshot_blob(odd, added, again) == core_drift.pack_keys(meant)
+    assert again == {}
+    # a version that moved: only its key is new
+    moved = {"pypi": {"a": "1", "b": "2.1"}}
+    assert memo.snapshot_blob(moved, added, again) == core_drift.pack_keys(moved)
+    assert list(again.values()) == [("pypi", "b", "2.1")]
+
+
+def test_the_key_memo_is_bounded(monkeypatch):
+    monkeypatch.setattr(core_drift.KeyMemo, "MAX", 10)
+    memo = core_drift.KeyMemo()
+    for i in range(50):
+        packages = {"pypi": {f"p{j}": f"{i}.{j}" for j in range(5)}}
+        assert memo.snapshot_blob(packages, set(), {}) == core_drift.pack_keys(packages)
+        assert memo.size <= 15
+
+
 def test_remediation_plan():
     base = spec({"pypi": {"a": "1.0", "b": {"min": "2.0"}, "c": "any", "d": "1"}})
     result = compute(base, {"pypi": {"a": "2.0", "b": "1.0", "d": "1", "x": "9"}})

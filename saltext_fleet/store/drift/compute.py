@@ -38,7 +38,6 @@ from saltext_fleet.store.drift.pkgkeys import (
     index_snapshots,
     named_keys,
     resolve_keys,
-    snapshot_blobs,
     stream_snapshot_blobs,
 )
 from saltext_fleet.store.drift.results import (
@@ -118,14 +117,24 @@ def recompute(
         if indexed:
             report(f"indexed the packages of {indexed} inventory snapshots", indexed, len(digests))
     pairs: dict[tuple[str, str], Any] = {}
+    wanted: set[int] = set()  # keys to look up in package_keys (details only)
     if todo and details:
-        with engine.connect() as conn:
-            blobs = snapshot_blobs(conn, digests)
-        for name, digest in todo:
+        # a baseline's snapshots streamed (read a chunk ahead), compared a chunk at a time
+        for name in sorted({name for name, _ in todo}):
             base = bases[name][0]
-            keys = core_drift.unpack_keys(blobs.get(digest) or b"", base.scope)
-            pairs[(name, digest)] = base.unexpected_keys(keys)
-        del blobs
+            mine = sorted({d for n, d in todo if n == name})
+            seen, unknown = set(), set()
+            for digest, unexpected, absent in base.unexpected_lists(
+                stream_snapshot_blobs(engine, mine)
+            ):
+                pairs[(name, digest)] = (unexpected, absent)
+                unknown.update(unexpected)
+                seen.add(digest)
+            for digest in mine:  # no keys stored (cannot happen after index_snapshots)
+                if digest not in seen:
+                    pairs[(name, digest)] = ([], sorted(base.exact_keys))
+            unknown.difference_update(base.classified_keys())  # this baseline's cache
+            wanted |= unknown
     elif todo:
         with engine.connect() as conn:
             # every known version of the named packages (indexing may have added some)
@@ -144,11 +153,7 @@ def recompute(
                 ):
                     pairs[(name, digest)] = part
     resolved: dict[int, tuple[str, str, str]] = {}
-    if details and pairs:
-        wanted: set[int] = set()
-        for (name, _), (unexpected, _absent) in pairs.items():
-            classified = bases[name][0].classified
-            wanted.update(k for k in unexpected if not classified(k))
+    if details and wanted:
         with engine.connect() as conn:
             resolved = resolve_keys(conn, wanted)
     now = utcnow()
@@ -226,12 +231,15 @@ def recompute_node(
     baseline_name: str | None,
     weights: Mapping[str, float] | None = None,
     trigger: str = "inventory",
+    index: bool = False,
 ) -> dict[str, Any] | None:
     """Recompute one node from its stored inventory and record it (always a history point).
 
     ``baseline_name`` None means the node has no baseline: its current result is removed.
     Returns the result, or None when the node has no inventory yet. One connection, one
-    transaction: this runs for every inventory change.
+    transaction: this runs for every inventory change. ``index`` also indexes the node's
+    snapshot's package keys (:func:`~saltext_fleet.store.drift.pkgkeys.index_snapshots`) in
+    that transaction, if it has none yet, so that the next fleet-wide recompute need not.
     """
     with engine.begin() as conn:
         row = conn.execute(
@@ -239,6 +247,8 @@ def recompute_node(
         ).first()
         if row is None:
             return None
+        if index and row.inventory_digest:
+            index_snapshots(conn, [row.inventory_digest])
         if baseline_name is None:
             conn.execute(delete(DriftCurrent).where(DriftCurrent.minion_id == minion))
             return None

@@ -14,17 +14,25 @@ import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import Text, cast, select, text
 from sqlalchemy.engine import Connection, Engine
 
 from saltext_fleet.core import drift as core_drift
-from saltext_fleet.store.drift.common import CHUNK, dialect_insert, in_chunks
+from saltext_fleet.store.drift.common import CHUNK, dialect_insert, in_chunks, json_loads
 from saltext_fleet.store.models import InventorySnapshot, PackageKey, SnapshotKeys
 
 
 def index_snapshots(conn: Connection, digests: Iterable[str]) -> int:
-    """Write the ``snapshot_keys`` of the given snapshots that have none; returns how many."""
+    """Write the ``snapshot_keys`` of the given snapshots that have none; returns how many.
+
+    The packages are read as JSON text and decoded here (a faster decoder than the driver's
+    where there is one), a chunk at a time; each distinct (ecosystem, name, version) is hashed
+    once per process (:data:`~saltext_fleet.core.drift.KEY_MEMO`) and sent to
+    ``package_keys`` once per call.
+    """
     wanted = set(digests)
+    if not wanted:
+        return 0
     if len(wanted) > CHUNK:  # one scan of a small table beats thousands of parameters
         have = set(conn.execute(select(SnapshotKeys.digest)).scalars())
     else:
@@ -36,34 +44,91 @@ def index_snapshots(conn: Connection, digests: Iterable[str]) -> int:
                 ).scalars()
             )
     todo = sorted(wanted - have)
+    memo = core_drift.KEY_MEMO
+    added: set[int] = set()  # keys this call sent to package_keys (in its transaction)
+    insert_keys = dialect_insert(conn)(SnapshotKeys.__table__).on_conflict_do_nothing(
+        index_elements=["digest"]
+    )
     done = 0
-    for chunk in in_chunks(todo, 500):
-        rows = conn.execute(
-            select(InventorySnapshot.digest, InventorySnapshot.packages).where(
-                InventorySnapshot.digest.in_(chunk)
-            )
-        ).all()
+    for rows in _stream_packages_text(conn, todo):
         names: dict[int, tuple[str, str, str]] = {}
         keyed_rows = []
-        for digest, packages in rows:
-            keyed = {}
-            for eco, pkgs in clean_packages(packages).items():
-                eco_keys = keyed[eco] = {}
-                for name, version in pkgs.items():
-                    key = core_drift.package_key(eco, name, version)
-                    eco_keys[name] = key
-                    names[key] = (eco, name, version)
-            keyed_rows.append({"digest": digest, "keys": core_drift.pack_package_keys(keyed)})
+        for digest, packages_text in rows:
+            packages = json_loads(packages_text)
+            blob = memo.snapshot_blob(packages if isinstance(packages, dict) else {}, added, names)
+            keyed_rows.append({"digest": digest, "keys": blob})
         add_package_keys(conn, names)
         if keyed_rows:
-            conn.execute(
-                dialect_insert(conn)(SnapshotKeys.__table__).on_conflict_do_nothing(
-                    index_elements=["digest"]
-                ),
-                keyed_rows,
-            )
+            conn.execute(insert_keys, keyed_rows)
         done += len(keyed_rows)
     return done
+
+
+def _stream_packages_text(conn: Connection, digests: list[str]):
+    """:func:`_packages_text` of ``digests``, :data:`INDEX_CHUNK` at a time.
+
+    On PostgreSQL, with more than one chunk, a thread of its own (with a connection of its
+    own: snapshots never change once written) reads the next chunk while the caller hashes
+    this one; the server's work and the socket release the GIL.
+    """
+    chunks = list(in_chunks(digests, INDEX_CHUNK))
+    if conn.dialect.name != "postgresql" or len(chunks) < 2:
+        for chunk in chunks:
+            yield _packages_text(conn, chunk)
+        return
+    engine = conn.engine
+    ahead: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def read() -> None:
+        try:
+            with engine.connect() as other:
+                for chunk in chunks:
+                    if stop.is_set():
+                        return
+                    ahead.put(("ok", _packages_text(other, chunk)))
+            ahead.put(("done", None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the indexing thread
+            ahead.put(("error", exc))
+
+    reader = threading.Thread(target=read, name="fleet-drift-index", daemon=True)
+    reader.start()
+    try:
+        while True:
+            kind, value = ahead.get()
+            if kind == "done":
+                return
+            if kind == "error":
+                raise value
+            yield value
+    finally:
+        stop.set()
+        while reader.is_alive():  # let a reader blocked on a full queue finish
+            try:
+                ahead.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        reader.join()
+
+
+#: Snapshots read and indexed at a time by :func:`index_snapshots`.
+INDEX_CHUNK = 500
+
+
+def _packages_text(conn: Connection, digests: list[str]) -> list[tuple[str, str | None]]:
+    """``(digest, packages as JSON text)`` of the stored snapshots among ``digests``."""
+    if conn.dialect.name == "postgresql":
+        raw = conn.connection.driver_connection
+        with raw.cursor() as cur:
+            cur.execute(
+                "SELECT digest, packages::text FROM inventory_snapshots WHERE digest = ANY(%s)",
+                [digests],
+            )
+            return cur.fetchall()
+    stmt = select(InventorySnapshot.digest, cast(InventorySnapshot.packages, Text)).where(
+        InventorySnapshot.digest.in_(digests)
+    )
+    return [tuple(row) for row in conn.execute(stmt)]
 
 
 def clean_packages(packages: Any) -> dict[str, dict[str, str]]:
@@ -80,13 +145,23 @@ def clean_packages(packages: Any) -> dict[str, dict[str, str]]:
     return out
 
 
+#: Up to this many keys, :func:`add_package_keys` on PostgreSQL looks up which are known first.
+PROBE_MAX = 5000
+
+
 def add_package_keys(conn: Connection, names: Mapping[int, tuple[str, str, str]]) -> None:
     """Add dictionary rows ``{key: (ecosystem, name, version)}``, skipping known keys."""
     keys = sorted(names)
     if not keys:
         return
-    if conn.dialect.name == "postgresql":
-        for chunk in in_chunks(keys, 20_000):
+    if conn.dialect.name == "postgresql" and len(keys) <= PROBE_MAX:
+        # a few (one new snapshot's): most are known already; look them up in one round trip
+        # and insert only the others (ON CONFLICT costs a speculative insertion per row)
+        with conn.connection.driver_connection.cursor(binary=True) as cur:
+            cur.execute("SELECT key FROM package_keys WHERE key = ANY(%s)", [keys])
+            known = {key for (key,) in cur}
+        keys = [k for k in keys if k not in known]
+        if keys:
             conn.execute(
                 text(
                     "INSERT INTO package_keys (key, ecosystem, name, version) "
@@ -94,12 +169,34 @@ def add_package_keys(conn: Connection, names: Mapping[int, tuple[str, str, str]]
                     "CAST(:n AS text[]), CAST(:v AS text[])) ON CONFLICT (key) DO NOTHING"
                 ),
                 {
-                    "k": chunk,
-                    "e": [names[k][0] for k in chunk],
-                    "n": [names[k][1] for k in chunk],
-                    "v": [names[k][2] for k in chunk],
+                    "k": keys,
+                    "e": [names[k][0] for k in keys],
+                    "n": [names[k][1] for k in keys],
+                    "v": [names[k][2] for k in keys],
                 },
             )
+        return
+    if conn.dialect.name == "postgresql":
+        # binary COPY into a temporary table, then one INSERT .. ON CONFLICT from it: the rows
+        # are written by psycopg in C (text arrays as parameters were escaped in Python)
+        with conn.connection.driver_connection.cursor() as cur:
+            cur.execute(
+                "CREATE TEMPORARY TABLE IF NOT EXISTS _fleet_new_package_keys "
+                "(key bigint, ecosystem text, name text, version text) ON COMMIT DELETE ROWS"
+            )
+            with cur.copy(
+                "COPY _fleet_new_package_keys (key, ecosystem, name, version) "
+                "FROM STDIN (FORMAT BINARY)"
+            ) as copy:
+                copy.set_types(["int8", "text", "text", "text"])
+                for key in keys:
+                    copy.write_row((key, *names[key]))
+            cur.execute(
+                "INSERT INTO package_keys (key, ecosystem, name, version) "
+                "SELECT key, ecosystem, name, version FROM _fleet_new_package_keys "
+                "ORDER BY key ON CONFLICT (key) DO NOTHING"
+            )
+            cur.execute("TRUNCATE _fleet_new_package_keys")
         return
     stmt = text(
         "INSERT OR IGNORE INTO package_keys (key, ecosystem, name, version) "
@@ -111,22 +208,28 @@ def add_package_keys(conn: Connection, names: Mapping[int, tuple[str, str, str]]
 
 
 def resolve_keys(conn: Connection, keys: Iterable[int]) -> dict[int, tuple[str, str, str]]:
-    out = {}
+    """``{key: (ecosystem, name, version)}`` of the known ``keys``."""
+    out: dict[int, tuple[str, str, str]] = {}
     keys = list(keys)
-    size = 50_000 if conn.dialect.name == "postgresql" else 5000
-    for chunk in in_chunks(keys, size):
-        if conn.dialect.name == "postgresql":
-            rows = conn.execute(
-                text(
-                    "SELECT key, ecosystem, name, version FROM package_keys "
-                    "WHERE key = ANY(CAST(:keys AS bigint[]))"
-                ),
-                {"keys": chunk},
-            )
-        else:
-            stmt = select(PackageKey.key, PackageKey.ecosystem, PackageKey.name, PackageKey.version)
-            rows = conn.execute(stmt.where(PackageKey.key.in_(chunk)))
-        for key, eco, name, version in rows:
+    if conn.dialect.name == "postgresql":
+        # the driver's cursor, binary both ways: no SQLAlchemy row per key, no text array
+        raw = conn.connection.driver_connection
+        with raw.cursor(binary=True) as cur:
+            for chunk in in_chunks(keys, 50_000):
+                cur.execute(
+                    "SELECT key, ecosystem, name, version FROM package_keys WHERE key = ANY(%b)",
+                    [chunk],
+                )
+                for key, eco, name, version in cur.fetchall():
+                    out[key] = (eco, name, version)
+        return out
+    raw = conn.connection.driver_connection  # sqlite3: tuples as they come
+    for chunk in in_chunks(keys, 5000):
+        marks = ",".join("?" * len(chunk))
+        for key, eco, name, version in raw.execute(
+            f"SELECT key, ecosystem, name, version FROM package_keys WHERE key IN ({marks})",
+            chunk,
+        ):
             out[key] = (eco, name, version)
     return out
 
