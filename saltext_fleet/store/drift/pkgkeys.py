@@ -28,7 +28,10 @@ def index_snapshots(conn: Connection, digests: Iterable[str]) -> int:
     The packages are read as JSON text and decoded here (a faster decoder than the driver's
     where there is one), a chunk at a time; each distinct (ecosystem, name, version) is hashed
     once per process (:data:`~saltext_fleet.core.drift.KEY_MEMO`) and sent to
-    ``package_keys`` once per call.
+    ``package_keys`` once per call. Up to :data:`INDEX_CHUNK` snapshots are written in the
+    caller's transaction; more, on PostgreSQL, are read and written by threads with
+    connections of their own (reading ahead, writing behind, see :class:`_Writer`), so the
+    snapshots must be committed.
     """
     wanted = set(digests)
     if not wanted:
@@ -50,18 +53,101 @@ def index_snapshots(conn: Connection, digests: Iterable[str]) -> int:
         index_elements=["digest"]
     )
     done = 0
-    for rows in _stream_packages_text(conn, todo):
-        names: dict[int, tuple[str, str, str]] = {}
-        keyed_rows = []
-        for digest, packages_text in rows:
-            packages = json_loads(packages_text)
-            blob = memo.snapshot_blob(packages if isinstance(packages, dict) else {}, added, names)
-            keyed_rows.append({"digest": digest, "keys": blob})
-        add_package_keys(conn, names)
-        if keyed_rows:
-            conn.execute(insert_keys, keyed_rows)
-        done += len(keyed_rows)
+    threaded = conn.dialect.name == "postgresql" and len(todo) > INDEX_CHUNK
+    with _Writer(conn, insert_keys, threaded) as write:
+        for rows in _stream_packages_text(conn, todo):
+            names: dict[int, tuple[str, str, str]] = {}
+            keyed_rows = []
+            for digest, packages_text in rows:
+                packages = json_loads(packages_text)
+                blob = memo.snapshot_blob(
+                    packages if isinstance(packages, dict) else {}, added, names
+                )
+                keyed_rows.append({"digest": digest, "keys": blob})
+            write(names, keyed_rows)
+            done += len(keyed_rows)
     return done
+
+
+class _Writer:
+    """Writes each chunk's names and blobs: on the caller's connection, or (``threaded``: on
+    PostgreSQL with more than one chunk, whose snapshots are committed) in a thread of its own with a connection (and a transaction) of its
+    own, so that the server stores chunk k while this process hashes chunk k+1. The rows are
+    derived data, the same whoever writes them (``ON CONFLICT DO NOTHING``): committed apart
+    from the caller's transaction they are as right as within it. Leaving the ``with`` waits
+    for the writes and raises what they raised."""
+
+    def __init__(self, conn: Connection, insert_keys, threaded: bool) -> None:
+        self.conn = conn
+        self.insert_keys = insert_keys
+        self.threaded = threaded
+        self.queue: queue.Queue | None = None
+        self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    def __enter__(self):
+        return self
+
+    def _write(self, conn: Connection, names, keyed_rows) -> None:
+        add_package_keys(conn, names)
+        if not keyed_rows:
+            return
+        if conn.dialect.name != "postgresql" or len(keyed_rows) < 50:
+            conn.execute(self.insert_keys, keyed_rows)
+            return
+        # many blobs: binary COPY into a temporary table, then one INSERT .. ON CONFLICT
+        with conn.connection.driver_connection.cursor() as cur:
+            cur.execute(
+                "CREATE TEMPORARY TABLE IF NOT EXISTS _fleet_new_snapshot_keys "
+                "(digest text, keys bytea) ON COMMIT DELETE ROWS"
+            )
+            with cur.copy(
+                "COPY _fleet_new_snapshot_keys (digest, keys) FROM STDIN (FORMAT BINARY)"
+            ) as copy:
+                copy.set_types(["text", "bytea"])
+                for row in keyed_rows:
+                    copy.write_row((row["digest"], row["keys"]))
+            cur.execute(
+                "INSERT INTO snapshot_keys (digest, keys) SELECT digest, keys "
+                "FROM _fleet_new_snapshot_keys ON CONFLICT (digest) DO NOTHING"
+            )
+            cur.execute("TRUNCATE _fleet_new_snapshot_keys")
+
+    def __call__(self, names, keyed_rows) -> None:
+        if not self.threaded:
+            self._write(self.conn, names, keyed_rows)
+            return
+        if self.thread is None:  # the first chunk: start the writer
+            self.queue = queue.Queue(maxsize=2)
+            self.thread = threading.Thread(
+                target=self._run, name="fleet-drift-index-writer", daemon=True
+            )
+            self.thread.start()
+        if self.error is not None:
+            raise self.error
+        self.queue.put((names, keyed_rows))
+
+    def _run(self) -> None:
+        try:
+            with self.conn.engine.begin() as conn:
+                conn.execute(text("SET LOCAL synchronous_commit TO OFF"))  # derived data
+                while True:
+                    item = self.queue.get()
+                    if item is None:
+                        return
+                    self._write(conn, *item)
+        except BaseException as exc:  # noqa: BLE001 - raised in the indexing thread
+            self.error = exc
+            while self.queue.get() is not None:  # let the producer finish
+                pass
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self.thread is None:
+            return
+        self.queue.put(None)
+        self.thread.join()
+        if self.error is not None and exc_type is None:
+            raise self.error
 
 
 def _stream_packages_text(conn: Connection, digests: list[str]):
