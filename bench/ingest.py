@@ -53,6 +53,8 @@ import tempfile
 import time
 import uuid
 
+# this checkout's code first (a bench run from another worktree measures that worktree's code)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import peakmem  # bench/peakmem.py, beside this script

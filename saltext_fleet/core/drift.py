@@ -355,12 +355,9 @@ class CompiledBaseline:
     #: baseline lives as long as its process - the reactor's - when nothing changes)
     CLASSIFY_MEMO_MAX = 100_000
 
-    def classified(self, key: int) -> bool:
-        """Whether the package key ``key`` is already classified (its name need not be read)."""
-        return key in self._cache
-
     def classified_keys(self):
-        """The package keys already classified (a set-like view)."""
+        """The package keys already classified (a set-like view: their names need not be
+        read)."""
         return self._cache.keys()
 
     def _classify_cached(self, cache_key: Any, eco: str, name: str, version: str):

@@ -71,11 +71,12 @@ def index_snapshots(conn: Connection, digests: Iterable[str]) -> int:
 
 class _Writer:
     """Writes each chunk's names and blobs: on the caller's connection, or (``threaded``: on
-    PostgreSQL with more than one chunk, whose snapshots are committed) in a thread of its own with a connection (and a transaction) of its
-    own, so that the server stores chunk k while this process hashes chunk k+1. The rows are
-    derived data, the same whoever writes them (``ON CONFLICT DO NOTHING``): committed apart
-    from the caller's transaction they are as right as within it. Leaving the ``with`` waits
-    for the writes and raises what they raised."""
+    PostgreSQL with more than one chunk, whose snapshots are committed) in a thread of its own
+    with a connection (and a transaction) of its own, so that the server stores chunk k while
+    this process hashes chunk k+1. The rows are derived data, the same whoever writes them
+    (``ON CONFLICT DO NOTHING``): committed apart from the caller's transaction they are as
+    right as within it. Leaving the ``with`` waits for the writes and raises what they
+    raised."""
 
     def __init__(self, conn: Connection, insert_keys, threaded: bool) -> None:
         self.conn = conn
