@@ -99,12 +99,14 @@ class KeyMemo:
     packages hashes each distinct (ecosystem, name, version) once; the other 99 % are one
     dictionary look-up each, done in C (``map`` over the inventory's ``items()``, whose
     ``(name, version)`` tuples are the memo's keys). The key is a pure function of the three
-    strings, so the memo is never wrong, only bounded: it starts again empty past :attr:`MAX`.
+    strings, so the memo is never wrong, only bounded: it starts again empty past ``limit``
+    versions (:attr:`MAX` by default).
     """
 
     MAX = 2_000_000
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = self.MAX if limit is None else limit
         #: ecosystem -> {(name, version): key}
         self._keys: dict[str, dict[tuple[str, str], int]] = {}
         #: ecosystem -> {key: (name, version)}
@@ -121,7 +123,7 @@ class KeyMemo:
         version}}``; sections that are not a mapping, and versions that are None, are left
         out; other versions are taken as text). Every key not in ``added`` goes into
         ``names`` (key -> (ecosystem, name, version)) and ``added``."""
-        if self.size > self.MAX:
+        if self.size > self.limit:
             self._keys.clear()
             self._items.clear()
             self.size = 0
@@ -188,8 +190,11 @@ class KeyMemo:
         return out
 
 
-#: The process's memo (the reactor's and a runner's: pure, so shared by every database).
-KEY_MEMO = KeyMemo()
+#: The process's memo for indexing a few snapshots at a time (the reactor's, one new inventory
+#: after another): pure, so shared by every database, and small (a fleet's common packages,
+#: some 30 MB), so that a long-lived process neither keeps much nor makes its garbage
+#: collections slow. Indexing many snapshots at once uses a memo of its own, let go after.
+KEY_MEMO = KeyMemo(limit=100_000)
 
 
 def pack_keys(packages: Mapping[str, Mapping[str, str]]) -> bytes:

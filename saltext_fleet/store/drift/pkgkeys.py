@@ -27,8 +27,8 @@ def index_snapshots(conn: Connection, digests: Iterable[str]) -> int:
 
     The packages are read as JSON text and decoded here (a faster decoder than the driver's
     where there is one), a chunk at a time; each distinct (ecosystem, name, version) is hashed
-    once per process (:data:`~saltext_fleet.core.drift.KEY_MEMO`) and sent to
-    ``package_keys`` once per call. Up to :data:`INDEX_CHUNK` snapshots are written in the
+    once per call (many snapshots: a memo of the call's own) or per process (a few:
+    :data:`~saltext_fleet.core.drift.KEY_MEMO`) and sent to ``package_keys`` once per call. Up to :data:`INDEX_CHUNK` snapshots are written in the
     caller's transaction; more, on PostgreSQL, are read and written by threads with
     connections of their own (reading ahead, writing behind, see :class:`_Writer`), so the
     snapshots must be committed.
@@ -47,7 +47,7 @@ def index_snapshots(conn: Connection, digests: Iterable[str]) -> int:
                 ).scalars()
             )
     todo = sorted(wanted - have)
-    memo = core_drift.KEY_MEMO
+    memo = core_drift.KeyMemo() if len(todo) > INDEX_CHUNK else core_drift.KEY_MEMO
     added: set[int] = set()  # keys this call sent to package_keys (in its transaction)
     insert_keys = dialect_insert(conn)(SnapshotKeys.__table__).on_conflict_do_nothing(
         index_elements=["digest"]
@@ -232,7 +232,7 @@ def clean_packages(packages: Any) -> dict[str, dict[str, str]]:
     return out
 
 
-#: Up to this many keys, :func:`add_package_keys` on PostgreSQL looks up which are known first.
+#: Up to this many keys, :func:`add_package_keys` looks up which are known first.
 PROBE_MAX = 5000
 
 
@@ -285,13 +285,27 @@ def add_package_keys(conn: Connection, names: Mapping[int, tuple[str, str, str]]
             )
             cur.execute("TRUNCATE _fleet_new_package_keys")
         return
+    raw = conn.connection.driver_connection  # sqlite3, in the caller's transaction
+    if len(keys) <= PROBE_MAX:  # a few: skip those known (most of one snapshot's)
+        known = set()
+        for chunk in in_chunks(keys, 900):  # under SQLite's old 999-parameter limit
+            marks = ",".join("?" * len(chunk))
+            known.update(
+                key
+                for (key,) in raw.execute(
+                    f"SELECT key FROM package_keys WHERE key IN ({marks})", chunk
+                )
+            )
+        keys = [k for k in keys if k not in known]
     stmt = text(
         "INSERT OR IGNORE INTO package_keys (key, ecosystem, name, version) "
         "VALUES (:key, :e, :n, :v)"
     )
-    conn.execute(
-        stmt, [{"key": k, "e": names[k][0], "n": names[k][1], "v": names[k][2]} for k in keys]
-    )
+    if keys:
+        conn.execute(
+            stmt,
+            [{"key": k, "e": names[k][0], "n": names[k][1], "v": names[k][2]} for k in keys],
+        )
 
 
 def resolve_keys(conn: Connection, keys: Iterable[int]) -> dict[int, tuple[str, str, str]]:
