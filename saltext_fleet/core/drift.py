@@ -107,10 +107,10 @@ class KeyMemo:
 
     def __init__(self, limit: int | None = None) -> None:
         self.limit = self.MAX if limit is None else limit
-        #: ecosystem -> {(name, version): key}
-        self._keys: dict[str, dict[tuple[str, str], int]] = {}
-        #: ecosystem -> {key: (name, version)}
-        self._items: dict[str, dict[int, tuple[str, str]]] = {}
+        #: ecosystem -> ({(name, version): key}, {key: (name, version)}); replaced, never
+        #: emptied in place, so that threads sharing the memo (the reactor's) see either
+        #: the old pair of dictionaries or the new one
+        self._ecos: dict[str, tuple[dict, dict]] = {}
         self.size = 0
 
     def snapshot_blob(
@@ -124,20 +124,19 @@ class KeyMemo:
         out; other versions are taken as text). Every key not in ``added`` goes into
         ``names`` (key -> (ecosystem, name, version)) and ``added``."""
         if self.size > self.limit:
-            self._keys.clear()
-            self._items.clear()
+            self._ecos = {}
             self.size = 0
+        ecos = self._ecos
         np = _numpy()
         out = bytearray()
         for eco in sorted(e for e in packages if isinstance(e, str)):
             pkgs = packages[eco]
             if not isinstance(pkgs, Mapping):
                 continue
-            memo = self._keys.get(eco)
-            if memo is None:
-                memo = self._keys[eco] = {}
-                self._items[eco] = {}
-            items = self._items[eco]
+            pair = ecos.get(eco)
+            if pair is None:
+                pair = ecos.setdefault(eco, ({}, {}))
+            memo, items = pair
             try:
                 keys = list(map(memo.get, pkgs.items()))
             except TypeError:  # an unhashable version (stored data can be anything)
@@ -171,8 +170,8 @@ class KeyMemo:
                 odd = True
                 continue
             key = package_key(eco, name, version)
+            items[key] = (name, version)  # first: a thread that finds the key finds its name
             memo[(name, version)] = key
-            items[key] = (name, version)
             self.size += 1
         if not odd:
             return list(map(memo.get, pkgs.items()))

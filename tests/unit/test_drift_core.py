@@ -264,6 +264,33 @@ def test_the_key_memo_is_bounded(monkeypatch):
         assert memo.size <= 15
 
 
+def test_the_key_memo_is_shared_by_threads_while_it_starts_again():
+    """The reactor's threads share the process's memo: however their calls interleave with
+    the memo starting again (a tiny limit here), each gets pack_keys' blob and its names."""
+    import threading
+
+    memo = core_drift.KeyMemo(limit=50)
+    errors = []
+
+    def work(n):
+        try:
+            for i in range(200):
+                packages = {"pypi": {f"p{j}": f"{(i + n) % 7}.{j}" for j in range(30)}}
+                names: dict[int, tuple] = {}
+                blob = memo.snapshot_blob(packages, set(), names)
+                assert blob == core_drift.pack_keys(packages)
+                assert len(names) == 30
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+
 def test_remediation_plan():
     base = spec({"pypi": {"a": "1.0", "b": {"min": "2.0"}, "c": "any", "d": "1"}})
     result = compute(base, {"pypi": {"a": "2.0", "b": "1.0", "d": "1", "x": "9"}})
