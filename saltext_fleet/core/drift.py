@@ -404,14 +404,7 @@ class CompiledBaseline:
         """:meth:`unexpected_keys` of many snapshots at once, vectorised (numpy): yields
         ``(digest, unexpected keys, absent exact keys)``, both lists, per ``(digest, keys
         blob)`` of ``blobs`` (a mapping or a stream of pairs), ``chunk`` snapshots at a time."""
-        pairs = blobs.items() if isinstance(blobs, Mapping) else blobs
-        batch: list[tuple[str, bytes]] = []
-        for pair in pairs:
-            batch.append(pair)
-            if len(batch) >= chunk:
-                yield from self._unexpected_chunk(batch)
-                batch = []
-        if batch:
+        for batch in _batches(blobs, chunk):
             yield from self._unexpected_chunk(batch)
 
     def _unexpected_chunk(self, batch: list[tuple[str, bytes]]):
@@ -420,16 +413,8 @@ class CompiledBaseline:
             self._exact_table = KeyTable(np, self.exact_keys)
         table = self._exact_table
         exact_sorted = table.keys
-        parts, sizes = [], []
-        for _digest, blob in batch:
-            size = 0
-            for keys in _key_sections(blob or b"", self.scope, np):
-                parts.append(keys)
-                size += len(keys)
-            sizes.append(size)
         count = len(batch)
-        sizes_ = np.array(sizes, dtype=np.int64)
-        all_keys = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+        all_keys, sizes_ = _chunk_keys(batch, self.scope, np)
         in_exact = table.contains(all_keys)
         owner = np.repeat(np.arange(count), sizes_)
         hit_owner = owner[in_exact]
@@ -522,30 +507,15 @@ class CompiledBaseline:
         """
         if not self.named_ready:
             raise RuntimeError("summarise_snapshots() needs prepare_named() first")
-        pairs = blobs.items() if isinstance(blobs, Mapping) else blobs
         out: dict[str, tuple] = {}
-        batch: list[tuple[str, bytes]] = []
-        for pair in pairs:
-            batch.append(pair)
-            if len(batch) >= chunk:
-                self._summarise_chunk(batch, out)
-                batch = []
-        if batch:
+        for batch in _batches(blobs, chunk):
             self._summarise_chunk(batch, out)
         return out
 
     def _summarise_chunk(self, batch: list[tuple[str, bytes]], out: dict) -> None:
         np = _numpy()
-        parts, sizes = [], []
-        for _digest, blob in batch:
-            size = 0
-            for keys in _key_sections(blob or b"", self.scope, np):
-                parts.append(keys)
-                size += len(keys)
-            sizes.append(size)
         count = len(batch)
-        installed = np.array(sizes, dtype=np.int64)
-        all_keys = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+        all_keys, installed = _chunk_keys(batch, self.scope, np)
         exact, named, weight, changed, touched_exact, touched_loose = self._named_arrays()
         in_exact = exact.contains(all_keys)
         matched = _segment_sums(np, in_exact, installed)
@@ -736,6 +706,33 @@ class CompiledBaseline:
         if node.pending_states:
             score += self.weights["pending_state"] * node.pending_states
         return round(score, 3), facts
+
+
+def _batches(blobs: Mapping[str, bytes] | Iterable[tuple[str, bytes]], size: int):
+    """Lists of at most ``size`` ``(digest, blob)`` pairs of ``blobs`` (a mapping or a stream
+    of pairs, let go batch by batch)."""
+    batch: list[tuple[str, bytes]] = []
+    for pair in blobs.items() if isinstance(blobs, Mapping) else blobs:
+        batch.append(pair)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _chunk_keys(batch: list[tuple[str, bytes]], scope, np):
+    """The keys of ``batch``'s blobs in ``scope``'s ecosystems as one int64 array, and how
+    many each blob has (in order)."""
+    parts, sizes = [], []
+    for _digest, blob in batch:
+        size = 0
+        for keys in _key_sections(blob or b"", scope, np):
+            parts.append(keys)
+            size += len(keys)
+        sizes.append(size)
+    all_keys = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+    return all_keys, np.array(sizes, dtype=np.int64)
 
 
 def _numpy():

@@ -97,22 +97,13 @@ class _Writer:
             conn.execute(self.insert_keys, keyed_rows)
             return
         # many blobs: binary COPY into a temporary table, then one INSERT .. ON CONFLICT
-        with conn.connection.driver_connection.cursor() as cur:
-            cur.execute(
-                "CREATE TEMPORARY TABLE IF NOT EXISTS _fleet_new_snapshot_keys "
-                "(digest text, keys bytea) ON COMMIT DELETE ROWS"
-            )
-            with cur.copy(
-                "COPY _fleet_new_snapshot_keys (digest, keys) FROM STDIN (FORMAT BINARY)"
-            ) as copy:
-                copy.set_types(["text", "bytea"])
-                for row in keyed_rows:
-                    copy.write_row((row["digest"], row["keys"]))
-            cur.execute(
-                "INSERT INTO snapshot_keys (digest, keys) SELECT digest, keys "
-                "FROM _fleet_new_snapshot_keys ON CONFLICT (digest) DO NOTHING"
-            )
-            cur.execute("TRUNCATE _fleet_new_snapshot_keys")
+        _copy_insert(
+            conn,
+            "snapshot_keys",
+            {"digest": "text", "keys": "bytea"},
+            "digest",
+            ((row["digest"], row["keys"]) for row in keyed_rows),
+        )
 
     def __call__(self, names, keyed_rows) -> None:
         if not self.threaded:
@@ -163,22 +154,29 @@ def _stream_packages_text(conn: Connection, digests: list[str]):
         for chunk in chunks:
             yield _packages_text(conn, chunk)
         return
-    engine = conn.engine
+    yield from read_ahead(conn.engine, chunks, _packages_text, "fleet-drift-index")
+
+
+def read_ahead(engine: Engine, chunks: list, read, name: str):
+    """``read(conn, chunk)`` of each of ``chunks``, in order, read by a thread of its own with
+    a connection of its own while the caller works on the chunk before (the server's work and
+    the socket release the GIL); at most two chunks wait in memory. Stopping early stops the
+    reader; what it raises is raised here."""
     ahead: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
 
-    def read() -> None:
+    def run() -> None:
         try:
-            with engine.connect() as other:
+            with engine.connect() as conn:
                 for chunk in chunks:
                     if stop.is_set():
                         return
-                    ahead.put(("ok", _packages_text(other, chunk)))
+                    ahead.put(("ok", read(conn, chunk)))
             ahead.put(("done", None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the indexing thread
+        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
             ahead.put(("error", exc))
 
-    reader = threading.Thread(target=read, name="fleet-drift-index", daemon=True)
+    reader = threading.Thread(target=run, name=name, daemon=True)
     reader.start()
     try:
         while True:
@@ -266,24 +264,13 @@ def add_package_keys(conn: Connection, names: Mapping[int, tuple[str, str, str]]
     if conn.dialect.name == "postgresql":
         # binary COPY into a temporary table, then one INSERT .. ON CONFLICT from it: the rows
         # are written by psycopg in C (text arrays as parameters were escaped in Python)
-        with conn.connection.driver_connection.cursor() as cur:
-            cur.execute(
-                "CREATE TEMPORARY TABLE IF NOT EXISTS _fleet_new_package_keys "
-                "(key bigint, ecosystem text, name text, version text) ON COMMIT DELETE ROWS"
-            )
-            with cur.copy(
-                "COPY _fleet_new_package_keys (key, ecosystem, name, version) "
-                "FROM STDIN (FORMAT BINARY)"
-            ) as copy:
-                copy.set_types(["int8", "text", "text", "text"])
-                for key in keys:
-                    copy.write_row((key, *names[key]))
-            cur.execute(
-                "INSERT INTO package_keys (key, ecosystem, name, version) "
-                "SELECT key, ecosystem, name, version FROM _fleet_new_package_keys "
-                "ORDER BY key ON CONFLICT (key) DO NOTHING"
-            )
-            cur.execute("TRUNCATE _fleet_new_package_keys")
+        _copy_insert(
+            conn,
+            "package_keys",
+            {"key": "int8", "ecosystem": "text", "name": "text", "version": "text"},
+            "key",
+            ((key, *names[key]) for key in keys),
+        )
         return
     raw = conn.connection.driver_connection  # sqlite3, in the caller's transaction
     if len(keys) <= PROBE_MAX:  # a few: skip those known (most of one snapshot's)
@@ -306,6 +293,30 @@ def add_package_keys(conn: Connection, names: Mapping[int, tuple[str, str, str]]
             stmt,
             [{"key": k, "e": names[k][0], "n": names[k][1], "v": names[k][2]} for k in keys],
         )
+
+
+def _copy_insert(conn: Connection, table: str, types: dict, key: str, rows) -> None:
+    """``rows`` (tuples in ``types``' column order) into ``table`` on PostgreSQL: binary COPY
+    into a temporary table of this session, then one ``INSERT .. ON CONFLICT (key) DO
+    NOTHING`` from it (sorted by ``key``, the order of its index)."""
+    scratch = f"_fleet_new_{table}"
+    names = ", ".join(types)
+    columns = ", ".join(
+        f"{name} {'bigint' if kind == 'int8' else kind}" for name, kind in types.items()
+    )
+    with conn.connection.driver_connection.cursor() as cur:
+        cur.execute(
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {scratch} ({columns}) ON COMMIT DELETE ROWS"
+        )
+        with cur.copy(f"COPY {scratch} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(list(types.values()))
+            for row in rows:
+                copy.write_row(row)
+        cur.execute(
+            f"INSERT INTO {table} ({names}) SELECT {names} FROM {scratch} "
+            f"ORDER BY {key} ON CONFLICT ({key}) DO NOTHING"
+        )
+        cur.execute(f"TRUNCATE {scratch}")
 
 
 def resolve_keys(conn: Connection, keys: Iterable[int]) -> dict[int, tuple[str, str, str]]:
@@ -385,35 +396,6 @@ def stream_snapshot_blobs(engine: Engine, digests: list[str], chunk: int = STREA
             for start in range(0, len(digests), chunk):
                 yield from _blob_chunk(conn, digests[start : start + chunk])
         return
-    chunks: queue.Queue = queue.Queue(maxsize=2)
-    stop = threading.Event()
-
-    def read() -> None:
-        try:
-            with engine.connect() as conn:
-                for start in range(0, len(digests), chunk):
-                    if stop.is_set():
-                        return
-                    chunks.put(("ok", _blob_chunk(conn, digests[start : start + chunk])))
-            chunks.put(("done", None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the reading thread
-            chunks.put(("error", exc))
-
-    reader = threading.Thread(target=read, name="fleet-drift-blobs", daemon=True)
-    reader.start()
-    try:
-        while True:
-            kind, value = chunks.get()
-            if kind == "done":
-                return
-            if kind == "error":
-                raise value
-            yield from value
-    finally:
-        stop.set()
-        while reader.is_alive():  # let a reader blocked on a full queue finish
-            try:
-                chunks.get(timeout=0.05)
-            except queue.Empty:
-                pass
-        reader.join()
+    parts = [digests[start : start + chunk] for start in range(0, len(digests), chunk)]
+    for pairs in read_ahead(engine, parts, _blob_chunk, "fleet-drift-blobs"):
+        yield from pairs
