@@ -150,9 +150,7 @@ class KeyMemo:
             added.update(found)
             array_ = np.array(keys, dtype="<i8")
             array_.sort()
-            raw = eco.encode()[:255]
-            out += struct.pack("<B", len(raw)) + raw + struct.pack("<I", len(array_))
-            out += array_.tobytes()
+            out += _section_head(eco, len(array_)) + array_.tobytes()
         return bytes(out)
 
     def _fill(self, eco: str, pkgs: Mapping, keys: list, memo: dict, items: dict) -> list:
@@ -214,13 +212,18 @@ def pack_package_keys(keyed: Mapping[str, Mapping[str, int]]) -> bytes:
     """:func:`pack_keys` from keys already computed: ``{ecosystem: {name: key}}``."""
     out = bytearray()
     for eco in sorted(keyed):
-        raw = eco.encode()[:255]
         keys = array("q", sorted(keyed[eco].values()))
         if keys.itemsize != 8:  # pragma: no cover - every CPython platform has 8-byte q
             raise RuntimeError("array('q') is not 64-bit here")
-        out += struct.pack("<B", len(raw)) + raw + struct.pack("<I", len(keys))
+        out += _section_head(eco, len(keys))
         out += keys.tobytes() if _LITTLE else _swapped(keys)
     return bytes(out)
+
+
+def _section_head(eco: str, count: int) -> bytes:
+    """The head of one ecosystem's section of a :func:`pack_keys` blob."""
+    raw = eco.encode()[:255]
+    return struct.pack("<B", len(raw)) + raw + struct.pack("<I", count)
 
 
 def key_sections(blob: bytes):

@@ -50,6 +50,45 @@ def dialect_insert(conn: Connection):
     return postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
 
 
+def copy_upsert(
+    conn: Connection,
+    table: str,
+    types: dict[str, str],
+    rows: Iterable,
+    key: tuple[str, ...],
+    update_rest: bool = False,
+) -> None:
+    """Many rows into ``table`` on PostgreSQL in two statements: binary ``COPY`` into a
+    temporary table of this transaction, then one ``INSERT .. SELECT .. ON CONFLICT (key)``
+    from it, sorted by ``key`` (the order of its index); ``DO UPDATE`` of the other columns
+    with ``update_rest``, else ``DO NOTHING``. ``types`` maps each column to its PostgreSQL
+    type, in the order of the values of each row of ``rows``. (psycopg writes ``COPY`` rows in
+    C; array parameters would be built element by element in Python.)"""
+    columns = list(types)
+    names = ", ".join(f'"{c}"' for c in columns)
+    keys = ", ".join(key)
+    if update_rest:
+        sets = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in columns if c not in key)
+        conflict = f"DO UPDATE SET {sets}"
+    else:
+        conflict = "DO NOTHING"
+    scratch = f"_fleet_load_{table}"
+    with conn.connection.driver_connection.cursor() as cur:
+        cur.execute(
+            f"CREATE TEMPORARY TABLE {scratch} ON COMMIT DROP AS "
+            f"SELECT {names} FROM {table} WITH NO DATA"
+        )
+        with cur.copy(f"COPY {scratch} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types([types[c] for c in columns])
+            for row in rows:
+                copy.write_row(row)
+        cur.execute(
+            f"INSERT INTO {table} ({names}) SELECT {names} FROM {scratch} "
+            f"ORDER BY {keys} ON CONFLICT ({keys}) {conflict}"
+        )
+        cur.execute(f"DROP TABLE {scratch}")
+
+
 def in_chunks(items: list, size: int = CHUNK) -> Iterable[list]:
     """``items`` in lists of at most ``size``."""
     for start in range(0, len(items), size):

@@ -18,7 +18,13 @@ from sqlalchemy import Text, cast, select, text
 from sqlalchemy.engine import Connection, Engine
 
 from saltext_fleet.core import drift as core_drift
-from saltext_fleet.store.drift.common import CHUNK, dialect_insert, in_chunks, json_loads
+from saltext_fleet.store.drift.common import (
+    CHUNK,
+    copy_upsert,
+    dialect_insert,
+    in_chunks,
+    json_loads,
+)
 from saltext_fleet.store.models import InventorySnapshot, PackageKey, SnapshotKeys
 
 
@@ -97,12 +103,12 @@ class _Writer:
             conn.execute(self.insert_keys, keyed_rows)
             return
         # many blobs: binary COPY into a temporary table, then one INSERT .. ON CONFLICT
-        _copy_insert(
+        copy_upsert(
             conn,
             "snapshot_keys",
             {"digest": "text", "keys": "bytea"},
-            "digest",
             ((row["digest"], row["keys"]) for row in keyed_rows),
+            ("digest",),
         )
 
     def __call__(self, names, keyed_rows) -> None:
@@ -264,12 +270,12 @@ def add_package_keys(conn: Connection, names: Mapping[int, tuple[str, str, str]]
     if conn.dialect.name == "postgresql":
         # binary COPY into a temporary table, then one INSERT .. ON CONFLICT from it: the rows
         # are written by psycopg in C (text arrays as parameters were escaped in Python)
-        _copy_insert(
+        copy_upsert(
             conn,
             "package_keys",
             {"key": "int8", "ecosystem": "text", "name": "text", "version": "text"},
-            "key",
             ((key, *names[key]) for key in keys),
+            ("key",),
         )
         return
     raw = conn.connection.driver_connection  # sqlite3, in the caller's transaction
@@ -293,30 +299,6 @@ def add_package_keys(conn: Connection, names: Mapping[int, tuple[str, str, str]]
             stmt,
             [{"key": k, "e": names[k][0], "n": names[k][1], "v": names[k][2]} for k in keys],
         )
-
-
-def _copy_insert(conn: Connection, table: str, types: dict, key: str, rows) -> None:
-    """``rows`` (tuples in ``types``' column order) into ``table`` on PostgreSQL: binary COPY
-    into a temporary table of this session, then one ``INSERT .. ON CONFLICT (key) DO
-    NOTHING`` from it (sorted by ``key``, the order of its index)."""
-    scratch = f"_fleet_new_{table}"
-    names = ", ".join(types)
-    columns = ", ".join(
-        f"{name} {'bigint' if kind == 'int8' else kind}" for name, kind in types.items()
-    )
-    with conn.connection.driver_connection.cursor() as cur:
-        cur.execute(
-            f"CREATE TEMPORARY TABLE IF NOT EXISTS {scratch} ({columns}) ON COMMIT DELETE ROWS"
-        )
-        with cur.copy(f"COPY {scratch} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(list(types.values()))
-            for row in rows:
-                copy.write_row(row)
-        cur.execute(
-            f"INSERT INTO {table} ({names}) SELECT {names} FROM {scratch} "
-            f"ORDER BY {key} ON CONFLICT ({key}) DO NOTHING"
-        )
-        cur.execute(f"TRUNCATE {scratch}")
 
 
 def resolve_keys(conn: Connection, keys: Iterable[int]) -> dict[int, tuple[str, str, str]]:

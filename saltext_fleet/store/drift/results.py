@@ -24,7 +24,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 
 from saltext_fleet.core import drift as core_drift
-from saltext_fleet.store.drift.common import aware, in_chunks, rows_by_minion
+from saltext_fleet.store.drift.common import aware, copy_upsert, in_chunks, rows_by_minion
 from saltext_fleet.store.models import DriftCurrent, DriftHistory, utcnow
 
 
@@ -110,7 +110,14 @@ def record_in_transaction(
     postgres = conn.dialect.name == "postgresql"
     if changed:
         if postgres and len(changed) > 50:
-            _pg_upsert(conn, "drift_current", _CURRENT_TYPES, changed, ("minion_id",), True)
+            copy_upsert(
+                conn,
+                "drift_current",
+                _CURRENT_TYPES,
+                _tuples(changed, _CURRENT_TYPES),
+                ("minion_id",),
+                update_rest=True,
+            )
         else:
             conn.execute(_small_upsert(conn.dialect.name, "current"), changed)
     if unchanged and postgres:
@@ -129,19 +136,24 @@ def record_in_transaction(
     if points:
         ensure_partition(conn, now)
         if postgres and len(points) > 50:
-            _pg_upsert(
+            copy_upsert(
                 conn,
                 "drift_history",
                 _HISTORY_TYPES,
-                points,
+                _tuples(points, _HISTORY_TYPES),
                 ("minion_id", "computed_at"),
-                False,
             )
         else:
             conn.execute(_small_upsert(conn.dialect.name, "history"), points)
 
 
-#: PostgreSQL types of the columns written by :func:`_pg_upsert` (for binary COPY).
+def _tuples(rows: list[dict], types: dict):
+    """``rows`` as tuples in ``types``' column order (what :func:`copy_upsert` takes)."""
+    columns = list(types)
+    return ([row[c] for c in columns] for row in rows)
+
+
+#: PostgreSQL types of the columns written by :func:`copy_upsert` (for binary COPY).
 _CURRENT_TYPES = {
     "minion_id": "text",
     "baseline": "text",
@@ -171,34 +183,6 @@ _HISTORY_TYPES = {
     "pending_states": "int4",
     "trigger": "text",
 }
-
-
-def _pg_upsert(conn, table: str, types: dict, rows: list, key: tuple, update_rest: bool) -> None:
-    """Many rows in two statements: binary ``COPY`` into a temporary table of this
-    transaction, then one ``INSERT .. SELECT .. ON CONFLICT`` from it (psycopg writes
-    ``COPY`` rows in C; array parameters would be built element by element in Python)."""
-    columns = list(types)
-    names = ", ".join(f'"{c}"' for c in columns)
-    if update_rest:
-        sets = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in columns if c not in key)
-        conflict = f"DO UPDATE SET {sets}"
-    else:
-        conflict = "DO NOTHING"
-    scratch = f"_fleet_load_{table}"
-    with conn.connection.driver_connection.cursor() as cur:
-        cur.execute(
-            f"CREATE TEMPORARY TABLE {scratch} ON COMMIT DROP AS "
-            f"SELECT {names} FROM {table} WITH NO DATA"
-        )
-        with cur.copy(f"COPY {scratch} ({names}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types([types[c] for c in columns])
-            for row in rows:
-                copy.write_row([row[c] for c in columns])
-        cur.execute(
-            f"INSERT INTO {table} ({names}) SELECT {names} FROM {scratch} "
-            f"ON CONFLICT ({', '.join(key)}) {conflict}"
-        )
-        cur.execute(f"DROP TABLE {scratch}")
 
 
 #: Statements built once per (kind, dialect).
