@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, select
+from sqlalchemy import Connection, and_, case, func, literal, select
 
 from saltext_fleet.core.errors import FleetError
 from saltext_fleet.store import carriers as store_carriers
@@ -46,7 +46,7 @@ class QueryError(FleetError, ValueError):
 
 
 def _os_expr():
-    return Node.facts["os"].as_string()
+    return Node.os_name  # generated from facts, indexed (schema 0018)
 
 
 def _criticality_rank():
@@ -168,67 +168,142 @@ def _base(columns):
     )
 
 
+def _columns() -> list:
+    return [
+        Node.minion_id,
+        Node.status,
+        _os_expr().label("os"),
+        Node.facts["osrelease"].as_string().label("osrelease"),
+        Node.node_group,
+        DriftCurrent.score,
+        DriftCurrent.baseline,
+        Node.last_seen,
+        Node.criticality,
+        Node.audited,
+        Node.comment,
+    ]
+
+
+def _row(r) -> dict[str, Any]:
+    return {
+        "id": r.minion_id,
+        "status": r.status or "unknown",
+        "os": r.os,
+        "osrelease": r.osrelease,
+        "group": r.node_group,
+        "drift": r.score,
+        "baseline": r.baseline,
+        "last_seen": iso(r.last_seen),
+        "criticality": r.criticality,
+        "audited": bool(r.audited),
+        "comment": r.comment or "",
+    }
+
+
+def _status_counts(conn: Connection) -> dict[str, int]:
+    statuses = {name: 0 for name in STATUSES}
+    for status, count in conn.execute(select(Node.status, func.count()).group_by(Node.status)):
+        statuses[status or "unknown"] = statuses.get(status or "unknown", 0) + count
+    return statuses
+
+
+def _total_from_statuses(query: OverviewQuery, statuses: dict[str, int]) -> int | None:
+    """The number of matching nodes when only the status filters (the header's counts have
+    it: no second pass over the fleet), else None."""
+    others = (query.q, query.os, query.group, query.criticality, query.audited, query.drift_min)
+    if any(value not in (None, "") for value in others):
+        return None
+    if query.status:
+        return statuses.get(query.status, 0)
+    return sum(statuses.values())
+
+
+def _drift_page(conn: Connection, query: OverviewQuery, where: list) -> list:
+    """A page sorted by drift score: the nodes with a score in score order (ties by id), then
+    the nodes without one, by id. Two queries that each follow an index (the score's, the
+    id's) instead of one sort of the whole fleet joined to its scores."""
+    offset = (query.page - 1) * query.per_page
+    score = DriftCurrent.score.desc() if query.desc else DriftCurrent.score.asc()
+    scored = (
+        select(*_columns())
+        .select_from(Node)
+        .join(DriftCurrent, DriftCurrent.minion_id == Node.minion_id)
+        .where(and_(True, *where))
+        .order_by(score, Node.minion_id.asc())
+        .limit(query.per_page)
+        .offset(offset)
+    )
+    rows = list(conn.execute(scored))
+    if len(rows) == query.per_page or query.drift_min is not None:
+        return rows  # a score filter leaves out every node without a score
+    if rows:
+        scored_total = offset + len(rows)
+    elif offset:
+        scored_total = conn.execute(
+            select(func.count())
+            .select_from(Node)
+            .join(DriftCurrent, DriftCurrent.minion_id == Node.minion_id)
+            .where(and_(True, *where))
+        ).scalar_one()
+    else:
+        scored_total = 0
+    unscored = (
+        _base(_columns())
+        .where(and_(True, *where), DriftCurrent.minion_id.is_(None))
+        .order_by(Node.minion_id.asc())
+        .limit(query.per_page - len(rows))
+        .offset(max(0, offset - scored_total))
+    )
+    return rows + list(conn.execute(unscored))
+
+
 def overview(conn: Connection, query: OverviewQuery) -> dict[str, Any]:
     """One page of the fleet: ``{"rows", "total", "page", "pages", "per_page", "statuses"}``.
 
     Each row: ``id, status, os, osrelease, group, drift, baseline, last_seen, criticality,
-    audited, comment``."""
+    audited, comment``. Nodes without a drift score come last in either direction of the
+    drift sort."""
     where = _filters(query)
-    order = SORTS[query.sort]()
-    ordering = [order.desc().nulls_last() if query.desc else order.asc().nulls_last()]
-    if query.sort != "id":
-        ordering.append(Node.minion_id.asc())
-    stmt = (
-        _base(
-            [
-                Node.minion_id,
-                Node.status,
-                _os_expr().label("os"),
-                Node.facts["osrelease"].as_string().label("osrelease"),
-                Node.node_group,
-                DriftCurrent.score,
-                DriftCurrent.baseline,
-                Node.last_seen,
-                Node.criticality,
-                Node.audited,
-                Node.comment,
-            ]
+    if query.sort == "drift":
+        found = _drift_page(conn, query, where)
+    else:
+        order = SORTS[query.sort]()
+        ordering = [order.desc().nulls_last() if query.desc else order.asc().nulls_last()]
+        if query.sort != "id":
+            ordering.append(Node.minion_id.asc())
+        stmt = (
+            _base(_columns())
+            .where(and_(True, *where))
+            .order_by(*ordering)
+            .limit(query.per_page)
+            .offset((query.page - 1) * query.per_page)
         )
-        .where(and_(True, *where))
-        .order_by(*ordering)
-        .limit(query.per_page)
-        .offset((query.page - 1) * query.per_page)
-    )
-    rows = [
-        {
-            "id": r.minion_id,
-            "status": r.status or "unknown",
-            "os": r.os,
-            "osrelease": r.osrelease,
-            "group": r.node_group,
-            "drift": r.score,
-            "baseline": r.baseline,
-            "last_seen": iso(r.last_seen),
-            "criticality": r.criticality,
-            "audited": bool(r.audited),
-            "comment": r.comment or "",
-        }
-        for r in conn.execute(stmt)
-    ]
+        found = conn.execute(stmt)
+    rows = [_row(r) for r in found]
     serving = store_carriers.served(conn, [row["id"] for row in rows])
     for row in rows:
         row["served"] = serving[row["id"]]
-    total = conn.execute(_base([func.count()]).where(and_(True, *where))).scalar_one()
-    statuses = {name: 0 for name in STATUSES}
-    for status, count in conn.execute(select(Node.status, func.count()).group_by(Node.status)):
-        statuses[status or "unknown"] = statuses.get(status or "unknown", 0) + count
+    statuses = _status_counts(conn)
+    total = _total_from_statuses(query, statuses)
+    if total is None:
+        total = conn.execute(_base([func.count()]).where(and_(True, *where))).scalar_one()
     return paged(total, query.page, query.per_page, rows=rows, statuses=statuses)
 
 
 def os_names(conn: Connection, limit: int = 100) -> list[str]:
-    """The operating systems in the fleet (for the overview's filter)."""
-    expr = _os_expr()
-    stmt = select(expr).where(expr.is_not(None)).group_by(expr).order_by(expr).limit(limit)
+    """The operating systems in the fleet (for the overview's filter), in order.
+
+    An index skip scan: each step asks ``ix_nodes_os_name`` for the least name after the
+    previous one, so a fleet of 100,000 nodes and 5 operating systems costs 6 index probes, not
+    a pass over every node (which a ``GROUP BY`` would be on both backends)."""
+    col = Node.os_name
+    first = select(func.min(col).label("name"), literal(1).label("n"))
+    names = first.cte("os_names", recursive=True)
+    following = select(
+        select(func.min(col)).where(col > names.c.name).scalar_subquery(), names.c.n + 1
+    ).where(names.c.name.is_not(None), names.c.n < limit)
+    names = names.union_all(following)
+    stmt = select(names.c.name).where(names.c.name.is_not(None)).order_by(names.c.n)
     return [name for (name,) in conn.execute(stmt)]
 
 
