@@ -166,8 +166,9 @@ _DATA_STATE = re.compile(r"^(pkg|pip|gem|npm)_\|-")
 
 _SPLIT = re.compile(r"[^A-Za-z0-9]+")
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
-#: A cheap test before the expensive ones: could this text hold a secret at all?
-_HINT = re.compile(r"(?i)pass|pwd|secret|token|cred|key|psk|enrolment|://")
+#: A cheap test before the expensive ones: could this text hold a secret at all? One of these,
+#: in any case, in the text (:func:`_hinted`).
+HINTS = ("pass", "pwd", "secret", "token", "cred", "key", "psk", "enrolment", "://")
 #: ``name: value`` / ``name=value`` in text: name (1), separator (2), value (3, bare or quoted).
 _IN_TEXT = re.compile(
     r"(?<![\w.-])([A-Za-z_][\w.-]*)([\"']?[ \t]*(?::|=(?!=))[ \t]*)"
@@ -218,10 +219,25 @@ def is_secret_key(key: Any, extra: frozenset | set = frozenset()) -> bool:
     return isinstance(key, str) and (key in extra or is_secret_name(key))
 
 
+def _hinted(text: str) -> bool:
+    """Whether one of :data:`HINTS` is in ``text``, case ignored.
+
+    ``casefold`` and substring search instead of one case-insensitive regular expression: 20
+    times faster on a command's output of a few KB (the regex tries every alternative at every
+    position). No text the regex ``(?i)pass|pwd|...`` matches is missed: every character that
+    matches a hint's letter case-insensitively (``S``, ``ſ``, the Kelvin sign) folds to that
+    letter. Folding finds a few more (``ß`` folds to ``ss``); those only get the full scan."""
+    folded = text.casefold()
+    for hint in HINTS:
+        if hint in folded:
+            return True
+    return False
+
+
 def redact_text(text: str) -> str:
     """``text`` with every secret assignment and URL password in it masked (the same
     string when there is none)."""
-    if not _HINT.search(text):
+    if not _hinted(text):
         return text
     out = text
     if "://" in out:
@@ -314,6 +330,17 @@ def _redact_mapping(value: dict, fun: Any, depth: int, extra: frozenset) -> dict
     return value if out is None else out
 
 
+def _values_text(value: dict) -> str:
+    """The texts of a map of texts (``{name: version}``), joined; TypeError for another shape."""
+    return "\n".join(value.values())
+
+
+def _nested_values_text(value: dict) -> str:
+    """The texts of a map of maps of texts (``{name: {"name": ..., "version": ...}}``),
+    joined; TypeError for another shape."""
+    return "\n".join(map("\n".join, map(dict.values, value.values())))
+
+
 def _redact_data(value, depth: int):
     """Package maps (``{ecosystem: {name: version}}`` and the like): the names are data,
     never secret names; text in them is still scanned (a URL with a password)."""
@@ -321,6 +348,18 @@ def _redact_data(value, depth: int):
         return MASK
     if isinstance(value, str):
         return redact_text(value)
+    if isinstance(value, dict) and depth + 2 <= _MAX_DEPTH:
+        # An inventory's package and source maps (1,500 packages): one test of all their text
+        # at once, in C, instead of one per package. No hint spans two texts ("\n" is in
+        # none), so joined texts without a hint mean no text with one.
+        for joined in (_values_text, _nested_values_text):
+            try:
+                text = joined(value)
+            except TypeError:
+                continue
+            if not _hinted(text):
+                return value
+            break
     if isinstance(value, dict):
         items = value.items()
     elif isinstance(value, (list, tuple)):

@@ -382,3 +382,67 @@ def test_package_data_keeps_its_names_but_not_credentials_in_its_text():
     out = redact(state)["return"]
     assert "pw9" not in str(out) and "hunter2" not in str(out)
     assert out["pkg_|-passwd_|-passwd_|-installed"]["changes"] == {"passwd": {"new": "1:4.13"}}
+
+
+def test_the_hint_test_misses_nothing_the_case_insensitive_regex_finds():
+    """The fast hint test (casefold and substring search) says yes to every text the old
+    ``(?i)pass|pwd|...`` regular expression matched, ``ſ`` and the Kelvin sign included."""
+    import random
+    import re
+
+    from saltext_fleet.core import redact as core_redact
+
+    old = re.compile(r"(?i)pass|pwd|secret|token|cred|key|psk|enrolment|://")
+    rng = random.Random(5)
+    # every letter a hint can be written with, case ignored, by Python's own re
+    variants = {c: [c, c.upper()] for c in "abcdefghijklmnopqrstuvwxyz"}
+    variants["s"].append("\u017f")  # ſ, LATIN SMALL LETTER LONG S
+    variants["k"].append("\u212a")  # KELVIN SIGN
+    noise = "abcdeſ\u212aß=: \n/"
+
+    def written(hint):
+        return "".join(rng.choice(variants.get(c, [c])) for c in hint)
+
+    texts = []
+    for _ in range(5000):
+        text = "".join(rng.choice(noise) for _ in range(rng.randint(0, 8)))
+        if rng.random() < 0.5:
+            text += written(rng.choice(core_redact.HINTS))
+        texts.append(text + "".join(rng.choice(noise) for _ in range(rng.randint(0, 8))))
+    matched = [t for t in texts if old.search(t)]
+    assert len(matched) > 1000  # the corpus exercises the test
+    assert all(core_redact._hinted(t) for t in matched)
+    assert not core_redact._hinted("version 1.2.3-1+deb12u1")
+
+
+def test_package_maps_are_tested_at_once_and_still_masked_where_text_holds_a_secret():
+    """An inventory's flat ``{name: version}`` map and its ``{name: {field: text}}`` sources
+    map are tested in one go; a URL password in either is still masked, the names kept, and
+    a map with nothing to mask comes back as the same object."""
+    packages = {f"pkg{i}": f"1.{i}" for i in range(1500)}
+    sources = {f"pkg{i}": {"name": f"src{i}", "version": f"1.{i}"} for i in range(1200)}
+    ret = {
+        "fun": "fleet.inventory",
+        "return": {
+            "packages": {"deb": packages, "passwd": {"passwd": "1:4.13"}},
+            "sources": {"deb": sources},
+        },
+    }
+    assert redact(ret) is ret
+    leaky = dict(packages, pkg7="git+https://bob:hunter2@example.com/pkg7")
+    leaky_sources = dict(sources, pkg9={"name": "src9", "url": "https://bob:hunter2@example.com/"})
+    mixed = {"pkg1": "1.0", "pkg2": ["https://bob:hunter2@example.com/x"], "pkg3": 3}
+    out = redact(
+        {
+            "fun": "fleet.inventory",
+            "return": {"packages": {"deb": leaky, "odd": mixed}, "sources": {"deb": leaky_sources}},
+        }
+    )["return"]
+    assert out["packages"]["deb"]["pkg7"] == "git+https://bob:***@example.com/pkg7"
+    assert out["packages"]["deb"]["pkg8"] == "1.8"
+    assert out["sources"]["deb"]["pkg9"] == {"name": "src9", "url": "https://bob:***@example.com/"}
+    assert out["packages"]["odd"] == {
+        "pkg1": "1.0",
+        "pkg2": ["https://bob:***@example.com/x"],
+        "pkg3": 3,
+    }
