@@ -3,8 +3,11 @@
 A record is a dict with ``kind`` and ``rid`` (unique id) plus kind-specific fields:
 
 ``return``   ``{"ret": <Salt return load>, "master_id": <this master's id>}``: a job return
-             (``jid``, ``id``, ``fun``, ...) and the master whose job cache stored it
-``event``    ``{"tag", "data", "master_id"}``
+             (``jid``, ``id``, ``fun``, ...) and the master whose job cache stored it. The
+             master's writer spools it encoded (:func:`encode_record`): ``"ret_rest_json"``
+             (the load without ``return``, as JSON text) and ``"ret_value_json"`` (the
+             ``return``, as JSON text; None when the load has none) instead of ``"ret"``
+``event``    ``{"tag", "data", "master_id"}``; encoded, ``"data_json"`` instead of ``"data"``
 ``load``     ``{"jid", "load", "publish": bool, "minions": [...] | None}``
 ``minions``  ``{"jid", "minions": [...]}`` (added to the job's minion list); with
              ``"syndic_id"`` (the id of the connection Salt authenticated), ``"master_id"`` (this
@@ -47,7 +50,10 @@ How it stays fast
 -----------------
 Each payload is serialised to JSON text once, by the C encoder of the standard library, and
 that text goes to the database as is (``full_ret`` is spliced from the encoded ``return``, not
-encoded a second time). Only payloads the encoder refuses (bytes, sets, NaN, odd keys) take the
+encoded a second time). The master's writer encodes returns and events when it spools them
+(:func:`encode_record`): the spool holds the JSON text, which its msgpack frames carry as one
+string, so the flusher neither unpacks a return's objects nor encodes them again, and decodes
+a return's value only where it feeds a node (inventory, grains, state runs). Only payloads the encoder refuses (bytes, sets, NaN, odd keys) take the
 slow path through :func:`jsonable`. On PostgreSQL the returns and events of a batch are written
 with ``COPY ... FROM STDIN`` inside a savepoint, after one indexed look-up drops the rids that
 are already stored (a replay): the unique index on ``rid`` still guarantees exactly once, and
@@ -60,10 +66,12 @@ Records whose JSON holds ``\\u0000`` (which JSONB refuses) go to that path direc
 from __future__ import annotations
 
 import base64
+import collections
 import datetime as dt
 import hashlib
 import json
 import logging
+import threading
 import uuid
 from collections.abc import Iterable
 from typing import Any
@@ -251,12 +259,9 @@ def _clean_rid(record: dict) -> str:
     return rid
 
 
-def _encode_return(ret: dict) -> tuple[dict, Any, str, str]:
-    """``(the load without "return", the return value, its JSON, the whole load's JSON)``.
-
-    The return value (the big part) is encoded once; the load's JSON is the rest of the load
-    with that text spliced in.
-    """
+def _encode_parts(ret: dict) -> tuple[dict, Any, str | None, str]:
+    """``(the load without "return", the return value, its JSON or None when the load has no
+    "return", the JSON of the load without it)``."""
     has_return = "return" in ret
     try:
         value = ret.get("return")
@@ -268,10 +273,117 @@ def _encode_return(ret: dict) -> tuple[dict, Any, str, str]:
         value = clean.get("return")
         rest = {k: v for k, v in clean.items() if k != "return"}
         value_json, rest_json = _encode(value), _encode(rest)
-    if not has_return:
-        return rest, value, value_json, rest_json
+    return rest, value, value_json if has_return else None, rest_json
+
+
+def _splice(rest_json: str, value_json: str | None) -> str:
+    """The whole load's JSON: the rest's object with ``"return"`` (when there is one) last."""
+    if value_json is None:
+        return rest_json
     sep = "," if len(rest_json) > 2 else ""
-    return rest, value, value_json, f'{rest_json[:-1]}{sep}"return":{value_json}}}'
+    return f'{rest_json[:-1]}{sep}"return":{value_json}}}'
+
+
+def _encode_return(ret: dict) -> tuple[dict, Any, str, str]:
+    """``(the load without "return", the return value, its JSON, the whole load's JSON)``.
+
+    The return value (the big part) is encoded once; the load's JSON is the rest of the load
+    with that text spliced in.
+    """
+    rest, value, value_json, rest_json = _encode_parts(ret)
+    return rest, value, "null" if value_json is None else value_json, _splice(rest_json, value_json)
+
+
+def encode_record(record: dict) -> dict:
+    """``record`` (redacted: :func:`redact_record`) with a return's load or an event's data as
+    JSON text, as the master's writer spools it; see the module docstring. A payload the
+    encoder cannot take at all (nested too deep) stays as it is: its write rejects it, as
+    before. Changes and returns ``record``."""
+    if not record.get("redacted"):
+        return record  # never encode what was not masked first
+    kind = record.get("kind")
+    try:
+        if kind == "return" and isinstance(record.get("ret"), dict):
+            _, _, value_json, rest_json = _encode_parts(record["ret"])
+            del record["ret"]
+            record["ret_rest_json"], record["ret_value_json"] = rest_json, value_json
+        elif kind == "event" and "data" in record:
+            record["data_json"] = to_json(record["data"])[0]
+            del record["data"]
+    except RecordRejected:
+        pass
+    return record
+
+
+class _InventoryMemo:
+    """The last inventories the flusher decoded, by their exact JSON text, with their digest.
+
+    A fleet's nodes report the same inventory again and again (a node that did not change,
+    the nodes of one image), and decoding and hashing 1,500 packages is most of a return's
+    cost to the flusher. The decoded value is shared by the rows that reported the same
+    text; the ingest only reads it. Bounded (``size`` entries, least recently used first
+    out), and safe between threads."""
+
+    def __init__(self, size: int = 32):
+        self.size = size
+        self._entries: collections.OrderedDict[str, list] = collections.OrderedDict()
+        self._by_id: dict[int, list] = {}
+        self._lock = threading.Lock()
+
+    def value(self, text: str) -> Any:
+        """``json.loads(text)``, the same object for the same text while it is remembered."""
+        with self._lock:
+            entry = self._entries.get(text)
+            if entry is not None:
+                self._entries.move_to_end(text)
+                return entry[0]
+        value = json.loads(text)
+        entry = [value, None]
+        with self._lock:
+            self._entries[text] = entry
+            self._by_id[id(value)] = entry
+            while len(self._entries) > self.size:
+                _, old = self._entries.popitem(last=False)
+                self._by_id.pop(id(old[0]), None)
+        return value
+
+    def digest(self, inv: Any, compute) -> str:
+        """``compute()``, the digest of ``inv``, once per remembered value."""
+        with self._lock:
+            entry = self._by_id.get(id(inv))
+        if entry is None or entry[0] is not inv:
+            return compute()
+        if entry[1] is None:
+            entry[1] = compute()
+        return entry[1]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._by_id.clear()
+
+
+INVENTORY_MEMO = _InventoryMemo()
+
+
+def _decoded_return(record: dict) -> tuple[dict, Any, str, str]:
+    """What :func:`_encode_return` gives, from an encoded return record (the value decoded
+    only where it feeds a node: :data:`_INGESTED_FUNS`, state runs; else None)."""
+    rest_json, value_json = record["ret_rest_json"], record.get("ret_value_json")
+    if not isinstance(rest_json, str) or not (value_json is None or isinstance(value_json, str)):
+        raise RecordRejected("an encoded return's JSON fields must be text")
+    rest = json.loads(rest_json)
+    if not isinstance(rest, dict):
+        raise RecordRejected(f"a return must be a mapping, got {type(rest).__name__}")
+    value = None
+    fun = str(rest.get("fun"))[:255] if rest.get("fun") is not None else None  # as in the row
+    if value_json is not None and fun in INVENTORY_FUNS:
+        value = INVENTORY_MEMO.value(value_json)
+    elif value_json is not None and (
+        fun in _INGESTED_FUNS or state_run(fun, rest.get("fun_args")) is not None
+    ):
+        value = json.loads(value_json)
+    return rest, value, "null" if value_json is None else value_json, _splice(rest_json, value_json)
 
 
 #: The field of a record that may hold secrets, by kind.
@@ -321,11 +433,14 @@ def return_rid(ret: Any) -> str:
 
 def return_row(record: dict, now: dt.datetime) -> dict:
     """The ``returns`` row of a ``return`` record (:class:`RecordRejected` if it has none)."""
-    ret = record.get("ret")
-    if not isinstance(ret, dict):
-        raise RecordRejected(f"a return must be a mapping, got {type(ret).__name__}")
-    ret = _redacted(ret, record)
-    rest, value, value_json, full_json = _encode_return(ret)
+    if "ret_rest_json" in record:  # encoded by the master's writer (encode_record)
+        rest, value, value_json, full_json = _decoded_return(record)
+    else:
+        ret = record.get("ret")
+        if not isinstance(ret, dict):
+            raise RecordRejected(f"a return must be a mapping, got {type(ret).__name__}")
+        ret = _redacted(ret, record)
+        rest, value, value_json, full_json = _encode_return(ret)
     _check_length(full_json)
     retcode = rest.get("retcode")
     success = rest.get("success")
@@ -365,7 +480,12 @@ def event_row(record: dict, now: dt.datetime) -> dict:
     tag = record.get("tag")
     if not isinstance(tag, str) or not tag:
         raise RecordRejected(f"an event needs a tag string, got {tag!r:.80}")
-    data_json, data = to_json(_redacted(record.get("data"), record))
+    if "data_json" in record:  # encoded by the master's writer (encode_record)
+        data_json = record["data_json"]
+        if not isinstance(data_json, str):
+            raise RecordRejected("an encoded event's data must be JSON text")
+    else:
+        data_json = to_json(_redacted(record.get("data"), record))[0]
     _check_length(data_json)
     master_id = record.get("master_id")
     return {
@@ -375,8 +495,6 @@ def event_row(record: dict, now: dt.datetime) -> dict:
         "master_id": master_id if isinstance(master_id, str) else None,
         "stored_at": now,
         "suspicious": _NUL_ESCAPE in data_json,
-        # not a column: the decoded data, for inventory and grains ingest
-        "data": data,
     }
 
 
@@ -907,21 +1025,35 @@ def is_master_job(fun: str | None) -> bool:
     return isinstance(fun, str) and fun.startswith(MASTER_JOB_PREFIXES)
 
 
+#: :func:`_touch_nodes` on PostgreSQL: the other columns take their server defaults, as the
+#: model's defaults are.
+_TOUCH_NODES_PG = text(
+    "INSERT INTO nodes (minion_id, first_seen, last_seen, facts, heard_by) "
+    "SELECT m, :now, :now, '{}'::jsonb, h "
+    "FROM unnest(CAST(:ids AS text[]), CAST(:by AS text[])) WITH ORDINALITY AS t(m, h, n) "
+    "ORDER BY n "
+    "ON CONFLICT (minion_id) DO UPDATE SET last_seen = excluded.last_seen, "
+    "heard_by = coalesce(excluded.heard_by, nodes.heard_by)"
+)
+
+
 def _touch_nodes(conn: Connection, heard_by: dict[str, str | None]) -> None:
     """Upsert ``nodes`` rows: first seen once, last seen now, heard by the master that stored
     the return (``{minion: master id}``)."""
     if not heard_by:
         return
     now = utcnow()
+    ids = sorted(heard_by)
+    if conn.dialect.name == "postgresql":
+        # one statement for the batch's nodes (not one per node), in id order
+        conn.execute(_TOUCH_NODES_PG, {"now": now, "ids": ids, "by": [heard_by[m] for m in ids]})
+        return
     rows = [
         {"minion_id": m, "first_seen": now, "last_seen": now, "facts": {}, "heard_by": heard_by[m]}
-        for m in sorted(heard_by)
+        for m in ids
     ]
     table = Node.__table__
-    if conn.dialect.name == "postgresql":
-        stmt = postgresql.insert(table)
-    else:
-        stmt = sqlite.insert(table)
+    stmt = sqlite.insert(table)
     stmt = stmt.on_conflict_do_update(
         index_elements=["minion_id"],
         set_={
@@ -983,7 +1115,7 @@ def _parse_inventory(minion_id: str, inv: Any) -> tuple[str, dict, dict, dict]:
     sources = inv.get("sources") if isinstance(inv.get("sources"), dict) else {}
     facts = inv.get("facts") if isinstance(inv.get("facts"), dict) else {}
     try:
-        digest = inventory_digest(packages, sources, facts)
+        digest = INVENTORY_MEMO.digest(inv, lambda: inventory_digest(packages, sources, facts))
     except (TypeError, ValueError) as exc:
         raise RecordRejected(f"inventory of {minion_id} cannot be hashed: {exc}") from exc
     claimed = inv.get("digest")
@@ -1048,6 +1180,19 @@ def _ingest_inventories(conn: Connection, items: list[tuple[str, tuple]]) -> lis
             {"minion_id": minion, "digest": digest, "previous_digest": previous, "seen_at": now}
         )
         changes.append((minion, digest, previous))
+    if conn.dialect.name == "postgresql":
+        _update_inventory_nodes_pg(conn, now, [m for m in minions if m not in changed], changed)
+        if history:
+            conn.execute(
+                _NODE_INVENTORY_PG,
+                {
+                    "at": now,
+                    "ids": [h["minion_id"] for h in history],
+                    "digests": [h["digest"] for h in history],
+                    "previous": [h["previous_digest"] for h in history],
+                },
+            )
+        return changes
     seen = [{"m": minion, "at": now} for minion in minions if minion not in changed]
     if seen:
         conn.execute(
@@ -1069,6 +1214,44 @@ def _ingest_inventories(conn: Connection, items: list[tuple[str, tuple]]) -> lis
         )
         conn.execute(NodeInventory.__table__.insert(), history)
     return changes
+
+
+#: :func:`_update_inventory_nodes_pg`: one statement each for the nodes whose inventory is
+#: unchanged and for those whose inventory changed, not one per node. Their rows are locked
+#: already, in id order, by :func:`_touch_nodes` earlier in the transaction.
+_INVENTORY_SEEN_PG = text(
+    "UPDATE nodes SET inventory_at = :at FROM unnest(CAST(:ids AS text[])) AS t(m) "
+    "WHERE nodes.minion_id = t.m"
+)
+_INVENTORY_CHANGED_PG = text(
+    "UPDATE nodes SET inventory_digest = t.d, inventory_at = :at, facts = CAST(t.f AS jsonb) "
+    "FROM unnest(CAST(:ids AS text[]), CAST(:digests AS text[]), CAST(:facts AS text[])) "
+    "AS t(m, d, f) WHERE nodes.minion_id = t.m"
+)
+
+
+#: The batch's ``node_inventory`` rows in one statement, in batch order (their ids too).
+_NODE_INVENTORY_PG = text(
+    "INSERT INTO node_inventory (minion_id, digest, previous_digest, seen_at) "
+    "SELECT m, d, p, :at FROM unnest(CAST(:ids AS text[]), CAST(:digests AS text[]), "
+    "CAST(:previous AS text[])) WITH ORDINALITY AS t(m, d, p, n) ORDER BY n"
+)
+
+
+def _update_inventory_nodes_pg(conn: Connection, now, seen: list[str], changed: dict) -> None:
+    if seen:
+        conn.execute(_INVENTORY_SEEN_PG, {"at": now, "ids": seen})
+    if changed:
+        ids = sorted(changed)
+        conn.execute(
+            _INVENTORY_CHANGED_PG,
+            {
+                "at": now,
+                "ids": ids,
+                "digests": [changed[m]["d"] for m in ids],
+                "facts": [json.dumps(changed[m]["f"]) for m in ids],
+            },
+        )
 
 
 def _ingest(conn, minion_id, fun, ret, success, result: BatchResult, rid) -> None:

@@ -29,6 +29,11 @@ log = logging.getLogger(__name__)
 
 #: How often the flusher looks for spools of dead processes.
 ADOPT_EVERY = 30.0
+#: In a burst (records submitted less than BURST_GAP seconds apart), a batch of fewer records
+#: than LINGER_BELOW waits LINGER_SECONDS for more before it is written.
+LINGER_BELOW = 100
+LINGER_SECONDS = 0.02
+BURST_GAP = 0.005
 #: Back-off while the database is unreachable (seconds, doubling up to the max).
 RETRY_MIN, RETRY_MAX = 0.5, 5.0
 #: How long a process that exits waits for its spool to reach the database (the rest waits
@@ -201,6 +206,7 @@ class Writer:
         self._stop = False
         self._busy = False
         self._last_adopt = 0.0
+        self._last_submit = self._burst_at = float("-inf")
         self._down_since: float | None = None
         self._unexpected: dict[object, int] = {}
         self.last_error: str | None = None
@@ -223,7 +229,8 @@ class Writer:
         its rid."""
         batch_mod.redact_record(record)
         record.setdefault("rid", self._rid(record))
-        self.spool.append(record)
+        self.spool.append(self._encoded(record))
+        self._submitted()
         self._wake()
         return record["rid"]
 
@@ -232,8 +239,10 @@ class Writer:
         for record in records:
             batch_mod.redact_record(record)  # no secret reaches the spool in clear
             record.setdefault("rid", self._rid(record))
+            self._encoded(record)
         if records:
             self.spool.append_many(records)
+            self._submitted()
             self._wake()
         return len(records)
 
@@ -244,6 +253,22 @@ class Writer:
         if not self.minion and record.get("kind") == "return":
             return batch_mod.return_rid(record.get("ret"))
         return uuid.uuid4().hex
+
+    def _submitted(self) -> None:
+        now = time.monotonic()
+        self._burst_at = now if now - self._last_submit < BURST_GAP else self._burst_at
+        self._last_submit = now
+
+    def _in_burst(self) -> bool:
+        """Whether records came in quick succession just now (a minion writes its own
+        records one job at a time: never)."""
+        return not self.minion and time.monotonic() - self._burst_at < 2 * BURST_GAP
+
+    def _encoded(self, record: dict) -> dict:
+        """The master's returns and events spooled as JSON text, encoded once, here
+        (:func:`~saltext_fleet.store.batch.encode_record`); a minion's own records as they are
+        (its role writes through :mod:`~saltext_fleet.store.minion`)."""
+        return record if self.minion else batch_mod.encode_record(record)
 
     def _wake(self) -> None:
         with self._cv:
@@ -320,6 +345,13 @@ class Writer:
             try:
                 for spool in [*self._adopted, self.spool]:
                     batch = spool.read_batch(self.batch_records, self.batch_bytes)
+                    if 0 < len(batch) < LINGER_BELOW and self._in_burst() and not self._stop:
+                        # A few records of a burst (returns of a job to many minions): wait a
+                        # moment for more, so the burst is written in a few large batches
+                        # instead of a tiny one first (each batch costs a transaction and a
+                        # checkpoint). A lone record is written at once.
+                        time.sleep(LINGER_SECONDS)
+                        batch = spool.read_batch(self.batch_records, self.batch_bytes)
                     while batch:
                         self._busy = True
                         # Read (and decode) the next batch while this one is written.

@@ -475,3 +475,143 @@ def test_get_writer_hands_out_one_writer_per_database_and_keeps_the_callback(db_
         assert store_writer.existing_writer(db_url, spool_dir) is w1
     finally:
         store_writer.close_all(5)
+
+
+# -- returns and events spooled as JSON text (encode_record) ---------------------------------
+
+
+def _mixed_batch() -> list[dict]:
+    """Returns and events of every shape the write path treats apart."""
+    shared = inventory("a")
+    liar = dict(inventory("b"), digest=DIGESTS["a"])  # claims another content's digest
+    state = {"pkg_|-curl_|-curl_|-installed": {"result": None, "changes": {"new": "1"}}}
+    odd = {"b": b"\xff\xfe", "s": {3, 1, 2}, 5: "int key", "nan": float("nan")}
+    no_return = ret(minion="n9", rid="r-noreturn")
+    del no_return["ret"]["return"]
+    return [
+        ret(minion="n1", fun="fleet.inventory", value=shared, rid="r-inv1"),
+        ret(minion="n2", fun="fleet.inventory", value=json.loads(json.dumps(shared)), rid="r-inv2"),
+        ret(minion="n3", fun="fleet.inventory", value=liar, rid="r-liar"),
+        ret(minion="n4", fun="grains.items", value={"os": "MacOS", "osrelease": "15.1"}, rid="r-g"),
+        ret(minion="n5", fun="state.apply", value=state, fun_args=["test=True"], rid="r-st"),
+        ret(minion="n6", fun="cmd.run", value="db_password=hunter2 and more", rid="r-cmd"),
+        ret(minion="n7", value=odd, rid="r-odd"),
+        ret(minion="n8", value="nul \u0000 inside", rid="r-nul"),
+        ret(minion="n8", jid="9" * 100, rid="r-longjid"),  # the column refuses it
+        no_return,
+        event(tag="salt/job/1/ret/n1", data={"return": "x", "token": "abc"}, rid="e-1"),
+        event(tag="odd", data={"raw": b"\xff\x01"}, rid="e-2"),
+        event(tag="nul", data={"t": "a\u0000b"}, rid="e-3"),
+    ]
+
+
+def _stored(engine) -> dict:
+    with engine.connect() as conn:
+        return {
+            "returns": sorted(
+                conn.execute(
+                    select(
+                        Return.rid,
+                        Return.jid,
+                        Return.minion_id,
+                        Return.fun,
+                        Return.success,
+                        Return.retcode,
+                        Return.ret,
+                        Return.full_ret,
+                    )
+                ).all(),
+                key=repr,
+            ),
+            "events": sorted(
+                conn.execute(select(Event.rid, Event.tag, Event.data)).all(), key=repr
+            ),
+            "nodes": sorted(
+                conn.execute(
+                    select(Node.minion_id, Node.facts, Node.inventory_digest, Node.pending_states)
+                ).all(),
+                key=repr,
+            ),
+            "snapshots": sorted(
+                conn.execute(
+                    select(
+                        InventorySnapshot.digest,
+                        InventorySnapshot.packages,
+                        InventorySnapshot.facts,
+                        InventorySnapshot.package_count,
+                    )
+                ).all(),
+                key=repr,
+            ),
+            "history": sorted(
+                conn.execute(
+                    select(
+                        NodeInventory.minion_id, NodeInventory.digest, NodeInventory.previous_digest
+                    )
+                ).all(),
+                key=repr,
+            ),
+            "quarantined": sorted(conn.execute(select(Quarantine.kind)).scalars()),
+        }
+
+
+def _wipe(engine):
+    with engine.begin() as conn:
+        for table in (
+            "node_inventory",
+            "returns",
+            "events",
+            "quarantine",
+            "nodes",
+            "inventory_snapshots",
+        ):
+            conn.execute(text(f"DELETE FROM {table}"))
+
+
+def test_encoded_records_store_exactly_what_plain_records_store(engine):
+    """The master's writer spools returns and events as JSON text (``encode_record``); the
+    write of such records stores the same rows as the write of the records as Salt handed
+    them over: returns, events, nodes, snapshots, history, what is quarantined. Records
+    spooled before (plain) are still written."""
+    import copy
+
+    plain = _mixed_batch()
+    result_plain = write(engine, copy.deepcopy(plain))
+    before = _stored(engine)
+    if engine.dialect.name == "postgresql":  # SQLite takes NUL and any length
+        assert before["quarantined"], "the batch must exercise the isolation path"
+    assert len(before["returns"]) >= 8 and len(before["events"]) >= 2
+    _wipe(engine)
+    batch.INVENTORY_MEMO.clear()
+    encoded = [batch.encode_record(batch.redact_record(copy.deepcopy(r))) for r in plain]
+    assert all("ret" not in r and isinstance(r["ret_rest_json"], str) for r in encoded[:10])
+    assert all("data" not in r and isinstance(r["data_json"], str) for r in encoded[10:])
+    result_encoded = write(engine, encoded)
+    after = _stored(engine)
+    # secrets: redact_record masked them before encoding; the plain path masks them at write
+    assert after == before
+    assert result_encoded.inventory_changed == result_plain.inventory_changed
+    assert result_encoded.states_run == result_plain.states_run
+    # nothing an unredacted record holds is ever encoded as it is
+    raw = {"kind": "return", "rid": "x", "ret": {"id": "m", "jid": "1", "password": "p"}}
+    assert batch.encode_record(dict(raw)) == raw
+
+
+def test_a_minion_cannot_poison_the_inventory_memo(engine):
+    """Inventories decoded once per text (``INVENTORY_MEMO``): another minion sending the very
+    same text gets its own node rows, a minion claiming a neighbour's digest for other content
+    is stored under the digest of what it sent, and the memo stays bounded."""
+    batch.INVENTORY_MEMO.clear()
+    write(engine, [batch.encode_record(batch.redact_record(r)) for r in _mixed_batch()[:3]])
+    with engine.connect() as conn:
+        digests = dict(conn.execute(select(Node.minion_id, Node.inventory_digest)).all())
+    assert digests["n1"] == digests["n2"] == DIGESTS["a"]
+    assert digests["n3"] == DIGESTS["b"] != DIGESTS["a"]
+    memo = batch._InventoryMemo(size=2)
+    first = memo.value('{"a": 1}')
+    assert memo.value('{"a": 1}') is first
+    assert memo.digest(first, lambda: "d1") == "d1" and memo.digest(first, lambda: "other") == "d1"
+    assert memo.digest({"a": 1}, lambda: "fresh") == "fresh"  # an equal but other object
+    memo.value('{"b": 2}')
+    memo.value('{"c": 3}')
+    assert len(memo._entries) == 2 and memo.value('{"a": 1}') is not first
