@@ -304,3 +304,54 @@ def test_the_reactors_recompute_indexes_the_new_snapshot_in_its_transaction(engi
     assert {k: indexed[k] for k in ("score", "missing", "extra", "changed")} == {
         k: plain[k] for k in ("score", "missing", "extra", "changed")
     }
+
+
+def test_an_indexed_change_adds_the_names_of_its_new_packages_only_once(engine, fleet):
+    """After an inventory change, ``recompute_node(index=True)`` takes the keys of the node's
+    previous (indexed) snapshot as known and adds the names of the packages that changed:
+    every key of the new snapshot has its name in ``package_keys``, and the names of the
+    packages the node kept are not written again."""
+    store_drift.recompute(engine, {"n1": "b", "n2": "b"})  # indexes both snapshots
+    with engine.connect() as conn:
+        names_before = {
+            k: tuple(v)
+            for k, *v in conn.execute(
+                text("SELECT key, ecosystem, name, version FROM package_keys")
+            )
+        }
+    store_inventory(
+        engine,
+        "n2",
+        inventory(
+            {"requests": "3.0.2", "urllib3": "2.0.7", "rich": "13.0", "brand-new": "0.1"},
+            osrelease="11",
+        ),
+    )
+    new = store_drift.node_inventory(engine, "n2")
+    got = store_drift.recompute_node(engine, "n2", "b", index=True)
+    with engine.connect() as conn:
+        blob = conn.execute(
+            select(SnapshotKeys.keys).where(SnapshotKeys.digest == new["digest"])
+        ).scalar()
+        names = {
+            k: tuple(v)
+            for k, *v in conn.execute(
+                text("SELECT key, ecosystem, name, version FROM package_keys")
+            )
+        }
+    assert bytes(blob) == core_drift.pack_keys(new["packages"])
+    keys = {k for section in core_drift.unpack_keys(bytes(blob)).values() for k in section}
+    assert keys <= set(names)  # every key of the new snapshot is named
+    assert set(names) - set(names_before) == {
+        core_drift.package_key("pypi", "requests", "3.0.2"),
+        core_drift.package_key("pypi", "brand-new", "0.1"),
+    }
+    assert names[core_drift.package_key("pypi", "brand-new", "0.1")] == ("pypi", "brand-new", "0.1")
+    assert got["extra"] == [
+        {"ecosystem": "pypi", "name": "brand-new", "version": "0.1"},
+        {"ecosystem": "pypi", "name": "rich", "version": "13.0"},
+    ]
+    # a second call finds the snapshot indexed and writes nothing more
+    store_drift.recompute_node(engine, "n2", "b", index=True)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM package_keys")).scalar() == len(names)

@@ -27,14 +27,16 @@ from collections.abc import Callable, Mapping
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import Text, bindparam, cast, delete, func, select
+from sqlalchemy import Text, and_, bindparam, cast, delete, func, select
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import aliased
 
 from saltext_fleet.core import drift as core_drift
 from saltext_fleet.store.drift.baselines import compiled, weights_digest
 from saltext_fleet.store.drift.common import facts_of, rows_by_minion
 from saltext_fleet.store.drift.pkgkeys import (
     clean_packages,
+    index_one,
     index_snapshots,
     named_keys,
     resolve_keys,
@@ -46,7 +48,14 @@ from saltext_fleet.store.drift.results import (
     record,
     record_in_transaction,
 )
-from saltext_fleet.store.models import Baseline, DriftCurrent, InventorySnapshot, Node, utcnow
+from saltext_fleet.store.models import (
+    Baseline,
+    DriftCurrent,
+    InventorySnapshot,
+    Node,
+    SnapshotKeys,
+    utcnow,
+)
 
 Progress = Callable[[str, int, int], None]
 
@@ -212,6 +221,13 @@ def _node_query(dialect: str):
             DriftCurrent.minion_id.label("prev_minion"),
         ]
         columns += [getattr(DriftCurrent, k).label(f"prev_{k}") for k in KEPT_FIELDS]
+        # whether the snapshot is indexed, and the keys of the previous result's snapshot
+        # (for index=True: one round trip instead of three)
+        now_keys, prev_keys = aliased(SnapshotKeys), aliased(SnapshotKeys)
+        columns += [
+            now_keys.digest.label("indexed"),
+            prev_keys.keys.label("prev_keys"),
+        ]
         if dialect == "postgresql":
             # a drift result can always be computed again: no need to wait for the WAL flush
             # (set here, in the same round trip as the read)
@@ -220,6 +236,14 @@ def _node_query(dialect: str):
             select(*columns)
             .join(InventorySnapshot, InventorySnapshot.digest == Node.inventory_digest)
             .outerjoin(DriftCurrent, DriftCurrent.minion_id == Node.minion_id)
+            .outerjoin(now_keys, now_keys.digest == Node.inventory_digest)
+            .outerjoin(
+                prev_keys,
+                and_(
+                    prev_keys.digest == DriftCurrent.inventory_digest,
+                    DriftCurrent.inventory_digest != Node.inventory_digest,
+                ),
+            )
             .where(Node.minion_id == bindparam("m"))
         )
     return _STATEMENTS[key]
@@ -247,8 +271,8 @@ def recompute_node(
         ).first()
         if row is None:
             return None
-        if index and row.inventory_digest:
-            index_snapshots(conn, [row.inventory_digest])
+        if index and row.inventory_digest and row.indexed is None:
+            index_one(conn, row.inventory_digest, row.packages, row.prev_keys)
         if baseline_name is None:
             conn.execute(delete(DriftCurrent).where(DriftCurrent.minion_id == minion))
             return None

@@ -75,6 +75,28 @@ def index_snapshots(conn: Connection, digests: Iterable[str]) -> int:
     return done
 
 
+def index_one(conn: Connection, digest: str, packages: Any, known: bytes | None = None) -> None:
+    """Index one snapshot whose (decoded) ``packages`` the caller has read already and which
+    has no ``snapshot_keys`` yet (:func:`recompute_node`'s path, in its transaction).
+
+    ``known``: the keys blob of another indexed snapshot (the node's previous one): its keys
+    are in ``package_keys`` already (a snapshot's keys and their names are written in one
+    transaction, and neither is ever deleted), so of a changed inventory only the packages
+    that changed are looked up and added, not all 1,000."""
+    added: set[int] = set()
+    if known:
+        for keys in core_drift.unpack_keys(known).values():
+            added.update(keys)
+    names: dict[int, tuple[str, str, str]] = {}
+    blob = core_drift.KEY_MEMO.snapshot_blob(
+        packages if isinstance(packages, dict) else {}, added, names
+    )
+    insert_keys = dialect_insert(conn)(SnapshotKeys.__table__).on_conflict_do_nothing(
+        index_elements=["digest"]
+    )
+    _Writer(conn, insert_keys, False)(names, [{"digest": digest, "keys": blob}])
+
+
 class _Writer:
     """Writes each chunk's names and blobs: on the caller's connection, or (``threaded``: on
     PostgreSQL with more than one chunk, whose snapshots are committed) in a thread of its own
