@@ -205,9 +205,10 @@ def recompute(
 _STATEMENTS: dict[tuple[str, str], Any] = {}
 
 
-def _node_query(dialect: str):
-    """What :func:`recompute_node` reads, in one statement (built once per dialect)."""
-    key = ("node", dialect)
+def _node_query(dialect: str, index: bool = False):
+    """What :func:`recompute_node` reads, in one statement (built once per dialect); with
+    ``index``, also whether the snapshot is indexed and the previous snapshot's keys."""
+    key = ("node", dialect, index)
     if key not in _STATEMENTS:
         revision_of = (
             select(Baseline.revision).where(Baseline.name == bindparam("b")).scalar_subquery()
@@ -224,28 +225,26 @@ def _node_query(dialect: str):
         # whether the snapshot is indexed, and the keys of the previous result's snapshot
         # (for index=True: one round trip instead of three)
         now_keys, prev_keys = aliased(SnapshotKeys), aliased(SnapshotKeys)
-        columns += [
-            now_keys.digest.label("indexed"),
-            prev_keys.keys.label("prev_keys"),
-        ]
+        if index:
+            columns += [now_keys.digest.label("indexed"), prev_keys.keys.label("prev_keys")]
         if dialect == "postgresql":
             # a drift result can always be computed again: no need to wait for the WAL flush
             # (set here, in the same round trip as the read)
             columns.append(func.set_config("synchronous_commit", "off", True).label("sync"))
-        _STATEMENTS[key] = (
+        stmt = (
             select(*columns)
             .join(InventorySnapshot, InventorySnapshot.digest == Node.inventory_digest)
             .outerjoin(DriftCurrent, DriftCurrent.minion_id == Node.minion_id)
-            .outerjoin(now_keys, now_keys.digest == Node.inventory_digest)
-            .outerjoin(
+        )
+        if index:
+            stmt = stmt.outerjoin(now_keys, now_keys.digest == Node.inventory_digest).outerjoin(
                 prev_keys,
                 and_(
                     prev_keys.digest == DriftCurrent.inventory_digest,
                     DriftCurrent.inventory_digest != Node.inventory_digest,
                 ),
             )
-            .where(Node.minion_id == bindparam("m"))
-        )
+        _STATEMENTS[key] = stmt.where(Node.minion_id == bindparam("m"))
     return _STATEMENTS[key]
 
 
@@ -267,7 +266,7 @@ def recompute_node(
     """
     with engine.begin() as conn:
         row = conn.execute(
-            _node_query(conn.dialect.name), {"m": minion, "b": baseline_name or ""}
+            _node_query(conn.dialect.name, index), {"m": minion, "b": baseline_name or ""}
         ).first()
         if row is None:
             return None
