@@ -254,6 +254,18 @@ class Writer:
             return batch_mod.return_rid(record.get("ret"))
         return uuid.uuid4().hex
 
+    def _topped_up(self, spool: Spool, batch: list) -> list:
+        """The read-ahead ``batch`` and, when it is short, the records spooled after it while
+        the batch before was written: the next write takes everything there is (up to the
+        batch size) instead of what there was when it began, so a stream of records is
+        written in fewer, larger batches."""
+        if not batch or len(batch) >= self.batch_records:
+            return batch
+        more = spool.read_batch(
+            self.batch_records - len(batch), self.batch_bytes // 2, after=batch[-1][0]
+        )
+        return batch + more if more else batch
+
     def _submitted(self) -> None:
         now = time.monotonic()
         self._burst_at = now if now - self._last_submit < BURST_GAP else self._burst_at
@@ -364,7 +376,7 @@ class Writer:
                             ahead.discard()
                             raise
                         wrote_any = True
-                        batch = ahead.result()
+                        batch = self._topped_up(spool, ahead.result())
                 self._retire_adopted()
                 retry = RETRY_MIN
             except Exception as exc:  # the flusher must never die

@@ -395,6 +395,26 @@ def test_writer_reads_ahead_and_stores_every_record_once_in_order(db_url, tmp_pa
         writer.close(5)
 
 
+def test_a_short_read_ahead_is_topped_up_with_what_came_since(db_url, tmp_path, monkeypatch):
+    """The next batch takes the records spooled while the one before was written (up to the
+    batch size), in spool order, after what the read-ahead read: a stream is written in fewer,
+    larger batches."""
+    monkeypatch.setattr(store_writer.Writer, "_run", lambda self: None)  # no flusher: by hand
+    writer = store_writer.Writer(db_url, str(tmp_path / "spool"), batch_records=8)
+    try:
+        writer.submit_many(ret(minion=f"m{i}", rid=f"r{i}") for i in range(3))
+        ahead = writer.spool.read_batch(8, 1 << 20)
+        writer.submit_many(ret(minion=f"m{i}", rid=f"r{i}") for i in range(3, 12))
+        batch_ = writer._topped_up(writer.spool, ahead)
+        assert [record["rid"] for _, record in batch_] == [f"r{i}" for i in range(8)]
+        rest = writer.spool.read_batch(8, 1 << 20, after=batch_[-1][0])
+        assert [record["rid"] for _, record in rest] == [f"r{i}" for i in range(8, 12)]
+        assert writer._topped_up(writer.spool, batch_) == batch_  # full: as it is
+        assert writer._topped_up(writer.spool, []) == []
+    finally:
+        writer.spool.close()
+
+
 def test_a_failed_write_drops_the_read_ahead_and_replays_from_the_checkpoint(
     db_url, tmp_path, monkeypatch
 ):
