@@ -53,8 +53,8 @@ that text goes to the database as is (``full_ret`` is spliced from the encoded `
 encoded a second time). The master's writer encodes returns and events when it spools them
 (:func:`encode_record`): the spool holds the JSON text, which its msgpack frames carry as one
 string, so the flusher neither unpacks a return's objects nor encodes them again, and decodes
-a return's value only where it feeds a node (inventory, grains, state runs). Only payloads the encoder refuses (bytes, sets, NaN, odd keys) take the
-slow path through :func:`jsonable`. On PostgreSQL the returns and events of a batch are written
+a return's value only where it feeds a node (inventory, grains, state runs). Only payloads
+the encoder refuses (bytes, sets, NaN, odd keys) take the slow path through :func:`jsonable`. On PostgreSQL the returns and events of a batch are written
 with ``COPY ... FROM STDIN`` inside a savepoint, after one indexed look-up drops the rids that
 are already stored (a replay): the unique index on ``rid`` still guarantees exactly once, and
 if the ``COPY`` fails for any reason other than the connection (a duplicate that raced in, a
@@ -297,8 +297,9 @@ def _encode_return(ret: dict) -> tuple[dict, Any, str, str]:
 def encode_record(record: dict) -> dict:
     """``record`` (redacted: :func:`redact_record`) with a return's load or an event's data as
     JSON text, as the master's writer spools it; see the module docstring. A payload the
-    encoder cannot take at all (nested too deep) stays as it is: its write rejects it, as
-    before. Changes and returns ``record``."""
+    encoder cannot take at all (nested too deep, an object whose ``repr`` raises) stays as it
+    is: the spool takes it as before and its write stores or quarantines it; nothing is lost
+    because it could not be encoded here. Changes and returns ``record``."""
     if not record.get("redacted"):
         return record  # never encode what was not masked first
     kind = record.get("kind")
@@ -310,8 +311,8 @@ def encode_record(record: dict) -> dict:
         elif kind == "event" and "data" in record:
             record["data_json"] = to_json(record["data"])[0]
             del record["data"]
-    except RecordRejected:
-        pass
+    except Exception:  # left for the spool and the write path, as before
+        log.debug("saltext-fleet: a %s record is spooled unencoded", kind, exc_info=True)
     return record
 
 
@@ -425,9 +426,12 @@ def return_rid(ret: Any) -> str:
         return uuid.uuid4().hex
     identity = [[key, ret.get(key)] for key in RETURN_IDENTITY_FIELDS]
     try:
-        packed = msgpack.packb(identity, use_bin_type=True, default=repr)
-    except (TypeError, ValueError, OverflowError):
-        packed = json.dumps(identity, default=repr, sort_keys=True).encode("utf-8", "replace")
+        try:
+            packed = msgpack.packb(identity, use_bin_type=True, default=repr)
+        except (TypeError, ValueError, OverflowError):
+            packed = json.dumps(identity, default=repr, sort_keys=True).encode("utf-8", "replace")
+    except Exception:  # noqa: BLE001 - an object whose repr raises (a runner's): stored anyway
+        return uuid.uuid4().hex
     return hashlib.sha256(b"fleet-return\0" + packed).hexdigest()
 
 

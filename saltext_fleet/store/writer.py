@@ -228,7 +228,8 @@ class Writer:
         """Spool one record (``kind`` set by the caller), its secrets masked first; returns
         its rid."""
         batch_mod.redact_record(record)
-        record.setdefault("rid", self._rid(record))
+        if "rid" not in record:
+            record["rid"] = self._rid(record)
         self.spool.append(self._encoded(record))
         self._submitted()
         self._wake()
@@ -238,7 +239,8 @@ class Writer:
         records = list(records)
         for record in records:
             batch_mod.redact_record(record)  # no secret reaches the spool in clear
-            record.setdefault("rid", self._rid(record))
+            if "rid" not in record:
+                record["rid"] = self._rid(record)
             self._encoded(record)
         if records:
             self.spool.append_many(records)

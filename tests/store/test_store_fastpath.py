@@ -617,6 +617,29 @@ def test_encoded_records_store_exactly_what_plain_records_store(engine):
     assert batch.encode_record(dict(raw)) == raw
 
 
+def test_a_payload_that_cannot_be_encoded_is_spooled_and_written_as_before(db_url, tmp_path):
+    """An object whose ``repr`` raises cannot be encoded when it is spooled: the writer spools
+    the record as it is (the spool's own fallback) and writes it; the caller (Salt's returner
+    call) sees no error and the return is not lost."""
+
+    class Odd:
+        def __repr__(self):
+            raise RuntimeError("no repr")
+
+    writer = _writer(db_url, tmp_path)
+    try:
+        writer.submit(ret(minion="odd", value={"x": Odd()}, rid="r-odd"))
+        writer.submit(ret(minion="fine", rid="r-fine"))
+        assert writer.drain(60)
+        engine = store_engine.get_engine(db_url)
+        with engine.connect() as conn:
+            stored = set(conn.execute(select(Return.rid)).scalars())
+            held = set(conn.execute(select(Quarantine.rid)).scalars())
+        assert "r-fine" in stored and "r-odd" in stored | held
+    finally:
+        writer.close(5)
+
+
 def test_a_minion_cannot_poison_the_inventory_memo(engine):
     """Inventories decoded once per text (``INVENTORY_MEMO``): another minion sending the very
     same text gets its own node rows, a minion claiming a neighbour's digest for other content
