@@ -8,6 +8,7 @@ import logging
 import os
 import pathlib
 import shutil
+import sys
 import tempfile
 
 import pytest
@@ -186,3 +187,20 @@ def db_url(request, tmp_path):
         yield f"sqlite:///{tmp_path / 'fleet.db'}"
     else:
         yield request.getfixturevalue("pg_url_factory")()
+
+
+@pytest.fixture(autouse=True)
+def _no_salt_user_left_in_the_runner_module():
+    """No test acts as a user an earlier test's Salt call left behind.
+
+    Salt's ``RunnerClient`` writes ``__user__`` into the loaded runner module's globals
+    (salt/client/mixins.py) and leaves it there, and every later loader of the process gets
+    that same module (``sys.modules["salt.loaded.ext.runners.fleet"]``). A runner called
+    straight from a loader, as the tests do (the product never does: every call of its goes
+    through a ``RunnerClient``, which sets the user each time), would then record a web UI
+    user of an earlier test as its actor."""
+    module = sys.modules.get("salt.loaded.ext.runners.fleet")
+    if module is not None:
+        for name in ("__user__", "__pub_user"):
+            module.__dict__.pop(name, None)
+    yield
