@@ -291,6 +291,12 @@ def _encode_return(ret: dict) -> tuple[dict, Any, str, str]:
     with that text spliced in.
     """
     rest, value, value_json, rest_json = _encode_parts(ret)
+    return _return_parts(rest, value, value_json, rest_json)
+
+
+def _return_parts(rest: dict, value: Any, value_json: str | None, rest_json: str) -> tuple:
+    """What :func:`return_row` takes: the value's JSON (``null`` for a load without
+    ``return``) and the whole load's JSON spliced from the parts."""
     return rest, value, "null" if value_json is None else value_json, _splice(rest_json, value_json)
 
 
@@ -384,7 +390,7 @@ def _decoded_return(record: dict) -> tuple[dict, Any, str, str]:
         fun in _INGESTED_FUNS or state_run(fun, rest.get("fun_args")) is not None
     ):
         value = json.loads(value_json)
-    return rest, value, "null" if value_json is None else value_json, _splice(rest_json, value_json)
+    return _return_parts(rest, value, value_json, rest_json)
 
 
 #: The field of a record that may hold secrets, by kind.

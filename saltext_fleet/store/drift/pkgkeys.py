@@ -34,10 +34,10 @@ def index_snapshots(conn: Connection, digests: Iterable[str]) -> int:
     The packages are read as JSON text and decoded here (a faster decoder than the driver's
     where there is one), a chunk at a time; each distinct (ecosystem, name, version) is hashed
     once per call (many snapshots: a memo of the call's own) or per process (a few:
-    :data:`~saltext_fleet.core.drift.KEY_MEMO`) and sent to ``package_keys`` once per call. Up to :data:`INDEX_CHUNK` snapshots are written in the
-    caller's transaction; more, on PostgreSQL, are read and written by threads with
-    connections of their own (reading ahead, writing behind, see :class:`_Writer`), so the
-    snapshots must be committed.
+    :data:`~saltext_fleet.core.drift.KEY_MEMO`) and sent to ``package_keys`` once per call.
+    Up to :data:`INDEX_CHUNK` snapshots are written in the caller's transaction; more, on
+    PostgreSQL, are read and written by threads with connections of their own (reading ahead,
+    writing behind, see :class:`_Writer`), so the snapshots must be committed.
     """
     wanted = set(digests)
     if not wanted:
@@ -55,9 +55,7 @@ def index_snapshots(conn: Connection, digests: Iterable[str]) -> int:
     todo = sorted(wanted - have)
     memo = core_drift.KeyMemo() if len(todo) > INDEX_CHUNK else core_drift.KEY_MEMO
     added: set[int] = set()  # keys this call sent to package_keys (in its transaction)
-    insert_keys = dialect_insert(conn)(SnapshotKeys.__table__).on_conflict_do_nothing(
-        index_elements=["digest"]
-    )
+    insert_keys = _insert_snapshot_keys(conn)
     done = 0
     threaded = conn.dialect.name == "postgresql" and len(todo) > INDEX_CHUNK
     with _Writer(conn, insert_keys, threaded) as write:
@@ -73,6 +71,13 @@ def index_snapshots(conn: Connection, digests: Iterable[str]) -> int:
             write(names, keyed_rows)
             done += len(keyed_rows)
     return done
+
+
+def _insert_snapshot_keys(conn: Connection):
+    """``INSERT INTO snapshot_keys .. ON CONFLICT (digest) DO NOTHING`` in ``conn``'s dialect."""
+    return dialect_insert(conn)(SnapshotKeys.__table__).on_conflict_do_nothing(
+        index_elements=["digest"]
+    )
 
 
 def index_one(conn: Connection, digest: str, packages: Any, known: bytes | None = None) -> None:
@@ -91,10 +96,7 @@ def index_one(conn: Connection, digest: str, packages: Any, known: bytes | None 
     blob = core_drift.KEY_MEMO.snapshot_blob(
         packages if isinstance(packages, dict) else {}, added, names
     )
-    insert_keys = dialect_insert(conn)(SnapshotKeys.__table__).on_conflict_do_nothing(
-        index_elements=["digest"]
-    )
-    _Writer(conn, insert_keys, False)(names, [{"digest": digest, "keys": blob}])
+    _Writer(conn, _insert_snapshot_keys(conn), False)(names, [{"digest": digest, "keys": blob}])
 
 
 class _Writer:
